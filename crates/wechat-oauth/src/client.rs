@@ -1,0 +1,525 @@
+//! The [`Client`]: one configured connection to WeChat's sns endpoints.
+//!
+//! It owns the AppID and AppSecret, one shared reqwest client (redirects off, connect and total
+//! timeouts), the retry policy for idempotent calls and the clock used to turn `expires_in` into
+//! absolute expiries. Request URLs carry the AppSecret, so they are never logged or reported.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use crate::authorize::{self, AuthorizeUrlError, OfficialAccountScope, State};
+use crate::clock::{SharedClock, system_clock};
+use crate::error::{Error, RedactedBody, TransportErrorKind};
+use crate::types::{
+    AccessToken, AppId, AppSecret, AuthCode, Lang, MiniProgramSession, OpenId, RefreshToken,
+    TokenGrant, UserInfo,
+};
+use crate::wire;
+
+/// WeChat's API base URL.
+pub const DEFAULT_API_BASE: &str = "https://api.weixin.qq.com";
+/// Default time allowed to establish a connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default time allowed for a whole request, connect to last byte.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(8);
+/// Answers larger than this are not read (WeChat's are a few hundred bytes).
+const MAX_BODY: usize = 256 * 1024;
+
+/// How idempotent calls (refresh, auth check, userinfo) are retried on `-1`, transport errors
+/// and 5xx: bounded exponential backoff with jitter. Code exchanges are never retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included (1 = no retries).
+    pub max_attempts: u32,
+    /// The wait before the first retry; it doubles each retry.
+    pub initial_backoff: Duration,
+    /// The longest wait between two attempts.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// 3 attempts, waits of about 100 ms and 200 ms.
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// One attempt, no retries.
+    pub fn none() -> Self {
+        Self {
+            max_attempts: 1,
+            ..Self::default()
+        }
+    }
+
+    /// The wait after failed attempt number `attempt` (1-based): the exponential step, with a
+    /// random part so that many clients do not retry in lockstep ("equal jitter": half fixed).
+    fn backoff(&self, attempt: u32) -> Duration {
+        let step = self
+            .initial_backoff
+            .saturating_mul(1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX))
+            .min(self.max_backoff);
+        let half = step / 2;
+        half + half.mul_f64(rand::random::<f64>())
+    }
+}
+
+/// Why a [`Client`] could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A base URL is not an absolute http(s) URL.
+    #[error("invalid base URL {0:?}: it must be an absolute http or https URL")]
+    InvalidBaseUrl(String),
+    /// The HTTP client could not be created (e.g. no TLS backend).
+    #[error("could not create the HTTP client: {0}")]
+    Http(String),
+}
+
+/// Configures a [`Client`].
+pub struct ClientBuilder {
+    appid: AppId,
+    secret: AppSecret,
+    api_base: String,
+    open_base: String,
+    connect_timeout: Duration,
+    timeout: Duration,
+    retry: RetryPolicy,
+    clock: SharedClock,
+    http: Option<reqwest::Client>,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("appid", &self.appid)
+            .field("secret", &self.secret)
+            .field("api_base", &self.api_base)
+            .field("open_base", &self.open_base)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("timeout", &self.timeout)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    /// The API base URL (default `https://api.weixin.qq.com`): a proxy, or the fake in tests.
+    pub fn api_base(mut self, url: impl Into<String>) -> Self {
+        self.api_base = url.into();
+        self
+    }
+
+    /// The base of the browser authorize URLs (default `https://open.weixin.qq.com`).
+    pub fn open_base(mut self, url: impl Into<String>) -> Self {
+        self.open_base = url.into();
+        self
+    }
+
+    /// Time allowed to connect (default 3 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Time allowed for a whole request (default 8 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How idempotent calls are retried (default: [`RetryPolicy::default`]).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// The clock used to compute absolute expiries (default: the system clock).
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Use this reqwest client instead of building one. The total timeout is still applied per
+    /// request; connect timeout and redirect policy are then the given client's.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http = Some(client);
+        self
+    }
+
+    /// Builds the client.
+    pub fn build(self) -> Result<Client, BuildError> {
+        let api_base = parse_base(&self.api_base)?;
+        let open_base = parse_base(&self.open_base)?;
+        let http = match self.http {
+            Some(http) => http,
+            None => reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(self.connect_timeout)
+                .timeout(self.timeout)
+                .user_agent(concat!("wechat-oauth/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| BuildError::Http(e.without_url().to_string()))?,
+        };
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                appid: self.appid,
+                secret: self.secret,
+                api_base,
+                open_base,
+                timeout: self.timeout,
+                retry: self.retry,
+                clock: self.clock,
+            }),
+        })
+    }
+}
+
+fn parse_base(raw: &str) -> Result<String, BuildError> {
+    let trimmed = raw.trim_end_matches('/');
+    match Url::parse(trimmed) {
+        Ok(url)
+            if matches!(url.scheme(), "http" | "https")
+                && url.has_host()
+                && url.query().is_none()
+                && url.fragment().is_none() =>
+        {
+            Ok(trimmed.to_owned())
+        }
+        _ => Err(BuildError::InvalidBaseUrl(raw.to_owned())),
+    }
+}
+
+/// A typed client for WeChat's OAuth endpoints. Cheap to clone; clones share one connection pool.
+///
+/// ```no_run
+/// use wechat_oauth::{AppId, AppSecret, AuthCode, Client};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = Client::builder(AppId::new("wx1234567890abcdef"), AppSecret::new("the-secret"))
+///     .build()?;
+/// let grant = client.exchange_code(&AuthCode::new("code-from-the-app")).await?;
+/// println!("logged in: {} scopes {}", grant.openid, grant.scopes);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    appid: AppId,
+    secret: AppSecret,
+    api_base: String,
+    open_base: String,
+    timeout: Duration,
+    retry: RetryPolicy,
+    clock: SharedClock,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("appid", &self.inner.appid)
+            .field("secret", &self.inner.secret)
+            .field("api_base", &self.inner.api_base)
+            .field("retry", &self.inner.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The endpoints, named for logs.
+#[derive(Clone, Copy)]
+enum Endpoint {
+    AccessToken,
+    RefreshToken,
+    Auth,
+    UserInfo,
+    JsCode2Session,
+}
+
+impl Endpoint {
+    fn path(self) -> &'static str {
+        match self {
+            Self::AccessToken => "/sns/oauth2/access_token",
+            Self::RefreshToken => "/sns/oauth2/refresh_token",
+            Self::Auth => "/sns/auth",
+            Self::UserInfo => "/sns/userinfo",
+            Self::JsCode2Session => "/sns/jscode2session",
+        }
+    }
+
+    /// Whether a repeat has the same effect: everything but the single-use code exchanges.
+    fn idempotent(self) -> bool {
+        matches!(self, Self::RefreshToken | Self::Auth | Self::UserInfo)
+    }
+}
+
+impl Client {
+    /// Starts configuring a client for one application.
+    pub fn builder(appid: AppId, secret: AppSecret) -> ClientBuilder {
+        ClientBuilder {
+            appid,
+            secret,
+            api_base: DEFAULT_API_BASE.to_owned(),
+            open_base: authorize::DEFAULT_OPEN_BASE.to_owned(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            timeout: DEFAULT_TIMEOUT,
+            retry: RetryPolicy::default(),
+            clock: system_clock(),
+            http: None,
+        }
+    }
+
+    /// The application's AppID.
+    pub fn appid(&self) -> &AppId {
+        &self.inner.appid
+    }
+
+    /// The clock this client computes expiries with.
+    pub fn clock(&self) -> &SharedClock {
+        &self.inner.clock
+    }
+
+    /// Exchanges a code from a mobile app, website or Official Account page
+    /// (`/sns/oauth2/access_token`). Never retried: a code is single use.
+    pub async fn exchange_code(&self, code: &AuthCode) -> Result<TokenGrant, Error> {
+        let wire: wire::WireGrant = self
+            .call(
+                Endpoint::AccessToken,
+                &[
+                    ("appid", self.inner.appid.as_str()),
+                    ("secret", self.inner.secret.secret()),
+                    ("code", code.secret()),
+                    ("grant_type", "authorization_code"),
+                ],
+            )
+            .await?;
+        Ok(wire.into_grant(self.inner.clock.now()))
+    }
+
+    /// Refreshes (or renews) the access token (`/sns/oauth2/refresh_token`). Store the refresh
+    /// token that comes back. Retried on transient failures.
+    pub async fn refresh_token(&self, refresh_token: &RefreshToken) -> Result<TokenGrant, Error> {
+        let wire: wire::WireGrant = self
+            .call(
+                Endpoint::RefreshToken,
+                &[
+                    ("appid", self.inner.appid.as_str()),
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh_token.secret()),
+                ],
+            )
+            .await?;
+        Ok(wire.into_grant(self.inner.clock.now()))
+    }
+
+    /// Asks WeChat whether an access token is still valid (`/sns/auth`). `Ok(())` means valid;
+    /// an invalid token is an [`Error::Api`] (40001, 40014, 42001, 40003) and a busy WeChat is
+    /// a different, retryable error — never a plain "invalid". Retried on transient failures.
+    pub async fn check_access_token(
+        &self,
+        access_token: &AccessToken,
+        openid: &OpenId,
+    ) -> Result<(), Error> {
+        let _: wire::WireOk = self
+            .call(
+                Endpoint::Auth,
+                &[
+                    ("access_token", access_token.secret()),
+                    ("openid", openid.as_str()),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Reads the user's profile (`/sns/userinfo`). Needs a `snsapi_userinfo` or `snsapi_login`
+    /// grant; with `snsapi_base` WeChat answers 48001. Retried on transient failures.
+    pub async fn userinfo(
+        &self,
+        access_token: &AccessToken,
+        openid: &OpenId,
+        lang: Lang,
+    ) -> Result<UserInfo, Error> {
+        let wire: wire::WireUserInfo = self
+            .call(
+                Endpoint::UserInfo,
+                &[
+                    ("access_token", access_token.secret()),
+                    ("openid", openid.as_str()),
+                    ("lang", lang.as_str()),
+                ],
+            )
+            .await?;
+        Ok(wire.into())
+    }
+
+    /// Exchanges a Mini Program `wx.login()` code (`/sns/jscode2session`). Never retried.
+    pub async fn jscode2session(&self, code: &AuthCode) -> Result<MiniProgramSession, Error> {
+        let wire: wire::WireMiniProgramSession = self
+            .call(
+                Endpoint::JsCode2Session,
+                &[
+                    ("appid", self.inner.appid.as_str()),
+                    ("secret", self.inner.secret.secret()),
+                    ("js_code", code.secret()),
+                    ("grant_type", "authorization_code"),
+                ],
+            )
+            .await?;
+        Ok(wire.into())
+    }
+
+    /// The website QR-login URL (`/connect/qrconnect`, `snsapi_login`) for this app.
+    pub fn website_authorize_url(
+        &self,
+        redirect_uri: &str,
+        state: &State,
+    ) -> Result<String, AuthorizeUrlError> {
+        authorize::qrconnect_url(&self.inner.open_base, &self.inner.appid, redirect_uri, state)
+    }
+
+    /// The Official Account (in-WeChat browser) authorize URL for this app.
+    pub fn official_account_authorize_url(
+        &self,
+        redirect_uri: &str,
+        scope: OfficialAccountScope,
+        state: &State,
+    ) -> Result<String, AuthorizeUrlError> {
+        authorize::oauth2_authorize_url(
+            &self.inner.open_base,
+            &self.inner.appid,
+            redirect_uri,
+            scope,
+            state,
+        )
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        endpoint: Endpoint,
+        query: &[(&str, &str)],
+    ) -> Result<T, Error> {
+        let mut url = Url::parse(&format!("{}{}", self.inner.api_base, endpoint.path()))
+            .expect("base URL validated at build time");
+        url.query_pairs_mut().extend_pairs(query);
+        let max_attempts = if endpoint.idempotent() {
+            self.inner.retry.max_attempts.max(1)
+        } else {
+            1
+        };
+        let mut attempt = 1;
+        loop {
+            let started = Instant::now();
+            let result = self.call_once(url.clone()).await;
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(Error::Api(_)) => "api_error",
+                Err(Error::Transport { .. }) => "transport_error",
+                Err(Error::HttpStatus { .. }) => "http_status",
+                Err(Error::Decode { .. }) => "decode_error",
+            };
+            tracing::debug!(
+                endpoint = endpoint.path(),
+                attempt,
+                outcome,
+                errcode = result.as_ref().err().and_then(Error::errcode).map(|c| c.0),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "wechat call"
+            );
+            match result {
+                Err(error) if attempt < max_attempts && error.is_auto_retryable() => {
+                    tokio::time::sleep(self.inner.retry.backoff(attempt)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn call_once<T: DeserializeOwned>(&self, url: Url) -> Result<T, Error> {
+        let mut response = self
+            .inner
+            .http
+            .get(url)
+            .timeout(self.inner.timeout)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = response.status();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(Error::Decode {
+                    reason: format!("answer larger than {MAX_BODY} bytes"),
+                    body: RedactedBody::new(&String::from_utf8_lossy(&body)),
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if status != reqwest::StatusCode::OK {
+            return Err(Error::HttpStatus {
+                status: status.as_u16(),
+                body: RedactedBody::new(&String::from_utf8_lossy(&body)),
+            });
+        }
+        wire::decode(&body)
+    }
+}
+
+/// Keeps only the kind of a reqwest error: its message and sources may name the URL.
+fn transport_error(error: reqwest::Error) -> Error {
+    let kind = if error.is_timeout() {
+        TransportErrorKind::Timeout
+    } else if error.is_connect() {
+        TransportErrorKind::Connect
+    } else {
+        TransportErrorKind::Io
+    };
+    Error::Transport { kind }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let policy = RetryPolicy {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(1000),
+        };
+        for _ in 0..100 {
+            let first = policy.backoff(1);
+            assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
+            let third = policy.backoff(3);
+            assert!(third >= Duration::from_millis(200) && third <= Duration::from_millis(400));
+            assert!(policy.backoff(40) <= Duration::from_millis(1000));
+        }
+    }
+
+    #[test]
+    fn base_urls_are_validated() {
+        assert!(parse_base("https://api.weixin.qq.com/").is_ok());
+        assert_eq!(
+            parse_base("http://127.0.0.1:9/prefix/").unwrap(),
+            "http://127.0.0.1:9/prefix"
+        );
+        assert!(parse_base("api.weixin.qq.com").is_err());
+        assert!(parse_base("ftp://x").is_err());
+        assert!(parse_base("https://x/?q=1").is_err());
+    }
+}

@@ -1,0 +1,54 @@
+//! A typed async client for WeChat's OAuth ("sns") endpoints.
+//!
+//! - [`Client`]: code exchange, refresh, `/sns/auth` check, userinfo and `jscode2session`, with
+//!   timeouts, bounded retries for idempotent calls, and no URL (which carries the AppSecret) in
+//!   any log or error.
+//! - [`authorize`]: browser authorize URLs for the website and Official Account flows.
+//! - [`Error`] and [`ErrCode`]: an open errcode with a [classification](ErrorClass) a caller can
+//!   act on; `-1` and unknown codes are values, not parse failures.
+//! - Secrets ([`AppSecret`], [`AuthCode`], [`AccessToken`], [`RefreshToken`], [`SessionKey`])
+//!   redact themselves in `Debug` and have no `Display`.
+//!
+//! The parser survives WeChat's quirks: `text/plain` content types, raw control characters and
+//! odd bytes in nicknames, `errcode` sent as a string, trailing commas in scope lists, unknown
+//! fields, and empty or HTML bodies (a [`Error::Decode`] that keeps the body, tokens redacted).
+//!
+//! ```no_run
+//! use wechat_oauth::{AppId, AppSecret, AuthCode, Client, ErrorClass, Lang};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = Client::builder(AppId::new("wx1234567890abcdef"), AppSecret::new("secret"))
+//!     .build()?;
+//! match client.exchange_code(&AuthCode::new("code-from-the-app")).await {
+//!     Ok(grant) => {
+//!         if grant.scopes.allows_userinfo() && !grant.snapshot_user {
+//!             let profile = client.userinfo(&grant.access_token, &grant.openid, Lang::En).await?;
+//!             println!("hello {}", profile.nickname);
+//!         }
+//!     }
+//!     Err(e) if e.class() == ErrorClass::Reauthorize => println!("ask the user to log in again"),
+//!     Err(e) => return Err(e.into()),
+//! }
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod authorize;
+mod client;
+pub mod clock;
+mod error;
+mod types;
+mod wire;
+
+pub use authorize::{AuthorizeUrlError, OfficialAccountScope, State};
+pub use client::{
+    BuildError, Client, ClientBuilder, DEFAULT_API_BASE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT,
+    RetryPolicy,
+};
+pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
+pub use error::{ApiError, ErrCode, Error, ErrorClass, RedactedBody, TransportErrorKind};
+pub use types::{
+    AccessToken, AppId, AppSecret, AuthCode, Lang, MiniProgramSession, OpenId, RefreshToken,
+    Scope, Scopes, SessionKey, TokenGrant, UnionId, UserInfo,
+};
