@@ -1,0 +1,35 @@
+//! The route table: which path reaches which handler. Both WeChat hosts (`api.weixin.qq.com`
+//! and `open.weixin.qq.com`) and the control API are served from one router.
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    routing::{get, post, put},
+};
+
+use crate::{control, pages, sns, state::Shared};
+
+/// The whole mock application over this shared state.
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/sns/oauth2/access_token", get(sns::access_token))
+        .route("/sns/oauth2/refresh_token", get(sns::refresh_token))
+        .route("/sns/auth", get(sns::auth))
+        .route("/sns/userinfo", get(sns::userinfo))
+        .route("/sns/jscode2session", get(sns::jscode2session))
+        .route("/connect/qrconnect", get(pages::qrconnect))
+        .route("/connect/oauth2/authorize", get(pages::authorize))
+        .route("/connect/mock/approve", get(pages::approve))
+        .route("/connect/mock/deny", get(pages::deny))
+        .route("/mock/codes", post(control::mint_code))
+        .route("/mock/clock/advance", post(control::advance_clock))
+        .route("/mock/stats", get(control::stats))
+        .route(
+            "/mock/faults",
+            post(control::inject_fault).delete(control::clear_faults),
+        )
+        .route("/mock/users/{openid}/revoke", post(control::revoke))
+        .route("/mock/users/{openid}/profile", put(control::set_profile))
+        .with_state(shared)
+}

@@ -1,0 +1,121 @@
+//! The mock's inputs: server configuration ([`MockConfig`]), what a minted code stands for
+//! ([`MockGrant`]) and what `/sns/userinfo` answers for a user ([`MockProfile`]).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// AppID of [`MockConfig::default`].
+pub const DEFAULT_APPID: &str = "wxmockappid000001";
+/// AppSecret of [`MockConfig::default`].
+pub const DEFAULT_SECRET: &str = "mocksecret0123456789abcdef0123456";
+/// The openid the browser consent page prefills, so repeated demo logins are the same user.
+pub const DEMO_OPENID: &str = "o_mock_demo_user_000000000001";
+
+/// How the fake WeChat behaves: the one app it knows and its token lifetimes.
+///
+/// ```
+/// use std::time::Duration;
+/// use wechat_mock::MockConfig;
+///
+/// let config = MockConfig {
+///     rotate_refresh_tokens: true,
+///     refresh_token_ttl: Duration::from_secs(180 * 24 * 3600),
+///     ..MockConfig::new("wx0123456789abcdef", "0123456789abcdef0123456789abcdef")
+/// };
+/// assert_eq!(config.access_token_ttl, Duration::from_secs(7200));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MockConfig {
+    /// The AppID the mock accepts; any other answers 40013.
+    pub appid: String,
+    /// The AppSecret the mock accepts; any other answers 40125.
+    pub secret: String,
+    /// How long a minted code can be exchanged (default 600 s).
+    pub code_ttl: Duration,
+    /// Lifetime of an access token, reported as `expires_in` (default 7200 s).
+    pub access_token_ttl: Duration,
+    /// Lifetime of a refresh token, counted from the code exchange and never extended by use
+    /// (default 30 days).
+    pub refresh_token_ttl: Duration,
+    /// When true every refresh returns a new refresh token and the old one stops working
+    /// (default false: the same refresh token comes back).
+    pub rotate_refresh_tokens: bool,
+}
+
+impl MockConfig {
+    /// A configuration for this AppID and AppSecret with the documented default lifetimes.
+    pub fn new(appid: impl Into<String>, secret: impl Into<String>) -> Self {
+        Self {
+            appid: appid.into(),
+            secret: secret.into(),
+            code_ttl: Duration::from_secs(600),
+            access_token_ttl: Duration::from_secs(7200),
+            refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            rotate_refresh_tokens: false,
+        }
+    }
+}
+
+impl Default for MockConfig {
+    /// AppID [`DEFAULT_APPID`], AppSecret [`DEFAULT_SECRET`], default lifetimes.
+    fn default() -> Self {
+        Self::new(DEFAULT_APPID, DEFAULT_SECRET)
+    }
+}
+
+/// What a minted code grants once exchanged.
+///
+/// Also the JSON body of `POST /mock/codes` (every field optional, unknown fields rejected).
+#[derive(Default, Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MockGrant {
+    /// The user; `None` picks a random openid that looks real (`o` + 27 alphanumerics).
+    pub openid: Option<String>,
+    /// The granted scope without the trailing comma, e.g. `snsapi_base`; `None` means
+    /// `snsapi_userinfo`.
+    pub scope: Option<String>,
+    /// The user's unionid, returned by the exchange and userinfo when present.
+    pub unionid: Option<String>,
+    /// The "snapshot mode" virtual user: the exchange then carries `"is_snapshotuser":1`.
+    pub snapshot_user: bool,
+}
+
+/// What `/sns/userinfo` returns for one user (set with [`crate::MockWeChat::set_profile`]).
+///
+/// Also the JSON body of `PUT /mock/users/{openid}/profile`, where a missing field takes its
+/// default value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MockProfile {
+    /// Display name; may hold any characters, including control characters.
+    pub nickname: String,
+    /// Avatar URL.
+    pub headimgurl: String,
+    /// Always 0 for real logins since 2021-10-20.
+    pub sex: i64,
+    /// Empty for real logins since 2021-10-20.
+    pub province: String,
+    /// Empty for real logins since 2021-10-20.
+    pub city: String,
+    /// Empty for real logins since 2021-10-20.
+    pub country: String,
+    /// Privileges, e.g. `chinaunicom`.
+    pub privilege: Vec<String>,
+}
+
+impl Default for MockProfile {
+    /// Nickname "WeChat User", a 640px `thirdwx.qlogo.cn` avatar, sex 0, empty places,
+    /// no privileges.
+    fn default() -> Self {
+        Self {
+            nickname: "WeChat User".to_owned(),
+            headimgurl: "https://thirdwx.qlogo.cn/mmopen/mock/0".to_owned(),
+            sex: 0,
+            province: String::new(),
+            city: String::new(),
+            country: String::new(),
+            privilege: Vec::new(),
+        }
+    }
+}

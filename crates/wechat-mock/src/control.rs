@@ -1,0 +1,151 @@
+//! The control API under `/mock/*`: lets tools outside the process (the binary's users) mint
+//! codes, move the clock, read call counts, queue faults, revoke users and set profiles.
+
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, UNIX_EPOCH},
+};
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde::{Deserialize, de::DeserializeOwned};
+use serde_json::{Value, json};
+
+use crate::{Endpoint, Fault, MockGrant, MockProfile, state::Shared};
+
+/// A request the control API cannot act on: 400 with `{"error": "..."}`.
+#[derive(Debug)]
+pub(crate) struct BadRequest(String);
+
+impl IntoResponse for BadRequest {
+    fn into_response(self) -> Response {
+        (StatusCode::BAD_REQUEST, Json(json!({ "error": self.0 }))).into_response()
+    }
+}
+
+/// Parses a JSON body; an empty body reads as `{}`.
+fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, BadRequest> {
+    let text: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    serde_json::from_slice(text).map_err(|error| BadRequest(format!("invalid JSON body: {error}")))
+}
+
+/// `POST /mock/codes` with an optional [`MockGrant`] body: `{"code": "..."}`.
+pub(crate) async fn mint_code(
+    State(shared): State<Arc<Shared>>,
+    body: Bytes,
+) -> Result<Json<Value>, BadRequest> {
+    let grant: MockGrant = parse_body(&body)?;
+    Ok(Json(json!({ "code": shared.mint_code(grant) })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdvanceRequest {
+    seconds: u64,
+}
+
+/// `POST /mock/clock/advance` with `{"seconds": N}`: `{"now": <unix seconds>}`.
+pub(crate) async fn advance_clock(
+    State(shared): State<Arc<Shared>>,
+    body: Bytes,
+) -> Result<Json<Value>, BadRequest> {
+    let request: AdvanceRequest = parse_body(&body)?;
+    let now = shared.advance(Duration::from_secs(request.seconds));
+    let unix = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    Ok(Json(json!({ "now": unix })))
+}
+
+/// `GET /mock/stats`: endpoint name to call count, all endpoints present.
+pub(crate) async fn stats(State(shared): State<Arc<Shared>>) -> Json<BTreeMap<&'static str, u64>> {
+    Json(shared.stats())
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultRequest {
+    endpoint: String,
+    #[serde(default = "one")]
+    times: u32,
+    errcode: Option<i64>,
+    status: Option<u16>,
+    delay_ms: Option<u64>,
+    body: Option<String>,
+}
+
+impl FaultRequest {
+    fn into_fault(self) -> Result<(Endpoint, Fault, u32), String> {
+        let endpoint: Endpoint = self.endpoint.parse().map_err(|e| format!("{e}"))?;
+        let mut faults = Vec::new();
+        if let Some(code) = self.errcode {
+            faults.push(Fault::ErrCode(code));
+        }
+        if let Some(status) = self.status {
+            StatusCode::from_u16(status)
+                .map_err(|_| format!("status {status} is not an HTTP status code"))?;
+            faults.push(Fault::HttpStatus(status));
+        }
+        if let Some(ms) = self.delay_ms {
+            faults.push(Fault::Delay(Duration::from_millis(ms)));
+        }
+        if let Some(body) = self.body {
+            faults.push(Fault::Body(body));
+        }
+        match <[Fault; 1]>::try_from(faults) {
+            Ok([fault]) => Ok((endpoint, fault, self.times)),
+            Err(_) => Err(
+                "give exactly one of \"errcode\", \"status\", \"delay_ms\", \"body\"".to_owned(),
+            ),
+        }
+    }
+}
+
+/// `POST /mock/faults`: queues a fault for the next `times` calls of an endpoint; 204.
+pub(crate) async fn inject_fault(
+    State(shared): State<Arc<Shared>>,
+    body: Bytes,
+) -> Result<StatusCode, BadRequest> {
+    let request: FaultRequest = parse_body(&body)?;
+    let (endpoint, fault, times) = request.into_fault().map_err(BadRequest)?;
+    shared.inject(endpoint, fault, times);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /mock/faults`: drops every queued fault; 204.
+pub(crate) async fn clear_faults(State(shared): State<Arc<Shared>>) -> StatusCode {
+    shared.clear_faults();
+    StatusCode::NO_CONTENT
+}
+
+/// `POST /mock/users/{openid}/revoke`: 204.
+pub(crate) async fn revoke(
+    State(shared): State<Arc<Shared>>,
+    Path(openid): Path<String>,
+) -> StatusCode {
+    shared.revoke(&openid);
+    StatusCode::NO_CONTENT
+}
+
+/// `PUT /mock/users/{openid}/profile` with a [`MockProfile`] (missing fields take defaults): 204.
+pub(crate) async fn set_profile(
+    State(shared): State<Arc<Shared>>,
+    Path(openid): Path<String>,
+    body: Bytes,
+) -> Result<StatusCode, BadRequest> {
+    let profile: MockProfile = parse_body(&body)?;
+    shared.set_profile(&openid, profile);
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,214 @@
+//! The `api.weixin.qq.com` side: the `/sns/*` handlers, their parameter checks and the
+//! WeChat-shaped answers (HTTP 200, `Content-Type: text/plain`, errors as
+//! `{"errcode":N,"errmsg":"..., rid: ..."}`), plus fault injection shared by every counted
+//! endpoint.
+
+use std::{collections::HashMap, sync::Arc};
+
+use axum::{
+    extract::{RawQuery, State},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+
+use crate::{
+    Endpoint, Fault,
+    state::{
+        ACCESS_TOKEN_MISSING, APPID_MISSING, CODE_MISSING, INVALID_APPID, INVALID_GRANT_TYPE,
+        INVALID_SECRET, OPENID_MISSING, REFRESH_TOKEN_MISSING, SECRET_MISSING, Shared, SnsError,
+        random_rid,
+    },
+};
+
+/// Decoded query parameters; an empty value counts as missing.
+#[derive(Debug, Default)]
+pub(crate) struct Params(HashMap<String, String>);
+
+impl Params {
+    pub(crate) fn parse(query: Option<&str>) -> Self {
+        let pairs = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes());
+        Self(pairs.into_owned().collect())
+    }
+
+    /// The parameter's value, `None` when absent or empty.
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+}
+
+impl From<RawQuery> for Params {
+    fn from(RawQuery(query): RawQuery) -> Self {
+        Self::parse(query.as_deref())
+    }
+}
+
+/// An HTTP 200 `text/plain` answer, as every sns endpoint gives.
+pub(crate) fn text_plain(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain")], body).into_response()
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    errcode: i64,
+    errmsg: &'a str,
+}
+
+impl IntoResponse for SnsError {
+    fn into_response(self) -> Response {
+        let errmsg = format!("{}, rid: {}", self.message, random_rid());
+        text_plain(json(&ErrorBody {
+            errcode: self.code,
+            errmsg: &errmsg,
+        }))
+    }
+}
+
+fn json<T: Serialize>(body: &T) -> String {
+    // Plain structs of strings and numbers always serialize.
+    serde_json::to_string(body).unwrap_or_default()
+}
+
+fn answer<T: Serialize>(result: Result<T, SnsError>) -> Response {
+    match result {
+        Ok(body) => text_plain(json(&body)),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// Counts the call and plays the next queued fault: `Some` is the answer to send instead of the
+/// normal one; a delay is waited out here and then yields `None`.
+pub(crate) async fn enter(shared: &Shared, endpoint: Endpoint) -> Option<Response> {
+    let fault = shared.enter(endpoint)?;
+    tracing::debug!(endpoint = endpoint.name(), ?fault, "playing injected fault");
+    match fault {
+        Fault::ErrCode(code) => Some(SnsError::for_code(code).into_response()),
+        Fault::HttpStatus(status) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let body = format!(
+                "{} {}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("Mock Fault")
+            );
+            Some((status, [(header::CONTENT_TYPE, "text/plain")], body).into_response())
+        }
+        Fault::Delay(delay) => {
+            tokio::time::sleep(delay).await;
+            None
+        }
+        Fault::Body(body) => Some(text_plain(body)),
+    }
+}
+
+/// Checks `appid` is present and the mock's.
+fn check_appid(shared: &Shared, params: &Params) -> Result<(), SnsError> {
+    let appid = params.get("appid").ok_or(APPID_MISSING)?;
+    if appid != shared.config.appid {
+        return Err(INVALID_APPID);
+    }
+    Ok(())
+}
+
+/// Checks `appid` and `secret`, as the code exchanges do.
+fn check_app(shared: &Shared, params: &Params) -> Result<(), SnsError> {
+    check_appid(shared, params)?;
+    let secret = params.get("secret").ok_or(SECRET_MISSING)?;
+    if secret != shared.config.secret {
+        return Err(INVALID_SECRET);
+    }
+    Ok(())
+}
+
+fn check_grant_type(params: &Params, expected: &str) -> Result<(), SnsError> {
+    match params.get("grant_type") {
+        Some(grant_type) if grant_type == expected => Ok(()),
+        _ => Err(INVALID_GRANT_TYPE),
+    }
+}
+
+/// `GET /sns/oauth2/access_token?appid&secret&code&grant_type=authorization_code`.
+pub(crate) async fn access_token(State(shared): State<Arc<Shared>>, query: RawQuery) -> Response {
+    if let Some(fault) = enter(&shared, Endpoint::AccessToken).await {
+        return fault;
+    }
+    let params = Params::from(query);
+    answer((|| -> Result<_, SnsError> {
+        check_app(&shared, &params)?;
+        let code = params.get("code").ok_or(CODE_MISSING)?;
+        check_grant_type(&params, "authorization_code")?;
+        shared.exchange(code)
+    })())
+}
+
+/// `GET /sns/oauth2/refresh_token?appid&grant_type=refresh_token&refresh_token`.
+pub(crate) async fn refresh_token(State(shared): State<Arc<Shared>>, query: RawQuery) -> Response {
+    if let Some(fault) = enter(&shared, Endpoint::RefreshToken).await {
+        return fault;
+    }
+    let params = Params::from(query);
+    answer((|| -> Result<_, SnsError> {
+        check_appid(&shared, &params)?;
+        check_grant_type(&params, "refresh_token")?;
+        let token = params.get("refresh_token").ok_or(REFRESH_TOKEN_MISSING)?;
+        shared.refresh(token)
+    })())
+}
+
+/// The `access_token` and `openid` parameters of `/sns/auth` and `/sns/userinfo`.
+fn token_and_openid(params: &Params) -> Result<(&str, &str), SnsError> {
+    let access_token = params.get("access_token").ok_or(ACCESS_TOKEN_MISSING)?;
+    let openid = params.get("openid").ok_or(OPENID_MISSING)?;
+    Ok((access_token, openid))
+}
+
+#[derive(Serialize)]
+struct Ok0 {
+    errcode: i64,
+    errmsg: &'static str,
+}
+
+/// `GET /sns/auth?access_token&openid`.
+pub(crate) async fn auth(State(shared): State<Arc<Shared>>, query: RawQuery) -> Response {
+    if let Some(fault) = enter(&shared, Endpoint::Auth).await {
+        return fault;
+    }
+    let params = Params::from(query);
+    answer((|| -> Result<_, SnsError> {
+        let (access_token, openid) = token_and_openid(&params)?;
+        shared.check_access(access_token, openid)?;
+        Ok(Ok0 {
+            errcode: 0,
+            errmsg: "ok",
+        })
+    })())
+}
+
+/// `GET /sns/userinfo?access_token&openid&lang`. `lang` is accepted whatever its value and does
+/// not change the answer (`language` is always `zh_CN`).
+pub(crate) async fn userinfo(State(shared): State<Arc<Shared>>, query: RawQuery) -> Response {
+    if let Some(fault) = enter(&shared, Endpoint::UserInfo).await {
+        return fault;
+    }
+    let params = Params::from(query);
+    answer((|| -> Result<_, SnsError> {
+        let (access_token, openid) = token_and_openid(&params)?;
+        shared.user_info(access_token, openid)
+    })())
+}
+
+/// `GET /sns/jscode2session?appid&secret&js_code&grant_type=authorization_code`.
+pub(crate) async fn jscode2session(State(shared): State<Arc<Shared>>, query: RawQuery) -> Response {
+    if let Some(fault) = enter(&shared, Endpoint::JsCode2Session).await {
+        return fault;
+    }
+    let params = Params::from(query);
+    answer((|| -> Result<_, SnsError> {
+        check_app(&shared, &params)?;
+        let code = params.get("js_code").ok_or(CODE_MISSING)?;
+        check_grant_type(&params, "authorization_code")?;
+        shared.code_to_session(code)
+    })())
+}

@@ -1,0 +1,570 @@
+//! The mock's whole state behind one lock: the clock, minted codes, issued token grants, user
+//! profiles, call counters and queued faults. Every rule about codes and tokens (single use,
+//! expiry, renew-or-replace, rotation, revocation) lives here, independent of HTTP.
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::{Mutex, MutexGuard, PoisonError},
+    time::{Duration, SystemTime},
+};
+
+use rand::{Rng, distr::Alphanumeric};
+use serde::Serialize;
+
+use crate::{Endpoint, Fault, MockConfig, MockGrant, MockProfile};
+
+/// Length of a minted code.
+const CODE_LEN: usize = 32;
+/// Length of access and refresh tokens.
+const TOKEN_LEN: usize = 86;
+
+/// A WeChat error answer: `{"errcode":code,"errmsg":"message, rid: ..."}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SnsError {
+    /// The errcode.
+    pub(crate) code: i64,
+    /// The errmsg, without the rid suffix.
+    pub(crate) message: &'static str,
+}
+
+impl SnsError {
+    const fn new(code: i64, message: &'static str) -> Self {
+        Self { code, message }
+    }
+
+    /// The error WeChat answers for this errcode, with its usual message.
+    pub(crate) fn for_code(code: i64) -> Self {
+        let message = match code {
+            -1 => "system error",
+            40001 => "invalid credential, access_token is invalid or not latest",
+            40002 => "invalid grant_type",
+            40003 => "invalid openid",
+            40013 => "invalid appid",
+            40014 => "invalid access_token",
+            40029 => "invalid code",
+            40030 => "invalid refresh_token",
+            40125 => "invalid appsecret",
+            40163 => "code been used",
+            40226 => "high risk user",
+            41001 => "access_token missing",
+            41002 => "appid missing",
+            41003 => "refresh_token missing",
+            41004 => "appsecret missing",
+            41008 => "missing code",
+            41009 => "missing openid",
+            42001 => "access_token expired",
+            42002 => "refresh_token timeout",
+            42003 => "code expired",
+            45011 => "api minute-quota reach limit  mustslower  retry next minute",
+            48001 => "api unauthorized",
+            50001 => "user unauthorized",
+            50002 => "user limited",
+            _ => "mock injected error",
+        };
+        Self::new(code, message)
+    }
+}
+
+pub(crate) const INVALID_CREDENTIAL: SnsError = SnsError::new(
+    40001,
+    "invalid credential, access_token is invalid or not latest",
+);
+pub(crate) const INVALID_GRANT_TYPE: SnsError = SnsError::new(40002, "invalid grant_type");
+pub(crate) const INVALID_OPENID: SnsError = SnsError::new(40003, "invalid openid");
+pub(crate) const INVALID_APPID: SnsError = SnsError::new(40013, "invalid appid");
+pub(crate) const INVALID_CODE: SnsError = SnsError::new(40029, "invalid code");
+pub(crate) const INVALID_REFRESH_TOKEN: SnsError = SnsError::new(40030, "invalid refresh_token");
+pub(crate) const INVALID_SECRET: SnsError = SnsError::new(40125, "invalid appsecret");
+pub(crate) const CODE_BEEN_USED: SnsError = SnsError::new(40163, "code been used");
+pub(crate) const ACCESS_TOKEN_MISSING: SnsError = SnsError::new(41001, "access_token missing");
+pub(crate) const APPID_MISSING: SnsError = SnsError::new(41002, "appid missing");
+pub(crate) const REFRESH_TOKEN_MISSING: SnsError = SnsError::new(41003, "refresh_token missing");
+pub(crate) const SECRET_MISSING: SnsError = SnsError::new(41004, "appsecret missing");
+pub(crate) const CODE_MISSING: SnsError = SnsError::new(41008, "missing code");
+pub(crate) const OPENID_MISSING: SnsError = SnsError::new(41009, "missing openid");
+pub(crate) const ACCESS_TOKEN_EXPIRED: SnsError = SnsError::new(42001, "access_token expired");
+pub(crate) const REFRESH_TOKEN_TIMEOUT: SnsError = SnsError::new(42002, "refresh_token timeout");
+pub(crate) const CODE_EXPIRED: SnsError = SnsError::new(42003, "code expired");
+pub(crate) const API_UNAUTHORIZED: SnsError = SnsError::new(48001, "api unauthorized");
+
+/// Success body of the code exchange and of the refresh.
+#[derive(Debug, Serialize)]
+pub(crate) struct TokenBody {
+    access_token: String,
+    expires_in: u64,
+    refresh_token: String,
+    openid: String,
+    scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unionid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    is_snapshotuser: Option<u8>,
+}
+
+/// Success body of `/sns/jscode2session`.
+#[derive(Debug, Serialize)]
+pub(crate) struct SessionBody {
+    openid: String,
+    session_key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unionid: Option<String>,
+}
+
+/// Success body of `/sns/userinfo`.
+#[derive(Debug, Serialize)]
+pub(crate) struct UserInfoBody {
+    openid: String,
+    nickname: String,
+    sex: i64,
+    province: String,
+    city: String,
+    country: String,
+    headimgurl: String,
+    privilege: Vec<String>,
+    language: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unionid: Option<String>,
+}
+
+/// A grant with its defaults filled in.
+#[derive(Clone, Debug)]
+struct User {
+    openid: String,
+    scope: String,
+    unionid: Option<String>,
+    snapshot_user: bool,
+}
+
+impl User {
+    fn may_read_profile(&self) -> bool {
+        self.scope
+            .split(',')
+            .any(|scope| scope == "snsapi_userinfo" || scope == "snsapi_login")
+    }
+}
+
+#[derive(Debug)]
+struct CodeRecord {
+    user: User,
+    /// Mock time the code stops being exchangeable.
+    expires_at: Duration,
+    used: bool,
+}
+
+/// One successful code exchange and the tokens it currently holds.
+#[derive(Debug)]
+struct Grant {
+    user: User,
+    access_token: String,
+    access_expires_at: Duration,
+    refresh_token: String,
+    /// Fixed at the exchange: refreshing never extends it.
+    refresh_expires_at: Duration,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// How far the mock clock is ahead of its start.
+    offset: Duration,
+    codes: HashMap<String, CodeRecord>,
+    next_grant: u64,
+    grants: HashMap<u64, Grant>,
+    by_access_token: HashMap<String, u64>,
+    by_refresh_token: HashMap<String, u64>,
+    profiles: HashMap<String, MockProfile>,
+    calls: HashMap<Endpoint, u64>,
+    faults: HashMap<Endpoint, VecDeque<Fault>>,
+}
+
+impl State {
+    fn unused_token(&self, len: usize) -> String {
+        loop {
+            let token = random_alphanumeric(len);
+            if !self.by_access_token.contains_key(&token)
+                && !self.by_refresh_token.contains_key(&token)
+            {
+                return token;
+            }
+        }
+    }
+
+    fn unused_code(&self) -> String {
+        loop {
+            let code = random_alphanumeric(CODE_LEN);
+            if !self.codes.contains_key(&code) {
+                return code;
+            }
+        }
+    }
+
+    /// Consumes a code: the first exchange wins, whichever endpoint makes it.
+    fn redeem(&mut self, code: &str) -> Result<User, SnsError> {
+        let now = self.offset;
+        let record = self.codes.get_mut(code).ok_or(INVALID_CODE)?;
+        if record.used {
+            return Err(CODE_BEEN_USED);
+        }
+        if now >= record.expires_at {
+            return Err(CODE_EXPIRED);
+        }
+        record.used = true;
+        Ok(record.user.clone())
+    }
+
+    /// The grant holding this access token, if the token is current, unexpired and the user's.
+    fn grant_for_access(&self, access_token: &str, openid: &str) -> Result<&Grant, SnsError> {
+        let grant = self
+            .by_access_token
+            .get(access_token)
+            .and_then(|id| self.grants.get(id))
+            .ok_or(INVALID_CREDENTIAL)?;
+        if self.offset >= grant.access_expires_at {
+            return Err(ACCESS_TOKEN_EXPIRED);
+        }
+        if grant.user.openid != openid {
+            return Err(INVALID_OPENID);
+        }
+        Ok(grant)
+    }
+}
+
+/// Everything the handlers and the handle share: configuration, start time and the locked state.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: MockConfig,
+    started: SystemTime,
+    state: Mutex<State>,
+}
+
+impl Shared {
+    pub(crate) fn new(config: MockConfig) -> Self {
+        Self {
+            config,
+            started: SystemTime::now(),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere cannot leave the maps half-updated in a way that matters to a mock.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The mock clock: the system time at start plus every advance.
+    pub(crate) fn now(&self) -> SystemTime {
+        self.started + self.lock().offset
+    }
+
+    /// Moves the mock clock forward and returns the new time.
+    pub(crate) fn advance(&self, by: Duration) -> SystemTime {
+        let mut state = self.lock();
+        state.offset += by;
+        self.started + state.offset
+    }
+
+    /// Counts a call to `endpoint` and takes the next queued fault for it, if any.
+    pub(crate) fn enter(&self, endpoint: Endpoint) -> Option<Fault> {
+        let mut state = self.lock();
+        *state.calls.entry(endpoint).or_default() += 1;
+        state
+            .faults
+            .get_mut(&endpoint)
+            .and_then(VecDeque::pop_front)
+    }
+
+    pub(crate) fn calls(&self, endpoint: Endpoint) -> u64 {
+        self.lock().calls.get(&endpoint).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn stats(&self) -> BTreeMap<&'static str, u64> {
+        let state = self.lock();
+        Endpoint::ALL
+            .into_iter()
+            .map(|endpoint| {
+                let calls = state.calls.get(&endpoint).copied().unwrap_or(0);
+                (endpoint.name(), calls)
+            })
+            .collect()
+    }
+
+    pub(crate) fn inject(&self, endpoint: Endpoint, fault: Fault, times: u32) {
+        let mut state = self.lock();
+        let queue = state.faults.entry(endpoint).or_default();
+        queue.extend(std::iter::repeat_n(fault, times as usize));
+    }
+
+    pub(crate) fn clear_faults(&self) {
+        self.lock().faults.clear();
+    }
+
+    /// Mints a single-use code for this grant.
+    pub(crate) fn mint_code(&self, grant: MockGrant) -> String {
+        let user = User {
+            openid: grant.openid.unwrap_or_else(random_openid),
+            scope: grant.scope.unwrap_or_else(|| "snsapi_userinfo".to_owned()),
+            unionid: grant.unionid,
+            snapshot_user: grant.snapshot_user,
+        };
+        let mut state = self.lock();
+        let code = state.unused_code();
+        let expires_at = state.offset + self.config.code_ttl;
+        state.codes.insert(
+            code.clone(),
+            CodeRecord {
+                user,
+                expires_at,
+                used: false,
+            },
+        );
+        code
+    }
+
+    /// Makes every access and refresh token of this user invalid.
+    pub(crate) fn revoke(&self, openid: &str) {
+        let mut state = self.lock();
+        let revoked: Vec<u64> = state
+            .grants
+            .iter()
+            .filter(|(_, grant)| grant.user.openid == openid)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in revoked {
+            if let Some(grant) = state.grants.remove(&id) {
+                state.by_access_token.remove(&grant.access_token);
+                state.by_refresh_token.remove(&grant.refresh_token);
+            }
+        }
+    }
+
+    pub(crate) fn set_profile(&self, openid: &str, profile: MockProfile) {
+        self.lock().profiles.insert(openid.to_owned(), profile);
+    }
+
+    /// `/sns/oauth2/access_token` once the app is authenticated: redeems the code and opens a
+    /// token grant.
+    pub(crate) fn exchange(&self, code: &str) -> Result<TokenBody, SnsError> {
+        let mut state = self.lock();
+        let user = state.redeem(code)?;
+        let access_token = state.unused_token(TOKEN_LEN);
+        let refresh_token = state.unused_token(TOKEN_LEN);
+        let body = TokenBody {
+            access_token: access_token.clone(),
+            expires_in: self.config.access_token_ttl.as_secs(),
+            refresh_token: refresh_token.clone(),
+            openid: user.openid.clone(),
+            scope: format!("{},", user.scope),
+            unionid: user.unionid.clone(),
+            is_snapshotuser: user.snapshot_user.then_some(1),
+        };
+        let id = state.next_grant;
+        state.next_grant += 1;
+        let grant = Grant {
+            user,
+            access_token: access_token.clone(),
+            access_expires_at: state.offset + self.config.access_token_ttl,
+            refresh_token: refresh_token.clone(),
+            refresh_expires_at: state.offset + self.config.refresh_token_ttl,
+        };
+        state.grants.insert(id, grant);
+        state.by_access_token.insert(access_token, id);
+        state.by_refresh_token.insert(refresh_token, id);
+        Ok(body)
+    }
+
+    /// `/sns/oauth2/refresh_token` once the app is identified.
+    pub(crate) fn refresh(&self, refresh_token: &str) -> Result<TokenBody, SnsError> {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let now = state.offset;
+        let id = *state
+            .by_refresh_token
+            .get(refresh_token)
+            .ok_or(INVALID_REFRESH_TOKEN)?;
+        let grant = state.grants.get(&id).ok_or(INVALID_REFRESH_TOKEN)?;
+        if now >= grant.refresh_expires_at {
+            return Err(REFRESH_TOKEN_TIMEOUT);
+        }
+        let access_expired = now >= grant.access_expires_at;
+        let new_access = access_expired.then(|| state.unused_token(TOKEN_LEN));
+        let new_refresh = self
+            .config
+            .rotate_refresh_tokens
+            .then(|| state.unused_token(TOKEN_LEN));
+
+        let grant = state.grants.get_mut(&id).ok_or(INVALID_REFRESH_TOKEN)?;
+        grant.access_expires_at = now + self.config.access_token_ttl;
+        if let Some(token) = new_access {
+            let old = std::mem::replace(&mut grant.access_token, token.clone());
+            state.by_access_token.remove(&old);
+            state.by_access_token.insert(token, id);
+        }
+        if let Some(token) = new_refresh {
+            let old = std::mem::replace(&mut grant.refresh_token, token.clone());
+            state.by_refresh_token.remove(&old);
+            state.by_refresh_token.insert(token, id);
+        }
+        Ok(TokenBody {
+            access_token: grant.access_token.clone(),
+            expires_in: self.config.access_token_ttl.as_secs(),
+            refresh_token: grant.refresh_token.clone(),
+            openid: grant.user.openid.clone(),
+            scope: format!("{},", grant.user.scope),
+            unionid: None,
+            is_snapshotuser: None,
+        })
+    }
+
+    /// `/sns/auth`: checks the access token belongs to this user and is current.
+    pub(crate) fn check_access(&self, access_token: &str, openid: &str) -> Result<(), SnsError> {
+        self.lock().grant_for_access(access_token, openid).map(drop)
+    }
+
+    /// `/sns/userinfo`: the user's profile, if the token is valid and its scope allows it.
+    pub(crate) fn user_info(
+        &self,
+        access_token: &str,
+        openid: &str,
+    ) -> Result<UserInfoBody, SnsError> {
+        let state = self.lock();
+        let grant = state.grant_for_access(access_token, openid)?;
+        if !grant.user.may_read_profile() {
+            return Err(API_UNAUTHORIZED);
+        }
+        let profile = state
+            .profiles
+            .get(&grant.user.openid)
+            .cloned()
+            .unwrap_or_default();
+        Ok(UserInfoBody {
+            openid: grant.user.openid.clone(),
+            nickname: profile.nickname,
+            sex: profile.sex,
+            province: profile.province,
+            city: profile.city,
+            country: profile.country,
+            headimgurl: profile.headimgurl,
+            privilege: profile.privilege,
+            language: "zh_CN",
+            unionid: grant.user.unionid.clone(),
+        })
+    }
+
+    /// `/sns/jscode2session` once the app is authenticated: redeems the code for a session key.
+    pub(crate) fn code_to_session(&self, code: &str) -> Result<SessionBody, SnsError> {
+        let user = self.lock().redeem(code)?;
+        Ok(SessionBody {
+            openid: user.openid,
+            session_key: random_session_key(),
+            unionid: user.unionid,
+        })
+    }
+}
+
+/// `len` random ASCII letters and digits.
+pub(crate) fn random_alphanumeric(len: usize) -> String {
+    rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+/// An openid that looks like a real one: `o` and 27 alphanumerics.
+fn random_openid() -> String {
+    format!("o{}", random_alphanumeric(27))
+}
+
+/// 16 random bytes as padded base64 (24 characters), like a real session_key.
+fn random_session_key() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut rng = rand::rng();
+    let mut key: String = (0..21)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..64)]))
+        .collect();
+    // The 22nd character of 16 encoded bytes carries only two bits.
+    key.push(char::from(b"AQgw"[rng.random_range(0..4)]));
+    key.push_str("==");
+    key
+}
+
+/// A request id like the ones WeChat appends to every errmsg: `6745f0a1-1b2c3d4e-5f6a7b8c`.
+pub(crate) fn random_rid() -> String {
+    let mut rng = rand::rng();
+    format!(
+        "{:08x}-{:08x}-{:08x}",
+        rng.random::<u32>(),
+        rng.random::<u32>(),
+        rng.random::<u32>()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared() -> Shared {
+        Shared::new(MockConfig::default())
+    }
+
+    #[test]
+    fn session_key_looks_like_base64_of_16_bytes() {
+        let key = random_session_key();
+        assert_eq!(key.len(), 24);
+        assert!(key.ends_with("=="));
+    }
+
+    #[test]
+    fn random_openid_shape() {
+        let openid = random_openid();
+        assert_eq!(openid.len(), 28);
+        assert!(openid.starts_with('o'));
+    }
+
+    #[test]
+    fn a_code_is_consumed_by_either_exchange() {
+        let shared = shared();
+        let code = shared.mint_code(MockGrant::default());
+        assert!(shared.code_to_session(&code).is_ok());
+        assert_eq!(shared.exchange(&code).unwrap_err(), CODE_BEEN_USED);
+    }
+
+    #[test]
+    fn revoke_only_touches_that_user() {
+        let shared = shared();
+        let alice = MockGrant {
+            openid: Some("alice".into()),
+            ..MockGrant::default()
+        };
+        let bob = MockGrant {
+            openid: Some("bob".into()),
+            ..MockGrant::default()
+        };
+        let a = shared.exchange(&shared.mint_code(alice)).unwrap();
+        let b = shared.exchange(&shared.mint_code(bob)).unwrap();
+        shared.revoke("alice");
+        assert_eq!(
+            shared.check_access(&a.access_token, "alice"),
+            Err(INVALID_CREDENTIAL)
+        );
+        assert_eq!(shared.check_access(&b.access_token, "bob"), Ok(()));
+    }
+
+    #[test]
+    fn injected_faults_are_fifo_and_counted_calls_include_them() {
+        let shared = shared();
+        shared.inject(Endpoint::Auth, Fault::ErrCode(-1), 1);
+        shared.inject(Endpoint::Auth, Fault::HttpStatus(503), 2);
+        assert_eq!(shared.enter(Endpoint::Auth), Some(Fault::ErrCode(-1)));
+        assert_eq!(shared.enter(Endpoint::Auth), Some(Fault::HttpStatus(503)));
+        assert_eq!(shared.enter(Endpoint::Auth), Some(Fault::HttpStatus(503)));
+        assert_eq!(shared.enter(Endpoint::Auth), None);
+        assert_eq!(shared.calls(Endpoint::Auth), 4);
+        assert_eq!(shared.stats()["userinfo"], 0);
+    }
+
+    #[test]
+    fn errmsg_table_knows_quota_and_falls_back() {
+        assert_eq!(SnsError::for_code(45011).code, 45011);
+        assert_eq!(SnsError::for_code(12345).message, "mock injected error");
+    }
+}
