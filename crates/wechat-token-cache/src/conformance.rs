@@ -1,0 +1,297 @@
+//! The suite every [`TokenStore`] must pass, written once. A backend's tests call [`run`] with a
+//! factory that builds an empty store on the given clock:
+//!
+//! ```
+//! use wechat_token_cache::{MokaStore, conformance};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! conformance::run(|clock| MokaStore::builder().clock(clock).build()).await;
+//! # }
+//! ```
+//!
+//! Each check panics with a message naming the broken rule of the [`TokenStore`] contract.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wechat_oauth::clock::{Clock, ManualClock, SharedClock};
+use wechat_oauth::{AccessToken, AppId, OpenId, RefreshToken, Scopes, SessionKey, UnionId};
+
+use crate::record::{Credentials, SessionId, SessionRecord, UserKey};
+use crate::store::{CasOutcome, StoreError, TokenStore};
+
+/// Runs every check, each on a fresh store from `make_store`.
+pub async fn run<S, F>(make_store: F)
+where
+    S: TokenStore,
+    F: Fn(SharedClock) -> S,
+{
+    let fresh = || {
+        let clock = ManualClock::starting_now();
+        let store = make_store(Arc::new(clock.clone()));
+        (store, clock)
+    };
+    let (s, c) = fresh();
+    get_insert_round_trip(&s, &c).await;
+    let (s, c) = fresh();
+    insert_refuses_a_taken_id(&s, &c).await;
+    let (s, c) = fresh();
+    compare_and_set_versions(&s, &c).await;
+    let (s, c) = fresh();
+    delete_is_final(&s, &c).await;
+    let (s, c) = fresh();
+    delete_user_removes_only_that_user(&s, &c).await;
+    let (s, c) = fresh();
+    records_expire_by_the_clock(&s, &c).await;
+    let (s, c) = fresh();
+    concurrent_compare_and_set_has_one_winner(Arc::new(s), &c).await;
+}
+
+/// A sample OAuth record for `openid` of `appid`, living a day from the clock's now.
+pub fn sample_record(clock: &impl Clock, appid: &str, openid: &str) -> SessionRecord {
+    let now = clock.now();
+    let mut record = SessionRecord::new(
+        SessionId::random(),
+        AppId::new(appid),
+        OpenId::new(openid),
+        Credentials::OAuth {
+            access_token: AccessToken::new(format!("AT-{openid}")),
+            access_token_expires_at: now + Duration::from_secs(7200),
+            refresh_token: RefreshToken::new(format!("RT-{openid}")),
+        },
+        now,
+        now + Duration::from_secs(86_400),
+    );
+    record.unionid = Some(UnionId::new(format!("u-{openid}")));
+    record.scopes = Scopes::parse("snsapi_userinfo");
+    record
+}
+
+async fn expect<T>(what: &str, f: impl Future<Output = Result<T, StoreError>>) -> T {
+    match f.await {
+        Ok(v) => v,
+        Err(e) => panic!("{what}: unexpected store error {e}"),
+    }
+}
+
+async fn get_insert_round_trip<S: TokenStore>(store: &S, clock: &ManualClock) {
+    let record = sample_record(clock, "wxapp", "alice");
+    assert!(
+        expect("get unknown", store.get(&record.sid))
+            .await
+            .is_none(),
+        "get of an unknown session must be None"
+    );
+    let stored = expect("insert", store.insert(record.clone())).await;
+    assert_eq!(*stored, record, "insert must store the record as given");
+    let loaded = expect("get", store.get(&record.sid)).await;
+    assert_eq!(
+        loaded.as_deref(),
+        Some(&record),
+        "get must return what insert stored"
+    );
+
+    let mut mini = sample_record(clock, "wxapp", "bob");
+    mini.credentials = Credentials::MiniProgram {
+        session_key: SessionKey::new("SK=="),
+    };
+    mini.snapshot_user = true;
+    expect("insert mini program", store.insert(mini.clone())).await;
+    let loaded = expect("get mini program", store.get(&mini.sid)).await;
+    assert_eq!(
+        loaded.as_deref(),
+        Some(&mini),
+        "Mini Program records must round-trip"
+    );
+}
+
+async fn insert_refuses_a_taken_id<S: TokenStore>(store: &S, clock: &ManualClock) {
+    let record = sample_record(clock, "wxapp", "alice");
+    expect("insert", store.insert(record.clone())).await;
+    let mut other = sample_record(clock, "wxapp", "mallory");
+    other.sid = record.sid;
+    assert!(
+        matches!(store.insert(other).await, Err(StoreError::AlreadyExists)),
+        "insert of a taken id must fail with AlreadyExists"
+    );
+    let loaded = expect("get", store.get(&record.sid)).await;
+    assert_eq!(
+        loaded.as_deref(),
+        Some(&record),
+        "a refused insert must not overwrite"
+    );
+}
+
+async fn compare_and_set_versions<S: TokenStore>(store: &S, clock: &ManualClock) {
+    let record = sample_record(clock, "wxapp", "alice");
+    expect("insert", store.insert(record.clone())).await;
+
+    let mut next = record.clone();
+    next.confirmed_at = clock.now() + Duration::from_secs(1);
+    let CasOutcome::Stored(written) = expect("cas", store.compare_and_set(0, next.clone())).await
+    else {
+        panic!("compare_and_set with the stored version must store");
+    };
+    assert_eq!(
+        written.version, 1,
+        "a stored compare_and_set must increment the version"
+    );
+    assert_eq!(written.confirmed_at, next.confirmed_at);
+    let loaded = expect("get", store.get(&record.sid)).await;
+    assert_eq!(
+        loaded.as_deref(),
+        Some(&*written),
+        "get must see the new version"
+    );
+
+    let mut stale = record.clone();
+    stale.confirmed_at = clock.now() + Duration::from_secs(99);
+    match expect("stale cas", store.compare_and_set(0, stale)).await {
+        CasOutcome::Conflict {
+            current: Some(current),
+        } => {
+            assert_eq!(
+                current.version, 1,
+                "a conflict must report the current record"
+            );
+        }
+        other => panic!("compare_and_set with a stale version must conflict, got {other:?}"),
+    }
+    let loaded = expect("get", store.get(&record.sid)).await;
+    assert_eq!(
+        loaded.map(|r| r.version),
+        Some(1),
+        "a conflict must not write"
+    );
+
+    let ghost = sample_record(clock, "wxapp", "ghost");
+    assert!(
+        matches!(
+            expect("cas unknown", store.compare_and_set(0, ghost.clone())).await,
+            CasOutcome::Conflict { current: None }
+        ),
+        "compare_and_set of an unknown session must conflict with None"
+    );
+    assert!(
+        expect("get ghost", store.get(&ghost.sid)).await.is_none(),
+        "compare_and_set must never create a session"
+    );
+}
+
+async fn delete_is_final<S: TokenStore>(store: &S, clock: &ManualClock) {
+    let record = sample_record(clock, "wxapp", "alice");
+    expect("insert", store.insert(record.clone())).await;
+    assert!(
+        expect("delete", store.delete(&record.sid)).await,
+        "delete must report a removal"
+    );
+    assert!(
+        expect("get", store.get(&record.sid)).await.is_none(),
+        "deleted means gone"
+    );
+    assert!(
+        !expect("delete again", store.delete(&record.sid)).await,
+        "deleting twice must report nothing removed"
+    );
+    assert!(
+        matches!(
+            expect("cas deleted", store.compare_and_set(0, record.clone())).await,
+            CasOutcome::Conflict { current: None }
+        ),
+        "compare_and_set must not resurrect a deleted session"
+    );
+    assert!(expect("get", store.get(&record.sid)).await.is_none());
+}
+
+async fn delete_user_removes_only_that_user<S: TokenStore>(store: &S, clock: &ManualClock) {
+    let alice: Vec<_> = (0..3)
+        .map(|_| sample_record(clock, "wxapp", "alice"))
+        .collect();
+    let bob = sample_record(clock, "wxapp", "bob");
+    let alice_elsewhere = sample_record(clock, "wxother", "alice");
+    for r in alice.iter().chain([&bob, &alice_elsewhere]) {
+        expect("insert", store.insert(r.clone())).await;
+    }
+    let user = UserKey::new(AppId::new("wxapp"), OpenId::new("alice"));
+    assert_eq!(
+        expect("delete_user", store.delete_user(&user)).await,
+        3,
+        "delete_user must report each of the user's sessions"
+    );
+    for r in &alice {
+        assert!(
+            expect("get", store.get(&r.sid)).await.is_none(),
+            "the user's sessions must go"
+        );
+    }
+    assert!(
+        expect("get bob", store.get(&bob.sid)).await.is_some(),
+        "other users must stay"
+    );
+    assert!(
+        expect("get other app", store.get(&alice_elsewhere.sid))
+            .await
+            .is_some(),
+        "the same openid in another app is another user and must stay"
+    );
+    assert_eq!(
+        expect("delete_user again", store.delete_user(&user)).await,
+        0
+    );
+}
+
+async fn records_expire_by_the_clock<S: TokenStore>(store: &S, clock: &ManualClock) {
+    let record = sample_record(clock, "wxapp", "alice");
+    expect("insert", store.insert(record.clone())).await;
+    clock.advance(Duration::from_secs(86_399));
+    assert!(
+        expect("get", store.get(&record.sid)).await.is_some(),
+        "alive before expires_at"
+    );
+    clock.advance(Duration::from_secs(1));
+    assert!(
+        expect("get expired", store.get(&record.sid))
+            .await
+            .is_none(),
+        "get must not return a record whose expires_at has passed"
+    );
+    assert!(
+        matches!(
+            expect("cas expired", store.compare_and_set(0, record.clone())).await,
+            CasOutcome::Conflict { current: None }
+        ),
+        "an expired session cannot be updated"
+    );
+    let mut reborn = sample_record(clock, "wxapp", "alice");
+    reborn.sid = record.sid;
+    expect("insert over an expired record", store.insert(reborn)).await;
+}
+
+async fn concurrent_compare_and_set_has_one_winner<S: TokenStore>(
+    store: Arc<S>,
+    clock: &ManualClock,
+) {
+    let record = sample_record(clock, "wxapp", "alice");
+    expect("insert", store.insert(record.clone())).await;
+    let mut writers = Vec::new();
+    for i in 0..32u64 {
+        let (store, mut next) = (Arc::clone(&store), record.clone());
+        next.confirmed_at = record.confirmed_at + Duration::from_secs(i + 1);
+        writers.push(tokio::spawn(
+            async move { store.compare_and_set(0, next).await },
+        ));
+    }
+    let mut stored = 0;
+    for writer in writers {
+        match writer.await.expect("writer task") {
+            Ok(CasOutcome::Stored(_)) => stored += 1,
+            Ok(CasOutcome::Conflict { .. }) => {}
+            Err(e) => panic!("concurrent compare_and_set: store error {e}"),
+        }
+    }
+    assert_eq!(
+        stored, 1,
+        "exactly one of concurrent writers of one version must win"
+    );
+}

@@ -1,0 +1,49 @@
+//! Per-session WeChat token state for servers: records, stores, and the refresh coordinator.
+//!
+//! A user logs in once ([`TokenCache::login`]); the server then holds a [`SessionRecord`] with
+//! their WeChat access and refresh tokens and hands the client only a [`SessionId`] (inside its
+//! own session token). On each request [`TokenCache::session`] returns the record, refreshing the
+//! access token shortly before it expires — once per session however many requests ask at once
+//! — and checking the grant with WeChat at a configurable interval.
+//!
+//! # Outcomes
+//!
+//! | WeChat says | the session | the caller gets |
+//! |---|---|---|
+//! | refreshed / confirmed | updated (compare-and-set) | the record |
+//! | grant gone: 42002, 40030, 40003, 50001 | deleted | [`SessionError::Reauthorize`] |
+//! | transient: -1, 45011, timeout, 5xx, bad body | kept | the record while its access token is valid (refresh) or within the [`GracePolicy`] (check); else [`SessionError::Unavailable`] with a retry-after |
+//! | misconfigured: 40013, 40125, 41xxx | kept, logged at error | [`SessionError::Misconfigured`] |
+//! | denied: 48001, 50002, 40226 | kept | [`SessionError::Denied`] |
+//!
+//! # Grace policy
+//!
+//! With [`CacheConfig::check_interval`] set, a session whose grant WeChat last confirmed longer
+//! ago than the interval is checked (`/sns/auth`) before it is served. If that check fails
+//! transiently, [`GracePolicy::ServeFor`] keeps serving until that long after the last
+//! confirmation; [`GracePolicy::FailClosed`] answers [`SessionError::Unavailable`] at once.
+//! Failures are remembered per session for a short cooldown, so an outage costs one upstream
+//! call per session per cooldown, not one per request.
+//!
+//! # Stores
+//!
+//! [`TokenStore`] is the storage contract; [`MokaStore`] the embedded default (bounded, LRU,
+//! per-record expiry at the refresh horizon). [`conformance::run`] checks any backend.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod cache;
+pub mod conformance;
+mod error;
+mod flight;
+mod login;
+mod moka_store;
+mod record;
+mod store;
+
+pub use cache::{CacheConfig, GracePolicy, TokenCache, TokenCacheBuilder};
+pub use error::{CallError, LoginError, SessionError};
+pub use moka_store::{DEFAULT_MAX_SESSIONS, MokaStore, MokaStoreBuilder};
+pub use record::{Credentials, InvalidSessionId, SessionId, SessionRecord, UserKey};
+pub use store::{CasOutcome, StoreError, TokenStore};
+pub use wechat_oauth::clock::{Clock, ManualClock, SharedClock, SystemClock};

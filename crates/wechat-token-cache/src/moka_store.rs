@@ -1,0 +1,293 @@
+//! [`MokaStore`]: the embedded, in-memory [`TokenStore`] on moka.
+//!
+//! Bounded: at most `max_sessions` records; when full, the least recently used session is
+//! evicted (LRU, so a new login is always admitted) and its user must log in again. Each record
+//! is dropped at its `expires_at` (the refresh token's horizon). A per-user index (sharded, keyed
+//! by a hash of the user, kept in step by moka's eviction listener) serves logout-all.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use moka::notification::RemovalCause;
+use moka::ops::compute::{CompResult, Op};
+use moka::policy::EvictionPolicy;
+use moka::sync::Cache;
+use wechat_oauth::clock::{SharedClock, system_clock};
+
+use crate::record::{SessionId, SessionRecord, UserKey};
+use crate::store::{CasOutcome, StoreError, TokenStore};
+
+/// Default bound on the number of sessions held.
+pub const DEFAULT_MAX_SESSIONS: u64 = 1_000_000;
+
+/// The in-memory session store. Cheap to clone; clones share the records.
+#[derive(Clone)]
+pub struct MokaStore {
+    records: Cache<SessionId, Arc<SessionRecord>>,
+    users: Arc<UserIndex>,
+    clock: SharedClock,
+}
+
+impl fmt::Debug for MokaStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MokaStore")
+            .field("sessions", &self.records.entry_count())
+            .field("max_sessions", &self.records.policy().max_capacity())
+            .finish()
+    }
+}
+
+impl Default for MokaStore {
+    fn default() -> Self {
+        Self::builder().build()
+    }
+}
+
+/// Configures a [`MokaStore`].
+#[derive(Debug)]
+pub struct MokaStoreBuilder {
+    max_sessions: u64,
+    clock: SharedClock,
+}
+
+impl MokaStoreBuilder {
+    /// The most sessions held at once (default 1,000,000); beyond it the least recently used is
+    /// evicted.
+    pub fn max_sessions(mut self, max: u64) -> Self {
+        self.max_sessions = max;
+        self
+    }
+
+    /// The clock that decides whether a record has expired (default: the system clock).
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Builds the store.
+    pub fn build(self) -> MokaStore {
+        let users = Arc::new(UserIndex::default());
+        let listener_index = Arc::clone(&users);
+        let records = Cache::builder()
+            .max_capacity(self.max_sessions)
+            .eviction_policy(EvictionPolicy::lru())
+            .expire_after(UntilSessionEnds {
+                clock: Arc::clone(&self.clock),
+            })
+            .eviction_listener(
+                move |sid: Arc<SessionId>, record: Arc<SessionRecord>, cause| {
+                    if cause != RemovalCause::Replaced {
+                        listener_index.remove(&record.user(), &sid);
+                    }
+                },
+            )
+            .build();
+        MokaStore {
+            records,
+            users,
+            clock: self.clock,
+        }
+    }
+}
+
+impl MokaStore {
+    /// Starts configuring a store.
+    pub fn builder() -> MokaStoreBuilder {
+        MokaStoreBuilder {
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            clock: system_clock(),
+        }
+    }
+
+    /// How many sessions are held (approximate until [`run_pending_tasks`](Self::run_pending_tasks)).
+    pub fn session_count(&self) -> u64 {
+        self.records.entry_count()
+    }
+
+    /// Runs moka's pending maintenance (evictions, expirations) now. Useful in tests and metrics.
+    pub fn run_pending_tasks(&self) {
+        self.records.run_pending_tasks();
+    }
+
+    fn live(&self, record: Arc<SessionRecord>) -> Option<Arc<SessionRecord>> {
+        if record.is_expired(self.clock.now()) {
+            self.records.invalidate(&record.sid);
+            None
+        } else {
+            Some(record)
+        }
+    }
+}
+
+impl TokenStore for MokaStore {
+    async fn get(&self, sid: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+        Ok(self.records.get(sid).and_then(|r| self.live(r)))
+    }
+
+    async fn insert(&self, record: SessionRecord) -> Result<Arc<SessionRecord>, StoreError> {
+        let record = Arc::new(record);
+        let now = self.clock.now();
+        let result = self
+            .records
+            .entry(record.sid)
+            .and_compute_with(|current| match current {
+                Some(entry) if !entry.value().is_expired(now) => Op::Nop,
+                _ => Op::Put(Arc::clone(&record)),
+            });
+        match result {
+            CompResult::Inserted(_) | CompResult::ReplacedWith(_) => {
+                self.users.add(&record.user(), record.sid);
+                Ok(record)
+            }
+            _ => Err(StoreError::AlreadyExists),
+        }
+    }
+
+    async fn compare_and_set(
+        &self,
+        expected_version: u64,
+        mut record: SessionRecord,
+    ) -> Result<CasOutcome, StoreError> {
+        record.version = expected_version + 1;
+        let record = Arc::new(record);
+        let now = self.clock.now();
+        let result = self
+            .records
+            .entry(record.sid)
+            .and_compute_with(|current| match current {
+                Some(entry)
+                    if entry.value().version == expected_version
+                        && !entry.value().is_expired(now) =>
+                {
+                    Op::Put(Arc::clone(&record))
+                }
+                _ => Op::Nop,
+            });
+        Ok(match result {
+            CompResult::ReplacedWith(entry) => CasOutcome::Stored(entry.into_value()),
+            CompResult::Unchanged(entry) => CasOutcome::Conflict {
+                current: self.live(entry.into_value()),
+            },
+            _ => CasOutcome::Conflict { current: None },
+        })
+    }
+
+    async fn delete(&self, sid: &SessionId) -> Result<bool, StoreError> {
+        Ok(self.records.remove(sid).is_some())
+    }
+
+    async fn delete_user(&self, user: &UserKey) -> Result<usize, StoreError> {
+        let mut deleted = 0;
+        for sid in self.users.sessions(user) {
+            // The index is keyed by a hash: check the record really is this user's.
+            let removed = self
+                .records
+                .entry(sid)
+                .and_compute_with(|current| match current {
+                    Some(entry)
+                        if entry.value().appid == user.appid
+                            && entry.value().openid == user.openid =>
+                    {
+                        Op::Remove
+                    }
+                    _ => Op::Nop,
+                });
+            if matches!(removed, CompResult::Removed(_)) {
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+/// Moka expiry: each record lives until its `expires_at` by the store's clock.
+struct UntilSessionEnds {
+    clock: SharedClock,
+}
+
+impl UntilSessionEnds {
+    fn remaining(&self, record: &SessionRecord) -> Option<Duration> {
+        Some(
+            record
+                .expires_at
+                .duration_since(self.clock.now())
+                .unwrap_or(Duration::ZERO),
+        )
+    }
+}
+
+impl Expiry<SessionId, Arc<SessionRecord>> for UntilSessionEnds {
+    fn expire_after_create(
+        &self,
+        _sid: &SessionId,
+        record: &Arc<SessionRecord>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        self.remaining(record)
+    }
+
+    fn expire_after_update(
+        &self,
+        _sid: &SessionId,
+        record: &Arc<SessionRecord>,
+        _updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        self.remaining(record)
+    }
+}
+
+const INDEX_SHARDS: usize = 64;
+
+/// Sessions per user, keyed by a 64-bit hash of (AppID, OpenID) to keep the index small;
+/// collisions are harmless because [`MokaStore::delete_user`] checks each record.
+struct UserIndex {
+    hasher: RandomState,
+    shards: [Mutex<HashMap<u64, Vec<SessionId>>>; INDEX_SHARDS],
+}
+
+impl Default for UserIndex {
+    fn default() -> Self {
+        Self {
+            hasher: RandomState::new(),
+            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+        }
+    }
+}
+
+impl UserIndex {
+    fn shard(&self, user: &UserKey) -> (u64, &Mutex<HashMap<u64, Vec<SessionId>>>) {
+        let hash = self.hasher.hash_one(user);
+        (hash, &self.shards[(hash as usize) % INDEX_SHARDS])
+    }
+
+    fn add(&self, user: &UserKey, sid: SessionId) {
+        let (hash, shard) = self.shard(user);
+        let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
+        let sids = map.entry(hash).or_default();
+        if !sids.contains(&sid) {
+            sids.push(sid);
+        }
+    }
+
+    fn remove(&self, user: &UserKey, sid: &SessionId) {
+        let (hash, shard) = self.shard(user);
+        let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(sids) = map.get_mut(&hash) {
+            sids.retain(|s| s != sid);
+            if sids.is_empty() {
+                map.remove(&hash);
+            }
+        }
+    }
+
+    fn sessions(&self, user: &UserKey) -> Vec<SessionId> {
+        let (hash, shard) = self.shard(user);
+        let map = shard.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&hash).cloned().unwrap_or_default()
+    }
+}

@@ -1,0 +1,304 @@
+//! What a session is: [`SessionId`] (128 random bits) and [`SessionRecord`], one per login
+//! (device), holding the user's WeChat credentials, their expiries and a version for
+//! compare-and-set.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use wechat_oauth::{
+    AccessToken, AppId, MiniProgramSession, OpenId, RefreshToken, Scopes, SessionKey, TokenGrant,
+    UnionId,
+};
+
+/// A session's identifier: 128 random bits, written as 22 URL-safe base64 characters.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId([u8; 16]);
+
+impl SessionId {
+    /// A new random identifier from the operating system's generator.
+    pub fn random() -> Self {
+        Self(rand::random())
+    }
+
+    /// The identifier's bytes.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+
+    /// An identifier from its bytes.
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(bytes)
+    }
+
+    /// A number in `0..1` fixed for this session, used to spread per-session timings (jitter)
+    /// so that sessions created together do not refresh together.
+    pub fn spread(&self) -> f64 {
+        let n = u64::from_le_bytes(self.0[..8].try_into().unwrap_or_default());
+        (n >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = [0u8; 22];
+        let n = URL_SAFE_NO_PAD
+            .encode_slice(self.0, &mut buf)
+            .map_err(|_| fmt::Error)?;
+        f.write_str(std::str::from_utf8(&buf[..n]).map_err(|_| fmt::Error)?)
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionId({self})")
+    }
+}
+
+/// A string that is not a session id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not a session id")]
+pub struct InvalidSessionId;
+
+impl FromStr for SessionId {
+    type Err = InvalidSessionId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() != 22 {
+            return Err(InvalidSessionId);
+        }
+        let mut bytes = [0u8; 16];
+        match URL_SAFE_NO_PAD.decode_slice(s, &mut bytes) {
+            Ok(16) => Ok(Self(bytes)),
+            _ => Err(InvalidSessionId),
+        }
+    }
+}
+
+impl Serialize for SessionId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for SessionId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The WeChat credentials a session holds. They never leave the server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Credentials {
+    /// A mobile app, website or Official Account login: refreshable tokens.
+    OAuth {
+        /// The current access token.
+        access_token: AccessToken,
+        /// When it expires.
+        access_token_expires_at: SystemTime,
+        /// The refresh token (the latest one WeChat returned).
+        refresh_token: RefreshToken,
+    },
+    /// A Mini Program login: a session key, nothing to refresh.
+    MiniProgram {
+        /// The session key.
+        session_key: SessionKey,
+    },
+}
+
+/// One login: who the user is, their WeChat credentials, and how long the session may live.
+///
+/// Records are versioned: every successful [`compare_and_set`](crate::TokenStore::compare_and_set)
+/// increments `version`, so concurrent writers cannot overwrite each other unnoticed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct SessionRecord {
+    /// The session's identifier.
+    pub sid: SessionId,
+    /// The application the user logged in to.
+    pub appid: AppId,
+    /// The user within that application.
+    pub openid: OpenId,
+    /// The user across bound applications, when known.
+    pub unionid: Option<UnionId>,
+    /// The granted scopes.
+    pub scopes: Scopes,
+    /// The WeChat "snapshot mode" virtual user: its ids are not the real user's.
+    pub snapshot_user: bool,
+    /// The WeChat credentials.
+    pub credentials: Credentials,
+    /// When the login happened.
+    pub created_at: SystemTime,
+    /// When the session ends: the refresh token's horizon (OAuth) or the configured Mini Program
+    /// session lifetime. Stores drop the record then.
+    pub expires_at: SystemTime,
+    /// When WeChat last confirmed the grant (login, refresh or a successful `/sns/auth`).
+    pub confirmed_at: SystemTime,
+    /// Incremented by every successful compare-and-set.
+    pub version: u64,
+}
+
+impl SessionRecord {
+    /// A record at version 0, confirmed at `created_at`, with no unionid, no scopes and not a
+    /// snapshot user (set those fields afterwards as needed).
+    pub fn new(
+        sid: SessionId,
+        appid: AppId,
+        openid: OpenId,
+        credentials: Credentials,
+        created_at: SystemTime,
+        expires_at: SystemTime,
+    ) -> Self {
+        Self {
+            sid,
+            appid,
+            openid,
+            unionid: None,
+            scopes: Scopes::default(),
+            snapshot_user: false,
+            credentials,
+            created_at,
+            expires_at,
+            confirmed_at: created_at,
+            version: 0,
+        }
+    }
+
+    /// The record of a new OAuth login: the refresh token is assumed to live `refresh_horizon`
+    /// from `now`.
+    pub fn from_grant(
+        sid: SessionId,
+        appid: AppId,
+        grant: TokenGrant,
+        now: SystemTime,
+        refresh_horizon: Duration,
+    ) -> Self {
+        let mut record = Self::new(
+            sid,
+            appid,
+            grant.openid,
+            Credentials::OAuth {
+                access_token: grant.access_token,
+                access_token_expires_at: grant.access_token_expires_at,
+                refresh_token: grant.refresh_token,
+            },
+            now,
+            now + refresh_horizon,
+        );
+        record.unionid = grant.unionid;
+        record.scopes = grant.scopes;
+        record.snapshot_user = grant.snapshot_user;
+        record
+    }
+
+    /// The record of a new Mini Program login, living `lifetime` from `now`.
+    pub fn from_mini_program(
+        sid: SessionId,
+        appid: AppId,
+        session: MiniProgramSession,
+        now: SystemTime,
+        lifetime: Duration,
+    ) -> Self {
+        let mut record = Self::new(
+            sid,
+            appid,
+            session.openid,
+            Credentials::MiniProgram {
+                session_key: session.session_key,
+            },
+            now,
+            now + lifetime,
+        );
+        record.unionid = session.unionid;
+        record
+    }
+
+    /// This record with a refresh's result applied: the new access token and expiry, the refresh
+    /// token that came back (rotated or not), the scopes if WeChat listed any, confirmed `now`.
+    pub fn with_refresh(&self, grant: &TokenGrant, now: SystemTime) -> Self {
+        let mut next = self.clone();
+        next.credentials = Credentials::OAuth {
+            access_token: grant.access_token.clone(),
+            access_token_expires_at: grant.access_token_expires_at,
+            refresh_token: grant.refresh_token.clone(),
+        };
+        if !grant.scopes.is_empty() {
+            next.scopes = grant.scopes.clone();
+        }
+        next.confirmed_at = next.confirmed_at.max(now);
+        next
+    }
+
+    /// The access token and its expiry, for OAuth sessions.
+    pub fn access_token(&self) -> Option<(&AccessToken, SystemTime)> {
+        match &self.credentials {
+            Credentials::OAuth {
+                access_token,
+                access_token_expires_at,
+                ..
+            } => Some((access_token, *access_token_expires_at)),
+            Credentials::MiniProgram { .. } => None,
+        }
+    }
+
+    /// Whether the session has ended at `now`.
+    pub fn is_expired(&self, now: SystemTime) -> bool {
+        self.expires_at <= now
+    }
+
+    /// How long the access token stays valid after `now` (zero when expired; `None` for Mini
+    /// Program sessions, which have none).
+    pub fn access_token_remaining(&self, now: SystemTime) -> Option<Duration> {
+        self.access_token()
+            .map(|(_, at)| at.duration_since(now).unwrap_or(Duration::ZERO))
+    }
+
+    /// The key of the user this session belongs to.
+    pub fn user(&self) -> UserKey {
+        UserKey::new(self.appid.clone(), self.openid.clone())
+    }
+}
+
+/// A user: (AppID, OpenID).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserKey {
+    /// The application.
+    pub appid: AppId,
+    /// The user within it.
+    pub openid: OpenId,
+}
+
+impl UserKey {
+    /// A user key.
+    pub fn new(appid: AppId, openid: OpenId) -> Self {
+        Self { appid, openid }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_round_trip_and_reject_garbage() {
+        let sid = SessionId::random();
+        let text = sid.to_string();
+        assert_eq!(text.len(), 22);
+        assert!(
+            text.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
+        assert_eq!(text.parse::<SessionId>(), Ok(sid));
+        for bad in ["", "short", "!!!!!!!!!!!!!!!!!!!!!!", &"A".repeat(23)] {
+            assert_eq!(bad.parse::<SessionId>(), Err(InvalidSessionId), "{bad}");
+        }
+        assert_ne!(SessionId::random(), SessionId::random());
+        let spread = sid.spread();
+        assert!((0.0..1.0).contains(&spread));
+    }
+}

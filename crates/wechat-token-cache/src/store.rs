@@ -1,0 +1,114 @@
+//! The [`TokenStore`] trait: where session records live. Small on purpose (get, insert-new,
+//! compare-and-set, delete, delete-all-of-a-user) so an in-memory, Redis or SQL backend can
+//! implement it; [`crate::conformance`] holds the suite every backend must pass.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::record::{SessionId, SessionRecord, UserKey};
+
+/// Why a store operation failed.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// `insert` found a record with the same session id.
+    #[error("a session with this id already exists")]
+    AlreadyExists,
+    /// The backend could not be reached or did not answer in time: transient, retry later.
+    /// Never a reason to log a user out.
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored record could not be decoded.
+    #[error("session record could not be decoded: {0}")]
+    Corrupt(String),
+}
+
+/// The result of [`TokenStore::compare_and_set`].
+#[derive(Clone, Debug)]
+pub enum CasOutcome {
+    /// The record was written; it carries its new version.
+    Stored(Arc<SessionRecord>),
+    /// The stored version was not the expected one. `current` is what is stored now (`None` if
+    /// the session was deleted in the meantime).
+    Conflict {
+        /// The record as it is stored now.
+        current: Option<Arc<SessionRecord>>,
+    },
+}
+
+/// Storage for session records.
+///
+/// Contract (checked by [`crate::conformance::run`]):
+/// - `get` returns `None` for unknown sessions and for records whose `expires_at` has passed by
+///   the store's clock.
+/// - `insert` stores a new record as given (its version included) and fails with
+///   [`StoreError::AlreadyExists`] if the id is taken.
+/// - `compare_and_set(expected, record)` writes `record` with version `expected + 1` only if the
+///   stored record's version is `expected`; otherwise it reports the conflict and the current
+///   record. It never resurrects a deleted session.
+/// - `delete` reports whether a record was removed; `delete_user` removes every session of one
+///   user and no other, and reports how many.
+///
+/// Futures are `Send` so the store can be used from any tokio task.
+pub trait TokenStore: Send + Sync + 'static {
+    /// Loads a session.
+    fn get(
+        &self,
+        sid: &SessionId,
+    ) -> impl Future<Output = Result<Option<Arc<SessionRecord>>, StoreError>> + Send;
+
+    /// Stores a new session.
+    fn insert(
+        &self,
+        record: SessionRecord,
+    ) -> impl Future<Output = Result<Arc<SessionRecord>, StoreError>> + Send;
+
+    /// Replaces a session if its stored version is `expected_version`.
+    fn compare_and_set(
+        &self,
+        expected_version: u64,
+        record: SessionRecord,
+    ) -> impl Future<Output = Result<CasOutcome, StoreError>> + Send;
+
+    /// Removes a session; `true` if it existed.
+    fn delete(&self, sid: &SessionId) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Removes every session of one user; returns how many.
+    fn delete_user(&self, user: &UserKey)
+    -> impl Future<Output = Result<usize, StoreError>> + Send;
+}
+
+impl<S: TokenStore> TokenStore for Arc<S> {
+    fn get(
+        &self,
+        sid: &SessionId,
+    ) -> impl Future<Output = Result<Option<Arc<SessionRecord>>, StoreError>> + Send {
+        (**self).get(sid)
+    }
+
+    fn insert(
+        &self,
+        record: SessionRecord,
+    ) -> impl Future<Output = Result<Arc<SessionRecord>, StoreError>> + Send {
+        (**self).insert(record)
+    }
+
+    fn compare_and_set(
+        &self,
+        expected_version: u64,
+        record: SessionRecord,
+    ) -> impl Future<Output = Result<CasOutcome, StoreError>> + Send {
+        (**self).compare_and_set(expected_version, record)
+    }
+
+    fn delete(&self, sid: &SessionId) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        (**self).delete(sid)
+    }
+
+    fn delete_user(
+        &self,
+        user: &UserKey,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send {
+        (**self).delete_user(user)
+    }
+}

@@ -1,0 +1,625 @@
+//! The refresh coordinator and idempotent login against the fake WeChat, on a manual clock.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wechat_mock::{Endpoint, Fault, MockConfig, MockGrant, MockWeChat};
+use wechat_oauth::{AppId, AppSecret, AuthCode, Client, ErrCode, Lang, RetryPolicy};
+use wechat_token_cache::{
+    CallError, CasOutcome, Clock, Credentials, GracePolicy, LoginError, ManualClock, MokaStore,
+    SessionError, SessionId, SessionRecord, StoreError, TokenCache, TokenCacheBuilder, TokenStore,
+    UserKey,
+};
+
+const HOUR: Duration = Duration::from_secs(3600);
+const EXPIRY: Duration = Duration::from_secs(7200);
+
+struct Harness<S: TokenStore = MokaStore> {
+    mock: MockWeChat,
+    clock: ManualClock,
+    cache: TokenCache<S>,
+}
+
+async fn start_mock(config: MockConfig) -> (MockWeChat, ManualClock, Client) {
+    let mock = MockWeChat::start(config)
+        .await
+        .expect("start the fake WeChat");
+    let clock = ManualClock::new(mock.now());
+    let client = Client::builder(AppId::new(mock.appid()), AppSecret::new(mock.secret()))
+        .api_base(mock.base_url())
+        .clock(Arc::new(clock.clone()))
+        .retry(RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(2),
+        })
+        .build()
+        .unwrap();
+    (mock, clock, client)
+}
+
+async fn harness_with(
+    config: MockConfig,
+    build: impl FnOnce(TokenCacheBuilder<MokaStore>) -> TokenCacheBuilder<MokaStore>,
+) -> Harness {
+    let (mock, clock, client) = start_mock(config).await;
+    let cache = build(TokenCache::builder(client)).build();
+    Harness { mock, clock, cache }
+}
+
+async fn harness() -> Harness {
+    harness_with(MockConfig::default(), |b| b).await
+}
+
+impl<S: TokenStore> Harness<S> {
+    /// Moves our clock and WeChat's together.
+    fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+        self.mock.advance(by);
+    }
+
+    async fn login(&self) -> Arc<SessionRecord> {
+        self.login_as(MockGrant::default()).await
+    }
+
+    async fn login_as(&self, grant: MockGrant) -> Arc<SessionRecord> {
+        let code = self.mock.mint_code(grant);
+        self.cache.login(&AuthCode::new(code)).await.expect("login")
+    }
+}
+
+fn access_token(record: &SessionRecord) -> String {
+    record.access_token().unwrap().0.secret().to_owned()
+}
+
+fn refresh_token(record: &SessionRecord) -> String {
+    match &record.credentials {
+        Credentials::OAuth { refresh_token, .. } => refresh_token.secret().to_owned(),
+        Credentials::MiniProgram { .. } => panic!("not an OAuth session"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_callers_on_an_expired_session_cause_one_refresh() {
+    let h = harness().await;
+    let session = h.login().await;
+    h.advance(EXPIRY + Duration::from_secs(1));
+
+    let mut callers = Vec::with_capacity(10_000);
+    for _ in 0..10_000 {
+        let (cache, sid) = (h.cache.clone(), session.sid);
+        callers.push(tokio::spawn(async move { cache.session(&sid).await }));
+    }
+    let mut tokens = HashSet::new();
+    for caller in callers {
+        let record = caller
+            .await
+            .unwrap()
+            .expect("every caller gets the session");
+        tokens.insert(access_token(&record));
+    }
+    assert_eq!(
+        h.mock.calls(Endpoint::RefreshToken),
+        1,
+        "exactly one upstream refresh"
+    );
+    assert_eq!(tokens.len(), 1, "every caller got the refreshed token");
+    assert!(
+        !tokens.contains(&access_token(&session)),
+        "the expired token was replaced"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_expiring_together_refresh_once_each_spread_by_jitter() {
+    let h = harness().await;
+    let mut sids = Vec::new();
+    for _ in 0..1_000 {
+        sids.push(h.login().await.sid);
+    }
+    // Walk from well before the refresh window to past expiry, 30 s at a time, with every
+    // session making a request at each step.
+    h.advance(EXPIRY - Duration::from_secs(11 * 60));
+    let mut per_step = Vec::new();
+    let mut before = 0;
+    for _ in 0..24 {
+        h.advance(Duration::from_secs(30));
+        for sid in &sids {
+            h.cache.session(sid).await.expect("session served");
+        }
+        let now = h.mock.calls(Endpoint::RefreshToken);
+        per_step.push(now - before);
+        before = now;
+    }
+    assert_eq!(
+        before, 1_000,
+        "exactly one refresh per session: {per_step:?}"
+    );
+    let busy_steps = per_step.iter().filter(|&&n| n > 0).count();
+    assert!(busy_steps >= 5, "refreshes spread over time: {per_step:?}");
+    assert!(
+        per_step.iter().all(|&n| n < 500),
+        "no step refreshes most sessions at once: {per_step:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_revoked_grant_deletes_the_session() {
+    let h = harness().await;
+    let session = h.login().await;
+    h.mock.revoke(session.openid.as_str());
+    h.advance(EXPIRY);
+    match h.cache.session(&session.sid).await {
+        Err(SessionError::Reauthorize { errcode }) => {
+            assert_eq!(errcode, ErrCode::INVALID_REFRESH_TOKEN)
+        }
+        other => panic!("expected reauthorize, got {other:?}"),
+    }
+    assert!(h.cache.store().get(&session.sid).await.unwrap().is_none());
+    assert!(matches!(
+        h.cache.session(&session.sid).await,
+        Err(SessionError::NotFound)
+    ));
+}
+
+#[tokio::test]
+async fn system_busy_during_refresh_keeps_the_session_until_a_later_success() {
+    let h = harness().await;
+    let session = h.login().await;
+
+    // Inside the refresh window, token still valid: WeChat busy through every retry.
+    h.advance(EXPIRY - Duration::from_secs(60));
+    h.mock.inject(Endpoint::RefreshToken, Fault::ErrCode(-1), 3);
+    let served = h
+        .cache
+        .session(&session.sid)
+        .await
+        .expect("still-valid token served");
+    assert_eq!(access_token(&served), access_token(&session));
+    assert_eq!(h.mock.calls(Endpoint::RefreshToken), 3, "bounded retries");
+
+    // During the cooldown the failure is reused: no upstream call per request.
+    h.cache.session(&session.sid).await.unwrap();
+    assert_eq!(h.mock.calls(Endpoint::RefreshToken), 3);
+
+    // Expired and WeChat still failing: unavailable, but not logged out.
+    h.advance(Duration::from_secs(120));
+    h.mock
+        .inject(Endpoint::RefreshToken, Fault::HttpStatus(502), 3);
+    match h.cache.session(&session.sid).await {
+        Err(SessionError::Unavailable { retry_after }) => assert!(retry_after > Duration::ZERO),
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+    assert!(
+        h.cache.store().get(&session.sid).await.unwrap().is_some(),
+        "record kept"
+    );
+
+    // WeChat recovers: the next request after the cooldown refreshes.
+    h.advance(Duration::from_secs(60));
+    let refreshed = h.cache.session(&session.sid).await.expect("later success");
+    assert!(refreshed.access_token_remaining(h.clock.now()).unwrap() > HOUR);
+    assert_eq!(h.mock.calls(Endpoint::RefreshToken), 7);
+}
+
+#[tokio::test]
+async fn timeouts_and_bad_bodies_are_transient_too() {
+    let h = harness().await;
+    let session = h.login().await;
+    h.advance(EXPIRY);
+    h.mock.inject(
+        Endpoint::RefreshToken,
+        Fault::Body("<html>busy</html>".into()),
+        1,
+    );
+    assert!(matches!(
+        h.cache.session(&session.sid).await,
+        Err(SessionError::Unavailable { .. })
+    ));
+    h.advance(Duration::from_secs(10));
+    h.mock
+        .inject(Endpoint::RefreshToken, Fault::ErrCode(45011), 1);
+    match h.cache.session(&session.sid).await {
+        Err(SessionError::Unavailable { retry_after }) => {
+            assert_eq!(
+                retry_after,
+                Duration::from_secs(60),
+                "quota: retry after a minute"
+            )
+        }
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+    assert!(h.cache.store().get(&session.sid).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_rotated_refresh_token_is_stored_and_used() {
+    let config = MockConfig {
+        rotate_refresh_tokens: true,
+        ..MockConfig::default()
+    };
+    let h = harness_with(config, |b| b).await;
+    let session = h.login().await;
+    h.advance(EXPIRY);
+    let first = h.cache.session(&session.sid).await.unwrap();
+    assert_ne!(
+        refresh_token(&first),
+        refresh_token(&session),
+        "rotated token stored"
+    );
+    h.advance(EXPIRY);
+    let second = h
+        .cache
+        .session(&session.sid)
+        .await
+        .expect("the rotated token works");
+    assert_ne!(refresh_token(&second), refresh_token(&first));
+    assert_eq!(h.mock.calls(Endpoint::RefreshToken), 2);
+}
+
+/// A store that lets another writer win the race for the first compare-and-set.
+struct RacingStore {
+    inner: MokaStore,
+    competitor: Mutex<Option<SessionRecord>>,
+}
+
+impl TokenStore for RacingStore {
+    async fn get(&self, sid: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+        self.inner.get(sid).await
+    }
+    async fn insert(&self, record: SessionRecord) -> Result<Arc<SessionRecord>, StoreError> {
+        self.inner.insert(record).await
+    }
+    async fn compare_and_set(
+        &self,
+        expected: u64,
+        record: SessionRecord,
+    ) -> Result<CasOutcome, StoreError> {
+        let competitor = self.competitor.lock().unwrap().take();
+        if let Some(competitor) = competitor {
+            let version = competitor.version;
+            assert!(matches!(
+                self.inner.compare_and_set(version, competitor).await?,
+                CasOutcome::Stored(_)
+            ));
+        }
+        self.inner.compare_and_set(expected, record).await
+    }
+    async fn delete(&self, sid: &SessionId) -> Result<bool, StoreError> {
+        self.inner.delete(sid).await
+    }
+    async fn delete_user(&self, user: &UserKey) -> Result<usize, StoreError> {
+        self.inner.delete_user(user).await
+    }
+}
+
+async fn racing_harness() -> Harness<Arc<RacingStore>> {
+    let (mock, clock, client) = start_mock(MockConfig::default()).await;
+    let store = Arc::new(RacingStore {
+        inner: MokaStore::builder().clock(Arc::new(clock.clone())).build(),
+        competitor: Mutex::new(None),
+    });
+    let cache = TokenCache::builder(client).store(store).build();
+    Harness { mock, clock, cache }
+}
+
+#[tokio::test]
+async fn a_compare_and_set_conflict_keeps_a_newer_competitor() {
+    let h = racing_harness().await;
+    let session = h.login().await;
+    h.advance(EXPIRY);
+    // Another instance refreshed first, to a token that lives longer than ours will.
+    let mut theirs = (*session).clone();
+    theirs.credentials = Credentials::OAuth {
+        access_token: wechat_oauth::AccessToken::new("AT-OTHER-INSTANCE"),
+        access_token_expires_at: h.clock.now() + 3 * HOUR,
+        refresh_token: wechat_oauth::RefreshToken::new("RT-OTHER-INSTANCE"),
+    };
+    *h.cache.store().competitor.lock().unwrap() = Some(theirs);
+    let record = h.cache.session(&session.sid).await.unwrap();
+    assert_eq!(
+        access_token(&record),
+        "AT-OTHER-INSTANCE",
+        "the newer record wins"
+    );
+    assert_eq!(record.version, 1);
+}
+
+#[tokio::test]
+async fn a_compare_and_set_conflict_applies_our_refresh_onto_an_older_competitor() {
+    let h = racing_harness().await;
+    let session = h.login().await;
+    h.advance(EXPIRY);
+    // Another writer touched the record (a check) without refreshing it.
+    let mut theirs = (*session).clone();
+    theirs.confirmed_at = h.clock.now();
+    let confirmed = theirs.confirmed_at;
+    *h.cache.store().competitor.lock().unwrap() = Some(theirs);
+    let record = h.cache.session(&session.sid).await.unwrap();
+    assert_ne!(
+        access_token(&record),
+        access_token(&session),
+        "our refresh applied"
+    );
+    assert_eq!(record.version, 2, "written over the competitor's version");
+    assert!(record.confirmed_at >= confirmed);
+    assert_eq!(h.mock.calls(Endpoint::RefreshToken), 1);
+}
+
+#[tokio::test]
+async fn a_logout_during_a_refresh_is_not_undone() {
+    let h = racing_harness().await;
+    let session = h.login().await;
+    h.advance(EXPIRY);
+    h.cache.logout(&session.sid).await.unwrap();
+    assert!(matches!(
+        h.cache.session(&session.sid).await,
+        Err(SessionError::NotFound)
+    ));
+    assert!(h.cache.store().get(&session.sid).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_double_submitted_code_is_exchanged_once_and_gives_the_same_session() {
+    let h = harness().await;
+    let code = AuthCode::new(h.mock.mint_code(MockGrant::default()));
+    let mut submits = Vec::new();
+    for _ in 0..50 {
+        let (cache, code) = (h.cache.clone(), code.clone());
+        submits.push(tokio::spawn(async move { cache.login(&code).await }));
+    }
+    let mut sids = HashSet::new();
+    for submit in submits {
+        sids.insert(submit.await.unwrap().expect("login").sid);
+    }
+    sids.insert(h.cache.login(&code).await.unwrap().sid);
+    assert_eq!(sids.len(), 1, "one session for one code");
+    assert_eq!(
+        h.mock.calls(Endpoint::AccessToken),
+        1,
+        "one exchange upstream"
+    );
+}
+
+#[tokio::test]
+async fn refusals_are_remembered_and_transient_failures_are_not() {
+    let h = harness().await;
+    let bogus = AuthCode::new("not-a-code");
+    for _ in 0..2 {
+        match h.cache.login(&bogus).await {
+            Err(LoginError::InvalidCode { errcode }) => assert_eq!(errcode, ErrCode::INVALID_CODE),
+            other => panic!("expected invalid code, got {other:?}"),
+        }
+    }
+    assert_eq!(h.mock.calls(Endpoint::AccessToken), 1);
+
+    let code = AuthCode::new(h.mock.mint_code(MockGrant::default()));
+    h.mock.inject(Endpoint::AccessToken, Fault::ErrCode(-1), 1);
+    assert!(matches!(
+        h.cache.login(&code).await,
+        Err(LoginError::Unavailable { .. })
+    ));
+    assert_eq!(
+        h.mock.calls(Endpoint::AccessToken),
+        2,
+        "a code exchange is never retried"
+    );
+    h.cache
+        .login(&code)
+        .await
+        .expect("the client may try again");
+    assert_eq!(h.mock.calls(Endpoint::AccessToken), 3);
+}
+
+#[tokio::test]
+async fn a_wrong_secret_is_misconfiguration() {
+    let mock = MockWeChat::start(MockConfig::default()).await.unwrap();
+    let client = Client::builder(AppId::new(mock.appid()), AppSecret::new("wrong"))
+        .api_base(mock.base_url())
+        .build()
+        .unwrap();
+    let cache = TokenCache::builder(client).build();
+    let code = AuthCode::new(mock.mint_code(MockGrant::default()));
+    match cache.login(&code).await {
+        Err(LoginError::Misconfigured { errcode }) => {
+            assert_eq!(errcode, ErrCode::INVALID_APPSECRET)
+        }
+        other => panic!("expected misconfigured, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn capacity_eviction_drops_the_least_recently_used_sessions() {
+    let (mock, clock, client) = start_mock(MockConfig::default()).await;
+    let store = MokaStore::builder()
+        .max_sessions(10)
+        .clock(Arc::new(clock.clone()))
+        .build();
+    let cache = TokenCache::builder(client).store(store.clone()).build();
+    let h = Harness { mock, clock, cache };
+    let mut sessions = Vec::new();
+    for _ in 0..15 {
+        sessions.push(
+            h.login_as(MockGrant {
+                openid: Some("alice".into()),
+                ..Default::default()
+            })
+            .await,
+        );
+        store.run_pending_tasks();
+    }
+    assert_eq!(store.session_count(), 10, "bounded at max_sessions");
+    for old in &sessions[..5] {
+        assert!(
+            matches!(h.cache.session(&old.sid).await, Err(SessionError::NotFound)),
+            "the least recently used sessions were evicted"
+        );
+    }
+    for recent in &sessions[5..] {
+        h.cache
+            .session(&recent.sid)
+            .await
+            .expect("recent sessions kept");
+    }
+    let user = UserKey::new(
+        AppId::new(h.mock.appid()),
+        wechat_oauth::OpenId::new("alice"),
+    );
+    assert_eq!(
+        h.cache.logout_all(&user).await.unwrap(),
+        10,
+        "the index forgot evicted sessions"
+    );
+}
+
+#[tokio::test]
+async fn a_due_check_confirms_the_grant_once_per_interval() {
+    let h = harness_with(MockConfig::default(), |b| {
+        b.check_interval(Some(Duration::from_secs(300)))
+    })
+    .await;
+    let session = h.login().await;
+    h.cache.session(&session.sid).await.unwrap();
+    assert_eq!(
+        h.mock.calls(Endpoint::Auth),
+        0,
+        "just confirmed by the login"
+    );
+    h.advance(Duration::from_secs(301));
+    for _ in 0..20 {
+        h.cache.session(&session.sid).await.unwrap();
+    }
+    assert_eq!(h.mock.calls(Endpoint::Auth), 1, "one check per interval");
+    let record = h.cache.store().get(&session.sid).await.unwrap().unwrap();
+    assert_eq!(record.confirmed_at, h.clock.now());
+}
+
+#[tokio::test]
+async fn a_check_that_finds_the_grant_revoked_ends_the_session() {
+    let h = harness_with(MockConfig::default(), |b| {
+        b.check_interval(Some(Duration::from_secs(300)))
+    })
+    .await;
+    let session = h.login().await;
+    h.mock.revoke(session.openid.as_str());
+    h.advance(Duration::from_secs(301));
+    // /sns/auth says the token is invalid -> refresh -> 40030: the grant is gone.
+    assert!(matches!(
+        h.cache.session(&session.sid).await,
+        Err(SessionError::Reauthorize { .. })
+    ));
+    assert_eq!(h.mock.calls(Endpoint::RefreshToken), 1);
+}
+
+#[tokio::test]
+async fn grace_serves_through_failed_checks_until_it_runs_out() {
+    let h = harness_with(MockConfig::default(), |b| {
+        b.check_interval(Some(Duration::from_secs(300)))
+            .grace(GracePolicy::ServeFor(Duration::from_secs(900)))
+            // Keep the access token out of its refresh window for this test.
+            .refresh_window(Duration::from_secs(60), 0.0)
+    })
+    .await;
+    let session = h.login().await;
+    h.advance(Duration::from_secs(301));
+    h.mock.inject(Endpoint::Auth, Fault::ErrCode(-1), 3);
+    h.cache.session(&session.sid).await.expect("within grace");
+    h.advance(Duration::from_secs(600));
+    h.mock.inject(Endpoint::Auth, Fault::HttpStatus(503), 3);
+    assert!(
+        matches!(
+            h.cache.session(&session.sid).await,
+            Err(SessionError::Unavailable { .. })
+        ),
+        "grace ran out 900 s after the last confirmation"
+    );
+    assert!(
+        h.cache.store().get(&session.sid).await.unwrap().is_some(),
+        "not logged out"
+    );
+}
+
+#[tokio::test]
+async fn fail_closed_answers_unavailable_at_the_first_failed_check() {
+    let h = harness_with(MockConfig::default(), |b| {
+        b.check_interval(Some(Duration::from_secs(300)))
+            .grace(GracePolicy::FailClosed)
+    })
+    .await;
+    let session = h.login().await;
+    h.advance(Duration::from_secs(301));
+    h.mock.inject(Endpoint::Auth, Fault::ErrCode(-1), 3);
+    assert!(matches!(
+        h.cache.session(&session.sid).await,
+        Err(SessionError::Unavailable { .. })
+    ));
+}
+
+#[tokio::test]
+async fn userinfo_refreshes_and_retries_once_on_an_invalid_token() {
+    let h = harness().await;
+    let session = h.login().await;
+    h.mock.inject(Endpoint::UserInfo, Fault::ErrCode(40001), 1);
+    let profile = h
+        .cache
+        .userinfo(&session.sid, Lang::En)
+        .await
+        .expect("profile");
+    assert_eq!(profile.openid, session.openid);
+    assert_eq!(h.mock.calls(Endpoint::UserInfo), 2);
+    assert_eq!(h.mock.calls(Endpoint::RefreshToken), 1);
+
+    h.mock.inject(Endpoint::UserInfo, Fault::ErrCode(42001), 2);
+    assert!(
+        matches!(
+            h.cache.userinfo(&session.sid, Lang::En).await,
+            Err(CallError::Upstream(_))
+        ),
+        "only one retry"
+    );
+}
+
+#[tokio::test]
+async fn userinfo_is_not_called_for_base_grants() {
+    let h = harness().await;
+    let session = h
+        .login_as(MockGrant {
+            scope: Some("snsapi_base".into()),
+            ..Default::default()
+        })
+        .await;
+    assert!(matches!(
+        h.cache.userinfo(&session.sid, Lang::ZhCn).await,
+        Err(CallError::NotPermitted)
+    ));
+    assert_eq!(h.mock.calls(Endpoint::UserInfo), 0);
+}
+
+#[tokio::test]
+async fn mini_program_sessions_hold_a_session_key_and_never_refresh() {
+    let h = harness().await;
+    let code = AuthCode::new(h.mock.mint_code(MockGrant::default()));
+    let session = h.cache.login_mini_program(&code).await.unwrap();
+    assert!(matches!(
+        session.credentials,
+        Credentials::MiniProgram { .. }
+    ));
+    h.advance(3 * HOUR);
+    h.cache.session(&session.sid).await.unwrap();
+    assert_eq!(h.mock.calls(Endpoint::RefreshToken), 0);
+    assert_eq!(h.mock.calls(Endpoint::JsCode2Session), 1);
+    // The same string as an OAuth code is a different exchange.
+    assert!(h.cache.login(&code).await.is_err());
+}
+
+#[tokio::test]
+async fn sessions_end_at_the_refresh_horizon() {
+    let h = harness_with(MockConfig::default(), |b| b.refresh_horizon(24 * HOUR)).await;
+    let session = h.login().await;
+    h.advance(24 * HOUR);
+    assert!(matches!(
+        h.cache.session(&session.sid).await,
+        Err(SessionError::NotFound)
+    ));
+}
