@@ -66,7 +66,10 @@ impl RetryPolicy {
     fn backoff(&self, attempt: u32) -> Duration {
         let step = self
             .initial_backoff
-            .saturating_mul(1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX))
+            .saturating_mul(
+                1u32.checked_shl(attempt.saturating_sub(1))
+                    .unwrap_or(u32::MAX),
+            )
             .min(self.max_backoff);
         let half = step / 2;
         half + half.mul_f64(rand::random::<f64>())
@@ -388,7 +391,12 @@ impl Client {
         redirect_uri: &str,
         state: &State,
     ) -> Result<String, AuthorizeUrlError> {
-        authorize::qrconnect_url(&self.inner.open_base, &self.inner.appid, redirect_uri, state)
+        authorize::qrconnect_url(
+            &self.inner.open_base,
+            &self.inner.appid,
+            redirect_uri,
+            state,
+        )
     }
 
     /// The Official Account (in-WeChat browser) authorize URL for this app.

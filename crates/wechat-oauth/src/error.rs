@@ -393,7 +393,10 @@ mod tests {
 
     #[test]
     fn rid_is_extracted() {
-        let e = ApiError::new(ErrCode(40029), "invalid code, rid: 6745f0a1-1b2c3d4e-5f6a7b8c");
+        let e = ApiError::new(
+            ErrCode(40029),
+            "invalid code, rid: 6745f0a1-1b2c3d4e-5f6a7b8c",
+        );
         assert_eq!(e.rid.as_deref(), Some("6745f0a1-1b2c3d4e-5f6a7b8c"));
         assert_eq!(ApiError::new(ErrCode(-1), "system error").rid, None);
     }

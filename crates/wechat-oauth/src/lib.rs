@@ -49,6 +49,6 @@ pub use client::{
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use error::{ApiError, ErrCode, Error, ErrorClass, RedactedBody, TransportErrorKind};
 pub use types::{
-    AccessToken, AppId, AppSecret, AuthCode, Lang, MiniProgramSession, OpenId, RefreshToken,
-    Scope, Scopes, SessionKey, TokenGrant, UnionId, UserInfo,
+    AccessToken, AppId, AppSecret, AuthCode, Lang, MiniProgramSession, OpenId, RefreshToken, Scope,
+    Scopes, SessionKey, TokenGrant, UnionId, UserInfo,
 };

@@ -7,13 +7,13 @@
 use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
-use serde::de::{self, DeserializeOwned, Deserializer};
 use serde::Deserialize;
+use serde::de::{self, DeserializeOwned, Deserializer};
 
 use crate::error::{ApiError, ErrCode, Error, RedactedBody};
 use crate::types::{
-    AccessToken, MiniProgramSession, OpenId, RefreshToken, Scopes, SessionKey, TokenGrant,
-    UnionId, UserInfo,
+    AccessToken, MiniProgramSession, OpenId, RefreshToken, Scopes, SessionKey, TokenGrant, UnionId,
+    UserInfo,
 };
 
 /// The lifetime WeChat documents for an access token, used when `expires_in` is missing.
@@ -34,7 +34,10 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     if let Some(code) = probe.errcode
         && code != ErrCode::OK
     {
-        return Err(Error::Api(ApiError::new(code, probe.errmsg.unwrap_or_default())));
+        return Err(Error::Api(ApiError::new(
+            code,
+            probe.errmsg.unwrap_or_default(),
+        )));
     }
     serde_json::from_str(&json).map_err(|e| decode_error(describe(&e)))
 }
@@ -51,7 +54,10 @@ fn describe(error: &serde_json::Error) -> String {
     // invalid-value errors can quote the value, so only the field-missing kind is passed on.
     let message = error.to_string();
     match message.find("missing field") {
-        Some(at) => format!("{what}: {}", message[at..].split(" at line").next().unwrap_or("")),
+        Some(at) => format!(
+            "{what}: {}",
+            message[at..].split(" at line").next().unwrap_or("")
+        ),
         None => format!("{what} at line {} column {}", error.line(), error.column()),
     }
 }

@@ -1,0 +1,167 @@
+//! No secret in `Debug`, `Display` or logs: every public type and error is formatted, real calls
+//! are made with debug logging captured, and none of the output contains a secret.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wechat_mock::{Endpoint, Fault, MockConfig, MockGrant, MockWeChat};
+use wechat_oauth::{
+    AccessToken, ApiError, AppId, AppSecret, AuthCode, Client, ErrCode, Error, Lang, OpenId,
+    RedactedBody, RefreshToken, RetryPolicy, SessionKey, TransportErrorKind,
+};
+
+const SECRET: &str = "APPSECRET-0123456789abcdef0123456";
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn assert_clean(shown: &str, secrets: &[&str]) {
+    for secret in secrets {
+        assert!(!secret.is_empty());
+        assert!(
+            !shown.contains(secret),
+            "secret {secret:?} leaked in: {shown}"
+        );
+    }
+}
+
+#[test]
+fn secret_types_redact_themselves() {
+    let values: Vec<(String, &str)> = vec![
+        (format!("{:?}", AppSecret::new("S-APP")), "S-APP"),
+        (format!("{:?}", AuthCode::new("S-CODE")), "S-CODE"),
+        (format!("{:?}", AccessToken::new("S-AT")), "S-AT"),
+        (format!("{:?}", RefreshToken::new("S-RT")), "S-RT"),
+        (format!("{:?}", SessionKey::new("S-SK")), "S-SK"),
+    ];
+    for (shown, secret) in values {
+        assert_clean(&shown, &[secret]);
+        assert!(shown.contains("[redacted]"));
+    }
+    let body = RedactedBody::new(
+        r#"{"access_token":"S-AT","refresh_token":"S-RT","session_key":"S-SK","openid":"o"}"#,
+    );
+    let errors = [
+        Error::Api(ApiError::new(ErrCode(40029), "invalid code")),
+        Error::Transport {
+            kind: TransportErrorKind::Timeout,
+        },
+        Error::HttpStatus {
+            status: 502,
+            body: body.clone(),
+        },
+        Error::Decode {
+            reason: "test".into(),
+            body,
+        },
+    ];
+    for error in errors {
+        assert_clean(&format!("{error} {error:?}"), &["S-AT", "S-RT", "S-SK"]);
+    }
+}
+
+#[tokio::test]
+async fn real_calls_leak_nothing_into_values_errors_or_debug_logs() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let mock = MockWeChat::start(MockConfig::new("wxleaktest", SECRET))
+        .await
+        .unwrap();
+    let client = Client::builder(AppId::new("wxleaktest"), AppSecret::new(SECRET))
+        .api_base(mock.base_url())
+        .timeout(Duration::from_millis(300))
+        .retry(RetryPolicy {
+            max_attempts: 2,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(1),
+        })
+        .build()
+        .unwrap();
+    let code = mock.mint_code(MockGrant::default());
+    let mut shown = format!("{client:?}");
+
+    let grant = client.exchange_code(&AuthCode::new(&code)).await.unwrap();
+    shown += &format!("{grant:?}");
+    let refreshed = client.refresh_token(&grant.refresh_token).await.unwrap();
+    shown += &format!("{refreshed:?}");
+    let info = client
+        .userinfo(&grant.access_token, &grant.openid, Lang::En)
+        .await
+        .unwrap();
+    shown += &format!("{info:?}");
+    let mini_code = mock.mint_code(MockGrant::default());
+    let mini = client
+        .jscode2session(&AuthCode::new(&mini_code))
+        .await
+        .unwrap();
+    shown += &format!("{mini:?}");
+
+    // Failures of every kind, with the secret in every request URL.
+    let used = client
+        .exchange_code(&AuthCode::new(&code))
+        .await
+        .unwrap_err();
+    mock.inject(
+        Endpoint::AccessToken,
+        Fault::Delay(Duration::from_secs(10)),
+        1,
+    );
+    let timeout = client
+        .exchange_code(&AuthCode::new(mock.mint_code(MockGrant::default())))
+        .await
+        .unwrap_err();
+    let body = format!(
+        r#"{{"access_token":"{}","refresh_token":"{}","openid":"#,
+        grant.access_token.secret(),
+        grant.refresh_token.secret()
+    );
+    mock.inject(Endpoint::RefreshToken, Fault::Body(body.clone()), 1);
+    let decode = client
+        .refresh_token(&grant.refresh_token)
+        .await
+        .unwrap_err();
+    mock.inject(Endpoint::RefreshToken, Fault::HttpStatus(500), 2);
+    let status = client
+        .refresh_token(&grant.refresh_token)
+        .await
+        .unwrap_err();
+    let unknown_user = client
+        .check_access_token(&grant.access_token, &OpenId::new("x"))
+        .await
+        .unwrap_err();
+    for error in [used, timeout, decode, status, unknown_user] {
+        shown += &format!("{error} {error:?} ");
+    }
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("wechat call"), "logging was captured: {logs}");
+    let secrets = [
+        SECRET,
+        code.as_str(),
+        mini_code.as_str(),
+        grant.access_token.secret(),
+        grant.refresh_token.secret(),
+        refreshed.access_token.secret(),
+        mini.session_key.secret(),
+    ];
+    assert_clean(&shown, &secrets);
+    assert_clean(&logs, &secrets);
+}
