@@ -2,7 +2,9 @@
 //!
 //! It owns the AppID and AppSecret, one shared reqwest client (redirects off, connect and total
 //! timeouts), the retry policy for idempotent calls and the clock used to turn `expires_in` into
-//! absolute expiries. Request URLs carry the AppSecret, so they are never logged or reported.
+//! absolute expiries (counted from before the request is sent). Request URLs carry the AppSecret,
+//! so they are never logged or reported, and a client given to
+//! [`ClientBuilder::http_client`] must not follow redirects.
 
 use std::fmt;
 use std::sync::Arc;
@@ -154,6 +156,32 @@ impl ClientBuilder {
 
     /// Use this reqwest client instead of building one. The total timeout is still applied per
     /// request; connect timeout and redirect policy are then the given client's.
+    ///
+    /// **The given client must not follow redirects.** The code exchanges carry the AppSecret in
+    /// the query string: a client that follows a redirect (reqwest's default policy follows up
+    /// to 10) would send it, in the URL, to wherever a proxy, a captive portal or a hijacked
+    /// DNS answer points. Build it with `.redirect(reqwest::redirect::Policy::none())`.
+    ///
+    /// It should also have a connect timeout (and, ideally, a total timeout): without one a
+    /// stalled connection holds a login or a refresh flight until the per-request
+    /// [`timeout`](Self::timeout) runs out, and only that one applies.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use wechat_oauth::{AppId, AppSecret, Client};
+    ///
+    /// let http = reqwest::Client::builder()
+    ///     .redirect(reqwest::redirect::Policy::none()) // required: the query holds the secret
+    ///     .connect_timeout(Duration::from_secs(3))
+    ///     .timeout(Duration::from_secs(8))
+    ///     .build()
+    ///     .unwrap();
+    /// let client = Client::builder(AppId::new("wx123"), AppSecret::new("secret"))
+    ///     .http_client(http)
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(client);
+    /// ```
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http = Some(client);
         self
@@ -298,6 +326,8 @@ impl Client {
     /// Exchanges a code from a mobile app, website or Official Account page
     /// (`/sns/oauth2/access_token`). Never retried: a code is single use.
     pub async fn exchange_code(&self, code: &AuthCode) -> Result<TokenGrant, Error> {
+        // Expiry counts from before the request: latency can only make it earlier, not later.
+        let sent_at = self.inner.clock.now();
         let wire: wire::WireGrant = self
             .call(
                 Endpoint::AccessToken,
@@ -309,12 +339,14 @@ impl Client {
                 ],
             )
             .await?;
-        Ok(wire.into_grant(self.inner.clock.now()))
+        Ok(wire.into_grant(sent_at))
     }
 
     /// Refreshes (or renews) the access token (`/sns/oauth2/refresh_token`). Store the refresh
     /// token that comes back. Retried on transient failures.
     pub async fn refresh_token(&self, refresh_token: &RefreshToken) -> Result<TokenGrant, Error> {
+        // Read before the first attempt: retries and latency never overstate the expiry.
+        let sent_at = self.inner.clock.now();
         let wire: wire::WireGrant = self
             .call(
                 Endpoint::RefreshToken,
@@ -325,7 +357,7 @@ impl Client {
                 ],
             )
             .await?;
-        Ok(wire.into_grant(self.inner.clock.now()))
+        Ok(wire.into_grant(sent_at))
     }
 
     /// Asks WeChat whether an access token is still valid (`/sns/auth`). `Ok(())` means valid;

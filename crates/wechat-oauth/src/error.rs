@@ -185,59 +185,25 @@ pub struct RedactedBody(String);
 
 /// Bodies longer than this are cut when kept in an error.
 const KEPT_BODY_LIMIT: usize = 2048;
-const SECRET_FIELDS: [&str; 5] = [
+const SECRET_FIELDS: [&str; 6] = [
     "access_token",
     "refresh_token",
     "session_key",
     "secret",
+    "js_code",
     "code",
 ];
+/// Query parameters that carry a secret, as a proxy's error page may echo the request URL.
+const SECRET_PARAMS: [&str; 5] = ["access_token", "refresh_token", "secret", "js_code", "code"];
 
 impl RedactedBody {
-    /// Keeps `body` with the values of token-bearing JSON fields replaced by `[redacted]`.
+    /// Keeps `body` with the values of token-bearing JSON fields (`"access_token":"..."`) and
+    /// query parameters (`secret=...&`, as in an HTML error page that echoes the request URL)
+    /// replaced by `[redacted]`.
     pub fn new(body: &str) -> Self {
-        let mut kept = String::with_capacity(body.len().min(KEPT_BODY_LIMIT));
-        let mut rest = body;
-        'outer: while !rest.is_empty() {
-            // Find the next quoted key that names a secret, copy up to the start of its value.
-            let Some(quote) = rest.find('"') else {
-                kept.push_str(rest);
-                break;
-            };
-            kept.push_str(&rest[..=quote]);
-            rest = &rest[quote + 1..];
-            for field in SECRET_FIELDS {
-                let Some(after_key) = rest.strip_prefix(field).and_then(|r| r.strip_prefix('"'))
-                else {
-                    continue;
-                };
-                let after_colon = after_key.trim_start();
-                let Some(value) = after_colon
-                    .strip_prefix(':')
-                    .map(str::trim_start)
-                    .and_then(|v| v.strip_prefix('"'))
-                else {
-                    continue;
-                };
-                kept.push_str(field);
-                kept.push_str("\":\"[redacted]\"");
-                // Skip the string value, honouring escapes; an unterminated one runs to the end.
-                let mut escaped = false;
-                for (i, c) in value.char_indices() {
-                    match c {
-                        _ if escaped => escaped = false,
-                        '\\' => escaped = true,
-                        '"' => {
-                            rest = &value[i + 1..];
-                            continue 'outer;
-                        }
-                        _ => {}
-                    }
-                }
-                rest = "";
-                continue 'outer;
-            }
-            // Not a secret key: the quote was copied, continue after it.
+        let mut kept = redact_json_fields(body);
+        if SECRET_PARAMS.iter().any(|p| kept.contains(p)) {
+            kept = redact_query_params(&kept);
         }
         if kept.len() > KEPT_BODY_LIMIT {
             let mut cut = KEPT_BODY_LIMIT;
@@ -254,6 +220,84 @@ impl RedactedBody {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// `"field": "value"` → `"field":"[redacted]"` for each of [`SECRET_FIELDS`].
+fn redact_json_fields(body: &str) -> String {
+    let mut kept = String::with_capacity(body.len().min(KEPT_BODY_LIMIT));
+    let mut rest = body;
+    'outer: while !rest.is_empty() {
+        // Find the next quoted key that names a secret, copy up to the start of its value.
+        let Some(quote) = rest.find('"') else {
+            kept.push_str(rest);
+            break;
+        };
+        kept.push_str(&rest[..=quote]);
+        rest = &rest[quote + 1..];
+        for field in SECRET_FIELDS {
+            let Some(after_key) = rest.strip_prefix(field).and_then(|r| r.strip_prefix('"')) else {
+                continue;
+            };
+            let after_colon = after_key.trim_start();
+            let Some(value) = after_colon
+                .strip_prefix(':')
+                .map(str::trim_start)
+                .and_then(|v| v.strip_prefix('"'))
+            else {
+                continue;
+            };
+            kept.push_str(field);
+            kept.push_str("\":\"[redacted]\"");
+            // Skip the string value, honouring escapes; an unterminated one runs to the end.
+            let mut escaped = false;
+            for (i, c) in value.char_indices() {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' => escaped = true,
+                    '"' => {
+                        rest = &value[i + 1..];
+                        continue 'outer;
+                    }
+                    _ => {}
+                }
+            }
+            rest = "";
+            continue 'outer;
+        }
+        // Not a secret key: the quote was copied, continue after it.
+    }
+    kept
+}
+
+/// `name=value` → `name=[redacted]` for each of [`SECRET_PARAMS`], where `name` starts a word
+/// (so `errcode=` and `appsecret=` are left alone) and the value runs to `&`, whitespace, a
+/// quote, `<` or the end.
+fn redact_query_params(text: &str) -> String {
+    let mut kept = String::with_capacity(text.len());
+    let mut rest = text;
+    let mut previous: Option<char> = None;
+    'outer: while let Some(c) = rest.chars().next() {
+        let at_word_start = !previous.is_some_and(|p| p.is_alphanumeric() || p == '_');
+        if at_word_start {
+            for param in SECRET_PARAMS {
+                let Some(value) = rest.strip_prefix(param).and_then(|r| r.strip_prefix('=')) else {
+                    continue;
+                };
+                kept.push_str(param);
+                kept.push_str("=[redacted]");
+                let end = value
+                    .find(|c: char| matches!(c, '&' | '"' | '\'' | '<') || c.is_whitespace())
+                    .unwrap_or(value.len());
+                rest = &value[end..];
+                previous = Some(']');
+                continue 'outer;
+            }
+        }
+        kept.push(c);
+        rest = &rest[c.len_utf8()..];
+        previous = Some(c);
+    }
+    kept
 }
 
 impl fmt::Debug for RedactedBody {
@@ -414,5 +458,37 @@ mod tests {
         assert!(!cut.as_str().contains("AT-SECRET"));
         let long = RedactedBody::new(&"é".repeat(5000));
         assert!(long.as_str().ends_with("[truncated]"));
+    }
+
+    #[test]
+    fn query_string_secrets_in_echoed_urls_are_redacted() {
+        let page = concat!(
+            "<html><body>502 Bad Gateway: GET /sns/oauth2/access_token?appid=wx1&secret=S3CRET",
+            "&code=C0DE&grant_type=authorization_code<br>",
+            "upstream /sns/jscode2session?js_code=JSC0DE&secret=S3CRET2 failed",
+            "<a href='/sns/userinfo?access_token=AT0K&openid=o1'>retry</a>",
+            "<a href=\"/sns/oauth2/refresh_token?refresh_token=RT0K\">refresh</a>",
+            " errcode=40029 appsecret=visible code=C1\tend</body></html>",
+        );
+        let s = RedactedBody::new(page).as_str().to_owned();
+        for secret in ["S3CRET", "C0DE", "JSC0DE", "AT0K", "RT0K", "C1"] {
+            assert!(!s.contains(secret), "{secret} leaked: {s}");
+        }
+        for kept in [
+            "appid=wx1&secret=[redacted]&code=[redacted]&grant_type=authorization_code<br>",
+            "js_code=[redacted]&secret=[redacted] failed",
+            "access_token=[redacted]&openid=o1'",
+            "refresh_token=[redacted]\"",
+            "errcode=40029",
+            "appsecret=visible",
+            "code=[redacted]\tend",
+        ] {
+            assert!(s.contains(kept), "expected {kept:?} in {s}");
+        }
+        assert_eq!(RedactedBody::new("x?code=").as_str(), "x?code=[redacted]");
+        assert_eq!(
+            RedactedBody::new("a secret=é&b").as_str(),
+            "a secret=[redacted]&b"
+        );
     }
 }

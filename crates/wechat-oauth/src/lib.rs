@@ -9,9 +9,11 @@
 //! - Secrets ([`AppSecret`], [`AuthCode`], [`AccessToken`], [`RefreshToken`], [`SessionKey`])
 //!   redact themselves in `Debug` and have no `Display`.
 //!
-//! The parser survives WeChat's quirks: `text/plain` content types, raw control characters and
-//! odd bytes in nicknames, `errcode` sent as a string, trailing commas in scope lists, unknown
-//! fields, and empty or HTML bodies (a [`Error::Decode`] that keeps the body, tokens redacted).
+//! The parser survives WeChat's quirks: `text/plain` content types, raw control characters,
+//! odd bytes and truncated emoji (unpaired surrogate escapes) in nicknames, `errcode` sent as a
+//! string, garbage in optional numbers, trailing commas in scope lists, unknown fields, and empty
+//! or HTML bodies (a [`Error::Decode`] that keeps the body, tokens and secrets redacted, JSON
+//! fields and echoed query strings alike). `expires_in` is clamped to 1 s..=31 days.
 //!
 //! ```no_run
 //! use wechat_oauth::{AppId, AppSecret, AuthCode, Client, ErrorClass, Lang};

@@ -124,9 +124,10 @@ secret_type!(
     SessionKey
 );
 
-/// One OAuth scope.
+/// One OAuth scope. Non-exhaustive: a scope WeChat adds may get its own variant.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(from = "String", into = "String")]
+#[non_exhaustive]
 pub enum Scope {
     /// `snsapi_base`: silent, openid only.
     Base,
@@ -274,8 +275,9 @@ impl fmt::Display for Scopes {
     }
 }
 
-/// The language of a `/sns/userinfo` answer.
+/// The language of a `/sns/userinfo` answer. Non-exhaustive: WeChat may add languages.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Lang {
     /// Simplified Chinese (`zh_CN`), WeChat's default.
     #[default]

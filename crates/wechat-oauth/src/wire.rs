@@ -1,8 +1,11 @@
 //! Decoding WeChat's answers, quirks included.
 //!
 //! The body is decoded as UTF-8 lossily whatever the Content-Type says; raw control characters
-//! inside strings (seen in nicknames) are escaped before JSON parsing; `errcode` is accepted as a
-//! number or a string and checked before the success shape is parsed; unknown fields are ignored.
+//! inside strings (seen in nicknames) are escaped and unpaired UTF-16 surrogate escapes (a
+//! truncated emoji) become U+FFFD before JSON parsing; `errcode` is accepted as a number or a
+//! string and checked before the success shape is parsed; `errmsg` may be any JSON value; optional
+//! integers that are garbage (`""`) count as absent; unknown fields are ignored. `expires_in` is
+//! clamped to a sane range so no answer can make an expiry overflow.
 
 use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
@@ -18,6 +21,11 @@ use crate::types::{
 
 /// The lifetime WeChat documents for an access token, used when `expires_in` is missing.
 const DEFAULT_EXPIRES_IN: u64 = 7200;
+/// The shortest `expires_in` believed: zero or negative answers count as one second.
+const MIN_EXPIRES_IN: u64 = 1;
+/// The longest `expires_in` believed (31 days): a larger answer is clamped to it, so a buggy or
+/// hostile body can neither overflow `SystemTime` nor keep a token "valid" for years.
+const MAX_EXPIRES_IN: u64 = 86_400 * 31;
 
 /// Decodes a body: a non-zero `errcode` becomes [`Error::Api`], anything else must parse as `T`.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
@@ -34,10 +42,7 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     if let Some(code) = probe.errcode
         && code != ErrCode::OK
     {
-        return Err(Error::Api(ApiError::new(
-            code,
-            probe.errmsg.unwrap_or_default(),
-        )));
+        return Err(Error::Api(ApiError::new(code, errmsg_text(probe.errmsg))));
     }
     serde_json::from_str(&json).map_err(|e| decode_error(describe(&e)))
 }
@@ -62,32 +67,20 @@ fn describe(error: &serde_json::Error) -> String {
     }
 }
 
-/// Escapes raw control characters inside JSON strings and drops stray ones outside them.
+/// Makes a body acceptable to serde_json without losing what can be kept: escapes raw control
+/// characters inside JSON strings, drops stray ones outside them, and rewrites unpaired UTF-16
+/// surrogate escapes (`\ud83d` with no low half after it, or a lone low half) to `\ufffd`.
+/// Bodies with neither a control character nor a `\u` escape are returned as they are.
 fn sanitize(text: &str) -> Cow<'_, str> {
-    if !text.bytes().any(|b| b < 0x20) {
+    if !text.bytes().any(|b| b < 0x20) && !text.contains("\\u") {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 16);
-    let (mut in_string, mut escaped) = (false, false);
-    for c in text.chars() {
-        if in_string {
-            match c {
-                _ if escaped => {
-                    escaped = false;
-                    out.push(c);
-                }
-                '\\' => {
-                    escaped = true;
-                    out.push(c);
-                }
-                '"' => {
-                    in_string = false;
-                    out.push(c);
-                }
-                c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-                c => out.push(c),
-            }
-        } else {
+    let mut in_string = false;
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        rest = &rest[c.len_utf8()..];
+        if !in_string {
             match c {
                 '"' => {
                     in_string = true;
@@ -97,17 +90,81 @@ fn sanitize(text: &str) -> Cow<'_, str> {
                 c if (c as u32) < 0x20 => {}
                 c => out.push(c),
             }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_string = false;
+                out.push(c);
+            }
+            '\\' => match rest.chars().next() {
+                Some('u') => {
+                    // `rest` is `u` + 4 hex digits (+ maybe `\\u` + 4 more).
+                    let unit = rest.get(1..5).and_then(hex4);
+                    match unit {
+                        Some(0xD800..=0xDBFF) => {
+                            let low = rest.get(5..7) == Some("\\u")
+                                && rest
+                                    .get(7..11)
+                                    .and_then(hex4)
+                                    .is_some_and(|u| (0xDC00..=0xDFFF).contains(&u));
+                            let taken = if low {
+                                out.push('\\');
+                                out.push_str(&rest[..11]);
+                                11
+                            } else {
+                                out.push_str("\\ufffd");
+                                5
+                            };
+                            rest = &rest[taken..];
+                        }
+                        Some(0xDC00..=0xDFFF) => {
+                            out.push_str("\\ufffd");
+                            rest = &rest[5..];
+                        }
+                        // A plain escape, or a malformed one serde_json will report.
+                        _ => out.push('\\'),
+                    }
+                }
+                Some(escaped) => {
+                    out.push('\\');
+                    out.push(escaped);
+                    rest = &rest[escaped.len_utf8()..];
+                }
+                None => out.push('\\'),
+            },
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
         }
     }
     Cow::Owned(out)
+}
+
+/// Four hex digits as a UTF-16 code unit (`from_str_radix` alone would accept a sign).
+fn hex4(digits: &str) -> Option<u16> {
+    if digits.len() == 4 && digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        u16::from_str_radix(digits, 16).ok()
+    } else {
+        None
+    }
 }
 
 #[derive(Deserialize)]
 struct Probe {
     #[serde(default, deserialize_with = "lenient_errcode")]
     errcode: Option<ErrCode>,
+    /// Any JSON value: WeChat's `errmsg` is a string, but a proxy's may not be.
     #[serde(default)]
-    errmsg: Option<String>,
+    errmsg: Option<serde_json::Value>,
+}
+
+/// `errmsg` as text: a string as it is, anything else as its JSON text, absent as empty.
+fn errmsg_text(errmsg: Option<serde_json::Value>) -> String {
+    match errmsg {
+        None | Some(serde_json::Value::Null) => String::new(),
+        Some(serde_json::Value::String(text)) => text,
+        Some(other) => other.to_string(),
+    }
 }
 
 /// An integer WeChat may send as a number or a string (`"40029"`); `null` counts as absent.
@@ -115,16 +172,21 @@ struct Probe {
 #[serde(untagged)]
 enum LenientInt {
     Int(i64),
+    /// Beyond `i64`: saturated.
+    Big(u64),
     Float(f64),
     Text(String),
+    /// Any other JSON value (`true`, `{}`, `[]`): not an integer.
+    Other(de::IgnoredAny),
 }
 
 impl LenientInt {
     fn value(self) -> Option<i64> {
         match self {
             Self::Int(v) => Some(v),
+            Self::Big(v) => Some(i64::try_from(v).unwrap_or(i64::MAX)),
             Self::Float(v) if v.fract() == 0.0 && v.abs() < 9e15 => Some(v as i64),
-            Self::Float(_) => None,
+            Self::Float(_) | Self::Other(_) => None,
             Self::Text(s) => s.trim().parse().ok(),
         }
     }
@@ -140,6 +202,13 @@ fn lenient_int<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>
     }
 }
 
+/// An optional integer where garbage (`""`, `"soon"`, `true`, `{}`) counts as absent instead of
+/// failing the whole body: for fields a login must not fail over (`sex`, `is_snapshotuser`,
+/// `expires_in`).
+fn optional_int<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    Ok(Option::<LenientInt>::deserialize(deserializer)?.and_then(LenientInt::value))
+}
+
 fn lenient_errcode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ErrCode>, D::Error> {
     Ok(lenient_int(d)?.map(ErrCode))
 }
@@ -148,7 +217,7 @@ fn lenient_errcode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ErrCode>, D
 #[derive(Deserialize)]
 pub(crate) struct WireGrant {
     access_token: String,
-    #[serde(default, deserialize_with = "lenient_int")]
+    #[serde(default, deserialize_with = "optional_int")]
     expires_in: Option<i64>,
     refresh_token: String,
     openid: String,
@@ -156,19 +225,17 @@ pub(crate) struct WireGrant {
     scope: Option<String>,
     #[serde(default)]
     unionid: Option<String>,
-    #[serde(default, deserialize_with = "lenient_int")]
+    #[serde(default, deserialize_with = "optional_int")]
     is_snapshotuser: Option<i64>,
 }
 
 impl WireGrant {
+    /// The grant, its expiry counted from `now`: the time the request was *sent*, so latency and
+    /// retries can only make us think the token expires earlier than it does, never later.
     pub(crate) fn into_grant(self, now: SystemTime) -> TokenGrant {
-        let expires_in = self
-            .expires_in
-            .and_then(|s| u64::try_from(s).ok())
-            .unwrap_or(DEFAULT_EXPIRES_IN);
         TokenGrant {
             access_token: AccessToken::new(self.access_token),
-            access_token_expires_at: now + Duration::from_secs(expires_in),
+            access_token_expires_at: expires_at(now, self.expires_in),
             refresh_token: RefreshToken::new(self.refresh_token),
             openid: OpenId::new(self.openid),
             scopes: Scopes::parse(self.scope.as_deref().unwrap_or("")),
@@ -176,6 +243,18 @@ impl WireGrant {
             snapshot_user: self.is_snapshotuser == Some(1),
         }
     }
+}
+
+/// `now + expires_in`, with `expires_in` defaulted when absent, clamped to
+/// `MIN_EXPIRES_IN..=MAX_EXPIRES_IN`, and an addition that cannot panic (should `now` be so far in
+/// the future that even that overflows, the token counts as expiring `now`).
+fn expires_at(now: SystemTime, expires_in: Option<i64>) -> SystemTime {
+    let seconds = match expires_in {
+        None => DEFAULT_EXPIRES_IN,
+        Some(s) => u64::try_from(s).unwrap_or(0),
+    }
+    .clamp(MIN_EXPIRES_IN, MAX_EXPIRES_IN);
+    now.checked_add(Duration::from_secs(seconds)).unwrap_or(now)
 }
 
 /// The success body of `/sns/auth`: only the errcode matters, checked by [`decode`].
@@ -188,7 +267,7 @@ pub(crate) struct WireUserInfo {
     openid: String,
     #[serde(default)]
     nickname: Option<String>,
-    #[serde(default, deserialize_with = "lenient_int")]
+    #[serde(default, deserialize_with = "optional_int")]
     sex: Option<i64>,
     #[serde(default)]
     province: Option<String>,
@@ -330,5 +409,106 @@ mod tests {
                 .unwrap()
                 .into();
         assert_eq!(s.session_key.secret(), "SK==");
+    }
+
+    #[test]
+    fn expires_in_is_clamped_and_never_overflows() {
+        let body = |expires_in: &str| {
+            format!(
+                r#"{{"access_token":"AT","expires_in":{expires_in},"refresh_token":"RT","openid":"o1"}}"#
+            )
+        };
+        let epoch = SystemTime::UNIX_EPOCH;
+        let max = Duration::from_secs(MAX_EXPIRES_IN);
+        for (expires_in, expected) in [
+            ("9223372036854775807", max),
+            ("18446744073709551615", max),
+            ("\"99999999999\"", max),
+            ("-5", Duration::from_secs(1)),
+            ("0", Duration::from_secs(1)),
+            ("7200", Duration::from_secs(7200)),
+            ("null", Duration::from_secs(DEFAULT_EXPIRES_IN)),
+        ] {
+            let g = grant(&body(expires_in)).unwrap();
+            assert_eq!(g.access_token_expires_at, epoch + expected, "{expires_in}");
+        }
+        // A `now` so late that even the clamped addition overflows: no panic, expires at once.
+        if let Some(far) = epoch.checked_add(Duration::from_secs(i64::MAX as u64)) {
+            let wire = decode::<WireGrant>(body("7200").as_bytes()).unwrap();
+            let g = wire.into_grant(far);
+            assert!(g.access_token_expires_at >= far);
+        }
+    }
+
+    #[test]
+    fn garbage_in_optional_integers_counts_as_absent() {
+        let g = grant(r#"{"access_token":"AT","expires_in":"","refresh_token":"RT","openid":"o1","is_snapshotuser":""}"#).unwrap();
+        assert_eq!(
+            g.access_token_expires_at,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(DEFAULT_EXPIRES_IN)
+        );
+        assert!(!g.snapshot_user);
+        let g = grant(r#"{"access_token":"AT","expires_in":{"x":1},"refresh_token":"RT","openid":"o1","is_snapshotuser":true}"#).unwrap();
+        assert!(!g.snapshot_user);
+        for sex in [r#""""#, r#""n/a""#, "[]", "1.5", "true"] {
+            let body = format!(r#"{{"openid":"o1","nickname":"n","sex":{sex}}}"#);
+            let info: UserInfo = decode::<WireUserInfo>(body.as_bytes()).unwrap().into();
+            assert_eq!(info.sex, None, "{sex}");
+        }
+        let info: UserInfo = decode::<WireUserInfo>(br#"{"openid":"o1","sex":"1"}"#)
+            .unwrap()
+            .into();
+        assert_eq!(info.sex, Some(1));
+        // errcode stays strict: garbage there is not "no error".
+        assert!(matches!(
+            grant(r#"{"errcode":"busy","errmsg":"x"}"#),
+            Err(Error::Decode { .. })
+        ));
+    }
+
+    #[test]
+    fn errmsg_may_be_any_json_value() {
+        for (errmsg, expected) in [
+            (r#""invalid code""#, "invalid code"),
+            (r#"{"zh":"无效","rid":1}"#, r#"{"rid":1,"zh":"无效"}"#),
+            ("42", "42"),
+            ("null", ""),
+            (r#"["a"]"#, r#"["a"]"#),
+        ] {
+            let body = format!(r#"{{"errcode":40029,"errmsg":{errmsg}}}"#);
+            match grant(&body) {
+                Err(Error::Api(api)) => {
+                    assert_eq!(api.code, ErrCode::INVALID_CODE, "{errmsg}");
+                    assert_eq!(api.message, expected, "{errmsg}");
+                }
+                other => panic!("{errmsg}: expected an API error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn unpaired_surrogate_escapes_become_replacement_characters() {
+        let nickname = |escaped: &str| -> String {
+            let body = format!(r#"{{"openid":"o1","nickname":"{escaped}"}}"#);
+            let info: UserInfo = decode::<WireUserInfo>(body.as_bytes()).unwrap().into();
+            info.nickname
+        };
+        // A pair is kept; a truncated emoji (high half only) or a lone low half is replaced.
+        assert_eq!(nickname(r"a\ud83d\ude00b"), "a😀b");
+        assert_eq!(nickname(r"a\ud83d"), "a\u{fffd}");
+        assert_eq!(nickname(r"a\uD83Db"), "a\u{fffd}b");
+        assert_eq!(nickname(r"\ude00x"), "\u{fffd}x");
+        assert_eq!(nickname(r"\ud83d\u0041"), "\u{fffd}A");
+        assert_eq!(nickname(r"\ud83d\ud83d\ude00"), "\u{fffd}😀");
+        assert_eq!(
+            nickname(r"\\ud83d"),
+            r"\ud83d",
+            "an escaped backslash is no escape"
+        );
+        assert_eq!(nickname(r#"q\"\u0041\n"#), "q\"A\n");
+        // The fast path: nothing to rewrite, nothing copied.
+        assert!(matches!(sanitize(r#"{"a":"b\"c"}"#), Cow::Borrowed(_)));
+        assert!(matches!(sanitize(r#"{"a":"\u0041"}"#), Cow::Owned(_)));
+        assert_eq!(sanitize(r#"{"a":"\u0041"}"#), r#"{"a":"\u0041"}"#);
     }
 }

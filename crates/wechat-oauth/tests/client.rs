@@ -499,3 +499,47 @@ async fn authorize_urls_point_at_the_fake_consent_pages() {
     assert!(oa.contains("/connect/oauth2/authorize?appid="));
     assert!(oa.contains("&scope=snsapi_userinfo&state=abc123#wechat_redirect"));
 }
+
+/// A clock that moves an hour forward with every call WeChat has received, so an expiry shows
+/// whether it was computed before the request was sent or after the answer came back.
+#[derive(Debug)]
+struct OneHourPerCall {
+    mock: MockWeChat,
+    start: std::time::SystemTime,
+}
+
+impl Clock for OneHourPerCall {
+    fn now(&self) -> std::time::SystemTime {
+        let calls =
+            self.mock.calls(Endpoint::AccessToken) + self.mock.calls(Endpoint::RefreshToken);
+        self.start + Duration::from_secs(3600 * calls)
+    }
+}
+
+#[tokio::test]
+async fn expiry_counts_from_before_the_request_and_its_retries() {
+    let mock = MockWeChat::start(MockConfig::default()).await.unwrap();
+    let start = mock.now();
+    let client = builder(&mock)
+        .clock(Arc::new(OneHourPerCall {
+            mock: mock.clone(),
+            start,
+        }))
+        .build()
+        .unwrap();
+    let hours = |n: u64| Duration::from_secs(3600 * n);
+
+    // Read before the exchange is sent: no call yet.
+    let grant = client
+        .exchange_code(&code(&mock, MockGrant::default()))
+        .await
+        .unwrap();
+    assert_eq!(grant.access_token_expires_at, start + hours(2));
+
+    // One call so far; the first refresh attempt fails and is retried: still counted from
+    // before the first attempt, not from after the retry.
+    mock.inject(Endpoint::RefreshToken, Fault::HttpStatus(502), 1);
+    let refreshed = client.refresh_token(&grant.refresh_token).await.unwrap();
+    assert_eq!(mock.calls(Endpoint::RefreshToken), 2);
+    assert_eq!(refreshed.access_token_expires_at, start + hours(1 + 2));
+}

@@ -6,26 +6,43 @@
 //! *flight* per session brings it up to date: re-read the record (someone may have done it
 //! already), refresh or check with WeChat, write back with compare-and-set. Every concurrent
 //! caller gets that flight's result. What happens on failure depends only on what WeChat said:
-//! a gone grant deletes the session, anything transient keeps it.
+//! a gone grant deletes the session (unless another refresh already replaced the refresh token
+//! that was refused), anything transient keeps it. Failures that are not the end of the session
+//! (transient, misconfigured, denied) are remembered per session for a cooldown, checked before
+//! a flight is joined and again inside it, so WeChat is not asked again per request.
+//!
+//! The configuration is validated when the cache is built ([`TokenCacheBuilder::build`]).
 
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
-use wechat_oauth::{AccessToken, Client, ErrorClass, Lang, OpenId, UserInfo, clock::SharedClock};
+use wechat_oauth::{
+    AccessToken, Client, ErrCode, ErrorClass, Lang, OpenId, UserInfo, clock::SharedClock,
+};
 
 use crate::error::{CallError, SessionError};
 use crate::flight::Flights;
 use crate::login::Logins;
 use crate::moka_store::MokaStore;
-use crate::record::{SessionId, SessionRecord, UserKey};
+use crate::record::{Credentials, SessionId, SessionRecord, UserKey, add_capped};
 use crate::store::{CasOutcome, TokenStore};
 
+/// The longest [`CacheConfig::refresh_window`] honoured: an access token lives 7200 s, so a
+/// window near or above that would refresh on every request.
+pub const MAX_REFRESH_WINDOW: Duration = Duration::from_secs(3600);
+/// The longest [`CacheConfig::code_ttl`] honoured (a code lives 10 minutes at most).
+const MAX_CODE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long WeChat is not asked again for a session after it rejected our configuration.
+const MISCONFIGURED_COOLDOWN: Duration = Duration::from_secs(60);
+
 /// What to do when WeChat cannot be asked whether a grant is still valid (a transient failure
-/// of the periodic `/sns/auth` check).
+/// of the periodic `/sns/auth` check). Non-exhaustive: more policies may be added.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum GracePolicy {
     /// Keep serving the session until this long after WeChat last confirmed the grant, then
     /// answer "unavailable" until a check succeeds.
@@ -41,10 +58,12 @@ pub struct CacheConfig {
     /// How long a refresh token lives, hence an OAuth session (default 30 days; the mobile-app
     /// documentation says 180). WeChat answering 42002/40030 ends a session earlier.
     pub refresh_horizon: Duration,
-    /// Refresh the access token once it has less than this left (default 10 minutes)...
+    /// Refresh the access token once it has less than this left (default 10 minutes; at most
+    /// [`MAX_REFRESH_WINDOW`], larger values are capped when the cache is built)...
     pub refresh_window: Duration,
     /// ...minus up to this fraction of the window, fixed per session (default 0.5), so sessions
-    /// created together do not refresh together.
+    /// created together do not refresh together. Clamped to `0..=1` when the cache is built
+    /// (NaN counts as 0.5).
     pub refresh_jitter: f64,
     /// Ask WeChat (`/sns/auth`) whether the grant is still valid when it was last confirmed
     /// this long ago (default: never; refreshes confirm it anyway).
@@ -54,12 +73,15 @@ pub struct CacheConfig {
     pub grace: GracePolicy,
     /// After a transient failure, how long requests reuse it before WeChat is asked again for
     /// that session: at least this (default 5 s), longer when WeChat hints so (45011: 60 s).
-    /// Keeps an outage from turning every request into an upstream call.
+    /// Keeps an outage from turning every request into an upstream call. A denied user is
+    /// remembered this long too; a misconfiguration for 60 s.
     pub failure_cooldown: Duration,
     /// How long a login code's outcome is remembered for double submits (default 10 minutes,
-    /// the longest code lifetime).
+    /// the longest code lifetime; at most a day).
     pub code_ttl: Duration,
-    /// At most this many login outcomes are remembered (default 100,000).
+    /// At most this many successful logins are remembered (default 100,000); refusals are
+    /// remembered separately, a tenth as many but at least 1,000, so junk codes cannot evict
+    /// real logins.
     pub remembered_logins: u64,
     /// How long a Mini Program session lives (default 30 days).
     pub mini_program_session_ttl: Duration,
@@ -78,6 +100,21 @@ impl Default for CacheConfig {
             remembered_logins: 100_000,
             mini_program_session_ttl: Duration::from_secs(30 * 24 * 3600),
         }
+    }
+}
+
+impl CacheConfig {
+    /// This configuration with values that would misbehave or panic made safe (see
+    /// [`TokenCacheBuilder::build`]).
+    fn validated(mut self) -> Self {
+        self.refresh_jitter = if self.refresh_jitter.is_nan() {
+            0.5
+        } else {
+            self.refresh_jitter.clamp(0.0, 1.0)
+        };
+        self.refresh_window = self.refresh_window.min(MAX_REFRESH_WINDOW);
+        self.code_ttl = self.code_ttl.min(MAX_CODE_TTL);
+        self
     }
 }
 
@@ -124,7 +161,7 @@ impl<S: TokenStore> TokenCacheBuilder<S> {
     /// See [`CacheConfig::refresh_window`] and [`CacheConfig::refresh_jitter`].
     pub fn refresh_window(mut self, window: Duration, jitter: f64) -> Self {
         self.config.refresh_window = window;
-        self.config.refresh_jitter = jitter.clamp(0.0, 1.0);
+        self.config.refresh_jitter = jitter;
         self
     }
 
@@ -160,14 +197,24 @@ impl<S: TokenStore> TokenCacheBuilder<S> {
     }
 
     /// Builds the cache. Needs a tokio runtime when used (flights run as tasks).
+    ///
+    /// The configuration is made safe first: `refresh_jitter` clamped to `0..=1` (NaN → 0.5),
+    /// `refresh_window` capped at [`MAX_REFRESH_WINDOW`], `code_ttl` capped at a day.
     pub fn build(self) -> TokenCache<S> {
-        let config = self.config;
+        let config = self.config.validated();
+        // Cooldown entries carry their own end; the cache only has to hold them that long.
+        let cooldown_ttl = config
+            .failure_cooldown
+            .max(MISCONFIGURED_COOLDOWN)
+            .max(Duration::from_secs(600))
+            .min(Duration::from_secs(7 * 24 * 3600));
         TokenCache {
             inner: Arc::new(Inner {
                 logins: Logins::new(&config),
                 cooldown: Cache::builder()
                     .max_capacity(100_000)
-                    .time_to_live(Duration::from_secs(600))
+                    .eviction_policy(EvictionPolicy::lru())
+                    .time_to_live(cooldown_ttl)
                     .build(),
                 flights: Arc::default(),
                 client: self.client,
@@ -226,9 +273,35 @@ pub(crate) struct Inner<S> {
     pub(crate) config: CacheConfig,
     pub(crate) logins: Logins,
     /// Refreshes and checks in progress, one per session.
-    flights: Arc<Flights<SessionId, Result<Arc<SessionRecord>, SessionError>>>,
-    /// Recent transient failures per session, until when they are reused.
+    flights: Arc<Flights<SessionId, Flown>>,
+    /// Recent failures per session (transient, misconfigured, denied), until when they are
+    /// reused.
     cooldown: Cache<SessionId, (SystemTime, SessionError)>,
+}
+
+/// What a flight brings back: its result, and whether it refreshed the access token (which may
+/// come back unchanged, WeChat extending its expiry: a forced caller must tell that apart from
+/// a flight that had nothing to do).
+#[derive(Clone, Debug)]
+struct Flown {
+    result: Result<Arc<SessionRecord>, SessionError>,
+    refreshed: bool,
+}
+
+impl Flown {
+    fn untouched(result: Result<Arc<SessionRecord>, SessionError>) -> Self {
+        Self {
+            result,
+            refreshed: false,
+        }
+    }
+}
+
+/// Whether `record` still holds the access token `seen`.
+fn holds(record: &SessionRecord, seen: &AccessToken) -> bool {
+    record
+        .access_token()
+        .is_some_and(|(token, _)| token == seen)
 }
 
 /// What a session needs before it can be served.
@@ -299,6 +372,13 @@ impl<S: TokenStore> TokenCache<S> {
         }
     }
 
+    /// Whether serving `record` now needs the refresh coordinator (a refresh or check is due).
+    /// When it does not, [`session`](Self::session) would return the record as is; callers
+    /// holding a record (the middleware's hot path) use this to skip the call.
+    pub fn needs_upstream(&self, record: &SessionRecord) -> bool {
+        self.inner.need(record, self.inner.clock.now()) != Need::Nothing
+    }
+
     /// The session with an access token valid for at least `min_valid`, refreshing if needed.
     /// For Mini Program sessions (no access token) the record is returned as is.
     pub async fn fresh(
@@ -307,15 +387,20 @@ impl<S: TokenStore> TokenCache<S> {
         min_valid: Duration,
     ) -> Result<Arc<SessionRecord>, SessionError> {
         let record = self.inner.load(sid).await?;
-        match record.access_token_remaining(self.inner.clock.now()) {
-            Some(left) if left < min_valid => self.inner.maintain(*sid, Some(record.version)).await,
+        match record.access_token() {
+            Some((token, _))
+                if record.access_token_remaining(self.inner.clock.now()) < Some(min_valid) =>
+            {
+                self.inner.maintain(*sid, Some(token)).await
+            }
             _ => Ok(record),
         }
     }
 
     /// Calls WeChat with the session's access token (fresh for at least a minute). If WeChat
     /// answers that the token is invalid or expired (40001, 40014, 42001), refreshes once and
-    /// calls again.
+    /// calls again — unless the refresh cannot replace that token, then the answer is
+    /// [`SessionError::Unavailable`].
     pub async fn call_with_token<T, F, Fut>(&self, sid: &SessionId, call: F) -> Result<T, CallError>
     where
         F: Fn(AccessToken, OpenId) -> Fut,
@@ -324,10 +409,10 @@ impl<S: TokenStore> TokenCache<S> {
         let record = self.fresh(sid, Duration::from_secs(60)).await?;
         let token = |r: &SessionRecord| r.access_token().map(|(t, _)| t.clone());
         let first = token(&record).ok_or(CallError::NotPermitted)?;
-        match call(first, record.openid.clone()).await {
+        match call(first.clone(), record.openid.clone()).await {
             Err(e) if e.class() == ErrorClass::RefreshAndRetry => {
                 tracing::debug!(sid = %sid, "access token refused upstream; refreshing once");
-                let renewed = self.inner.maintain(*sid, Some(record.version)).await?;
+                let renewed = self.inner.maintain(*sid, Some(&first)).await?;
                 let second = token(&renewed).ok_or(CallError::NotPermitted)?;
                 Ok(call(second, renewed.openid.clone()).await?)
             }
@@ -370,7 +455,10 @@ impl<S: TokenStore> Inner<S> {
     /// less a per-session share of the jitter.
     fn refresh_margin(&self, sid: &SessionId) -> Duration {
         let window = self.config.refresh_window;
-        window.mul_f64(1.0 - self.config.refresh_jitter * sid.spread())
+        // Jitter is in 0..=1 and spread in 0..1 (validated at build), so the factor is in 0..=1;
+        // still, nothing here may panic on a bad float.
+        let factor = (1.0 - self.config.refresh_jitter * sid.spread()).clamp(0.0, 1.0);
+        Duration::try_from_secs_f64(window.as_secs_f64() * factor).unwrap_or(window)
     }
 
     fn need(&self, record: &SessionRecord, now: SystemTime) -> Need {
@@ -418,89 +506,127 @@ impl<S: TokenStore> Inner<S> {
         }
     }
 
-    /// Brings a session up to date in a single flight. With `force_version`, refreshes even if
-    /// the record looks fresh, unless its version has moved on (someone refreshed meanwhile).
+    /// A failure recorded for this session moments ago, to be answered again instead of asking
+    /// WeChat. An expired entry is dropped.
+    fn cooling_down(&self, sid: &SessionId, now: SystemTime) -> Option<SessionError> {
+        let (until, error) = self.cooldown.get(sid)?;
+        if now < until {
+            return Some(error);
+        }
+        self.cooldown.invalidate(sid);
+        None
+    }
+
+    /// Remembers a failure for this session until `now + for_how_long`.
+    fn cool_down(&self, sid: SessionId, for_how_long: Duration, error: &SessionError) {
+        let until = add_capped(self.clock.now(), for_how_long);
+        self.cooldown.insert(sid, (until, error.clone()));
+    }
+
+    /// Brings a session up to date in a single flight.
+    ///
+    /// With `force` (the access token the caller saw and found wanting), the token is refreshed
+    /// even if the record looks fresh — as long as the record still holds that token; if someone
+    /// replaced or renewed it meanwhile, that result is used. If the flights joined had nothing
+    /// to do and the record still holds the token, the answer is
+    /// [`SessionError::Unavailable`], never the token the caller already found wanting.
     async fn maintain(
         self: &Arc<Self>,
         sid: SessionId,
-        force_version: Option<u64>,
+        force: Option<&AccessToken>,
     ) -> Result<Arc<SessionRecord>, SessionError> {
-        let now = self.clock.now();
-        if let Some((until, error)) = self.cooldown.get(&sid) {
-            if now < until {
-                return Err(error);
-            }
-            self.cooldown.invalidate(&sid);
+        if let Some(error) = self.cooling_down(&sid, self.clock.now()) {
+            return Err(error);
         }
         // A forced caller may join a flight that had nothing to do; then it flies its own.
         for _ in 0..2 {
             let inner = Arc::clone(self);
-            let result = self
+            let forced = force.cloned();
+            let flown = self
                 .flights
                 .run(
                     sid,
-                    move || async move { inner.fly(sid, force_version).await },
+                    move || async move { inner.fly(sid, forced.as_ref()).await },
                 )
                 .await
-                .unwrap_or(Err(SessionError::Unavailable {
-                    retry_after: Duration::from_secs(1),
-                }));
-            match (&result, force_version) {
-                (Ok(record), Some(version)) if record.version == version => continue,
-                _ => return result,
+                .unwrap_or_else(|| {
+                    Flown::untouched(Err(SessionError::Unavailable {
+                        retry_after: Duration::from_secs(1),
+                    }))
+                });
+            match (&flown.result, force) {
+                (Ok(record), Some(seen)) if !flown.refreshed && holds(record, seen) => continue,
+                _ => return flown.result,
             }
         }
-        self.load(&sid).await
+        let current = self.load(&sid).await?;
+        let Some(seen) = force else {
+            return Ok(current); // Only a forced caller goes round the loop; kept total anyway.
+        };
+        if holds(&current, seen) {
+            tracing::warn!(sid = %sid, outcome = "upstream_unavailable", "forced refresh did not happen; not serving the refused token");
+            Err(SessionError::Unavailable {
+                retry_after: self.config.failure_cooldown,
+            })
+        } else {
+            Ok(current)
+        }
     }
 
-    /// One flight: re-read, decide, call WeChat, write back.
-    async fn fly(
-        &self,
-        sid: SessionId,
-        force_version: Option<u64>,
-    ) -> Result<Arc<SessionRecord>, SessionError> {
-        let record = self.load(&sid).await?;
+    /// One flight: check the cooldown (a failure may have been recorded just before this flight
+    /// took off), re-read, decide, call WeChat, write back.
+    async fn fly(&self, sid: SessionId, force: Option<&AccessToken>) -> Flown {
         let now = self.clock.now();
-        let need = if force_version == Some(record.version) && record.access_token().is_some() {
+        if let Some(error) = self.cooling_down(&sid, now) {
+            return Flown::untouched(Err(error));
+        }
+        let record = match self.load(&sid).await {
+            Ok(record) => record,
+            Err(error) => return Flown::untouched(Err(error)),
+        };
+        let need = if force.is_some_and(|seen| holds(&record, seen)) {
             Need::Refresh
         } else {
             self.need(&record, now)
         };
         match need {
-            Need::Nothing => Ok(record),
+            Need::Nothing => Flown::untouched(Ok(record)),
             Need::Refresh => self.refresh(record).await,
             Need::Check => self.check(record).await,
         }
     }
 
-    async fn refresh(
-        &self,
-        record: Arc<SessionRecord>,
-    ) -> Result<Arc<SessionRecord>, SessionError> {
-        let crate::record::Credentials::OAuth { refresh_token, .. } = &record.credentials else {
-            return Ok(record);
+    async fn refresh(&self, record: Arc<SessionRecord>) -> Flown {
+        let Credentials::OAuth { refresh_token, .. } = &record.credentials else {
+            return Flown::untouched(Ok(record));
         };
         match self.client.refresh_token(refresh_token).await {
             Ok(grant) => {
                 let now = self.clock.now();
                 let written = self
-                    .write_back(record, |current| {
-                        // A conflict resolves to the newer record: keep one refreshed later.
+                    .write_back(record, |current, conflicted| {
+                        // First pass: what WeChat just said, refresh token included, is stored.
+                        // After a conflict the newer record wins: keep one refreshed later.
                         let theirs = current.access_token().map(|(_, at)| at);
-                        (theirs <= Some(grant.access_token_expires_at))
+                        (!conflicted || theirs <= Some(grant.access_token_expires_at))
                             .then(|| current.with_refresh(&grant, now))
                     })
-                    .await?;
-                tracing::debug!(sid = %written.sid, outcome = "refreshed", version = written.version, "session refreshed");
-                Ok(written)
+                    .await;
+                if let Ok(written) = &written {
+                    tracing::debug!(sid = %written.sid, outcome = "refreshed", version = written.version, "session refreshed");
+                }
+                Flown {
+                    result: written,
+                    refreshed: true,
+                }
             }
-            Err(error) => Err(self.failed(&record, "refresh", error).await),
+            Err(error) => self.failed(&record, Call::Refresh, error).await,
         }
     }
 
-    async fn check(&self, record: Arc<SessionRecord>) -> Result<Arc<SessionRecord>, SessionError> {
+    async fn check(&self, record: Arc<SessionRecord>) -> Flown {
         let Some((access_token, _)) = record.access_token() else {
-            return Ok(record);
+            return Flown::untouched(Ok(record));
         };
         match self
             .client
@@ -510,80 +636,272 @@ impl<S: TokenStore> Inner<S> {
             Ok(()) => {
                 let now = self.clock.now();
                 let written = self
-                    .write_back(record, |current| {
+                    .write_back(record, |current, _| {
                         let mut next = current.clone();
                         next.confirmed_at = next.confirmed_at.max(now);
                         Some(next)
                     })
-                    .await?;
-                tracing::debug!(sid = %written.sid, outcome = "checked", "grant confirmed by WeChat");
-                Ok(written)
+                    .await;
+                if let Ok(written) = &written {
+                    tracing::debug!(sid = %written.sid, outcome = "checked", "grant confirmed by WeChat");
+                }
+                Flown::untouched(written)
             }
             Err(error) if error.class() == ErrorClass::RefreshAndRetry => {
                 tracing::debug!(sid = %record.sid, errcode = ?error.errcode(), "check: access token refused; refreshing");
                 self.refresh(record).await
             }
-            Err(error) => Err(self.failed(&record, "check", error).await),
+            Err(error) => self.failed(&record, Call::Check, error).await,
         }
     }
 
-    /// Compare-and-set loop. `update` maps the current record to the one to write, or `None`
-    /// when the current one is already newer (then it is returned as is). A session deleted
-    /// meanwhile (logout) is never resurrected.
+    /// Compare-and-set loop. `update(current, conflicted)` maps the current record to the one
+    /// to write, or `None` when the current one is already newer (then it is returned as is);
+    /// `conflicted` is false on the first pass (the record this flight read) and true once a
+    /// concurrent writer has been seen. A session deleted meanwhile (logout) is never
+    /// resurrected.
     async fn write_back(
         &self,
         mut current: Arc<SessionRecord>,
-        update: impl Fn(&SessionRecord) -> Option<SessionRecord>,
+        update: impl Fn(&SessionRecord, bool) -> Option<SessionRecord>,
     ) -> Result<Arc<SessionRecord>, SessionError> {
+        let mut conflicted = false;
         loop {
-            let Some(next) = update(&current) else {
+            let Some(next) = update(&current, conflicted) else {
                 return Ok(current);
             };
             match self.store.compare_and_set(current.version, next).await? {
                 CasOutcome::Stored(written) => return Ok(written),
                 CasOutcome::Conflict {
                     current: Some(newer),
-                } => current = newer,
+                } => {
+                    current = newer;
+                    conflicted = true;
+                }
                 CasOutcome::Conflict { current: None } => return Err(SessionError::NotFound),
             }
         }
     }
 
-    /// Turns a WeChat error into the session's outcome: only a gone grant deletes it.
+    /// Turns a WeChat error into the session's outcome. Only a gone grant deletes the session,
+    /// and only if the record still holds the credential WeChat refused (another flight or
+    /// instance may have refreshed it meanwhile: then that record is the answer). Everything
+    /// else keeps the session and is remembered for a cooldown.
     async fn failed(
         &self,
         record: &SessionRecord,
-        call: &'static str,
+        call: Call,
         error: wechat_oauth::Error,
-    ) -> SessionError {
+    ) -> Flown {
         let sid = record.sid;
         if let Some(errcode) = error.errcode().filter(|c| c.is_grant_gone()) {
-            tracing::info!(sid = %sid, call, errcode = errcode.0, outcome = "grant_gone", "WeChat ended the grant; deleting the session");
-            if let Err(e) = self.store.delete(&sid).await {
-                tracing::warn!(sid = %sid, error = %e, "could not delete an ended session");
-            }
-            return SessionError::Reauthorize { errcode };
+            return self.grant_gone(record, call, errcode).await;
         }
-        match (error.class(), error.errcode()) {
+        let (failure, cooldown) = match (error.class(), error.errcode()) {
             (ErrorClass::Misconfigured, Some(errcode)) => {
-                tracing::error!(sid = %sid, call, errcode = errcode.0, error = %error, "WeChat rejected this server's configuration: check the AppID and AppSecret");
-                SessionError::Misconfigured { errcode }
+                tracing::error!(sid = %sid, call = call.name(), errcode = errcode.0, error = %error, "WeChat rejected this server's configuration: check the AppID and AppSecret");
+                (
+                    SessionError::Misconfigured { errcode },
+                    MISCONFIGURED_COOLDOWN,
+                )
             }
             (ErrorClass::Denied, Some(errcode)) => {
-                tracing::warn!(sid = %sid, call, errcode = errcode.0, outcome = "denied", "WeChat denied the user");
-                SessionError::Denied { errcode }
+                tracing::warn!(sid = %sid, call = call.name(), errcode = errcode.0, outcome = "denied", "WeChat denied the user");
+                (
+                    SessionError::Denied { errcode },
+                    self.config.failure_cooldown,
+                )
             }
             _ => {
                 let retry_after = error
                     .retry_after()
                     .unwrap_or(self.config.failure_cooldown)
                     .max(self.config.failure_cooldown);
-                tracing::warn!(sid = %sid, call, error = %error, outcome = "upstream_unavailable", "WeChat unavailable; keeping the session");
-                let failure = SessionError::Unavailable { retry_after };
-                self.cooldown
-                    .insert(sid, (self.clock.now() + retry_after, failure.clone()));
-                failure
+                tracing::warn!(sid = %sid, call = call.name(), error = %error, outcome = "upstream_unavailable", "WeChat unavailable; keeping the session");
+                (SessionError::Unavailable { retry_after }, retry_after)
+            }
+        };
+        self.cool_down(sid, cooldown, &failure);
+        Flown::untouched(Err(failure))
+    }
+
+    /// WeChat says the grant behind `record`'s credential is gone. Re-read first: if the record
+    /// no longer holds the credential that was refused, someone refreshed it meanwhile and the
+    /// session lives on; otherwise delete it.
+    async fn grant_gone(&self, record: &SessionRecord, call: Call, errcode: ErrCode) -> Flown {
+        let sid = record.sid;
+        match self.store.get(&sid).await {
+            Ok(None) => {
+                return Flown::untouched(Err(SessionError::Reauthorize { errcode }));
+            }
+            Ok(Some(current)) if !call.same_credential(record, &current) => {
+                tracing::info!(sid = %sid, call = call.name(), errcode = errcode.0, outcome = "superseded", "WeChat refused a credential that was replaced meanwhile; keeping the session");
+                return Flown {
+                    result: Ok(current),
+                    refreshed: true,
+                };
+            }
+            Ok(Some(_)) => {}
+            Err(e) => {
+                tracing::warn!(sid = %sid, error = %e, "could not re-read an ended session; deleting it");
             }
         }
+        tracing::info!(sid = %sid, call = call.name(), errcode = errcode.0, outcome = "grant_gone", "WeChat ended the grant; deleting the session");
+        if let Err(e) = self.store.delete(&sid).await {
+            tracing::warn!(sid = %sid, error = %e, "could not delete an ended session");
+        }
+        Flown::untouched(Err(SessionError::Reauthorize { errcode }))
+    }
+}
+
+/// The upstream call a flight made, for logs and to know which credential WeChat judged.
+#[derive(Clone, Copy, Debug)]
+enum Call {
+    /// `/sns/oauth2/refresh_token`, with the refresh token.
+    Refresh,
+    /// `/sns/auth`, with the access token.
+    Check,
+}
+
+impl Call {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Refresh => "refresh",
+            Self::Check => "check",
+        }
+    }
+
+    /// Whether `current` still holds the credential this call sent from `used`.
+    fn same_credential(self, used: &SessionRecord, current: &SessionRecord) -> bool {
+        match self {
+            Self::Refresh => refresh_token(used) == refresh_token(current),
+            Self::Check => {
+                used.access_token().map(|(t, _)| t) == current.access_token().map(|(t, _)| t)
+            }
+        }
+    }
+}
+
+fn refresh_token(record: &SessionRecord) -> Option<&wechat_oauth::RefreshToken> {
+    match &record.credentials {
+        Credentials::OAuth { refresh_token, .. } => Some(refresh_token),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wechat_mock::{Endpoint, Fault, MockConfig, MockGrant, MockWeChat};
+    use wechat_oauth::{AppId, AppSecret, AuthCode, ManualClock, RetryPolicy};
+
+    const EXPIRY: Duration = Duration::from_secs(7200);
+
+    async fn setup() -> (MockWeChat, ManualClock, TokenCache) {
+        let mock = MockWeChat::start(MockConfig::default()).await.unwrap();
+        let clock = ManualClock::new(mock.now());
+        let client = Client::builder(AppId::new(mock.appid()), AppSecret::new(mock.secret()))
+            .api_base(mock.base_url())
+            .clock(Arc::new(clock.clone()))
+            .retry(RetryPolicy::none())
+            .build()
+            .unwrap();
+        (mock, clock, TokenCache::builder(client).build())
+    }
+
+    #[tokio::test]
+    async fn a_flight_that_takes_off_during_a_cooldown_does_not_call_wechat() {
+        let (mock, clock, cache) = setup().await;
+        let code = AuthCode::new(mock.mint_code(MockGrant::default()));
+        let session = cache.login(&code).await.unwrap();
+        clock.advance(EXPIRY);
+        mock.advance(EXPIRY);
+        mock.inject(Endpoint::RefreshToken, Fault::ErrCode(-1), 1);
+        assert!(matches!(
+            cache.session(&session.sid).await,
+            Err(SessionError::Unavailable { .. })
+        ));
+        assert_eq!(mock.calls(Endpoint::RefreshToken), 1);
+        // A caller that checked the cooldown just before that failure was recorded, and whose
+        // flight takes off just after, lands here.
+        let token = session.access_token().unwrap().0.clone();
+        for force in [None, Some(&token)] {
+            let flown = cache.inner.fly(session.sid, force).await;
+            assert!(
+                matches!(flown.result, Err(SessionError::Unavailable { .. })),
+                "{:?}",
+                flown.result
+            );
+        }
+        assert_eq!(mock.calls(Endpoint::RefreshToken), 1, "no upstream call");
+        clock.advance(cache.config().failure_cooldown);
+        let flown = cache.inner.fly(session.sid, None).await;
+        assert!(
+            flown.result.is_ok() && flown.refreshed,
+            "after the cooldown"
+        );
+        assert_eq!(mock.calls(Endpoint::RefreshToken), 2);
+    }
+
+    #[tokio::test]
+    async fn a_forced_refresh_that_only_joins_idle_flights_is_unavailable_not_stale() {
+        use tokio::sync::Notify;
+        let (mock, _clock, cache) = setup().await;
+        let code = AuthCode::new(mock.mint_code(MockGrant::default()));
+        let session = cache.login(&code).await.unwrap();
+        let (sid, token) = (session.sid, session.access_token().unwrap().0.clone());
+        let inner = Arc::clone(&cache.inner);
+        // Other callers' flights that find nothing to do: they answer the record as it is.
+        let idle = |gate: Arc<Notify>, landing: Option<Arc<Notify>>| {
+            let record = Arc::clone(&session);
+            move || async move {
+                gate.notified().await;
+                if let Some(landing) = landing {
+                    landing.notify_one();
+                }
+                Flown::untouched(Ok(record))
+            }
+        };
+        let (gate_a, gate_b, a_lands) = (
+            Arc::new(Notify::new()),
+            Arc::new(Notify::new()),
+            Arc::new(Notify::new()),
+        );
+        let flight_a = tokio::spawn({
+            let (flights, work) = (
+                Arc::clone(&inner.flights),
+                idle(gate_a.clone(), Some(a_lands.clone())),
+            );
+            async move { flights.run(sid, work).await }
+        });
+        while inner.flights.in_progress() == 0 {
+            tokio::task::yield_now().await;
+        }
+        // The forced caller joins flight A...
+        let forced = tokio::spawn({
+            let (inner, token) = (Arc::clone(&inner), token.clone());
+            async move { inner.maintain(sid, Some(&token)).await }
+        });
+        // ...and as A lands, flight B takes off before the forced caller goes round again.
+        let flight_b = tokio::spawn({
+            let (flights, work) = (Arc::clone(&inner.flights), idle(gate_b.clone(), None));
+            async move {
+                a_lands.notified().await;
+                flights.run(sid, work).await
+            }
+        });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        gate_b.notify_one();
+        gate_a.notify_one();
+        match forced.await.unwrap() {
+            Err(SessionError::Unavailable { retry_after }) => {
+                assert_eq!(retry_after, cache.config().failure_cooldown)
+            }
+            other => panic!("the refused token must not be served again: {other:?}"),
+        }
+        assert!(flight_a.await.unwrap().is_some() && flight_b.await.unwrap().is_some());
+        assert_eq!(mock.calls(Endpoint::RefreshToken), 0);
     }
 }

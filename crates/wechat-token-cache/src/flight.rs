@@ -3,8 +3,10 @@
 //!
 //! The work runs in its own tokio task, so a caller that gives up (a client disconnects) does not
 //! cancel a refresh half-way and lose the refresh token WeChat sent back. The task removes its
-//! entry only after it has finished (and written its result wherever it writes), so a caller
-//! arriving later either joins the flight or sees the written result.
+//! entry only after the work has finished (and written its result wherever it writes), so a
+//! caller arriving later either joins the flight or sees the written result. The removal is a
+//! drop guard owned by the task: it also runs if the work panics or the task is cancelled (the
+//! runtime shutting down), so a key is never left blocked by a flight that will not land.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -12,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
+use tokio::sync::oneshot;
 
 type Flight<V> = Shared<BoxFuture<'static, Option<V>>>;
 
@@ -28,40 +31,76 @@ impl<K, V: Clone> Default for Flights<K, V> {
     }
 }
 
+/// A flight's way down, owned by its task: removes the flight's entry when dropped — when the
+/// task ends, however it ends — and only then lets go of the answer channel, so a caller woken
+/// by the answer (or by its absence) never finds the finished flight still registered.
+struct Landing<K: Hash + Eq, V: Clone> {
+    flights: Arc<Flights<K, V>>,
+    key: K,
+    answer: Option<oneshot::Sender<V>>,
+}
+
+impl<K: Hash + Eq, V: Clone> Landing<K, V> {
+    /// Normal end: deregister, then answer.
+    fn land(mut self, value: V) {
+        let answer = self.answer.take();
+        drop(self);
+        if let Some(answer) = answer {
+            let _ = answer.send(value);
+        }
+    }
+}
+
+impl<K: Hash + Eq, V: Clone> Drop for Landing<K, V> {
+    fn drop(&mut self) {
+        self.flights
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+        // `answer`, if still here (panic, cancellation), is dropped after this: callers get None.
+    }
+}
+
 impl<K, V> Flights<K, V>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    /// Joins the flight for `key`, or starts `work` as a new one. `None` only if the task
-    /// panicked or the runtime is shutting down.
+    /// Joins the flight for `key`, or starts `work` as a new one. `None` only if the work
+    /// panicked or the runtime is shutting down; the next call for `key` then starts afresh.
     pub(crate) async fn run<F>(self: &Arc<Self>, key: K, work: impl FnOnce() -> F) -> Option<V>
     where
         F: Future<Output = V> + Send + 'static,
     {
-        let flight = {
+        let (flight, start) = {
             let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
             match running.get(&key) {
-                Some(flight) => flight.clone(),
+                Some(flight) => (flight.clone(), None),
                 None => {
+                    // Made before registering: if making it panics, nothing is left registered.
                     let work = work();
-                    let flights = Arc::clone(self);
-                    let done_key = key.clone();
-                    let task = tokio::spawn(async move {
-                        let value = work.await;
-                        flights
-                            .running
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .remove(&done_key);
-                        value
-                    });
-                    let flight = task.map(Result::ok).boxed().shared();
-                    running.insert(key, flight.clone());
-                    flight
+                    let (answer, answered) = oneshot::channel();
+                    let flight = answered.map(Result::ok).boxed().shared();
+                    running.insert(key.clone(), flight.clone());
+                    (flight, Some((work, answer)))
                 }
             }
         };
+        // Spawned outside the lock: a task dropped at once (runtime shutting down) drops its
+        // landing, which takes the lock.
+        if let Some((work, answer)) = start {
+            let landing = Landing {
+                flights: Arc::clone(self),
+                key,
+                answer: Some(answer),
+            };
+            tokio::spawn(async move {
+                let landing = landing;
+                let value = work.await;
+                landing.land(value);
+            });
+        }
         flight.await
     }
 
@@ -135,5 +174,34 @@ mod tests {
         while flights.in_progress() > 0 {
             tokio::task::yield_now().await;
         }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_flight_does_not_block_its_key() {
+        let flights: Arc<Flights<u8, u32>> = Arc::default();
+        let crashed = flights
+            .run(3, || async {
+                if flights_panic() {
+                    panic!("the work fails");
+                }
+                0
+            })
+            .await;
+        assert_eq!(crashed, None, "the panicked flight's callers get nothing");
+        assert_eq!(flights.in_progress(), 0, "its entry is gone");
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = runs.clone();
+        let next = flights
+            .run(3, || async move {
+                counted.fetch_add(1, Ordering::SeqCst) as u32 + 7
+            })
+            .await;
+        assert_eq!(next, Some(7), "the next caller starts fresh work");
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+
+    /// Always true; keeps the compiler from seeing the panic as unconditional.
+    fn flights_panic() -> bool {
+        std::hint::black_box(true)
     }
 }

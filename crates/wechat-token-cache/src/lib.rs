@@ -11,10 +11,10 @@
 //! | WeChat says | the session | the caller gets |
 //! |---|---|---|
 //! | refreshed / confirmed | updated (compare-and-set) | the record |
-//! | grant gone: 42002, 40030, 40003, 50001 | deleted | [`SessionError::Reauthorize`] |
+//! | grant gone: 42002, 40030, 40003, 50001 | deleted (kept if another refresh replaced the refused token meanwhile) | [`SessionError::Reauthorize`] (or the replaced record) |
 //! | transient: -1, 45011, timeout, 5xx, bad body | kept | the record while its access token is valid (refresh) or within the [`GracePolicy`] (check); else [`SessionError::Unavailable`] with a retry-after |
-//! | misconfigured: 40013, 40125, 41xxx | kept, logged at error | [`SessionError::Misconfigured`] |
-//! | denied: 48001, 50002, 40226 | kept | [`SessionError::Denied`] |
+//! | misconfigured: 40013, 40125, 41xxx | kept, logged at error; not asked again for 60 s | [`SessionError::Misconfigured`] |
+//! | denied: 48001, 50002, 40226 | kept; not asked again for the failure cooldown | [`SessionError::Denied`] |
 //!
 //! # Grace policy
 //!
@@ -24,6 +24,12 @@
 //! confirmation; [`GracePolicy::FailClosed`] answers [`SessionError::Unavailable`] at once.
 //! Failures are remembered per session for a short cooldown, so an outage costs one upstream
 //! call per session per cooldown, not one per request.
+//!
+//! # Login
+//!
+//! A code is exchanged once however often it is submitted; a repeat gets the session as it is
+//! now (or "code used" once it has ended), and refusals are remembered apart from successes so
+//! junk codes cannot push real logins out.
 //!
 //! # Stores
 //!
@@ -41,7 +47,7 @@ mod moka_store;
 mod record;
 mod store;
 
-pub use cache::{CacheConfig, GracePolicy, TokenCache, TokenCacheBuilder};
+pub use cache::{CacheConfig, GracePolicy, MAX_REFRESH_WINDOW, TokenCache, TokenCacheBuilder};
 pub use error::{CallError, LoginError, SessionError};
 pub use moka_store::{DEFAULT_MAX_SESSIONS, MokaStore, MokaStoreBuilder};
 pub use record::{Credentials, InvalidSessionId, SessionId, SessionRecord, UserKey};

@@ -4,6 +4,11 @@
 //! evicted (LRU, so a new login is always admitted) and its user must log in again. Each record
 //! is dropped at its `expires_at` (the refresh token's horizon). A per-user index (sharded, keyed
 //! by a hash of the user, kept in step by moka's eviction listener) serves logout-all.
+//!
+//! Every write to a record — insert, compare-and-set, delete, dropping an expired record — goes
+//! through moka's `entry(..).and_compute_with`, which serializes writers of one key. (moka's plain
+//! `remove`/`invalidate` do not take part in that, so a delete could slip between a
+//! compare-and-set's read and its write and be undone.)
 
 use std::collections::HashMap;
 use std::fmt;
@@ -113,13 +118,20 @@ impl MokaStore {
         self.records.run_pending_tasks();
     }
 
+    /// `record` if it has not expired; otherwise drops it from the cache (if it is still the one
+    /// stored and still expired: serialized with the other writers of the key) and `None`.
     fn live(&self, record: Arc<SessionRecord>) -> Option<Arc<SessionRecord>> {
-        if record.is_expired(self.clock.now()) {
-            self.records.invalidate(&record.sid);
-            None
-        } else {
-            Some(record)
+        let now = self.clock.now();
+        if !record.is_expired(now) {
+            return Some(record);
         }
+        self.records
+            .entry(record.sid)
+            .and_compute_with(|current| match current {
+                Some(entry) if entry.value().is_expired(now) => Op::Remove,
+                _ => Op::Nop,
+            });
+        None
     }
 }
 
@@ -136,13 +148,15 @@ impl TokenStore for MokaStore {
             .entry(record.sid)
             .and_compute_with(|current| match current {
                 Some(entry) if !entry.value().is_expired(now) => Op::Nop,
-                _ => Op::Put(Arc::clone(&record)),
+                _ => {
+                    // Indexed under the key's lock, before the record is visible: a logout-all
+                    // racing this insert either finds the session or runs after it is indexed.
+                    self.users.add(&record.user(), record.sid);
+                    Op::Put(Arc::clone(&record))
+                }
             });
         match result {
-            CompResult::Inserted(_) | CompResult::ReplacedWith(_) => {
-                self.users.add(&record.user(), record.sid);
-                Ok(record)
-            }
+            CompResult::Inserted(_) | CompResult::ReplacedWith(_) => Ok(record),
             _ => Err(StoreError::AlreadyExists),
         }
     }
@@ -177,7 +191,11 @@ impl TokenStore for MokaStore {
     }
 
     async fn delete(&self, sid: &SessionId) -> Result<bool, StoreError> {
-        Ok(self.records.remove(sid).is_some())
+        // Through the compute, not `remove`: serialized with compare_and_set, so a refresh
+        // writing back concurrently either lands before (and is deleted) or finds nothing.
+        let now = self.clock.now();
+        let removed = self.records.entry(*sid).and_compute_with(|_| Op::Remove);
+        Ok(matches!(removed, CompResult::Removed(entry) if !entry.value().is_expired(now)))
     }
 
     async fn delete_user(&self, user: &UserKey) -> Result<usize, StoreError> {

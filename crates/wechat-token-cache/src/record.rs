@@ -1,6 +1,7 @@
 //! What a session is: [`SessionId`] (128 random bits) and [`SessionRecord`], one per login
 //! (device), holding the user's WeChat credentials, their expiries and a version for
-//! compare-and-set.
+//! compare-and-set. Also [`add_capped`], the one way this crate adds a configured duration to a
+//! time (it cannot panic).
 
 use std::fmt;
 use std::str::FromStr;
@@ -91,9 +92,11 @@ impl<'de> Deserialize<'de> for SessionId {
     }
 }
 
-/// The WeChat credentials a session holds. They never leave the server.
+/// The WeChat credentials a session holds. They never leave the server. Non-exhaustive: another
+/// kind of login may be added.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Credentials {
     /// A mobile app, website or Official Account login: refreshable tokens.
     OAuth {
@@ -188,7 +191,7 @@ impl SessionRecord {
                 refresh_token: grant.refresh_token,
             },
             now,
-            now + refresh_horizon,
+            add_capped(now, refresh_horizon),
         );
         record.unionid = grant.unionid;
         record.scopes = grant.scopes;
@@ -212,7 +215,7 @@ impl SessionRecord {
                 session_key: session.session_key,
             },
             now,
-            now + lifetime,
+            add_capped(now, lifetime),
         );
         record.unionid = session.unionid;
         record
@@ -264,6 +267,16 @@ impl SessionRecord {
     }
 }
 
+/// The longest duration [`add_capped`] adds: 100 years (of 365 days).
+const MAX_ADDED: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// `t + d` for configured or upstream-supplied durations, which may be absurd
+/// (`Duration::MAX`): `d` is capped at 100 years and an addition that would still overflow
+/// `SystemTime` yields `t` (so the thing it times ends at once rather than never).
+pub(crate) fn add_capped(t: SystemTime, d: Duration) -> SystemTime {
+    t.checked_add(d.min(MAX_ADDED)).unwrap_or(t)
+}
+
 /// A user: (AppID, OpenID).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UserKey {
@@ -300,5 +313,19 @@ mod tests {
         assert_ne!(SessionId::random(), SessionId::random());
         let spread = sid.spread();
         assert!((0.0..1.0).contains(&spread));
+    }
+
+    #[test]
+    fn adding_an_absurd_duration_is_capped_not_a_panic() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(
+            add_capped(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        assert_eq!(add_capped(now, Duration::MAX), now + MAX_ADDED);
+        if let Some(far) = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(i64::MAX as u64))
+        {
+            assert_eq!(add_capped(far, Duration::from_secs(1)), far);
+        }
     }
 }

@@ -23,8 +23,9 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// The result of [`TokenStore::compare_and_set`].
+/// The result of [`TokenStore::compare_and_set`]. Non-exhaustive: more outcomes may be added.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum CasOutcome {
     /// The record was written; it carries its new version.
     Stored(Arc<SessionRecord>),

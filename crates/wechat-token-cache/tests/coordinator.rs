@@ -76,7 +76,7 @@ fn access_token(record: &SessionRecord) -> String {
 fn refresh_token(record: &SessionRecord) -> String {
     match &record.credentials {
         Credentials::OAuth { refresh_token, .. } => refresh_token.secret().to_owned(),
-        Credentials::MiniProgram { .. } => panic!("not an OAuth session"),
+        _ => panic!("not an OAuth session"),
     }
 }
 
@@ -622,4 +622,363 @@ async fn sessions_end_at_the_refresh_horizon() {
         h.cache.session(&session.sid).await,
         Err(SessionError::NotFound)
     ));
+}
+
+// --- Reviewed fixes: login memory, cooldowns, write-back, forced refresh, gone grants, config ---
+
+#[tokio::test]
+async fn a_double_submit_after_logout_is_told_the_code_was_used() {
+    let h = harness().await;
+    let code = AuthCode::new(h.mock.mint_code(MockGrant::default()));
+    let session = h.cache.login(&code).await.unwrap();
+    assert!(h.cache.logout(&session.sid).await.unwrap());
+    match h.cache.login(&code).await {
+        Err(LoginError::InvalidCode { errcode }) => assert_eq!(errcode, ErrCode::CODE_USED),
+        other => panic!("a logged-out session must not come back, got {other:?}"),
+    }
+    assert_eq!(h.mock.calls(Endpoint::AccessToken), 1, "no second exchange");
+}
+
+#[tokio::test]
+async fn a_double_submit_gets_the_session_as_it_is_now() {
+    let h = harness().await;
+    let code = AuthCode::new(h.mock.mint_code(MockGrant::default()));
+    let session = h.cache.login(&code).await.unwrap();
+    h.advance(EXPIRY);
+    let refreshed = h.cache.session(&session.sid).await.unwrap();
+    assert_ne!(access_token(&refreshed), access_token(&session));
+    let again = h.cache.login(&code).await.unwrap();
+    assert_eq!(again.sid, session.sid);
+    assert_eq!(
+        access_token(&again),
+        access_token(&refreshed),
+        "the stored record, not the one remembered at login"
+    );
+    assert_eq!(h.mock.calls(Endpoint::AccessToken), 1);
+}
+
+#[tokio::test]
+async fn a_junk_code_flood_does_not_evict_a_remembered_login() {
+    // Successes: 100; refusals: max(100 / 10, 1,000) = 1,000.
+    let h = harness_with(MockConfig::default(), |b| {
+        b.remember_logins(Duration::from_secs(600), 100)
+    })
+    .await;
+    let code = AuthCode::new(h.mock.mint_code(MockGrant::default()));
+    let session = h.cache.login(&code).await.unwrap();
+    const JUNK: u64 = 1_200;
+    for i in 0..JUNK {
+        let junk = AuthCode::new(format!("junk-{i}"));
+        assert!(matches!(
+            h.cache.login(&junk).await,
+            Err(LoginError::InvalidCode { .. })
+        ));
+    }
+    let again = h
+        .cache
+        .login(&code)
+        .await
+        .expect("the remembered login survives the flood");
+    assert_eq!(again.sid, session.sid);
+    assert_eq!(h.mock.calls(Endpoint::AccessToken), 1 + JUNK);
+}
+
+#[tokio::test]
+async fn unknown_errcodes_from_an_exchange_are_not_remembered() {
+    let h = harness().await;
+    let code = AuthCode::new(h.mock.mint_code(MockGrant::default()));
+    h.mock
+        .inject(Endpoint::AccessToken, Fault::ErrCode(61234), 1);
+    assert!(matches!(
+        h.cache.login(&code).await,
+        Err(LoginError::InvalidCode { errcode }) if errcode == ErrCode(61234)
+    ));
+    h.cache
+        .login(&code)
+        .await
+        .expect("an unknown refusal is not WeChat's last word: the code is tried again");
+    assert_eq!(h.mock.calls(Endpoint::AccessToken), 2);
+}
+
+#[tokio::test]
+async fn misconfigured_and_denied_refreshes_are_not_retried_per_request() {
+    let h = harness().await;
+    let session = h.login().await;
+    h.advance(EXPIRY);
+
+    h.mock
+        .inject(Endpoint::RefreshToken, Fault::ErrCode(40013), 1);
+    for _ in 0..3 {
+        assert!(matches!(
+            h.cache.session(&session.sid).await,
+            Err(SessionError::Misconfigured { errcode }) if errcode == ErrCode::INVALID_APPID
+        ));
+    }
+    assert_eq!(
+        h.mock.calls(Endpoint::RefreshToken),
+        1,
+        "one call per minute"
+    );
+    h.advance(Duration::from_secs(59));
+    assert!(h.cache.session(&session.sid).await.is_err());
+    assert_eq!(h.mock.calls(Endpoint::RefreshToken), 1);
+    h.advance(Duration::from_secs(1));
+    h.cache
+        .session(&session.sid)
+        .await
+        .expect("asked again after 60 s");
+    assert_eq!(h.mock.calls(Endpoint::RefreshToken), 2);
+
+    h.advance(EXPIRY);
+    h.mock
+        .inject(Endpoint::RefreshToken, Fault::ErrCode(50002), 1);
+    for _ in 0..3 {
+        assert!(matches!(
+            h.cache.session(&session.sid).await,
+            Err(SessionError::Denied { errcode }) if errcode == ErrCode::USER_RESTRICTED
+        ));
+    }
+    assert_eq!(h.mock.calls(Endpoint::RefreshToken), 3);
+    h.advance(h.cache.config().failure_cooldown);
+    h.cache
+        .session(&session.sid)
+        .await
+        .expect("asked again after the failure cooldown");
+    assert_eq!(h.mock.calls(Endpoint::RefreshToken), 4);
+    assert!(h.cache.store().get(&session.sid).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_refresh_is_stored_even_if_the_record_claims_a_later_expiry() {
+    let config = MockConfig {
+        rotate_refresh_tokens: true,
+        ..MockConfig::default()
+    };
+    let h = harness_with(config, |b| b).await;
+    let session = h.login().await;
+    // The stored record says its token lives 3 h (a clock skew, another instance's bookkeeping);
+    // WeChat will say 2 h. What WeChat says now — and the refresh token it rotates — must win.
+    let mut skewed = (*session).clone();
+    skewed.credentials = Credentials::OAuth {
+        access_token: session.access_token().unwrap().0.clone(),
+        access_token_expires_at: h.clock.now() + 3 * HOUR,
+        refresh_token: wechat_oauth::RefreshToken::new(refresh_token(&session)),
+    };
+    let CasOutcome::Stored(skewed) = h
+        .cache
+        .store()
+        .compare_and_set(session.version, skewed)
+        .await
+        .unwrap()
+    else {
+        panic!("store the skewed record");
+    };
+    let fresh = h.cache.fresh(&session.sid, 4 * HOUR).await.unwrap();
+    assert_eq!(h.mock.calls(Endpoint::RefreshToken), 1);
+    assert_ne!(
+        refresh_token(&fresh),
+        refresh_token(&skewed),
+        "the rotated refresh token was stored"
+    );
+    assert_eq!(
+        fresh.access_token().unwrap().1,
+        h.clock.now() + EXPIRY,
+        "WeChat's expiry"
+    );
+    h.advance(3 * HOUR);
+    h.cache
+        .session(&session.sid)
+        .await
+        .expect("the next refresh uses the stored, rotated token");
+    assert_eq!(h.mock.calls(Endpoint::RefreshToken), 2);
+}
+
+#[tokio::test]
+async fn a_refused_token_is_refreshed_even_if_a_check_moved_the_version_meanwhile() {
+    let h = harness().await;
+    let session = h.login().await;
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let (cache, seen, sid) = (h.cache.clone(), calls.clone(), session.sid);
+    let profile = h
+        .cache
+        .call_with_token(&session.sid, move |token, _openid| {
+            let (cache, seen) = (cache.clone(), seen.clone());
+            async move {
+                let first = {
+                    let mut seen = seen.lock().unwrap();
+                    seen.push(token.secret().to_owned());
+                    seen.len() == 1
+                };
+                if !first {
+                    return Ok("profile");
+                }
+                // Meanwhile another request's /sns/auth check confirmed the grant: a new
+                // version, the same access token.
+                let current = cache.store().get(&sid).await.unwrap().unwrap();
+                let mut confirmed = (*current).clone();
+                confirmed.confirmed_at += Duration::from_secs(1);
+                assert!(matches!(
+                    cache
+                        .store()
+                        .compare_and_set(current.version, confirmed)
+                        .await
+                        .unwrap(),
+                    CasOutcome::Stored(_)
+                ));
+                Err(wechat_oauth::ApiError::new(ErrCode::INVALID_CREDENTIAL, "not latest").into())
+            }
+        })
+        .await
+        .expect("refreshed and called again");
+    assert_eq!(profile, "profile");
+    assert_eq!(calls.lock().unwrap().len(), 2);
+    assert_eq!(
+        h.mock.calls(Endpoint::RefreshToken),
+        1,
+        "the refused token was refreshed, not served again as is"
+    );
+}
+
+/// A store where, once armed, the n-th `get` lets "another instance" refresh the session (with
+/// the refresh token it just read) before answering with what it read.
+struct InterleavingStore {
+    inner: MokaStore,
+    other_instance: Client,
+    clock: ManualClock,
+    gets_until_interleave: Mutex<Option<usize>>,
+}
+
+impl InterleavingStore {
+    fn interleave_now(&self) -> bool {
+        let mut armed = self.gets_until_interleave.lock().unwrap();
+        match armed.as_mut() {
+            Some(1) => {
+                *armed = None;
+                true
+            }
+            Some(n) => {
+                *n -= 1;
+                false
+            }
+            None => false,
+        }
+    }
+}
+
+impl TokenStore for InterleavingStore {
+    async fn get(&self, sid: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+        let read = self.inner.get(sid).await?;
+        if let Some(record) = read.as_ref().filter(|_| self.interleave_now()) {
+            let used = wechat_oauth::RefreshToken::new(refresh_token(record));
+            let grant = self.other_instance.refresh_token(&used).await.unwrap();
+            let next = record.with_refresh(&grant, self.clock.now());
+            assert!(matches!(
+                self.inner.compare_and_set(record.version, next).await?,
+                CasOutcome::Stored(_)
+            ));
+        }
+        Ok(read)
+    }
+    async fn insert(&self, record: SessionRecord) -> Result<Arc<SessionRecord>, StoreError> {
+        self.inner.insert(record).await
+    }
+    async fn compare_and_set(
+        &self,
+        expected: u64,
+        record: SessionRecord,
+    ) -> Result<CasOutcome, StoreError> {
+        self.inner.compare_and_set(expected, record).await
+    }
+    async fn delete(&self, sid: &SessionId) -> Result<bool, StoreError> {
+        self.inner.delete(sid).await
+    }
+    async fn delete_user(&self, user: &UserKey) -> Result<usize, StoreError> {
+        self.inner.delete_user(user).await
+    }
+}
+
+#[tokio::test]
+async fn a_refresh_token_refused_after_another_instance_rotated_it_keeps_the_session() {
+    let config = MockConfig {
+        rotate_refresh_tokens: true,
+        ..MockConfig::default()
+    };
+    let (mock, clock, client) = start_mock(config).await;
+    let store = Arc::new(InterleavingStore {
+        inner: MokaStore::builder().clock(Arc::new(clock.clone())).build(),
+        other_instance: client.clone(),
+        clock: clock.clone(),
+        gets_until_interleave: Mutex::new(None),
+    });
+    let cache = TokenCache::builder(client).store(store.clone()).build();
+    let h = Harness { mock, clock, cache };
+    let session = h.login().await;
+    h.advance(EXPIRY);
+    // get 1: `session` reads the expired record; get 2: the flight re-reads it, and just then
+    // another instance refreshes (rotating the refresh token). Our refresh then presents the
+    // old refresh token and WeChat answers 40030.
+    *store.gets_until_interleave.lock().unwrap() = Some(2);
+    let record = h
+        .cache
+        .session(&session.sid)
+        .await
+        .expect("the other instance's refresh keeps the session alive");
+    assert_eq!(h.mock.calls(Endpoint::RefreshToken), 2);
+    assert_ne!(refresh_token(&record), refresh_token(&session));
+    assert!(
+        h.cache.store().get(&session.sid).await.unwrap().is_some(),
+        "not deleted"
+    );
+    h.advance(EXPIRY);
+    h.cache
+        .session(&session.sid)
+        .await
+        .expect("and it keeps refreshing");
+}
+
+#[tokio::test]
+async fn absurd_durations_are_capped_instead_of_panicking() {
+    let h = harness_with(MockConfig::default(), |b| {
+        b.refresh_horizon(Duration::MAX)
+            .mini_program_session_ttl(Duration::MAX)
+            .failure_cooldown(Duration::MAX)
+    })
+    .await;
+    let session = h.login().await;
+    let century = Duration::from_secs(99 * 365 * 86_400);
+    assert!(session.expires_at > h.clock.now() + century);
+    let code = AuthCode::new(h.mock.mint_code(MockGrant::default()));
+    let mini = h.cache.login_mini_program(&code).await.unwrap();
+    assert!(mini.expires_at > h.clock.now() + century);
+    h.advance(EXPIRY);
+    h.mock.inject(Endpoint::RefreshToken, Fault::ErrCode(-1), 3);
+    assert!(matches!(
+        h.cache.session(&session.sid).await,
+        Err(SessionError::Unavailable { .. })
+    ));
+    assert!(matches!(
+        h.cache.session(&session.sid).await,
+        Err(SessionError::Unavailable { .. })
+    ));
+    assert_eq!(h.mock.calls(Endpoint::RefreshToken), 3, "cooling down");
+}
+
+#[tokio::test]
+async fn the_refresh_configuration_is_made_safe_at_build() {
+    let (_mock, clock, client) = start_mock(MockConfig::default()).await;
+    let record = wechat_token_cache::conformance::sample_record(&clock, "wxapp", "alice");
+    for (window, jitter, expected_jitter) in [
+        (Duration::MAX, f64::NAN, 0.5),
+        (Duration::from_secs(7200), 7.0, 1.0),
+        (Duration::from_secs(600), -3.0, 0.0),
+        (Duration::from_secs(600), f64::INFINITY, 1.0),
+    ] {
+        let cache = TokenCache::builder(client.clone())
+            .refresh_window(window, jitter)
+            .build();
+        assert_eq!(cache.config().refresh_jitter, expected_jitter);
+        assert!(cache.config().refresh_window <= Duration::from_secs(3600));
+        // A token with 2 h left is not due with any (capped) window.
+        assert!(!cache.needs_upstream(&record), "{window:?} {jitter}");
+    }
 }
