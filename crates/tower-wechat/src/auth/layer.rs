@@ -1,0 +1,255 @@
+//! [`WeChatAuthLayer`] and its builder: everything the middleware shares between requests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower_layer::Layer;
+use wechat_oauth::Client;
+use wechat_token_cache::{GracePolicy, MokaStore, TokenCache, TokenCacheBuilder, TokenStore};
+
+use super::service::WeChatAuth;
+use super::source::{SessionCookie, TokenSource};
+use crate::rejection::JsonRejection;
+use crate::token::{KeyError, KeyRing, SessionTokens, TokenConfig};
+use crate::user::Upstream;
+
+/// Whether a request without credentials reaches the handler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Refuse requests without a valid session (401/503 from the layer).
+    Required,
+    /// Let every request through; the handler's extractor decides (`WeChatUser` answers 401,
+    /// `Option<WeChatUser>` is `None` without credentials and an error with bad ones).
+    Optional,
+}
+
+/// What every request of one layer shares.
+pub(crate) struct Shared<St> {
+    pub(crate) cache: TokenCache<St>,
+    pub(crate) tokens: Arc<SessionTokens>,
+    pub(crate) upstream: Arc<dyn Upstream>,
+    pub(crate) sources: Vec<TokenSource>,
+    pub(crate) cookie: SessionCookie,
+}
+
+/// The tower layer: validates our session token, keeps the user's WeChat tokens fresh, and
+/// attaches a [`WeChatUser`](crate::WeChatUser) to each request. Cheap to clone.
+///
+/// The rejection response is the type parameter `R` ([`JsonRejection`] by default), swapped
+/// with [`with_rejection_response`](Self::with_rejection_response).
+pub struct WeChatAuthLayer<St = MokaStore, R = JsonRejection> {
+    pub(crate) shared: Arc<Shared<St>>,
+    pub(crate) mode: Mode,
+    pub(crate) rejection: R,
+}
+
+impl<St, R: Clone> Clone for WeChatAuthLayer<St, R> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            mode: self.mode,
+            rejection: self.rejection.clone(),
+        }
+    }
+}
+
+impl<St, R> std::fmt::Debug for WeChatAuthLayer<St, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeChatAuthLayer")
+            .field("mode", &self.mode)
+            .field("sources", &self.shared.sources)
+            .field("tokens", &self.shared.tokens)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WeChatAuthLayer<MokaStore, JsonRejection> {
+    /// Starts configuring a layer for one WeChat application, with the in-memory store.
+    pub fn builder(client: Client, keys: KeyRing) -> WeChatAuthBuilder<MokaStore> {
+        WeChatAuthBuilder {
+            cache: TokenCache::builder(client),
+            keys,
+            token_config: TokenConfig::default(),
+            sources: vec![TokenSource::Bearer, TokenSource::Cookie],
+            cookie: SessionCookie::default(),
+            mode: Mode::Required,
+        }
+    }
+}
+
+impl<St: TokenStore> WeChatAuthLayer<St, JsonRejection> {
+    /// A layer over an existing cache and token issuer (default sources: bearer, then cookie).
+    pub fn from_parts(cache: TokenCache<St>, tokens: Arc<SessionTokens>) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                upstream: Arc::new(cache.clone()),
+                cache,
+                tokens,
+                sources: vec![TokenSource::Bearer, TokenSource::Cookie],
+                cookie: SessionCookie::default(),
+            }),
+            mode: Mode::Required,
+            rejection: JsonRejection,
+        }
+    }
+}
+
+impl<St, R> WeChatAuthLayer<St, R> {
+    /// The same layer, refusing requests without a valid session.
+    pub fn required(&self) -> Self
+    where
+        R: Clone,
+    {
+        Self {
+            mode: Mode::Required,
+            ..self.clone()
+        }
+    }
+
+    /// The same layer, letting requests without credentials through to the handler.
+    pub fn optional(&self) -> Self
+    where
+        R: Clone,
+    {
+        Self {
+            mode: Mode::Optional,
+            ..self.clone()
+        }
+    }
+
+    /// The same layer with another rejection response.
+    pub fn with_rejection_response<R2>(self, rejection: R2) -> WeChatAuthLayer<St, R2> {
+        WeChatAuthLayer {
+            shared: self.shared,
+            mode: self.mode,
+            rejection,
+        }
+    }
+
+    /// The session cache (login, logout, calls on a user's behalf).
+    pub fn cache(&self) -> &TokenCache<St> {
+        &self.shared.cache
+    }
+
+    /// The session token issuer and verifier.
+    pub fn tokens(&self) -> &Arc<SessionTokens> {
+        &self.shared.tokens
+    }
+
+    /// The session cookie's attributes.
+    pub fn cookie(&self) -> &SessionCookie {
+        &self.shared.cookie
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+}
+
+impl<S, St, R: Clone> Layer<S> for WeChatAuthLayer<St, R> {
+    type Service = WeChatAuth<S, St, R>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        WeChatAuth::new(inner, self.clone())
+    }
+}
+
+/// Configures a [`WeChatAuthLayer`].
+pub struct WeChatAuthBuilder<St> {
+    cache: TokenCacheBuilder<St>,
+    keys: KeyRing,
+    token_config: TokenConfig,
+    sources: Vec<TokenSource>,
+    cookie: SessionCookie,
+    mode: Mode,
+}
+
+impl<St> std::fmt::Debug for WeChatAuthBuilder<St> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeChatAuthBuilder")
+            .field("token_config", &self.token_config)
+            .field("sources", &self.sources)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<St: TokenStore> WeChatAuthBuilder<St> {
+    /// Use another session store.
+    pub fn store<St2: TokenStore>(self, store: St2) -> WeChatAuthBuilder<St2> {
+        WeChatAuthBuilder {
+            cache: self.cache.store(store),
+            keys: self.keys,
+            token_config: self.token_config,
+            sources: self.sources,
+            cookie: self.cookie,
+            mode: self.mode,
+        }
+    }
+
+    /// Adjust the session cache (refresh horizon, remembered logins, ...).
+    pub fn cache(mut self, f: impl FnOnce(TokenCacheBuilder<St>) -> TokenCacheBuilder<St>) -> Self {
+        self.cache = f(self.cache);
+        self
+    }
+
+    /// Refresh the WeChat access token once it has less than `window` left, less up to
+    /// `jitter` (a fraction of the window) per session. Default 10 minutes, 0.5.
+    pub fn refresh_window(self, window: Duration, jitter: f64) -> Self {
+        self.cache(|c| c.refresh_window(window, jitter))
+    }
+
+    /// Check the grant with WeChat (`/sns/auth`) when it was last confirmed this long ago.
+    /// Default: never (refreshes confirm it).
+    pub fn check_interval(self, interval: Option<Duration>) -> Self {
+        self.cache(|c| c.check_interval(interval))
+    }
+
+    /// What to do when a due check fails transiently. Default: serve for an hour since the last
+    /// confirmation.
+    pub fn grace(self, grace: GracePolicy) -> Self {
+        self.cache(|c| c.grace(grace))
+    }
+
+    /// Session token settings (issuer, audience, lifetime, re-issue window, leeway).
+    pub fn token_config(mut self, config: TokenConfig) -> Self {
+        self.token_config = config;
+        self
+    }
+
+    /// Where tokens are looked for, in order. Default: bearer, then cookie.
+    pub fn sources(mut self, sources: Vec<TokenSource>) -> Self {
+        self.sources = sources;
+        self
+    }
+
+    /// The session cookie's attributes.
+    pub fn cookie(mut self, cookie: SessionCookie) -> Self {
+        self.cookie = cookie;
+        self
+    }
+
+    /// Required (default) or optional.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Builds the layer.
+    pub fn build(self) -> Result<WeChatAuthLayer<St>, KeyError> {
+        let cache = self.cache.build();
+        let tokens = SessionTokens::new(self.keys, self.token_config, Arc::clone(cache.clock()))?;
+        Ok(WeChatAuthLayer {
+            shared: Arc::new(Shared {
+                upstream: Arc::new(cache.clone()),
+                cache,
+                tokens: Arc::new(tokens),
+                sources: self.sources,
+                cookie: self.cookie,
+            }),
+            mode: self.mode,
+            rejection: JsonRejection,
+        })
+    }
+}

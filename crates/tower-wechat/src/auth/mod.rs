@@ -1,0 +1,27 @@
+//! The middleware: [`WeChatAuthLayer`] (shared configuration and its builder), [`WeChatAuth`]
+//! (the service), [`ResponseFuture`], and where tokens come from ([`TokenSource`]).
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//! use tower_wechat::{KeyRing, SigningKey, WeChatAuthLayer, WeChatUser};
+//! use wechat_oauth::{AppId, AppSecret, Client};
+//!
+//! # fn app() -> Result<Router, Box<dyn std::error::Error>> {
+//! let client = Client::builder(AppId::new("wx123"), AppSecret::new("secret")).build()?;
+//! let keys = KeyRing::new(SigningKey::hs256("k1", b"a secret of at least 32 bytes....")?);
+//! let auth = WeChatAuthLayer::builder(client, keys).build()?;
+//! let app = Router::new()
+//!     .route("/me", get(|user: WeChatUser| async move { user.openid().to_string() }))
+//!     .layer(auth);
+//! # Ok(app) }
+//! ```
+
+mod future;
+mod layer;
+mod service;
+mod source;
+
+pub use future::ResponseFuture;
+pub use layer::{Mode, WeChatAuthBuilder, WeChatAuthLayer};
+pub use service::WeChatAuth;
+pub use source::{REISSUED_TOKEN_HEADER, SameSite, SessionCookie, TokenSource};

@@ -1,0 +1,249 @@
+//! [`WeChatAuth`]: the service. The hot path runs synchronously inside `call`: find the token
+//! (borrowed), verify it (a cache hit for a token seen before), read the session record (the
+//! moka store answers without waiting), attach the user, call the inner service. Only when the
+//! store must be waited on or WeChat must be asked (refresh, check) does a request take the boxed
+//! slow path.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::FutureExt;
+use http::header::SET_COOKIE;
+use http::{HeaderValue, Request, Response};
+use tower_service::Service;
+use wechat_token_cache::{SessionError, SessionRecord, TokenStore};
+
+use super::future::{Reissue, ResponseFuture};
+use super::layer::{Mode, Shared, WeChatAuthLayer};
+use super::source::{self, REISSUED_TOKEN_HEADER, SentBy};
+use crate::rejection::{AuthError, RejectionResponse};
+use crate::token::VerifiedToken;
+use crate::user::{Anonymous, WeChatUser};
+
+/// The middleware service made by [`WeChatAuthLayer`].
+pub struct WeChatAuth<S, St, R> {
+    inner: S,
+    layer: WeChatAuthLayer<St, R>,
+}
+
+impl<S: Clone, St, R: Clone> Clone for WeChatAuth<S, St, R> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            layer: self.layer.clone(),
+        }
+    }
+}
+
+impl<S: std::fmt::Debug, St, R> std::fmt::Debug for WeChatAuth<S, St, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeChatAuth")
+            .field("inner", &self.inner)
+            .field("layer", &self.layer)
+            .finish()
+    }
+}
+
+impl<S, St, R> WeChatAuth<S, St, R> {
+    pub(crate) fn new(inner: S, layer: WeChatAuthLayer<St, R>) -> Self {
+        Self { inner, layer }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, consuming the middleware.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// The layer this service was made by.
+    pub fn layer(&self) -> &WeChatAuthLayer<St, R> {
+        &self.layer
+    }
+}
+
+/// What the synchronous part of authentication decided.
+enum Step {
+    Ready(WeChatUser, Option<Reissue>),
+    Anonymous,
+    Refused(AuthError),
+    /// The token is valid but the session needs the store or WeChat first.
+    Slow(VerifiedToken, SentBy),
+}
+
+impl<St: TokenStore> Shared<St> {
+    fn authenticate(&self, headers: &http::HeaderMap) -> Step {
+        let (token, sent_by) = match source::find(headers, &self.sources, &self.cookie.name) {
+            Ok(Some(found)) => found,
+            Ok(None) => return Step::Anonymous,
+            Err(error) => return Step::Refused(error),
+        };
+        let verified = match self.tokens.verify(token) {
+            Ok(verified) => verified,
+            Err(error) => return Step::Refused(error),
+        };
+        match self.cache.store().get(&verified.sid).now_or_never() {
+            Some(Ok(Some(record))) if !self.cache.needs_upstream(&record) => {
+                let (user, reissue) = self.admit(record, verified, sent_by);
+                Step::Ready(user, reissue)
+            }
+            Some(Ok(None)) => Step::Refused(AuthError::SessionExpired),
+            Some(Err(error)) => Step::Refused(SessionError::Store(error).into()),
+            _ => Step::Slow(verified, sent_by),
+        }
+    }
+
+    /// The user for a live session, and a re-issued token if this one nears its end.
+    fn admit(
+        &self,
+        record: Arc<SessionRecord>,
+        verified: VerifiedToken,
+        sent_by: SentBy,
+    ) -> (WeChatUser, Option<Reissue>) {
+        let reissue = if self.tokens.should_reissue(verified.exp, record.expires_at) {
+            self.reissue(&record, sent_by)
+        } else {
+            None
+        };
+        tracing::trace!(sid = %record.sid, outcome = "authenticated", reissued = reissue.is_some());
+        (WeChatUser::new(record, Arc::clone(&self.upstream)), reissue)
+    }
+
+    fn reissue(&self, record: &SessionRecord, sent_by: SentBy) -> Option<Reissue> {
+        let issued = match self.tokens.issue(record) {
+            Ok(issued) => issued,
+            Err(error) => {
+                tracing::error!(%error, "could not re-issue a session token");
+                return None;
+            }
+        };
+        tracing::debug!(sid = %record.sid, outcome = "reissued", "session token re-issued");
+        match sent_by {
+            SentBy::Cookie => Some(Reissue {
+                name: SET_COOKIE,
+                value: self.cookie.set(&issued.token, issued.expires_in)?,
+            }),
+            SentBy::Header => Some(Reissue {
+                name: REISSUED_TOKEN_HEADER,
+                value: HeaderValue::try_from(issued.token).ok()?,
+            }),
+        }
+    }
+}
+
+impl<S, St, R, ReqB, ResB> Service<Request<ReqB>> for WeChatAuth<S, St, R>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    St: TokenStore,
+    R: RejectionResponse<ResB>,
+    ReqB: Send + 'static,
+    ResB: Send + 'static,
+{
+    type Response = Response<ResB>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResB, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqB>) -> Self::Future {
+        let shared = &self.layer.shared;
+        match shared.authenticate(request.headers()) {
+            Step::Ready(user, reissue) => {
+                request.extensions_mut().insert(user);
+                ResponseFuture::inner(self.inner.call(request), reissue)
+            }
+            Step::Anonymous => match self.layer.mode {
+                Mode::Required => self.refuse(request, AuthError::MissingToken),
+                Mode::Optional => {
+                    request.extensions_mut().insert(Anonymous);
+                    ResponseFuture::inner(self.inner.call(request), None)
+                }
+            },
+            Step::Refused(error) => self.refuse(request, error),
+            Step::Slow(verified, sent_by) => self.slow(request, verified, sent_by),
+        }
+    }
+}
+
+impl<S, St: TokenStore, R> WeChatAuth<S, St, R> {
+    /// Required mode answers the rejection; optional mode hands the error to the extractor.
+    fn refuse<ReqB, ResB>(
+        &mut self,
+        mut request: Request<ReqB>,
+        error: AuthError,
+    ) -> ResponseFuture<S::Future, ResB, S::Error>
+    where
+        S: Service<Request<ReqB>, Response = Response<ResB>>,
+        R: RejectionResponse<ResB>,
+    {
+        tracing::debug!(
+            outcome = "rejected",
+            reason = error.code(),
+            "request refused"
+        );
+        match self.layer.mode {
+            Mode::Required => ResponseFuture::rejected(self.layer.rejection.response(&error)),
+            Mode::Optional => {
+                request.extensions_mut().insert(error);
+                ResponseFuture::inner(self.inner.call(request), None)
+            }
+        }
+    }
+
+    fn slow<ReqB, ResB>(
+        &mut self,
+        mut request: Request<ReqB>,
+        verified: VerifiedToken,
+        sent_by: SentBy,
+    ) -> ResponseFuture<S::Future, ResB, S::Error>
+    where
+        S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+        R: RejectionResponse<ResB>,
+        ReqB: Send + 'static,
+        ResB: Send + 'static,
+    {
+        // The service that was polled ready is the one that is called.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let layer = self.layer.clone();
+        ResponseFuture::slow(Box::pin(async move {
+            let shared = &layer.shared;
+            match shared.cache.session(&verified.sid).await {
+                Ok(record) => {
+                    let (user, reissue) = shared.admit(record, verified, sent_by);
+                    request.extensions_mut().insert(user);
+                    let mut response = inner.call(request).await?;
+                    if let Some(reissue) = reissue {
+                        reissue.apply(response.headers_mut());
+                    }
+                    Ok(response)
+                }
+                Err(error) => {
+                    let error = AuthError::from(error);
+                    tracing::debug!(sid = %verified.sid, outcome = "rejected", reason = error.code(), "session refused");
+                    match layer.mode {
+                        Mode::Required => Ok(layer.rejection.response(&error)),
+                        Mode::Optional => {
+                            request.extensions_mut().insert(error);
+                            inner.call(request).await
+                        }
+                    }
+                }
+            }
+        }))
+    }
+}

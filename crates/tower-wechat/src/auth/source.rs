@@ -1,0 +1,262 @@
+//! Where the session token comes from: `Authorization: Bearer`, a cookie, or a named header,
+//! tried in the configured order. Extraction borrows from the request: no allocation.
+
+use http::header::{AUTHORIZATION, COOKIE};
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::rejection::AuthError;
+
+/// The name of the response header that carries a re-issued token to bearer clients.
+pub const REISSUED_TOKEN_HEADER: HeaderName = HeaderName::from_static("x-session-token");
+
+/// A place the session token may be sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenSource {
+    /// `Authorization: Bearer <token>`.
+    Bearer,
+    /// The session cookie (see [`SessionCookie`]).
+    Cookie,
+    /// A custom header holding the bare token.
+    Header(HeaderName),
+}
+
+/// How a token was sent, which decides how a re-issued one is returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SentBy {
+    /// In a header: the new token goes in [`REISSUED_TOKEN_HEADER`].
+    Header,
+    /// In the cookie: the new token goes in `Set-Cookie`.
+    Cookie,
+}
+
+/// `SameSite` for the session cookie.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SameSite {
+    /// `SameSite=Lax` (default): sent on top-level navigations, as the WeChat callback is.
+    Lax,
+    /// `SameSite=Strict`.
+    Strict,
+    /// `SameSite=None` (requires `Secure`).
+    None,
+}
+
+/// The session cookie's attributes. It is always `HttpOnly`.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct SessionCookie {
+    /// Cookie name (default `wechat_session`).
+    pub name: String,
+    /// `Secure` (default true; browsers accept it on `http://localhost`).
+    pub secure: bool,
+    /// `Path` (default `/`).
+    pub path: String,
+    /// `SameSite` (default Lax).
+    pub same_site: SameSite,
+}
+
+impl Default for SessionCookie {
+    fn default() -> Self {
+        Self {
+            name: "wechat_session".into(),
+            secure: true,
+            path: "/".into(),
+            same_site: SameSite::Lax,
+        }
+    }
+}
+
+impl SessionCookie {
+    /// The cookie with a different name.
+    pub fn named(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The cookie with `Secure` on or off.
+    pub fn secure(mut self, secure: bool) -> Self {
+        self.secure = secure;
+        self
+    }
+
+    /// `Set-Cookie` value holding `token` for `max_age` seconds.
+    pub fn set(&self, token: &str, max_age: u64) -> Option<HeaderValue> {
+        HeaderValue::try_from(self.render(token, max_age)).ok()
+    }
+
+    /// `Set-Cookie` value that deletes the cookie.
+    pub fn clear(&self) -> Option<HeaderValue> {
+        HeaderValue::try_from(self.render("", 0)).ok()
+    }
+
+    fn render(&self, value: &str, max_age: u64) -> String {
+        let same_site = match self.same_site {
+            SameSite::Lax => "Lax",
+            SameSite::Strict => "Strict",
+            SameSite::None => "None",
+        };
+        let secure = if self.secure { "; Secure" } else { "" };
+        format!(
+            "{}={value}; Path={}; Max-Age={max_age}; HttpOnly; SameSite={same_site}{secure}",
+            self.name, self.path
+        )
+    }
+}
+
+/// Finds the token: the first configured source that has one. A source that is present but
+/// malformed (non-UTF-8, empty bearer, repeated header) is an error, not a fallthrough.
+pub(crate) fn find<'a>(
+    headers: &'a HeaderMap,
+    sources: &[TokenSource],
+    cookie_name: &str,
+) -> Result<Option<(&'a str, SentBy)>, AuthError> {
+    for source in sources {
+        let found = match source {
+            TokenSource::Bearer => bearer(headers)?.map(|t| (t, SentBy::Header)),
+            TokenSource::Cookie => cookie(headers, cookie_name)?.map(|t| (t, SentBy::Cookie)),
+            TokenSource::Header(name) => single(headers, name)?.map(|t| (t, SentBy::Header)),
+        };
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
+}
+
+fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a str>, AuthError> {
+    let mut values = headers.get_all(name).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(AuthError::InvalidRequest);
+    }
+    let token = value
+        .to_str()
+        .map_err(|_| AuthError::InvalidRequest)?
+        .trim();
+    if token.is_empty() {
+        return Err(AuthError::InvalidRequest);
+    }
+    Ok(Some(token))
+}
+
+fn bearer(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
+    let Some(value) = single(headers, &AUTHORIZATION)? else {
+        return Ok(None);
+    };
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        // Another scheme (Basic, ...) is not ours: try the next source.
+        return Ok(None);
+    }
+    let token = rest.trim();
+    if token.is_empty() || token.contains(' ') {
+        return Err(AuthError::InvalidRequest);
+    }
+    Ok(Some(token))
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, AuthError> {
+    for value in headers.get_all(COOKIE) {
+        for pair in value.as_bytes().split(|&b| b == b';') {
+            let pair = pair.trim_ascii();
+            let Some(rest) = pair.strip_prefix(name.as_bytes()) else {
+                continue;
+            };
+            let Some(token) = rest.strip_prefix(b"=") else {
+                continue;
+            };
+            let token = std::str::from_utf8(token).map_err(|_| AuthError::InvalidRequest)?;
+            let token = token.trim_matches('"');
+            return if token.is_empty() {
+                Ok(None)
+            } else {
+                Ok(Some(token))
+            };
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_bytes(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    const ALL: [TokenSource; 3] = [
+        TokenSource::Bearer,
+        TokenSource::Cookie,
+        TokenSource::Header(HeaderName::from_static("x-token")),
+    ];
+
+    #[test]
+    fn sources_in_order() {
+        let h = headers(&[
+            ("authorization", b"Bearer abc"),
+            ("cookie", b"a=1; wechat_session=def; b=2"),
+        ]);
+        assert_eq!(
+            find(&h, &ALL, "wechat_session"),
+            Ok(Some(("abc", SentBy::Header)))
+        );
+        let h = headers(&[("cookie", b"a=1; wechat_session=def")]);
+        assert_eq!(
+            find(&h, &ALL, "wechat_session"),
+            Ok(Some(("def", SentBy::Cookie)))
+        );
+        let h = headers(&[("authorization", b"Basic Zm9v"), ("x-token", b"ghi")]);
+        assert_eq!(
+            find(&h, &ALL, "wechat_session"),
+            Ok(Some(("ghi", SentBy::Header)))
+        );
+        let h = headers(&[("cookie", b"wechat_session_other=x")]);
+        assert_eq!(find(&h, &ALL, "wechat_session"), Ok(None));
+        assert_eq!(find(&HeaderMap::new(), &ALL, "wechat_session"), Ok(None));
+    }
+
+    #[test]
+    fn malformed_credentials_are_errors() {
+        for bad in [
+            headers(&[("authorization", b"Bearer ")]),
+            headers(&[("authorization", b"Bearer a b")]),
+            headers(&[("authorization", b"Bearer \xff\xfe")]),
+            headers(&[
+                ("authorization", b"Bearer a"),
+                ("authorization", b"Bearer b"),
+            ]),
+            headers(&[("cookie", b"wechat_session=\xff")]),
+        ] {
+            assert_eq!(
+                find(&bad, &ALL, "wechat_session"),
+                Err(AuthError::InvalidRequest),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn cookies_render() {
+        let c = SessionCookie::default();
+        assert_eq!(
+            c.set("tok", 60).unwrap(),
+            "wechat_session=tok; Path=/; Max-Age=60; HttpOnly; SameSite=Lax; Secure"
+        );
+        assert_eq!(
+            c.secure(false).clear().unwrap(),
+            "wechat_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"
+        );
+    }
+}

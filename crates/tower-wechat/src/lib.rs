@@ -1,0 +1,54 @@
+//! tower middleware for logging users in with WeChat.
+//!
+//! - [`WeChatAuthLayer`]: validates our session token (a JWT: [`SessionTokens`]), keeps the
+//!   user's WeChat tokens fresh through the [`TokenCache`](wechat_token_cache::TokenCache), and
+//!   attaches a [`WeChatUser`] to each request. Generic over `http::Request<B>`: axum, hyper,
+//!   tonic. An ordinary request (valid session, no refresh due) does no I/O and no upstream call,
+//!   and a token verified once is not verified again until it expires.
+//! - [`WeChatUser`]: who is calling; an axum extractor (`FromRequestParts`, and
+//!   `OptionalFromRequestParts` for `Option<WeChatUser>`).
+//! - [`LoginEndpoints`]: code login, Mini Program login, website / Official Account start and
+//!   callback with a self-verifying state, logout and logout-all.
+//! - [`AuthError`]: stable machine codes, RFC 6750 challenges, customizable responses
+//!   ([`RejectionResponse`]).
+//!
+//! ```no_run
+//! use axum::{Json, Router, routing::get};
+//! use tower_wechat::{KeyRing, LoginEndpoints, SigningKey, WeChatAuthLayer, WeChatUser};
+//! use wechat_oauth::{AppId, AppSecret, Client};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = Client::builder(AppId::new("wx123"), AppSecret::new("secret")).build()?;
+//! let keys = KeyRing::new(SigningKey::hs256("k1", b"a secret of at least 32 bytes....")?);
+//! let auth = WeChatAuthLayer::builder(client, keys).build()?;
+//! let login = LoginEndpoints::new(&auth);
+//! let app: Router = Router::new()
+//!     .route("/me", get(|user: WeChatUser| async move { user.openid().to_string() }))
+//!     .merge(login.router())
+//!     .layer(auth.optional());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod auth;
+mod endpoints;
+mod rejection;
+mod state;
+mod token;
+mod user;
+
+pub use auth::{
+    Mode, REISSUED_TOKEN_HEADER, ResponseFuture, SameSite, SessionCookie, TokenSource, WeChatAuth,
+    WeChatAuthBuilder, WeChatAuthLayer,
+};
+pub use endpoints::{LoginEndpoints, LoginFailure, LoginSuccess, WebFlow, WebFlowKind};
+pub use rejection::{AuthError, JsonRejection, RejectionResponse};
+pub use state::{STATE_TTL, StateError, StateSigner};
+pub use token::{
+    Claims, IssuedToken, KeyError, KeyRing, MIN_HS256_SECRET, SessionTokens, SigningKey,
+    TokenConfig, VerifiedToken,
+};
+pub use user::WeChatUser;

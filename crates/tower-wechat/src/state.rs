@@ -1,0 +1,149 @@
+//! The OAuth `state` for browser flows, verifiable without a cookie.
+//!
+//! WeChat's in-app browser loses cookies between the redirect and the callback, so the state
+//! proves itself: `{unix time: 10 digits}{nonce: 16 hex}{HMAC-SHA256 truncated to 128 bits: 32
+//! hex}` — 58 characters of `[A-Za-z0-9]`, within WeChat's 128, valid for 10 minutes.
+
+use std::fmt;
+use std::time::{Duration, UNIX_EPOCH};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+use wechat_oauth::State;
+use wechat_token_cache::SharedClock;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// How long a state is accepted.
+pub const STATE_TTL: Duration = Duration::from_secs(600);
+/// Tolerated clock skew between instances for a state's timestamp.
+const SKEW: u64 = 60;
+
+/// Why a callback's state was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// Not a state we issued (wrong shape or MAC).
+    #[error("invalid state")]
+    Invalid,
+    /// Older than ten minutes.
+    #[error("the login took too long; start again")]
+    Expired,
+}
+
+/// Issues and verifies states. Several instances verifying each other's states need the same
+/// secret.
+#[derive(Clone)]
+pub struct StateSigner {
+    key: [u8; 32],
+    clock: SharedClock,
+}
+
+impl fmt::Debug for StateSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateSigner").finish_non_exhaustive()
+    }
+}
+
+impl StateSigner {
+    /// A signer whose key is derived from `secret` (e.g. the session signing secret).
+    pub fn from_secret(secret: &[u8], clock: SharedClock) -> Self {
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(secret).expect("HMAC takes any key");
+        mac.update(b"tower-wechat oauth state v1");
+        Self {
+            key: mac.finalize().into_bytes().into(),
+            clock,
+        }
+    }
+
+    /// A signer with a random key: states verify only in this process.
+    pub fn random(clock: SharedClock) -> Self {
+        Self {
+            key: rand::random(),
+            clock,
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.clock
+            .now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    }
+
+    fn mac(&self, payload: &str) -> String {
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.key).expect("HMAC takes any key");
+        mac.update(payload.as_bytes());
+        hex(&mac.finalize().into_bytes()[..16])
+    }
+
+    /// A new state.
+    pub fn issue(&self) -> State {
+        let nonce: [u8; 8] = rand::random();
+        let payload = format!("{:010}{}", self.now(), hex(&nonce));
+        let state = format!("{payload}{}", self.mac(&payload));
+        State::new(state).expect("10 digits + 48 hex characters is a valid state")
+    }
+
+    /// Checks a state from a callback.
+    pub fn verify(&self, state: &str) -> Result<(), StateError> {
+        if state.len() != 58 || !state.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(StateError::Invalid);
+        }
+        let (payload, mac) = state.split_at(26);
+        if !bool::from(self.mac(payload).as_bytes().ct_eq(mac.as_bytes())) {
+            return Err(StateError::Invalid);
+        }
+        let issued: u64 = payload[..10].parse().map_err(|_| StateError::Invalid)?;
+        let now = self.now();
+        if issued > now + SKEW {
+            return Err(StateError::Invalid);
+        }
+        if now.saturating_sub(issued) > STATE_TTL.as_secs() {
+            return Err(StateError::Expired);
+        }
+        Ok(())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 15) as usize] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use wechat_token_cache::ManualClock;
+
+    #[test]
+    fn states_verify_expire_and_resist_tampering() {
+        let clock = ManualClock::starting_now();
+        let signer = StateSigner::from_secret(b"secret", Arc::new(clock.clone()));
+        let state = signer.issue();
+        assert_eq!(state.as_str().len(), 58);
+        assert_eq!(signer.verify(state.as_str()), Ok(()));
+        // Another instance with the same secret accepts it; another secret does not.
+        let twin = StateSigner::from_secret(b"secret", Arc::new(clock.clone()));
+        assert_eq!(twin.verify(state.as_str()), Ok(()));
+        let stranger = StateSigner::from_secret(b"other", Arc::new(clock.clone()));
+        assert_eq!(stranger.verify(state.as_str()), Err(StateError::Invalid));
+        // Tampered timestamp.
+        let mut forged = state.as_str().to_owned();
+        forged.replace_range(0..1, if &forged[0..1] == "1" { "2" } else { "1" });
+        assert_eq!(signer.verify(&forged), Err(StateError::Invalid));
+        for junk in ["", "abc", &"a".repeat(58), &"é".repeat(29)] {
+            assert_eq!(signer.verify(junk), Err(StateError::Invalid));
+        }
+        clock.advance(STATE_TTL + Duration::from_secs(1));
+        assert_eq!(signer.verify(state.as_str()), Err(StateError::Expired));
+    }
+}

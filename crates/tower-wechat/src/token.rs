@@ -1,0 +1,522 @@
+//! Our own session tokens: what the client holds instead of WeChat's tokens.
+//!
+//! A token is a JWT signed with one key of a [`KeyRing`] (the current key signs; previous keys
+//! still verify, found by `kid`), with claims `sid`, `sub` (openid), `iss`, `aud`, `iat`, `exp`
+//! and optional `uid` (unionid). Each key accepts exactly its own algorithm, so `alg: none` and
+//! algorithm confusion are rejected. Validation objects are built once. Expiry is checked with
+//! our clock (with a small leeway), and a token string that verified once is remembered until it
+//! expires, so the hot path does not verify the same signature on every request.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use moka::sync::Cache;
+use serde::{Deserialize, Serialize};
+use wechat_token_cache::{SessionId, SessionRecord, SharedClock};
+
+use crate::rejection::AuthError;
+
+/// The shortest HS256 secret accepted, in bytes.
+pub const MIN_HS256_SECRET: usize = 32;
+
+/// Why a key could not be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// An HS256 secret shorter than [`MIN_HS256_SECRET`] bytes.
+    #[error("an HS256 secret must be at least {MIN_HS256_SECRET} bytes")]
+    SecretTooShort,
+    /// A PEM key could not be parsed.
+    #[error("the key could not be parsed: {0}")]
+    InvalidKey(String),
+    /// A key id is empty or used twice in one ring.
+    #[error("key ids must be non-empty and unique")]
+    BadKeyId,
+}
+
+/// One signing key with its id and algorithm.
+#[derive(Clone)]
+pub struct SigningKey {
+    kid: String,
+    algorithm: Algorithm,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// An HMAC-SHA256 key (the default). Refuses secrets shorter than 32 bytes.
+    pub fn hs256(kid: impl Into<String>, secret: &[u8]) -> Result<Self, KeyError> {
+        if secret.len() < MIN_HS256_SECRET {
+            return Err(KeyError::SecretTooShort);
+        }
+        Self::new(
+            kid,
+            Algorithm::HS256,
+            EncodingKey::from_secret(secret),
+            DecodingKey::from_secret(secret),
+        )
+    }
+
+    /// An Ed25519 (EdDSA) key pair from PEM.
+    pub fn ed25519_pem(
+        kid: impl Into<String>,
+        private_pem: &[u8],
+        public_pem: &[u8],
+    ) -> Result<Self, KeyError> {
+        let bad = |e: jsonwebtoken::errors::Error| KeyError::InvalidKey(e.to_string());
+        Self::new(
+            kid,
+            Algorithm::EdDSA,
+            EncodingKey::from_ed_pem(private_pem).map_err(bad)?,
+            DecodingKey::from_ed_pem(public_pem).map_err(bad)?,
+        )
+    }
+
+    /// An RSA (RS256) key pair from PEM.
+    pub fn rs256_pem(
+        kid: impl Into<String>,
+        private_pem: &[u8],
+        public_pem: &[u8],
+    ) -> Result<Self, KeyError> {
+        let bad = |e: jsonwebtoken::errors::Error| KeyError::InvalidKey(e.to_string());
+        Self::new(
+            kid,
+            Algorithm::RS256,
+            EncodingKey::from_rsa_pem(private_pem).map_err(bad)?,
+            DecodingKey::from_rsa_pem(public_pem).map_err(bad)?,
+        )
+    }
+
+    fn new(
+        kid: impl Into<String>,
+        algorithm: Algorithm,
+        encoding: EncodingKey,
+        decoding: DecodingKey,
+    ) -> Result<Self, KeyError> {
+        let kid = kid.into();
+        if kid.is_empty() {
+            return Err(KeyError::BadKeyId);
+        }
+        Ok(Self {
+            kid,
+            algorithm,
+            encoding,
+            decoding,
+        })
+    }
+
+    /// The key id (`kid`).
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+}
+
+/// The keys: the current one signs, previous ones still verify (for rotation).
+#[derive(Clone, Debug)]
+pub struct KeyRing {
+    current: SigningKey,
+    previous: Vec<SigningKey>,
+}
+
+impl KeyRing {
+    /// A ring with one key.
+    pub fn new(current: SigningKey) -> Self {
+        Self {
+            current,
+            previous: Vec::new(),
+        }
+    }
+
+    /// Also accept tokens signed by `key` (a key being rotated out).
+    pub fn with_previous(mut self, key: SigningKey) -> Self {
+        self.previous.push(key);
+        self
+    }
+}
+
+/// The claims of a session token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The session id.
+    pub sid: String,
+    /// The user's openid.
+    pub sub: String,
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+    /// Issued at (Unix seconds).
+    pub iat: u64,
+    /// Expires at (Unix seconds).
+    pub exp: u64,
+    /// The user's unionid, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+}
+
+/// A freshly issued session token.
+#[derive(Clone)]
+pub struct IssuedToken {
+    /// The token (a credential: give it only to its owner).
+    pub token: String,
+    /// When it expires.
+    pub expires_at: SystemTime,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+}
+
+impl fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("token", &"[redacted]")
+            .field("expires_in", &self.expires_in)
+            .finish()
+    }
+}
+
+/// Settings of session tokens.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct TokenConfig {
+    /// `iss` (default `"wechat-login"`).
+    pub issuer: String,
+    /// `aud` (default `"wechat-login"`).
+    pub audience: String,
+    /// Lifetime of a token (default 7 days), never beyond the session's own end.
+    pub ttl: Duration,
+    /// Re-issue a token on use once it has less than this left (default 3.5 days).
+    pub reissue_before: Duration,
+    /// Clock skew tolerated on `exp` and `iat` (default 30 s).
+    pub leeway: Duration,
+    /// Longer tokens are refused unparsed (default 4096 bytes).
+    pub max_len: usize,
+    /// How many verified token strings are remembered (default 100,000).
+    pub verified_capacity: u64,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "wechat-login".into(),
+            audience: "wechat-login".into(),
+            ttl: Duration::from_secs(7 * 24 * 3600),
+            reissue_before: Duration::from_secs(84 * 3600),
+            leeway: Duration::from_secs(30),
+            max_len: 4096,
+            verified_capacity: 100_000,
+        }
+    }
+}
+
+/// What a verified token says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerifiedToken {
+    /// The session.
+    pub sid: SessionId,
+    /// Expiry (Unix seconds).
+    pub exp: u64,
+}
+
+struct VerifyingKey {
+    algorithm: Algorithm,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+/// Issues and verifies session tokens. Cheap to share (`Arc`).
+pub struct SessionTokens {
+    signing: SigningKey,
+    verifying: HashMap<String, VerifyingKey>,
+    config: TokenConfig,
+    clock: SharedClock,
+    verified: Cache<Box<str>, VerifiedToken>,
+}
+
+impl fmt::Debug for SessionTokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionTokens")
+            .field("signing_kid", &self.signing.kid)
+            .field("verifying_kids", &self.verifying.keys().collect::<Vec<_>>())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unix(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl SessionTokens {
+    /// Builds the verifier and issuer for a key ring. Fails if key ids repeat.
+    pub fn new(keys: KeyRing, config: TokenConfig, clock: SharedClock) -> Result<Self, KeyError> {
+        let mut verifying = HashMap::new();
+        for key in std::iter::once(&keys.current).chain(&keys.previous) {
+            let mut validation = Validation::new(key.algorithm);
+            validation.algorithms = vec![key.algorithm];
+            // Expiry is checked against our clock, not jsonwebtoken's system clock.
+            validation.validate_exp = false;
+            validation.validate_nbf = false;
+            validation.leeway = 0;
+            validation.set_issuer(&[&config.issuer]);
+            validation.set_audience(&[&config.audience]);
+            validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+            let entry = VerifyingKey {
+                algorithm: key.algorithm,
+                decoding: key.decoding.clone(),
+                validation,
+            };
+            if verifying.insert(key.kid.clone(), entry).is_some() {
+                return Err(KeyError::BadKeyId);
+            }
+        }
+        Ok(Self {
+            signing: keys.current,
+            verifying,
+            verified: Cache::builder()
+                .max_capacity(config.verified_capacity)
+                .time_to_live(Duration::from_secs(600))
+                .build(),
+            config,
+            clock,
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &TokenConfig {
+        &self.config
+    }
+
+    /// Issues a token for a session: valid for the configured lifetime, but never beyond the
+    /// session's end.
+    pub fn issue(&self, record: &SessionRecord) -> Result<IssuedToken, KeyError> {
+        let now = self.clock.now();
+        let expires_at = (now + self.config.ttl).min(record.expires_at);
+        let claims = Claims {
+            sid: record.sid.to_string(),
+            sub: record.openid.to_string(),
+            iss: self.config.issuer.clone(),
+            aud: self.config.audience.clone(),
+            iat: unix(now),
+            exp: unix(expires_at),
+            uid: record.unionid.as_ref().map(ToString::to_string),
+        };
+        let mut header = Header::new(self.signing.algorithm);
+        header.kid = Some(self.signing.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &self.signing.encoding)
+            .map_err(|e| KeyError::InvalidKey(e.to_string()))?;
+        Ok(IssuedToken {
+            token,
+            expires_at,
+            expires_in: expires_at
+                .duration_since(now)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        })
+    }
+
+    /// Verifies a token: our key (by `kid`), its algorithm, signature, issuer, audience, and
+    /// expiry by our clock. Never touches the session store.
+    pub fn verify(&self, token: &str) -> Result<VerifiedToken, AuthError> {
+        if token.len() > self.config.max_len {
+            return Err(AuthError::InvalidRequest);
+        }
+        let now = unix(self.clock.now());
+        let leeway = self.config.leeway.as_secs();
+        if let Some(known) = self.verified.get(token) {
+            if known.exp + leeway <= now {
+                self.verified.invalidate(token);
+                return Err(AuthError::TokenExpired);
+            }
+            return Ok(known);
+        }
+        let verified = self.verify_signature(token, now, leeway)?;
+        self.verified.insert(token.into(), verified);
+        Ok(verified)
+    }
+
+    fn verify_signature(
+        &self,
+        token: &str,
+        now: u64,
+        leeway: u64,
+    ) -> Result<VerifiedToken, AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::InvalidToken)?;
+        let key = header
+            .kid
+            .as_deref()
+            .and_then(|kid| self.verifying.get(kid))
+            .ok_or(AuthError::InvalidToken)?;
+        if header.alg != key.algorithm {
+            return Err(AuthError::InvalidToken);
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &key.validation)
+            .map_err(|_| AuthError::InvalidToken)?;
+        let claims = data.claims;
+        if claims.exp + leeway <= now {
+            return Err(AuthError::TokenExpired);
+        }
+        if claims.iat > now + leeway {
+            return Err(AuthError::InvalidToken);
+        }
+        let sid = claims.sid.parse().map_err(|_| AuthError::InvalidToken)?;
+        Ok(VerifiedToken {
+            sid,
+            exp: claims.exp,
+        })
+    }
+
+    /// Whether a token expiring at `exp` should be re-issued now, for a session ending at
+    /// `session_end`: it is within the re-issue window and a new one would live longer.
+    pub(crate) fn should_reissue(&self, exp: u64, session_end: SystemTime) -> bool {
+        let now = unix(self.clock.now());
+        exp.saturating_sub(now) < self.config.reissue_before.as_secs() && unix(session_end) > exp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use wechat_token_cache::{ManualClock, conformance::sample_record};
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn tokens(clock: &ManualClock, keys: KeyRing) -> SessionTokens {
+        SessionTokens::new(keys, TokenConfig::default(), Arc::new(clock.clone())).unwrap()
+    }
+
+    fn ring() -> KeyRing {
+        KeyRing::new(SigningKey::hs256("k1", SECRET).unwrap())
+    }
+
+    #[test]
+    fn short_secrets_and_duplicate_kids_are_refused() {
+        assert_eq!(
+            SigningKey::hs256("k", b"short").unwrap_err(),
+            KeyError::SecretTooShort
+        );
+        let clock = ManualClock::starting_now();
+        let dup = ring().with_previous(SigningKey::hs256("k1", &[7; 32]).unwrap());
+        assert!(SessionTokens::new(dup, TokenConfig::default(), Arc::new(clock)).is_err());
+    }
+
+    #[test]
+    fn issue_then_verify_and_expire_by_our_clock() {
+        let clock = ManualClock::starting_now();
+        let tokens = tokens(&clock, ring());
+        let record = sample_record(&clock, "wx", "alice");
+        let issued = tokens.issue(&record).unwrap();
+        // Capped by the session's end (one day for the sample record).
+        assert_eq!(issued.expires_in, 86_400);
+        let verified = tokens.verify(&issued.token).unwrap();
+        assert_eq!(verified.sid, record.sid);
+        // Cached: still verified, and still expires by the clock.
+        assert_eq!(tokens.verify(&issued.token).unwrap(), verified);
+        clock.advance(Duration::from_secs(86_400 + 31));
+        assert_eq!(tokens.verify(&issued.token), Err(AuthError::TokenExpired));
+        // Uncached path expires too.
+        let other = self::tokens(&clock, ring());
+        assert_eq!(other.verify(&issued.token), Err(AuthError::TokenExpired));
+    }
+
+    #[test]
+    fn rotation_accepts_previous_keys_and_signs_with_the_current_one() {
+        let clock = ManualClock::starting_now();
+        let record = sample_record(&clock, "wx", "alice");
+        let old = tokens(&clock, ring()).issue(&record).unwrap();
+        let rotated = KeyRing::new(SigningKey::hs256("k2", &[9; 32]).unwrap())
+            .with_previous(SigningKey::hs256("k1", SECRET).unwrap());
+        let tokens = tokens(&clock, rotated);
+        assert!(tokens.verify(&old.token).is_ok());
+        let new = tokens.issue(&record).unwrap();
+        let header = jsonwebtoken::decode_header(&new.token).unwrap();
+        assert_eq!(header.kid.as_deref(), Some("k2"));
+        // Once k1 is dropped, its tokens fail.
+        let dropped = self::tokens(
+            &clock,
+            KeyRing::new(SigningKey::hs256("k2", &[9; 32]).unwrap()),
+        );
+        assert_eq!(dropped.verify(&old.token), Err(AuthError::InvalidToken));
+    }
+
+    #[test]
+    fn forged_and_odd_tokens_are_refused() {
+        let clock = ManualClock::starting_now();
+        let tokens = tokens(&clock, ring());
+        let record = sample_record(&clock, "wx", "alice");
+        let good = tokens.issue(&record).unwrap().token;
+        let mut parts: Vec<&str> = good.split('.').collect();
+        // alg none, with and without a signature.
+        let none_header = base64_url(r#"{"alg":"none","typ":"JWT","kid":"k1"}"#);
+        parts[0] = &none_header;
+        assert_eq!(
+            tokens.verify(&format!("{}.{}.", parts[0], parts[1])),
+            Err(AuthError::InvalidToken)
+        );
+        assert_eq!(
+            tokens.verify(&parts.join(".")),
+            Err(AuthError::InvalidToken)
+        );
+        // Tampered payload.
+        let mut tampered = good.clone().into_bytes();
+        let at = good.find('.').unwrap() + 5;
+        tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
+        assert_eq!(
+            tokens.verify(std::str::from_utf8(&tampered).unwrap()),
+            Err(AuthError::InvalidToken)
+        );
+        // Wrong audience.
+        let other_aud = SessionTokens::new(
+            ring(),
+            TokenConfig {
+                audience: "someone-else".into(),
+                ..TokenConfig::default()
+            },
+            Arc::new(clock.clone()),
+        )
+        .unwrap()
+        .issue(&record)
+        .unwrap()
+        .token;
+        assert_eq!(tokens.verify(&other_aud), Err(AuthError::InvalidToken));
+        // HS384 with the same secret (algorithm confusion within the family).
+        let mut header = Header::new(Algorithm::HS384);
+        header.kid = Some("k1".into());
+        let claims = jsonwebtoken::decode::<Claims>(&good, &DecodingKey::from_secret(SECRET), &{
+            let mut v = Validation::new(Algorithm::HS256);
+            v.set_audience(&["wechat-login"]);
+            v
+        })
+        .unwrap()
+        .claims;
+        let hs384 =
+            jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(SECRET)).unwrap();
+        assert_eq!(tokens.verify(&hs384), Err(AuthError::InvalidToken));
+        // Garbage and oversize.
+        for junk in ["", "a.b.c", "not a token", "....", "eyJhbGciOiJIUzI1NiJ9"] {
+            assert_eq!(tokens.verify(junk), Err(AuthError::InvalidToken), "{junk}");
+        }
+        assert_eq!(
+            tokens.verify(&"a".repeat(5000)),
+            Err(AuthError::InvalidRequest)
+        );
+    }
+
+    fn base64_url(s: &str) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+    }
+}

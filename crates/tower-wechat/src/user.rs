@@ -1,0 +1,168 @@
+//! [`WeChatUser`]: who is calling, as the layer attaches it to each request, and the axum
+//! extractors that read it.
+//!
+//! `WeChatUser` as an extractor answers 401 when there is no user and 500 (`missing_layer`)
+//! when no layer runs in front of the handler; `Option<WeChatUser>` is `None` when no
+//! credentials were sent and an error when bad ones were.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use wechat_oauth::{AccessToken, AppId, Lang, OpenId, Scopes, UnionId, UserInfo};
+use wechat_token_cache::{CallError, SessionId, SessionRecord, TokenCache, TokenStore, UserKey};
+
+/// Calls WeChat for a user through the token cache (object-safe, so `WeChatUser` is not generic
+/// over the store).
+pub(crate) trait Upstream: Send + Sync + 'static {
+    fn userinfo(
+        &self,
+        sid: SessionId,
+        lang: Lang,
+    ) -> BoxFuture<'static, Result<UserInfo, CallError>>;
+    fn access_token(&self, sid: SessionId) -> BoxFuture<'static, Result<AccessToken, CallError>>;
+}
+
+impl<S: TokenStore> Upstream for TokenCache<S> {
+    fn userinfo(
+        &self,
+        sid: SessionId,
+        lang: Lang,
+    ) -> BoxFuture<'static, Result<UserInfo, CallError>> {
+        let cache = self.clone();
+        Box::pin(async move { cache.userinfo(&sid, lang).await })
+    }
+
+    fn access_token(&self, sid: SessionId) -> BoxFuture<'static, Result<AccessToken, CallError>> {
+        let cache = self.clone();
+        Box::pin(async move {
+            let record = cache.fresh(&sid, Duration::from_secs(60)).await?;
+            record
+                .access_token()
+                .map(|(token, _)| token.clone())
+                .ok_or(CallError::NotPermitted)
+        })
+    }
+}
+
+/// The authenticated WeChat user of a request. Cheap to clone (two `Arc`s).
+#[derive(Clone)]
+pub struct WeChatUser {
+    record: Arc<SessionRecord>,
+    upstream: Arc<dyn Upstream>,
+}
+
+impl fmt::Debug for WeChatUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WeChatUser")
+            .field("openid", &self.record.openid)
+            .field("unionid", &self.record.unionid)
+            .field("scopes", &self.record.scopes)
+            .field("session_id", &self.record.sid)
+            .field("snapshot_user", &self.record.snapshot_user)
+            .finish()
+    }
+}
+
+impl WeChatUser {
+    pub(crate) fn new(record: Arc<SessionRecord>, upstream: Arc<dyn Upstream>) -> Self {
+        Self { record, upstream }
+    }
+
+    /// The user within the application.
+    pub fn openid(&self) -> &OpenId {
+        &self.record.openid
+    }
+
+    /// The user across bound applications, when WeChat sent it.
+    pub fn unionid(&self) -> Option<&UnionId> {
+        self.record.unionid.as_ref()
+    }
+
+    /// The application.
+    pub fn appid(&self) -> &AppId {
+        &self.record.appid
+    }
+
+    /// The granted scopes.
+    pub fn scopes(&self) -> &Scopes {
+        &self.record.scopes
+    }
+
+    /// This login's session id.
+    pub fn session_id(&self) -> SessionId {
+        self.record.sid
+    }
+
+    /// Whether this is WeChat's "snapshot mode" virtual user (its ids are not the real user's).
+    pub fn is_snapshot_user(&self) -> bool {
+        self.record.snapshot_user
+    }
+
+    /// The user as a key for logout-all.
+    pub fn user_key(&self) -> UserKey {
+        self.record.user()
+    }
+
+    /// The user's WeChat profile (`/sns/userinfo`) with a fresh token, refreshing and retrying
+    /// once if WeChat refuses the token. [`CallError::NotPermitted`] for `snsapi_base` grants,
+    /// snapshot users and Mini Program sessions.
+    pub async fn userinfo(&self, lang: Lang) -> Result<UserInfo, CallError> {
+        self.upstream.userinfo(self.record.sid, lang).await
+    }
+
+    /// A WeChat access token valid for at least a minute, for calling other WeChat APIs on the
+    /// user's behalf. Keep it on the server.
+    pub async fn access_token(&self) -> Result<AccessToken, CallError> {
+        self.upstream.access_token(self.record.sid).await
+    }
+}
+
+/// Put in the request's extensions by an optional-mode layer when no credentials were sent.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Anonymous;
+
+#[cfg(feature = "axum")]
+mod extract {
+    use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
+    use http::request::Parts;
+
+    use super::{Anonymous, WeChatUser};
+    use crate::rejection::AuthError;
+
+    fn lookup(parts: &Parts) -> Result<Option<WeChatUser>, AuthError> {
+        if let Some(user) = parts.extensions.get::<WeChatUser>() {
+            return Ok(Some(user.clone()));
+        }
+        if let Some(error) = parts.extensions.get::<AuthError>() {
+            return Err(error.clone());
+        }
+        if parts.extensions.get::<Anonymous>().is_some() {
+            return Ok(None);
+        }
+        Err(AuthError::MissingLayer)
+    }
+
+    impl<S: Send + Sync> FromRequestParts<S> for WeChatUser {
+        type Rejection = AuthError;
+
+        async fn from_request_parts(
+            parts: &mut Parts,
+            _state: &S,
+        ) -> Result<Self, Self::Rejection> {
+            lookup(parts)?.ok_or(AuthError::MissingToken)
+        }
+    }
+
+    impl<S: Send + Sync> OptionalFromRequestParts<S> for WeChatUser {
+        type Rejection = AuthError;
+
+        async fn from_request_parts(
+            parts: &mut Parts,
+            _state: &S,
+        ) -> Result<Option<Self>, Self::Rejection> {
+            lookup(parts)
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! The layer and the extractors in process (no sockets between app and layer): modes, the
+//! `Option<WeChatUser>` contract, a missing layer, custom rejections, non-axum services.
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::get;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use tower::{ServiceBuilder, ServiceExt, service_fn};
+use tower_wechat::{
+    AuthError, KeyRing, LoginEndpoints, RejectionResponse, SigningKey, WeChatAuthLayer, WeChatUser,
+};
+use wechat_mock::{MockConfig, MockGrant, MockWeChat};
+use wechat_oauth::{AppId, AppSecret, Client};
+
+async fn layer() -> (WeChatAuthLayer, MockWeChat) {
+    let mock = MockWeChat::start(MockConfig::default()).await.unwrap();
+    let client = Client::builder(AppId::new(mock.appid()), AppSecret::new(mock.secret()))
+        .api_base(mock.base_url())
+        .build()
+        .unwrap();
+    let keys = KeyRing::new(SigningKey::hs256("k1", &[42; 32]).unwrap());
+    (
+        WeChatAuthLayer::builder(client, keys).build().unwrap(),
+        mock,
+    )
+}
+
+async fn token(layer: &WeChatAuthLayer, mock: &MockWeChat) -> String {
+    let code = mock.mint_code(MockGrant::default());
+    LoginEndpoints::new(layer)
+        .login(&code)
+        .await
+        .unwrap()
+        .token
+        .token
+}
+
+fn app(layer: WeChatAuthLayer) -> Router {
+    Router::new()
+        .route(
+            "/required",
+            get(|user: WeChatUser| async move { user.openid().to_string() }),
+        )
+        .route(
+            "/optional",
+            get(|user: Option<WeChatUser>| async move {
+                user.map_or("anonymous".to_owned(), |u| u.openid().to_string())
+            }),
+        )
+        .layer(layer)
+}
+
+async fn call(app: Router, path: &str, token: Option<&str>) -> (StatusCode, String) {
+    let mut request = Request::get(path);
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let response = app
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn optional_mode_follows_the_extractor_contract() {
+    let (layer, mock) = layer().await;
+    let token = token(&layer, &mock).await;
+    let app = app(layer.optional());
+    assert_eq!(
+        call(app.clone(), "/optional", None).await,
+        (StatusCode::OK, "anonymous".into())
+    );
+    let (status, body) = call(app.clone(), "/optional", Some("forged")).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "bad credentials are an error: {body}"
+    );
+    assert!(body.contains("invalid_token"));
+    let (status, body) = call(app.clone(), "/optional", Some(&token)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.starts_with('o'));
+    let (status, body) = call(app, "/required", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("missing_token"));
+}
+
+#[tokio::test]
+async fn required_mode_refuses_before_the_handler() {
+    let (layer, mock) = layer().await;
+    let token = token(&layer, &mock).await;
+    let app = app(layer.required());
+    assert_eq!(
+        call(app.clone(), "/optional", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call(app.clone(), "/optional", Some(&token)).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_missing_layer_is_a_500_that_says_so() {
+    let app = Router::new().route("/me", get(|_: WeChatUser| async { "unreachable" }));
+    let (status, body) = call(app, "/me", None).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        body.contains("missing_layer") && body.contains("WeChatAuthLayer"),
+        "{body}"
+    );
+}
+
+#[derive(Clone)]
+struct Teapot;
+
+impl RejectionResponse<Body> for Teapot {
+    fn response(&self, error: &AuthError) -> Response<Body> {
+        let mut response = Response::new(Body::from(format!("no: {}", error.code())));
+        *response.status_mut() = StatusCode::IM_A_TEAPOT;
+        response
+    }
+}
+
+#[tokio::test]
+async fn the_rejection_response_is_customizable_and_the_error_travels_in_extensions() {
+    let (layer, _mock) = layer().await;
+    let app = Router::new()
+        .route("/", get(|| async { "hi" }))
+        .layer(layer.clone().with_rejection_response(Teapot));
+    assert_eq!(
+        call(app, "/", None).await,
+        (StatusCode::IM_A_TEAPOT, "no: missing_token".into())
+    );
+
+    let plain = Router::new()
+        .route("/", get(|| async { "hi" }))
+        .layer(layer);
+    let response = plain
+        .oneshot(Request::get("/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        response.extensions().get::<AuthError>(),
+        Some(&AuthError::MissingToken)
+    );
+    assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
+}
+
+#[tokio::test]
+async fn the_layer_serves_a_plain_tower_service_with_any_body() {
+    let (layer, mock) = layer().await;
+    let token = token(&layer, &mock).await;
+    let service = ServiceBuilder::new().layer(layer).service(service_fn(
+        |request: Request<Full<Bytes>>| async move {
+            let user = request.extensions().get::<WeChatUser>().cloned();
+            Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
+                user.map(|u| u.openid().to_string()).unwrap_or_default(),
+            ))))
+        },
+    ));
+    let request = Request::get("/")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = service.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(body.starts_with(b"o"));
+    let refused = service
+        .oneshot(Request::get("/").body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+}
