@@ -1,0 +1,689 @@
+//! End-to-end: the example server's app and the fake WeChat, over real HTTP on loopback, with a
+//! manual clock moving both.
+
+#[path = "../examples/server/app.rs"]
+#[allow(dead_code)]
+mod app;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, COOKIE, LOCATION, SET_COOKIE};
+use serde_json::{Value, json};
+use wechat_login::oauth::ManualClock;
+use wechat_login::token_cache::{SessionRecord, conformance::sample_record};
+use wechat_login::tower::{KeyRing, SessionTokens, SigningKey, TokenConfig, WeChatAuthLayer};
+use wechat_mock::{Endpoint, Fault, MockConfig, MockWeChat};
+
+const SECRET: &[u8] = b"e2e-session-secret-0123456789abcdef";
+const HOUR: Duration = Duration::from_secs(3600);
+
+struct Server {
+    base: String,
+    mock: MockWeChat,
+    clock: ManualClock,
+    http: reqwest::Client,
+    auth: WeChatAuthLayer,
+}
+
+async fn start() -> Server {
+    start_with(MockConfig::default()).await
+}
+
+async fn start_with(mock_config: MockConfig) -> Server {
+    let clock = ManualClock::starting_now();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = app::build(app::Config {
+        upstream: app::Upstream::Sandbox(mock_config),
+        session_secret: Some(SECRET.to_vec()),
+        public_url: format!("http://{addr}"),
+        clock: Arc::new(clock.clone()),
+    })
+    .await
+    .unwrap();
+    let mock = app.sandbox.clone().unwrap();
+    clock.set(mock.now());
+    tokio::spawn(async move { axum::serve(listener, app.router).await });
+    Server {
+        base: format!("http://{addr}"),
+        mock,
+        clock,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        auth: app.auth,
+    }
+}
+
+impl Server {
+    fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+        self.mock.advance(by);
+    }
+
+    async fn code(&self, openid: &str) -> String {
+        let body: Value = self
+            .http
+            .get(format!("{}/sandbox/code?openid={openid}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["code"].as_str().unwrap().to_owned()
+    }
+
+    async fn post_login(&self, path: &str, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn login(&self, openid: &str) -> String {
+        let code = self.code(openid).await;
+        let (status, body) = self
+            .post_login("/auth/wechat/login", json!({ "code": code }).to_string())
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    async fn get(&self, path: &str, token: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .header(AUTHORIZATION, format!("Bearer {token}"))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn me(&self, token: &str) -> (StatusCode, Value) {
+        let response = self.get("/me", token).await;
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post(&self, path: &str, token: &str) -> StatusCode {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .header(AUTHORIZATION, format!("Bearer {token}"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+}
+
+#[tokio::test]
+async fn login_then_me_then_profile() {
+    let s = start().await;
+    let code = s.code("o_alice").await;
+    let (status, body) = s
+        .post_login("/auth/wechat/login", json!({ "code": code }).to_string())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 7 * 24 * 3600);
+    assert_eq!(body["user"]["openid"], "o_alice");
+    assert_eq!(body["user"]["scope"], json!(["snsapi_userinfo"]));
+    let serialized = body.to_string();
+    assert!(!serialized.contains("access_token") && !serialized.contains("refresh_token"));
+
+    let token = body["token"].as_str().unwrap();
+    let (status, me) = s.me(token).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(me["openid"], "o_alice");
+    assert_eq!(me["session_id"].as_str().unwrap().len(), 22);
+
+    let profile: Value = s.get("/me/profile", token).await.json().await.unwrap();
+    assert_eq!(profile["openid"], "o_alice");
+    assert_eq!(
+        s.http
+            .get(format!("{}/healthz", s.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn mini_program_login() {
+    let s = start().await;
+    let code = s.code("o_mini").await;
+    let (status, body) = s
+        .post_login(
+            "/auth/wechat/miniprogram/login",
+            json!({ "code": code }).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(!body.to_string().contains("session_key"));
+    let (status, me) = s.me(body["token"].as_str().unwrap()).await;
+    assert_eq!(
+        (status, me["openid"].clone()),
+        (StatusCode::OK, json!("o_mini"))
+    );
+    assert_eq!(s.mock.calls(Endpoint::JsCode2Session), 1);
+}
+
+#[tokio::test]
+async fn a_double_submitted_code_gives_the_same_session_and_one_exchange() {
+    let s = start().await;
+    let code = s.code("o_bob").await;
+    let body = json!({ "code": code }).to_string();
+    let (a, b) = tokio::join!(
+        s.post_login("/auth/wechat/login", body.clone()),
+        s.post_login("/auth/wechat/login", body.clone())
+    );
+    let (c_status, c) = s.post_login("/auth/wechat/login", body).await;
+    assert_eq!(
+        (a.0, b.0, c_status),
+        (StatusCode::OK, StatusCode::OK, StatusCode::OK)
+    );
+    let mut sids = Vec::new();
+    for token in [&a.1["token"], &b.1["token"], &c["token"]] {
+        sids.push(s.me(token.as_str().unwrap()).await.1["session_id"].clone());
+    }
+    assert!(sids[0].is_string());
+    assert!(sids.iter().all(|sid| *sid == sids[0]), "{sids:?}");
+    assert_eq!(s.mock.calls(Endpoint::AccessToken), 1);
+}
+
+#[tokio::test]
+async fn rejected_codes_and_malformed_bodies() {
+    let s = start().await;
+    let (status, body) = s
+        .post_login("/auth/wechat/login", json!({ "code": "bogus" }).to_string())
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        body,
+        json!({"error": "invalid_code", "errcode": 40029, "message": body["message"]})
+    );
+    for bad in [
+        "".to_string(),
+        "not json".into(),
+        "{}".into(),
+        r#"{"code": 42}"#.into(),
+        r#"{"code": ""}"#.into(),
+        json!({ "code": "x".repeat(300) }).to_string(),
+        json!({ "code": "has space" }).to_string(),
+        "[1,2,3]".into(),
+    ] {
+        let (status, body) = s.post_login("/auth/wechat/login", bad.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(body["error"], "invalid_request", "{bad}");
+    }
+    let (status, _) = s
+        .post_login("/auth/wechat/login", vec![b'{'; 32 * 1024])
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        s.mock.calls(Endpoint::AccessToken),
+        1,
+        "malformed bodies never reach WeChat"
+    );
+
+    s.mock.inject(Endpoint::AccessToken, Fault::ErrCode(-1), 1);
+    let code = s.code("o_busy").await;
+    let response = s
+        .http
+        .post(format!("{}/auth/wechat/login", s.base))
+        .body(json!({ "code": code }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+}
+
+#[tokio::test]
+async fn an_expired_access_token_is_refreshed_transparently() {
+    let s = start().await;
+    let token = s.login("o_carol").await;
+    s.advance(2 * HOUR + Duration::from_secs(1));
+    let (status, me) = s.me(&token).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(me["openid"], "o_carol");
+    assert_eq!(s.mock.calls(Endpoint::RefreshToken), 1);
+    s.me(&token).await;
+    assert_eq!(
+        s.mock.calls(Endpoint::RefreshToken),
+        1,
+        "refreshed once, then fresh"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_requests_on_an_expired_session_cause_one_refresh() {
+    let s = Arc::new(start().await);
+    let token = Arc::new(s.login("o_dave").await);
+    s.advance(2 * HOUR + Duration::from_secs(1));
+    let mut requests = Vec::new();
+    for _ in 0..1_000 {
+        let (s, token) = (Arc::clone(&s), Arc::clone(&token));
+        requests.push(tokio::spawn(async move { s.me(&token).await.0 }));
+    }
+    for request in requests {
+        assert_eq!(request.await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(s.mock.calls(Endpoint::RefreshToken), 1);
+}
+
+#[tokio::test]
+async fn a_revoked_grant_answers_reauth_required() {
+    let s = start().await;
+    let token = s.login("o_erin").await;
+    s.mock.revoke("o_erin");
+    s.advance(2 * HOUR);
+    let response = s.get("/me", &token).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "reauth_required");
+    assert_eq!(s.me(&token).await.1["error"], "session_expired");
+}
+
+#[tokio::test]
+async fn a_transient_upstream_failure_does_not_log_the_user_out() {
+    let s = start().await;
+    let token = s.login("o_frank").await;
+    s.advance(2 * HOUR);
+    s.mock
+        .inject(Endpoint::RefreshToken, Fault::ErrCode(-1), 10);
+    let response = s.get("/me", &token).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "upstream_unavailable");
+    s.mock.clear_faults();
+    s.advance(Duration::from_secs(61));
+    let (status, _) = s.me(&token).await;
+    assert_eq!(status, StatusCode::OK, "the session survived the outage");
+}
+
+#[tokio::test]
+async fn logout_and_logout_all_reject_tokens_at_once() {
+    let s = start().await;
+    let phone = s.login("o_grace").await;
+    let laptop = s.login("o_grace").await;
+    let tablet = s.login("o_grace").await;
+    let other = s.login("o_heidi").await;
+    assert_eq!(s.me(&phone).await.0, StatusCode::OK);
+
+    assert_eq!(s.post("/auth/logout", &phone).await, StatusCode::NO_CONTENT);
+    let (status, body) = s.me(&phone).await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (StatusCode::UNAUTHORIZED, json!("session_expired"))
+    );
+    assert_eq!(s.me(&laptop).await.0, StatusCode::OK, "other devices stay");
+
+    assert_eq!(
+        s.post("/auth/logout/all", &laptop).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(s.me(&laptop).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(s.me(&tablet).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(s.me(&other).await.0, StatusCode::OK, "other users stay");
+    assert_eq!(
+        s.post("/auth/logout", &phone).await,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn tokens_survive_key_rotation_until_the_old_key_is_dropped() {
+    let s = start().await;
+    let old = s.login("o_ivan").await;
+    let cache = s.auth.cache().clone();
+    let clock = Arc::new(s.clock.clone());
+    let rotated = SessionTokens::new(
+        KeyRing::new(SigningKey::hs256("k2", &[7; 32]).unwrap())
+            .with_previous(SigningKey::hs256("k1", SECRET).unwrap()),
+        TokenConfig::default(),
+        clock.clone(),
+    )
+    .unwrap();
+    let dropped = SessionTokens::new(
+        KeyRing::new(SigningKey::hs256("k2", &[7; 32]).unwrap()),
+        TokenConfig::default(),
+        clock,
+    )
+    .unwrap();
+    let serve = |tokens: SessionTokens| {
+        let layer = WeChatAuthLayer::from_parts(cache.clone(), Arc::new(tokens));
+        let router = axum::Router::new()
+            .route("/me", axum::routing::get(|| async { "ok" }))
+            .layer(layer);
+        async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move { axum::serve(listener, router).await });
+            format!("http://{addr}/me")
+        }
+    };
+    let during = serve(rotated).await;
+    let after = serve(dropped).await;
+    let status = |url: String, token: String| {
+        let http = s.http.clone();
+        async move {
+            http.get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(status(during.clone(), old.clone()).await, StatusCode::OK);
+    assert_eq!(status(after, old).await, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn optional_mode_lets_anonymous_requests_reach_public_routes() {
+    let s = start().await;
+    // The app runs the layer in optional mode: public routes work without a token and even
+    // with a bad one; /me (which requires the user) answers 401.
+    let health = s
+        .http
+        .get(format!("{}/healthz", s.base))
+        .bearer_auth("garbage")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let me = s.http.get(format!("{}/me", s.base)).send().await.unwrap();
+    assert_eq!(me.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(me.json::<Value>().await.unwrap()["error"], "missing_token");
+}
+
+#[tokio::test]
+async fn the_website_flow_sets_a_cookie_and_strips_the_code() {
+    let s = start().await;
+    let start = s
+        .http
+        .get(format!("{}/auth/wechat/web/start", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(start.status(), StatusCode::FOUND);
+    let authorize = start.headers()[LOCATION].to_str().unwrap().to_owned();
+    assert!(authorize.starts_with(&format!("{}/connect/qrconnect?", s.mock.base_url())));
+    assert!(authorize.ends_with("#wechat_redirect"));
+    let url = reqwest::Url::parse(&authorize).unwrap();
+    let param = |name: &str| {
+        url.query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+            .unwrap()
+    };
+    let (redirect_uri, state) = (param("redirect_uri"), param("state"));
+    assert_eq!(state.len(), 58);
+    assert!(state.bytes().all(|b| b.is_ascii_alphanumeric()));
+
+    // The user scans and approves on WeChat's page.
+    let page = s
+        .http
+        .get(url.as_str().trim_end_matches("#wechat_redirect"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let approve = s
+        .http
+        .get(format!("{}/connect/mock/approve", s.mock.base_url()))
+        .query(&[
+            ("redirect_uri", redirect_uri.as_str()),
+            ("state", state.as_str()),
+            ("scope", "snsapi_login"),
+            ("openid", "o_judy"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(approve.status(), StatusCode::FOUND);
+    let callback = approve.headers()[LOCATION].to_str().unwrap().to_owned();
+    assert!(callback.starts_with(&redirect_uri) && callback.contains("code="));
+
+    let done = s.http.get(&callback).send().await.unwrap();
+    assert_eq!(done.status(), StatusCode::FOUND);
+    assert_eq!(
+        done.headers()[LOCATION],
+        "/",
+        "the code is stripped from the URL"
+    );
+    let cookie = done.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    assert!(
+        cookie.starts_with("wechat_session=") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap().to_owned();
+
+    let me = s
+        .http
+        .get(format!("{}/me", s.base))
+        .header(COOKIE, &pair)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), StatusCode::OK);
+    assert_eq!(me.json::<Value>().await.unwrap()["openid"], "o_judy");
+
+    // WeChat calling the callback twice gets the same session; a forged state is refused.
+    assert_eq!(
+        s.http.get(&callback).send().await.unwrap().status(),
+        StatusCode::FOUND
+    );
+    assert_eq!(s.mock.calls(Endpoint::AccessToken), 1);
+    let forged = callback.replace(&state, &"A".repeat(58));
+    let refused = s.http.get(&forged).send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    // Declining on WeChat's page: no code.
+    let declined = format!("{redirect_uri}?state={state}");
+    assert_eq!(
+        s.http.get(&declined).send().await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+
+    let logout = s
+        .http
+        .post(format!("{}/auth/logout", s.base))
+        .header(COOKIE, &pair)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+    assert!(
+        logout.headers()[SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    let after = s
+        .http
+        .get(format!("{}/me", s.base))
+        .header(COOKIE, &pair)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn session_tokens_slide_near_their_expiry() {
+    let s = start().await;
+    let token = s.login("o_kim").await;
+    let response = s.get("/me", &token).await;
+    assert!(!response.headers().contains_key("x-session-token"));
+    s.advance(Duration::from_secs(4 * 24 * 3600));
+    let response = s.get("/me", &token).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let fresh = response.headers()["x-session-token"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(fresh, token);
+    s.advance(Duration::from_secs(4 * 24 * 3600));
+    assert_eq!(s.me(&token).await.1["error"], "token_expired");
+    assert_eq!(s.me(&fresh).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn bad_tokens_get_400_or_401_never_5xx() {
+    let s = start().await;
+    let good = s.login("o_lee").await;
+    let parts: Vec<&str> = good.split('.').collect();
+    let b64 = |v: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v)
+    };
+    let none = format!(
+        "{}.{}.",
+        b64(r#"{"alg":"none","typ":"JWT","kid":"k1"}"#),
+        parts[1]
+    );
+    let mut tampered = parts.clone();
+    let payload = b64(&String::from_utf8(
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, parts[1])
+            .unwrap(),
+    )
+    .unwrap()
+    .replace("o_lee", "o_eve"));
+    tampered[1] = &payload;
+    let tampered = tampered.join(".");
+    // Another audience, signed with the right key.
+    let record: SessionRecord = sample_record(&s.clock, "wx", "o_lee");
+    let mut config = TokenConfig::default();
+    config.audience = "another-app".into();
+    let other_audience = SessionTokens::new(
+        KeyRing::new(SigningKey::hs256("k1", SECRET).unwrap()),
+        config,
+        Arc::new(s.clock.clone()),
+    )
+    .unwrap()
+    .issue(&record)
+    .unwrap()
+    .token;
+    let cases: Vec<(String, &[u16])> = vec![
+        (none, &[401]),
+        (tampered, &[401]),
+        (other_audience, &[401]),
+        ("a".repeat(10_000), &[400]),
+        ("not-a-jwt".into(), &[401]),
+        (format!("{good}x"), &[401]),
+    ];
+    for (token, expected) in cases {
+        let status = s.get("/me", &token).await.status().as_u16();
+        assert!(expected.contains(&status), "{status} for {token:.40}");
+    }
+    // Non-UTF-8 and malformed headers.
+    let raw = |value: &'static [u8]| {
+        let http = s.http.clone();
+        let url = format!("{}/me", s.base);
+        async move {
+            http.get(url)
+                .header(
+                    AUTHORIZATION,
+                    reqwest::header::HeaderValue::from_bytes(value).unwrap(),
+                )
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(raw(b"Bearer \xff\xfe\xfd").await, StatusCode::BAD_REQUEST);
+    assert_eq!(raw(b"Bearer ").await, StatusCode::BAD_REQUEST);
+    assert_eq!(raw(b"Basic Zm9vOmJhcg==").await, StatusCode::UNAUTHORIZED);
+    // Expired.
+    s.advance(Duration::from_secs(8 * 24 * 3600));
+    let response = s.get("/me", &good).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["error"],
+        "token_expired"
+    );
+}
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn debug_logs_hold_no_secret_or_wechat_token() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let s = start().await;
+    let code = s.code("o_mallory").await;
+    let (_, body) = s
+        .post_login("/auth/wechat/login", json!({ "code": code }).to_string())
+        .await;
+    let token = body["token"].as_str().unwrap().to_owned();
+    s.me(&token).await;
+    s.get("/me/profile", &token).await;
+    s.advance(2 * HOUR);
+    s.me(&token).await;
+    s.post("/auth/logout", &token).await;
+    s.post_login("/auth/wechat/login", json!({ "code": "bogus" }).to_string())
+        .await;
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("new session"), "logs were captured:\n{logs}");
+    let stored = s.auth.cache().client().appid().to_string();
+    let mut secrets = vec![s.mock.secret().to_owned(), code.clone(), token.clone()];
+    secrets.extend(String::from_utf8(SECRET.to_vec()));
+    // WeChat's tokens never reached the client; find them through the fake's counters'
+    // neighbours: every access/refresh token the fake issued is at least 80 characters of
+    // [A-Za-z0-9], so any such run in the logs would be one.
+    let long_runs = logs
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|run| run.len() >= 80)
+        .collect::<Vec<_>>();
+    assert!(
+        long_runs.is_empty(),
+        "a token-like value in the logs: {long_runs:?}"
+    );
+    for secret in &secrets {
+        assert!(
+            !logs.contains(secret.as_str()),
+            "{secret:.12}... leaked into the logs"
+        );
+    }
+    assert!(!stored.is_empty());
+}
