@@ -52,5 +52,5 @@ pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use error::{ApiError, ErrCode, Error, ErrorClass, RedactedBody, TransportErrorKind};
 pub use types::{
     AccessToken, AppId, AppSecret, AuthCode, Lang, MiniProgramSession, OpenId, RefreshToken, Scope,
-    Scopes, SessionKey, TokenGrant, UnionId, UserInfo,
+    Scopes, ScopesIter, SessionKey, TokenGrant, UnionId, UserInfo,
 };

@@ -17,12 +17,12 @@ macro_rules! secret_type {
         /// [`secret`](Self::secret) only where it is sent to WeChat.
         #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
         #[serde(transparent)]
-        pub struct $name(String);
+        pub struct $name(Box<str>);
 
         impl $name {
             /// Wraps a value received from WeChat or from a client.
             pub fn new(value: impl Into<String>) -> Self {
-                Self(value.into())
+                Self(value.into().into_boxed_str())
             }
 
             /// The secret value itself. Never log it, never send it to a browser or app.
@@ -32,7 +32,7 @@ macro_rules! secret_type {
 
             /// Consumes the wrapper and returns the secret value.
             pub fn into_secret(self) -> String {
-                self.0
+                self.0.into_string()
             }
         }
 
@@ -45,16 +45,15 @@ macro_rules! secret_type {
 }
 
 macro_rules! id_type {
-    ($(#[$doc:meta])* $name:ident) => {
+    ($(#[$doc:meta])* $name:ident($storage:ty)) => {
         $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(transparent)]
-        pub struct $name(String);
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name($storage);
 
         impl $name {
             /// Wraps an identifier.
             pub fn new(value: impl Into<String>) -> Self {
-                Self(value.into())
+                Self(<$storage>::from(value.into()))
             }
 
             /// The identifier as a string slice.
@@ -62,9 +61,9 @@ macro_rules! id_type {
                 &self.0
             }
 
-            /// Consumes the wrapper and returns the identifier.
+            /// Returns the identifier as a `String`.
             pub fn into_string(self) -> String {
-                self.0
+                self.0.to_string()
             }
         }
 
@@ -85,21 +84,34 @@ macro_rules! id_type {
                 &self.0
             }
         }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                String::deserialize(deserializer).map(Self::new)
+            }
+        }
     };
 }
 
 id_type!(
-    /// An application's AppID (`wx...`), public.
-    AppId
+    /// An application's AppID (`wx...`), public. Clones share one allocation, so every
+    /// session record of an application holds the same AppID for free.
+    AppId(std::sync::Arc<str>)
 );
 id_type!(
     /// A user's identifier within one AppID. Key users by (AppID, OpenID).
-    OpenId
+    OpenId(Box<str>)
 );
 id_type!(
     /// A user's identifier across every app bound to one Open Platform account; only present for
     /// `snsapi_userinfo` / `snsapi_login` grants of bound apps.
-    UnionId
+    UnionId(Box<str>)
 );
 
 secret_type!(
@@ -192,48 +204,94 @@ impl fmt::Display for Scope {
 }
 
 /// The scopes of a grant, parsed from WeChat's comma-separated list (which often ends in a comma).
-#[derive(Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Scopes(Vec<Scope>);
+///
+/// Stored compactly because every session record holds one: the three known scopes are bits,
+/// only unknown ones allocate. Iteration yields the known scopes first (base, userinfo, login),
+/// then unknown ones in the order WeChat listed them.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Scopes {
+    known: u8,
+    // A thin pointer keeps `Scopes` at 16 bytes; unknown scopes are rare.
+    #[allow(clippy::box_collection)]
+    others: Option<Box<Vec<Scope>>>,
+}
+
+/// The known scopes, in iteration order; bit `i` of `Scopes::known` stands for `KNOWN[i]`.
+static KNOWN: [Scope; 3] = [Scope::Base, Scope::UserInfo, Scope::Login];
+
+fn known_bit(scope: &Scope) -> Option<u8> {
+    match scope {
+        Scope::Base => Some(1),
+        Scope::UserInfo => Some(2),
+        Scope::Login => Some(4),
+        Scope::Other(_) => None,
+    }
+}
 
 impl Scopes {
     /// Parses `"snsapi_userinfo,"`-style lists: split on commas, trim, drop empties and repeats.
     pub fn parse(list: &str) -> Self {
-        let mut scopes: Vec<Scope> = Vec::new();
-        for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let scope = Scope::parse(part);
-            if !scopes.contains(&scope) {
-                scopes.push(scope);
-            }
-        }
-        Self(scopes)
+        list.split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(Scope::parse)
+            .collect()
     }
 
     /// Whether the grant includes `scope`.
     pub fn contains(&self, scope: &Scope) -> bool {
-        self.0.contains(scope)
+        match known_bit(scope) {
+            Some(bit) => self.known & bit != 0,
+            None => self.others.as_deref().is_some_and(|o| o.contains(scope)),
+        }
     }
 
     /// Whether `/sns/userinfo` may be called with this grant (`snsapi_userinfo` or `snsapi_login`).
     pub fn allows_userinfo(&self) -> bool {
-        self.0
-            .iter()
-            .any(|s| matches!(s, Scope::UserInfo | Scope::Login))
+        self.known & (2 | 4) != 0
     }
 
-    /// The scopes in the order WeChat listed them.
-    pub fn iter(&self) -> std::slice::Iter<'_, Scope> {
-        self.0.iter()
+    /// The scopes: known ones first, then unknown ones in the order WeChat listed them.
+    pub fn iter(&self) -> ScopesIter<'_> {
+        ScopesIter {
+            scopes: self,
+            next: 0,
+        }
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
     }
 
     /// How many scopes there are.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.known.count_ones() as usize + self.others.as_deref().map_or(0, Vec::len)
+    }
+}
+
+/// Iterator over [`Scopes`].
+#[derive(Clone, Debug)]
+pub struct ScopesIter<'a> {
+    scopes: &'a Scopes,
+    next: usize,
+}
+
+impl<'a> Iterator for ScopesIter<'a> {
+    type Item = &'a Scope;
+
+    fn next(&mut self) -> Option<&'a Scope> {
+        while self.next < KNOWN.len() {
+            let i = self.next;
+            self.next += 1;
+            if self.scopes.known & (1 << i) != 0 {
+                return Some(&KNOWN[i]);
+            }
+        }
+        let others = self.scopes.others.as_deref()?;
+        let scope = others.get(self.next - KNOWN.len())?;
+        self.next += 1;
+        Some(scope)
     }
 }
 
@@ -241,9 +299,17 @@ impl FromIterator<Scope> for Scopes {
     fn from_iter<I: IntoIterator<Item = Scope>>(iter: I) -> Self {
         let mut scopes = Self::default();
         for scope in iter {
-            if !scopes.0.contains(&scope) {
-                scopes.0.push(scope);
+            if let Some(bit) = known_bit(&scope) {
+                scopes.known |= bit;
+            } else if !scopes.contains(&scope) {
+                scopes
+                    .others
+                    .get_or_insert_with(Default::default)
+                    .push(scope);
             }
+        }
+        if let Some(others) = scopes.others.as_deref_mut() {
+            others.shrink_to_fit();
         }
         scopes
     }
@@ -251,21 +317,35 @@ impl FromIterator<Scope> for Scopes {
 
 impl<'a> IntoIterator for &'a Scopes {
     type Item = &'a Scope;
-    type IntoIter = std::slice::Iter<'a, Scope>;
+    type IntoIter = ScopesIter<'a>;
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
+        self.iter()
+    }
+}
+
+impl Serialize for Scopes {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Scopes {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Vec::<Scope>::deserialize(deserializer)?
+            .into_iter()
+            .collect())
     }
 }
 
 impl fmt::Debug for Scopes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(&self.0).finish()
+        f.debug_list().entries(self.iter()).finish()
     }
 }
 
 impl fmt::Display for Scopes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, scope) in self.0.iter().enumerate() {
+        for (i, scope) in self.iter().enumerate() {
             if i > 0 {
                 f.write_str(",")?;
             }
@@ -379,10 +459,14 @@ mod tests {
 
     #[test]
     fn scope_serde_round_trip() {
-        let scopes = Scopes::parse("snsapi_login,other");
+        let scopes = Scopes::parse("other,snsapi_login,zzz");
         let json = serde_json::to_string(&scopes).unwrap();
-        assert_eq!(json, r#"["snsapi_login","other"]"#);
+        assert_eq!(json, r#"["snsapi_login","other","zzz"]"#);
         assert_eq!(serde_json::from_str::<Scopes>(&json).unwrap(), scopes);
+        assert!(scopes.contains(&Scope::Other("zzz".into())));
+        assert!(!scopes.contains(&Scope::Base));
+        assert_eq!(scopes.len(), 3);
+        assert_eq!(std::mem::size_of::<Scopes>(), 16);
     }
 
     #[test]

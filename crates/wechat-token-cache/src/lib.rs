@@ -49,7 +49,7 @@ mod store;
 
 pub use cache::{CacheConfig, GracePolicy, MAX_REFRESH_WINDOW, TokenCache, TokenCacheBuilder};
 pub use error::{CallError, LoginError, SessionError};
-pub use moka_store::{DEFAULT_MAX_SESSIONS, MokaStore, MokaStoreBuilder};
+pub use moka_store::{DEFAULT_MAX_SESSIONS, MokaStore, MokaStoreBuilder, StoreExpiry};
 pub use record::{Credentials, InvalidSessionId, SessionId, SessionRecord, UserKey};
 pub use store::{CasOutcome, StoreError, TokenStore};
 pub use wechat_oauth::clock::{Clock, ManualClock, SharedClock, SystemClock};

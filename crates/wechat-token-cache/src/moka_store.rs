@@ -1,9 +1,12 @@
 //! [`MokaStore`]: the embedded, in-memory [`TokenStore`] on moka.
 //!
 //! Bounded: at most `max_sessions` records; when full, the least recently used session is
-//! evicted (LRU, so a new login is always admitted) and its user must log in again. Each record
-//! is dropped at its `expires_at` (the refresh token's horizon). A per-user index (sharded, keyed
-//! by a hash of the user, kept in step by moka's eviction listener) serves logout-all.
+//! evicted (LRU, so a new login is always admitted) and its user must log in again. A record is
+//! never served after its `expires_at` (checked on every read with the store's clock, which then
+//! drops it). Its memory is reclaimed by [`StoreExpiry`]: by default once it has been idle for
+//! the refresh horizon (free: it rides on the LRU queue), or exactly at `expires_at` (a timer per
+//! record, 48 bytes more each). A per-user index (sharded, keyed by a hash of the user, one
+//! session inline, kept in step by moka's eviction listener) serves logout-all.
 //!
 //! Every write to a record — insert, compare-and-set, delete, dropping an expired record — goes
 //! through moka's `entry(..).and_compute_with`, which serializes writers of one key. (moka's plain
@@ -28,6 +31,25 @@ use crate::store::{CasOutcome, StoreError, TokenStore};
 
 /// Default bound on the number of sessions held.
 pub const DEFAULT_MAX_SESSIONS: u64 = 1_000_000;
+
+/// When the memory of a record is reclaimed. Either way an expired record is never served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreExpiry {
+    /// Drop a record once it has not been read or written for this long (default: 30 days, the
+    /// refresh horizon). A session cannot outlive the horizon after its last use, so this
+    /// reclaims every ended session, at most one horizon late, at no per-record cost.
+    Idle(Duration),
+    /// Drop each record exactly at its `expires_at`, with a timer per record (about 48 bytes
+    /// more per session).
+    AtSessionEnd,
+}
+
+impl Default for StoreExpiry {
+    fn default() -> Self {
+        Self::Idle(Duration::from_secs(30 * 24 * 3600))
+    }
+}
 
 /// The in-memory session store. Cheap to clone; clones share the records.
 #[derive(Clone)]
@@ -56,6 +78,7 @@ impl Default for MokaStore {
 #[derive(Debug)]
 pub struct MokaStoreBuilder {
     max_sessions: u64,
+    expiry: StoreExpiry,
     clock: SharedClock,
 }
 
@@ -64,6 +87,13 @@ impl MokaStoreBuilder {
     /// evicted.
     pub fn max_sessions(mut self, max: u64) -> Self {
         self.max_sessions = max;
+        self
+    }
+
+    /// When records' memory is reclaimed (default: idle for 30 days). Set
+    /// `StoreExpiry::Idle(horizon)` when the refresh horizon is longer than 30 days.
+    pub fn expiry(mut self, expiry: StoreExpiry) -> Self {
+        self.expiry = expiry;
         self
     }
 
@@ -77,12 +107,19 @@ impl MokaStoreBuilder {
     pub fn build(self) -> MokaStore {
         let users = Arc::new(UserIndex::default());
         let listener_index = Arc::clone(&users);
-        let records = Cache::builder()
+        let builder = Cache::builder()
             .max_capacity(self.max_sessions)
-            .eviction_policy(EvictionPolicy::lru())
-            .expire_after(UntilSessionEnds {
+            .eviction_policy(EvictionPolicy::lru());
+        let builder = match self.expiry {
+            // moka panics on idle times beyond about a thousand years.
+            StoreExpiry::Idle(idle) => {
+                builder.time_to_idle(idle.min(Duration::from_secs(100 * 365 * 24 * 3600)))
+            }
+            StoreExpiry::AtSessionEnd => builder.expire_after(UntilSessionEnds {
                 clock: Arc::clone(&self.clock),
-            })
+            }),
+        };
+        let records = builder
             .eviction_listener(
                 move |sid: Arc<SessionId>, record: Arc<SessionRecord>, cause| {
                     if cause != RemovalCause::Replaced {
@@ -104,6 +141,7 @@ impl MokaStore {
     pub fn builder() -> MokaStoreBuilder {
         MokaStoreBuilder {
             max_sessions: DEFAULT_MAX_SESSIONS,
+            expiry: StoreExpiry::default(),
             clock: system_clock(),
         }
     }
@@ -265,7 +303,49 @@ const INDEX_SHARDS: usize = 64;
 /// collisions are harmless because [`MokaStore::delete_user`] checks each record.
 struct UserIndex {
     hasher: RandomState,
-    shards: [Mutex<HashMap<u64, Vec<SessionId>>>; INDEX_SHARDS],
+    shards: [Mutex<HashMap<u64, UserSessions>>; INDEX_SHARDS],
+}
+
+/// One user's sessions. Most users have one, held inline: no allocation per user.
+enum UserSessions {
+    One(SessionId),
+    Many(Vec<SessionId>),
+}
+
+impl UserSessions {
+    fn add(&mut self, sid: SessionId) {
+        match self {
+            Self::One(one) if *one == sid => {}
+            Self::One(one) => *self = Self::Many(vec![*one, sid]),
+            Self::Many(many) if many.contains(&sid) => {}
+            Self::Many(many) => many.push(sid),
+        }
+    }
+
+    /// Removes `sid`; `true` when none are left.
+    fn remove(&mut self, sid: &SessionId) -> bool {
+        match self {
+            Self::One(one) => one == sid,
+            Self::Many(many) => {
+                many.retain(|s| s != sid);
+                match many[..] {
+                    [] => true,
+                    [last] => {
+                        *self = Self::One(last);
+                        false
+                    }
+                    _ => false,
+                }
+            }
+        }
+    }
+
+    fn to_vec(&self) -> Vec<SessionId> {
+        match self {
+            Self::One(one) => vec![*one],
+            Self::Many(many) => many.clone(),
+        }
+    }
 }
 
 impl Default for UserIndex {
@@ -278,7 +358,7 @@ impl Default for UserIndex {
 }
 
 impl UserIndex {
-    fn shard(&self, user: &UserKey) -> (u64, &Mutex<HashMap<u64, Vec<SessionId>>>) {
+    fn shard(&self, user: &UserKey) -> (u64, &Mutex<HashMap<u64, UserSessions>>) {
         let hash = self.hasher.hash_one(user);
         (hash, &self.shards[(hash as usize) % INDEX_SHARDS])
     }
@@ -286,26 +366,25 @@ impl UserIndex {
     fn add(&self, user: &UserKey, sid: SessionId) {
         let (hash, shard) = self.shard(user);
         let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
-        let sids = map.entry(hash).or_default();
-        if !sids.contains(&sid) {
-            sids.push(sid);
-        }
+        map.entry(hash)
+            .and_modify(|sessions| sessions.add(sid))
+            .or_insert(UserSessions::One(sid));
     }
 
     fn remove(&self, user: &UserKey, sid: &SessionId) {
         let (hash, shard) = self.shard(user);
         let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(sids) = map.get_mut(&hash) {
-            sids.retain(|s| s != sid);
-            if sids.is_empty() {
-                map.remove(&hash);
-            }
+        if map
+            .get_mut(&hash)
+            .is_some_and(|sessions| sessions.remove(sid))
+        {
+            map.remove(&hash);
         }
     }
 
     fn sessions(&self, user: &UserKey) -> Vec<SessionId> {
         let (hash, shard) = self.shard(user);
         let map = shard.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&hash).cloned().unwrap_or_default()
+        map.get(&hash).map(UserSessions::to_vec).unwrap_or_default()
     }
 }
