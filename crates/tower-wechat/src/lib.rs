@@ -52,3 +52,8 @@ pub use token::{
     TokenConfig, VerifiedToken,
 };
 pub use user::WeChatUser;
+
+/// The README's Rust examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

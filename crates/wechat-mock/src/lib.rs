@@ -44,3 +44,8 @@ mod state;
 pub use config::{DEFAULT_APPID, DEFAULT_SECRET, DEMO_OPENID, MockConfig, MockGrant, MockProfile};
 pub use endpoint::{Endpoint, Fault, ParseEndpointError};
 pub use handle::MockWeChat;
+
+/// The README's Rust examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

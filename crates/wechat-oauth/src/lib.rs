@@ -54,3 +54,8 @@ pub use types::{
     AccessToken, AppId, AppSecret, AuthCode, Lang, MiniProgramSession, OpenId, RefreshToken, Scope,
     Scopes, ScopesIter, SessionKey, TokenGrant, UnionId, UserInfo,
 };
+
+/// The README's Rust examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

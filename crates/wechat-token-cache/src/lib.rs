@@ -53,3 +53,8 @@ pub use moka_store::{DEFAULT_MAX_SESSIONS, MokaStore, MokaStoreBuilder, StoreExp
 pub use record::{Credentials, InvalidSessionId, SessionId, SessionRecord, UserKey};
 pub use store::{CasOutcome, StoreError, TokenStore};
 pub use wechat_oauth::clock::{Clock, ManualClock, SharedClock, SystemClock};
+
+/// The README's Rust examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -1,0 +1,53 @@
+//! EdDSA and RS256 session tokens (test-only keys in tests/keys/), and what crosses algorithms.
+
+use std::sync::Arc;
+
+use tower_wechat::{AuthError, KeyRing, SessionTokens, SigningKey, TokenConfig};
+use wechat_token_cache::{ManualClock, conformance::sample_record};
+
+fn pem(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/tests/keys/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+fn tokens(clock: &ManualClock, keys: KeyRing) -> SessionTokens {
+    SessionTokens::new(keys, TokenConfig::default(), Arc::new(clock.clone())).unwrap()
+}
+
+#[test]
+fn eddsa_and_rs256_issue_and_verify() {
+    let clock = ManualClock::starting_now();
+    let record = sample_record(&clock, "wx", "alice");
+    for key in [
+        SigningKey::ed25519_pem("ed", &pem("ed25519.pem"), &pem("ed25519.pub.pem")).unwrap(),
+        SigningKey::rs256_pem("rs", &pem("rsa.pem"), &pem("rsa.pub.pem")).unwrap(),
+    ] {
+        let kid = key.kid().to_owned();
+        let tokens = tokens(&clock, KeyRing::new(key));
+        let issued = tokens.issue(&record).unwrap();
+        let header = issued.token.split('.').next().unwrap().to_owned();
+        assert!(!header.is_empty(), "{kid}");
+        assert_eq!(tokens.verify(&issued.token).unwrap().sid, record.sid, "{kid}");
+    }
+}
+
+#[test]
+fn a_token_of_one_key_does_not_verify_under_another_algorithm_with_the_same_kid() {
+    let clock = ManualClock::starting_now();
+    let record = sample_record(&clock, "wx", "alice");
+    let rsa = tokens(
+        &clock,
+        KeyRing::new(SigningKey::rs256_pem("k", &pem("rsa.pem"), &pem("rsa.pub.pem")).unwrap()),
+    );
+    let hmac = tokens(&clock, KeyRing::new(SigningKey::hs256("k", &[1; 32]).unwrap()));
+    let rsa_token = rsa.issue(&record).unwrap().token;
+    let hmac_token = hmac.issue(&record).unwrap().token;
+    assert_eq!(hmac.verify(&rsa_token), Err(AuthError::InvalidToken));
+    assert_eq!(rsa.verify(&hmac_token), Err(AuthError::InvalidToken));
+}
+
+#[test]
+fn bad_pem_is_a_key_error() {
+    assert!(SigningKey::ed25519_pem("k", b"not a pem", b"nope").is_err());
+    assert!(SigningKey::rs256_pem("k", &pem("ed25519.pem"), &pem("ed25519.pub.pem")).is_err());
+    assert!(SigningKey::hs256("", &[1; 32]).is_err());
+}
