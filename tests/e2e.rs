@@ -640,6 +640,8 @@ impl Write for Captured {
 
 #[tokio::test]
 async fn debug_logs_hold_no_secret_or_wechat_token() {
+    // A global subscriber: a thread-scoped one can miss events when another test thread fixed
+    // a callsite's interest first. Other tests' logs land here too, which only widens the check.
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -647,7 +649,7 @@ async fn debug_logs_hold_no_secret_or_wechat_token() {
         .with_writer(move || writer.clone())
         .with_ansi(false)
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    tracing::subscriber::set_global_default(subscriber).expect("only this test sets one");
 
     let s = start().await;
     let code = s.code("o_mallory").await;

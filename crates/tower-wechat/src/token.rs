@@ -7,16 +7,21 @@
 //! our clock (with a small leeway), and a token string that verified once is remembered until it
 //! expires, so the hot path does not verify the same signature on every request.
 
-use std::collections::HashMap;
 use std::fmt;
+use std::sync::RwLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use moka::sync::Cache;
 use serde::{Deserialize, Serialize};
+use sha2::Sha256;
 use wechat_token_cache::{SessionId, SessionRecord, SharedClock};
 
 use crate::rejection::AuthError;
+
+type HmacSha256 = Hmac<Sha256>;
 
 /// The shortest HS256 secret accepted, in bytes.
 pub const MIN_HS256_SECRET: usize = 32;
@@ -43,6 +48,8 @@ pub struct SigningKey {
     algorithm: Algorithm,
     encoding: EncodingKey,
     decoding: DecodingKey,
+    /// HS256 only: the MAC keyed once, cloned per verification.
+    hmac: Option<HmacSha256>,
 }
 
 impl fmt::Debug for SigningKey {
@@ -60,12 +67,16 @@ impl SigningKey {
         if secret.len() < MIN_HS256_SECRET {
             return Err(KeyError::SecretTooShort);
         }
-        Self::new(
+        let mut key = Self::new(
             kid,
             Algorithm::HS256,
             EncodingKey::from_secret(secret),
             DecodingKey::from_secret(secret),
-        )
+        )?;
+        key.hmac = Some(
+            <HmacSha256 as Mac>::new_from_slice(secret).map_err(|_| KeyError::SecretTooShort)?,
+        );
+        Ok(key)
     }
 
     /// An Ed25519 (EdDSA) key pair from PEM.
@@ -113,6 +124,7 @@ impl SigningKey {
             algorithm,
             encoding,
             decoding,
+            hmac: None,
         })
     }
 
@@ -201,7 +213,8 @@ pub struct TokenConfig {
     pub leeway: Duration,
     /// Longer tokens are refused unparsed (default 4096 bytes).
     pub max_len: usize,
-    /// How many verified token strings are remembered (default 100,000).
+    /// How many verified token strings are remembered (rounded up to a power of two; default
+    /// 65,536).
     pub verified_capacity: u64,
 }
 
@@ -214,7 +227,7 @@ impl Default for TokenConfig {
             reissue_before: Duration::from_secs(84 * 3600),
             leeway: Duration::from_secs(30),
             max_len: 4096,
-            verified_capacity: 100_000,
+            verified_capacity: 65_536,
         }
     }
 }
@@ -228,67 +241,94 @@ pub struct VerifiedToken {
     pub exp: u64,
 }
 
+/// A key as the verifier holds it: recognised by the exact header segment we issue with it.
 struct VerifyingKey {
-    algorithm: Algorithm,
-    decoding: DecodingKey,
-    validation: Validation,
+    /// `base64url(header JSON)`, byte for byte as [`SessionTokens::issue`] writes it.
+    header_segment: String,
+    verifier: Verifier,
+}
+
+enum Verifier {
+    /// HS256: HMAC-SHA256 with a prepared key, checked before anything is parsed.
+    Hmac(HmacSha256),
+    /// EdDSA, RS256: jsonwebtoken, restricted to the key's one algorithm.
+    Jwt {
+        decoding: DecodingKey,
+        validation: Validation,
+    },
 }
 
 /// Issues and verifies session tokens. Cheap to share (`Arc`).
 pub struct SessionTokens {
     signing: SigningKey,
-    verifying: HashMap<String, VerifyingKey>,
+    signing_header: Header,
+    verifying: Vec<VerifyingKey>,
     config: TokenConfig,
     clock: SharedClock,
-    verified: Cache<Box<str>, VerifiedToken>,
+    verified: VerifiedCache,
 }
 
 impl fmt::Debug for SessionTokens {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionTokens")
             .field("signing_kid", &self.signing.kid)
-            .field("verifying_kids", &self.verifying.keys().collect::<Vec<_>>())
+            .field("verifying_keys", &self.verifying.len())
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
 }
 
-fn unix(time: SystemTime) -> u64 {
+pub(crate) fn unix(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
 
+fn header_for(key: &SigningKey) -> Header {
+    let mut header = Header::new(key.algorithm);
+    header.kid = Some(key.kid.clone());
+    header
+}
+
 impl SessionTokens {
     /// Builds the verifier and issuer for a key ring. Fails if key ids repeat.
     pub fn new(keys: KeyRing, config: TokenConfig, clock: SharedClock) -> Result<Self, KeyError> {
-        let mut verifying = HashMap::new();
+        let mut verifying: Vec<VerifyingKey> = Vec::new();
+        let mut kids = std::collections::HashSet::new();
         for key in std::iter::once(&keys.current).chain(&keys.previous) {
-            let mut validation = Validation::new(key.algorithm);
-            validation.algorithms = vec![key.algorithm];
-            // Expiry is checked against our clock, not jsonwebtoken's system clock.
-            validation.validate_exp = false;
-            validation.validate_nbf = false;
-            validation.leeway = 0;
-            validation.set_issuer(&[&config.issuer]);
-            validation.set_audience(&[&config.audience]);
-            validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-            let entry = VerifyingKey {
-                algorithm: key.algorithm,
-                decoding: key.decoding.clone(),
-                validation,
-            };
-            if verifying.insert(key.kid.clone(), entry).is_some() {
+            if !kids.insert(key.kid.as_str()) {
                 return Err(KeyError::BadKeyId);
             }
+            let header_json = serde_json::to_vec(&header_for(key))
+                .map_err(|e| KeyError::InvalidKey(e.to_string()))?;
+            let verifier = match &key.hmac {
+                Some(hmac) => Verifier::Hmac(hmac.clone()),
+                None => {
+                    let mut validation = Validation::new(key.algorithm);
+                    validation.algorithms = vec![key.algorithm];
+                    // Expiry is checked against our clock, not jsonwebtoken's system clock.
+                    validation.validate_exp = false;
+                    validation.validate_nbf = false;
+                    validation.leeway = 0;
+                    validation.set_issuer(&[&config.issuer]);
+                    validation.set_audience(&[&config.audience]);
+                    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+                    Verifier::Jwt {
+                        decoding: key.decoding.clone(),
+                        validation,
+                    }
+                }
+            };
+            verifying.push(VerifyingKey {
+                header_segment: URL_SAFE_NO_PAD.encode(header_json),
+                verifier,
+            });
         }
         Ok(Self {
+            signing_header: header_for(&keys.current),
             signing: keys.current,
             verifying,
-            verified: Cache::builder()
-                .max_capacity(config.verified_capacity)
-                .time_to_live(Duration::from_secs(600))
-                .build(),
+            verified: VerifiedCache::new(config.verified_capacity),
             config,
             clock,
         })
@@ -297,6 +337,11 @@ impl SessionTokens {
     /// The settings.
     pub fn config(&self) -> &TokenConfig {
         &self.config
+    }
+
+    /// The current time, as this verifier sees it (Unix seconds).
+    pub(crate) fn now(&self) -> u64 {
+        unix(self.clock.now())
     }
 
     /// Issues a token for a session: valid for the configured lifetime, but never beyond the
@@ -313,9 +358,7 @@ impl SessionTokens {
             exp: unix(expires_at),
             uid: record.unionid.as_ref().map(ToString::to_string),
         };
-        let mut header = Header::new(self.signing.algorithm);
-        header.kid = Some(self.signing.kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, &self.signing.encoding)
+        let token = jsonwebtoken::encode(&self.signing_header, &claims, &self.signing.encoding)
             .map_err(|e| KeyError::InvalidKey(e.to_string()))?;
         Ok(IssuedToken {
             token,
@@ -327,23 +370,31 @@ impl SessionTokens {
         })
     }
 
-    /// Verifies a token: our key (by `kid`), its algorithm, signature, issuer, audience, and
-    /// expiry by our clock. Never touches the session store.
+    /// Verifies a token: one of our keys (recognised by the exact header we issue with it, so
+    /// the algorithm is fixed by the key), signature, issuer, audience, and expiry by our
+    /// clock. Never touches the session store.
     pub fn verify(&self, token: &str) -> Result<VerifiedToken, AuthError> {
+        self.verify_at(token, self.now())
+    }
+
+    /// [`verify`](Self::verify) at a given time (Unix seconds), for callers that read the clock
+    /// once per request.
+    pub fn verify_at(&self, token: &str, now: u64) -> Result<VerifiedToken, AuthError> {
         if token.len() > self.config.max_len {
             return Err(AuthError::InvalidRequest);
         }
-        let now = unix(self.clock.now());
         let leeway = self.config.leeway.as_secs();
-        if let Some(known) = self.verified.get(token) {
-            if known.exp + leeway <= now {
-                self.verified.invalidate(token);
-                return Err(AuthError::TokenExpired);
+        let verified = match self.verified.get(token) {
+            Some(known) => known,
+            None => {
+                let verified = self.verify_signature(token, now, leeway)?;
+                self.verified.insert(token, verified);
+                verified
             }
-            return Ok(known);
+        };
+        if verified.exp + leeway <= now {
+            return Err(AuthError::TokenExpired);
         }
-        let verified = self.verify_signature(token, now, leeway)?;
-        self.verified.insert(token.into(), verified);
         Ok(verified)
     }
 
@@ -353,36 +404,110 @@ impl SessionTokens {
         now: u64,
         leeway: u64,
     ) -> Result<VerifiedToken, AuthError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::InvalidToken)?;
-        let key = header
-            .kid
-            .as_deref()
-            .and_then(|kid| self.verifying.get(kid))
+        let (header, rest) = token.split_once('.').ok_or(AuthError::InvalidToken)?;
+        let (payload, signature) = rest.split_once('.').ok_or(AuthError::InvalidToken)?;
+        let key = self
+            .verifying
+            .iter()
+            .find(|k| k.header_segment == header)
             .ok_or(AuthError::InvalidToken)?;
-        if header.alg != key.algorithm {
-            return Err(AuthError::InvalidToken);
-        }
-        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &key.validation)
-            .map_err(|_| AuthError::InvalidToken)?;
-        let claims = data.claims;
+        let claims: Claims = match &key.verifier {
+            Verifier::Hmac(prepared) => {
+                let mut tag = [0u8; 32];
+                match URL_SAFE_NO_PAD.decode_slice(signature, &mut tag) {
+                    Ok(32) => {}
+                    _ => return Err(AuthError::InvalidToken),
+                }
+                let mut mac = prepared.clone();
+                mac.update(&token.as_bytes()[..header.len() + 1 + payload.len()]);
+                // Constant-time comparison; nothing is parsed before the MAC holds.
+                mac.verify_slice(&tag).map_err(invalid)?;
+                let json = URL_SAFE_NO_PAD.decode(payload).map_err(invalid)?;
+                let claims: Claims = serde_json::from_slice(&json).map_err(invalid)?;
+                if claims.iss != self.config.issuer || claims.aud != self.config.audience {
+                    return Err(AuthError::InvalidToken);
+                }
+                claims
+            }
+            Verifier::Jwt {
+                decoding,
+                validation,
+            } => {
+                jsonwebtoken::decode::<Claims>(token, decoding, validation)
+                    .map_err(invalid)?
+                    .claims
+            }
+        };
         if claims.exp + leeway <= now {
             return Err(AuthError::TokenExpired);
         }
         if claims.iat > now + leeway {
             return Err(AuthError::InvalidToken);
         }
-        let sid = claims.sid.parse().map_err(|_| AuthError::InvalidToken)?;
+        let sid = claims.sid.parse().map_err(invalid)?;
         Ok(VerifiedToken {
             sid,
             exp: claims.exp,
         })
     }
 
-    /// Whether a token expiring at `exp` should be re-issued now, for a session ending at
+    /// Whether a token expiring at `exp` should be re-issued at `now`, for a session ending at
     /// `session_end`: it is within the re-issue window and a new one would live longer.
-    pub(crate) fn should_reissue(&self, exp: u64, session_end: SystemTime) -> bool {
-        let now = unix(self.clock.now());
+    pub(crate) fn should_reissue(&self, exp: u64, session_end: SystemTime, now: u64) -> bool {
         exp.saturating_sub(now) < self.config.reissue_before.as_secs() && unix(session_end) > exp
+    }
+}
+
+/// Any failure to read a token says only "invalid": no detail that could help a forger.
+fn invalid<E>(_: E) -> AuthError {
+    AuthError::InvalidToken
+}
+
+/// Token strings that verified, so an identical string is not verified again: a direct-mapped
+/// table indexed by the tail of the signature (random for tokens we signed), where a hit
+/// requires the whole token to match byte for byte. Only verified tokens are inserted; expiry
+/// is checked on every hit by the caller. A colliding token simply replaces the slot.
+struct VerifiedCache {
+    slots: Box<[RwLock<Option<Box<VerifiedSlot>>>]>,
+    mask: usize,
+}
+
+struct VerifiedSlot {
+    token: Box<str>,
+    verified: VerifiedToken,
+}
+
+impl VerifiedCache {
+    fn new(capacity: u64) -> Self {
+        let size = (capacity.clamp(1, 1 << 24) as usize).next_power_of_two();
+        Self {
+            slots: (0..size).map(|_| RwLock::new(None)).collect(),
+            mask: size - 1,
+        }
+    }
+
+    fn slot(&self, token: &str) -> &RwLock<Option<Box<VerifiedSlot>>> {
+        let bytes = token.as_bytes();
+        let tail = &bytes[bytes.len().saturating_sub(8)..];
+        let mut word = [0u8; 8];
+        word[..tail.len()].copy_from_slice(tail);
+        let hash = u64::from_le_bytes(word).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        &self.slots[(hash >> 32) as usize & self.mask]
+    }
+
+    fn get(&self, token: &str) -> Option<VerifiedToken> {
+        let slot = self.slot(token).read().unwrap_or_else(|e| e.into_inner());
+        slot.as_ref()
+            .filter(|s| *s.token == *token)
+            .map(|s| s.verified)
+    }
+
+    fn insert(&self, token: &str, verified: VerifiedToken) {
+        let mut slot = self.slot(token).write().unwrap_or_else(|e| e.into_inner());
+        *slot = Some(Box::new(VerifiedSlot {
+            token: token.into(),
+            verified,
+        }));
     }
 }
 
@@ -458,6 +583,8 @@ mod tests {
         let tokens = tokens(&clock, ring());
         let record = sample_record(&clock, "wx", "alice");
         let good = tokens.issue(&record).unwrap().token;
+        // Cached first: a forgery reusing its signature lands in its slot and must still fail.
+        assert!(tokens.verify(&good).is_ok());
         let mut parts: Vec<&str> = good.split('.').collect();
         // alg none, with and without a signature.
         let none_header = base64_url(r#"{"alg":"none","typ":"JWT","kid":"k1"}"#);

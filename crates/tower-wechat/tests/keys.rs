@@ -26,7 +26,11 @@ fn eddsa_and_rs256_issue_and_verify() {
         let issued = tokens.issue(&record).unwrap();
         let header = issued.token.split('.').next().unwrap().to_owned();
         assert!(!header.is_empty(), "{kid}");
-        assert_eq!(tokens.verify(&issued.token).unwrap().sid, record.sid, "{kid}");
+        assert_eq!(
+            tokens.verify(&issued.token).unwrap().sid,
+            record.sid,
+            "{kid}"
+        );
     }
 }
 
@@ -38,7 +42,10 @@ fn a_token_of_one_key_does_not_verify_under_another_algorithm_with_the_same_kid(
         &clock,
         KeyRing::new(SigningKey::rs256_pem("k", &pem("rsa.pem"), &pem("rsa.pub.pem")).unwrap()),
     );
-    let hmac = tokens(&clock, KeyRing::new(SigningKey::hs256("k", &[1; 32]).unwrap()));
+    let hmac = tokens(
+        &clock,
+        KeyRing::new(SigningKey::hs256("k", &[1; 32]).unwrap()),
+    );
     let rsa_token = rsa.issue(&record).unwrap().token;
     let hmac_token = hmac.issue(&record).unwrap().token;
     assert_eq!(hmac.verify(&rsa_token), Err(AuthError::InvalidToken));

@@ -80,7 +80,8 @@ async fn real_calls_leak_nothing_into_values_errors_or_debug_logs() {
         .with_writer(move || writer.clone())
         .with_ansi(false)
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // Global, not thread-scoped: another test thread may fix a callsite's interest first.
+    tracing::subscriber::set_global_default(subscriber).expect("only this test sets one");
 
     let mock = MockWeChat::start(MockConfig::new("wxleaktest", SECRET))
         .await

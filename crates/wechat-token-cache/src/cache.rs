@@ -376,7 +376,13 @@ impl<S: TokenStore> TokenCache<S> {
     /// When it does not, [`session`](Self::session) would return the record as is; callers
     /// holding a record (the middleware's hot path) use this to skip the call.
     pub fn needs_upstream(&self, record: &SessionRecord) -> bool {
-        self.inner.need(record, self.inner.clock.now()) != Need::Nothing
+        self.needs_upstream_at(record, self.inner.clock.now())
+    }
+
+    /// [`needs_upstream`](Self::needs_upstream) at a given time, for callers that read the
+    /// clock once per request.
+    pub fn needs_upstream_at(&self, record: &SessionRecord, now: SystemTime) -> bool {
+        self.inner.need(record, now) != Need::Nothing
     }
 
     /// The session with an access token valid for at least `min_valid`, refreshing if needed.

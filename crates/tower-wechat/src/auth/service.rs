@@ -17,7 +17,7 @@ use super::future::{Reissue, ResponseFuture};
 use super::layer::{Mode, Shared, WeChatAuthLayer};
 use super::source::{self, REISSUED_TOKEN_HEADER, SentBy};
 use crate::rejection::{AuthError, RejectionResponse};
-use crate::token::VerifiedToken;
+use crate::token::{VerifiedToken, unix};
 use crate::user::{Anonymous, WeChatUser};
 
 /// The middleware service made by [`WeChatAuthLayer`].
@@ -86,13 +86,15 @@ impl<St: TokenStore> Shared<St> {
             Ok(None) => return Step::Anonymous,
             Err(error) => return Step::Refused(error),
         };
-        let verified = match self.tokens.verify(token) {
+        // One clock read serves the whole request.
+        let now = self.cache.clock().now();
+        let verified = match self.tokens.verify_at(token, unix(now)) {
             Ok(verified) => verified,
             Err(error) => return Step::Refused(error),
         };
         match self.cache.store().get(&verified.sid).now_or_never() {
-            Some(Ok(Some(record))) if !self.cache.needs_upstream(&record) => {
-                let (user, reissue) = self.admit(record, verified, sent_by);
+            Some(Ok(Some(record))) if !self.cache.needs_upstream_at(&record, now) => {
+                let (user, reissue) = self.admit(record, verified, sent_by, unix(now));
                 Step::Ready(user, reissue)
             }
             Some(Ok(None)) => Step::Refused(AuthError::SessionExpired),
@@ -107,8 +109,12 @@ impl<St: TokenStore> Shared<St> {
         record: Arc<SessionRecord>,
         verified: VerifiedToken,
         sent_by: SentBy,
+        now: u64,
     ) -> (WeChatUser, Option<Reissue>) {
-        let reissue = if self.tokens.should_reissue(verified.exp, record.expires_at) {
+        let reissue = if self
+            .tokens
+            .should_reissue(verified.exp, record.expires_at, now)
+        {
             self.reissue(&record, sent_by)
         } else {
             None
@@ -224,7 +230,8 @@ impl<S, St: TokenStore, R> WeChatAuth<S, St, R> {
             let shared = &layer.shared;
             match shared.cache.session(&verified.sid).await {
                 Ok(record) => {
-                    let (user, reissue) = shared.admit(record, verified, sent_by);
+                    let now = unix(shared.cache.clock().now());
+                    let (user, reissue) = shared.admit(record, verified, sent_by, now);
                     request.extensions_mut().insert(user);
                     let mut response = inner.call(request).await?;
                     if let Some(reissue) = reissue {
