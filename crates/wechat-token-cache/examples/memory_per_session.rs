@@ -11,8 +11,9 @@
 //!
 //! With `breakdown` as the second argument it also measures, each in a fresh process, the records
 //! alone (held in a preallocated `Vec<Arc<SessionRecord>>`) and a moka cache holding them without
-//! the store around it (configured as the store's: LRU and per-entry expiry; and with no expiry),
-//! and prints where the bytes go: records, moka's per-entry bookkeeping, the per-user index.
+//! the store around it (configured as the store's: LRU and idle expiry; and with no expiry), and
+//! the store with exact expiry (`StoreExpiry::AtSessionEnd`), and prints where the bytes go:
+//! records, moka's per-entry bookkeeping, the per-user index, and what exact expiry adds.
 //!
 //! ```text
 //! cargo run --release -p wechat-token-cache --example memory_per_session [-- N [breakdown]]
@@ -23,11 +24,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::FutureExt;
-use moka::Expiry;
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 use wechat_oauth::{AccessToken, AppId, OpenId, RefreshToken, Scopes, UnionId};
-use wechat_token_cache::{Credentials, MokaStore, SessionId, SessionRecord, TokenStore};
+use wechat_token_cache::{
+    Credentials, MokaStore, SessionId, SessionRecord, StoreExpiry, TokenStore,
+};
 
 /// The design target: at most 1 KiB per cached session.
 const TARGET_BYTES_PER_SESSION: f64 = 1024.0;
@@ -100,19 +102,22 @@ enum Holder {
     Store,
     /// The records alone, in a `Vec<Arc<SessionRecord>>` allocated up front (8 bytes a slot).
     Records,
-    /// A moka cache configured as the store's (LRU, expiry at each record's `expires_at`), without
-    /// the store's per-user index.
+    /// A moka cache configured as the store's default (LRU, idle expiry), without the store's
+    /// per-user index.
     Moka,
-    /// The same cache without per-entry expiry.
+    /// The same cache without expiry.
     MokaNoExpiry,
+    /// The store with `StoreExpiry::AtSessionEnd` (a moka timer per record).
+    StoreExact,
 }
 
 impl Holder {
-    const ALL: [Holder; 4] = [
+    const ALL: [Holder; 5] = [
         Holder::Store,
         Holder::Records,
         Holder::Moka,
         Holder::MokaNoExpiry,
+        Holder::StoreExact,
     ];
 
     fn name(self) -> &'static str {
@@ -121,30 +126,12 @@ impl Holder {
             Holder::Records => "records",
             Holder::Moka => "moka",
             Holder::MokaNoExpiry => "moka-no-expiry",
+            Holder::StoreExact => "store-exact-expiry",
         }
     }
 
     fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|h| h.name() == name)
-    }
-}
-
-/// Moka expiry at the record's `expires_at`, as `MokaStore` does it.
-struct AtSessionEnd;
-
-impl Expiry<SessionId, Arc<SessionRecord>> for AtSessionEnd {
-    fn expire_after_create(
-        &self,
-        _sid: &SessionId,
-        record: &Arc<SessionRecord>,
-        _created_at: Instant,
-    ) -> Option<Duration> {
-        Some(
-            record
-                .expires_at
-                .duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO),
-        )
     }
 }
 
@@ -156,8 +143,16 @@ fn fill(holder: Holder, sessions: u64) -> (u64, u64, Duration) {
     let mut record = || realistic_record(&mut chars, &appid, now);
     let (before, after, took);
     match holder {
-        Holder::Store => {
-            let store = MokaStore::builder().max_sessions(sessions).build();
+        Holder::Store | Holder::StoreExact => {
+            let expiry = if holder == Holder::StoreExact {
+                StoreExpiry::AtSessionEnd
+            } else {
+                StoreExpiry::default()
+            };
+            let store = MokaStore::builder()
+                .max_sessions(sessions)
+                .expiry(expiry)
+                .build();
             before = rss_bytes();
             let started = Instant::now();
             for _ in 0..sessions {
@@ -189,7 +184,9 @@ fn fill(holder: Holder, sessions: u64) -> (u64, u64, Duration) {
                 .max_capacity(sessions)
                 .eviction_policy(EvictionPolicy::lru());
             let cache: Cache<SessionId, Arc<SessionRecord>> = if holder == Holder::Moka {
-                builder.expire_after(AtSessionEnd).build()
+                builder
+                    .time_to_idle(Duration::from_secs(30 * 24 * 3600))
+                    .build()
             } else {
                 builder.build()
             };
@@ -236,6 +233,7 @@ fn breakdown(sessions: u64, store: f64) {
     let records = measure_in_child(Holder::Records, sessions) - 8.0;
     let moka = measure_in_child(Holder::Moka, sessions);
     let moka_no_expiry = measure_in_child(Holder::MokaNoExpiry, sessions);
+    let exact = measure_in_child(Holder::StoreExact, sessions);
     println!();
     println!("breakdown (bytes/session, each measured in a fresh process):");
     println!(
@@ -243,11 +241,11 @@ fn breakdown(sessions: u64, store: f64) {
         std::mem::size_of::<SessionRecord>()
     );
     println!(
-        "  moka per entry, LRU + per-entry expiry:               {:>7.1}",
+        "  moka per entry, LRU + idle expiry:                    {:>7.1}",
         moka - records
     );
     println!(
-        "    of which per-entry expiry (timer wheel):            {:>7.1}",
+        "    of which idle expiry:                               {:>7.1}",
         moka - moka_no_expiry
     );
     println!(
@@ -255,6 +253,7 @@ fn breakdown(sessions: u64, store: f64) {
         store - moka
     );
     println!("  total (MokaStore):                                   {store:>7.1}");
+    println!("  MokaStore with StoreExpiry::AtSessionEnd:            {exact:>7.1}");
 }
 
 fn main() {
