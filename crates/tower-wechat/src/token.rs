@@ -85,13 +85,11 @@ impl SigningKey {
         private_pem: &[u8],
         public_pem: &[u8],
     ) -> Result<Self, KeyError> {
-        let bad = |e: jsonwebtoken::errors::Error| KeyError::InvalidKey(e.to_string());
-        Self::new(
-            kid,
-            Algorithm::EdDSA,
-            EncodingKey::from_ed_pem(private_pem).map_err(bad)?,
-            DecodingKey::from_ed_pem(public_pem).map_err(bad)?,
-        )
+        let (encoding, decoding) = pem_pair(
+            EncodingKey::from_ed_pem(private_pem),
+            DecodingKey::from_ed_pem(public_pem),
+        )?;
+        Self::new(kid, Algorithm::EdDSA, encoding, decoding)
     }
 
     /// An RSA (RS256) key pair from PEM.
@@ -100,13 +98,11 @@ impl SigningKey {
         private_pem: &[u8],
         public_pem: &[u8],
     ) -> Result<Self, KeyError> {
-        let bad = |e: jsonwebtoken::errors::Error| KeyError::InvalidKey(e.to_string());
-        Self::new(
-            kid,
-            Algorithm::RS256,
-            EncodingKey::from_rsa_pem(private_pem).map_err(bad)?,
-            DecodingKey::from_rsa_pem(public_pem).map_err(bad)?,
-        )
+        let (encoding, decoding) = pem_pair(
+            EncodingKey::from_rsa_pem(private_pem),
+            DecodingKey::from_rsa_pem(public_pem),
+        )?;
+        Self::new(kid, Algorithm::RS256, encoding, decoding)
     }
 
     fn new(
@@ -132,6 +128,15 @@ impl SigningKey {
     pub fn kid(&self) -> &str {
         &self.kid
     }
+}
+
+/// Both halves of a PEM key pair, or why one could not be parsed.
+fn pem_pair(
+    encoding: jsonwebtoken::errors::Result<EncodingKey>,
+    decoding: jsonwebtoken::errors::Result<DecodingKey>,
+) -> Result<(EncodingKey, DecodingKey), KeyError> {
+    let bad = |e: jsonwebtoken::errors::Error| KeyError::InvalidKey(e.to_string());
+    Ok((encoding.map_err(bad)?, decoding.map_err(bad)?))
 }
 
 /// The keys: the current one signs, previous ones still verify (for rotation).
