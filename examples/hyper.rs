@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -64,8 +64,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                         json(StatusCode::OK, serde_json::json!({ "code": code }))
                     }
                     ("POST", "/auth/wechat/login") => {
-                        let body = request
-                            .into_body()
+                        // Bounded: never read an unlimited body into memory.
+                        let body = Limited::new(request.into_body(), 16 * 1024)
                             .collect()
                             .await
                             .map(|b| b.to_bytes())

@@ -427,6 +427,12 @@ async fn the_website_flow_sets_a_cookie_and_strips_the_code() {
         .await
         .unwrap();
     assert_eq!(start.status(), StatusCode::FOUND);
+    let binding = start.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    assert!(
+        binding.starts_with("wechat_login_binding=") && binding.contains("HttpOnly"),
+        "{binding}"
+    );
+    let binding = binding.split(';').next().unwrap().to_owned();
     let authorize = start.headers()[LOCATION].to_str().unwrap().to_owned();
     assert!(authorize.starts_with(&format!("{}/connect/qrconnect?", s.mock.base_url())));
     assert!(authorize.ends_with("#wechat_redirect"));
@@ -465,18 +471,38 @@ async fn the_website_flow_sets_a_cookie_and_strips_the_code() {
     let callback = approve.headers()[LOCATION].to_str().unwrap().to_owned();
     assert!(callback.starts_with(&redirect_uri) && callback.contains("code="));
 
-    let done = s.http.get(&callback).send().await.unwrap();
+    // The callback URL alone is not enough: another browser (no binding cookie) is refused.
+    let elsewhere = s.http.get(&callback).send().await.unwrap();
+    assert_eq!(elsewhere.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        elsewhere.json::<Value>().await.unwrap()["error"],
+        "invalid_state"
+    );
+    let in_browser = |url: &str| s.http.get(url).header(COOKIE, &binding).send();
+
+    let done = in_browser(&callback).await.unwrap();
     assert_eq!(done.status(), StatusCode::FOUND);
     assert_eq!(
         done.headers()[LOCATION],
         "/",
         "the code is stripped from the URL"
     );
-    let cookie = done.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    let set: Vec<String> = done
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
     assert!(
-        cookie.starts_with("wechat_session=") && cookie.contains("HttpOnly"),
-        "{cookie}"
+        set.iter()
+            .any(|c| c.starts_with("wechat_login_binding=;") && c.contains("Max-Age=0")),
+        "the binding cookie is cleared: {set:?}"
     );
+    let cookie = set
+        .iter()
+        .find(|c| c.starts_with("wechat_session="))
+        .unwrap();
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
     let pair = cookie.split(';').next().unwrap().to_owned();
 
     let me = s
@@ -491,17 +517,19 @@ async fn the_website_flow_sets_a_cookie_and_strips_the_code() {
 
     // WeChat calling the callback twice gets the same session; a forged state is refused.
     assert_eq!(
-        s.http.get(&callback).send().await.unwrap().status(),
+        in_browser(&callback).await.unwrap().status(),
         StatusCode::FOUND
     );
     assert_eq!(s.mock.calls(Endpoint::AccessToken), 1);
     let forged = callback.replace(&state, &"A".repeat(58));
-    let refused = s.http.get(&forged).send().await.unwrap();
-    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        in_browser(&forged).await.unwrap().status(),
+        StatusCode::BAD_REQUEST
+    );
     // Declining on WeChat's page: no code.
     let declined = format!("{redirect_uri}?state={state}");
     assert_eq!(
-        s.http.get(&declined).send().await.unwrap().status(),
+        in_browser(&declined).await.unwrap().status(),
         StatusCode::FORBIDDEN
     );
 
@@ -527,6 +555,63 @@ async fn the_website_flow_sets_a_cookie_and_strips_the_code() {
         .await
         .unwrap();
     assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn cookie_clients_get_a_reissued_cookie_that_no_cache_may_keep() {
+    let s = start().await;
+    let token = s.login("o_nina").await;
+    let cookie = format!("wechat_session={token}");
+    s.advance(Duration::from_secs(4 * 24 * 3600));
+    let response = s
+        .http
+        .get(format!("{}/me", s.base))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let set = response.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    assert!(
+        set.starts_with("wechat_session=") && !set.contains(&token),
+        "{set}"
+    );
+    assert_eq!(response.headers()["cache-control"], "private, no-store");
+    assert!(!response.headers().contains_key("x-session-token"));
+}
+
+#[tokio::test]
+async fn login_and_logout_responses_are_not_overwritten_by_a_reissue() {
+    let s = start().await;
+    let old = s.login("o_oscar").await;
+    s.advance(Duration::from_secs(4 * 24 * 3600));
+    // Logging in again while sending the old token (in its re-issue window).
+    let code = s.code("o_oscar").await;
+    let response = s
+        .http
+        .post(format!("{}/auth/wechat/login", s.base))
+        .bearer_auth(&old)
+        .body(json!({ "code": code }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        !response.headers().contains_key("x-session-token"),
+        "no token for the old session"
+    );
+    // Logging out with a cookie in its re-issue window: only the clearing cookie comes back.
+    let logout = s
+        .http
+        .post(format!("{}/auth/logout", s.base))
+        .header(COOKIE, format!("wechat_session={old}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+    let set: Vec<_> = logout.headers().get_all(SET_COOKIE).iter().collect();
+    assert_eq!(set.len(), 1, "{set:?}");
+    assert!(set[0].to_str().unwrap().contains("Max-Age=0"));
 }
 
 #[tokio::test]

@@ -131,7 +131,10 @@ pub async fn build(config: Config) -> Result<App, BoxError> {
             Duration::from_secs(30),
         ))
         .layer(RequestBodyLimitLayer::new(16 * 1024))
-        .layer(TraceLayer::new_for_http())
+        // The span names the path only: a query can carry a login code (the web callback).
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+            tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
+        }))
         .layer(SetSensitiveRequestHeadersLayer::new([
             axum::http::header::AUTHORIZATION,
             axum::http::header::COOKIE,

@@ -10,7 +10,7 @@
 //! |---|---|
 //! | `POST /auth/wechat/login` `{"code"}` | 200 `{"token","token_type":"Bearer","expires_in","user":{"openid","unionid","scope"}}` |
 //! | `POST /auth/wechat/miniprogram/login` `{"code"}` | the same, via `jscode2session` |
-//! | `GET /auth/wechat/web/start` | 302 to WeChat's authorize URL with a signed state |
+//! | `GET /auth/wechat/web/start` | 302 to WeChat's authorize URL with a signed state (website flow: plus an HttpOnly binding cookie the state is tied to) |
 //! | `GET /auth/wechat/web/callback?code&state` | sets the session cookie, 302 to the configured page |
 //! | `POST /auth/logout` | 204; the session token is refused from then on |
 //! | `POST /auth/logout/all` | 204; every session of the user ends |
@@ -87,6 +87,18 @@ impl WebFlow {
     }
 }
 
+/// The name of the website flow's binding cookie (HttpOnly, 10 minutes).
+pub const BINDING_COOKIE: &str = "wechat_login_binding";
+
+/// Where to send the browser to start a web login.
+#[derive(Clone, Debug)]
+pub struct WebStart {
+    /// WeChat's authorize URL, with a signed state.
+    pub url: String,
+    /// For the website flow: the `Set-Cookie` value of the binding cookie the state is tied to.
+    pub binding_cookie: Option<HeaderValue>,
+}
+
 /// A successful login: the session and the token for the client.
 #[derive(Clone, Debug)]
 pub struct LoginSuccess {
@@ -161,6 +173,9 @@ pub enum LoginFailure {
 
 impl From<LoginError> for LoginFailure {
     fn from(error: LoginError) -> Self {
+        if let LoginError::Store(store) = &error {
+            tracing::error!(error = %store, "login failed: the session store is unavailable");
+        }
         match error {
             LoginError::InvalidCode { errcode } => Self::InvalidCode(errcode),
             LoginError::Denied { errcode } => Self::AccessDenied(Some(errcode)),
@@ -346,37 +361,64 @@ impl<St: TokenStore> LoginEndpoints<St> {
     }
 
     /// The WeChat authorize URL to send the browser to, with a fresh signed state.
-    pub fn web_start(&self) -> Result<String, LoginFailure> {
+    pub fn web_start(&self) -> Result<WebStart, LoginFailure> {
         let web = self
             .inner
             .web
             .as_ref()
             .ok_or(LoginFailure::WebLoginDisabled)?;
-        let state = self.inner.states.issue();
         let client = self.inner.cache.client();
-        let url = match web.kind {
-            WebFlowKind::Website => client.website_authorize_url(&web.redirect_uri, &state),
+        let (url, binding_cookie) = match web.kind {
+            WebFlowKind::Website => {
+                let binding = StateSigner::new_binding();
+                let state = self.inner.states.issue(&binding);
+                let cookie = self
+                    .inner
+                    .cookie
+                    .with_name(BINDING_COOKIE)
+                    .set(&binding, crate::state::STATE_TTL.as_secs());
+                (
+                    client.website_authorize_url(&web.redirect_uri, &state),
+                    cookie,
+                )
+            }
             WebFlowKind::OfficialAccount(scope) => {
-                client.official_account_authorize_url(&web.redirect_uri, scope, &state)
+                let state = self.inner.states.issue("");
+                let url = client.official_account_authorize_url(&web.redirect_uri, scope, &state);
+                (url, None)
             }
         };
-        url.map_err(|error| {
+        let url = url.map_err(|error| {
             tracing::error!(%error, "the web flow's redirect_uri is not usable");
             LoginFailure::Misconfigured
+        })?;
+        Ok(WebStart {
+            url,
+            binding_cookie,
         })
     }
 
-    /// Handles WeChat's redirect back: verifies the state, exchanges the code (a repeated
-    /// callback gets the same session) and opens a session. No code means the user declined.
+    /// Handles WeChat's redirect back: verifies the state (for the website flow, against the
+    /// binding cookie's value), exchanges the code (a repeated callback gets the same session)
+    /// and opens a session. No code means the user declined.
     pub async fn web_callback(
         &self,
         code: Option<&str>,
         state: Option<&str>,
+        binding: Option<&str>,
     ) -> Result<LoginSuccess, LoginFailure> {
-        if self.inner.web.is_none() {
-            return Err(LoginFailure::WebLoginDisabled);
-        }
-        self.inner.states.verify(state.unwrap_or(""))?;
+        let web = self
+            .inner
+            .web
+            .as_ref()
+            .ok_or(LoginFailure::WebLoginDisabled)?;
+        let binding = match web.kind {
+            WebFlowKind::Website => binding
+                .filter(|b| !b.is_empty())
+                .ok_or(LoginFailure::InvalidState(StateError::Invalid))?,
+            WebFlowKind::OfficialAccount(_) => "",
+        };
+        self.inner.states.verify(state.unwrap_or(""), binding)?;
         let code = code
             .filter(|c| !c.is_empty())
             .ok_or(LoginFailure::AccessDenied(None))?;
@@ -401,6 +443,18 @@ impl<St: TokenStore> LoginEndpoints<St> {
     /// The `Set-Cookie` value that clears the session cookie.
     pub fn clear_cookie(&self) -> Option<HeaderValue> {
         self.inner.cookie.clear()
+    }
+
+    /// The `Set-Cookie` value that clears the website flow's binding cookie.
+    pub fn clear_binding_cookie(&self) -> Option<HeaderValue> {
+        self.inner.cookie.with_name(BINDING_COOKIE).clear()
+    }
+
+    /// The binding cookie's value in a request, if any.
+    pub fn binding<'a>(&self, headers: &'a http::HeaderMap) -> Option<&'a str> {
+        crate::auth::source::cookie(headers, BINDING_COOKIE)
+            .ok()
+            .flatten()
     }
 
     /// Ends the user's current session.
@@ -445,11 +499,12 @@ mod router {
     use axum::response::{IntoResponse, Response};
     use axum::routing::{get, post};
     use bytes::Bytes;
-    use http::{HeaderValue, StatusCode, header};
+    use http::{HeaderMap, HeaderValue, StatusCode, header};
     use serde::Deserialize;
     use wechat_token_cache::TokenStore;
 
     use super::{LoginEndpoints, LoginFailure, LoginSuccess, json_response};
+    use crate::auth::SessionChanged;
     use crate::user::WeChatUser;
 
     #[derive(Deserialize)]
@@ -471,7 +526,12 @@ mod router {
 
     fn answer(result: Result<LoginSuccess, LoginFailure>) -> Response {
         match result {
-            Ok(success) => json_response(StatusCode::OK, success.to_json().to_vec()),
+            Ok(success) => {
+                let mut response: Response =
+                    json_response(StatusCode::OK, success.to_json().to_vec());
+                response.extensions_mut().insert(SessionChanged);
+                response
+            }
             Err(failure) => failure.to_response(),
         }
     }
@@ -496,13 +556,15 @@ mod router {
         if let Some(cookie) = clear_cookie {
             response.headers_mut().insert(header::SET_COOKIE, cookie);
         }
+        response.extensions_mut().insert(SessionChanged);
         response
     }
 
     impl<St: TokenStore> LoginEndpoints<St> {
         /// The endpoints as an axum router, to merge into the application's. The logout routes
-        /// read the [`WeChatUser`], so the [`WeChatAuthLayer`](crate::WeChatAuthLayer) (required
-        /// or optional) must wrap them.
+        /// read the [`WeChatUser`], so the [`WeChatAuthLayer`](crate::WeChatAuthLayer) must wrap
+        /// the router in *optional* mode (a required layer would refuse the login routes
+        /// themselves, which are called without a session).
         pub fn router<S: Clone + Send + Sync + 'static>(self) -> Router<S> {
             let (a, b, c, d, e, f) = (
                 self.clone(),
@@ -535,7 +597,13 @@ mod router {
                     "/auth/wechat/web/start",
                     get(move || async move {
                         match c.web_start() {
-                            Ok(url) => redirect(&url),
+                            Ok(start) => {
+                                let mut response = redirect(&start.url);
+                                if let Some(cookie) = start.binding_cookie {
+                                    response.headers_mut().append(header::SET_COOKIE, cookie);
+                                }
+                                response
+                            }
                             Err(failure) => failure.to_response(),
                         }
                     }),
@@ -543,20 +611,24 @@ mod router {
                 .route(
                     "/auth/wechat/web/callback",
                     get(
-                        move |query: Result<Query<CallbackQuery>, QueryRejection>| async move {
+                        move |headers: HeaderMap,
+                              query: Result<Query<CallbackQuery>, QueryRejection>| async move {
                             let Ok(Query(query)) = query else {
                                 return LoginFailure::InvalidRequest("malformed query")
                                     .to_response();
                             };
-                            match d
-                                .web_callback(query.code.as_deref(), query.state.as_deref())
-                                .await
-                            {
+                            let binding = d.binding(&headers);
+                            let result = d
+                                .web_callback(query.code.as_deref(), query.state.as_deref(), binding)
+                                .await;
+                            match result {
                                 Ok(success) => {
                                     let mut response = redirect(d.after_login());
-                                    if let Some(cookie) = d.session_cookie(&success) {
-                                        response.headers_mut().insert(header::SET_COOKIE, cookie);
+                                    let cookies = [d.session_cookie(&success), d.clear_binding_cookie()];
+                                    for cookie in cookies.into_iter().flatten() {
+                                        response.headers_mut().append(header::SET_COOKIE, cookie);
                                     }
+                                    response.extensions_mut().insert(SessionChanged);
                                     response
                                 }
                                 Err(failure) => failure.to_response(),

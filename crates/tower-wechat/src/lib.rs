@@ -41,10 +41,12 @@ mod token;
 mod user;
 
 pub use auth::{
-    Mode, REISSUED_TOKEN_HEADER, ResponseFuture, SameSite, SessionCookie, TokenSource, WeChatAuth,
-    WeChatAuthBuilder, WeChatAuthLayer,
+    Mode, REISSUED_TOKEN_HEADER, ResponseFuture, SameSite, SessionChanged, SessionCookie,
+    TokenSource, WeChatAuth, WeChatAuthBuilder, WeChatAuthLayer,
 };
-pub use endpoints::{LoginEndpoints, LoginFailure, LoginSuccess, WebFlow, WebFlowKind};
+pub use endpoints::{
+    BINDING_COOKIE, LoginEndpoints, LoginFailure, LoginSuccess, WebFlow, WebFlowKind, WebStart,
+};
 pub use rejection::{AuthError, JsonRejection, RejectionResponse};
 pub use state::{STATE_TTL, StateError, StateSigner};
 pub use token::{

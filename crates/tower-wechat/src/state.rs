@@ -3,6 +3,11 @@
 //! WeChat's in-app browser loses cookies between the redirect and the callback, so the state
 //! proves itself: `{unix time: 10 digits}{nonce: 16 hex}{HMAC-SHA256 truncated to 128 bits: 32
 //! hex}` — 58 characters of `[A-Za-z0-9]`, within WeChat's 128, valid for 10 minutes.
+//!
+//! The MAC also covers a *binding*: a random value the website flow keeps in an HttpOnly cookie
+//! of the browser that started the login (never in the URL), so a state verifies only in that
+//! browser — no login CSRF, no replay of a leaked callback URL. The Official Account flow, whose
+//! in-app browser drops cookies, uses an empty binding.
 
 use std::fmt;
 use std::time::{Duration, UNIX_EPOCH};
@@ -73,27 +78,34 @@ impl StateSigner {
             .unwrap_or(0)
     }
 
-    fn mac(&self, payload: &str) -> String {
+    fn mac(&self, payload: &str, binding: &str) -> String {
         let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.key).expect("HMAC takes any key");
         mac.update(payload.as_bytes());
+        mac.update(b"|");
+        mac.update(binding.as_bytes());
         hex(&mac.finalize().into_bytes()[..16])
     }
 
-    /// A new state.
-    pub fn issue(&self) -> State {
+    /// A fresh random binding value, for the cookie of the browser starting a login.
+    pub fn new_binding() -> String {
+        hex(&rand::random::<[u8; 16]>())
+    }
+
+    /// A new state, bound to `binding` (empty: unbound).
+    pub fn issue(&self, binding: &str) -> State {
         let nonce: [u8; 8] = rand::random();
         let payload = format!("{:010}{}", self.now(), hex(&nonce));
-        let state = format!("{payload}{}", self.mac(&payload));
+        let state = format!("{payload}{}", self.mac(&payload, binding));
         State::new(state).expect("10 digits + 48 hex characters is a valid state")
     }
 
-    /// Checks a state from a callback.
-    pub fn verify(&self, state: &str) -> Result<(), StateError> {
+    /// Checks a state from a callback, with the binding it was issued with.
+    pub fn verify(&self, state: &str, binding: &str) -> Result<(), StateError> {
         if state.len() != 58 || !state.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(StateError::Invalid);
         }
         let (payload, mac) = state.split_at(26);
-        if !bool::from(self.mac(payload).as_bytes().ct_eq(mac.as_bytes())) {
+        if !bool::from(self.mac(payload, binding).as_bytes().ct_eq(mac.as_bytes())) {
             return Err(StateError::Invalid);
         }
         let issued: u64 = payload[..10].parse().map_err(|_| StateError::Invalid)?;
@@ -128,22 +140,38 @@ mod tests {
     fn states_verify_expire_and_resist_tampering() {
         let clock = ManualClock::starting_now();
         let signer = StateSigner::from_secret(b"secret", Arc::new(clock.clone()));
-        let state = signer.issue();
+        let binding = StateSigner::new_binding();
+        let state = signer.issue(&binding);
         assert_eq!(state.as_str().len(), 58);
-        assert_eq!(signer.verify(state.as_str()), Ok(()));
+        assert_eq!(signer.verify(state.as_str(), &binding), Ok(()));
+        // Only with its binding: not in another browser, not unbound.
+        let other = StateSigner::new_binding();
+        assert_eq!(
+            signer.verify(state.as_str(), &other),
+            Err(StateError::Invalid)
+        );
+        assert_eq!(signer.verify(state.as_str(), ""), Err(StateError::Invalid));
+        let unbound = signer.issue("");
+        assert_eq!(signer.verify(unbound.as_str(), ""), Ok(()));
         // Another instance with the same secret accepts it; another secret does not.
         let twin = StateSigner::from_secret(b"secret", Arc::new(clock.clone()));
-        assert_eq!(twin.verify(state.as_str()), Ok(()));
+        assert_eq!(twin.verify(state.as_str(), &binding), Ok(()));
         let stranger = StateSigner::from_secret(b"other", Arc::new(clock.clone()));
-        assert_eq!(stranger.verify(state.as_str()), Err(StateError::Invalid));
+        assert_eq!(
+            stranger.verify(state.as_str(), &binding),
+            Err(StateError::Invalid)
+        );
         // Tampered timestamp.
         let mut forged = state.as_str().to_owned();
         forged.replace_range(0..1, if &forged[0..1] == "1" { "2" } else { "1" });
-        assert_eq!(signer.verify(&forged), Err(StateError::Invalid));
+        assert_eq!(signer.verify(&forged, &binding), Err(StateError::Invalid));
         for junk in ["", "abc", &"a".repeat(58), &"é".repeat(29)] {
-            assert_eq!(signer.verify(junk), Err(StateError::Invalid));
+            assert_eq!(signer.verify(junk, &binding), Err(StateError::Invalid));
         }
         clock.advance(STATE_TTL + Duration::from_secs(1));
-        assert_eq!(signer.verify(state.as_str()), Err(StateError::Expired));
+        assert_eq!(
+            signer.verify(state.as_str(), &binding),
+            Err(StateError::Expired)
+        );
     }
 }

@@ -17,6 +17,7 @@ use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 use wechat_token_cache::{SessionId, SessionRecord, SharedClock};
 
 use crate::rejection::AuthError;
@@ -297,7 +298,17 @@ fn header_for(key: &SigningKey) -> Header {
 
 impl SessionTokens {
     /// Builds the verifier and issuer for a key ring. Fails if key ids repeat.
-    pub fn new(keys: KeyRing, config: TokenConfig, clock: SharedClock) -> Result<Self, KeyError> {
+    ///
+    /// The configuration is made safe: `ttl` is capped at 10 years, `leeway` at 1 hour, and
+    /// `reissue_before` at half the `ttl` (else every request would re-issue).
+    pub fn new(
+        keys: KeyRing,
+        mut config: TokenConfig,
+        clock: SharedClock,
+    ) -> Result<Self, KeyError> {
+        config.ttl = config.ttl.min(Duration::from_secs(10 * 365 * 24 * 3600));
+        config.leeway = config.leeway.min(Duration::from_secs(3600));
+        config.reissue_before = config.reissue_before.min(config.ttl / 2);
         let mut verifying: Vec<VerifyingKey> = Vec::new();
         let mut kids = std::collections::HashSet::new();
         for key in std::iter::once(&keys.current).chain(&keys.previous) {
@@ -353,7 +364,9 @@ impl SessionTokens {
     /// session's end.
     pub fn issue(&self, record: &SessionRecord) -> Result<IssuedToken, KeyError> {
         let now = self.clock.now();
-        let expires_at = (now + self.config.ttl).min(record.expires_at);
+        let expires_at = now
+            .checked_add(self.config.ttl)
+            .map_or(record.expires_at, |end| end.min(record.expires_at));
         let claims = Claims {
             sid: record.sid.to_string(),
             sub: record.openid.to_string(),
@@ -397,7 +410,7 @@ impl SessionTokens {
                 verified
             }
         };
-        if verified.exp + leeway <= now {
+        if verified.exp.saturating_add(leeway) <= now {
             return Err(AuthError::TokenExpired);
         }
         Ok(verified)
@@ -443,10 +456,10 @@ impl SessionTokens {
                     .claims
             }
         };
-        if claims.exp + leeway <= now {
+        if claims.exp.saturating_add(leeway) <= now {
             return Err(AuthError::TokenExpired);
         }
-        if claims.iat > now + leeway {
+        if claims.iat > now.saturating_add(leeway) {
             return Err(AuthError::InvalidToken);
         }
         let sid = claims.sid.parse().map_err(invalid)?;
@@ -502,8 +515,13 @@ impl VerifiedCache {
 
     fn get(&self, token: &str) -> Option<VerifiedToken> {
         let slot = self.slot(token).read().unwrap_or_else(|e| e.into_inner());
+        // Constant time: the slot index is public, so an early-exit comparison would let a
+        // caller learn a cached token byte by byte.
         slot.as_ref()
-            .filter(|s| *s.token == *token)
+            .filter(|s| {
+                s.token.len() == token.len()
+                    && bool::from(s.token.as_bytes().ct_eq(token.as_bytes()))
+            })
             .map(|s| s.verified)
     }
 

@@ -50,7 +50,10 @@ pub enum CasOutcome {
 /// - `delete` reports whether a record was removed; `delete_user` removes every session of one
 ///   user and no other, and reports how many.
 ///
-/// Futures are `Send` so the store can be used from any tokio task.
+/// Futures are `Send` so the store can be used from any tokio task. `get` must be
+/// cancellation-safe: the middleware polls it once and drops it if it is not ready (then asks
+/// again on its slow path), so a backend whose connection could be left mid-reply must not hand
+/// that connection to another caller.
 pub trait TokenStore: Send + Sync + 'static {
     /// Loads a session.
     fn get(

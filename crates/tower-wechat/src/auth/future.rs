@@ -6,7 +6,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use futures::future::BoxFuture;
-use http::{HeaderMap, HeaderName, HeaderValue, Response};
+use http::header::CACHE_CONTROL;
+use http::{HeaderName, HeaderValue, Response};
 use pin_project_lite::pin_project;
 
 /// A header to add to the response: a re-issued session token.
@@ -16,9 +17,21 @@ pub(crate) struct Reissue {
     pub(crate) value: HeaderValue,
 }
 
+/// Put in a response's extensions by a handler that changed the session itself (login,
+/// logout): the layer then adds no re-issued token for the old session to that response.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SessionChanged;
+
 impl Reissue {
-    pub(crate) fn apply(self, headers: &mut HeaderMap) {
+    /// Adds the re-issued token to `response`, unless the handler changed the session. A
+    /// response carrying a credential must not be cached by anyone but its recipient.
+    pub(crate) fn apply<B>(self, response: &mut Response<B>) {
+        if response.extensions().get::<SessionChanged>().is_some() {
+            return;
+        }
+        let headers = response.headers_mut();
         headers.append(self.name, self.value);
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
     }
 }
 
@@ -80,7 +93,7 @@ where
             KindProj::Inner { future, reissue } => {
                 let mut response = ready!(future.poll(cx))?;
                 if let Some(reissue) = reissue.take() {
-                    reissue.apply(response.headers_mut());
+                    reissue.apply(&mut response);
                 }
                 Poll::Ready(Ok(response))
             }

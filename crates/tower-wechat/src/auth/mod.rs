@@ -19,9 +19,9 @@
 mod future;
 mod layer;
 mod service;
-mod source;
+pub(crate) mod source;
 
-pub use future::ResponseFuture;
+pub use future::{ResponseFuture, SessionChanged};
 pub use layer::{Mode, WeChatAuthBuilder, WeChatAuthLayer};
 pub use service::WeChatAuth;
 pub use source::{REISSUED_TOKEN_HEADER, SameSite, SessionCookie, TokenSource};

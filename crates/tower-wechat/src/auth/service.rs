@@ -93,6 +93,9 @@ impl<St: TokenStore> Shared<St> {
             Err(error) => return Step::Refused(error),
         };
         match self.cache.store().get(&verified.sid).now_or_never() {
+            Some(Ok(Some(record))) if !self.belongs(&record) => {
+                Step::Refused(AuthError::SessionExpired)
+            }
             Some(Ok(Some(record))) if !self.cache.needs_upstream_at(&record, now) => {
                 let (user, reissue) = self.admit(record, verified, sent_by, unix(now));
                 Step::Ready(user, reissue)
@@ -101,6 +104,12 @@ impl<St: TokenStore> Shared<St> {
             Some(Err(error)) => Step::Refused(SessionError::Store(error).into()),
             _ => Step::Slow(verified, sent_by),
         }
+    }
+
+    /// Whether a session is this application's: a store shared by several apps (or a signing key
+    /// shared between them) must not let one app's token into another.
+    fn belongs(&self, record: &SessionRecord) -> bool {
+        record.appid == *self.cache.client().appid()
     }
 
     /// The user for a live session, and a re-issued token if this one nears its end.
@@ -183,6 +192,18 @@ where
     }
 }
 
+impl<St, R> WeChatAuthLayer<St, R> {
+    /// The rejection response, with the error in its extensions whatever `R` wrote.
+    fn reject<B>(&self, error: &AuthError) -> Response<B>
+    where
+        R: RejectionResponse<B>,
+    {
+        let mut response = self.rejection.response(error);
+        response.extensions_mut().insert(error.clone());
+        response
+    }
+}
+
 impl<S, St: TokenStore, R> WeChatAuth<S, St, R> {
     /// Required mode answers the rejection; optional mode hands the error to the extractor.
     fn refuse<ReqB, ResB>(
@@ -200,7 +221,7 @@ impl<S, St: TokenStore, R> WeChatAuth<S, St, R> {
             "request refused"
         );
         match self.layer.mode {
-            Mode::Required => ResponseFuture::rejected(self.layer.rejection.response(&error)),
+            Mode::Required => ResponseFuture::rejected(self.layer.reject(&error)),
             Mode::Optional => {
                 request.extensions_mut().insert(error);
                 ResponseFuture::inner(self.inner.call(request), None)
@@ -228,14 +249,25 @@ impl<S, St: TokenStore, R> WeChatAuth<S, St, R> {
         let layer = self.layer.clone();
         ResponseFuture::slow(Box::pin(async move {
             let shared = &layer.shared;
-            match shared.cache.session(&verified.sid).await {
+            let session = shared
+                .cache
+                .session(&verified.sid)
+                .await
+                .and_then(|record| {
+                    if shared.belongs(&record) {
+                        Ok(record)
+                    } else {
+                        Err(wechat_token_cache::SessionError::NotFound)
+                    }
+                });
+            match session {
                 Ok(record) => {
                     let now = unix(shared.cache.clock().now());
                     let (user, reissue) = shared.admit(record, verified, sent_by, now);
                     request.extensions_mut().insert(user);
                     let mut response = inner.call(request).await?;
                     if let Some(reissue) = reissue {
-                        reissue.apply(response.headers_mut());
+                        reissue.apply(&mut response);
                     }
                     Ok(response)
                 }
@@ -243,7 +275,7 @@ impl<S, St: TokenStore, R> WeChatAuth<S, St, R> {
                     let error = AuthError::from(error);
                     tracing::debug!(sid = %verified.sid, outcome = "rejected", reason = error.code(), "session refused");
                     match layer.mode {
-                        Mode::Required => Ok(layer.rejection.response(&error)),
+                        Mode::Required => Ok(layer.reject(&error)),
                         Mode::Optional => {
                             request.extensions_mut().insert(error);
                             inner.call(request).await

@@ -86,6 +86,14 @@ impl SessionCookie {
         HeaderValue::try_from(self.render(token, max_age)).ok()
     }
 
+    /// The same attributes for another cookie name (e.g. the web flow's binding cookie).
+    pub(crate) fn with_name(&self, name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            ..self.clone()
+        }
+    }
+
     /// `Set-Cookie` value that deletes the cookie.
     pub fn clear(&self) -> Option<HeaderValue> {
         HeaderValue::try_from(self.render("", 0)).ok()
@@ -159,7 +167,7 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
     Ok(Some(token))
 }
 
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, AuthError> {
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, AuthError> {
     for value in headers.get_all(COOKIE) {
         for pair in value.as_bytes().split(|&b| b == b';') {
             let pair = pair.trim_ascii();
