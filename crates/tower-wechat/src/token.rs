@@ -538,7 +538,7 @@ impl VerifiedCache {
 mod tests {
     use super::*;
     use std::sync::Arc;
-    use wechat_token_cache::{ManualClock, conformance::sample_record};
+    use wechat_token_cache::{Clock, ManualClock, conformance::sample_record};
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
@@ -578,6 +578,45 @@ mod tests {
         // Uncached path expires too.
         let other = self::tokens(&clock, ring());
         assert_eq!(other.verify(&issued.token), Err(AuthError::TokenExpired));
+    }
+
+    #[test]
+    fn leeway_edges_hold_on_the_cached_and_the_uncached_path() {
+        let clock = ManualClock::starting_now();
+        let record = sample_record(&clock, "wx", "alice");
+        let issued = tokens(&clock, ring()).issue(&record).unwrap();
+        let exp = issued.expires_at;
+        let cached = tokens(&clock, ring());
+        assert!(cached.verify(&issued.token).is_ok());
+        // 29 s past exp: within the 30 s leeway, on both paths.
+        clock.set(exp + Duration::from_secs(29));
+        assert!(cached.verify(&issued.token).is_ok());
+        assert!(tokens(&clock, ring()).verify(&issued.token).is_ok());
+        // 30 s past: refused on both paths.
+        clock.set(exp + Duration::from_secs(30));
+        assert_eq!(cached.verify(&issued.token), Err(AuthError::TokenExpired));
+        assert_eq!(
+            tokens(&clock, ring()).verify(&issued.token),
+            Err(AuthError::TokenExpired)
+        );
+    }
+
+    #[test]
+    fn a_token_issued_in_the_future_is_refused() {
+        let clock = ManualClock::starting_now();
+        let record = sample_record(&clock, "wx", "alice");
+        let future = ManualClock::new(clock.now() + Duration::from_secs(31));
+        let token = tokens(&future, ring()).issue(&record).unwrap().token;
+        assert_eq!(
+            tokens(&clock, ring()).verify(&token),
+            Err(AuthError::InvalidToken)
+        );
+        let near = ManualClock::new(clock.now() + Duration::from_secs(29));
+        let token = tokens(&near, ring()).issue(&record).unwrap().token;
+        assert!(
+            tokens(&clock, ring()).verify(&token).is_ok(),
+            "within the leeway"
+        );
     }
 
     #[test]
