@@ -345,8 +345,10 @@ async fn logout_and_logout_all_reject_tokens_at_once() {
     assert_eq!(s.me(&laptop).await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(s.me(&tablet).await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(s.me(&other).await.0, StatusCode::OK, "other users stay");
+    // Logout is idempotent for a token that names an ended session; a forged one is refused.
+    assert_eq!(s.post("/auth/logout", &phone).await, StatusCode::NO_CONTENT);
     assert_eq!(
-        s.post("/auth/logout", &phone).await,
+        s.post("/auth/logout", "forged").await,
         StatusCode::UNAUTHORIZED
     );
 }
@@ -612,6 +614,53 @@ async fn login_and_logout_responses_are_not_overwritten_by_a_reissue() {
     let set: Vec<_> = logout.headers().get_all(SET_COOKIE).iter().collect();
     assert_eq!(set.len(), 1, "{set:?}");
     assert!(set[0].to_str().unwrap().contains("Max-Age=0"));
+}
+
+#[tokio::test]
+async fn logout_works_while_wechat_is_down() {
+    let s = start().await;
+    let token = s.login("o_peggy").await;
+    s.advance(2 * HOUR);
+    s.mock
+        .inject(Endpoint::RefreshToken, Fault::ErrCode(-1), 100);
+    assert_eq!(s.me(&token).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(s.post("/auth/logout", &token).await, StatusCode::NO_CONTENT);
+    s.mock.clear_faults();
+    s.advance(Duration::from_secs(61));
+    assert_eq!(
+        s.me(&token).await.1["error"],
+        "session_expired",
+        "the session ended"
+    );
+}
+
+#[tokio::test]
+async fn a_dead_session_cookie_is_cleared() {
+    let s = start().await;
+    let token = s.login("o_quinn").await;
+    assert_eq!(s.post("/auth/logout", &token).await, StatusCode::NO_CONTENT);
+    let cookie = format!("wechat_session={token}");
+    for path in ["/me", "/healthz"] {
+        let response = s
+            .http
+            .get(format!("{}{path}", s.base))
+            .header(COOKIE, &cookie)
+            .send()
+            .await
+            .unwrap();
+        let set = response
+            .headers()
+            .get(SET_COOKIE)
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert!(
+            set.as_deref()
+                .is_some_and(|c| c.starts_with("wechat_session=;") && c.contains("Max-Age=0")),
+            "{path}: {set:?}"
+        );
+    }
+    // A bearer token is not a cookie: nothing to clear.
+    let response = s.get("/me", &token).await;
+    assert!(!response.headers().contains_key(SET_COOKIE));
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@
 //! | `POST /auth/wechat/miniprogram/login` `{"code"}` | the same, via `jscode2session` |
 //! | `GET /auth/wechat/web/start` | 302 to WeChat's authorize URL with a signed state (website flow: plus an HttpOnly binding cookie the state is tied to) |
 //! | `GET /auth/wechat/web/callback?code&state` | sets the session cookie, 302 to the configured page |
-//! | `POST /auth/logout` | 204; the session token is refused from then on |
+//! | `POST /auth/logout` | 204; the session token is refused from then on (idempotent; works while WeChat is down) |
 //! | `POST /auth/logout/all` | 204; every session of the user ends |
 //!
 //! Failures: 400 `invalid_request` / `invalid_state`, 401 `invalid_code` (with WeChat's
@@ -28,7 +28,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use serde::Serialize;
 use wechat_oauth::{AuthCode, ErrCode, OfficialAccountScope};
 use wechat_token_cache::{
-    LoginError, MokaStore, SessionRecord, StoreError, TokenCache, TokenStore,
+    LoginError, MokaStore, SessionId, SessionRecord, StoreError, TokenCache, TokenStore,
 };
 
 use crate::auth::{SessionCookie, WeChatAuthLayer};
@@ -459,12 +459,16 @@ impl<St: TokenStore> LoginEndpoints<St> {
 
     /// Ends the user's current session.
     pub async fn logout(&self, user: &WeChatUser) -> Result<(), LoginFailure> {
-        self.inner
-            .cache
-            .logout(&user.session_id())
-            .await
-            .map_err(|_| LoginFailure::StoreUnavailable)?;
-        tracing::info!(sid = %user.session_id(), outcome = "logged_out", "session ended");
+        self.logout_session(user.session_id()).await
+    }
+
+    /// Ends one session by id (idempotent: an ended session is fine).
+    pub async fn logout_session(&self, sid: SessionId) -> Result<(), LoginFailure> {
+        self.inner.cache.logout(&sid).await.map_err(|error| {
+            tracing::error!(%error, "logout failed: the session store is unavailable");
+            LoginFailure::StoreUnavailable
+        })?;
+        tracing::info!(sid = %sid, outcome = "logged_out", "session ended");
         Ok(())
     }
 
@@ -505,7 +509,8 @@ mod router {
 
     use super::{LoginEndpoints, LoginFailure, LoginSuccess, json_response};
     use crate::auth::SessionChanged;
-    use crate::user::WeChatUser;
+    use crate::rejection::AuthError;
+    use crate::user::{Anonymous, VerifiedSession, WeChatUser};
 
     #[derive(Deserialize)]
     struct CodeBody {
@@ -638,10 +643,28 @@ mod router {
                 )
                 .route(
                     "/auth/logout",
-                    post(move |user: WeChatUser| async move {
-                        match e.logout(&user).await {
-                            Ok(()) => no_content(e.clear_cookie()),
-                            Err(failure) => failure.to_response(),
+                    post(move |request: axum::extract::Request| async move {
+                        // A live session, or a verified token whose session could not be
+                        // served (ended, WeChat or the store down): either way, end it.
+                        let extensions = request.extensions();
+                        let sid = extensions
+                            .get::<WeChatUser>()
+                            .map(WeChatUser::session_id)
+                            .or_else(|| extensions.get::<VerifiedSession>().map(|v| v.0));
+                        match sid {
+                            Some(sid) => match e.logout_session(sid).await {
+                                Ok(()) => no_content(e.clear_cookie()),
+                                Err(failure) => failure.to_response(),
+                            },
+                            None => extensions
+                                .get::<AuthError>()
+                                .cloned()
+                                .unwrap_or(if extensions.get::<Anonymous>().is_some() {
+                                    AuthError::MissingToken
+                                } else {
+                                    AuthError::MissingLayer
+                                })
+                                .to_response(),
                         }
                     }),
                 )

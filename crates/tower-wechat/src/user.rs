@@ -119,6 +119,12 @@ impl WeChatUser {
     }
 }
 
+/// Put in the request's extensions by an optional-mode layer when a token verified but its
+/// session could not be served (ended, WeChat or the store unavailable): logout still knows
+/// which session to end.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct VerifiedSession(pub(crate) SessionId);
+
 /// Put in the request's extensions by an optional-mode layer when no credentials were sent.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Anonymous;

@@ -11,14 +11,14 @@ use futures::FutureExt;
 use http::header::SET_COOKIE;
 use http::{HeaderValue, Request, Response};
 use tower_service::Service;
-use wechat_token_cache::{SessionError, SessionRecord, TokenStore};
+use wechat_token_cache::{SessionError, SessionId, SessionRecord, TokenStore};
 
 use super::future::{Reissue, ResponseFuture};
 use super::layer::{Mode, Shared, WeChatAuthLayer};
 use super::source::{self, REISSUED_TOKEN_HEADER, SentBy};
 use crate::rejection::{AuthError, RejectionResponse};
 use crate::token::{VerifiedToken, unix};
-use crate::user::{Anonymous, WeChatUser};
+use crate::user::{Anonymous, VerifiedSession, WeChatUser};
 
 /// The middleware service made by [`WeChatAuthLayer`].
 pub struct WeChatAuth<S, St, R> {
@@ -70,11 +70,30 @@ impl<S, St, R> WeChatAuth<S, St, R> {
     }
 }
 
+/// A refused request: why, and what is known of the token that was sent.
+struct Refusal {
+    error: AuthError,
+    /// The session the token named, when it verified.
+    sid: Option<SessionId>,
+    /// How the token was sent, when one was found.
+    sent_by: Option<SentBy>,
+}
+
+impl Refusal {
+    fn new(error: AuthError) -> Self {
+        Self {
+            error,
+            sid: None,
+            sent_by: None,
+        }
+    }
+}
+
 /// What the synchronous part of authentication decided.
 enum Step {
     Ready(WeChatUser, Option<Reissue>),
     Anonymous,
-    Refused(AuthError),
+    Refused(Refusal),
     /// The token is valid but the session needs the store or WeChat first.
     Slow(VerifiedToken, SentBy),
 }
@@ -84,24 +103,34 @@ impl<St: TokenStore> Shared<St> {
         let (token, sent_by) = match source::find(headers, &self.sources, &self.cookie.name) {
             Ok(Some(found)) => found,
             Ok(None) => return Step::Anonymous,
-            Err(error) => return Step::Refused(error),
+            Err(error) => return Step::Refused(Refusal::new(error)),
         };
         // One clock read serves the whole request.
         let now = self.cache.clock().now();
         let verified = match self.tokens.verify_at(token, unix(now)) {
             Ok(verified) => verified,
-            Err(error) => return Step::Refused(error),
+            Err(error) => {
+                return Step::Refused(Refusal {
+                    sent_by: Some(sent_by),
+                    ..Refusal::new(error)
+                });
+            }
+        };
+        let refused = |error| {
+            Step::Refused(Refusal {
+                error,
+                sid: Some(verified.sid),
+                sent_by: Some(sent_by),
+            })
         };
         match self.cache.store().get(&verified.sid).now_or_never() {
-            Some(Ok(Some(record))) if !self.belongs(&record) => {
-                Step::Refused(AuthError::SessionExpired)
-            }
+            Some(Ok(Some(record))) if !self.belongs(&record) => refused(AuthError::SessionExpired),
             Some(Ok(Some(record))) if !self.cache.needs_upstream_at(&record, now) => {
                 let (user, reissue) = self.admit(record, verified, sent_by, unix(now));
                 Step::Ready(user, reissue)
             }
-            Some(Ok(None)) => Step::Refused(AuthError::SessionExpired),
-            Some(Err(error)) => Step::Refused(SessionError::Store(error).into()),
+            Some(Ok(None)) => refused(AuthError::SessionExpired),
+            Some(Err(error)) => refused(SessionError::Store(error).into()),
             _ => Step::Slow(verified, sent_by),
         }
     }
@@ -110,6 +139,25 @@ impl<St: TokenStore> Shared<St> {
     /// shared between them) must not let one app's token into another.
     fn belongs(&self, record: &SessionRecord) -> bool {
         record.appid == *self.cache.client().appid()
+    }
+
+    /// For a session cookie that can never become valid again (forged, expired, ended, grant
+    /// gone): a `Set-Cookie` that deletes it, so the browser stops sending it.
+    fn clear_dead_cookie(&self, refusal: &Refusal) -> Option<Reissue> {
+        let dead = matches!(
+            refusal.error,
+            AuthError::InvalidToken
+                | AuthError::TokenExpired
+                | AuthError::SessionExpired
+                | AuthError::ReauthRequired
+        );
+        if !dead || refusal.sent_by != Some(SentBy::Cookie) {
+            return None;
+        }
+        Some(Reissue {
+            name: SET_COOKIE,
+            value: self.cookie.clear()?,
+        })
     }
 
     /// The user for a live session, and a re-issued token if this one nears its end.
@@ -180,13 +228,13 @@ where
                 ResponseFuture::inner(self.inner.call(request), reissue)
             }
             Step::Anonymous => match self.layer.mode {
-                Mode::Required => self.refuse(request, AuthError::MissingToken),
+                Mode::Required => self.refuse(request, Refusal::new(AuthError::MissingToken)),
                 Mode::Optional => {
                     request.extensions_mut().insert(Anonymous);
                     ResponseFuture::inner(self.inner.call(request), None)
                 }
             },
-            Step::Refused(error) => self.refuse(request, error),
+            Step::Refused(refusal) => self.refuse(request, refusal),
             Step::Slow(verified, sent_by) => self.slow(request, verified, sent_by),
         }
     }
@@ -205,11 +253,12 @@ impl<St, R> WeChatAuthLayer<St, R> {
 }
 
 impl<S, St: TokenStore, R> WeChatAuth<S, St, R> {
-    /// Required mode answers the rejection; optional mode hands the error to the extractor.
+    /// Required mode answers the rejection; optional mode hands the error (and the session the
+    /// token named, for logout) to the handler. Either way a dead session cookie is cleared.
     fn refuse<ReqB, ResB>(
         &mut self,
         mut request: Request<ReqB>,
-        error: AuthError,
+        refusal: Refusal,
     ) -> ResponseFuture<S::Future, ResB, S::Error>
     where
         S: Service<Request<ReqB>, Response = Response<ResB>>,
@@ -217,14 +266,24 @@ impl<S, St: TokenStore, R> WeChatAuth<S, St, R> {
     {
         tracing::debug!(
             outcome = "rejected",
-            reason = error.code(),
+            reason = refusal.error.code(),
             "request refused"
         );
+        let clear = self.layer.shared.clear_dead_cookie(&refusal);
         match self.layer.mode {
-            Mode::Required => ResponseFuture::rejected(self.layer.reject(&error)),
+            Mode::Required => {
+                let mut response = self.layer.reject(&refusal.error);
+                if let Some(clear) = clear {
+                    clear.apply(&mut response);
+                }
+                ResponseFuture::rejected(response)
+            }
             Mode::Optional => {
-                request.extensions_mut().insert(error);
-                ResponseFuture::inner(self.inner.call(request), None)
+                if let Some(sid) = refusal.sid {
+                    request.extensions_mut().insert(VerifiedSession(sid));
+                }
+                request.extensions_mut().insert(refusal.error);
+                ResponseFuture::inner(self.inner.call(request), clear)
             }
         }
     }
@@ -272,15 +331,27 @@ impl<S, St: TokenStore, R> WeChatAuth<S, St, R> {
                     Ok(response)
                 }
                 Err(error) => {
-                    let error = AuthError::from(error);
-                    tracing::debug!(sid = %verified.sid, outcome = "rejected", reason = error.code(), "session refused");
-                    match layer.mode {
-                        Mode::Required => Ok(layer.reject(&error)),
+                    let refusal = Refusal {
+                        error: AuthError::from(error),
+                        sid: Some(verified.sid),
+                        sent_by: Some(sent_by),
+                    };
+                    tracing::debug!(sid = %verified.sid, outcome = "rejected", reason = refusal.error.code(), "session refused");
+                    let clear = shared.clear_dead_cookie(&refusal);
+                    let mut response = match layer.mode {
+                        Mode::Required => layer.reject(&refusal.error),
                         Mode::Optional => {
-                            request.extensions_mut().insert(error);
-                            inner.call(request).await
+                            request
+                                .extensions_mut()
+                                .insert(VerifiedSession(verified.sid));
+                            request.extensions_mut().insert(refusal.error);
+                            inner.call(request).await?
                         }
+                    };
+                    if let Some(clear) = clear {
+                        clear.apply(&mut response);
                     }
+                    Ok(response)
                 }
             }
         }))
