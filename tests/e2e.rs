@@ -677,6 +677,9 @@ async fn session_tokens_slide_near_their_expiry() {
         .unwrap()
         .to_owned();
     assert_ne!(fresh, token);
+    // A client that keeps sending the old token gets the same new one (no signature per request).
+    let again = s.get("/me", &token).await;
+    assert_eq!(again.headers()["x-session-token"].to_str().unwrap(), fresh);
     s.advance(Duration::from_secs(4 * 24 * 3600));
     assert_eq!(s.me(&token).await.1["error"], "token_expired");
     assert_eq!(s.me(&fresh).await.0, StatusCode::OK);

@@ -272,6 +272,9 @@ pub struct SessionTokens {
     config: TokenConfig,
     clock: SharedClock,
     verified: VerifiedCache,
+    /// Tokens re-issued in the last minute, per session: a client that keeps sending its old
+    /// token gets the same new one instead of a signature per request.
+    renewals: moka::sync::Cache<SessionId, IssuedToken>,
 }
 
 impl fmt::Debug for SessionTokens {
@@ -345,6 +348,10 @@ impl SessionTokens {
             signing: keys.current,
             verifying,
             verified: VerifiedCache::new(config.verified_capacity),
+            renewals: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
             config,
             clock,
         })
@@ -386,6 +393,17 @@ impl SessionTokens {
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
         })
+    }
+
+    /// A fresh token for a session whose token nears its end: issued at most once a minute per
+    /// session.
+    pub(crate) fn renew(&self, record: &SessionRecord) -> Result<IssuedToken, KeyError> {
+        if let Some(issued) = self.renewals.get(&record.sid) {
+            return Ok(issued);
+        }
+        let issued = self.issue(record)?;
+        self.renewals.insert(record.sid, issued.clone());
+        Ok(issued)
     }
 
     /// Verifies a token: one of our keys (recognised by the exact header we issue with it, so

@@ -172,7 +172,7 @@ impl<St: TokenStore> Shared<St> {
             .tokens
             .should_reissue(verified.exp, record.expires_at, now)
         {
-            self.reissue(&record, sent_by)
+            self.reissue(&record, sent_by, now)
         } else {
             None
         };
@@ -180,8 +180,8 @@ impl<St: TokenStore> Shared<St> {
         (WeChatUser::new(record, Arc::clone(&self.upstream)), reissue)
     }
 
-    fn reissue(&self, record: &SessionRecord, sent_by: SentBy) -> Option<Reissue> {
-        let issued = match self.tokens.issue(record) {
+    fn reissue(&self, record: &SessionRecord, sent_by: SentBy, now: u64) -> Option<Reissue> {
+        let issued = match self.tokens.renew(record) {
             Ok(issued) => issued,
             Err(error) => {
                 tracing::error!(%error, "could not re-issue a session token");
@@ -192,7 +192,9 @@ impl<St: TokenStore> Shared<St> {
         match sent_by {
             SentBy::Cookie => Some(Reissue {
                 name: SET_COOKIE,
-                value: self.cookie.set(&issued.token, issued.expires_in)?,
+                value: self
+                    .cookie
+                    .set(&issued.token, unix(issued.expires_at).saturating_sub(now))?,
             }),
             SentBy::Header => Some(Reissue {
                 name: REISSUED_TOKEN_HEADER,
