@@ -152,19 +152,29 @@ fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a st
 }
 
 fn bearer(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
-    let Some(value) = single(headers, &AUTHORIZATION)? else {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
         return Ok(None);
     };
-    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    if values.next().is_some() {
+        return Err(AuthError::InvalidRequest);
+    }
+    let bytes = value.as_bytes();
+    let scheme_ends = bytes.iter().position(|&b| b == b' ').unwrap_or(bytes.len());
+    if !bytes[..scheme_ends].eq_ignore_ascii_case(b"bearer") {
         // Another scheme (Basic, ...) is not ours: try the next source.
         return Ok(None);
     }
-    let token = rest.trim();
-    if token.is_empty() || token.contains(' ') {
+    let token = bytes[scheme_ends..].trim_ascii();
+    // One pass: a token is visible ASCII without spaces (RFC 6750's b64token is narrower still;
+    // anything else that slips through fails verification).
+    if token.is_empty() || !token.iter().all(|b| b.is_ascii_graphic()) {
         return Err(AuthError::InvalidRequest);
     }
-    Ok(Some(token))
+    // Visible ASCII is UTF-8.
+    std::str::from_utf8(token)
+        .map(Some)
+        .map_err(|_| AuthError::InvalidRequest)
 }
 
 pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, AuthError> {
