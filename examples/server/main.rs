@@ -39,7 +39,11 @@ async fn main() -> Result<(), app::BoxError> {
             secret,
             api_base: env("WECHAT_API_BASE"),
         },
-        (None, None) => app::Upstream::Sandbox(MockConfig::default()),
+        // The sandbox's clock follows real time: codes and tokens expire as they would at WeChat.
+        (None, None) => app::Upstream::Sandbox(MockConfig {
+            real_time: true,
+            ..MockConfig::default()
+        }),
         _ => {
             return Err(
                 "set both WECHAT_APPID and WECHAT_SECRET, or neither for the sandbox".into(),

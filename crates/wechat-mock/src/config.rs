@@ -41,6 +41,9 @@ pub struct MockConfig {
     /// When true every refresh returns a new refresh token and the old one stops working
     /// (default false: the same refresh token comes back).
     pub rotate_refresh_tokens: bool,
+    /// When true the mock clock also follows real time (codes and tokens expire as they would
+    /// at WeChat); when false (default, for tests) it moves only when advanced.
+    pub real_time: bool,
 }
 
 impl MockConfig {
@@ -53,6 +56,7 @@ impl MockConfig {
             access_token_ttl: Duration::from_secs(7200),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
             rotate_refresh_tokens: false,
+            real_time: false,
         }
     }
 }

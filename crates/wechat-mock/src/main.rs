@@ -2,7 +2,7 @@
 //! control API) on one address until Ctrl-C.
 //!
 //! ```text
-//! wechat-mock [--bind ADDR] [--appid ID] [--secret SECRET]
+//! wechat-mock [--bind ADDR] [--appid ID] [--secret SECRET] [--frozen-clock]
 //! ```
 //!
 //! The first line on stdout is `listening on http://ADDR` with the bound address.
@@ -19,7 +19,7 @@ use std::{
 use wechat_mock::{MockConfig, MockWeChat};
 
 const USAGE: &str = "\
-usage: wechat-mock [--bind ADDR] [--appid ID] [--secret SECRET]
+usage: wechat-mock [--bind ADDR] [--appid ID] [--secret SECRET] [--frozen-clock]
 
 A fake of WeChat's OAuth servers for tests and local development.
 
@@ -27,6 +27,8 @@ options:
   --bind ADDR       address to listen on (default 127.0.0.1:0, an ephemeral port)
   --appid ID        the AppID the mock accepts (default wxmockappid000001)
   --secret SECRET   the AppSecret the mock accepts (default mocksecret0123456789abcdef0123456)
+  --frozen-clock    the clock moves only through POST /mock/clock/advance (default: it also
+                    follows real time, so codes and tokens expire as at WeChat)
   -h, --help        print this help
 
 The first line on stdout is `listening on http://ADDR`. Control API: POST /mock/codes,
@@ -47,7 +49,10 @@ enum Command {
 /// Parses the arguments after the program name; `Err` is a message for stderr.
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
     let mut bind = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    let mut config = MockConfig::default();
+    let mut config = MockConfig {
+        real_time: true,
+        ..MockConfig::default()
+    };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -58,6 +63,10 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
         };
         if flag == "-h" || flag == "--help" {
             return Ok(Command::Help);
+        }
+        if flag == "--frozen-clock" && inline.is_none() {
+            config.real_time = false;
+            continue;
         }
         if !matches!(flag.as_str(), "--bind" | "--appid" | "--secret") {
             return Err(format!("unknown argument {flag:?}"));
@@ -151,7 +160,10 @@ mod tests {
             parse(&[]),
             Ok(Command::Serve {
                 bind: "127.0.0.1:0".parse().unwrap(),
-                config: MockConfig::default(),
+                config: MockConfig {
+                    real_time: true,
+                    ..MockConfig::default()
+                },
             })
         );
     }
@@ -164,7 +176,17 @@ mod tests {
             panic!("expected serve");
         };
         assert_eq!(bind, "0.0.0.0:8080".parse().unwrap());
-        assert_eq!(config, MockConfig::new("wxabc", "s3"));
+        assert_eq!(
+            config,
+            MockConfig {
+                real_time: true,
+                ..MockConfig::new("wxabc", "s3")
+            }
+        );
+        let Ok(Command::Serve { config, .. }) = parse(&["--frozen-clock"]) else {
+            panic!("expected serve");
+        };
+        assert!(!config.real_time);
     }
 
     #[test]

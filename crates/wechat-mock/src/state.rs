@@ -5,7 +5,7 @@
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     sync::{Mutex, MutexGuard, PoisonError},
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use rand::{Rng, distr::Alphanumeric};
@@ -164,8 +164,10 @@ struct Grant {
 
 #[derive(Debug, Default)]
 struct State {
-    /// How far the mock clock is ahead of its start.
+    /// The sum of every advance of the mock clock.
     offset: Duration,
+    /// Real time since the start, when the clock runs in real time (refreshed under the lock).
+    elapsed: Duration,
     codes: HashMap<String, CodeRecord>,
     next_grant: u64,
     grants: HashMap<u64, Grant>,
@@ -177,6 +179,11 @@ struct State {
 }
 
 impl State {
+    /// The mock clock, as a duration since the mock started.
+    fn now(&self) -> Duration {
+        self.offset + self.elapsed
+    }
+
     fn unused_token(&self, len: usize) -> String {
         loop {
             let token = random_alphanumeric(len);
@@ -199,7 +206,7 @@ impl State {
 
     /// Consumes a code: the first exchange wins, whichever endpoint makes it.
     fn redeem(&mut self, code: &str) -> Result<User, SnsError> {
-        let now = self.offset;
+        let now = self.now();
         let record = self.codes.get_mut(code).ok_or(INVALID_CODE)?;
         if record.used {
             return Err(CODE_BEEN_USED);
@@ -218,7 +225,7 @@ impl State {
             .get(access_token)
             .and_then(|id| self.grants.get(id))
             .ok_or(INVALID_CREDENTIAL)?;
-        if self.offset >= grant.access_expires_at {
+        if self.now() >= grant.access_expires_at {
             return Err(ACCESS_TOKEN_EXPIRED);
         }
         if grant.user.openid != openid {
@@ -233,6 +240,7 @@ impl State {
 pub(crate) struct Shared {
     pub(crate) config: MockConfig,
     started: SystemTime,
+    started_instant: Instant,
     state: Mutex<State>,
 }
 
@@ -241,25 +249,31 @@ impl Shared {
         Self {
             config,
             started: SystemTime::now(),
+            started_instant: Instant::now(),
             state: Mutex::new(State::default()),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere cannot leave the maps half-updated in a way that matters to a mock.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.config.real_time {
+            state.elapsed = self.started_instant.elapsed();
+        }
+        state
     }
 
-    /// The mock clock: the system time at start plus every advance.
+    /// The mock clock: the system time at start plus every advance (plus the real time since
+    /// the start, when the clock runs in real time).
     pub(crate) fn now(&self) -> SystemTime {
-        self.started + self.lock().offset
+        self.started + self.lock().now()
     }
 
     /// Moves the mock clock forward and returns the new time.
     pub(crate) fn advance(&self, by: Duration) -> SystemTime {
         let mut state = self.lock();
         state.offset += by;
-        self.started + state.offset
+        self.started + state.now()
     }
 
     /// Counts a call to `endpoint` and takes the next queued fault for it, if any.
@@ -307,7 +321,7 @@ impl Shared {
         };
         let mut state = self.lock();
         let code = state.unused_code();
-        let expires_at = state.offset + self.config.code_ttl;
+        let expires_at = state.now() + self.config.code_ttl;
         state.codes.insert(
             code.clone(),
             CodeRecord {
@@ -361,9 +375,9 @@ impl Shared {
         let grant = Grant {
             user,
             access_token: access_token.clone(),
-            access_expires_at: state.offset + self.config.access_token_ttl,
+            access_expires_at: state.now() + self.config.access_token_ttl,
             refresh_token: refresh_token.clone(),
-            refresh_expires_at: state.offset + self.config.refresh_token_ttl,
+            refresh_expires_at: state.now() + self.config.refresh_token_ttl,
         };
         state.grants.insert(id, grant);
         state.by_access_token.insert(access_token, id);
@@ -375,7 +389,7 @@ impl Shared {
     pub(crate) fn refresh(&self, refresh_token: &str) -> Result<TokenBody, SnsError> {
         let mut guard = self.lock();
         let state = &mut *guard;
-        let now = state.offset;
+        let now = state.now();
         let id = *state
             .by_refresh_token
             .get(refresh_token)

@@ -227,3 +227,28 @@ async fn userinfo_checks_the_token_like_auth() {
         .await
         .assert_error(42001);
 }
+
+#[tokio::test]
+async fn the_clock_is_frozen_by_default_and_can_follow_real_time() {
+    let frozen = wechat_mock::MockWeChat::start(MockConfig::default())
+        .await
+        .unwrap();
+    let t0 = frozen.now();
+    assert_eq!(frozen.now(), t0, "a frozen clock moves only when advanced");
+    frozen.advance(Duration::from_secs(10));
+    assert_eq!(frozen.now(), t0 + Duration::from_secs(10));
+
+    let running = wechat_mock::MockWeChat::start(MockConfig {
+        real_time: true,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let t0 = running.now();
+    assert!(running.now() >= t0, "real time never goes back");
+    running.advance(Duration::from_secs(10));
+    assert!(
+        running.now() >= t0 + Duration::from_secs(10),
+        "advances add to it"
+    );
+}
