@@ -109,6 +109,21 @@ impl Server {
             .unwrap()
     }
 
+    /// A request as a browser holding `cookie` (`name=value`) sends it.
+    async fn with_cookie(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        cookie: &str,
+    ) -> reqwest::Response {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .header(COOKIE, cookie)
+            .send()
+            .await
+            .unwrap()
+    }
+
     async fn me(&self, token: &str) -> (StatusCode, Value) {
         let response = self.get("/me", token).await;
         let status = response.status();
@@ -507,13 +522,7 @@ async fn the_website_flow_sets_a_cookie_and_strips_the_code() {
     assert!(cookie.contains("HttpOnly"), "{cookie}");
     let pair = cookie.split(';').next().unwrap().to_owned();
 
-    let me = s
-        .http
-        .get(format!("{}/me", s.base))
-        .header(COOKIE, &pair)
-        .send()
-        .await
-        .unwrap();
+    let me = s.with_cookie(reqwest::Method::GET, "/me", &pair).await;
     assert_eq!(me.status(), StatusCode::OK);
     assert_eq!(me.json::<Value>().await.unwrap()["openid"], "o_judy");
 
@@ -536,12 +545,8 @@ async fn the_website_flow_sets_a_cookie_and_strips_the_code() {
     );
 
     let logout = s
-        .http
-        .post(format!("{}/auth/logout", s.base))
-        .header(COOKIE, &pair)
-        .send()
-        .await
-        .unwrap();
+        .with_cookie(reqwest::Method::POST, "/auth/logout", &pair)
+        .await;
     assert_eq!(logout.status(), StatusCode::NO_CONTENT);
     assert!(
         logout.headers()[SET_COOKIE]
@@ -549,13 +554,7 @@ async fn the_website_flow_sets_a_cookie_and_strips_the_code() {
             .unwrap()
             .contains("Max-Age=0")
     );
-    let after = s
-        .http
-        .get(format!("{}/me", s.base))
-        .header(COOKIE, &pair)
-        .send()
-        .await
-        .unwrap();
+    let after = s.with_cookie(reqwest::Method::GET, "/me", &pair).await;
     assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
 }
 
@@ -565,13 +564,7 @@ async fn cookie_clients_get_a_reissued_cookie_that_no_cache_may_keep() {
     let token = s.login("o_nina").await;
     let cookie = format!("wechat_session={token}");
     s.advance(Duration::from_secs(4 * 24 * 3600));
-    let response = s
-        .http
-        .get(format!("{}/me", s.base))
-        .header(COOKIE, &cookie)
-        .send()
-        .await
-        .unwrap();
+    let response = s.with_cookie(reqwest::Method::GET, "/me", &cookie).await;
     assert_eq!(response.status(), StatusCode::OK);
     let set = response.headers()[SET_COOKIE].to_str().unwrap().to_owned();
     assert!(
@@ -603,13 +596,10 @@ async fn login_and_logout_responses_are_not_overwritten_by_a_reissue() {
         "no token for the old session"
     );
     // Logging out with a cookie in its re-issue window: only the clearing cookie comes back.
+    let old_cookie = format!("wechat_session={old}");
     let logout = s
-        .http
-        .post(format!("{}/auth/logout", s.base))
-        .header(COOKIE, format!("wechat_session={old}"))
-        .send()
-        .await
-        .unwrap();
+        .with_cookie(reqwest::Method::POST, "/auth/logout", &old_cookie)
+        .await;
     assert_eq!(logout.status(), StatusCode::NO_CONTENT);
     let set: Vec<_> = logout.headers().get_all(SET_COOKIE).iter().collect();
     assert_eq!(set.len(), 1, "{set:?}");
@@ -641,13 +631,7 @@ async fn a_dead_session_cookie_is_cleared() {
     assert_eq!(s.post("/auth/logout", &token).await, StatusCode::NO_CONTENT);
     let cookie = format!("wechat_session={token}");
     for path in ["/me", "/healthz"] {
-        let response = s
-            .http
-            .get(format!("{}{path}", s.base))
-            .header(COOKIE, &cookie)
-            .send()
-            .await
-            .unwrap();
+        let response = s.with_cookie(reqwest::Method::GET, path, &cookie).await;
         let set = response
             .headers()
             .get(SET_COOKIE)
