@@ -7,7 +7,7 @@
 //!   coordinator.
 //! - [`tower`] ([`tower_wechat`]): the middleware, the `WeChatUser` extractor, login and logout
 //!   endpoints.
-//! - `mock` (feature `mock`, [`wechat_mock`]): a fake WeChat for tests and local development.
+//! - `mock` (feature `mock`, the `wechat-mock` crate): a fake WeChat for tests and local development.
 //!
 //! The common names are also at the top level:
 //!
