@@ -27,9 +27,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use serde::Serialize;
 use wechat_oauth::{AuthCode, ErrCode, OfficialAccountScope};
-use wechat_token_cache::{
-    LoginError, MokaStore, SessionId, SessionRecord, StoreError, TokenCache, TokenStore,
-};
+use wechat_token_cache::{LoginError, MokaStore, SessionId, SessionRecord, TokenCache, TokenStore};
 
 use crate::auth::{SessionCookie, WeChatAuthLayer};
 use crate::state::{StateError, StateSigner};
@@ -181,7 +179,7 @@ impl From<LoginError> for LoginFailure {
             LoginError::Denied { errcode } => Self::AccessDenied(Some(errcode)),
             LoginError::Unavailable { retry_after } => Self::Unavailable(retry_after),
             LoginError::Misconfigured { .. } => Self::Misconfigured,
-            LoginError::Store(StoreError::AlreadyExists) => Self::StoreUnavailable,
+            // Store failures, and any variant added later: the session was not stored.
             _ => Self::StoreUnavailable,
         }
     }

@@ -10,13 +10,15 @@
 //! in-app browser drops cookies, uses an empty binding.
 
 use std::fmt;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use wechat_oauth::State;
 use wechat_token_cache::SharedClock;
+
+use crate::token::unix;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -71,11 +73,7 @@ impl StateSigner {
     }
 
     fn now(&self) -> u64 {
-        self.clock
-            .now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
+        unix(self.clock.now())
     }
 
     fn mac(&self, payload: &str, binding: &str) -> String {

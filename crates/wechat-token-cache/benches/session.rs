@@ -3,7 +3,7 @@
 //! - `moka_get_bare_hot` — the floor: `moka::sync::Cache<SessionId, Arc<SessionRecord>>::get` of
 //!   one present key, on a default cache (no expiry, no eviction policy set).
 //! - `moka_get_configured_hot` — the same get on a cache configured as [`MokaStore`] configures
-//!   its own (LRU, per-entry expiry): what moka's configuration alone costs.
+//!   its own by default (LRU, idle expiry): what moka's configuration alone costs.
 //! - `store_get_hot` — [`MokaStore::get`] (the `TokenStore` impl) of that same key.
 //! - `moka_get_bare_1000` / `session_fast_path_1000` — the floor and [`TokenCache::session`]
 //!   cycling over 1,000 distinct sessions (not one hot key), each with a valid access token and no
@@ -32,17 +32,16 @@
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use futures::FutureExt;
-use moka::Expiry;
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 use wechat_oauth::{AppId, AppSecret, Client, RetryPolicy};
 use wechat_token_cache::conformance::sample_record;
 use wechat_token_cache::{
-    MokaStore, SessionId, SessionRecord, SystemClock, TokenCache, TokenStore,
+    MokaStore, SessionId, SessionRecord, StoreExpiry, SystemClock, TokenCache, TokenStore,
 };
 
 /// Distinct sessions the fast-path bench cycles over.
@@ -59,7 +58,7 @@ const UNROUTABLE: &str = "http://127.0.0.1:9";
 struct Fixture {
     /// The floor: a default moka cache holding the same records.
     bare: Cache<SessionId, Arc<SessionRecord>>,
-    /// Moka configured as `MokaStore` configures it (LRU, per-entry expiry).
+    /// Moka configured as `MokaStore` configures it by default (LRU, idle expiry).
     configured: Cache<SessionId, Arc<SessionRecord>>,
     /// The store the cache reads (a clone sharing the same records).
     store: MokaStore,
@@ -70,25 +69,6 @@ struct Fixture {
     inserted: Vec<Arc<SessionRecord>>,
     /// `sids[0]` as text.
     text: String,
-}
-
-/// Moka expiry at the record's `expires_at`, as `MokaStore` does it.
-struct AtSessionEnd;
-
-impl Expiry<SessionId, Arc<SessionRecord>> for AtSessionEnd {
-    fn expire_after_create(
-        &self,
-        _sid: &SessionId,
-        record: &Arc<SessionRecord>,
-        _created_at: Instant,
-    ) -> Option<Duration> {
-        Some(
-            record
-                .expires_at
-                .duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO),
-        )
-    }
 }
 
 impl Fixture {
@@ -103,10 +83,14 @@ impl Fixture {
             .build();
         let cache = TokenCache::builder(client).store(store.clone()).build();
         let bare = Cache::new(10 * SESSIONS as u64);
+        // The store's default configuration: LRU and idle expiry at the default idle time.
+        let StoreExpiry::Idle(idle) = StoreExpiry::default() else {
+            panic!("the store's default expiry is idle-based");
+        };
         let configured = Cache::builder()
             .max_capacity(10 * SESSIONS as u64)
             .eviction_policy(EvictionPolicy::lru())
-            .expire_after(AtSessionEnd)
+            .time_to_idle(idle)
             .build();
 
         let mut sids = Vec::with_capacity(SESSIONS);
