@@ -339,7 +339,7 @@ impl Client {
                 ],
             )
             .await?;
-        Ok(wire.into_grant(sent_at))
+        wire.into_grant(sent_at)
     }
 
     /// Refreshes (or renews) the access token (`/sns/oauth2/refresh_token`). Store the refresh
@@ -357,7 +357,7 @@ impl Client {
                 ],
             )
             .await?;
-        Ok(wire.into_grant(sent_at))
+        wire.into_grant(sent_at)
     }
 
     /// Asks WeChat whether an access token is still valid (`/sns/auth`). `Ok(())` means valid;
@@ -414,7 +414,7 @@ impl Client {
                 ],
             )
             .await?;
-        Ok(wire.into())
+        wire.try_into()
     }
 
     /// The website QR-login URL (`/connect/qrconnect`, `snsapi_login`) for this app.

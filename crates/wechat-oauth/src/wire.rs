@@ -232,8 +232,15 @@ pub(crate) struct WireGrant {
 impl WireGrant {
     /// The grant, its expiry counted from `now`: the time the request was *sent*, so latency and
     /// retries can only make us think the token expires earlier than it does, never later.
-    pub(crate) fn into_grant(self, now: SystemTime) -> TokenGrant {
-        TokenGrant {
+    ///
+    /// A reply with an empty or oversized openid, unionid or token is a bad reply
+    /// ([`Error::Decode`]): nothing built from it could be stored or signed safely.
+    pub(crate) fn into_grant(self, now: SystemTime) -> Result<TokenGrant, Error> {
+        bounded("access_token", &self.access_token, MAX_TOKEN_LEN)?;
+        bounded("refresh_token", &self.refresh_token, MAX_TOKEN_LEN)?;
+        bounded("openid", &self.openid, MAX_ID_LEN)?;
+        optional_bounded("unionid", self.unionid.as_deref())?;
+        Ok(TokenGrant {
             access_token: AccessToken::new(self.access_token),
             access_token_expires_at: expires_at(now, self.expires_in),
             refresh_token: RefreshToken::new(self.refresh_token),
@@ -241,7 +248,31 @@ impl WireGrant {
             scopes: Scopes::parse(self.scope.as_deref().unwrap_or("")),
             unionid: non_empty(self.unionid).map(UnionId::new),
             snapshot_user: self.is_snapshotuser == Some(1),
-        }
+        })
+    }
+}
+
+/// The longest openid or unionid believed (WeChat's are 28 and 29 characters).
+const MAX_ID_LEN: usize = 128;
+/// The longest access token, refresh token or session key believed (WeChat's are under 200).
+const MAX_TOKEN_LEN: usize = 2048;
+
+/// `value` is a usable identifier or token: not empty, at most `max` bytes.
+fn bounded(field: &'static str, value: &str, max: usize) -> Result<(), Error> {
+    if value.is_empty() || value.len() > max {
+        return Err(Error::Decode {
+            reason: format!("{field} is empty or longer than {max} bytes"),
+            body: RedactedBody::new(""),
+        });
+    }
+    Ok(())
+}
+
+/// An optional unionid: absent or empty (read as absent) is fine, oversized is not.
+fn optional_bounded(field: &'static str, value: Option<&str>) -> Result<(), Error> {
+    match value {
+        Some(v) if !v.is_empty() => bounded(field, v, MAX_ID_LEN),
+        _ => Ok(()),
     }
 }
 
@@ -311,13 +342,20 @@ pub(crate) struct WireMiniProgramSession {
     unionid: Option<String>,
 }
 
-impl From<WireMiniProgramSession> for MiniProgramSession {
-    fn from(w: WireMiniProgramSession) -> Self {
-        MiniProgramSession {
+impl TryFrom<WireMiniProgramSession> for MiniProgramSession {
+    type Error = Error;
+
+    /// Refuses an empty or oversized openid, unionid or session key, as
+    /// [`WireGrant::into_grant`] does.
+    fn try_from(w: WireMiniProgramSession) -> Result<Self, Error> {
+        bounded("openid", &w.openid, MAX_ID_LEN)?;
+        bounded("session_key", &w.session_key, MAX_TOKEN_LEN)?;
+        optional_bounded("unionid", w.unionid.as_deref())?;
+        Ok(MiniProgramSession {
             openid: OpenId::new(w.openid),
             session_key: SessionKey::new(w.session_key),
             unionid: non_empty(w.unionid).map(UnionId::new),
-        }
+        })
     }
 }
 
@@ -332,7 +370,7 @@ mod tests {
     use crate::types::Scope;
 
     fn grant(body: &str) -> Result<TokenGrant, Error> {
-        decode::<WireGrant>(body.as_bytes()).map(|w| w.into_grant(SystemTime::UNIX_EPOCH))
+        decode::<WireGrant>(body.as_bytes())?.into_grant(SystemTime::UNIX_EPOCH)
     }
 
     #[test]
@@ -403,11 +441,41 @@ mod tests {
     }
 
     #[test]
+    fn empty_or_oversized_ids_and_tokens_are_bad_replies() {
+        let long_id = "o".repeat(129);
+        let long_token = "T".repeat(2049);
+        for body in [
+            r#"{"access_token":"AT","refresh_token":"RT","openid":""}"#.to_owned(),
+            format!(r#"{{"access_token":"AT","refresh_token":"RT","openid":"{long_id}"}}"#),
+            format!(r#"{{"access_token":"AT","refresh_token":"RT","openid":"o1","unionid":"{long_id}"}}"#),
+            r#"{"access_token":"","refresh_token":"RT","openid":"o1"}"#.to_owned(),
+            format!(r#"{{"access_token":"{long_token}","refresh_token":"RT","openid":"o1"}}"#),
+            r#"{"access_token":"AT","refresh_token":"","openid":"o1"}"#.to_owned(),
+        ] {
+            let err = grant(&body).unwrap_err();
+            assert!(matches!(err, Error::Decode { .. }), "{body}: {err:?}");
+            assert_eq!(err.class(), ErrorClass::Retryable);
+        }
+        let ok = grant(r#"{"access_token":"AT","refresh_token":"RT","openid":"o1","unionid":""}"#);
+        assert_eq!(ok.unwrap().unionid, None, "an empty unionid is an absent one");
+        for body in [
+            r#"{"openid":"","session_key":"SK"}"#.to_owned(),
+            r#"{"openid":"o1","session_key":""}"#.to_owned(),
+            format!(r#"{{"openid":"{long_id}","session_key":"SK"}}"#),
+        ] {
+            let wire = decode::<WireMiniProgramSession>(body.as_bytes()).unwrap();
+            let err = MiniProgramSession::try_from(wire).unwrap_err();
+            assert!(matches!(err, Error::Decode { .. }), "{body}");
+        }
+    }
+
+    #[test]
     fn jscode2session_without_errcode() {
         let s: MiniProgramSession =
             decode::<WireMiniProgramSession>(br#"{"openid":"o1","session_key":"SK=="}"#)
                 .unwrap()
-                .into();
+                .try_into()
+                .unwrap();
         assert_eq!(s.session_key.secret(), "SK==");
     }
 
@@ -435,7 +503,7 @@ mod tests {
         // A `now` so late that even the clamped addition overflows: no panic, expires at once.
         if let Some(far) = epoch.checked_add(Duration::from_secs(i64::MAX as u64)) {
             let wire = decode::<WireGrant>(body("7200").as_bytes()).unwrap();
-            let g = wire.into_grant(far);
+            let g = wire.into_grant(far).unwrap();
             assert!(g.access_token_expires_at >= far);
         }
     }
