@@ -76,9 +76,17 @@ pub struct CacheConfig {
     /// Keeps an outage from turning every request into an upstream call. A denied user is
     /// remembered this long too; a misconfiguration for 60 s.
     pub failure_cooldown: Duration,
-    /// How long a login code's outcome is remembered for double submits (default 10 minutes,
-    /// the longest code lifetime; at most a day).
+    /// How long a login code's outcome is remembered (default 10 minutes, the longest code
+    /// lifetime; at most a day): a repeat within it is answered without asking WeChat.
     pub code_ttl: Duration,
+    /// How long after a login its code may be submitted again by the same client — same flow,
+    /// same proof (binding cookie, request id) — and get the same session (default 60 s). See
+    /// [`LoginBinding`](crate::LoginBinding).
+    pub code_retry_window: Duration,
+    /// The same for Official Account callbacks, whose proof is only the OAuth state that the
+    /// callback URL itself carries (default 5 s: enough for WeChat calling the callback twice,
+    /// little for a leaked URL).
+    pub callback_retry_window: Duration,
     /// At most this many successful logins are remembered (default 100,000); refusals are
     /// remembered separately, a tenth as many but at least 1,000, so junk codes cannot evict
     /// real logins.
@@ -97,6 +105,8 @@ impl Default for CacheConfig {
             grace: GracePolicy::ServeFor(Duration::from_secs(3600)),
             failure_cooldown: Duration::from_secs(5),
             code_ttl: Duration::from_secs(10 * 60),
+            code_retry_window: Duration::from_secs(60),
+            callback_retry_window: Duration::from_secs(5),
             remembered_logins: 100_000,
             mini_program_session_ttl: Duration::from_secs(30 * 24 * 3600),
         }
@@ -187,6 +197,13 @@ impl<S: TokenStore> TokenCacheBuilder<S> {
     pub fn remember_logins(mut self, ttl: Duration, capacity: u64) -> Self {
         self.config.code_ttl = ttl;
         self.config.remembered_logins = capacity;
+        self
+    }
+
+    /// See [`CacheConfig::code_retry_window`] and [`CacheConfig::callback_retry_window`].
+    pub fn code_retry_windows(mut self, code: Duration, callback: Duration) -> Self {
+        self.config.code_retry_window = code;
+        self.config.callback_retry_window = callback;
         self
     }
 

@@ -19,9 +19,10 @@ use wechat_oauth::clock::{Clock, ManualClock, SharedClock};
 use wechat_oauth::{AccessToken, AppId, OpenId, RefreshToken, Scopes, SessionKey, UnionId};
 
 use crate::record::{Credentials, SessionId, SessionRecord, UserKey};
-use crate::store::{CasOutcome, StoreError, TokenStore};
+use crate::store::{CasOutcome, DEFAULT_MAX_SESSIONS_PER_USER, StoreError, TokenStore};
 
-/// Runs every check, each on a fresh store from `make_store`.
+/// Runs every check, each on a fresh store from `make_store`, which must keep the default
+/// per-user cap ([`DEFAULT_MAX_SESSIONS_PER_USER`]).
 pub async fn run<S, F>(make_store: F)
 where
     S: TokenStore,
@@ -42,6 +43,8 @@ where
     delete_is_final(&s, &c).await;
     let (s, c) = fresh();
     delete_user_removes_only_that_user(&s, &c).await;
+    let (s, c) = fresh();
+    a_user_over_the_cap_loses_the_least_recently_confirmed(&s, &c).await;
     let (s, c) = fresh();
     records_expire_by_the_clock(&s, &c).await;
     let (s, c) = fresh();
@@ -238,6 +241,43 @@ async fn delete_user_removes_only_that_user<S: TokenStore>(store: &S, clock: &Ma
     assert_eq!(
         expect("delete_user again", store.delete_user(&user)).await,
         0
+    );
+}
+
+async fn a_user_over_the_cap_loses_the_least_recently_confirmed<S: TokenStore>(
+    store: &S,
+    clock: &ManualClock,
+) {
+    let cap = DEFAULT_MAX_SESSIONS_PER_USER;
+    let mut sessions = Vec::new();
+    for i in 0..cap {
+        let mut record = sample_record(clock, "wxapp", "alice");
+        // Confirmed in reverse order of login: the first login is the most recently confirmed.
+        record.confirmed_at = clock.now() - Duration::from_secs(i as u64 + 1);
+        sessions.push(expect("insert", store.insert(record)).await);
+    }
+    let bob = expect("insert bob", store.insert(sample_record(clock, "wxapp", "bob"))).await;
+    let newest = expect(
+        "insert over the cap",
+        store.insert(sample_record(clock, "wxapp", "alice")),
+    )
+    .await;
+    let oldest = sessions.last().expect("the cap is at least 1");
+    assert!(
+        expect("get", store.get(&oldest.sid)).await.is_none(),
+        "a login over the per-user cap must end the user's least recently confirmed session"
+    );
+    assert!(expect("get", store.get(&newest.sid)).await.is_some());
+    assert!(expect("get", store.get(&sessions[0].sid)).await.is_some());
+    assert!(
+        expect("get", store.get(&bob.sid)).await.is_some(),
+        "the cap is per user"
+    );
+    let user = UserKey::new(AppId::new("wxapp"), OpenId::new("alice"));
+    assert_eq!(
+        expect("delete_user", store.delete_user(&user)).await,
+        cap,
+        "the user keeps exactly the cap"
     );
 }
 

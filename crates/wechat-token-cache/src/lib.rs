@@ -27,9 +27,11 @@
 //!
 //! # Login
 //!
-//! A code is exchanged once however often it is submitted; a repeat gets the session as it is
-//! now (or "code used" once it has ended), and refusals are remembered apart from successes so
-//! junk codes cannot push real logins out.
+//! A code is a credential, exchanged once however often it is submitted. Submits in flight
+//! together share the exchange; afterwards a repeat gets the session only when it shows the same
+//! [`LoginBinding`] (flow and client proof) within a short window, and is refused as "code used"
+//! otherwise. Refusals are remembered apart from successes so junk codes cannot push real logins
+//! out.
 //!
 //! # Stores
 //!
@@ -49,9 +51,10 @@ mod store;
 
 pub use cache::{CacheConfig, GracePolicy, MAX_REFRESH_WINDOW, TokenCache, TokenCacheBuilder};
 pub use error::{CallError, LoginError, SessionError};
+pub use login::{LoginBinding, LoginFlow};
 pub use moka_store::{DEFAULT_MAX_SESSIONS, MokaStore, MokaStoreBuilder, StoreExpiry};
 pub use record::{Credentials, InvalidSessionId, SessionId, SessionRecord, UserKey};
-pub use store::{CasOutcome, StoreError, TokenStore};
+pub use store::{CasOutcome, DEFAULT_MAX_SESSIONS_PER_USER, StoreError, TokenStore};
 pub use wechat_oauth::clock::{Clock, ManualClock, SharedClock, SystemClock};
 
 /// The README's Rust examples, compiled as doctests.

@@ -1,24 +1,31 @@
-//! Idempotent login: a code is exchanged at most once, however often it is submitted.
+//! Login: a code is exchanged at most once, and only the client that submitted it gets its
+//! session.
 //!
-//! Exchanges are single-flighted by a keyed hash of the code (HMAC-SHA256 under a per-process
-//! random key; the code itself is never stored), and the outcome is remembered for the code's
-//! lifetime, in two bounded LRU caches so that a flood of junk codes cannot evict real logins:
+//! A code is a credential. It is keyed by a keyed hash of (AppID, code) — HMAC-SHA256 under a
+//! per-process random key; the code itself is never stored — and every submit carries a
+//! [`LoginBinding`]: the flow it came through and, optionally, a proof that it is the same client
+//! as the first submit (the web flow's binding cookie, a client-chosen request id, the OAuth
+//! state of an Official Account callback). Then:
 //!
-//! - successes remember only the [`SessionId`]; a repeat reloads the session from the store (a
-//!   record goes stale, and it holds tokens), and gets WeChat's own answer, 40163 "code used",
-//!   once that session has ended (logged out);
-//! - refusals remember WeChat's definitive answers about the code (40029, 40163, 42003) or the
-//!   user (denied), in a smaller cache. Unknown errcodes and transient failures are not
-//!   remembered, so the client may try again; the exchange itself is never retried
-//!   automatically.
+//! - submits in flight together share one exchange (single flight); each gets the session only
+//!   if its binding equals the first submit's;
+//! - after the exchange, a repeat gets the existing session only with the same binding, a proof
+//!   in it, and within a short window ([`CacheConfig::code_retry_window`], 60 s; for Official
+//!   Account callbacks [`CacheConfig::callback_retry_window`], 5 s). Anything else — another
+//!   flow, another client, no proof, too late — is refused like WeChat's 40163 "code used", with
+//!   a warn-level "code replayed" log line that holds no secret;
+//! - WeChat's definitive refusals (40029, 40163, 42003, a denied user) are remembered apart from
+//!   successes, so junk codes cannot push real logins out. Unknown errcodes and transient
+//!   failures are not remembered, so the client may try again; the exchange itself is never
+//!   retried automatically.
 //!
 //! The remembered outcome is consulted before joining a flight and again inside it (a submit
 //! that just missed the first flight's answer must not exchange the code again), and a 40163
-//! from WeChat is answered with the remembered session when there is one. A remembered success
+//! from WeChat is answered from what is remembered when there is something. A remembered success
 //! is never replaced by an error.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use hmac::{Hmac, Mac};
 use moka::policy::EvictionPolicy;
@@ -40,20 +47,73 @@ const REFUSALS_PER_SUCCESS: u64 = 10;
 /// ...but never fewer than this many.
 const MIN_REMEMBERED_REFUSALS: u64 = 1_000;
 
-/// Which exchange a code is for (the same string at two endpoints is two codes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Exchange {
-    OAuth,
+/// The way a code reached the server. A code used through one flow never opens a session
+/// through another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LoginFlow {
+    /// A code a client posts (mobile app, or a website's own front end), exchanged at
+    /// `/sns/oauth2/access_token`.
+    Code,
+    /// A Mini Program `wx.login()` code, exchanged at `/sns/jscode2session`.
     MiniProgram,
+    /// The website (QR login) callback.
+    WebCallback,
+    /// The Official Account callback (inside WeChat, where no binding cookie survives).
+    OfficialAccountCallback,
+}
+
+/// What a submit of a code shows about its client: the flow, and a proof the client can show
+/// again on a retry (never the code). Only a repeat with an equal binding — and a proof — gets
+/// the first submit's session.
+#[derive(Clone, Debug)]
+pub struct LoginBinding<'a> {
+    flow: LoginFlow,
+    proof: Option<&'a str>,
+}
+
+impl<'a> LoginBinding<'a> {
+    /// A submit through `flow` with no proof: it shares a concurrent exchange of the same code,
+    /// but any later repeat of the code is refused.
+    pub fn new(flow: LoginFlow) -> Self {
+        Self { flow, proof: None }
+    }
+
+    /// The proof a retry will show again: the web flow's binding cookie, a client-chosen
+    /// request id, the state of an Official Account callback. Empty means none.
+    pub fn proof(mut self, proof: &'a str) -> Self {
+        self.proof = Some(proof).filter(|p| !p.is_empty());
+        self
+    }
+
+    /// The flow.
+    pub fn flow(&self) -> LoginFlow {
+        self.flow
+    }
+}
+
+/// A binding as remembered: the flow and a keyed hash of the proof.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Claim {
+    flow: LoginFlow,
+    proof: Option<[u8; 32]>,
+}
+
+/// A code that logged in: the session, who may ask for it again, and since when.
+#[derive(Clone, Copy, Debug)]
+struct Used {
+    sid: SessionId,
+    claim: Claim,
+    at: SystemTime,
 }
 
 pub(crate) struct Logins {
     key: [u8; 32],
-    /// Codes that logged in, and the session they made.
-    successes: Cache<CodeKey, SessionId>,
+    /// Codes that logged in.
+    successes: Cache<CodeKey, Used>,
     /// Codes WeChat refused for good.
     refusals: Cache<CodeKey, LoginError>,
-    flights: Arc<Flights<CodeKey, Outcome>>,
+    flights: Arc<Flights<CodeKey, (Outcome, Claim)>>,
 }
 
 impl Logins {
@@ -76,12 +136,26 @@ impl Logins {
         }
     }
 
-    fn code_key(&self, exchange: Exchange, code: &AuthCode) -> CodeKey {
+    fn mac(&self, domain: u8, parts: &[&[u8]]) -> [u8; 32] {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key)
             .expect("HMAC takes keys of any length");
-        mac.update(&[exchange as u8]);
-        mac.update(code.secret().as_bytes());
+        mac.update(&[domain]);
+        for part in parts {
+            mac.update(&(part.len() as u64).to_le_bytes());
+            mac.update(part);
+        }
         mac.finalize().into_bytes().into()
+    }
+
+    fn code_key(&self, appid: &str, code: &AuthCode) -> CodeKey {
+        self.mac(0, &[appid.as_bytes(), code.secret().as_bytes()])
+    }
+
+    fn claim(&self, binding: &LoginBinding<'_>) -> Claim {
+        Claim {
+            flow: binding.flow,
+            proof: binding.proof.map(|p| self.mac(1, &[p.as_bytes()])),
+        }
     }
 }
 
@@ -99,54 +173,95 @@ fn is_definitive(error: &LoginError) -> bool {
     }
 }
 
+/// The answer to a code used by someone else, or too late: WeChat's own "code used".
+fn replayed(flow: LoginFlow) -> LoginError {
+    tracing::warn!(
+        ?flow,
+        outcome = "code_replayed",
+        "code replayed: a used login code was submitted again by another client, through another flow, or too late"
+    );
+    LoginError::InvalidCode {
+        errcode: ErrCode::CODE_USED,
+    }
+}
+
 impl<S: TokenStore> TokenCache<S> {
-    /// Logs in with a code from a mobile app, website or Official Account page: exchanges it
-    /// (once, however often it is submitted within its lifetime) and stores a new session.
-    ///
-    /// A repeat of a code that logged in answers with that session as it is now, or with
-    /// [`LoginError::InvalidCode`] (errcode 40163, "code used") once it has ended.
+    /// Logs in with a code from a mobile app, website or Official Account page, with no proof
+    /// of the client: concurrent submits share one exchange, any later repeat is refused. See
+    /// [`login_bound`](Self::login_bound).
     pub async fn login(&self, code: &AuthCode) -> Result<Arc<SessionRecord>, LoginError> {
-        self.login_once(Exchange::OAuth, code).await
+        self.login_bound(code, &LoginBinding::new(LoginFlow::Code))
+            .await
     }
 
-    /// Logs in with a Mini Program `wx.login()` code via `jscode2session`. The session holds
-    /// the session key (never returned) and has no refresh.
+    /// Logs in with a Mini Program `wx.login()` code via `jscode2session`, with no proof of the
+    /// client. The session holds the session key (never returned) and has no refresh.
     pub async fn login_mini_program(
         &self,
         code: &AuthCode,
     ) -> Result<Arc<SessionRecord>, LoginError> {
-        self.login_once(Exchange::MiniProgram, code).await
+        self.login_bound(code, &LoginBinding::new(LoginFlow::MiniProgram))
+            .await
     }
 
-    async fn login_once(&self, exchange: Exchange, code: &AuthCode) -> Outcome {
-        let key = self.inner().logins.code_key(exchange, code);
-        if let Some(outcome) = self.remembered(&key).await {
+    /// Logs in with a code submitted as `binding` describes: exchanges it (once, however often
+    /// it is submitted) and stores a new session.
+    ///
+    /// A repeat of a code that logged in gets that session as it is now only with an equal
+    /// binding holding a proof, within the retry window of its flow; otherwise, or once the
+    /// session has ended, [`LoginError::InvalidCode`] with errcode 40163 ("code used").
+    pub async fn login_bound(
+        &self,
+        code: &AuthCode,
+        binding: &LoginBinding<'_>,
+    ) -> Result<Arc<SessionRecord>, LoginError> {
+        let logins = &self.inner().logins;
+        let key = logins.code_key(self.client().appid().as_str(), code);
+        let claim = logins.claim(binding);
+        if let Some(outcome) = self.remembered(&key, claim).await {
             return outcome;
         }
         let cache = self.clone();
         let code = code.clone();
-        self.inner()
-            .logins
+        let flown = logins
             .flights
             .run(key, move || async move {
-                cache.exchange_in_flight(key, exchange, &code).await
+                (cache.exchange_in_flight(key, claim, &code).await, claim)
             })
-            .await
-            .unwrap_or(Err(LoginError::Unavailable {
+            .await;
+        match flown {
+            // The first submit's binding decides who shares its session.
+            Some((Ok(_), leader)) if leader != claim => Err(replayed(claim.flow)),
+            Some((outcome, _)) => outcome,
+            None => Err(LoginError::Unavailable {
                 retry_after: Duration::from_secs(1),
-            }))
+            }),
+        }
     }
 
-    /// The remembered outcome of a code, if any: a success reloaded from the store (ended →
-    /// 40163), else a remembered refusal.
-    async fn remembered(&self, key: &CodeKey) -> Option<Outcome> {
+    /// The remembered outcome of a code, if any: a success reloaded from the store for the
+    /// client that made it, within its window (ended → 40163), a replay refused, or a
+    /// remembered refusal.
+    async fn remembered(&self, key: &CodeKey, claim: Claim) -> Option<Outcome> {
         let logins = &self.inner().logins;
-        if let Some(sid) = logins.successes.get(key) {
+        if let Some(used) = logins.successes.get(key) {
+            let window = match used.claim.flow {
+                LoginFlow::OfficialAccountCallback => self.config().callback_retry_window,
+                _ => self.config().code_retry_window,
+            };
+            let age = self
+                .clock()
+                .now()
+                .duration_since(used.at)
+                .unwrap_or_default();
+            if used.claim != claim || claim.proof.is_none() || age > window {
+                return Some(Err(replayed(claim.flow)));
+            }
             tracing::debug!(
                 outcome = "remembered",
-                "login code seen before; same session"
+                "login code retried by its client; same session"
             );
-            return Some(match self.store().get(&sid).await {
+            return Some(match self.store().get(&used.sid).await {
                 Ok(Some(record)) => Ok(record),
                 Ok(None) => Err(LoginError::InvalidCode {
                     errcode: ErrCode::CODE_USED,
@@ -164,24 +279,26 @@ impl<S: TokenStore> TokenCache<S> {
 
     /// The work of one flight: look again (an answer may have landed just before this flight
     /// took off), exchange, remember.
-    async fn exchange_in_flight(
-        &self,
-        key: CodeKey,
-        exchange: Exchange,
-        code: &AuthCode,
-    ) -> Outcome {
-        if let Some(outcome) = self.remembered(&key).await {
+    async fn exchange_in_flight(&self, key: CodeKey, claim: Claim, code: &AuthCode) -> Outcome {
+        if let Some(outcome) = self.remembered(&key, claim).await {
             return outcome;
         }
-        let outcome = self.exchange(exchange, code).await;
+        let outcome = self.exchange(claim.flow, code).await;
         let logins = &self.inner().logins;
         match &outcome {
-            Ok(record) => logins.successes.insert(key, record.sid),
+            Ok(record) => logins.successes.insert(
+                key,
+                Used {
+                    sid: record.sid,
+                    claim,
+                    at: self.clock().now(),
+                },
+            ),
             Err(LoginError::InvalidCode {
                 errcode: ErrCode::CODE_USED,
             }) => {
                 // Used: by us, if we remember it (never answer a remembered success with 40163).
-                if let Some(remembered) = self.remembered(&key).await {
+                if let Some(remembered) = self.remembered(&key, claim).await {
                     return remembered;
                 }
             }
@@ -196,11 +313,17 @@ impl<S: TokenStore> TokenCache<S> {
         outcome
     }
 
-    async fn exchange(&self, exchange: Exchange, code: &AuthCode) -> Outcome {
+    async fn exchange(&self, flow: LoginFlow, code: &AuthCode) -> Outcome {
         let (client, config) = (self.client(), self.config());
         let appid = client.appid().clone();
-        let record = match exchange {
-            Exchange::OAuth => {
+        let record = match flow {
+            LoginFlow::MiniProgram => {
+                let session = client.jscode2session(code).await.map_err(login_error)?;
+                let now = self.clock().now();
+                let lifetime = config.mini_program_session_ttl;
+                SessionRecord::from_mini_program(SessionId::random(), appid, session, now, lifetime)
+            }
+            _ => {
                 let grant = client.exchange_code(code).await.map_err(login_error)?;
                 let now = self.clock().now();
                 SessionRecord::from_grant(
@@ -210,12 +333,6 @@ impl<S: TokenStore> TokenCache<S> {
                     now,
                     config.refresh_horizon,
                 )
-            }
-            Exchange::MiniProgram => {
-                let session = client.jscode2session(code).await.map_err(login_error)?;
-                let now = self.clock().now();
-                let lifetime = config.mini_program_session_ttl;
-                SessionRecord::from_mini_program(SessionId::random(), appid, session, now, lifetime)
             }
         };
         let stored = match self.store().insert(record.clone()).await {
@@ -227,7 +344,7 @@ impl<S: TokenStore> TokenCache<S> {
             }
             other => other?,
         };
-        tracing::info!(sid = %stored.sid, outcome = "logged_in", kind = ?exchange, "new session");
+        tracing::info!(sid = %stored.sid, outcome = "logged_in", ?flow, "new session");
         Ok(stored)
     }
 }
@@ -273,22 +390,28 @@ mod tests {
             .unwrap();
         let cache = TokenCache::builder(client).build();
         let code = AuthCode::new(mock.mint_code(MockGrant::default()));
-        let session = cache.login(&code).await.unwrap();
+        let binding = LoginBinding::new(LoginFlow::Code).proof("request-0123456789");
+        let session = cache.login_bound(&code, &binding).await.unwrap();
         // A submit that missed the remembered outcome just before the first flight landed, and
-        // so starts a flight of its own, gets the same session without a second exchange.
-        let key = cache.inner().logins.code_key(Exchange::OAuth, &code);
-        let again = cache
-            .exchange_in_flight(key, Exchange::OAuth, &code)
-            .await
-            .unwrap();
+        // so starts a flight of its own, gets the same session without a second exchange...
+        let logins = &cache.inner().logins;
+        let key = logins.code_key(mock.appid(), &code);
+        let claim = logins.claim(&binding);
+        let again = cache.exchange_in_flight(key, claim, &code).await.unwrap();
         assert_eq!(again.sid, session.sid);
+        // ...and one from another client is refused there too.
+        let stranger = logins.claim(&LoginBinding::new(LoginFlow::Code));
+        assert!(matches!(
+            cache.exchange_in_flight(key, stranger, &code).await,
+            Err(LoginError::InvalidCode { errcode }) if errcode == ErrCode::CODE_USED
+        ));
         assert_eq!(mock.calls(Endpoint::AccessToken), 1);
 
         let junk = AuthCode::new("junk");
         assert!(cache.login(&junk).await.is_err());
-        let key = cache.inner().logins.code_key(Exchange::OAuth, &junk);
+        let key = logins.code_key(mock.appid(), &junk);
         assert!(matches!(
-            cache.exchange_in_flight(key, Exchange::OAuth, &junk).await,
+            cache.exchange_in_flight(key, stranger, &junk).await,
             Err(LoginError::InvalidCode { errcode }) if errcode == ErrCode::INVALID_CODE
         ));
         assert_eq!(

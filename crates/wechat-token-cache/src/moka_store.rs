@@ -6,18 +6,19 @@
 //! drops it). Its memory is reclaimed by [`StoreExpiry`]: by default once it has been idle for
 //! the refresh horizon (free: it rides on the LRU queue), or exactly at `expires_at` (a timer per
 //! record, 48 bytes more each). A per-user index (sharded, keyed by a hash of the user, one
-//! session inline, kept in step by moka's eviction listener) serves logout-all.
+//! session inline, a hash set beyond, kept in step by moka's eviction listener) serves
+//! logout-all and the per-user session cap.
 //!
 //! Every write to a record — insert, compare-and-set, delete, dropping an expired record — goes
 //! through moka's `entry(..).and_compute_with`, which serializes writers of one key. (moka's plain
 //! `remove`/`invalidate` do not take part in that, so a delete could slip between a
 //! compare-and-set's read and its write and be undone.)
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
 
 use moka::Expiry;
 use moka::notification::RemovalCause;
@@ -27,7 +28,7 @@ use moka::sync::Cache;
 use wechat_oauth::clock::{SharedClock, system_clock};
 
 use crate::record::{SessionId, SessionRecord, UserKey};
-use crate::store::{CasOutcome, StoreError, TokenStore};
+use crate::store::{CasOutcome, DEFAULT_MAX_SESSIONS_PER_USER, StoreError, TokenStore};
 
 /// Default bound on the number of sessions held.
 pub const DEFAULT_MAX_SESSIONS: u64 = 1_000_000;
@@ -56,6 +57,7 @@ impl Default for StoreExpiry {
 pub struct MokaStore {
     records: Cache<SessionId, Arc<SessionRecord>>,
     users: Arc<UserIndex>,
+    max_sessions_per_user: usize,
     clock: SharedClock,
 }
 
@@ -64,6 +66,7 @@ impl fmt::Debug for MokaStore {
         f.debug_struct("MokaStore")
             .field("sessions", &self.records.entry_count())
             .field("max_sessions", &self.records.policy().max_capacity())
+            .field("max_sessions_per_user", &self.max_sessions_per_user)
             .finish()
     }
 }
@@ -78,6 +81,7 @@ impl Default for MokaStore {
 #[derive(Debug)]
 pub struct MokaStoreBuilder {
     max_sessions: u64,
+    max_sessions_per_user: usize,
     expiry: StoreExpiry,
     clock: SharedClock,
 }
@@ -87,6 +91,14 @@ impl MokaStoreBuilder {
     /// evicted.
     pub fn max_sessions(mut self, max: u64) -> Self {
         self.max_sessions = max;
+        self
+    }
+
+    /// The most sessions one user (AppID, OpenID) may have (default
+    /// [`DEFAULT_MAX_SESSIONS_PER_USER`], at least 1): a login beyond it ends the user's least
+    /// recently confirmed session (see [`TokenStore::insert`]).
+    pub fn max_sessions_per_user(mut self, max: usize) -> Self {
+        self.max_sessions_per_user = max.max(1);
         self
     }
 
@@ -131,6 +143,7 @@ impl MokaStoreBuilder {
         MokaStore {
             records,
             users,
+            max_sessions_per_user: self.max_sessions_per_user,
             clock: self.clock,
         }
     }
@@ -141,6 +154,7 @@ impl MokaStore {
     pub fn builder() -> MokaStoreBuilder {
         MokaStoreBuilder {
             max_sessions: DEFAULT_MAX_SESSIONS,
+            max_sessions_per_user: DEFAULT_MAX_SESSIONS_PER_USER,
             expiry: StoreExpiry::default(),
             clock: system_clock(),
         }
@@ -154,6 +168,32 @@ impl MokaStore {
     /// Runs moka's pending maintenance (evictions, expirations) now. Useful in tests and metrics.
     pub fn run_pending_tasks(&self) {
         self.records.run_pending_tasks();
+    }
+
+    /// Ends the user's least recently confirmed sessions (never `keep`, the one just inserted)
+    /// until at most `max_sessions_per_user` are left. Runs only when a login goes over the cap,
+    /// and reads at most the cap and a few more records.
+    fn enforce_user_cap(&self, user: &UserKey, keep: &SessionId) {
+        let now = self.clock.now();
+        let mut live: Vec<(SystemTime, SessionId)> = self
+            .users
+            .sessions(user)
+            .into_iter()
+            .filter(|sid| sid != keep)
+            .filter_map(|sid| self.records.get(&sid))
+            .filter(|r| r.user_is(user) && !r.is_expired(now))
+            .map(|r| (r.confirmed_at, r.sid))
+            .collect();
+        // The newest login counts too: `live` plus it may hold at most the cap.
+        let excess = (live.len() + 1).saturating_sub(self.max_sessions_per_user);
+        if excess == 0 {
+            return;
+        }
+        live.sort_unstable();
+        for (_, sid) in live.into_iter().take(excess) {
+            self.records.entry(sid).and_compute_with(|_| Op::Remove);
+            tracing::info!(sid = %sid, outcome = "session_cap", "the user's least recently confirmed session ended: too many sessions");
+        }
     }
 
     /// `record` if it has not expired; otherwise drops it from the cache (if it is still the one
@@ -180,7 +220,9 @@ impl TokenStore for MokaStore {
 
     async fn insert(&self, record: SessionRecord) -> Result<Arc<SessionRecord>, StoreError> {
         let record = Arc::new(record);
+        let user = record.user();
         let now = self.clock.now();
+        let mut sessions = 0;
         let result = self
             .records
             .entry(record.sid)
@@ -189,12 +231,17 @@ impl TokenStore for MokaStore {
                 _ => {
                     // Indexed under the key's lock, before the record is visible: a logout-all
                     // racing this insert either finds the session or runs after it is indexed.
-                    self.users.add(&record.user(), record.sid);
+                    sessions = self.users.add(&user, record.sid);
                     Op::Put(Arc::clone(&record))
                 }
             });
         match result {
-            CompResult::Inserted(_) | CompResult::ReplacedWith(_) => Ok(record),
+            CompResult::Inserted(_) | CompResult::ReplacedWith(_) => {
+                if sessions > self.max_sessions_per_user {
+                    self.enforce_user_cap(&user, &record.sid);
+                }
+                Ok(record)
+            }
             _ => Err(StoreError::AlreadyExists),
         }
     }
@@ -238,19 +285,20 @@ impl TokenStore for MokaStore {
 
     async fn delete_user(&self, user: &UserKey) -> Result<usize, StoreError> {
         let mut deleted = 0;
-        for sid in self.users.sessions(user) {
-            // The index is keyed by a hash: check the record really is this user's.
+        // Out of the index first (O(1) under its lock), then each record under its own key's
+        // lock: nothing here blocks another user.
+        for sid in self.users.take(user) {
+            // The index is keyed by a hash: a record of another user that shares it goes back.
             let removed = self
                 .records
                 .entry(sid)
                 .and_compute_with(|current| match current {
-                    Some(entry)
-                        if entry.value().appid == user.appid
-                            && entry.value().openid == user.openid =>
-                    {
-                        Op::Remove
+                    Some(entry) if entry.value().user_is(user) => Op::Remove,
+                    Some(entry) => {
+                        self.users.add(&entry.value().user(), sid);
+                        Op::Nop
                     }
-                    _ => Op::Nop,
+                    None => Op::Nop,
                 });
             if matches!(removed, CompResult::Removed(_)) {
                 deleted += 1;
@@ -300,7 +348,9 @@ impl Expiry<SessionId, Arc<SessionRecord>> for UntilSessionEnds {
 const INDEX_SHARDS: usize = 64;
 
 /// Sessions per user, keyed by a 64-bit hash of (AppID, OpenID) to keep the index small;
-/// collisions are harmless because [`MokaStore::delete_user`] checks each record.
+/// collisions are harmless because [`MokaStore::delete_user`] checks each record. Every
+/// operation holds one shard's lock for O(1) work (logout-all moves the user's set out first),
+/// so one user with 100,000 sessions never stalls another user's login or logout.
 struct UserIndex {
     hasher: RandomState,
     shards: [Mutex<HashMap<u64, UserSessions>>; INDEX_SHARDS],
@@ -309,16 +359,17 @@ struct UserIndex {
 /// One user's sessions. Most users have one, held inline: no allocation per user.
 enum UserSessions {
     One(SessionId),
-    Many(Vec<SessionId>),
+    Many(HashSet<SessionId>),
 }
 
 impl UserSessions {
     fn add(&mut self, sid: SessionId) {
         match self {
             Self::One(one) if *one == sid => {}
-            Self::One(one) => *self = Self::Many(vec![*one, sid]),
-            Self::Many(many) if many.contains(&sid) => {}
-            Self::Many(many) => many.push(sid),
+            Self::One(one) => *self = Self::Many(HashSet::from([*one, sid])),
+            Self::Many(many) => {
+                many.insert(sid);
+            }
         }
     }
 
@@ -327,23 +378,23 @@ impl UserSessions {
         match self {
             Self::One(one) => one == sid,
             Self::Many(many) => {
-                many.retain(|s| s != sid);
-                match many[..] {
-                    [] => true,
-                    [last] => {
-                        *self = Self::One(last);
-                        false
-                    }
-                    _ => false,
-                }
+                many.remove(sid);
+                many.is_empty()
             }
         }
     }
 
-    fn to_vec(&self) -> Vec<SessionId> {
+    fn len(&self) -> usize {
         match self {
-            Self::One(one) => vec![*one],
-            Self::Many(many) => many.clone(),
+            Self::One(_) => 1,
+            Self::Many(many) => many.len(),
+        }
+    }
+
+    fn into_vec(self) -> Vec<SessionId> {
+        match self {
+            Self::One(one) => vec![one],
+            Self::Many(many) => many.into_iter().collect(),
         }
     }
 }
@@ -358,22 +409,24 @@ impl Default for UserIndex {
 }
 
 impl UserIndex {
-    fn shard(&self, user: &UserKey) -> (u64, &Mutex<HashMap<u64, UserSessions>>) {
+    fn shard(&self, user: &UserKey) -> (u64, MutexGuard<'_, HashMap<u64, UserSessions>>) {
         let hash = self.hasher.hash_one(user);
-        (hash, &self.shards[(hash as usize) % INDEX_SHARDS])
+        let shard = &self.shards[(hash as usize) % INDEX_SHARDS];
+        (hash, shard.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    fn add(&self, user: &UserKey, sid: SessionId) {
-        let (hash, shard) = self.shard(user);
-        let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(hash)
+    /// Adds a session; returns how many the user (hash) now has.
+    fn add(&self, user: &UserKey, sid: SessionId) -> usize {
+        let (hash, mut map) = self.shard(user);
+        let sessions = map
+            .entry(hash)
             .and_modify(|sessions| sessions.add(sid))
             .or_insert(UserSessions::One(sid));
+        sessions.len()
     }
 
     fn remove(&self, user: &UserKey, sid: &SessionId) {
-        let (hash, shard) = self.shard(user);
-        let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
+        let (hash, mut map) = self.shard(user);
         if map
             .get_mut(&hash)
             .is_some_and(|sessions| sessions.remove(sid))
@@ -382,9 +435,21 @@ impl UserIndex {
         }
     }
 
+    /// A copy of the user's sessions (for the per-user cap: at most the cap and a few more).
     fn sessions(&self, user: &UserKey) -> Vec<SessionId> {
-        let (hash, shard) = self.shard(user);
-        let map = shard.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&hash).map(UserSessions::to_vec).unwrap_or_default()
+        let (hash, map) = self.shard(user);
+        match map.get(&hash) {
+            Some(UserSessions::One(one)) => vec![*one],
+            Some(UserSessions::Many(many)) => many.iter().copied().collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Takes the user's sessions out of the index, in O(1) under the lock.
+    fn take(&self, user: &UserKey) -> Vec<SessionId> {
+        let (hash, mut map) = self.shard(user);
+        let taken = map.remove(&hash);
+        drop(map);
+        taken.map(UserSessions::into_vec).unwrap_or_default()
     }
 }

@@ -261,6 +261,11 @@ impl SessionRecord {
             .map(|(_, at)| at.duration_since(now).unwrap_or(Duration::ZERO))
     }
 
+    /// Whether this session belongs to `user`.
+    pub fn user_is(&self, user: &UserKey) -> bool {
+        self.appid == user.appid && self.openid == user.openid
+    }
+
     /// The key of the user this session belongs to.
     pub fn user(&self) -> UserKey {
         UserKey::new(self.appid.clone(), self.openid.clone())

@@ -7,6 +7,9 @@ use std::sync::Arc;
 
 use crate::record::{SessionId, SessionRecord, UserKey};
 
+/// The default bound on one user's sessions (see [`TokenStore::insert`]).
+pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 100;
+
 /// Why a store operation failed.
 #[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -43,12 +46,16 @@ pub enum CasOutcome {
 /// - `get` returns `None` for unknown sessions and for records whose `expires_at` has passed by
 ///   the store's clock.
 /// - `insert` stores a new record as given (its version included) and fails with
-///   [`StoreError::AlreadyExists`] if the id is taken.
+///   [`StoreError::AlreadyExists`] if the id is taken. When the user (AppID, OpenID) then has
+///   more sessions than the store's per-user cap ([`DEFAULT_MAX_SESSIONS_PER_USER`] unless
+///   configured), it ends the user's least recently confirmed ones (oldest `confirmed_at`: a
+///   session in use is confirmed by every refresh, about every two hours), never the new one.
 /// - `compare_and_set(expected, record)` writes `record` with version `expected + 1` only if the
 ///   stored record's version is `expected`; otherwise it reports the conflict and the current
 ///   record. It never resurrects a deleted session.
 /// - `delete` reports whether a record was removed; `delete_user` removes every session of one
-///   user and no other, and reports how many.
+///   user and no other, and reports how many, in time proportional to that user's sessions and
+///   without blocking other users' operations.
 ///
 /// Futures are `Send` so the store can be used from any tokio task. `get` must be
 /// cancellation-safe: the middleware polls it once and drops it if it is not ready (then asks

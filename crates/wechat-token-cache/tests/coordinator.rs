@@ -7,7 +7,8 @@ use std::time::Duration;
 use wechat_mock::{Endpoint, Fault, MockConfig, MockGrant, MockWeChat};
 use wechat_oauth::{AppId, AppSecret, AuthCode, Client, ErrCode, Lang, RetryPolicy};
 use wechat_token_cache::{
-    CallError, CasOutcome, Clock, Credentials, GracePolicy, LoginError, ManualClock, MokaStore,
+    CallError, CasOutcome, Clock, Credentials, GracePolicy, LoginBinding, LoginError, LoginFlow,
+    ManualClock, MokaStore,
     SessionError, SessionId, SessionRecord, StoreError, TokenCache, TokenCacheBuilder, TokenStore,
     UserKey,
 };
@@ -360,6 +361,16 @@ async fn a_logout_during_a_refresh_is_not_undone() {
     assert!(h.cache.store().get(&session.sid).await.unwrap().is_none());
 }
 
+const REQUEST_ID: &str = "retry-0123456789abcdef";
+
+fn by_request(id: &str) -> LoginBinding<'_> {
+    LoginBinding::new(LoginFlow::Code).proof(id)
+}
+
+fn is_code_used(outcome: Result<Arc<SessionRecord>, LoginError>) -> bool {
+    matches!(outcome, Err(LoginError::InvalidCode { errcode }) if errcode == ErrCode::CODE_USED)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_double_submitted_code_is_exchanged_once_and_gives_the_same_session() {
     let h = harness().await;
@@ -367,19 +378,108 @@ async fn a_double_submitted_code_is_exchanged_once_and_gives_the_same_session() 
     let mut submits = Vec::new();
     for _ in 0..50 {
         let (cache, code) = (h.cache.clone(), code.clone());
-        submits.push(tokio::spawn(async move { cache.login(&code).await }));
+        submits.push(tokio::spawn(async move {
+            cache.login_bound(&code, &by_request(REQUEST_ID)).await
+        }));
     }
+    // A stranger racing the client with the same code: whichever submit leads the flight
+    // decides who shares it, and the other client is refused.
+    let stranger = {
+        let (cache, code) = (h.cache.clone(), code.clone());
+        tokio::spawn(async move {
+            cache
+                .login_bound(&code, &by_request("stranger-0123456789"))
+                .await
+        })
+    };
     let mut sids = HashSet::new();
+    let mut refused = 0;
     for submit in submits {
-        sids.insert(submit.await.unwrap().expect("login").sid);
+        match submit.await.unwrap() {
+            Ok(record) => {
+                sids.insert(record.sid);
+            }
+            outcome => {
+                assert!(is_code_used(outcome));
+                refused += 1;
+            }
+        }
     }
-    sids.insert(h.cache.login(&code).await.unwrap().sid);
+    match stranger.await.unwrap() {
+        Ok(record) => {
+            assert_eq!(refused, 50, "the stranger led: the client is refused");
+            assert!(sids.is_empty());
+            sids.insert(record.sid);
+        }
+        outcome => {
+            assert!(is_code_used(outcome), "another client never gets the session");
+            assert_eq!(refused, 0, "the client's submits all share its session");
+        }
+    }
     assert_eq!(sids.len(), 1, "one session for one code");
     assert_eq!(
         h.mock.calls(Endpoint::AccessToken),
         1,
         "one exchange upstream"
     );
+}
+
+#[tokio::test]
+async fn a_used_code_opens_its_session_only_for_its_client_within_the_window() {
+    let h = harness().await;
+    let code = AuthCode::new(h.mock.mint_code(MockGrant::default()));
+    let session = h
+        .cache
+        .login_bound(&code, &by_request(REQUEST_ID))
+        .await
+        .unwrap();
+    // Anyone else: no proof, another proof, another flow with the same proof.
+    assert!(is_code_used(h.cache.login(&code).await));
+    assert!(is_code_used(
+        h.cache
+            .login_bound(&code, &by_request("another-client-0123"))
+            .await
+    ));
+    for flow in [
+        LoginFlow::WebCallback,
+        LoginFlow::OfficialAccountCallback,
+        LoginFlow::MiniProgram,
+    ] {
+        let binding = LoginBinding::new(flow).proof(REQUEST_ID);
+        assert!(is_code_used(h.cache.login_bound(&code, &binding).await));
+    }
+    // The client retrying within the window: the same session.
+    h.advance(Duration::from_secs(60));
+    let retry = h.cache.login_bound(&code, &by_request(REQUEST_ID)).await;
+    assert_eq!(retry.unwrap().sid, session.sid);
+    // After it: refused, like everyone else.
+    h.advance(Duration::from_secs(1));
+    assert!(is_code_used(
+        h.cache.login_bound(&code, &by_request(REQUEST_ID)).await
+    ));
+    assert_eq!(h.mock.calls(Endpoint::AccessToken), 1, "never asked again");
+}
+
+#[tokio::test]
+async fn a_code_without_proof_is_never_answered_twice() {
+    let h = harness().await;
+    let code = AuthCode::new(h.mock.mint_code(MockGrant::default()));
+    h.cache.login(&code).await.unwrap();
+    assert!(is_code_used(h.cache.login(&code).await));
+}
+
+#[tokio::test]
+async fn official_account_callbacks_get_the_short_window() {
+    let h = harness().await;
+    let code = AuthCode::new(h.mock.mint_code(MockGrant::default()));
+    let state = "state0123456789";
+    let binding = LoginBinding::new(LoginFlow::OfficialAccountCallback).proof(state);
+    let session = h.cache.login_bound(&code, &binding).await.unwrap();
+    h.advance(Duration::from_secs(5));
+    let twice = h.cache.login_bound(&code, &binding).await;
+    assert_eq!(twice.unwrap().sid, session.sid, "WeChat calling twice");
+    h.advance(Duration::from_secs(1));
+    assert!(is_code_used(h.cache.login_bound(&code, &binding).await));
 }
 
 #[tokio::test]
@@ -641,13 +741,24 @@ async fn a_double_submit_after_logout_is_told_the_code_was_used() {
 
 #[tokio::test]
 async fn a_double_submit_gets_the_session_as_it_is_now() {
-    let h = harness().await;
+    let h = harness_with(MockConfig::default(), |b| {
+        b.code_retry_windows(EXPIRY, Duration::from_secs(5))
+    })
+    .await;
     let code = AuthCode::new(h.mock.mint_code(MockGrant::default()));
-    let session = h.cache.login(&code).await.unwrap();
+    let session = h
+        .cache
+        .login_bound(&code, &by_request(REQUEST_ID))
+        .await
+        .unwrap();
     h.advance(EXPIRY);
     let refreshed = h.cache.session(&session.sid).await.unwrap();
     assert_ne!(access_token(&refreshed), access_token(&session));
-    let again = h.cache.login(&code).await.unwrap();
+    let again = h
+        .cache
+        .login_bound(&code, &by_request(REQUEST_ID))
+        .await
+        .unwrap();
     assert_eq!(again.sid, session.sid);
     assert_eq!(
         access_token(&again),
@@ -665,7 +776,11 @@ async fn a_junk_code_flood_does_not_evict_a_remembered_login() {
     })
     .await;
     let code = AuthCode::new(h.mock.mint_code(MockGrant::default()));
-    let session = h.cache.login(&code).await.unwrap();
+    let session = h
+        .cache
+        .login_bound(&code, &by_request(REQUEST_ID))
+        .await
+        .unwrap();
     const JUNK: u64 = 1_200;
     for i in 0..JUNK {
         let junk = AuthCode::new(format!("junk-{i}"));
@@ -676,7 +791,7 @@ async fn a_junk_code_flood_does_not_evict_a_remembered_login() {
     }
     let again = h
         .cache
-        .login(&code)
+        .login_bound(&code, &by_request(REQUEST_ID))
         .await
         .expect("the remembered login survives the flood");
     assert_eq!(again.sid, session.sid);

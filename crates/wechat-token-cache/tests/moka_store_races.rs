@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use wechat_token_cache::conformance::sample_record;
 use wechat_token_cache::{
-    CasOutcome, ManualClock, MokaStore, SessionId, SessionRecord, StoreError, TokenStore,
+    CasOutcome, Clock, ManualClock, MokaStore, SessionId, SessionRecord, StoreError, TokenStore,
 };
 
 /// The moka store's futures never wait: run one to completion on this thread.
@@ -74,5 +74,78 @@ fn a_delete_is_never_undone_by_concurrent_compare_and_sets() {
             get(&store, &sid).is_none(),
             "round {round}: the session came back after delete returned true"
         );
+    }
+}
+
+/// One user with 100,000 sessions: logout-all completes, ends exactly those sessions, and
+/// another user's requests are answered while it runs (each operation holds an index lock for
+/// O(1) work). Completion is asserted, not time.
+#[test]
+fn logout_all_of_a_huge_user_completes_and_does_not_block_other_users() {
+    const SESSIONS: usize = 100_000;
+    let clock = ManualClock::starting_now();
+    let store = MokaStore::builder()
+        .clock(Arc::new(clock.clone()))
+        .max_sessions_per_user(SESSIONS)
+        .build();
+    let heavy = sample_record(&clock, "wxapp", "heavy").user();
+    for _ in 0..SESSIONS {
+        now(store.insert(sample_record(&clock, "wxapp", "heavy")));
+    }
+    let other = now(store.insert(sample_record(&clock, "wxapp", "other")));
+    let done = AtomicBool::new(false);
+    let answered = std::thread::scope(|s| {
+        let logout = s.spawn(|| {
+            let ended = now(store.delete_user(&heavy));
+            done.store(true, Ordering::SeqCst);
+            ended
+        });
+        // Another user's reads and logins go on while the logout-all runs.
+        let mut answered = 0usize;
+        while !done.load(Ordering::SeqCst) || answered == 0 {
+            assert!(get(&store, &other.sid).is_some());
+            now(store.insert(sample_record(&clock, "wxapp", "newcomer")));
+            answered += 1;
+        }
+        assert_eq!(logout.join().unwrap(), SESSIONS);
+        answered
+    });
+    assert!(answered > 0);
+    assert_eq!(now(store.delete_user(&heavy)), 0, "every session ended");
+    assert!(get(&store, &other.sid).is_some(), "the other user stays");
+}
+
+/// The per-user cap: a login beyond it ends the user's least recently confirmed session, and
+/// a capped store stays correct as sessions come and go.
+#[test]
+fn the_per_user_cap_ends_the_least_recently_confirmed_session() {
+    let clock = ManualClock::starting_now();
+    let store = MokaStore::builder()
+        .clock(Arc::new(clock.clone()))
+        .max_sessions_per_user(3)
+        .build();
+    let mut sids = Vec::new();
+    for _ in 0..3 {
+        sids.push(now(store.insert(sample_record(&clock, "wxapp", "alice"))).sid);
+        clock.advance(Duration::from_secs(1));
+    }
+    // The first session is used (refreshed): it is now the most recently confirmed.
+    let first = get(&store, &sids[0]).unwrap();
+    let mut refreshed = (*first).clone();
+    refreshed.confirmed_at = clock.now();
+    assert!(matches!(
+        now(store.compare_and_set(first.version, refreshed)),
+        CasOutcome::Stored(_)
+    ));
+    let fourth = now(store.insert(sample_record(&clock, "wxapp", "alice"))).sid;
+    assert!(get(&store, &sids[0]).is_some(), "recently used: kept");
+    assert!(get(&store, &sids[1]).is_none(), "least recently confirmed: ended");
+    assert!(get(&store, &sids[2]).is_some());
+    assert!(get(&store, &fourth).is_some(), "the new login always stays");
+    // After a logout there is room again: no one else is ended.
+    assert!(now(store.delete(&sids[2])));
+    let fifth = now(store.insert(sample_record(&clock, "wxapp", "alice"))).sid;
+    for sid in [sids[0], fourth, fifth] {
+        assert!(get(&store, &sid).is_some());
     }
 }
