@@ -301,7 +301,9 @@ async fn setup() -> Result<Setup, BoxError> {
             openid: Some(format!("o_load_user_{i:05}")),
             ..MockGrant::default()
         });
-        let success = endpoints.login(&code).await?;
+        let success = endpoints
+            .login(wechat_login::tower::CodeLogin::new(&code))
+            .await?;
         valid.push(bearer(&success.token.token)?);
         records.push(success.record);
     }

@@ -74,7 +74,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                             .ok()
                             .and_then(|v| v["code"].as_str().map(str::to_owned))
                             .unwrap_or_default();
-                        match login.login(&code).await {
+                        match login
+                            .login(wechat_login::tower::CodeLogin::new(&code))
+                            .await
+                        {
                             Ok(success) => {
                                 let mut response = Response::new(Full::new(success.to_json()));
                                 response

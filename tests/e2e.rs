@@ -1,145 +1,19 @@
 //! End-to-end: the example server's app and the fake WeChat, over real HTTP on loopback, with a
 //! manual clock moving both.
 
-#[path = "../examples/server/app.rs"]
-#[allow(dead_code)]
-mod app;
+mod common;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::{HOUR, SECRET, start};
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, COOKIE, LOCATION, SET_COOKIE};
 use serde_json::{Value, json};
-use wechat_login::oauth::ManualClock;
 use wechat_login::token_cache::{SessionRecord, conformance::sample_record};
 use wechat_login::tower::{KeyRing, SessionTokens, SigningKey, TokenConfig, WeChatAuthLayer};
-use wechat_mock::{Endpoint, Fault, MockConfig, MockWeChat};
-
-const SECRET: &[u8] = b"e2e-session-secret-0123456789abcdef";
-const HOUR: Duration = Duration::from_secs(3600);
-
-struct Server {
-    base: String,
-    mock: MockWeChat,
-    clock: ManualClock,
-    http: reqwest::Client,
-    auth: WeChatAuthLayer,
-}
-
-async fn start() -> Server {
-    start_with(MockConfig::default()).await
-}
-
-async fn start_with(mock_config: MockConfig) -> Server {
-    let clock = ManualClock::starting_now();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = app::build(app::Config {
-        upstream: app::Upstream::Sandbox(mock_config),
-        session_secret: Some(SECRET.to_vec()),
-        public_url: format!("http://{addr}"),
-        clock: Arc::new(clock.clone()),
-    })
-    .await
-    .unwrap();
-    let mock = app.sandbox.clone().unwrap();
-    clock.set(mock.now());
-    tokio::spawn(async move { axum::serve(listener, app.router).await });
-    Server {
-        base: format!("http://{addr}"),
-        mock,
-        clock,
-        http: reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap(),
-        auth: app.auth,
-    }
-}
-
-impl Server {
-    fn advance(&self, by: Duration) {
-        self.clock.advance(by);
-        self.mock.advance(by);
-    }
-
-    async fn code(&self, openid: &str) -> String {
-        let body: Value = self
-            .http
-            .get(format!("{}/sandbox/code?openid={openid}", self.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        body["code"].as_str().unwrap().to_owned()
-    }
-
-    async fn post_login(&self, path: &str, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn login(&self, openid: &str) -> String {
-        let code = self.code(openid).await;
-        let (status, body) = self
-            .post_login("/auth/wechat/login", json!({ "code": code }).to_string())
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        body["token"].as_str().unwrap().to_owned()
-    }
-
-    async fn get(&self, path: &str, token: &str) -> reqwest::Response {
-        self.http
-            .get(format!("{}{path}", self.base))
-            .header(AUTHORIZATION, format!("Bearer {token}"))
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// A request as a browser holding `cookie` (`name=value`) sends it.
-    async fn with_cookie(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        cookie: &str,
-    ) -> reqwest::Response {
-        self.http
-            .request(method, format!("{}{path}", self.base))
-            .header(COOKIE, cookie)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn me(&self, token: &str) -> (StatusCode, Value) {
-        let response = self.get("/me", token).await;
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn post(&self, path: &str, token: &str) -> StatusCode {
-        self.http
-            .post(format!("{}{path}", self.base))
-            .header(AUTHORIZATION, format!("Bearer {token}"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-    }
-}
+use wechat_mock::{Endpoint, Fault};
 
 #[tokio::test]
 async fn login_then_me_then_profile() {
@@ -196,29 +70,6 @@ async fn mini_program_login() {
 }
 
 #[tokio::test]
-async fn a_double_submitted_code_gives_the_same_session_and_one_exchange() {
-    let s = start().await;
-    let code = s.code("o_bob").await;
-    let body = json!({ "code": code }).to_string();
-    let (a, b) = tokio::join!(
-        s.post_login("/auth/wechat/login", body.clone()),
-        s.post_login("/auth/wechat/login", body.clone())
-    );
-    let (c_status, c) = s.post_login("/auth/wechat/login", body).await;
-    assert_eq!(
-        (a.0, b.0, c_status),
-        (StatusCode::OK, StatusCode::OK, StatusCode::OK)
-    );
-    let mut sids = Vec::new();
-    for token in [&a.1["token"], &b.1["token"], &c["token"]] {
-        sids.push(s.me(token.as_str().unwrap()).await.1["session_id"].clone());
-    }
-    assert!(sids[0].is_string());
-    assert!(sids.iter().all(|sid| *sid == sids[0]), "{sids:?}");
-    assert_eq!(s.mock.calls(Endpoint::AccessToken), 1);
-}
-
-#[tokio::test]
 async fn rejected_codes_and_malformed_bodies() {
     let s = start().await;
     let (status, body) = s
@@ -238,6 +89,12 @@ async fn rejected_codes_and_malformed_bodies() {
         json!({ "code": "x".repeat(300) }).to_string(),
         json!({ "code": "has space" }).to_string(),
         "[1,2,3]".into(),
+        r#"["abc"]"#.into(),
+        r#""abc""#.into(),
+        r#"{"code": "abc", "request_id": 7}"#.into(),
+        r#"{"code": "abc", "request_id": "short"}"#.into(),
+        json!({ "code": "abc", "request_id": "x".repeat(65) }).to_string(),
+        json!({ "code": "abc", "request_id": "has space in it 0123" }).to_string(),
     ] {
         let (status, body) = s.post_login("/auth/wechat/login", bad.clone()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
@@ -258,6 +115,7 @@ async fn rejected_codes_and_malformed_bodies() {
     let response = s
         .http
         .post(format!("{}/auth/wechat/login", s.base))
+        .header("content-type", "application/json")
         .body(json!({ "code": code }).to_string())
         .send()
         .await
@@ -586,6 +444,7 @@ async fn login_and_logout_responses_are_not_overwritten_by_a_reissue() {
         .http
         .post(format!("{}/auth/wechat/login", s.base))
         .bearer_auth(&old)
+        .header("content-type", "application/json")
         .body(json!({ "code": code }).to_string())
         .send()
         .await

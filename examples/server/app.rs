@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Query;
+use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -20,7 +21,8 @@ use tower_http::trace::TraceLayer;
 use wechat_login::oauth::{AppId, AppSecret, Client, Lang, SharedClock};
 use wechat_login::token_cache::{CallError, SessionError};
 use wechat_login::tower::{
-    KeyRing, LoginEndpoints, SessionCookie, SigningKey, WeChatAuthLayer, WeChatUser, WebFlow,
+    KeyRing, LoginEndpoints, LoginLimits, SessionCookie, SigningKey, WeChatAuthLayer, WeChatUser,
+    WebFlow,
 };
 use wechat_mock::{MockConfig, MockGrant, MockWeChat};
 
@@ -45,6 +47,8 @@ pub struct Config {
     pub public_url: String,
     /// The clock (tests drive a manual one).
     pub clock: SharedClock,
+    /// Limits on failed code logins.
+    pub login_limits: LoginLimits,
 }
 
 /// The built application.
@@ -102,6 +106,7 @@ pub async fn build(config: Config) -> Result<App, BoxError> {
     );
     let endpoints = LoginEndpoints::new(&auth)
         .state_secret(&secret)
+        .limits(config.login_limits)
         .web_flow(WebFlow::website(callback));
 
     let mut router = Router::new()
@@ -183,11 +188,15 @@ async fn profile(user: WeChatUser) -> Response {
         }
         Err(CallError::Upstream(error)) => {
             tracing::warn!(%error, "userinfo failed");
-            let status = match error.class() {
-                wechat_login::oauth::ErrorClass::Retryable => StatusCode::SERVICE_UNAVAILABLE,
-                _ => StatusCode::BAD_GATEWAY,
-            };
-            (status, Json(json!({"error": "upstream_error", "errcode": error.errcode().map(|c| c.0)}))).into_response()
+            let body = Json(json!({"error": "upstream_error", "errcode": error.errcode().map(|c| c.0)}));
+            match error.class() {
+                wechat_login::oauth::ErrorClass::Retryable => {
+                    let retry_after = error.retry_after().unwrap_or(Duration::from_secs(1));
+                    let retry_after = [(RETRY_AFTER, retry_after.as_secs().max(1).to_string())];
+                    (StatusCode::SERVICE_UNAVAILABLE, retry_after, body).into_response()
+                }
+                _ => (StatusCode::BAD_GATEWAY, body).into_response(),
+            }
         }
         Err(_) => SessionErrorFallback.into_response(),
     }

@@ -8,19 +8,37 @@
 //!
 //! Environment: `BIND` (default `127.0.0.1:3000`), `WECHAT_APPID` + `WECHAT_SECRET` (both unset:
 //! sandbox), `WECHAT_API_BASE`, `SESSION_SECRET` (at least 32 bytes; random per start when
-//! unset), `PUBLIC_URL` (default `http://BIND`), `REDIS_URL` (not supported yet: ignored with a
-//! warning), `RUST_LOG`.
+//! unset), `PUBLIC_URL` (default `http://BIND`), `MAX_CONNECTIONS` (default 1,000),
+//! `HEADER_READ_TIMEOUT_SECS` (default 10; also the idle keep-alive timeout), `REDIS_URL` (not
+//! supported yet: ignored with a warning), `RUST_LOG`.
 
 mod app;
+mod serve;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
 use wechat_login::oauth::SystemClock;
+use wechat_login::tower::LoginLimits;
 use wechat_mock::MockConfig;
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// A positive number from the environment, or `default` when unset.
+fn number<T: std::str::FromStr + PartialOrd + From<u8>>(
+    value: Option<String>,
+    default: T,
+) -> Result<T, app::BoxError> {
+    match value {
+        None => Ok(default),
+        Some(v) => match v.parse::<T>() {
+            Ok(n) if n > T::from(0) => Ok(n),
+            _ => Err(format!("expected a positive number, got {v:?}").into()),
+        },
+    }
 }
 
 #[tokio::main]
@@ -70,15 +88,24 @@ async fn main() -> Result<(), app::BoxError> {
         session_secret,
         public_url,
         clock: Arc::new(SystemClock),
+        login_limits: LoginLimits::default(),
     })
     .await?;
     println!("{}", app::banner(addr, app.sandbox.as_ref()));
 
-    axum::serve(listener, app.router)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("shutting down");
-        })
-        .await?;
+    let defaults = serve::ServeLimits::default();
+    let limits = serve::ServeLimits {
+        max_connections: number(env("MAX_CONNECTIONS"), defaults.max_connections)?,
+        header_read_timeout: Duration::from_secs(number(
+            env("HEADER_READ_TIMEOUT_SECS"),
+            defaults.header_read_timeout.as_secs(),
+        )?),
+        ..defaults
+    };
+    serve::serve(listener, app.router, limits, async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    })
+    .await;
     Ok(())
 }

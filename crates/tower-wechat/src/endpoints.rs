@@ -15,27 +15,137 @@
 //! | `POST /auth/logout` | 204; the session token is refused from then on (idempotent; works while WeChat is down) |
 //! | `POST /auth/logout/all` | 204; every session of the user ends |
 //!
-//! Failures: 400 `invalid_request` / `invalid_state`, 401 `invalid_code` (with WeChat's
-//! `errcode`), 403 `access_denied`, 503 `upstream_unavailable` / `store_unavailable` (with
-//! `Retry-After`), 500 `misconfigured`, 404 `web_login_disabled`.
+//! Failures: 400 `invalid_request` / `invalid_state`, 415 `unsupported_media_type`, 401
+//! `invalid_code` (with WeChat's `errcode`), 403 `access_denied`, 429 `too_many_attempts`, 503
+//! `upstream_unavailable` / `store_unavailable` (with `Retry-After`), 500 `misconfigured`, 404
+//! `web_login_disabled`.
+//!
+//! # What a code, a state and a cookie can be used for
+//!
+//! - A **login code** opens one session, for the client that submitted it. Submits in flight
+//!   together share one exchange; after it, a repeat gets the same session only with the same
+//!   proof within 60 s — the web callback's binding cookie, or the `request_id` the JSON body
+//!   carried the first time — and 401 `invalid_code` (errcode 40163) otherwise. A code used
+//!   through one endpoint never opens a session through another.
+//! - An **OAuth state** is single-use and, in the website flow, bound to the binding cookie of
+//!   the browser that started the login: the first callback consumes it, a repeat with the same
+//!   code is the duplicate-callback case above, with another code it is refused (400
+//!   `invalid_state`). Official Account states cannot be bound (WeChat's in-app browser drops
+//!   cookies); their callbacks get a 5 s retry window only.
+//! - Failed exchanges are limited per client and in total ([`LoginLimits`]); over a limit the
+//!   endpoints answer 429 with `Retry-After` without asking WeChat.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use hmac::{Hmac, Mac};
 use http::{HeaderValue, Response, StatusCode, header};
+use moka::sync::Cache;
 use serde::Serialize;
+use sha2::Sha256;
 use wechat_oauth::{AuthCode, ErrCode, OfficialAccountScope};
-use wechat_token_cache::{LoginError, MokaStore, SessionId, SessionRecord, TokenCache, TokenStore};
+use wechat_token_cache::{
+    LoginBinding, LoginError, LoginFlow, MokaStore, SessionId, SessionRecord, TokenCache,
+    TokenStore,
+};
 
 use crate::auth::{SessionCookie, WeChatAuthLayer};
-use crate::state::{StateError, StateSigner};
+use crate::limits::{LoginLimiter, LoginLimits};
+use crate::state::{STATE_TTL, StateError, StateSigner};
 use crate::token::{IssuedToken, SessionTokens};
 use crate::user::WeChatUser;
 
 /// Longest login code accepted (WeChat's are about 32 characters).
 const MAX_CODE_LEN: usize = 256;
+/// The length bounds of a client-chosen request id.
+const REQUEST_ID_LEN: std::ops::RangeInclusive<usize> = 16..=64;
+
+/// A code posted to a JSON login endpoint. Its `Debug` never shows the code.
+#[derive(Clone, Copy)]
+pub struct CodeLogin<'a> {
+    code: &'a str,
+    request_id: Option<&'a str>,
+    client: Option<&'a str>,
+}
+
+impl fmt::Debug for CodeLogin<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CodeLogin")
+            .field("code", &"[redacted]")
+            .field("request_id", &self.request_id)
+            .field("client", &self.client)
+            .finish()
+    }
+}
+
+impl<'a> CodeLogin<'a> {
+    /// A submit of `code`.
+    pub fn new(code: &'a str) -> Self {
+        Self {
+            code,
+            request_id: None,
+            client: None,
+        }
+    }
+
+    /// The client-chosen request id (16–64 characters of `[A-Za-z0-9_-]`) that a retry of the
+    /// same submit sends again to get the same session (see [`LoginEndpoints::login`]).
+    pub fn request_id(mut self, id: Option<&'a str>) -> Self {
+        self.request_id = id;
+        self
+    }
+
+    /// Who is asking, for the failed-attempt limits ([`LoginLimits`]): e.g. the client's IP.
+    pub fn client(mut self, key: Option<&'a str>) -> Self {
+        self.client = key;
+        self
+    }
+}
+
+/// WeChat's redirect back to the web callback, as the browser sent it. Its `Debug` never shows
+/// the code.
+#[derive(Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct WebCallback<'a> {
+    /// The `code` query parameter (absent when the user declined).
+    pub code: Option<&'a str>,
+    /// The `state` query parameter.
+    pub state: Option<&'a str>,
+    /// The website flow's binding cookie ([`BINDING_COOKIE`]), if the browser sent it.
+    pub binding: Option<&'a str>,
+    /// Who is asking, for the failed-attempt limits ([`LoginLimits`]).
+    pub client: Option<&'a str>,
+}
+
+impl fmt::Debug for WebCallback<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebCallback")
+            .field("code", &self.code.map(|_| "[redacted]"))
+            .field("state", &self.state)
+            .field("client", &self.client)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> WebCallback<'a> {
+    /// A callback with these query parameters and binding cookie.
+    pub fn new(code: Option<&'a str>, state: Option<&'a str>, binding: Option<&'a str>) -> Self {
+        Self {
+            code,
+            state,
+            binding,
+            client: None,
+        }
+    }
+
+    /// Who is asking, for the failed-attempt limits.
+    pub fn client(mut self, key: Option<&'a str>) -> Self {
+        self.client = key;
+        self
+    }
+}
 
 /// Which browser flow the web start/callback endpoints run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,7 +195,8 @@ impl WebFlow {
     }
 }
 
-/// The name of the website flow's binding cookie (HttpOnly, 10 minutes).
+/// The name of the website flow's binding cookie (HttpOnly, 10 minutes; `__Host-` prefixed
+/// like the session cookie).
 pub const BINDING_COOKIE: &str = "wechat_login_binding";
 
 /// Where to send the browser to start a web login.
@@ -143,9 +254,16 @@ impl LoginSuccess {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum LoginFailure {
-    /// The request is malformed (body, code). (400)
+    /// The request is malformed (body, code, request id). (400)
     #[error("invalid request: {0}")]
     InvalidRequest(&'static str),
+    /// The body is not `application/json`. (415)
+    #[error("the body must be application/json")]
+    UnsupportedMediaType,
+    /// Too many failed logins from this client, or from everyone; try again later. (429, with
+    /// `Retry-After`)
+    #[error("too many failed login attempts; try again later")]
+    TooManyAttempts(Duration),
     /// The callback's state is not ours or expired. (400)
     #[error(transparent)]
     InvalidState(#[from] StateError),
@@ -198,6 +316,8 @@ impl LoginFailure {
     pub fn code(&self) -> &'static str {
         match self {
             Self::InvalidRequest(_) => "invalid_request",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::TooManyAttempts(_) => "too_many_attempts",
             Self::InvalidState(_) => "invalid_state",
             Self::InvalidCode(_) => "invalid_code",
             Self::AccessDenied(_) => "access_denied",
@@ -212,6 +332,8 @@ impl LoginFailure {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::InvalidRequest(_) | Self::InvalidState(_) => StatusCode::BAD_REQUEST,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::InvalidCode(_) => StatusCode::UNAUTHORIZED,
             Self::AccessDenied(_) => StatusCode::FORBIDDEN,
             Self::Unavailable(_) | Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -235,7 +357,7 @@ impl LoginFailure {
         let mut response =
             json_response(self.status(), serde_json::to_vec(&body).unwrap_or_default());
         let retry_after = match self {
-            Self::Unavailable(after) => Some(after.as_secs().max(1)),
+            Self::Unavailable(after) | Self::TooManyAttempts(after) => Some(after.as_secs().max(1)),
             Self::StoreUnavailable => Some(1),
             _ => None,
         };
@@ -266,12 +388,45 @@ pub struct LoginEndpoints<St = MokaStore> {
     inner: Arc<Inner<St>>,
 }
 
+/// Who a login request is from, for the failed-attempt limits.
+pub type ClientKey = Arc<dyn Fn(&http::request::Parts) -> Option<String> + Send + Sync>;
+
 struct Inner<St> {
     cache: TokenCache<St>,
     tokens: Arc<SessionTokens>,
     cookie: SessionCookie,
     states: StateSigner,
     web: Option<WebFlow>,
+    limiter: Arc<LoginLimiter>,
+    client_key: ClientKey,
+    /// States a callback has used, and a keyed hash of the code it used them with.
+    used_states: Cache<String, [u8; 32]>,
+    code_key: [u8; 32],
+}
+
+/// The default [`ClientKey`]: the peer's IP address, when the server records it (axum's
+/// `ConnectInfo<SocketAddr>`).
+fn peer_ip(parts: &http::request::Parts) -> Option<String> {
+    #[cfg(feature = "axum")]
+    {
+        parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| info.0.ip().to_string())
+    }
+    #[cfg(not(feature = "axum"))]
+    {
+        let _ = parts;
+        None
+    }
+}
+
+fn used_states() -> Cache<String, [u8; 32]> {
+    Cache::builder()
+        .max_capacity(1_000_000)
+        // A state verifies for STATE_TTL plus a minute of skew; remember its use longer.
+        .time_to_live(STATE_TTL + Duration::from_secs(120))
+        .build()
 }
 
 impl<St> Clone for LoginEndpoints<St> {
@@ -301,8 +456,12 @@ impl<St: TokenStore> LoginEndpoints<St> {
                 cache: layer.cache().clone(),
                 tokens: Arc::clone(layer.tokens()),
                 cookie: layer.cookie().clone(),
-                states: StateSigner::random(clock),
+                states: StateSigner::random(Arc::clone(&clock)),
                 web: None,
+                limiter: Arc::new(LoginLimiter::new(LoginLimits::default(), clock)),
+                client_key: Arc::new(peer_ip),
+                used_states: used_states(),
+                code_key: rand::random(),
             }),
         }
     }
@@ -316,6 +475,10 @@ impl<St: TokenStore> LoginEndpoints<St> {
                 cookie: shared.cookie.clone(),
                 states: shared.states.clone(),
                 web: shared.web.clone(),
+                limiter: Arc::clone(&shared.limiter),
+                client_key: Arc::clone(&shared.client_key),
+                used_states: shared.used_states.clone(),
+                code_key: shared.code_key,
             },
         };
         f(&mut inner);
@@ -331,6 +494,29 @@ impl<St: TokenStore> LoginEndpoints<St> {
         })
     }
 
+    /// Limits on failed code exchanges (default [`LoginLimits::default`]).
+    pub fn limits(self, limits: LoginLimits) -> Self {
+        self.rebuild(|inner| {
+            let clock = Arc::clone(inner.cache.clock());
+            inner.limiter = Arc::new(LoginLimiter::new(limits, clock));
+        })
+    }
+
+    /// How the router tells clients apart for [`LoginLimits`] (default: the peer's IP address
+    /// from axum's `ConnectInfo<SocketAddr>`, if the server records it). Behind a proxy, read
+    /// the address it forwards — only from a proxy you trust.
+    pub fn client_key(
+        self,
+        key: impl Fn(&http::request::Parts) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.rebuild(|inner| inner.client_key = Arc::new(key))
+    }
+
+    /// The client key of a request, as [`client_key`](Self::client_key) configures it.
+    pub fn client_of(&self, parts: &http::request::Parts) -> Option<String> {
+        (self.inner.client_key)(parts)
+    }
+
     /// Enable the browser flow (website or Official Account).
     pub fn web_flow(self, web: WebFlow) -> Self {
         self.rebuild(|inner| inner.web = Some(web))
@@ -344,18 +530,66 @@ impl<St: TokenStore> LoginEndpoints<St> {
         Ok(LoginSuccess { token, record })
     }
 
-    /// Exchanges a mobile app / website / Official Account code and opens a session.
-    pub async fn login(&self, code: &str) -> Result<LoginSuccess, LoginFailure> {
-        let code = valid_code(code)?;
-        let record = self.inner.cache.login(&code).await?;
-        self.issue(record)
+    /// Exchanges a code a client posted (mobile app, or a website's own front end) and opens a
+    /// session. A retry of the same submit gets the same session within 60 s if it carries the
+    /// same [`request_id`](CodeLogin::request_id); any other repeat of the code is refused
+    /// (401 `invalid_code`, errcode 40163).
+    pub async fn login(&self, request: CodeLogin<'_>) -> Result<LoginSuccess, LoginFailure> {
+        self.login_through(LoginFlow::Code, request).await
     }
 
-    /// Exchanges a Mini Program `wx.login()` code and opens a session.
-    pub async fn login_mini_program(&self, code: &str) -> Result<LoginSuccess, LoginFailure> {
-        let code = valid_code(code)?;
-        let record = self.inner.cache.login_mini_program(&code).await?;
-        self.issue(record)
+    /// Exchanges a Mini Program `wx.login()` code and opens a session; retries as for
+    /// [`login`](Self::login).
+    pub async fn login_mini_program(
+        &self,
+        request: CodeLogin<'_>,
+    ) -> Result<LoginSuccess, LoginFailure> {
+        self.login_through(LoginFlow::MiniProgram, request).await
+    }
+
+    async fn login_through(
+        &self,
+        flow: LoginFlow,
+        request: CodeLogin<'_>,
+    ) -> Result<LoginSuccess, LoginFailure> {
+        let code = valid_code(request.code)?;
+        let mut binding = LoginBinding::new(flow);
+        if let Some(id) = request.request_id {
+            binding = binding.proof(valid_request_id(id)?);
+        }
+        self.exchange(&code, &binding, request.client).await
+    }
+
+    /// The one way a code becomes a session: the failed-attempt limits, then the exchange.
+    async fn exchange(
+        &self,
+        code: &AuthCode,
+        binding: &LoginBinding<'_>,
+        client: Option<&str>,
+    ) -> Result<LoginSuccess, LoginFailure> {
+        if let Some(wait) = self.inner.limiter.check(client) {
+            tracing::warn!(
+                outcome = "login_limited",
+                flow = ?binding.flow(),
+                "too many failed login attempts; refused without asking WeChat"
+            );
+            return Err(LoginFailure::TooManyAttempts(wait));
+        }
+        match self.inner.cache.login_bound(code, binding).await {
+            Ok(record) => self.issue(record),
+            Err(error) => {
+                let failure = LoginFailure::from(error);
+                if matches!(failure, LoginFailure::InvalidCode(_)) {
+                    self.inner.limiter.failed(client);
+                }
+                Err(failure)
+            }
+        }
+    }
+
+    /// The failed-attempt limits in force.
+    pub fn login_limits(&self) -> LoginLimits {
+        self.inner.limiter.limits()
     }
 
     /// The WeChat authorize URL to send the browser to, with a fresh signed state.
@@ -397,30 +631,62 @@ impl<St: TokenStore> LoginEndpoints<St> {
     }
 
     /// Handles WeChat's redirect back: verifies the state (for the website flow, against the
-    /// binding cookie's value), exchanges the code (a repeated callback gets the same session)
-    /// and opens a session. No code means the user declined.
+    /// binding cookie's value) and consumes it, exchanges the code and opens a session. No code
+    /// means the user declined. WeChat calling the callback twice (same state, same code, same
+    /// browser) gets the same session; a used state with another code is refused.
     pub async fn web_callback(
         &self,
-        code: Option<&str>,
-        state: Option<&str>,
-        binding: Option<&str>,
+        callback: WebCallback<'_>,
     ) -> Result<LoginSuccess, LoginFailure> {
         let web = self
             .inner
             .web
             .as_ref()
             .ok_or(LoginFailure::WebLoginDisabled)?;
+        let state = callback.state.unwrap_or("");
         let binding = match web.kind {
-            WebFlowKind::Website => binding
-                .filter(|b| !b.is_empty())
-                .ok_or(LoginFailure::InvalidState(StateError::Invalid))?,
-            WebFlowKind::OfficialAccount(_) => "",
+            WebFlowKind::Website => {
+                let binding = callback
+                    .binding
+                    .filter(|b| !b.is_empty())
+                    .ok_or(LoginFailure::InvalidState(StateError::Invalid))?;
+                self.inner.states.verify(state, binding)?;
+                LoginBinding::new(LoginFlow::WebCallback).proof(binding)
+            }
+            WebFlowKind::OfficialAccount(_) => {
+                self.inner.states.verify(state, "")?;
+                LoginBinding::new(LoginFlow::OfficialAccountCallback).proof(state)
+            }
         };
-        self.inner.states.verify(state.unwrap_or(""), binding)?;
-        let code = code
+        let code = callback
+            .code
             .filter(|c| !c.is_empty())
             .ok_or(LoginFailure::AccessDenied(None))?;
-        self.login(code).await
+        let code = valid_code(code)?;
+        self.consume_state(state, &code)?;
+        self.exchange(&code, &binding, callback.client).await
+    }
+
+    /// Marks `state` used with `code`: the first callback with a state consumes it; a later one
+    /// passes only with the same code (WeChat calling twice; the login then decides).
+    fn consume_state(&self, state: &str, code: &AuthCode) -> Result<(), LoginFailure> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.inner.code_key)
+            .expect("HMAC takes keys of any length");
+        mac.update(code.secret().as_bytes());
+        let code_hash: [u8; 32] = mac.finalize().into_bytes().into();
+        let entry = self
+            .inner
+            .used_states
+            .entry_by_ref(state)
+            .or_insert(code_hash);
+        if !entry.is_fresh() && *entry.value() != code_hash {
+            tracing::warn!(
+                outcome = "state_reused",
+                "an OAuth state was used again with another code"
+            );
+            return Err(LoginFailure::InvalidState(StateError::Used));
+        }
+        Ok(())
     }
 
     /// Where the callback sends the browser after login.
@@ -448,11 +714,14 @@ impl<St: TokenStore> LoginEndpoints<St> {
         self.inner.cookie.with_name(BINDING_COOKIE).clear()
     }
 
-    /// The binding cookie's value in a request, if any.
+    /// The binding cookie's value in a request, if exactly one was sent.
     pub fn binding<'a>(&self, headers: &'a http::HeaderMap) -> Option<&'a str> {
-        crate::auth::source::cookie(headers, BINDING_COOKIE)
-            .ok()
-            .flatten()
+        let name = self.inner.cookie.with_name(BINDING_COOKIE).full_name();
+        let mut values = crate::auth::source::cookies(headers, &name);
+        match (values.next(), values.next()) {
+            (Some(Ok(one)), None) => Some(one),
+            _ => None,
+        }
     }
 
     /// Ends the user's current session.
@@ -472,15 +741,54 @@ impl<St: TokenStore> LoginEndpoints<St> {
 
     /// Ends every session of the user.
     pub async fn logout_all(&self, user: &WeChatUser) -> Result<usize, LoginFailure> {
-        let ended = self
-            .inner
-            .cache
-            .logout_all(&user.user_key())
-            .await
-            .map_err(|_| LoginFailure::StoreUnavailable)?;
-        tracing::info!(sid = %user.session_id(), ended, outcome = "logged_out_all", "all sessions of the user ended");
+        self.end_user(user.user_key(), user.session_id()).await
+    }
+
+    /// Ends every session of the user a verified session token names, without serving that
+    /// session: works while WeChat is down or the access token has expired, as long as the
+    /// session still exists. `Ok(None)` when it does not (ended, or another app's).
+    pub async fn logout_all_by_session(
+        &self,
+        sid: SessionId,
+    ) -> Result<Option<usize>, LoginFailure> {
+        let record = self.inner.cache.store().get(&sid).await.map_err(|error| {
+            tracing::error!(%error, "logout-all failed: the session store is unavailable");
+            LoginFailure::StoreUnavailable
+        })?;
+        match record {
+            Some(record) if record.appid == *self.inner.cache.client().appid() => {
+                self.end_user(record.user(), sid).await.map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn end_user(
+        &self,
+        user: wechat_token_cache::UserKey,
+        sid: SessionId,
+    ) -> Result<usize, LoginFailure> {
+        let ended = self.inner.cache.logout_all(&user).await.map_err(|error| {
+            tracing::error!(%error, "logout-all failed: the session store is unavailable");
+            LoginFailure::StoreUnavailable
+        })?;
+        tracing::info!(sid = %sid, ended, outcome = "logged_out_all", "all sessions of the user ended");
         Ok(ended)
     }
+}
+
+/// A request id is 16–64 characters of `[A-Za-z0-9_-]`.
+fn valid_request_id(id: &str) -> Result<&str, LoginFailure> {
+    let well_formed = REQUEST_ID_LEN.contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !well_formed {
+        return Err(LoginFailure::InvalidRequest(
+            "request_id must be 16 to 64 characters of A-Z, a-z, 0-9, - and _",
+        ));
+    }
+    Ok(id)
 }
 
 fn valid_code(code: &str) -> Result<AuthCode, LoginFailure> {
@@ -494,26 +802,27 @@ fn valid_code(code: &str) -> Result<AuthCode, LoginFailure> {
 
 #[cfg(feature = "axum")]
 mod router {
+    //! The endpoints as an axum router: one named handler per route, each parsing its request
+    //! and rendering the outcome of the framework-free method it calls.
+
     use axum::Router;
     use axum::body::Body;
-    use axum::extract::Query;
     use axum::extract::rejection::QueryRejection;
+    use axum::extract::{Query, Request, State};
     use axum::response::{IntoResponse, Response};
     use axum::routing::{get, post};
     use bytes::Bytes;
+    use http::request::Parts;
     use http::{HeaderMap, HeaderValue, StatusCode, header};
     use serde::Deserialize;
     use wechat_token_cache::TokenStore;
 
-    use super::{LoginEndpoints, LoginFailure, LoginSuccess, json_response};
+    use super::{
+        CodeLogin, LoginEndpoints, LoginFailure, LoginSuccess, WebCallback, json_response,
+    };
     use crate::auth::SessionChanged;
     use crate::rejection::AuthError;
     use crate::user::{Anonymous, VerifiedSession, WeChatUser};
-
-    #[derive(Deserialize)]
-    struct CodeBody {
-        code: String,
-    }
 
     #[derive(Deserialize)]
     struct CallbackQuery {
@@ -521,10 +830,39 @@ mod router {
         state: Option<String>,
     }
 
-    fn parse_code(body: &Bytes) -> Result<String, LoginFailure> {
-        serde_json::from_slice::<CodeBody>(body)
-            .map(|b| b.code)
-            .map_err(|_| LoginFailure::InvalidRequest(r#"expected a JSON body {"code": "..."}"#))
+    /// The body of a JSON login: an object with a string `code` and an optional string
+    /// `request_id` (other members are ignored).
+    struct CodeBody {
+        code: String,
+        request_id: Option<String>,
+    }
+
+    fn parse_code_body(headers: &HeaderMap, body: &Bytes) -> Result<CodeBody, LoginFailure> {
+        let is_json = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"));
+        if !is_json {
+            return Err(LoginFailure::UnsupportedMediaType);
+        }
+        let malformed = LoginFailure::InvalidRequest(
+            r#"expected a JSON object {"code": "...", "request_id"?: "..."}"#,
+        );
+        let serde_json::Value::Object(mut object) =
+            serde_json::from_slice(body).map_err(|_| malformed.clone())?
+        else {
+            return Err(malformed);
+        };
+        let Some(serde_json::Value::String(code)) = object.remove("code") else {
+            return Err(malformed);
+        };
+        let request_id = match object.remove("request_id") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(id)) => Some(id),
+            Some(_) => return Err(malformed),
+        };
+        Ok(CodeBody { code, request_id })
     }
 
     fn answer(result: Result<LoginSuccess, LoginFailure>) -> Response {
@@ -563,118 +901,162 @@ mod router {
         response
     }
 
+    /// The refusal for a logout route that found no session to end: the layer's error, else
+    /// "no credentials" (optional mode) or "no layer".
+    fn no_session(parts: &Parts) -> Response {
+        let extensions = &parts.extensions;
+        extensions
+            .get::<AuthError>()
+            .cloned()
+            .unwrap_or(if extensions.get::<Anonymous>().is_some() {
+                AuthError::MissingToken
+            } else {
+                AuthError::MissingLayer
+            })
+            .to_response()
+    }
+
+    /// The session a logout route ends: a live one, or one whose token verified but which
+    /// could not be served (ended, WeChat or the store down).
+    fn session_of(parts: &Parts) -> Option<wechat_token_cache::SessionId> {
+        let extensions = &parts.extensions;
+        extensions
+            .get::<WeChatUser>()
+            .map(WeChatUser::session_id)
+            .or_else(|| extensions.get::<VerifiedSession>().map(|v| v.0))
+    }
+
+    async fn code_login<St: TokenStore>(
+        State(endpoints): State<LoginEndpoints<St>>,
+        parts: Parts,
+        body: Bytes,
+    ) -> Response {
+        match parse_code_body(&parts.headers, &body) {
+            Ok(body) => {
+                let client = endpoints.client_of(&parts);
+                let request = CodeLogin::new(&body.code)
+                    .request_id(body.request_id.as_deref())
+                    .client(client.as_deref());
+                answer(endpoints.login(request).await)
+            }
+            Err(failure) => failure.to_response(),
+        }
+    }
+
+    async fn mini_program_login<St: TokenStore>(
+        State(endpoints): State<LoginEndpoints<St>>,
+        parts: Parts,
+        body: Bytes,
+    ) -> Response {
+        match parse_code_body(&parts.headers, &body) {
+            Ok(body) => {
+                let client = endpoints.client_of(&parts);
+                let request = CodeLogin::new(&body.code)
+                    .request_id(body.request_id.as_deref())
+                    .client(client.as_deref());
+                answer(endpoints.login_mini_program(request).await)
+            }
+            Err(failure) => failure.to_response(),
+        }
+    }
+
+    async fn web_start<St: TokenStore>(State(endpoints): State<LoginEndpoints<St>>) -> Response {
+        match endpoints.web_start() {
+            Ok(start) => {
+                let mut response = redirect(&start.url);
+                if let Some(cookie) = start.binding_cookie {
+                    response.headers_mut().append(header::SET_COOKIE, cookie);
+                }
+                response
+            }
+            Err(failure) => failure.to_response(),
+        }
+    }
+
+    async fn web_callback<St: TokenStore>(
+        State(endpoints): State<LoginEndpoints<St>>,
+        parts: Parts,
+        query: Result<Query<CallbackQuery>, QueryRejection>,
+    ) -> Response {
+        let Ok(Query(query)) = query else {
+            return LoginFailure::InvalidRequest("malformed query").to_response();
+        };
+        let client = endpoints.client_of(&parts);
+        let callback = WebCallback::new(
+            query.code.as_deref(),
+            query.state.as_deref(),
+            endpoints.binding(&parts.headers),
+        )
+        .client(client.as_deref());
+        match endpoints.web_callback(callback).await {
+            Ok(success) => {
+                let mut response = redirect(endpoints.after_login());
+                let cookies = [
+                    endpoints.session_cookie(&success),
+                    endpoints.clear_binding_cookie(),
+                ];
+                for cookie in cookies.into_iter().flatten() {
+                    response.headers_mut().append(header::SET_COOKIE, cookie);
+                }
+                response.extensions_mut().insert(SessionChanged);
+                response
+            }
+            Err(failure) => failure.to_response(),
+        }
+    }
+
+    async fn logout<St: TokenStore>(
+        State(endpoints): State<LoginEndpoints<St>>,
+        request: Request,
+    ) -> Response {
+        let (parts, _) = request.into_parts();
+        match session_of(&parts) {
+            Some(sid) => match endpoints.logout_session(sid).await {
+                Ok(()) => no_content(endpoints.clear_cookie()),
+                Err(failure) => failure.to_response(),
+            },
+            None => no_session(&parts),
+        }
+    }
+
+    async fn logout_all<St: TokenStore>(
+        State(endpoints): State<LoginEndpoints<St>>,
+        request: Request,
+    ) -> Response {
+        let (parts, _) = request.into_parts();
+        // A live session names its user; a verified token whose session cannot be served just
+        // now (WeChat down, access token expired) still does, through the stored record.
+        let ended = match parts.extensions.get::<WeChatUser>() {
+            Some(user) => endpoints.logout_all(user).await.map(Some),
+            None => match session_of(&parts) {
+                Some(sid) => endpoints.logout_all_by_session(sid).await,
+                None => return no_session(&parts),
+            },
+        };
+        match ended {
+            Ok(Some(_)) => no_content(endpoints.clear_cookie()),
+            Ok(None) => AuthError::SessionExpired.to_response(),
+            Err(failure) => failure.to_response(),
+        }
+    }
+
     impl<St: TokenStore> LoginEndpoints<St> {
         /// The endpoints as an axum router, to merge into the application's. The logout routes
         /// read the [`WeChatUser`], so the [`WeChatAuthLayer`](crate::WeChatAuthLayer) must wrap
         /// the router in *optional* mode (a required layer would refuse the login routes
         /// themselves, which are called without a session).
         pub fn router<S: Clone + Send + Sync + 'static>(self) -> Router<S> {
-            let (a, b, c, d, e, f) = (
-                self.clone(),
-                self.clone(),
-                self.clone(),
-                self.clone(),
-                self.clone(),
-                self,
-            );
             Router::new()
-                .route(
-                    "/auth/wechat/login",
-                    post(move |body: Bytes| async move {
-                        match parse_code(&body) {
-                            Ok(code) => answer(a.login(&code).await),
-                            Err(failure) => failure.to_response(),
-                        }
-                    }),
-                )
+                .route("/auth/wechat/login", post(code_login::<St>))
                 .route(
                     "/auth/wechat/miniprogram/login",
-                    post(move |body: Bytes| async move {
-                        match parse_code(&body) {
-                            Ok(code) => answer(b.login_mini_program(&code).await),
-                            Err(failure) => failure.to_response(),
-                        }
-                    }),
+                    post(mini_program_login::<St>),
                 )
-                .route(
-                    "/auth/wechat/web/start",
-                    get(move || async move {
-                        match c.web_start() {
-                            Ok(start) => {
-                                let mut response = redirect(&start.url);
-                                if let Some(cookie) = start.binding_cookie {
-                                    response.headers_mut().append(header::SET_COOKIE, cookie);
-                                }
-                                response
-                            }
-                            Err(failure) => failure.to_response(),
-                        }
-                    }),
-                )
-                .route(
-                    "/auth/wechat/web/callback",
-                    get(
-                        move |headers: HeaderMap,
-                              query: Result<Query<CallbackQuery>, QueryRejection>| async move {
-                            let Ok(Query(query)) = query else {
-                                return LoginFailure::InvalidRequest("malformed query")
-                                    .to_response();
-                            };
-                            let binding = d.binding(&headers);
-                            let result = d
-                                .web_callback(query.code.as_deref(), query.state.as_deref(), binding)
-                                .await;
-                            match result {
-                                Ok(success) => {
-                                    let mut response = redirect(d.after_login());
-                                    let cookies = [d.session_cookie(&success), d.clear_binding_cookie()];
-                                    for cookie in cookies.into_iter().flatten() {
-                                        response.headers_mut().append(header::SET_COOKIE, cookie);
-                                    }
-                                    response.extensions_mut().insert(SessionChanged);
-                                    response
-                                }
-                                Err(failure) => failure.to_response(),
-                            }
-                        },
-                    ),
-                )
-                .route(
-                    "/auth/logout",
-                    post(move |request: axum::extract::Request| async move {
-                        // A live session, or a verified token whose session could not be
-                        // served (ended, WeChat or the store down): either way, end it.
-                        let extensions = request.extensions();
-                        let sid = extensions
-                            .get::<WeChatUser>()
-                            .map(WeChatUser::session_id)
-                            .or_else(|| extensions.get::<VerifiedSession>().map(|v| v.0));
-                        match sid {
-                            Some(sid) => match e.logout_session(sid).await {
-                                Ok(()) => no_content(e.clear_cookie()),
-                                Err(failure) => failure.to_response(),
-                            },
-                            None => extensions
-                                .get::<AuthError>()
-                                .cloned()
-                                .unwrap_or(if extensions.get::<Anonymous>().is_some() {
-                                    AuthError::MissingToken
-                                } else {
-                                    AuthError::MissingLayer
-                                })
-                                .to_response(),
-                        }
-                    }),
-                )
-                .route(
-                    "/auth/logout/all",
-                    post(move |user: WeChatUser| async move {
-                        match f.logout_all(&user).await {
-                            Ok(_) => no_content(f.clear_cookie()),
-                            Err(failure) => failure.to_response(),
-                        }
-                    }),
-                )
+                .route("/auth/wechat/web/start", get(web_start::<St>))
+                .route("/auth/wechat/web/callback", get(web_callback::<St>))
+                .route("/auth/logout", post(logout::<St>))
+                .route("/auth/logout/all", post(logout_all::<St>))
+                .with_state(self)
         }
     }
 }

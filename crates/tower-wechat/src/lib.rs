@@ -35,6 +35,7 @@
 
 mod auth;
 mod endpoints;
+mod limits;
 mod rejection;
 mod state;
 mod token;
@@ -45,8 +46,10 @@ pub use auth::{
     TokenSource, WeChatAuth, WeChatAuthBuilder, WeChatAuthLayer,
 };
 pub use endpoints::{
-    BINDING_COOKIE, LoginEndpoints, LoginFailure, LoginSuccess, WebFlow, WebFlowKind, WebStart,
+    BINDING_COOKIE, ClientKey, CodeLogin, LoginEndpoints, LoginFailure, LoginSuccess, WebCallback,
+    WebFlow, WebFlowKind, WebStart,
 };
+pub use limits::LoginLimits;
 pub use rejection::{AuthError, JsonRejection, RejectionResponse};
 pub use state::{STATE_TTL, StateError, StateSigner};
 pub use token::{

@@ -37,6 +37,9 @@ pub enum StateError {
     /// Older than ten minutes.
     #[error("the login took too long; start again")]
     Expired,
+    /// Already used by a callback with another code.
+    #[error("this login link was already used; start again")]
+    Used,
 }
 
 /// Issues and verifies states. Several instances verifying each other's states need the same

@@ -3,7 +3,10 @@
 
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
-use tower_wechat::{KeyRing, LoginEndpoints, LoginFailure, SigningKey, WeChatAuthLayer, WebFlow};
+use tower_wechat::{
+    CodeLogin, KeyRing, LoginEndpoints, LoginFailure, SigningKey, StateError, WeChatAuthLayer,
+    WebCallback, WebFlow,
+};
 use wechat_mock::{Endpoint, Fault, MockConfig, MockGrant, MockWeChat};
 use wechat_oauth::{AppId, AppSecret, Client, OfficialAccountScope};
 
@@ -50,21 +53,32 @@ async fn the_official_account_flow_uses_an_unbound_state() {
         scope: Some("snsapi_base".into()),
         ..Default::default()
     });
-    let success = endpoints
-        .web_callback(Some(&code), Some(state), None)
-        .await
-        .unwrap();
+    let callback = WebCallback::new(Some(&code), Some(state), None);
+    let success = endpoints.web_callback(callback).await.unwrap();
     assert!(!success.record.scopes.allows_userinfo());
     assert_eq!(endpoints.after_login(), "/home");
+    // WeChat calling the callback twice: the same session.
+    let twice = endpoints.web_callback(callback).await.unwrap();
+    assert_eq!(twice.record.sid, success.record.sid);
     assert!(matches!(
         endpoints
-            .web_callback(Some(&code), Some("bogus"), None)
+            .web_callback(WebCallback::new(Some(&code), Some("bogus"), None))
             .await,
         Err(LoginFailure::InvalidState(_))
     ));
+    // The state is used: another code with it is refused, before WeChat is asked.
+    let other = mock.mint_code(MockGrant::default());
     assert_eq!(
         endpoints
-            .web_callback(None, Some(state), None)
+            .web_callback(WebCallback::new(Some(&other), Some(state), None))
+            .await
+            .unwrap_err(),
+        LoginFailure::InvalidState(StateError::Used)
+    );
+    assert_eq!(mock.calls(Endpoint::AccessToken), 1);
+    assert_eq!(
+        endpoints
+            .web_callback(WebCallback::new(None, Some(state), None))
             .await
             .unwrap_err(),
         LoginFailure::AccessDenied(None)
@@ -86,27 +100,39 @@ async fn mini_program_login_failures_map_to_statuses() {
     let code = || mock.mint_code(MockGrant::default());
 
     let invalid = endpoints
-        .login_mini_program("unknown-code")
+        .login_mini_program(CodeLogin::new("unknown-code"))
         .await
         .unwrap_err();
     assert_eq!(status(&invalid), (StatusCode::UNAUTHORIZED, None));
 
     mock.inject(Endpoint::JsCode2Session, Fault::ErrCode(-1), 1);
-    let busy = endpoints.login_mini_program(&code()).await.unwrap_err();
+    let busy = endpoints
+        .login_mini_program(CodeLogin::new(&code()))
+        .await
+        .unwrap_err();
     let (busy_status, retry_after) = status(&busy);
     assert_eq!(busy_status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(retry_after.is_some());
 
     mock.inject(Endpoint::JsCode2Session, Fault::ErrCode(40226), 1);
-    let blocked = endpoints.login_mini_program(&code()).await.unwrap_err();
+    let blocked = endpoints
+        .login_mini_program(CodeLogin::new(&code()))
+        .await
+        .unwrap_err();
     assert_eq!(status(&blocked), (StatusCode::FORBIDDEN, None));
 
     mock.inject(Endpoint::JsCode2Session, Fault::ErrCode(40013), 1);
-    let misconfigured = endpoints.login_mini_program(&code()).await.unwrap_err();
+    let misconfigured = endpoints
+        .login_mini_program(CodeLogin::new(&code()))
+        .await
+        .unwrap_err();
     assert_eq!(status(&misconfigured).0, StatusCode::INTERNAL_SERVER_ERROR);
 
     for bad in ["", "has space", &"x".repeat(300), "émoji"] {
-        let failure = endpoints.login_mini_program(bad).await.unwrap_err();
+        let failure = endpoints
+            .login_mini_program(CodeLogin::new(bad))
+            .await
+            .unwrap_err();
         assert_eq!(status(&failure), (StatusCode::BAD_REQUEST, None), "{bad}");
     }
     assert_eq!(
@@ -115,7 +141,7 @@ async fn mini_program_login_failures_map_to_statuses() {
         "bad codes never reach WeChat"
     );
     endpoints
-        .login_mini_program(&code())
+        .login_mini_program(CodeLogin::new(&code()))
         .await
         .expect("and a good one works");
 }

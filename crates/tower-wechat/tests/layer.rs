@@ -30,7 +30,7 @@ async fn layer() -> (WeChatAuthLayer, MockWeChat) {
 async fn token(layer: &WeChatAuthLayer, mock: &MockWeChat) -> String {
     let code = mock.mint_code(MockGrant::default());
     LoginEndpoints::new(layer)
-        .login(&code)
+        .login(tower_wechat::CodeLogin::new(&code))
         .await
         .unwrap()
         .token

@@ -447,7 +447,9 @@ mod tests {
         for body in [
             r#"{"access_token":"AT","refresh_token":"RT","openid":""}"#.to_owned(),
             format!(r#"{{"access_token":"AT","refresh_token":"RT","openid":"{long_id}"}}"#),
-            format!(r#"{{"access_token":"AT","refresh_token":"RT","openid":"o1","unionid":"{long_id}"}}"#),
+            format!(
+                r#"{{"access_token":"AT","refresh_token":"RT","openid":"o1","unionid":"{long_id}"}}"#
+            ),
             r#"{"access_token":"","refresh_token":"RT","openid":"o1"}"#.to_owned(),
             format!(r#"{{"access_token":"{long_token}","refresh_token":"RT","openid":"o1"}}"#),
             r#"{"access_token":"AT","refresh_token":"","openid":"o1"}"#.to_owned(),
@@ -457,7 +459,11 @@ mod tests {
             assert_eq!(err.class(), ErrorClass::Retryable);
         }
         let ok = grant(r#"{"access_token":"AT","refresh_token":"RT","openid":"o1","unionid":""}"#);
-        assert_eq!(ok.unwrap().unionid, None, "an empty unionid is an absent one");
+        assert_eq!(
+            ok.unwrap().unionid,
+            None,
+            "an empty unionid is an absent one"
+        );
         for body in [
             r#"{"openid":"","session_key":"SK"}"#.to_owned(),
             r#"{"openid":"o1","session_key":""}"#.to_owned(),

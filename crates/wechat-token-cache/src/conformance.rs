@@ -256,7 +256,11 @@ async fn a_user_over_the_cap_loses_the_least_recently_confirmed<S: TokenStore>(
         record.confirmed_at = clock.now() - Duration::from_secs(i as u64 + 1);
         sessions.push(expect("insert", store.insert(record)).await);
     }
-    let bob = expect("insert bob", store.insert(sample_record(clock, "wxapp", "bob"))).await;
+    let bob = expect(
+        "insert bob",
+        store.insert(sample_record(clock, "wxapp", "bob")),
+    )
+    .await;
     let newest = expect(
         "insert over the cap",
         store.insert(sample_record(clock, "wxapp", "alice")),

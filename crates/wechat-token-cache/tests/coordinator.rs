@@ -8,9 +8,8 @@ use wechat_mock::{Endpoint, Fault, MockConfig, MockGrant, MockWeChat};
 use wechat_oauth::{AppId, AppSecret, AuthCode, Client, ErrCode, Lang, RetryPolicy};
 use wechat_token_cache::{
     CallError, CasOutcome, Clock, Credentials, GracePolicy, LoginBinding, LoginError, LoginFlow,
-    ManualClock, MokaStore,
-    SessionError, SessionId, SessionRecord, StoreError, TokenCache, TokenCacheBuilder, TokenStore,
-    UserKey,
+    ManualClock, MokaStore, SessionError, SessionId, SessionRecord, StoreError, TokenCache,
+    TokenCacheBuilder, TokenStore, UserKey,
 };
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -412,7 +411,10 @@ async fn a_double_submitted_code_is_exchanged_once_and_gives_the_same_session() 
             sids.insert(record.sid);
         }
         outcome => {
-            assert!(is_code_used(outcome), "another client never gets the session");
+            assert!(
+                is_code_used(outcome),
+                "another client never gets the session"
+            );
             assert_eq!(refused, 0, "the client's submits all share its session");
         }
     }

@@ -139,7 +139,10 @@ fn the_per_user_cap_ends_the_least_recently_confirmed_session() {
     ));
     let fourth = now(store.insert(sample_record(&clock, "wxapp", "alice"))).sid;
     assert!(get(&store, &sids[0]).is_some(), "recently used: kept");
-    assert!(get(&store, &sids[1]).is_none(), "least recently confirmed: ended");
+    assert!(
+        get(&store, &sids[1]).is_none(),
+        "least recently confirmed: ended"
+    );
     assert!(get(&store, &sids[2]).is_some());
     assert!(get(&store, &fourth).is_some(), "the new login always stays");
     // After a logout there is room again: no one else is ended.

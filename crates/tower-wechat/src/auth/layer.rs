@@ -30,6 +30,8 @@ pub(crate) struct Shared<St> {
     pub(crate) upstream: Arc<dyn Upstream>,
     pub(crate) sources: Vec<TokenSource>,
     pub(crate) cookie: SessionCookie,
+    /// The cookie's full name (`__Host-` prefix included), computed once.
+    pub(crate) cookie_name: String,
 }
 
 /// The tower layer: validates our session token, keeps the user's WeChat tokens fresh, and
@@ -86,6 +88,7 @@ impl<St: TokenStore> WeChatAuthLayer<St, JsonRejection> {
                 cache,
                 tokens,
                 sources: vec![TokenSource::Bearer, TokenSource::Cookie],
+                cookie_name: SessionCookie::default().full_name(),
                 cookie: SessionCookie::default(),
             }),
             mode: Mode::Required,
@@ -246,6 +249,7 @@ impl<St: TokenStore> WeChatAuthBuilder<St> {
                 cache,
                 tokens: Arc::new(tokens),
                 sources: self.sources,
+                cookie_name: self.cookie.full_name(),
                 cookie: self.cookie,
             }),
             mode: self.mode,

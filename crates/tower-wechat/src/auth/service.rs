@@ -100,14 +100,27 @@ enum Step {
 
 impl<St: TokenStore> Shared<St> {
     fn authenticate(&self, headers: &http::HeaderMap) -> Step {
-        let (token, sent_by) = match source::find(headers, &self.sources, &self.cookie.name) {
+        let (token, sent_by) = match source::find(headers, &self.sources, &self.cookie_name) {
             Ok(Some(found)) => found,
             Ok(None) => return Step::Anonymous,
-            Err(error) => return Step::Refused(Refusal::new(error)),
+            Err((error, sent_by)) => {
+                return Step::Refused(Refusal {
+                    sent_by: Some(sent_by),
+                    ..Refusal::new(error)
+                });
+            }
         };
         // One clock read serves the whole request.
         let now = self.cache.clock().now();
-        let verified = match self.tokens.verify_at(token, unix(now)) {
+        let verified = match sent_by {
+            SentBy::Cookies => self.verify_one_cookie(headers, unix(now)),
+            _ => self.tokens.verify_at(token, unix(now)),
+        };
+        let sent_by = match sent_by {
+            SentBy::Cookies => SentBy::Cookie,
+            other => other,
+        };
+        let verified = match verified {
             Ok(verified) => verified,
             Err(error) => {
                 return Step::Refused(Refusal {
@@ -135,18 +148,41 @@ impl<St: TokenStore> Shared<St> {
         }
     }
 
+    /// Several session cookies were sent (one may have been tossed by a sibling domain): trust
+    /// the one that verifies if exactly one does, else none.
+    fn verify_one_cookie(
+        &self,
+        headers: &http::HeaderMap,
+        now: u64,
+    ) -> Result<crate::token::VerifiedToken, AuthError> {
+        let mut verified = source::cookies(headers, &self.cookie_name)
+            .filter_map(|token| self.tokens.verify_at(token.ok()?, now).ok());
+        match (verified.next(), verified.next()) {
+            (Some(one), None) => Ok(one),
+            _ => {
+                tracing::debug!(
+                    outcome = "rejected",
+                    "several session cookies, and not exactly one of them verifies"
+                );
+                Err(AuthError::InvalidToken)
+            }
+        }
+    }
+
     /// Whether a session is this application's: a store shared by several apps (or a signing key
     /// shared between them) must not let one app's token into another.
     fn belongs(&self, record: &SessionRecord) -> bool {
         record.appid == *self.cache.client().appid()
     }
 
-    /// For a session cookie that can never become valid again (forged, expired, ended, grant
-    /// gone): a `Set-Cookie` that deletes it, so the browser stops sending it.
+    /// For a session cookie that can never become valid again (malformed, oversized, forged,
+    /// expired, ended, grant gone): a `Set-Cookie` that deletes it, so the browser stops
+    /// sending it.
     fn clear_dead_cookie(&self, refusal: &Refusal) -> Option<Reissue> {
         let dead = matches!(
             refusal.error,
-            AuthError::InvalidToken
+            AuthError::InvalidRequest
+                | AuthError::InvalidToken
                 | AuthError::TokenExpired
                 | AuthError::SessionExpired
                 | AuthError::ReauthRequired
@@ -190,7 +226,7 @@ impl<St: TokenStore> Shared<St> {
         };
         tracing::debug!(sid = %record.sid, outcome = "reissued", "session token re-issued");
         match sent_by {
-            SentBy::Cookie => Some(Reissue {
+            SentBy::Cookie | SentBy::Cookies => Some(Reissue {
                 name: SET_COOKIE,
                 value: self
                     .cookie

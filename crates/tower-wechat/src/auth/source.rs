@@ -28,6 +28,9 @@ pub(crate) enum SentBy {
     Header,
     /// In the cookie: the new token goes in `Set-Cookie`.
     Cookie,
+    /// In several cookies of the session cookie's name (cookie tossing: a sibling domain can
+    /// set one). None is trusted unless exactly one verifies; then it counts as [`Self::Cookie`].
+    Cookies,
 }
 
 /// `SameSite` for the session cookie.
@@ -42,11 +45,18 @@ pub enum SameSite {
 }
 
 /// The session cookie's attributes. It is always `HttpOnly`.
+///
+/// With `Secure`, `Path=/` and [`host_prefix`](Self::host_prefix) (all the default) the cookie
+/// is named `__Host-<name>`: browsers then refuse it from a sibling domain or over plain HTTP,
+/// so no other site can toss a cookie of that name at ours.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct SessionCookie {
-    /// Cookie name (default `wechat_session`).
+    /// Cookie name (default `wechat_session`), without the `__Host-` prefix.
     pub name: String,
+    /// Prefix the name with `__Host-` when the cookie is `Secure` with `Path=/` (default true;
+    /// this cookie never has a `Domain`).
+    pub host_prefix: bool,
     /// `Secure` (default true; browsers accept it on `http://localhost`).
     pub secure: bool,
     /// `Path` (default `/`).
@@ -59,6 +69,7 @@ impl Default for SessionCookie {
     fn default() -> Self {
         Self {
             name: "wechat_session".into(),
+            host_prefix: true,
             secure: true,
             path: "/".into(),
             same_site: SameSite::Lax,
@@ -79,6 +90,16 @@ impl SessionCookie {
     pub fn secure(mut self, secure: bool) -> Self {
         self.secure = secure;
         self
+    }
+
+    /// The name the cookie is sent under: `__Host-<name>` when [`host_prefix`](Self::host_prefix)
+    /// applies, else `name`.
+    pub fn full_name(&self) -> String {
+        if self.host_prefix && self.secure && self.path == "/" {
+            format!("__Host-{}", self.name)
+        } else {
+            self.name.clone()
+        }
     }
 
     /// `Set-Cookie` value holding `token` for `max_age` seconds.
@@ -108,23 +129,42 @@ impl SessionCookie {
         let secure = if self.secure { "; Secure" } else { "" };
         format!(
             "{}={value}; Path={}; Max-Age={max_age}; HttpOnly; SameSite={same_site}{secure}",
-            self.name, self.path
+            self.full_name(),
+            self.path
         )
     }
 }
 
 /// Finds the token: the first configured source that has one. A source that is present but
-/// malformed (non-UTF-8, empty bearer, repeated header) is an error, not a fallthrough.
+/// malformed (non-UTF-8, empty bearer, repeated header) is an error, not a fallthrough; the
+/// error says how the bad token was sent (a bad cookie is cleared).
 pub(crate) fn find<'a>(
     headers: &'a HeaderMap,
     sources: &[TokenSource],
     cookie_name: &str,
-) -> Result<Option<(&'a str, SentBy)>, AuthError> {
+) -> Result<Option<(&'a str, SentBy)>, (AuthError, SentBy)> {
     for source in sources {
         let found = match source {
-            TokenSource::Bearer => bearer(headers)?.map(|t| (t, SentBy::Header)),
-            TokenSource::Cookie => cookie(headers, cookie_name)?.map(|t| (t, SentBy::Cookie)),
-            TokenSource::Header(name) => single(headers, name)?.map(|t| (t, SentBy::Header)),
+            TokenSource::Bearer => bearer(headers)
+                .map_err(|e| (e, SentBy::Header))?
+                .map(|t| (t, SentBy::Header)),
+            TokenSource::Cookie => {
+                let mut values = cookies(headers, cookie_name);
+                match values.next() {
+                    None => None,
+                    Some(first) => {
+                        let first = first.map_err(|e| (e, SentBy::Cookie))?;
+                        let sent_by = match values.next() {
+                            Some(_) => SentBy::Cookies,
+                            None => SentBy::Cookie,
+                        };
+                        Some((first, sent_by))
+                    }
+                }
+            }
+            TokenSource::Header(name) => single(headers, name)
+                .map_err(|e| (e, SentBy::Header))?
+                .map(|t| (t, SentBy::Header)),
         };
         if found.is_some() {
             return Ok(found);
@@ -174,26 +214,24 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
     Ok(Some(token))
 }
 
-pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, AuthError> {
-    for value in headers.get_all(COOKIE) {
-        for pair in value.as_bytes().split(|&b| b == b';') {
-            let pair = pair.trim_ascii();
-            let Some(rest) = pair.strip_prefix(name.as_bytes()) else {
-                continue;
-            };
-            let Some(token) = rest.strip_prefix(b"=") else {
-                continue;
-            };
-            let token = std::str::from_utf8(token).map_err(|_| AuthError::InvalidRequest)?;
-            let token = token.trim_matches('"');
-            return if token.is_empty() {
-                Ok(None)
-            } else {
-                Ok(Some(token))
-            };
-        }
-    }
-    Ok(None)
+/// Every non-empty value of the cookie `name`, across all `Cookie` headers, in order; a value
+/// that is not UTF-8 is an error item.
+pub(crate) fn cookies<'h, 'n>(
+    headers: &'h HeaderMap,
+    name: &'n str,
+) -> impl Iterator<Item = Result<&'h str, AuthError>> + use<'h, 'n> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b';'))
+        .filter_map(move |pair| {
+            let token = pair.trim_ascii().strip_prefix(name.as_bytes())?;
+            let token = token.strip_prefix(b"=")?;
+            match std::str::from_utf8(token) {
+                Err(_) => Some(Err(AuthError::InvalidRequest)),
+                Ok(token) => Some(Ok(token.trim_matches('"'))).filter(|t| t != &Ok("")),
+            }
+        })
 }
 
 #[cfg(test)]
@@ -254,12 +292,35 @@ mod tests {
             ]),
             headers(&[("cookie", b"wechat_session=\xff")]),
         ] {
-            assert_eq!(
-                find(&bad, &ALL, "wechat_session"),
-                Err(AuthError::InvalidRequest),
+            assert!(
+                matches!(
+                    find(&bad, &ALL, "wechat_session"),
+                    Err((AuthError::InvalidRequest, _))
+                ),
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn duplicate_and_bad_cookies_are_told_apart() {
+        let h = headers(&[
+            ("cookie", b"wechat_session=a; x=1"),
+            ("cookie", b"wechat_session=b"),
+        ]);
+        assert_eq!(
+            find(&h, &ALL, "wechat_session"),
+            Ok(Some(("a", SentBy::Cookies)))
+        );
+        assert_eq!(
+            cookies(&h, "wechat_session").collect::<Vec<_>>(),
+            [Ok("a"), Ok("b")]
+        );
+        let h = headers(&[("cookie", b"wechat_session=\xff")]);
+        assert_eq!(
+            find(&h, &ALL, "wechat_session"),
+            Err((AuthError::InvalidRequest, SentBy::Cookie))
+        );
     }
 
     #[test]
@@ -267,8 +328,11 @@ mod tests {
         let c = SessionCookie::default();
         assert_eq!(
             c.set("tok", 60).unwrap(),
-            "wechat_session=tok; Path=/; Max-Age=60; HttpOnly; SameSite=Lax; Secure"
+            "__Host-wechat_session=tok; Path=/; Max-Age=60; HttpOnly; SameSite=Lax; Secure"
         );
+        let mut unprefixed = SessionCookie::default();
+        unprefixed.host_prefix = false;
+        assert_eq!(unprefixed.full_name(), "wechat_session");
         assert_eq!(
             c.secure(false).clear().unwrap(),
             "wechat_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"

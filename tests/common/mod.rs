@@ -1,0 +1,166 @@
+//! The end-to-end harness: the example server's app (with a manual clock, on the example's own
+//! hardened listener) and the fake WeChat, over real HTTP on loopback.
+#![allow(dead_code)]
+
+#[path = "../../examples/server/app.rs"]
+pub mod app;
+#[path = "../../examples/server/serve.rs"]
+pub mod serve;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, COOKIE};
+use serde_json::{Value, json};
+use wechat_login::oauth::ManualClock;
+use wechat_login::tower::{LoginLimits, WeChatAuthLayer};
+use wechat_mock::{MockConfig, MockWeChat};
+
+pub const SECRET: &[u8] = b"e2e-session-secret-0123456789abcdef";
+pub const HOUR: Duration = Duration::from_secs(3600);
+
+pub struct Server {
+    pub base: String,
+    pub mock: MockWeChat,
+    pub clock: ManualClock,
+    pub http: reqwest::Client,
+    pub auth: WeChatAuthLayer,
+}
+
+pub async fn start() -> Server {
+    start_with(MockConfig::default()).await
+}
+
+pub async fn start_with(mock_config: MockConfig) -> Server {
+    start_configured(
+        mock_config,
+        LoginLimits::default(),
+        serve::ServeLimits::default(),
+    )
+    .await
+}
+
+/// The example app on the example's listener, with these limits.
+pub async fn start_configured(
+    mock_config: MockConfig,
+    login_limits: LoginLimits,
+    serve_limits: serve::ServeLimits,
+) -> Server {
+    let clock = ManualClock::starting_now();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = app::build(app::Config {
+        upstream: app::Upstream::Sandbox(mock_config),
+        session_secret: Some(SECRET.to_vec()),
+        public_url: format!("http://{addr}"),
+        clock: Arc::new(clock.clone()),
+        login_limits,
+    })
+    .await
+    .unwrap();
+    let mock = app.sandbox.clone().unwrap();
+    clock.set(mock.now());
+    tokio::spawn(serve::serve(
+        listener,
+        app.router,
+        serve_limits,
+        std::future::pending(),
+    ));
+    Server {
+        base: format!("http://{addr}"),
+        mock,
+        clock,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        auth: app.auth,
+    }
+}
+
+impl Server {
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+        self.mock.advance(by);
+    }
+
+    pub async fn code(&self, openid: &str) -> String {
+        let body: Value = self
+            .http
+            .get(format!("{}/sandbox/code?openid={openid}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["code"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn post_login(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn login(&self, openid: &str) -> String {
+        let code = self.code(openid).await;
+        let (status, body) = self
+            .post_login("/auth/wechat/login", json!({ "code": code }).to_string())
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .header(AUTHORIZATION, format!("Bearer {token}"))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A request as a browser holding `cookie` (`name=value`) sends it.
+    pub async fn with_cookie(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        cookie: &str,
+    ) -> reqwest::Response {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .header(COOKIE, cookie)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn me(&self, token: &str) -> (StatusCode, Value) {
+        let response = self.get("/me", token).await;
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, token: &str) -> StatusCode {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .header(AUTHORIZATION, format!("Bearer {token}"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+}
