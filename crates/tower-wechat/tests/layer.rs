@@ -178,3 +178,31 @@ async fn the_layer_serves_a_plain_tower_service_with_any_body() {
         .unwrap();
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
 }
+
+/// The default session cookie is `Secure` with `Path=/`, so it is named `__Host-wechat_session`:
+/// the layer reads only that name, and a same-named cookie without the prefix (which a sibling
+/// domain could toss) is not a session.
+#[tokio::test]
+async fn the_default_session_cookie_carries_the_host_prefix() {
+    let (layer, mock) = layer().await;
+    assert_eq!(layer.cookie().full_name(), "__Host-wechat_session");
+    let set = layer.cookie().set("t", 60).unwrap();
+    assert!(
+        set.to_str()
+            .unwrap()
+            .starts_with("__Host-wechat_session=t; Path=/;")
+    );
+    let token = token(&layer, &mock).await;
+    let app = app(layer);
+    for (cookie, expected) in [
+        (format!("__Host-wechat_session={token}"), StatusCode::OK),
+        (format!("wechat_session={token}"), StatusCode::UNAUTHORIZED),
+    ] {
+        let request = Request::get("/required")
+            .header(header::COOKIE, cookie.as_str())
+            .body(Body::empty())
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), expected, "{cookie}");
+    }
+}

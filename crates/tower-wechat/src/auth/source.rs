@@ -330,8 +330,10 @@ mod tests {
             c.set("tok", 60).unwrap(),
             "__Host-wechat_session=tok; Path=/; Max-Age=60; HttpOnly; SameSite=Lax; Secure"
         );
-        let mut unprefixed = SessionCookie::default();
-        unprefixed.host_prefix = false;
+        let unprefixed = SessionCookie {
+            host_prefix: false,
+            ..SessionCookie::default()
+        };
         assert_eq!(unprefixed.full_name(), "wechat_session");
         assert_eq!(
             c.secure(false).clear().unwrap(),
