@@ -113,13 +113,8 @@ async fn rejected_codes_and_malformed_bodies() {
     s.mock.inject(Endpoint::AccessToken, Fault::ErrCode(-1), 1);
     let code = s.code("o_busy").await;
     let response = s
-        .http
-        .post(format!("{}/auth/wechat/login", s.base))
-        .header("content-type", "application/json")
-        .body(json!({ "code": code }).to_string())
-        .send()
-        .await
-        .unwrap();
+        .post_json("/auth/wechat/login", json!({ "code": code }).to_string())
+        .await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(response.headers().contains_key("retry-after"));
 }

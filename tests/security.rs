@@ -267,14 +267,7 @@ async fn failed_exchanges_are_limited_and_successes_go_through() {
     let calls = s.mock.calls(Endpoint::AccessToken);
 
     // Over the limit: 429 with Retry-After, without asking WeChat.
-    let limited = s
-        .http
-        .post(format!("{}/auth/wechat/login", s.base))
-        .header("content-type", "application/json")
-        .body(junk(3).to_string())
-        .send()
-        .await
-        .unwrap();
+    let limited = s.post_json("/auth/wechat/login", junk(3).to_string()).await;
     assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(limited.headers()[RETRY_AFTER], "60");
     assert_eq!(
@@ -480,13 +473,8 @@ async fn unusable_upstream_identities_are_bad_replies_and_store_nothing() {
             .inject(Endpoint::AccessToken, Fault::Body(body.to_string()), 1);
         let code = s.code("o_whoever").await;
         let response = s
-            .http
-            .post(format!("{}/auth/wechat/login", s.base))
-            .header("content-type", "application/json")
-            .body(json!({ "code": code }).to_string())
-            .send()
-            .await
-            .unwrap();
+            .post_json("/auth/wechat/login", json!({ "code": code }).to_string())
+            .await;
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(response.headers().contains_key(RETRY_AFTER));
         let user = UserKey::new(AppId::new(appid.clone()), OpenId::new(openid));

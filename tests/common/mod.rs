@@ -98,19 +98,23 @@ impl Server {
         body["code"].as_str().unwrap().to_owned()
     }
 
-    pub async fn post_login(
-        &self,
-        path: &str,
-        body: impl Into<reqwest::Body>,
-    ) -> (StatusCode, Value) {
-        let response = self
-            .http
+    /// A POST with a JSON body, as an app sends it.
+    pub async fn post_json(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.http
             .post(format!("{}{path}", self.base))
             .header("content-type", "application/json")
             .body(body)
             .send()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    pub async fn post_login(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, Value) {
+        let response = self.post_json(path, body).await;
         let status = response.status();
         (status, response.json().await.unwrap_or(Value::Null))
     }

@@ -815,7 +815,7 @@ mod router {
     use http::request::Parts;
     use http::{HeaderMap, HeaderValue, StatusCode, header};
     use serde::Deserialize;
-    use wechat_token_cache::TokenStore;
+    use wechat_token_cache::{LoginFlow, TokenStore};
 
     use super::{
         CodeLogin, LoginEndpoints, LoginFailure, LoginSuccess, WebCallback, json_response,
@@ -926,8 +926,10 @@ mod router {
             .or_else(|| extensions.get::<VerifiedSession>().map(|v| v.0))
     }
 
-    async fn code_login<St: TokenStore>(
-        State(endpoints): State<LoginEndpoints<St>>,
+    /// A JSON code login through `flow`.
+    async fn submit<St: TokenStore>(
+        endpoints: LoginEndpoints<St>,
+        flow: LoginFlow,
         parts: Parts,
         body: Bytes,
     ) -> Response {
@@ -937,10 +939,18 @@ mod router {
                 let request = CodeLogin::new(&body.code)
                     .request_id(body.request_id.as_deref())
                     .client(client.as_deref());
-                answer(endpoints.login(request).await)
+                answer(endpoints.login_through(flow, request).await)
             }
             Err(failure) => failure.to_response(),
         }
+    }
+
+    async fn code_login<St: TokenStore>(
+        State(endpoints): State<LoginEndpoints<St>>,
+        parts: Parts,
+        body: Bytes,
+    ) -> Response {
+        submit(endpoints, LoginFlow::Code, parts, body).await
     }
 
     async fn mini_program_login<St: TokenStore>(
@@ -948,16 +958,7 @@ mod router {
         parts: Parts,
         body: Bytes,
     ) -> Response {
-        match parse_code_body(&parts.headers, &body) {
-            Ok(body) => {
-                let client = endpoints.client_of(&parts);
-                let request = CodeLogin::new(&body.code)
-                    .request_id(body.request_id.as_deref())
-                    .client(client.as_deref());
-                answer(endpoints.login_mini_program(request).await)
-            }
-            Err(failure) => failure.to_response(),
-        }
+        submit(endpoints, LoginFlow::MiniProgram, parts, body).await
     }
 
     async fn web_start<St: TokenStore>(State(endpoints): State<LoginEndpoints<St>>) -> Response {
