@@ -1,0 +1,190 @@
+//! The compact binary form of a session record, before sealing: a format byte, then the fields
+//! with length-prefixed strings and times as seconds + nanoseconds. The session id, app and
+//! version live outside it (the key, the sealed value's header, a hash field), so they are not
+//! repeated. A new format gets a new first byte; old ones stay readable.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use wechat_oauth::{AccessToken, AppId, OpenId, RefreshToken, Scopes, SessionKey, UnionId};
+use wechat_token_cache::{Credentials, SessionId, SessionRecord};
+
+const FORMAT_V1: u8 = 1;
+const OAUTH: u8 = 0;
+const MINI_PROGRAM: u8 = 1;
+
+/// Why a record could not be encoded or decoded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum CodecError {
+    #[error("a kind of credentials this version cannot store")]
+    UnknownCredentials,
+    #[error("a field is longer than 65,535 bytes")]
+    TooLong,
+    #[error("not a record of a known format")]
+    Malformed,
+}
+
+/// Encodes everything of `record` but its id, app and version.
+pub(crate) fn encode(record: &SessionRecord) -> Result<Vec<u8>, CodecError> {
+    let mut out = Vec::with_capacity(256);
+    out.push(FORMAT_V1);
+    put_str(&mut out, record.openid.as_str())?;
+    match &record.unionid {
+        Some(unionid) => {
+            out.push(1);
+            put_str(&mut out, unionid.as_str())?;
+        }
+        None => out.push(0),
+    }
+    let scopes: Vec<&str> = record.scopes.iter().map(|s| s.as_str()).collect();
+    put_str(&mut out, &scopes.join(","))?;
+    out.push(u8::from(record.snapshot_user));
+    match &record.credentials {
+        Credentials::OAuth {
+            access_token,
+            access_token_expires_at,
+            refresh_token,
+        } => {
+            out.push(OAUTH);
+            put_str(&mut out, access_token.secret())?;
+            put_time(&mut out, *access_token_expires_at);
+            put_str(&mut out, refresh_token.secret())?;
+        }
+        Credentials::MiniProgram { session_key } => {
+            out.push(MINI_PROGRAM);
+            put_str(&mut out, session_key.secret())?;
+        }
+        _ => return Err(CodecError::UnknownCredentials),
+    }
+    for time in [record.created_at, record.expires_at, record.confirmed_at] {
+        put_time(&mut out, time);
+    }
+    Ok(out)
+}
+
+/// Decodes a record of session `sid` in app `appid` at `version`.
+pub(crate) fn decode(
+    sid: SessionId,
+    appid: AppId,
+    version: u64,
+    bytes: &[u8],
+) -> Result<SessionRecord, CodecError> {
+    let mut r = Reader(bytes);
+    if r.byte()? != FORMAT_V1 {
+        return Err(CodecError::Malformed);
+    }
+    let openid = OpenId::new(r.str()?);
+    let unionid = match r.byte()? {
+        0 => None,
+        1 => Some(UnionId::new(r.str()?)),
+        _ => return Err(CodecError::Malformed),
+    };
+    let scopes = Scopes::parse(r.str()?);
+    let snapshot_user = r.byte()? == 1;
+    let credentials = match r.byte()? {
+        OAUTH => Credentials::OAuth {
+            access_token: AccessToken::new(r.str()?),
+            access_token_expires_at: r.time()?,
+            refresh_token: RefreshToken::new(r.str()?),
+        },
+        MINI_PROGRAM => Credentials::MiniProgram {
+            session_key: SessionKey::new(r.str()?),
+        },
+        _ => return Err(CodecError::Malformed),
+    };
+    let (created_at, expires_at, confirmed_at) = (r.time()?, r.time()?, r.time()?);
+    if !r.0.is_empty() {
+        return Err(CodecError::Malformed);
+    }
+    let mut record = SessionRecord::new(sid, appid, openid, credentials, created_at, expires_at);
+    record.unionid = unionid;
+    record.scopes = scopes;
+    record.snapshot_user = snapshot_user;
+    record.confirmed_at = confirmed_at;
+    record.version = version;
+    Ok(record)
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) -> Result<(), CodecError> {
+    let len = u16::try_from(s.len()).map_err(|_| CodecError::TooLong)?;
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+/// A time as seconds and nanoseconds since the epoch (times before it are stored as the epoch).
+fn put_time(out: &mut Vec<u8>, time: SystemTime) {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    out.extend_from_slice(&since.as_secs().to_le_bytes());
+    out.extend_from_slice(&since.subsec_nanos().to_le_bytes());
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
+        if self.0.len() < n {
+            return Err(CodecError::Malformed);
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn byte(&mut self) -> Result<u8, CodecError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn str(&mut self) -> Result<&'a str, CodecError> {
+        let len = u16::from_le_bytes(self.array()?) as usize;
+        std::str::from_utf8(self.take(len)?).map_err(|_| CodecError::Malformed)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], CodecError> {
+        self.take(N)?.try_into().map_err(|_| CodecError::Malformed)
+    }
+
+    fn time(&mut self) -> Result<SystemTime, CodecError> {
+        let secs = u64::from_le_bytes(self.array()?);
+        let nanos = u32::from_le_bytes(self.array()?);
+        if nanos >= 1_000_000_000 {
+            return Err(CodecError::Malformed);
+        }
+        UNIX_EPOCH
+            .checked_add(Duration::new(secs, nanos))
+            .ok_or(CodecError::Malformed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wechat_token_cache::ManualClock;
+    use wechat_token_cache::conformance::sample_record;
+
+    #[test]
+    fn records_round_trip_and_garbage_is_refused() {
+        let clock = ManualClock::starting_now();
+        let mut record = sample_record(&clock, "wxapp", "alice");
+        record.version = 7;
+        record.snapshot_user = true;
+        let bytes = encode(&record).unwrap();
+        let back = decode(record.sid, record.appid.clone(), 7, &bytes).unwrap();
+        assert_eq!(back, record);
+        let mut mini = sample_record(&clock, "wxapp", "bob");
+        mini.unionid = None;
+        mini.credentials = Credentials::MiniProgram {
+            session_key: SessionKey::new("SK=="),
+        };
+        let bytes = encode(&mini).unwrap();
+        assert_eq!(
+            decode(mini.sid, mini.appid.clone(), 0, &bytes).unwrap(),
+            mini
+        );
+        for cut in 0..bytes.len() {
+            assert!(decode(mini.sid, mini.appid.clone(), 0, &bytes[..cut]).is_err());
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode(mini.sid, mini.appid.clone(), 0, &longer).is_err());
+    }
+}

@@ -1,0 +1,43 @@
+//! A Redis session store for [`wechat_token_cache`]: [`RedisStore`] implements
+//! [`TokenStore`](wechat_token_cache::TokenStore) on Redis, Redis Cluster or Sentinel (through
+//! [fred](https://docs.rs/fred)), so sessions outlive a process and are shared by every
+//! instance of a fleet.
+//!
+//! - Atomic: insert-new, compare-and-set and delete are Lua scripts on one key; see
+//!   [`store`](crate::RedisStore) for what a cluster makes two steps, and why that is safe.
+//! - Sealed at rest: each record is encrypted and authenticated with AES-256-GCM under a
+//!   [`SealingKey`] with a key id (rotate by adding the old key as a previous key); the session
+//!   id and app are bound as associated data. Nothing secret is readable with `redis-cli`. A
+//!   record that does not open is reported as corrupt (the request gets 503) and kept.
+//! - Expiring in Redis: every record carries `PEXPIREAT` at the session's end.
+//! - Bounded: every command has a timeout (default 50 ms); Redis down or slow is
+//!   [`StoreError::Unavailable`](wechat_token_cache::StoreError::Unavailable), and the client
+//!   reconnects by itself.
+//!
+//! ```no_run
+//! use wechat_redis_store::{RedisStore, SealingKey};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let key = SealingKey::parse("k1", "<64 hex digits or base64 of 32 bytes>")?;
+//! let store = RedisStore::builder("redis://127.0.0.1:6379", key)?
+//!     .prefix("myapp")
+//!     .connect()
+//!     .await?;
+//! # let _ = store; Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod codec;
+mod seal;
+mod store;
+
+pub use seal::{KeyError, SealingKey};
+pub use store::{
+    DEFAULT_COMMAND_TIMEOUT, DEFAULT_PREFIX, RedisStore, RedisStoreBuilder, RedisStoreError,
+};
+
+/// The README's Rust examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

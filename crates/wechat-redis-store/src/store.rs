@@ -1,0 +1,585 @@
+//! [`RedisStore`]: the [`TokenStore`] on Redis or Redis Cluster, through fred.
+//!
+//! # Key layout
+//!
+//! Every key starts with the configured prefix (default `wechat-login`), so deployments can
+//! share a Redis; the per-user keys carry the AppID, so apps can too. Hash tags (`{..}`) put
+//! the keys one script touches in one cluster slot.
+//!
+//! | key | type | holds | expires |
+//! |---|---|---|---|
+//! | `<prefix>:s:{<sid>}` | hash | `v` version, `e` end (Unix ms), `d` the sealed record | at the session's end (`PEXPIREAT`) |
+//! | `<prefix>:u:{<appid>:<openid>}` | sorted set | the user's session ids, scored by last confirmation (Unix ms) | at the latest end of its sessions |
+//!
+//! # Atomicity
+//!
+//! Every operation on one record — insert-new, compare-and-set, delete — is one Lua script on
+//! its key (loaded once, called by SHA, reloaded when Redis forgot it): never a
+//! read-modify-write across round trips, so a delete can never be undone by a concurrent
+//! compare-and-set. A record and its user's index live in different slots, so on a cluster the
+//! operations that touch both are two steps, ordered so that each interleaving is safe:
+//!
+//! - insert writes the record, then indexes it. A logout-all running in between misses the new
+//!   session — which was being created concurrently, by a fresh code, exactly like a login just
+//!   after it — but the session is still indexed afterwards, so the next logout-all ends it. If
+//!   indexing fails, the record is deleted again and the insert fails: no session is ever live
+//!   and unindexed with a token handed out.
+//! - logout-all takes the index (read and delete, one script), then deletes each record. A
+//!   session indexed meanwhile belongs to a concurrent login (above).
+//! - the per-user cap runs after indexing, only when the index holds more than the cap: it drops
+//!   members whose record is gone, then ends the least recently confirmed live sessions (each a
+//!   record delete, itself atomic).
+//! - an index score is refreshed after a compare-and-set; a missed update only changes which
+//!   session the cap would end first.
+//!
+//! Ended sessions leave the index lazily: when the cap is checked, at logout-all, and with the
+//! index key itself when its last session ends.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fred::prelude::*;
+use fred::types::scripts::Script;
+use futures::{StreamExt, stream};
+use wechat_oauth::AppId;
+use wechat_token_cache::{
+    CasOutcome, DEFAULT_MAX_SESSIONS_PER_USER, SessionId, SessionRecord, SharedClock, StoreError,
+    SystemClock, TokenStore, UserKey,
+};
+
+use crate::codec;
+use crate::seal::{OpenError, Sealer, SealingKey};
+
+/// Default key prefix.
+pub const DEFAULT_PREFIX: &str = "wechat-login";
+/// Default timeout of every Redis command.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// Inserts a record unless a live one has its id. KEYS: record. ARGV: now, version, end, sealed.
+const INSERT: &str = r"
+local e = redis.call('HGET', KEYS[1], 'e')
+if e and tonumber(e) > tonumber(ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'e', ARGV[3], 'd', ARGV[4])
+redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+return 1
+";
+
+/// Replaces a live record at the expected version. KEYS: record. ARGV: now, expected version,
+/// new version, end, sealed. Returns {0} gone, {1, v, d} conflict, {2} stored.
+const COMPARE_AND_SET: &str = r"
+local cur = redis.call('HMGET', KEYS[1], 'v', 'e', 'd')
+if not cur[1] or not cur[2] or tonumber(cur[2]) <= tonumber(ARGV[1]) then return {0} end
+if cur[1] ~= ARGV[2] then return {1, cur[1], cur[3]} end
+redis.call('HSET', KEYS[1], 'v', ARGV[3], 'e', ARGV[4], 'd', ARGV[5])
+redis.call('PEXPIREAT', KEYS[1], ARGV[4])
+return {2}
+";
+
+/// Deletes a record; 1 if it was live. KEYS: record. ARGV: now.
+const DELETE: &str = r"
+local e = redis.call('HGET', KEYS[1], 'e')
+if not e then return 0 end
+redis.call('DEL', KEYS[1])
+if tonumber(e) > tonumber(ARGV[1]) then return 1 end
+return 0
+";
+
+/// Indexes a session and keeps the index alive until its latest session ends; returns how many
+/// members the index has. KEYS: index. ARGV: sid, score, end.
+const INDEX: &str = r"
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+if redis.call('PEXPIRETIME', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+end
+return redis.call('ZCARD', KEYS[1])
+";
+
+/// Takes a user's index: its members, and the key deleted. KEYS: index.
+const TAKE_INDEX: &str = r"
+local members = redis.call('ZRANGE', KEYS[1], 0, -1)
+redis.call('DEL', KEYS[1])
+return members
+";
+
+/// Updates a member's score if it is still a member. KEYS: index. ARGV: sid, score.
+const RESCORE: &str = r"
+return redis.call('ZADD', KEYS[1], 'XX', ARGV[2], ARGV[1])
+";
+
+/// Why a store could not be built or connected.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisStoreError {
+    /// The URL is not a Redis URL this build understands.
+    #[error("invalid Redis URL: {0}")]
+    InvalidUrl(String),
+    /// Redis did not answer when the store connected.
+    #[error("could not connect to Redis: {0}")]
+    Connect(String),
+}
+
+/// The Lua scripts, each loaded once and called by SHA.
+struct Scripts {
+    insert: Script,
+    compare_and_set: Script,
+    delete: Script,
+    index: Script,
+    take_index: Script,
+    rescore: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            insert: Script::from_lua(INSERT),
+            compare_and_set: Script::from_lua(COMPARE_AND_SET),
+            delete: Script::from_lua(DELETE),
+            index: Script::from_lua(INDEX),
+            take_index: Script::from_lua(TAKE_INDEX),
+            rescore: Script::from_lua(RESCORE),
+        }
+    }
+}
+
+/// Session records in Redis, sealed. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    client: Client,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    prefix: String,
+    sealer: Sealer,
+    scripts: Scripts,
+    clock: SharedClock,
+    max_sessions_per_user: usize,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.inner.prefix)
+            .field("sealer", &self.inner.sealer)
+            .field("max_sessions_per_user", &self.inner.max_sessions_per_user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`RedisStore`].
+pub struct RedisStoreBuilder {
+    config: Config,
+    key: SealingKey,
+    previous: Vec<SealingKey>,
+    prefix: String,
+    command_timeout: Duration,
+    max_sessions_per_user: usize,
+    clock: SharedClock,
+}
+
+impl fmt::Debug for RedisStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStoreBuilder")
+            .field("key", &self.key)
+            .field("previous", &self.previous)
+            .field("prefix", &self.prefix)
+            .field("command_timeout", &self.command_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStoreBuilder {
+    /// Also open records sealed under `key` (a key being rotated out).
+    pub fn previous_key(mut self, key: SealingKey) -> Self {
+        self.previous.push(key);
+        self
+    }
+
+    /// The prefix of every key (default [`DEFAULT_PREFIX`]).
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The timeout of every Redis command (default [`DEFAULT_COMMAND_TIMEOUT`]); a command that
+    /// takes longer fails as [`StoreError::Unavailable`].
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// The most sessions one user may have (default
+    /// [`DEFAULT_MAX_SESSIONS_PER_USER`], at least 1).
+    pub fn max_sessions_per_user(mut self, max: usize) -> Self {
+        self.max_sessions_per_user = max.max(1);
+        self
+    }
+
+    /// The clock that decides whether a record has ended (default: the system clock). Redis
+    /// itself drops records at their end by its own clock.
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Connects: fails if Redis does not answer within the connection timeout (5 s). Once
+    /// connected, the client reconnects by itself, forever, with backoff up to 2 s.
+    pub async fn connect(self) -> Result<RedisStore, RedisStoreError> {
+        let timeout = self.command_timeout;
+        let client = Builder::from_config(self.config.clone())
+            .with_performance_config(|performance| {
+                performance.default_command_timeout = timeout;
+            })
+            .with_connection_config(|connection| {
+                connection.connection_timeout = Duration::from_secs(5);
+                connection.internal_command_timeout = Duration::from_secs(5);
+                connection.max_command_attempts = 1;
+            })
+            .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
+            .build()
+            .map_err(|e| RedisStoreError::InvalidUrl(e.details().to_owned()))?;
+        client
+            .init()
+            .await
+            .map_err(|e| RedisStoreError::Connect(e.to_string()))?;
+        Ok(self.with_client(client))
+    }
+
+    /// A store on an existing, connected client (several stores may share one). The client's
+    /// own timeouts apply.
+    pub fn with_client(self, client: Client) -> RedisStore {
+        RedisStore {
+            client,
+            inner: Arc::new(Inner {
+                prefix: self.prefix,
+                sealer: Sealer::new(&self.key, &self.previous),
+                scripts: Scripts::new(),
+                clock: self.clock,
+                max_sessions_per_user: self.max_sessions_per_user,
+            }),
+        }
+    }
+}
+
+impl RedisStore {
+    /// Starts configuring a store at `url`, sealing with `key`.
+    ///
+    /// URLs: `redis://[user:password@]host:port[/db]`, `rediss://` for TLS,
+    /// `redis-cluster://host:port?node=host2:port2` for a cluster (any node; the rest is
+    /// discovered), `redis-sentinel://host:port?sentinelServiceName=NAME` behind Sentinel.
+    pub fn builder(url: &str, key: SealingKey) -> Result<RedisStoreBuilder, RedisStoreError> {
+        let config = Config::from_url(url)
+            .map_err(|e| RedisStoreError::InvalidUrl(e.details().to_owned()))?;
+        Ok(RedisStoreBuilder {
+            config,
+            key,
+            previous: Vec::new(),
+            prefix: DEFAULT_PREFIX.to_owned(),
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            max_sessions_per_user: DEFAULT_MAX_SESSIONS_PER_USER,
+            clock: Arc::new(SystemClock),
+        })
+    }
+
+    /// The id of the key that seals new records.
+    pub fn sealing_key_id(&self) -> &str {
+        self.inner.sealer.current_kid()
+    }
+
+    /// The underlying client (shared by clones).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The key of a session's record.
+    pub fn record_key(&self, sid: &SessionId) -> String {
+        format!("{}:s:{{{sid}}}", self.inner.prefix)
+    }
+
+    /// The key of a user's index.
+    pub fn user_key(&self, user: &UserKey) -> String {
+        format!(
+            "{}:u:{{{}:{}}}",
+            self.inner.prefix,
+            user.appid.as_str(),
+            user.openid.as_str()
+        )
+    }
+
+    /// Bytes of Redis memory a session's record takes (`MEMORY USAGE`), if it exists.
+    pub async fn memory_usage(&self, sid: &SessionId) -> Result<Option<u64>, StoreError> {
+        self.client
+            .memory_usage(self.record_key(sid), Some(0))
+            .await
+            .map_err(unavailable)
+    }
+
+    fn now_ms(&self) -> i64 {
+        unix_ms(self.inner.clock.now())
+    }
+
+    /// The record's sealed form and its hash fields.
+    fn seal(&self, record: &SessionRecord) -> Result<Value, StoreError> {
+        let plain = codec::encode(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let sealed = self
+            .inner
+            .sealer
+            .seal(record.appid.as_str(), record.sid.as_bytes(), &plain);
+        Ok(Value::Bytes(sealed.into()))
+    }
+
+    /// Opens a stored record. A record that does not open is reported, never deleted.
+    fn open(
+        &self,
+        sid: SessionId,
+        version: &str,
+        sealed: &[u8],
+    ) -> Result<SessionRecord, StoreError> {
+        let version: u64 = version
+            .parse()
+            .map_err(|_| StoreError::Corrupt("a record's version is not a number".into()))?;
+        let (appid, plain) = self.inner.sealer.open(sid.as_bytes(), sealed).map_err(|error| {
+            match &error {
+                OpenError::UnknownKey(kid) | OpenError::Tampered(kid) => tracing::error!(
+                    %sid, kid = %kid, %error,
+                    "a session record cannot be opened: is its key id configured (STORE_KEY, previous keys)? The record is kept"
+                ),
+                OpenError::Malformed => {
+                    tracing::error!(%sid, %error, "a session record cannot be opened; it is kept")
+                }
+            }
+            StoreError::Corrupt(error.to_string())
+        })?;
+        codec::decode(sid, AppId::new(appid), version, &plain)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    async fn script<R: FromValue>(
+        &self,
+        script: &Script,
+        key: String,
+        args: Vec<Value>,
+    ) -> Result<R, StoreError> {
+        script
+            .evalsha_with_reload(&self.client, key, args)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn delete_record(&self, sid: &SessionId, now: i64) -> Result<bool, StoreError> {
+        let live: i64 = self
+            .script(
+                &self.inner.scripts.delete,
+                self.record_key(sid),
+                vec![now.into()],
+            )
+            .await?;
+        Ok(live == 1)
+    }
+
+    /// Ends the user's least recently confirmed sessions beyond the cap (never `keep`), after
+    /// dropping index members whose record is gone.
+    async fn enforce_user_cap(&self, index: &str, keep: &SessionId) -> Result<(), StoreError> {
+        let members: Vec<(String, f64)> = self
+            .client
+            .zrange(index, 0, -1, None, false, None, true)
+            .await
+            .map_err(unavailable)?;
+        let mut live = Vec::with_capacity(members.len());
+        for (member, score) in members {
+            let Ok(sid) = member.parse::<SessionId>() else {
+                continue;
+            };
+            if sid == *keep {
+                continue;
+            }
+            let exists: bool = self
+                .client
+                .exists(self.record_key(&sid))
+                .await
+                .map_err(unavailable)?;
+            if exists {
+                live.push((score, sid));
+            } else {
+                let _: i64 = self.client.zrem(index, member).await.map_err(unavailable)?;
+            }
+        }
+        let excess = (live.len() + 1).saturating_sub(self.inner.max_sessions_per_user);
+        if excess == 0 {
+            return Ok(());
+        }
+        live.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let now = self.now_ms();
+        for (_, sid) in live.into_iter().take(excess) {
+            self.delete_record(&sid, now).await?;
+            let _: i64 = self
+                .client
+                .zrem(index, sid.to_string())
+                .await
+                .map_err(unavailable)?;
+            tracing::info!(sid = %sid, outcome = "session_cap", "the user's least recently confirmed session ended: too many sessions");
+        }
+        Ok(())
+    }
+}
+
+impl TokenStore for RedisStore {
+    async fn get(&self, sid: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+        let (version, sealed): (Option<String>, Option<Vec<u8>>) = self
+            .client
+            .hmget(self.record_key(sid), vec!["v", "d"])
+            .await
+            .map_err(unavailable)?;
+        let (Some(version), Some(sealed)) = (version, sealed) else {
+            return Ok(None);
+        };
+        let record = self.open(*sid, &version, &sealed)?;
+        if record.is_expired(self.inner.clock.now()) {
+            return Ok(None);
+        }
+        Ok(Some(Arc::new(record)))
+    }
+
+    async fn insert(&self, record: SessionRecord) -> Result<Arc<SessionRecord>, StoreError> {
+        let now = self.now_ms();
+        let end = unix_ms(record.expires_at);
+        let sealed = self.seal(&record)?;
+        let inserted: i64 = self
+            .script(
+                &self.inner.scripts.insert,
+                self.record_key(&record.sid),
+                vec![
+                    now.into(),
+                    record.version.to_string().into(),
+                    end.into(),
+                    sealed,
+                ],
+            )
+            .await?;
+        if inserted != 1 {
+            return Err(StoreError::AlreadyExists);
+        }
+        let index = self.user_key(&record.user());
+        let indexed: Result<i64, StoreError> = self
+            .script(
+                &self.inner.scripts.index,
+                index.clone(),
+                vec![
+                    record.sid.to_string().into(),
+                    unix_ms(record.confirmed_at).into(),
+                    end.into(),
+                ],
+            )
+            .await;
+        let members = match indexed {
+            Ok(members) => members,
+            Err(error) => {
+                // Unindexed, a session would escape logout-all: take it back and fail.
+                let _ = self.delete_record(&record.sid, now).await;
+                return Err(error);
+            }
+        };
+        if members > self.inner.max_sessions_per_user as i64
+            && let Err(error) = self.enforce_user_cap(&index, &record.sid).await
+        {
+            tracing::warn!(%error, "the per-user session cap could not be enforced now");
+        }
+        Ok(Arc::new(record))
+    }
+
+    async fn compare_and_set(
+        &self,
+        expected_version: u64,
+        mut record: SessionRecord,
+    ) -> Result<CasOutcome, StoreError> {
+        record.version = expected_version + 1;
+        let sealed = self.seal(&record)?;
+        let answer: Value = self
+            .script(
+                &self.inner.scripts.compare_and_set,
+                self.record_key(&record.sid),
+                vec![
+                    self.now_ms().into(),
+                    expected_version.to_string().into(),
+                    record.version.to_string().into(),
+                    unix_ms(record.expires_at).into(),
+                    sealed,
+                ],
+            )
+            .await?;
+        let parts = match answer {
+            Value::Array(parts) => parts,
+            _ => {
+                return Err(StoreError::Corrupt(
+                    "unexpected compare-and-set answer".into(),
+                ));
+            }
+        };
+        match parts.first().and_then(Value::as_i64) {
+            Some(2) => {
+                // Best effort: the index score orders the per-user cap only.
+                let rescored: Result<Value, StoreError> = self
+                    .script(
+                        &self.inner.scripts.rescore,
+                        self.user_key(&record.user()),
+                        vec![
+                            record.sid.to_string().into(),
+                            unix_ms(record.confirmed_at).into(),
+                        ],
+                    )
+                    .await;
+                if let Err(error) = rescored {
+                    tracing::debug!(%error, "a session's index score was not updated");
+                }
+                Ok(CasOutcome::Stored(Arc::new(record)))
+            }
+            Some(1) => {
+                let version = parts.get(1).and_then(Value::as_string);
+                let sealed = parts.get(2).and_then(Value::as_bytes);
+                let current = match (version, sealed) {
+                    (Some(version), Some(sealed)) => {
+                        Some(Arc::new(self.open(record.sid, &version, sealed)?))
+                    }
+                    _ => None,
+                };
+                Ok(CasOutcome::Conflict { current })
+            }
+            _ => Ok(CasOutcome::Conflict { current: None }),
+        }
+    }
+
+    async fn delete(&self, sid: &SessionId) -> Result<bool, StoreError> {
+        self.delete_record(sid, self.now_ms()).await
+    }
+
+    async fn delete_user(&self, user: &UserKey) -> Result<usize, StoreError> {
+        let members: Vec<String> = self
+            .script(&self.inner.scripts.take_index, self.user_key(user), vec![])
+            .await?;
+        let now = self.now_ms();
+        let sids: Vec<SessionId> = members.iter().filter_map(|m| m.parse().ok()).collect();
+        // Concurrent deletes, pipelined on the connection, at most 256 in flight.
+        let results: Vec<Result<bool, StoreError>> = stream::iter(sids)
+            .map(|sid| async move { self.delete_record(&sid, now).await })
+            .buffer_unordered(256)
+            .collect()
+            .await;
+        let mut deleted = 0;
+        for result in results {
+            deleted += usize::from(result?);
+        }
+        Ok(deleted)
+    }
+}
+
+fn unavailable(error: fred::error::Error) -> StoreError {
+    StoreError::Unavailable(format!("redis: {error}"))
+}
+
+fn unix_ms(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,30 @@
+//! The TokenStore conformance suite on Redis: the machine's server, and a three-node Redis
+//! Cluster the test starts itself. Each store runs under a random prefix, so runs never collide.
+
+mod common;
+
+use wechat_token_cache::conformance;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_passes_the_conformance_suite() {
+    let Some(client) = common::machine_redis().await else {
+        return;
+    };
+    conformance::run(|clock| common::store_on(&client, clock)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_passes_the_conformance_suite_on_a_cluster() {
+    let cluster = common::RedisCluster::start().await;
+    let client = common::connect(&cluster.url())
+        .await
+        .expect("connect to the cluster");
+    conformance::run(|clock| common::store_on(&client, clock)).await;
+    // The keys really spread over the nodes: each primary holds some.
+    let spread = cluster
+        .nodes
+        .iter()
+        .filter(|n| common::cli(n.port, &["dbsize"]).is_some_and(|d| d.trim() != "0"))
+        .count();
+    assert!(spread >= 2, "keys on {spread} of 3 nodes");
+}
