@@ -7,6 +7,8 @@
 //!   coordinator.
 //! - [`tower`] ([`tower_wechat`]): the middleware, the `WeChatUser` extractor, login and logout
 //!   endpoints.
+//! - `redis_store` (feature `redis`, on by default; the `wechat-redis-store` crate): sessions in
+//!   Redis or Redis Cluster, sealed at rest.
 //! - `mock` (feature `mock`, the `wechat-mock` crate): a fake WeChat for tests and local development.
 //!
 //! The common names are also at the top level:
@@ -28,6 +30,8 @@ pub use tower_wechat as tower;
 #[cfg(feature = "mock")]
 pub use wechat_mock as mock;
 pub use wechat_oauth as oauth;
+#[cfg(feature = "redis")]
+pub use wechat_redis_store as redis_store;
 pub use wechat_token_cache as token_cache;
 
 pub use tower_wechat::{

@@ -19,7 +19,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use wechat_login::oauth::{AppId, AppSecret, Client, Lang, SharedClock};
-use wechat_login::token_cache::{CallError, SessionError};
+use wechat_login::token_cache::{CallError, MokaStore, SessionError, TokenStore};
 use wechat_login::tower::{
     KeyRing, LoginEndpoints, LoginLimits, SessionCookie, SigningKey, WeChatAuthLayer, WeChatUser,
     WebFlow,
@@ -52,18 +52,31 @@ pub struct Config {
 }
 
 /// The built application.
-pub struct App {
+pub struct App<St = MokaStore> {
     pub router: Router,
     /// The embedded fake WeChat, in sandbox mode.
     pub sandbox: Option<MockWeChat>,
     /// The auth layer (the end-to-end tests reach the session cache through it).
     #[allow(dead_code)]
-    pub auth: WeChatAuthLayer,
+    pub auth: WeChatAuthLayer<St>,
 }
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The app with sessions in memory.
+#[allow(dead_code)]
 pub async fn build(config: Config) -> Result<App, BoxError> {
+    let store = MokaStore::builder()
+        .clock(Arc::clone(&config.clock))
+        .build();
+    build_with_store(config, store).await
+}
+
+/// The app with sessions in `store`.
+pub async fn build_with_store<St: TokenStore>(
+    config: Config,
+    store: St,
+) -> Result<App<St>, BoxError> {
     let (sandbox, appid, secret, api_base) = match config.upstream {
         Upstream::Sandbox(mock_config) => {
             let mock = MockWeChat::start(mock_config).await?;
@@ -99,6 +112,7 @@ pub async fn build(config: Config) -> Result<App, BoxError> {
     let secure_cookie = config.public_url.starts_with("https://");
     let auth = WeChatAuthLayer::builder(client, keys)
         .cookie(SessionCookie::default().secure(secure_cookie))
+        .store(store)
         .build()?;
     let callback = format!(
         "{}/auth/wechat/web/callback",
@@ -215,10 +229,10 @@ impl IntoResponse for SessionErrorFallback {
     }
 }
 
-/// The copy-paste banner for sandbox mode.
-pub fn banner(addr: SocketAddr, sandbox: Option<&MockWeChat>) -> String {
+/// The copy-paste banner for sandbox mode; `store` says where sessions live.
+pub fn banner(addr: SocketAddr, sandbox: Option<&MockWeChat>, store: &str) -> String {
     let base = format!("http://{addr}");
-    let mut text = format!("wechat-login example server listening on {base}\n");
+    let mut text = format!("wechat-login example server listening on {base}\nsessions: {store}\n");
     match sandbox {
         Some(mock) => text.push_str(&format!(
             "sandbox mode: no WECHAT_APPID/WECHAT_SECRET, so a fake WeChat runs at {}\n\n\

@@ -9,8 +9,9 @@
 //! Environment: `BIND` (default `127.0.0.1:3000`), `WECHAT_APPID` + `WECHAT_SECRET` (both unset:
 //! sandbox), `WECHAT_API_BASE`, `SESSION_SECRET` (at least 32 bytes; random per start when
 //! unset), `PUBLIC_URL` (default `http://BIND`), `MAX_CONNECTIONS` (default 1,000),
-//! `HEADER_READ_TIMEOUT_SECS` (default 10; also the idle keep-alive timeout), `REDIS_URL` (not
-//! supported yet: ignored with a warning), `RUST_LOG`.
+//! `HEADER_READ_TIMEOUT_SECS` (default 10; also the idle keep-alive timeout), `REDIS_URL`
+//! (sessions in Redis; `redis-cluster://` for a cluster) with `STORE_KEY` (32 bytes, hex or
+//! base64), `STORE_KEY_ID`, `STORE_PREVIOUS_KEYS` and `REDIS_PREFIX`, `RUST_LOG`.
 
 mod app;
 mod serve;
@@ -20,6 +21,8 @@ use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
 use wechat_login::oauth::SystemClock;
+use wechat_login::redis_store::{RedisStore, SealingKey};
+use wechat_login::token_cache::TokenStore;
 use wechat_login::tower::LoginLimits;
 use wechat_mock::MockConfig;
 
@@ -39,6 +42,82 @@ fn number<T: std::str::FromStr + PartialOrd + From<u8>>(
             _ => Err(format!("expected a positive number, got {v:?}").into()),
         },
     }
+}
+
+fn serve_limits() -> Result<serve::ServeLimits, app::BoxError> {
+    let defaults = serve::ServeLimits::default();
+    Ok(serve::ServeLimits {
+        max_connections: number(env("MAX_CONNECTIONS"), defaults.max_connections)?,
+        header_read_timeout: Duration::from_secs(number(
+            env("HEADER_READ_TIMEOUT_SECS"),
+            defaults.header_read_timeout.as_secs(),
+        )?),
+        ..defaults
+    })
+}
+
+/// The Redis store of `REDIS_URL`, sealed with `STORE_KEY` (id `STORE_KEY_ID`, default `k1`),
+/// also opening records sealed with `STORE_PREVIOUS_KEYS` (`id:key,id:key`). Fails when Redis
+/// does not answer: a server configured for Redis must not start without it.
+async fn redis_store(url: &str) -> Result<RedisStore, app::BoxError> {
+    let key = env("STORE_KEY").ok_or(
+        "REDIS_URL is set but STORE_KEY is not: set it to 32 random bytes (`openssl rand -hex 32`)",
+    )?;
+    let kid = env("STORE_KEY_ID").unwrap_or_else(|| "k1".into());
+    let key = SealingKey::parse(kid, &key).map_err(|e| format!("STORE_KEY: {e}"))?;
+    let mut builder = RedisStore::builder(url, key)?;
+    for previous in env("STORE_PREVIOUS_KEYS").iter().flat_map(|v| v.split(',')) {
+        let (kid, key) = previous
+            .split_once(':')
+            .ok_or("STORE_PREVIOUS_KEYS: expected id:key,id:key")?;
+        builder = builder.previous_key(
+            SealingKey::parse(kid, key).map_err(|e| format!("STORE_PREVIOUS_KEYS: {e}"))?,
+        );
+    }
+    if let Some(prefix) = env("REDIS_PREFIX") {
+        builder = builder.prefix(prefix);
+    }
+    if env("SESSION_SECRET").is_none() {
+        tracing::warn!(
+            "sessions are in Redis, but without SESSION_SECRET their tokens do not survive a restart"
+        );
+    }
+    builder.connect().await.map_err(|error| {
+        format!(
+            "REDIS_URL is set, but Redis at {} is unreachable: {error}",
+            redact_password(url)
+        )
+        .into()
+    })
+}
+
+/// A Redis URL fit for a log line: its password replaced.
+fn redact_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+async fn run<St: TokenStore>(
+    app: app::App<St>,
+    listener: tokio::net::TcpListener,
+    limits: serve::ServeLimits,
+    store: String,
+) {
+    let addr = listener
+        .local_addr()
+        .expect("a bound listener has an address");
+    println!("{}", app::banner(addr, app.sandbox.as_ref(), &store));
+    serve::serve(listener, app.router, limits, async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    })
+    .await;
 }
 
 #[tokio::main]
@@ -74,38 +153,38 @@ async fn main() -> Result<(), app::BoxError> {
             "SESSION_SECRET is not set: using a random key; sessions end when the server restarts"
         );
     }
-    if env("REDIS_URL").is_some() {
-        tracing::warn!(
-            "REDIS_URL is set, but this version has no Redis store yet: sessions are kept in memory"
-        );
-    }
-
     let listener = tokio::net::TcpListener::bind(&bind).await?;
     let addr = listener.local_addr()?;
     let public_url = env("PUBLIC_URL").unwrap_or_else(|| format!("http://{addr}"));
-    let app = app::build(app::Config {
+    let config = app::Config {
         upstream,
         session_secret,
         public_url,
         clock: Arc::new(SystemClock),
         login_limits: LoginLimits::default(),
-    })
-    .await?;
-    println!("{}", app::banner(addr, app.sandbox.as_ref()));
-
-    let defaults = serve::ServeLimits::default();
-    let limits = serve::ServeLimits {
-        max_connections: number(env("MAX_CONNECTIONS"), defaults.max_connections)?,
-        header_read_timeout: Duration::from_secs(number(
-            env("HEADER_READ_TIMEOUT_SECS"),
-            defaults.header_read_timeout.as_secs(),
-        )?),
-        ..defaults
     };
-    serve::serve(listener, app.router, limits, async {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutting down");
-    })
-    .await;
+    let limits = serve_limits()?;
+    match env("REDIS_URL") {
+        None => {
+            let app = app::build(config).await?;
+            run(
+                app,
+                listener,
+                limits,
+                "in memory (a restart ends them)".into(),
+            )
+            .await;
+        }
+        Some(url) => {
+            let store = redis_store(&url).await?;
+            let described = format!(
+                "in Redis ({}), sealed with key id {:?}",
+                redact_password(&url),
+                store.sealing_key_id()
+            );
+            let app = app::build_with_store(config, store).await?;
+            run(app, listener, limits, described).await;
+        }
+    }
     Ok(())
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
-use wechat_token_cache::{SessionError, StoreError};
+use wechat_token_cache::SessionError;
 
 /// Why the layer (or the extractor) refused a request.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -196,7 +196,8 @@ impl From<SessionError> for AuthError {
             SessionError::Denied { .. } => Self::AccessDenied,
             SessionError::Unavailable { retry_after } => Self::UpstreamUnavailable { retry_after },
             SessionError::Misconfigured { .. } => Self::Misconfigured,
-            SessionError::Store(StoreError::Corrupt(_)) => Self::SessionExpired,
+            // A record that does not decode (an unknown sealing key, tampering) is kept and
+            // never a reason to log the user out: the store is what is broken.
             SessionError::Store(_) => Self::StoreUnavailable,
             _ => Self::StoreUnavailable,
         }

@@ -1,5 +1,5 @@
 //! The compact binary form of a session record, before sealing: a format byte, then the fields
-//! with length-prefixed strings and times as seconds + nanoseconds. The session id, app and
+//! with length-prefixed strings and times as nanoseconds since the epoch. The session id, app and
 //! version live outside it (the key, the sealed value's header, a hash field), so they are not
 //! repeated. A new format gets a new first byte; old ones stay readable.
 
@@ -111,11 +111,12 @@ fn put_str(out: &mut Vec<u8>, s: &str) -> Result<(), CodecError> {
     Ok(())
 }
 
-/// A time as seconds and nanoseconds since the epoch (times before it are stored as the epoch).
+/// A time as nanoseconds since the epoch in 8 bytes: exact until the year 2554 (times before
+/// the epoch are stored as the epoch, later ones as the last representable nanosecond).
 fn put_time(out: &mut Vec<u8>, time: SystemTime) {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    out.extend_from_slice(&since.as_secs().to_le_bytes());
-    out.extend_from_slice(&since.subsec_nanos().to_le_bytes());
+    let nanos = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX);
+    out.extend_from_slice(&nanos.to_le_bytes());
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -144,13 +145,9 @@ impl<'a> Reader<'a> {
     }
 
     fn time(&mut self) -> Result<SystemTime, CodecError> {
-        let secs = u64::from_le_bytes(self.array()?);
-        let nanos = u32::from_le_bytes(self.array()?);
-        if nanos >= 1_000_000_000 {
-            return Err(CodecError::Malformed);
-        }
+        let nanos = u64::from_le_bytes(self.array()?);
         UNIX_EPOCH
-            .checked_add(Duration::new(secs, nanos))
+            .checked_add(Duration::from_nanos(nanos))
             .ok_or(CodecError::Malformed)
     }
 }

@@ -8,7 +8,7 @@
 //!
 //! | key | type | holds | expires |
 //! |---|---|---|---|
-//! | `<prefix>:s:{<sid>}` | hash | `v` version, `e` end (Unix ms), `d` the sealed record | at the session's end (`PEXPIREAT`) |
+//! | `<prefix>:s:{<sid>}` | string | `<version>:<end, Unix ms>:<sealed record>` | at the session's end (`PXAT`) |
 //! | `<prefix>:u:{<appid>:<openid>}` | sorted set | the user's session ids, scored by last confirmation (Unix ms) | at the latest end of its sessions |
 //!
 //! # Atomicity
@@ -56,33 +56,47 @@ pub const DEFAULT_PREFIX: &str = "wechat-login";
 /// Default timeout of every Redis command.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(50);
 
-/// Inserts a record unless a live one has its id. KEYS: record. ARGV: now, version, end, sealed.
+/// A record's value is `<version>:<end, Unix ms>:<sealed record>`: the two numbers the scripts
+/// need in plain text, the rest sealed. This Lua prelude reads them.
+const PARSE: &str = r"
+local function parse(value)
+  local a = string.find(value, ':', 1, true)
+  local b = a and string.find(value, ':', a + 1, true)
+  if not b then return nil, nil end
+  return string.sub(value, 1, a - 1), tonumber(string.sub(value, a + 1, b - 1))
+end
+";
+
+/// Inserts a record unless a live one has its id. KEYS: record. ARGV: now, value, end.
 const INSERT: &str = r"
-local e = redis.call('HGET', KEYS[1], 'e')
-if e and tonumber(e) > tonumber(ARGV[1]) then return 0 end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'v', ARGV[2], 'e', ARGV[3], 'd', ARGV[4])
-redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+local current = redis.call('GET', KEYS[1])
+if current then
+  local _, e = parse(current)
+  if e and e > tonumber(ARGV[1]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
 return 1
 ";
 
 /// Replaces a live record at the expected version. KEYS: record. ARGV: now, expected version,
-/// new version, end, sealed. Returns {0} gone, {1, v, d} conflict, {2} stored.
+/// value, end. Returns {0} gone, {1, current value} conflict, {2} stored.
 const COMPARE_AND_SET: &str = r"
-local cur = redis.call('HMGET', KEYS[1], 'v', 'e', 'd')
-if not cur[1] or not cur[2] or tonumber(cur[2]) <= tonumber(ARGV[1]) then return {0} end
-if cur[1] ~= ARGV[2] then return {1, cur[1], cur[3]} end
-redis.call('HSET', KEYS[1], 'v', ARGV[3], 'e', ARGV[4], 'd', ARGV[5])
-redis.call('PEXPIREAT', KEYS[1], ARGV[4])
+local current = redis.call('GET', KEYS[1])
+if not current then return {0} end
+local v, e = parse(current)
+if not e or e <= tonumber(ARGV[1]) then return {0} end
+if v ~= ARGV[2] then return {1, current} end
+redis.call('SET', KEYS[1], ARGV[3], 'PXAT', ARGV[4])
 return {2}
 ";
 
 /// Deletes a record; 1 if it was live. KEYS: record. ARGV: now.
 const DELETE: &str = r"
-local e = redis.call('HGET', KEYS[1], 'e')
-if not e then return 0 end
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
 redis.call('DEL', KEYS[1])
-if tonumber(e) > tonumber(ARGV[1]) then return 1 end
+local _, e = parse(current)
+if e and e > tonumber(ARGV[1]) then return 1 end
 return 0
 ";
 
@@ -133,9 +147,9 @@ struct Scripts {
 impl Scripts {
     fn new() -> Self {
         Self {
-            insert: Script::from_lua(INSERT),
-            compare_and_set: Script::from_lua(COMPARE_AND_SET),
-            delete: Script::from_lua(DELETE),
+            insert: Script::from_lua(format!("{PARSE}{INSERT}")),
+            compare_and_set: Script::from_lua(format!("{PARSE}{COMPARE_AND_SET}")),
+            delete: Script::from_lua(format!("{PARSE}{DELETE}")),
             index: Script::from_lua(INDEX),
             take_index: Script::from_lua(TAKE_INDEX),
             rescore: Script::from_lua(RESCORE),
@@ -320,26 +334,30 @@ impl RedisStore {
         unix_ms(self.inner.clock.now())
     }
 
-    /// The record's sealed form and its hash fields.
-    fn seal(&self, record: &SessionRecord) -> Result<Value, StoreError> {
+    /// The stored value of a record: version and end in plain text, the record sealed.
+    fn value(&self, record: &SessionRecord) -> Result<Value, StoreError> {
         let plain = codec::encode(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let sealed = self
             .inner
             .sealer
             .seal(record.appid.as_str(), record.sid.as_bytes(), &plain);
-        Ok(Value::Bytes(sealed.into()))
+        let mut value = format!("{}:{}:", record.version, unix_ms(record.expires_at)).into_bytes();
+        value.extend_from_slice(&sealed);
+        Ok(Value::Bytes(value.into()))
     }
 
-    /// Opens a stored record. A record that does not open is reported, never deleted.
-    fn open(
-        &self,
-        sid: SessionId,
-        version: &str,
-        sealed: &[u8],
-    ) -> Result<SessionRecord, StoreError> {
-        let version: u64 = version
-            .parse()
-            .map_err(|_| StoreError::Corrupt("a record's version is not a number".into()))?;
+    /// Opens a stored value. A record that does not open is reported, never deleted.
+    fn open(&self, sid: SessionId, value: &[u8]) -> Result<SessionRecord, StoreError> {
+        let malformed = || StoreError::Corrupt("a stored value is not a session record".into());
+        let mut parts = value.splitn(3, |&b| b == b':');
+        let (Some(version), Some(_end), Some(sealed)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(malformed());
+        };
+        let version: u64 = std::str::from_utf8(version)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(malformed)?;
         let (appid, plain) = self.inner.sealer.open(sid.as_bytes(), sealed).map_err(|error| {
             match &error {
                 OpenError::UnknownKey(kid) | OpenError::Tampered(kid) => tracing::error!(
@@ -427,15 +445,15 @@ impl RedisStore {
 
 impl TokenStore for RedisStore {
     async fn get(&self, sid: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
-        let (version, sealed): (Option<String>, Option<Vec<u8>>) = self
+        let value: Option<Vec<u8>> = self
             .client
-            .hmget(self.record_key(sid), vec!["v", "d"])
+            .get(self.record_key(sid))
             .await
             .map_err(unavailable)?;
-        let (Some(version), Some(sealed)) = (version, sealed) else {
+        let Some(value) = value else {
             return Ok(None);
         };
-        let record = self.open(*sid, &version, &sealed)?;
+        let record = self.open(*sid, &value)?;
         if record.is_expired(self.inner.clock.now()) {
             return Ok(None);
         }
@@ -445,17 +463,12 @@ impl TokenStore for RedisStore {
     async fn insert(&self, record: SessionRecord) -> Result<Arc<SessionRecord>, StoreError> {
         let now = self.now_ms();
         let end = unix_ms(record.expires_at);
-        let sealed = self.seal(&record)?;
+        let value = self.value(&record)?;
         let inserted: i64 = self
             .script(
                 &self.inner.scripts.insert,
                 self.record_key(&record.sid),
-                vec![
-                    now.into(),
-                    record.version.to_string().into(),
-                    end.into(),
-                    sealed,
-                ],
+                vec![now.into(), value, end.into()],
             )
             .await?;
         if inserted != 1 {
@@ -495,7 +508,7 @@ impl TokenStore for RedisStore {
         mut record: SessionRecord,
     ) -> Result<CasOutcome, StoreError> {
         record.version = expected_version + 1;
-        let sealed = self.seal(&record)?;
+        let value = self.value(&record)?;
         let answer: Value = self
             .script(
                 &self.inner.scripts.compare_and_set,
@@ -503,9 +516,8 @@ impl TokenStore for RedisStore {
                 vec![
                     self.now_ms().into(),
                     expected_version.to_string().into(),
-                    record.version.to_string().into(),
+                    value,
                     unix_ms(record.expires_at).into(),
-                    sealed,
                 ],
             )
             .await?;
@@ -536,13 +548,9 @@ impl TokenStore for RedisStore {
                 Ok(CasOutcome::Stored(Arc::new(record)))
             }
             Some(1) => {
-                let version = parts.get(1).and_then(Value::as_string);
-                let sealed = parts.get(2).and_then(Value::as_bytes);
-                let current = match (version, sealed) {
-                    (Some(version), Some(sealed)) => {
-                        Some(Arc::new(self.open(record.sid, &version, sealed)?))
-                    }
-                    _ => None,
+                let current = match parts.get(1).and_then(Value::as_bytes) {
+                    Some(value) => Some(Arc::new(self.open(record.sid, value)?)),
+                    None => None,
                 };
                 Ok(CasOutcome::Conflict { current })
             }

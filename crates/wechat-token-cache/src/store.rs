@@ -21,7 +21,9 @@ pub enum StoreError {
     /// Never a reason to log a user out.
     #[error("session store unavailable: {0}")]
     Unavailable(String),
-    /// A stored record could not be decoded.
+    /// A stored record could not be decoded or opened (e.g. sealed under a key that is not
+    /// configured). The record is kept; the request is answered "store unavailable", never
+    /// "logged out".
     #[error("session record could not be decoded: {0}")]
     Corrupt(String),
 }
