@@ -14,18 +14,23 @@ use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, COOKIE};
 use serde_json::{Value, json};
 use wechat_login::oauth::ManualClock;
+use wechat_login::token_cache::{MokaStore, TokenStore};
 use wechat_login::tower::{LoginLimits, WeChatAuthLayer};
 use wechat_mock::{MockConfig, MockWeChat};
 
 pub const SECRET: &[u8] = b"e2e-session-secret-0123456789abcdef";
 pub const HOUR: Duration = Duration::from_secs(3600);
 
-pub struct Server {
+pub struct Server<St = MokaStore> {
     pub base: String,
     pub mock: MockWeChat,
     pub clock: ManualClock,
     pub http: reqwest::Client,
-    pub auth: WeChatAuthLayer,
+    pub auth: WeChatAuthLayer<St>,
+    /// Whether this instance runs its own fake WeChat (and the `/sandbox/code` route).
+    pub sandbox: bool,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    serving: Option<tokio::task::JoinHandle<()>>,
 }
 
 pub async fn start() -> Server {
@@ -48,24 +53,85 @@ pub async fn start_configured(
     serve_limits: serve::ServeLimits,
 ) -> Server {
     let clock = ManualClock::starting_now();
+    let store = MokaStore::builder().clock(Arc::new(clock.clone())).build();
+    let instance = Instance {
+        upstream: Upstream::Sandbox(mock_config),
+        clock,
+        login_limits,
+        serve_limits,
+    };
+    start_instance(instance, store).await
+}
+
+/// Where an instance gets WeChat from: a fake of its own, or another instance's (a fleet
+/// shares one WeChat).
+pub enum Upstream {
+    Sandbox(MockConfig),
+    Shared(MockWeChat),
+}
+
+/// One instance of the example app.
+pub struct Instance {
+    pub upstream: Upstream,
+    pub clock: ManualClock,
+    pub login_limits: LoginLimits,
+    pub serve_limits: serve::ServeLimits,
+}
+
+impl Instance {
+    /// An instance on `clock` using `mock`, another instance's WeChat.
+    pub fn sharing(mock: &MockWeChat, clock: &ManualClock) -> Self {
+        Self {
+            upstream: Upstream::Shared(mock.clone()),
+            clock: clock.clone(),
+            login_limits: LoginLimits::default(),
+            serve_limits: serve::ServeLimits::default(),
+        }
+    }
+}
+
+/// Starts an instance with sessions in `store`.
+pub async fn start_instance<St: TokenStore>(instance: Instance, store: St) -> Server<St> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = app::build(app::Config {
-        upstream: app::Upstream::Sandbox(mock_config),
-        session_secret: Some(SECRET.to_vec()),
-        public_url: format!("http://{addr}"),
-        clock: Arc::new(clock.clone()),
-        login_limits,
-    })
+    let clock = instance.clock;
+    let upstream = match &instance.upstream {
+        Upstream::Sandbox(config) => app::Upstream::Sandbox(config.clone()),
+        Upstream::Shared(mock) => app::Upstream::Real {
+            appid: mock.appid().to_owned(),
+            secret: mock.secret().to_owned(),
+            api_base: Some(mock.base_url()),
+        },
+    };
+    let app = app::build_with_store(
+        app::Config {
+            upstream,
+            session_secret: Some(SECRET.to_vec()),
+            public_url: format!("http://{addr}"),
+            clock: Arc::new(clock.clone()),
+            login_limits: instance.login_limits,
+        },
+        store,
+    )
     .await
     .unwrap();
-    let mock = app.sandbox.clone().unwrap();
-    clock.set(mock.now());
-    tokio::spawn(serve::serve(
+    let sandbox = matches!(instance.upstream, Upstream::Sandbox(_));
+    let mock = match instance.upstream {
+        Upstream::Sandbox(_) => {
+            let mock = app.sandbox.clone().unwrap();
+            clock.set(mock.now());
+            mock
+        }
+        Upstream::Shared(mock) => mock,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(serve::serve(
         listener,
         app.router,
-        serve_limits,
-        std::future::pending(),
+        instance.serve_limits,
+        async move {
+            let _ = stopped.await;
+        },
     ));
     Server {
         base: format!("http://{addr}"),
@@ -76,16 +142,39 @@ pub async fn start_configured(
             .build()
             .unwrap(),
         auth: app.auth,
+        sandbox,
+        stop: Some(stop),
+        serving: Some(serving),
     }
 }
 
-impl Server {
+impl<St> Server<St> {
+    /// Stops the instance (as a deploy would) and waits until it has.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(serving) = self.serving.take() {
+            let _ = serving.await;
+        }
+    }
+}
+
+impl<St> Server<St> {
     pub fn advance(&self, by: Duration) {
         self.clock.advance(by);
         self.mock.advance(by);
     }
 
+    /// A fresh code for `openid`: from the sandbox route of an instance that has one (as the
+    /// phone's WeChat would mint it), else straight from the shared fake WeChat.
     pub async fn code(&self, openid: &str) -> String {
+        if !self.sandbox {
+            return self.mock.mint_code(wechat_mock::MockGrant {
+                openid: Some(openid.to_owned()),
+                ..Default::default()
+            });
+        }
         let body: Value = self
             .http
             .get(format!("{}/sandbox/code?openid={openid}", self.base))
