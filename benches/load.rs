@@ -14,7 +14,7 @@
 //! `LOAD_SCENARIOS` a comma-separated subset to run (e.g. `layer` under a profiler; default all),
 //! `LOAD_CLIENT=raw` a minimal hand-written HTTP/1.1 client instead of hyper's (see below).
 //!
-//! Four scenarios, all serving the same trivial axum handler (`GET /me` → `{"ok":true}`, no
+//! Five scenarios, all serving the same trivial axum handler (`GET /me` → `{"ok":true}`, no
 //! extractor) on `127.0.0.1:0`:
 //!
 //! - **bare**: no middleware.
@@ -32,6 +32,10 @@
 //!   the same `kid`, signed with a different key: the rejection path (401). After each forged
 //!   measurement the store's `get` counter and the mock's upstream call counts must not have
 //!   moved (`SessionTokens::verify` fails before `store.get`, see `auth/service.rs`).
+//! - **redis**: the same layer over a `RedisStore` at `REDIS_URL` (default
+//!   `redis://127.0.0.1:6379`) holding the same sessions, with no local cache: every request
+//!   waits for one `GET` round trip to Redis (which runs outside the two runtimes, on the same
+//!   two cores). Skipped when Redis does not answer.
 //!
 //! The servers run on one tokio runtime with one worker thread, the load generator on another
 //! with one worker thread (the machine this was written for has 2 vCPUs: one each). The
@@ -73,6 +77,7 @@ use hyper_util::rt::TokioIo;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use tokio::net::{TcpListener, TcpStream};
 use tower::{Layer, Service};
+use wechat_login::redis_store::{RedisStore, SealingKey};
 use wechat_login::oauth::{AppId, AppSecret, Client};
 use wechat_login::token_cache::{
     CasOutcome, MokaStore, SessionId, SessionRecord, StoreError, TokenStore, UserKey,
@@ -251,6 +256,8 @@ struct Setup {
     bare: SocketAddr,
     layer: SocketAddr,
     floor: SocketAddr,
+    /// The layer over a `RedisStore` (no local cache), when Redis answers at `REDIS_URL`.
+    redis: Option<SocketAddr>,
     /// `authorization` values with the 1,000 valid tokens.
     valid: Arc<Vec<HeaderValue>>,
     /// `authorization` values with 1,000 tokens signed by another key.
@@ -275,6 +282,33 @@ async fn serve(router: Router) -> Result<SocketAddr, BoxError> {
 
 fn bearer(token: &str) -> Result<HeaderValue, BoxError> {
     Ok(HeaderValue::try_from(format!("Bearer {token}"))?)
+}
+
+/// The same layer over a `RedisStore` at `REDIS_URL` (default `redis://127.0.0.1:6379`) under a
+/// fresh prefix, holding the same sessions: every request is one round trip to Redis.
+async fn redis_layer(
+    mock: &MockWeChat,
+    records: &[Arc<SessionRecord>],
+) -> Result<WeChatAuthLayer<RedisStore>, BoxError> {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let store = RedisStore::builder(&url, SealingKey::new("k1", [7; 32])?)?
+        .prefix(format!("load-{:08x}", rand::random::<u32>()))
+        .command_timeout(Duration::from_secs(1))
+        .connect()
+        .await?;
+    for record in records {
+        store.insert((**record).clone()).await?;
+    }
+    let client = Client::builder(AppId::new(mock.appid()), AppSecret::new(mock.secret()))
+        .api_base(mock.base_url())
+        .build()?;
+    Ok(WeChatAuthLayer::builder(
+        client,
+        KeyRing::new(SigningKey::hs256("k1", &SESSION_SECRET)?),
+    )
+    .store(store)
+    .build()?
+    .required())
 }
 
 async fn setup() -> Result<Setup, BoxError> {
@@ -349,9 +383,18 @@ async fn setup() -> Result<Setup, BoxError> {
         }),
     };
 
+    let redis = match redis_layer(&mock, &records).await {
+        Ok(layer) => Some(serve(app().layer(layer)).await?),
+        Err(error) => {
+            println!("redis scenario skipped: {error}");
+            None
+        }
+    };
+
     Ok(Setup {
         bare: serve(app()).await?,
         layer: serve(app().layer(auth)).await?,
+        redis,
         floor: serve(app().layer(floor)).await?,
         valid: Arc::new(valid),
         forged: Arc::new(forged),
@@ -803,7 +846,7 @@ fn run() -> Result<(), BoxError> {
     );
 
     let ok = StatusCode::OK;
-    let scenarios: [(&str, SocketAddr, &Arc<Vec<HeaderValue>>, StatusCode); 4] = [
+    let mut scenarios: Vec<(&str, SocketAddr, &Arc<Vec<HeaderValue>>, StatusCode)> = vec![
         ("bare", setup.bare, &setup.valid, ok),
         ("layer", setup.layer, &setup.valid, ok),
         ("floor", setup.floor, &setup.valid, ok),
@@ -814,6 +857,9 @@ fn run() -> Result<(), BoxError> {
             StatusCode::UNAUTHORIZED,
         ),
     ];
+    if let Some(redis) = setup.redis {
+        scenarios.push(("redis", redis, &setup.valid, ok));
+    }
     let upstream_calls = || setup.mock.stats().values().sum::<u64>();
 
     let mut results: Vec<Vec<Measurement>> = scenarios.iter().map(|_| Vec::new()).collect();
@@ -924,6 +970,7 @@ fn run() -> Result<(), BoxError> {
     let rps = |s: &Summary| Some(s.rps);
     let p99 = |s: &Summary| Some(s.p99);
     let (bare, layer, floor, forged) = (&summary[0], &summary[1], &summary[2], &summary[3]);
+    let redis = summary.get(4).unwrap_or(&None);
 
     println!();
     println!("## median of {rounds} rounds (each figure's median)");
@@ -977,6 +1024,12 @@ fn run() -> Result<(), BoxError> {
             "floor/bare throughput = {v:.3} (reference: a naive HS256 verify + moka lookup layer)"
         ),
         None => println!("floor/bare throughput = n/a (scenario not run)"),
+    }
+    match (ratio(redis, bare, rps), ratio(redis, layer, rps)) {
+        (Some(vs_bare), Some(vs_layer)) => println!(
+            "redis/bare throughput = {vs_bare:.3}, redis/layer (moka) = {vs_layer:.3} (a Redis round trip per request; no local cache yet)"
+        ),
+        _ => println!("redis = n/a (no Redis, or scenario not run)"),
     }
     check(
         "forged/layer throughput",
