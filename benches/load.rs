@@ -77,8 +77,8 @@ use hyper_util::rt::TokioIo;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use tokio::net::{TcpListener, TcpStream};
 use tower::{Layer, Service};
-use wechat_login::redis_store::{RedisStore, SealingKey};
 use wechat_login::oauth::{AppId, AppSecret, Client};
+use wechat_login::redis_store::{RedisStore, SealingKey};
 use wechat_login::token_cache::{
     CasOutcome, MokaStore, SessionId, SessionRecord, StoreError, TokenStore, UserKey,
 };

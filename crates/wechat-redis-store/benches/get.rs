@@ -100,7 +100,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     raw.sort_unstable();
     let (o50, o99) = (percentile(&ours, 0.50), percentile(&ours, 0.99));
     let (r50, r99) = (percentile(&raw, 0.50), percentile(&raw, 0.99));
-    println!("RedisStore::get vs a raw GET of the same value, {} sequential gets each, loopback", ours.len());
+    println!(
+        "RedisStore::get vs a raw GET of the same value, {} sequential gets each, loopback",
+        ours.len()
+    );
     println!();
     println!("| | p50 µs | p99 µs |");
     println!("|---|---:|---:|");
@@ -115,7 +118,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "Redis memory of a one-session user's index = {per_index:.0} bytes; record + index = {:.0} bytes {}",
         per_session + per_index,
-        if per_session + per_index <= 512.0 { "PASS" } else { "FAIL (over 512 with the index)" }
+        if per_session + per_index <= 512.0 {
+            "PASS"
+        } else {
+            "FAIL (over 512 with the index)"
+        }
     );
 
     for sid in &sids {
