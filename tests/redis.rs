@@ -14,25 +14,51 @@ use reqwest::StatusCode;
 use reqwest::header::RETRY_AFTER;
 use wechat_login::oauth::ManualClock;
 use wechat_login::redis_store::{RedisStore, SealingKey};
+use wechat_login::token_cache::CachedStore;
 use wechat_mock::MockConfig;
 
-/// A store on `url` under `prefix`, sealed with `key`, on `clock`, with its own connection.
-async fn store(url: &str, prefix: &str, key: SealingKey, clock: &ManualClock) -> RedisStore {
-    RedisStore::builder(url, key)
+/// What an instance of the example app keeps sessions in with `REDIS_URL`.
+type Store = CachedStore<RedisStore>;
+
+/// A store on `url` under `prefix`, sealed with `key`, on `clock`, with its own connections
+/// and local cache, as an instance of the example app has.
+async fn store(url: &str, prefix: &str, key: SealingKey, clock: &ManualClock) -> Store {
+    let clock: wechat_login::oauth::SharedClock = std::sync::Arc::new(clock.clone());
+    let shared = RedisStore::builder(url, key)
         .unwrap()
         .prefix(prefix)
-        .clock(std::sync::Arc::new(clock.clone()))
+        .clock(clock.clone())
         .command_timeout(Duration::from_millis(500))
         .connect()
         .await
-        .expect("connect to Redis")
+        .expect("connect to Redis");
+    CachedStore::builder(shared)
+        .clock(clock)
+        .max_staleness(MAX_STALENESS)
+        .build()
+        .await
+        .expect("subscribe to invalidations")
+}
+
+const MAX_STALENESS: Duration = Duration::from_secs(2);
+
+/// Polls `refused` until it holds, for at most 10 s of real time: invalidations travel through
+/// Redis, so another instance learns of a write a moment later.
+async fn eventually<F: Future<Output = bool>>(what: &str, refused: impl Fn() -> F) {
+    for _ in 0..1_000 {
+        if refused().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never happened: {what}");
 }
 
 /// The first instance of a fleet: it brings the (fake) WeChat the others share.
-async fn first(store: RedisStore) -> Server<RedisStore> {
+async fn first(store: Store, clock: &ManualClock) -> Server<Store> {
     let instance = Instance {
         upstream: common::Upstream::Sandbox(MockConfig::default()),
-        clock: ManualClock::starting_now(),
+        clock: clock.clone(),
         login_limits: Default::default(),
         serve_limits: Default::default(),
     };
@@ -47,7 +73,11 @@ async fn instances_share_sessions_logout_is_fleet_wide_and_a_restart_keeps_them(
     let url = redis::redis_url();
     let prefix = redis::random_prefix();
     let clock = ManualClock::starting_now();
-    let a = first(store(&url, &prefix, redis::key("k1", 1), &clock).await).await;
+    let a = first(
+        store(&url, &prefix, redis::key("k1", 1), &clock).await,
+        &clock,
+    )
+    .await;
     let clock = a.clock.clone();
     let b_store = store(&url, &prefix, redis::key("k1", 1), &clock).await;
     let b = start_instance(Instance::sharing(&a.mock, &clock), b_store).await;
@@ -60,20 +90,27 @@ async fn instances_share_sessions_logout_is_fleet_wide_and_a_restart_keeps_them(
     assert_eq!(status, StatusCode::OK, "{on_b}");
     assert_eq!(on_a["session_id"], on_b["session_id"]);
 
-    // Log out on B: refused on A at once.
+    // Log out on B: refused on B at once, and on A as soon as the invalidation arrives.
     assert_eq!(b.post("/auth/logout", &token).await, StatusCode::NO_CONTENT);
-    let (status, body) = a.me(&token).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(body["error"], "session_expired");
+    assert_eq!(b.me(&token).await.0, StatusCode::UNAUTHORIZED);
+    eventually("the logout on B is refused on A", || async {
+        a.me(&token).await.1["error"] == "session_expired"
+    })
+    .await;
 
-    // Logout-all on A ends the user's sessions made on B too.
+    // Logout-all on A ends the user's sessions made on B too (B had them cached).
     let phone = b.login("o_many").await;
     let laptop = a.login("o_many").await;
+    assert_eq!(b.me(&phone).await.0, StatusCode::OK);
     assert_eq!(
         a.post("/auth/logout/all", &laptop).await,
         StatusCode::NO_CONTENT
     );
-    assert_eq!(b.me(&phone).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(a.me(&laptop).await.0, StatusCode::UNAUTHORIZED);
+    eventually("logout-all on A is refused on B", || async {
+        b.me(&phone).await.0 == StatusCode::UNAUTHORIZED
+    })
+    .await;
 
     // A deploy: A stops, a new A starts on the same Redis; the session lives on.
     let kept = a.login("o_kept").await;
@@ -94,7 +131,11 @@ async fn a_record_no_instance_can_open_answers_503_and_is_kept() {
     let url = redis::redis_url();
     let prefix = redis::random_prefix();
     let clock = ManualClock::starting_now();
-    let a = first(store(&url, &prefix, redis::key("k1", 1), &clock).await).await;
+    let a = first(
+        store(&url, &prefix, redis::key("k1", 1), &clock).await,
+        &clock,
+    )
+    .await;
     let clock = a.clock.clone();
     // B was deployed with the wrong STORE_KEY.
     let b_store = store(&url, &prefix, redis::key("k9", 9), &clock).await;
@@ -113,19 +154,15 @@ async fn redis_stopped_mid_traffic_answers_503_and_loses_nothing() {
     let server = redis::RedisServer::start(&[]).await;
     let clock = ManualClock::starting_now();
     let prefix = redis::random_prefix();
-    let store = RedisStore::builder(&server.url(), redis::key("k1", 1))
-        .unwrap()
-        .prefix(prefix)
-        .clock(std::sync::Arc::new(clock.clone()))
-        .command_timeout(Duration::from_millis(200))
-        .connect()
-        .await
-        .unwrap();
-    let a = first(store).await;
+    let store = store(&server.url(), &prefix, redis::key("k1", 1), &clock).await;
+    let a = first(store, &clock).await;
     let token = a.login("o_outage").await;
     let (_, before) = a.me(&token).await;
 
     server.signal("STOP");
+    // The local copy is served while it may be: until the maximum staleness has passed with
+    // the invalidation channel silent. Then the store must be asked, and cannot answer.
+    a.advance(MAX_STALENESS + Duration::from_secs(1));
     for _ in 0..5 {
         let response = a.get("/me", &token).await;
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);

@@ -22,7 +22,7 @@ use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 use wechat_login::oauth::SystemClock;
 use wechat_login::redis_store::{RedisStore, SealingKey};
-use wechat_login::token_cache::TokenStore;
+use wechat_login::token_cache::{CachedStore, TokenStore};
 use wechat_login::tower::LoginLimits;
 use wechat_mock::MockConfig;
 
@@ -176,12 +176,16 @@ async fn main() -> Result<(), app::BoxError> {
             .await;
         }
         Some(url) => {
-            let store = redis_store(&url).await?;
+            let shared = redis_store(&url).await?;
             let described = format!(
-                "in Redis ({}), sealed with key id {:?}",
+                "in Redis ({}), sealed with key id {:?}, with a local cache invalidated through Redis",
                 redact_password(&url),
-                store.sealing_key_id()
+                shared.sealing_key_id()
             );
+            let store = CachedStore::builder(shared)
+                .build()
+                .await
+                .map_err(|error| format!("Redis invalidation channel: {error}"))?;
             let app = app::build_with_store(config, store).await?;
             run(app, listener, limits, described).await;
         }

@@ -605,9 +605,7 @@ impl<St: TokenStore> LoginEndpoints<St> {
                 let binding = StateSigner::new_binding();
                 let state = self.inner.states.issue(&binding);
                 let cookie = self
-                    .inner
-                    .cookie
-                    .with_name(BINDING_COOKIE)
+                    .binding_cookie()
                     .set(&binding, crate::state::STATE_TTL.as_secs());
                 (
                     client.website_authorize_url(&web.redirect_uri, &state),
@@ -709,14 +707,24 @@ impl<St: TokenStore> LoginEndpoints<St> {
         self.inner.cookie.clear()
     }
 
+    /// The binding cookie's attributes: the session cookie's `Secure` and prefix, but always
+    /// `Path=/` and `SameSite=Lax`, so the browser sends it on WeChat's cross-site redirect to
+    /// the callback wherever that is mounted.
+    fn binding_cookie(&self) -> SessionCookie {
+        let mut cookie = self.inner.cookie.with_name(BINDING_COOKIE);
+        cookie.path = "/".into();
+        cookie.same_site = crate::auth::SameSite::Lax;
+        cookie
+    }
+
     /// The `Set-Cookie` value that clears the website flow's binding cookie.
     pub fn clear_binding_cookie(&self) -> Option<HeaderValue> {
-        self.inner.cookie.with_name(BINDING_COOKIE).clear()
+        self.binding_cookie().clear()
     }
 
     /// The binding cookie's value in a request, if exactly one was sent.
     pub fn binding<'a>(&self, headers: &'a http::HeaderMap) -> Option<&'a str> {
-        let name = self.inner.cookie.with_name(BINDING_COOKIE).full_name();
+        let name = self.binding_cookie().full_name();
         let mut values = crate::auth::source::cookies(headers, &name);
         match (values.next(), values.next()) {
             (Some(Ok(one)), None) => Some(one),

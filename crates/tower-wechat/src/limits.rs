@@ -10,7 +10,7 @@
 //! memory.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use moka::sync::Cache;
@@ -66,11 +66,17 @@ impl LoginLimits {
     }
 }
 
-/// A fixed window's failure count: when it started (Unix seconds) and how many so far.
+/// A fixed window's failure count, one atomic word: when it started (Unix seconds, high 40
+/// bits) and how many failures so far (low 24 bits, saturating), so a reset and a count can
+/// never be seen half-done.
 #[derive(Default)]
-struct Window {
-    started: AtomicU64,
-    failures: AtomicU32,
+struct Window(AtomicU64);
+
+const COUNT_BITS: u32 = 24;
+const COUNT_MAX: u64 = (1 << COUNT_BITS) - 1;
+
+fn unpack(word: u64) -> (u64, u64) {
+    (word >> COUNT_BITS, word & COUNT_MAX)
 }
 
 impl Window {
@@ -79,21 +85,22 @@ impl Window {
         if limit == 0 {
             return None;
         }
-        let ends = self.started.load(Ordering::Acquire).saturating_add(window);
-        (now < ends && self.failures.load(Ordering::Acquire) >= limit).then(|| ends - now)
+        let (started, failures) = unpack(self.0.load(Ordering::Acquire));
+        let ends = started.saturating_add(window);
+        (now < ends && failures >= u64::from(limit)).then(|| ends - now)
     }
 
     fn record(&self, window: u64, now: u64) {
-        let started = self.started.load(Ordering::Acquire);
-        if now >= started.saturating_add(window)
-            && self
-                .started
-                .compare_exchange(started, now, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        {
-            self.failures.store(0, Ordering::Release);
-        }
-        self.failures.fetch_add(1, Ordering::AcqRel);
+        let _ = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+                let (started, failures) = unpack(word);
+                Some(if now >= started.saturating_add(window) {
+                    (now << COUNT_BITS) | 1
+                } else {
+                    (started << COUNT_BITS) | (failures + 1).min(COUNT_MAX)
+                })
+            });
     }
 }
 

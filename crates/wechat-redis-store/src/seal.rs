@@ -179,25 +179,23 @@ impl Sealer {
         let appid = std::str::from_utf8(appid)
             .map_err(|_| OpenError::Malformed)?
             .to_owned();
-        let key = self
-            .keys
-            .iter()
-            .find(|(k, _)| *k == kid)
-            .map(|(_, key)| key)
-            .ok_or_else(|| OpenError::UnknownKey(kid.clone()))?;
         let header_len = sealed.len() - reader.len();
         let aad = associated_data(&sealed[..header_len], sid);
-        let mut body = reader.to_vec();
-        let plaintext = key
-            .open_in_place(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(&aad),
-                &mut body,
-            )
-            .map_err(|_| OpenError::Tampered(kid))?;
-        let len = plaintext.len();
-        body.truncate(len);
-        Ok((appid, body))
+        // Every key with this id is tried: a rotation that kept the id must not lock anyone out.
+        let mut candidates = self.keys.iter().filter(|(k, _)| *k == kid).peekable();
+        if candidates.peek().is_none() {
+            return Err(OpenError::UnknownKey(kid));
+        }
+        for (_, key) in candidates {
+            let mut body = reader.to_vec();
+            let nonce = Nonce::assume_unique_for_key(nonce);
+            if let Ok(plaintext) = key.open_in_place(nonce, Aad::from(&aad), &mut body) {
+                let len = plaintext.len();
+                body.truncate(len);
+                return Ok((appid, body));
+            }
+        }
+        Err(OpenError::Tampered(kid))
     }
 }
 
@@ -284,6 +282,9 @@ mod tests {
             dropped.open(b"sid", &sealed),
             Err(OpenError::UnknownKey("k1".into()))
         );
+        // A new key that kept the old id: both are tried.
+        let same_id = Sealer::new(&key("k1", 3), &[key("k1", 1)]);
+        assert_eq!(same_id.open(b"sid", &sealed).unwrap().1, b"payload");
     }
 
     #[test]

@@ -24,8 +24,9 @@
 //!   after it — but the session is still indexed afterwards, so the next logout-all ends it. If
 //!   indexing fails, the record is deleted again and the insert fails: no session is ever live
 //!   and unindexed with a token handed out.
-//! - logout-all takes the index (read and delete, one script), then deletes each record. A
-//!   session indexed meanwhile belongs to a concurrent login (above).
+//! - logout-all reads the index, deletes each record, then removes from the index only what it
+//!   deleted: if it fails half-way the rest stays indexed and a retry finishes. A session
+//!   indexed meanwhile belongs to a concurrent login (above) and stays indexed.
 //! - the per-user cap runs after indexing, only when the index holds more than the cap: it drops
 //!   members whose record is gone, then ends the least recently confirmed live sessions (each a
 //!   record delete, itself atomic).
@@ -44,8 +45,8 @@ use fred::types::scripts::Script;
 use futures::{StreamExt, stream};
 use wechat_oauth::AppId;
 use wechat_token_cache::{
-    CasOutcome, DEFAULT_MAX_SESSIONS_PER_USER, SessionId, SessionRecord, SharedClock, StoreError,
-    SystemClock, TokenStore, UserKey,
+    CasOutcome, DEFAULT_MAX_SESSIONS_PER_USER, InvalidationSink, Invalidations, SessionId,
+    SessionRecord, SharedClock, StoreError, SystemClock, TokenStore, UserKey,
 };
 
 use crate::codec;
@@ -78,8 +79,9 @@ redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
 return 1
 ";
 
-/// Replaces a live record at the expected version. KEYS: record. ARGV: now, expected version,
-/// value, end. Returns {0} gone, {1, current value} conflict, {2} stored.
+/// Replaces a live record at the expected version, and publishes its id. KEYS: record. ARGV:
+/// now, expected version, value, end, channel, sid. Returns {0} gone, {1, current value}
+/// conflict, {2} stored.
 const COMPARE_AND_SET: &str = r"
 local current = redis.call('GET', KEYS[1])
 if not current then return {0} end
@@ -87,14 +89,17 @@ local v, e = parse(current)
 if not e or e <= tonumber(ARGV[1]) then return {0} end
 if v ~= ARGV[2] then return {1, current} end
 redis.call('SET', KEYS[1], ARGV[3], 'PXAT', ARGV[4])
+redis.call('PUBLISH', ARGV[5], ARGV[6])
 return {2}
 ";
 
-/// Deletes a record; 1 if it was live. KEYS: record. ARGV: now.
+/// Deletes a record and publishes its id; 1 if it was live. KEYS: record. ARGV: now, channel,
+/// sid.
 const DELETE: &str = r"
 local current = redis.call('GET', KEYS[1])
 if not current then return 0 end
 redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
 local _, e = parse(current)
 if e and e > tonumber(ARGV[1]) then return 1 end
 return 0
@@ -108,13 +113,6 @@ if redis.call('PEXPIRETIME', KEYS[1]) < tonumber(ARGV[3]) then
   redis.call('PEXPIREAT', KEYS[1], ARGV[3])
 end
 return redis.call('ZCARD', KEYS[1])
-";
-
-/// Takes a user's index: its members, and the key deleted. KEYS: index.
-const TAKE_INDEX: &str = r"
-local members = redis.call('ZRANGE', KEYS[1], 0, -1)
-redis.call('DEL', KEYS[1])
-return members
 ";
 
 /// Updates a member's score if it is still a member. KEYS: index. ARGV: sid, score.
@@ -140,7 +138,6 @@ struct Scripts {
     compare_and_set: Script,
     delete: Script,
     index: Script,
-    take_index: Script,
     rescore: Script,
 }
 
@@ -151,7 +148,6 @@ impl Scripts {
             compare_and_set: Script::from_lua(format!("{PARSE}{COMPARE_AND_SET}")),
             delete: Script::from_lua(format!("{PARSE}{DELETE}")),
             index: Script::from_lua(INDEX),
-            take_index: Script::from_lua(TAKE_INDEX),
             rescore: Script::from_lua(RESCORE),
         }
     }
@@ -165,6 +161,8 @@ pub struct RedisStore {
 }
 
 struct Inner {
+    /// The connection settings, for the subscriber connection.
+    config: Config,
     prefix: String,
     sealer: Sealer,
     scripts: Scripts,
@@ -267,6 +265,7 @@ impl RedisStoreBuilder {
         RedisStore {
             client,
             inner: Arc::new(Inner {
+                config: self.config,
                 prefix: self.prefix,
                 sealer: Sealer::new(&self.key, &self.previous),
                 scripts: Scripts::new(),
@@ -320,6 +319,12 @@ impl RedisStore {
             user.appid.as_str(),
             user.openid.as_str()
         )
+    }
+
+    /// The pub/sub channel of this store's invalidations (session ids; an empty message is a
+    /// heartbeat).
+    pub fn channel(&self) -> String {
+        format!("{}:invalidations", self.inner.prefix)
     }
 
     /// Bytes of Redis memory a session's record takes (`MEMORY USAGE`), if it exists.
@@ -391,7 +396,7 @@ impl RedisStore {
             .script(
                 &self.inner.scripts.delete,
                 self.record_key(sid),
-                vec![now.into()],
+                vec![now.into(), self.channel().into(), sid.to_string().into()],
             )
             .await?;
         Ok(live == 1)
@@ -518,6 +523,8 @@ impl TokenStore for RedisStore {
                     expected_version.to_string().into(),
                     value,
                     unix_ms(record.expires_at).into(),
+                    self.channel().into(),
+                    record.sid.to_string().into(),
                 ],
             )
             .await?;
@@ -563,22 +570,120 @@ impl TokenStore for RedisStore {
     }
 
     async fn delete_user(&self, user: &UserKey) -> Result<usize, StoreError> {
+        // Read the index, delete the records, then unindex only what was deleted: a failure
+        // half-way leaves the rest indexed, so a retry finishes the job.
+        let index = self.user_key(user);
         let members: Vec<String> = self
-            .script(&self.inner.scripts.take_index, self.user_key(user), vec![])
-            .await?;
+            .client
+            .zrange(&index, 0, -1, None, false, None, false)
+            .await
+            .map_err(unavailable)?;
         let now = self.now_ms();
-        let sids: Vec<SessionId> = members.iter().filter_map(|m| m.parse().ok()).collect();
         // Concurrent deletes, pipelined on the connection, at most 256 in flight.
-        let results: Vec<Result<bool, StoreError>> = stream::iter(sids)
-            .map(|sid| async move { self.delete_record(&sid, now).await })
+        let results: Vec<(String, Result<bool, StoreError>)> = stream::iter(members)
+            .map(|member| async move {
+                let deleted = match member.parse::<SessionId>() {
+                    Ok(sid) => self.delete_record(&sid, now).await,
+                    Err(_) => Ok(false),
+                };
+                (member, deleted)
+            })
             .buffer_unordered(256)
             .collect()
             .await;
-        let mut deleted = 0;
-        for result in results {
-            deleted += usize::from(result?);
+        let (mut ended, mut done, mut failure) = (0, Vec::with_capacity(results.len()), None);
+        for (member, result) in results {
+            match result {
+                Ok(live) => {
+                    ended += usize::from(live);
+                    done.push(member);
+                }
+                Err(error) => failure = Some(error),
+            }
         }
-        Ok(deleted)
+        for chunk in done.chunks(1_000) {
+            let _: i64 = self
+                .client
+                .zrem(&index, chunk.to_vec())
+                .await
+                .map_err(unavailable)?;
+        }
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(ended),
+        }
+    }
+}
+
+impl Invalidations for RedisStore {
+    /// Opens a subscriber connection to the invalidation channel (re-subscribed by itself after
+    /// a reconnect, which is reported as an interruption), and publishes a heartbeat every
+    /// `heartbeat` on the main connection.
+    async fn subscribe(
+        &self,
+        sink: Arc<dyn InvalidationSink>,
+        heartbeat: Duration,
+    ) -> Result<(), StoreError> {
+        let subscriber = Builder::from_config(self.inner.config.clone())
+            .with_connection_config(|connection| {
+                connection.connection_timeout = Duration::from_secs(5);
+                connection.internal_command_timeout = Duration::from_secs(5);
+            })
+            .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
+            .build_subscriber_client()
+            .map_err(unavailable)?;
+        subscriber.init().await.map_err(unavailable)?;
+        drop(subscriber.manage_subscriptions());
+        let channel = self.channel();
+        let mut messages = subscriber.message_rx();
+        subscriber
+            .subscribe(channel.as_str())
+            .await
+            .map_err(unavailable)?;
+        let on_reconnect = Arc::clone(&sink);
+        // The listener tasks run as long as the subscriber; their handles are not needed.
+        drop(subscriber.on_reconnect(move |_| {
+            on_reconnect.interrupted();
+            async { Ok(()) }
+        }));
+        let on_error = Arc::clone(&sink);
+        drop(subscriber.on_error(move |_| {
+            on_error.interrupted();
+            async { Ok(()) }
+        }));
+        tokio::spawn(async move {
+            // The subscriber lives as long as this task: as long as the runtime.
+            let _subscriber = subscriber;
+            loop {
+                match messages.recv().await {
+                    Ok(message) => match message.value.as_bytes() {
+                        Some(b"") | None => sink.heard(),
+                        Some(id) => match std::str::from_utf8(id).ok().and_then(|s| s.parse().ok())
+                        {
+                            Some(sid) => sink.invalidate(&sid),
+                            None => sink.heard(),
+                        },
+                    },
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => sink.interrupted(),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        sink.interrupted();
+                        break;
+                    }
+                }
+            }
+        });
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(heartbeat.max(Duration::from_millis(10)));
+            loop {
+                ticks.tick().await;
+                let sent: Result<i64, _> = client.publish(channel.as_str(), "").await;
+                if let Err(error) = sent {
+                    tracing::debug!(%error, "invalidation heartbeat not sent");
+                }
+            }
+        });
+        Ok(())
     }
 }
 

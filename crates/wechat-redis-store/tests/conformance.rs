@@ -28,3 +28,21 @@ async fn redis_store_passes_the_conformance_suite_on_a_cluster() {
         .count();
     assert!(spread >= 2, "keys on {spread} of 3 nodes");
 }
+
+/// With a local cache in front (what an instance of a fleet runs), the contract still holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_cache_in_front_passes_the_conformance_suite() {
+    let Some(client) = common::machine_redis().await else {
+        return;
+    };
+    conformance::run(|clock| {
+        let shared = common::store_on(&client, clock.clone());
+        let build = wechat_token_cache::CachedStore::builder(shared)
+            .clock(clock)
+            .build();
+        // The suite's factory is synchronous; subscribing is not.
+        tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(build))
+            .expect("subscribe to invalidations")
+    })
+    .await;
+}

@@ -766,7 +766,10 @@ impl<S: TokenStore> Inner<S> {
             }
             Ok(Some(_)) => {}
             Err(e) => {
-                tracing::warn!(sid = %sid, error = %e, "could not re-read an ended session; deleting it");
+                // The session may have been refreshed meanwhile (by another instance, under a
+                // sealing key this one lacks): never delete what could not be looked at.
+                tracing::warn!(sid = %sid, error = %e, "could not re-read a session WeChat refused; keeping it");
+                return Flown::untouched(Err(SessionError::Store(e)));
             }
         }
         tracing::info!(sid = %sid, call = call.name(), errcode = errcode.0, outcome = "grant_gone", "WeChat ended the grant; deleting the session");

@@ -37,6 +37,8 @@
 //!
 //! [`TokenStore`] is the storage contract; [`MokaStore`] the embedded default (bounded, LRU,
 //! per-record expiry at the refresh horizon). [`conformance::run`] checks any backend.
+//! [`CachedStore`] puts a local cache in front of a shared store that publishes
+//! [`Invalidations`], so a fleet's hot path does no I/O.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -44,6 +46,7 @@ mod cache;
 pub mod conformance;
 mod error;
 mod flight;
+mod local;
 mod login;
 mod moka_store;
 mod record;
@@ -51,6 +54,7 @@ mod store;
 
 pub use cache::{CacheConfig, GracePolicy, MAX_REFRESH_WINDOW, TokenCache, TokenCacheBuilder};
 pub use error::{CallError, LoginError, SessionError};
+pub use local::{CachedStore, CachedStoreBuilder, InvalidationSink, Invalidations};
 pub use login::{LoginBinding, LoginFlow};
 pub use moka_store::{DEFAULT_MAX_SESSIONS, MokaStore, MokaStoreBuilder, StoreExpiry};
 pub use record::{Credentials, InvalidSessionId, SessionId, SessionRecord, UserKey};

@@ -218,6 +218,10 @@ impl TokenStore for MokaStore {
         Ok(self.records.get(sid).and_then(|r| self.live(r)))
     }
 
+    fn get_now(&self, sid: &SessionId) -> Option<Result<Option<Arc<SessionRecord>>, StoreError>> {
+        Some(Ok(self.records.get(sid).and_then(|r| self.live(r))))
+    }
+
     async fn insert(&self, record: SessionRecord) -> Result<Arc<SessionRecord>, StoreError> {
         let record = Arc::new(record);
         let user = record.user();

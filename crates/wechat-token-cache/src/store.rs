@@ -59,16 +59,22 @@ pub enum CasOutcome {
 ///   user and no other, and reports how many, in time proportional to that user's sessions and
 ///   without blocking other users' operations.
 ///
-/// Futures are `Send` so the store can be used from any tokio task. `get` must be
-/// cancellation-safe: the middleware polls it once and drops it if it is not ready (then asks
-/// again on its slow path), so a backend whose connection could be left mid-reply must not hand
-/// that connection to another caller.
+/// Futures are `Send` so the store can be used from any tokio task. The middleware's hot path
+/// calls [`get_now`](TokenStore::get_now) and awaits `get` only when that has no answer.
 pub trait TokenStore: Send + Sync + 'static {
     /// Loads a session.
     fn get(
         &self,
         sid: &SessionId,
     ) -> impl Future<Output = Result<Option<Arc<SessionRecord>>, StoreError>> + Send;
+
+    /// The hot path's lookup, without waiting: `Some` with what [`get`](Self::get) would
+    /// answer when the store knows it at once (a record in memory, or its certain absence),
+    /// `None` when finding out needs I/O (the caller then awaits `get`). The default is `None`.
+    fn get_now(&self, sid: &SessionId) -> Option<Result<Option<Arc<SessionRecord>>, StoreError>> {
+        let _ = sid;
+        None
+    }
 
     /// Stores a new session.
     fn insert(
@@ -97,6 +103,10 @@ impl<S: TokenStore> TokenStore for Arc<S> {
         sid: &SessionId,
     ) -> impl Future<Output = Result<Option<Arc<SessionRecord>>, StoreError>> + Send {
         (**self).get(sid)
+    }
+
+    fn get_now(&self, sid: &SessionId) -> Option<Result<Option<Arc<SessionRecord>>, StoreError>> {
+        (**self).get_now(sid)
     }
 
     fn insert(

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures::FutureExt;
 use http::header::SET_COOKIE;
 use http::{HeaderValue, Request, Response};
 use tower_service::Service;
@@ -116,18 +115,21 @@ impl<St: TokenStore> Shared<St> {
             SentBy::Cookies => self.verify_one_cookie(headers, unix(now)),
             _ => self.tokens.verify_at(token, unix(now)),
         };
-        let sent_by = match sent_by {
-            SentBy::Cookies => SentBy::Cookie,
-            other => other,
-        };
         let verified = match verified {
             Ok(verified) => verified,
             Err(error) => {
+                // Several cookies and not exactly one verifies: which is ours cannot be told,
+                // so none is cleared (clearing could delete the user's own).
+                let sent_by = (sent_by != SentBy::Cookies).then_some(sent_by);
                 return Step::Refused(Refusal {
-                    sent_by: Some(sent_by),
+                    sent_by,
                     ..Refusal::new(error)
                 });
             }
+        };
+        let sent_by = match sent_by {
+            SentBy::Cookies => SentBy::Cookie,
+            other => other,
         };
         let refused = |error| {
             Step::Refused(Refusal {
@@ -136,7 +138,7 @@ impl<St: TokenStore> Shared<St> {
                 sent_by: Some(sent_by),
             })
         };
-        match self.cache.store().get(&verified.sid).now_or_never() {
+        match self.cache.store().get_now(&verified.sid) {
             Some(Ok(Some(record))) if !self.belongs(&record) => refused(AuthError::SessionExpired),
             Some(Ok(Some(record))) if !self.cache.needs_upstream_at(&record, now) => {
                 let (user, reissue) = self.admit(record, verified, sent_by, unix(now));
@@ -346,17 +348,22 @@ impl<S, St: TokenStore, R> WeChatAuth<S, St, R> {
         let layer = self.layer.clone();
         ResponseFuture::slow(Box::pin(async move {
             let shared = &layer.shared;
-            let session = shared
-                .cache
-                .session(&verified.sid)
-                .await
-                .and_then(|record| {
-                    if shared.belongs(&record) {
-                        Ok(record)
-                    } else {
-                        Err(wechat_token_cache::SessionError::NotFound)
-                    }
-                });
+            // Whose session it is comes first: another app's is never refreshed with ours.
+            let session = match shared.cache.store().get(&verified.sid).await {
+                Ok(Some(record)) if !shared.belongs(&record) => Err(SessionError::NotFound),
+                Err(error) => Err(SessionError::Store(error)),
+                _ => shared
+                    .cache
+                    .session(&verified.sid)
+                    .await
+                    .and_then(|record| {
+                        if shared.belongs(&record) {
+                            Ok(record)
+                        } else {
+                            Err(SessionError::NotFound)
+                        }
+                    }),
+            };
             match session {
                 Ok(record) => {
                     let now = unix(shared.cache.clock().now());

@@ -30,6 +30,7 @@ pub(crate) enum SentBy {
     Cookie,
     /// In several cookies of the session cookie's name (cookie tossing: a sibling domain can
     /// set one). None is trusted unless exactly one verifies; then it counts as [`Self::Cookie`].
+    /// Otherwise none is cleared either: which one is ours cannot be told.
     Cookies,
 }
 
@@ -150,16 +151,13 @@ pub(crate) fn find<'a>(
                 .map(|t| (t, SentBy::Header)),
             TokenSource::Cookie => {
                 let mut values = cookies(headers, cookie_name);
-                match values.next() {
-                    None => None,
-                    Some(first) => {
-                        let first = first.map_err(|e| (e, SentBy::Cookie))?;
-                        let sent_by = match values.next() {
-                            Some(_) => SentBy::Cookies,
-                            None => SentBy::Cookie,
-                        };
-                        Some((first, sent_by))
+                match (values.next(), values.next()) {
+                    (None, _) => None,
+                    (Some(one), None) => {
+                        Some((one.map_err(|e| (e, SentBy::Cookie))?, SentBy::Cookie))
                     }
+                    // Several: each is verified (malformed ones skipped) by the caller.
+                    (Some(first), Some(_)) => Some((first.unwrap_or(""), SentBy::Cookies)),
                 }
             }
             TokenSource::Header(name) => single(headers, name)
@@ -320,6 +318,12 @@ mod tests {
         assert_eq!(
             find(&h, &ALL, "wechat_session"),
             Err((AuthError::InvalidRequest, SentBy::Cookie))
+        );
+        // A tossed malformed cookie next to ours does not lock the user out.
+        let h = headers(&[("cookie", b"wechat_session=\xff; wechat_session=good")]);
+        assert_eq!(
+            find(&h, &ALL, "wechat_session"),
+            Ok(Some(("", SentBy::Cookies)))
         );
     }
 
