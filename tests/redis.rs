@@ -184,3 +184,188 @@ async fn redis_stopped_mid_traffic_answers_503_and_loses_nothing() {
     assert_eq!(status, StatusCode::OK, "{after}");
     assert_eq!(after["session_id"], before["session_id"]);
 }
+
+/// Two more instances next to `a`, on the same Redis, prefix and WeChat.
+async fn fleet_of(a: &Server<Store>, url: &str, prefix: &str, n: usize) -> Vec<Server<Store>> {
+    let mut fleet = Vec::new();
+    for _ in 0..n {
+        let store = store(url, prefix, redis::key("k1", 1), &a.clock).await;
+        fleet.push(start_instance(Instance::sharing(&a.mock, &a.clock), store).await);
+    }
+    fleet
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_session_is_refreshed_once_for_the_whole_fleet() {
+    if redis::machine_redis().await.is_none() {
+        return;
+    }
+    let (url, prefix) = (redis::redis_url(), redis::random_prefix());
+    let clock = ManualClock::starting_now();
+    let a = first(
+        store(&url, &prefix, redis::key("k1", 1), &clock).await,
+        &clock,
+    )
+    .await;
+    let others = fleet_of(&a, &url, &prefix, 2).await;
+    let fleet: Vec<&Server<Store>> = std::iter::once(&a).chain(&others).collect();
+    let token = a.login("o_herd").await;
+    for instance in &fleet {
+        assert_eq!(instance.me(&token).await.0, StatusCode::OK);
+    }
+    a.advance(common::HOUR * 2);
+
+    // 1,000 concurrent requests, spread over the three instances.
+    let requests = (0..1_000).map(|i| fleet[i % fleet.len()].me(&token));
+    let answers = futures::future::join_all(requests).await;
+    assert!(answers.iter().all(|(status, _)| *status == StatusCode::OK));
+    assert_eq!(
+        a.mock.calls(wechat_mock::Endpoint::RefreshToken),
+        1,
+        "one refresh for the whole fleet"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_posted_to_two_instances_at_once_is_exchanged_once() {
+    if redis::machine_redis().await.is_none() {
+        return;
+    }
+    let (url, prefix) = (redis::redis_url(), redis::random_prefix());
+    let clock = ManualClock::starting_now();
+    let a = first(
+        store(&url, &prefix, redis::key("k1", 1), &clock).await,
+        &clock,
+    )
+    .await;
+    let b = fleet_of(&a, &url, &prefix, 1).await.remove(0);
+    for request_id in [Some("fleet-retry-0123456789"), None] {
+        let code = a.code("o_twice").await;
+        let body = match request_id {
+            Some(id) => serde_json::json!({ "code": code, "request_id": id }),
+            None => serde_json::json!({ "code": code }),
+        }
+        .to_string();
+        let calls = a.mock.calls(wechat_mock::Endpoint::AccessToken);
+        let (on_a, on_b) = tokio::join!(
+            a.post_login("/auth/wechat/login", body.clone()),
+            b.post_login("/auth/wechat/login", body.clone())
+        );
+        assert_eq!(on_a.0, StatusCode::OK, "{}", on_a.1);
+        assert_eq!(on_b.0, StatusCode::OK, "{}", on_b.1);
+        let (sid_a, sid_b) = (
+            a.me(on_a.1["token"].as_str().unwrap()).await.1["session_id"].clone(),
+            b.me(on_b.1["token"].as_str().unwrap()).await.1["session_id"].clone(),
+        );
+        assert_eq!(sid_a, sid_b, "one session");
+        assert_eq!(
+            a.mock.calls(wechat_mock::Endpoint::AccessToken),
+            calls + 1,
+            "one exchange"
+        );
+        // A repeat afterwards, on the other instance: only with the request id.
+        let (status, _) = b.post_login("/auth/wechat/login", body).await;
+        let expected = match request_id {
+            Some(_) => StatusCode::OK,
+            None => StatusCode::UNAUTHORIZED,
+        };
+        assert_eq!(status, expected);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_lease_holder_is_taken_over_once_its_lease_runs_out() {
+    let Some(client) = redis::machine_redis().await else {
+        return;
+    };
+    let (url, prefix) = (redis::redis_url(), redis::random_prefix());
+    let clock = ManualClock::starting_now();
+    let mock_config = MockConfig {
+        rotate_refresh_tokens: true,
+        ..MockConfig::default()
+    };
+    let a_store = store(&url, &prefix, redis::key("k1", 1), &clock).await;
+    let instance = Instance {
+        upstream: common::Upstream::Sandbox(mock_config),
+        clock: clock.clone(),
+        login_limits: Default::default(),
+        serve_limits: Default::default(),
+    };
+    let a = start_instance(instance, a_store).await;
+    let token = a.login("o_crash").await;
+    let sid: wechat_login::token_cache::SessionId = a.me(&token).await.1["session_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    a.advance(common::HOUR * 2);
+    // An instance took the refresh lease and died: the lease stays until it runs out.
+    let lease = a
+        .auth
+        .cache()
+        .store()
+        .shared()
+        .lease_key(&format!("refresh:{sid}"));
+    let _: () = fred::prelude::KeysInterface::set(
+        &client,
+        &lease,
+        "crashed-instance",
+        Some(fred::types::Expiration::PX(1_000)),
+        None,
+        false,
+    )
+    .await
+    .unwrap();
+    let (status, body) = a.me(&token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(a.mock.calls(wechat_mock::Endpoint::RefreshToken), 1);
+    // The one refresh token WeChat now honours is the one stored: the next refresh works.
+    a.advance(common::HOUR * 2);
+    assert_eq!(a.me(&token).await.0, StatusCode::OK);
+    assert_eq!(a.mock.calls(wechat_mock::Endpoint::RefreshToken), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_invalidation_channel_bounds_staleness_and_recovers() {
+    let server = redis::RedisServer::start(&[]).await;
+    let (url, prefix) = (server.url(), redis::random_prefix());
+    let clock = ManualClock::starting_now();
+    let a = first(
+        store(&url, &prefix, redis::key("k1", 1), &clock).await,
+        &clock,
+    )
+    .await;
+    let b = fleet_of(&a, &url, &prefix, 1).await.remove(0);
+    let channel = a.auth.cache().store().shared().channel();
+    let subscribers = || {
+        redis::cli(server.port, &["pubsub", "numsub", &channel])
+            .and_then(|out| {
+                out.lines()
+                    .nth(1)
+                    .and_then(|n| n.trim().parse::<u32>().ok())
+            })
+            .unwrap_or(0)
+    };
+
+    let token = a.login("o_cut").await;
+    assert_eq!(b.me(&token).await.0, StatusCode::OK, "B holds a local copy");
+    // Cut every subscriber connection, then log out on A at once: B may miss it.
+    redis::cli(server.port, &["client", "kill", "type", "pubsub"]);
+    assert_eq!(a.post("/auth/logout", &token).await, StatusCode::NO_CONTENT);
+    // Past the maximum staleness, B no longer trusts its copy, whatever it heard.
+    a.advance(MAX_STALENESS + Duration::from_secs(1));
+    assert_eq!(b.me(&token).await.0, StatusCode::UNAUTHORIZED);
+
+    // The subscribers come back by themselves, and invalidations flow again.
+    eventually("both instances resubscribed", || async {
+        subscribers() >= 2
+    })
+    .await;
+    let again = a.login("o_cut").await;
+    assert_eq!(b.me(&again).await.0, StatusCode::OK);
+    assert_eq!(a.post("/auth/logout", &again).await, StatusCode::NO_CONTENT);
+    eventually("the logout reaches B without any clock moving", || async {
+        b.me(&again).await.0 == StatusCode::UNAUTHORIZED
+    })
+    .await;
+}

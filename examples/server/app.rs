@@ -113,6 +113,9 @@ pub async fn build_with_store<St: TokenStore>(
     let auth = WeChatAuthLayer::builder(client, keys)
         .cookie(SessionCookie::default().secure(secure_cookie))
         .store(store)
+        // Every instance hashes login codes with the same key, so a shared store lets them
+        // recognise each other's codes.
+        .cache(|cache| cache.shared_secret(&secret))
         .build()?;
     let callback = format!(
         "{}/auth/wechat/web/callback",

@@ -487,10 +487,16 @@ impl<St: TokenStore> LoginEndpoints<St> {
         }
     }
 
-    /// Sign OAuth states with a key derived from `secret`, so every instance verifies them.
+    /// Sign OAuth states with a key derived from `secret`, so every instance verifies them (and
+    /// agrees on which code a used state was used with).
     pub fn state_secret(self, secret: &[u8]) -> Self {
         self.rebuild(|inner| {
             inner.states = StateSigner::from_secret(secret, Arc::clone(inner.cache.clock()));
+            // The hash of the code a state was used with is compared across the fleet.
+            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret)
+                .expect("HMAC takes keys of any length");
+            mac.update(b"tower-wechat used state code key v1");
+            inner.code_key = mac.finalize().into_bytes().into();
         })
     }
 
@@ -661,23 +667,44 @@ impl<St: TokenStore> LoginEndpoints<St> {
             .filter(|c| !c.is_empty())
             .ok_or(LoginFailure::AccessDenied(None))?;
         let code = valid_code(code)?;
-        self.consume_state(state, &code)?;
+        self.consume_state(state, &code).await?;
         self.exchange(&code, &binding, callback.client).await
     }
 
     /// Marks `state` used with `code`: the first callback with a state consumes it; a later one
     /// passes only with the same code (WeChat calling twice; the login then decides).
-    fn consume_state(&self, state: &str, code: &AuthCode) -> Result<(), LoginFailure> {
+    async fn consume_state(&self, state: &str, code: &AuthCode) -> Result<(), LoginFailure> {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.inner.code_key)
             .expect("HMAC takes keys of any length");
         mac.update(code.secret().as_bytes());
         let code_hash: [u8; 32] = mac.finalize().into_bytes().into();
+        // Here first, then the fleet (a store shared by several instances remembers it too).
         let entry = self
             .inner
             .used_states
             .entry_by_ref(state)
             .or_insert(code_hash);
-        if !entry.is_fresh() && *entry.value() != code_hash {
+        let mut first = *entry.value();
+        if entry.is_fresh() {
+            let key = format!("state:{state}");
+            let ttl = STATE_TTL + Duration::from_secs(120);
+            match self
+                .inner
+                .cache
+                .store()
+                .put_value_if_absent(&key, code_hash.to_vec(), ttl)
+                .await
+            {
+                Ok(Some(theirs)) => first = theirs.try_into().unwrap_or([0; 32]),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::error!(%error, "a used OAuth state could not be recorded: the session store is unavailable");
+                    self.inner.used_states.invalidate(state);
+                    return Err(LoginFailure::StoreUnavailable);
+                }
+            }
+        }
+        if first != code_hash {
             tracing::warn!(
                 outcome = "state_reused",
                 "an OAuth state was used again with another code"

@@ -10,6 +10,9 @@
 //! |---|---|---|---|
 //! | `<prefix>:s:{<sid>}` | string | `<version>:<end, Unix ms>:<sealed record>` | at the session's end (`PXAT`) |
 //! | `<prefix>:u:{<appid>:<openid>}` | sorted set | the user's session ids, scored by last confirmation (Unix ms) | at the latest end of its sessions |
+//! | `<prefix>:lease:{<name>}` | string | the owner of a fleet-wide single flight (`refresh:<sid>`, `login:<code hash>`) | the lease's time (renewed while its flight runs) |
+//! | `<prefix>:v:{<key>}` | string | a shared value: a remembered login outcome (`login:<code hash>`), a used OAuth state (`state:<hash>`) | its time (10-12 minutes) |
+//! | `<prefix>:invalidations` | pub/sub channel | ids of sessions written or ended; empty messages are heartbeats | |
 //!
 //! # Atomicity
 //!
@@ -120,6 +123,30 @@ const RESCORE: &str = r"
 return redis.call('ZADD', KEYS[1], 'XX', ARGV[2], ARGV[1])
 ";
 
+/// Extends a lease its owner holds. KEYS: lease. ARGV: owner, ttl ms.
+const RENEW_LEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+";
+
+/// Releases a lease its owner holds. KEYS: lease. ARGV: owner.
+const RELEASE_LEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+/// Stores a value unless one is there; returns the one that was. KEYS: value. ARGV: value, ttl.
+const PUT_IF_ABSENT: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current then return current end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+";
+
 /// Why a store could not be built or connected.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -139,6 +166,9 @@ struct Scripts {
     delete: Script,
     index: Script,
     rescore: Script,
+    renew_lease: Script,
+    release_lease: Script,
+    put_if_absent: Script,
 }
 
 impl Scripts {
@@ -149,6 +179,9 @@ impl Scripts {
             delete: Script::from_lua(format!("{PARSE}{DELETE}")),
             index: Script::from_lua(INDEX),
             rescore: Script::from_lua(RESCORE),
+            renew_lease: Script::from_lua(RENEW_LEASE),
+            release_lease: Script::from_lua(RELEASE_LEASE),
+            put_if_absent: Script::from_lua(PUT_IF_ABSENT),
         }
     }
 }
@@ -319,6 +352,16 @@ impl RedisStore {
             user.appid.as_str(),
             user.openid.as_str()
         )
+    }
+
+    /// The key of a lease (single flight across the fleet).
+    pub fn lease_key(&self, name: &str) -> String {
+        format!("{}:lease:{{{name}}}", self.inner.prefix)
+    }
+
+    /// The key of a shared value (a remembered login outcome, a used OAuth state).
+    pub fn value_key(&self, key: &str) -> String {
+        format!("{}:v:{{{key}}}", self.inner.prefix)
     }
 
     /// The pub/sub channel of this store's invalidations (session ids; an empty message is a
@@ -569,6 +612,69 @@ impl TokenStore for RedisStore {
         self.delete_record(sid, self.now_ms()).await
     }
 
+    async fn try_lease(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let taken: Option<String> = self
+            .client
+            .set(
+                self.lease_key(name),
+                owner,
+                Some(Expiration::PX(millis(ttl))),
+                Some(SetOptions::NX),
+                false,
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(taken.is_some())
+    }
+
+    async fn renew_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let renewed: i64 = self
+            .script(
+                &self.inner.scripts.renew_lease,
+                self.lease_key(name),
+                vec![owner.into(), millis(ttl).into()],
+            )
+            .await?;
+        Ok(renewed == 1)
+    }
+
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        let _: i64 = self
+            .script(
+                &self.inner.scripts.release_lease,
+                self.lease_key(name),
+                vec![owner.into()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn put_value_if_absent(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.script(
+            &self.inner.scripts.put_if_absent,
+            self.value_key(key),
+            vec![Value::Bytes(value.into()), millis(ttl).max(1).into()],
+        )
+        .await
+    }
+
+    async fn get_value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.client
+            .get(self.value_key(key))
+            .await
+            .map_err(unavailable)
+    }
+
     async fn delete_user(&self, user: &UserKey) -> Result<usize, StoreError> {
         // Read the index, delete the records, then unindex only what was deleted: a failure
         // half-way leaves the rest indexed, so a retry finishes the job.
@@ -689,6 +795,10 @@ impl Invalidations for RedisStore {
 
 fn unavailable(error: fred::error::Error) -> StoreError {
     StoreError::Unavailable(format!("redis: {error}"))
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn unix_ms(time: SystemTime) -> i64 {

@@ -36,6 +36,14 @@ use crate::store::{CasOutcome, TokenStore};
 pub const MAX_REFRESH_WINDOW: Duration = Duration::from_secs(3600);
 /// The longest [`CacheConfig::code_ttl`] honoured (a code lives 10 minutes at most).
 const MAX_CODE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How often an instance waiting for another's flight looks at the shared record.
+const LEASE_POLL: Duration = Duration::from_millis(20);
+
+/// A random owner token for a lease.
+pub(crate) fn lease_owner() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
 /// How long WeChat is not asked again for a session after it rejected our configuration.
 const MISCONFIGURED_COOLDOWN: Duration = Duration::from_secs(60);
 
@@ -93,6 +101,10 @@ pub struct CacheConfig {
     pub remembered_logins: u64,
     /// How long a Mini Program session lives (default 30 days).
     pub mini_program_session_ttl: Duration,
+    /// How long a fleet-wide lease (one instance refreshing a session, one exchanging a code)
+    /// lasts unless renewed (default 10 s; renewed every third of it while its work runs). A
+    /// crashed holder's work is taken over after it.
+    pub lease_ttl: Duration,
 }
 
 impl Default for CacheConfig {
@@ -109,6 +121,7 @@ impl Default for CacheConfig {
             callback_retry_window: Duration::from_secs(5),
             remembered_logins: 100_000,
             mini_program_session_ttl: Duration::from_secs(30 * 24 * 3600),
+            lease_ttl: Duration::from_secs(10),
         }
     }
 }
@@ -124,6 +137,7 @@ impl CacheConfig {
         };
         self.refresh_window = self.refresh_window.min(MAX_REFRESH_WINDOW);
         self.code_ttl = self.code_ttl.min(MAX_CODE_TTL);
+        self.lease_ttl = self.lease_ttl.max(Duration::from_millis(30));
         self
     }
 }
@@ -134,6 +148,8 @@ pub struct TokenCacheBuilder<S> {
     store: S,
     clock: SharedClock,
     config: CacheConfig,
+    /// The key of login code hashes; random unless shared.
+    code_key: [u8; 32],
 }
 
 impl<S> fmt::Debug for TokenCacheBuilder<S> {
@@ -153,6 +169,7 @@ impl<S: TokenStore> TokenCacheBuilder<S> {
             store,
             clock: self.clock,
             config: self.config,
+            code_key: self.code_key,
         }
     }
 
@@ -207,6 +224,24 @@ impl<S: TokenStore> TokenCacheBuilder<S> {
         self
     }
 
+    /// Derive the key that hashes login codes from `secret`, shared by every instance of a
+    /// fleet, so that a code's remembered outcome (kept in a shared store) is found by all of
+    /// them (default: a random key, right for one process). The code itself is never stored.
+    pub fn shared_secret(mut self, secret: &[u8]) -> Self {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret)
+            .expect("HMAC takes keys of any length");
+        mac.update(b"wechat-token-cache login code key v1");
+        self.code_key = mac.finalize().into_bytes().into();
+        self
+    }
+
+    /// See [`CacheConfig::lease_ttl`].
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.config.lease_ttl = ttl;
+        self
+    }
+
     /// See [`CacheConfig::mini_program_session_ttl`].
     pub fn mini_program_session_ttl(mut self, ttl: Duration) -> Self {
         self.config.mini_program_session_ttl = ttl;
@@ -227,7 +262,7 @@ impl<S: TokenStore> TokenCacheBuilder<S> {
             .min(Duration::from_secs(7 * 24 * 3600));
         TokenCache {
             inner: Arc::new(Inner {
-                logins: Logins::new(&config),
+                logins: Logins::new(&config, self.code_key),
                 cooldown: Cache::builder()
                     .max_capacity(100_000)
                     .eviction_policy(EvictionPolicy::lru())
@@ -338,6 +373,7 @@ impl TokenCache<MokaStore> {
             client,
             clock,
             config: CacheConfig::default(),
+            code_key: rand::random(),
         }
     }
 }
@@ -596,8 +632,23 @@ impl<S: TokenStore> Inner<S> {
         }
     }
 
+    /// What serving `record` needs, for a caller that may force a refresh of the token it saw.
+    fn need_for(
+        &self,
+        record: &SessionRecord,
+        force: Option<&AccessToken>,
+        now: SystemTime,
+    ) -> Need {
+        if force.is_some_and(|seen| holds(record, seen)) {
+            Need::Refresh
+        } else {
+            self.need(record, now)
+        }
+    }
+
     /// One flight: check the cooldown (a failure may have been recorded just before this flight
-    /// took off), re-read, decide, call WeChat, write back.
+    /// took off), re-read, decide; if WeChat must be asked, do it under the session's lease so
+    /// that one instance of the fleet asks at a time.
     async fn fly(&self, sid: SessionId, force: Option<&AccessToken>) -> Flown {
         let now = self.clock.now();
         if let Some(error) = self.cooling_down(&sid, now) {
@@ -607,15 +658,95 @@ impl<S: TokenStore> Inner<S> {
             Ok(record) => record,
             Err(error) => return Flown::untouched(Err(error)),
         };
-        let need = if force.is_some_and(|seen| holds(&record, seen)) {
-            Need::Refresh
-        } else {
-            self.need(&record, now)
+        if self.need_for(&record, force, now) == Need::Nothing {
+            return Flown::untouched(Ok(record));
+        }
+        self.fly_leased(sid, force).await
+    }
+
+    /// The upstream part of a flight, under the fleet-wide lease `refresh:<sid>`. The holder
+    /// re-reads the record from the shared store (another instance may have done the work) and
+    /// renews the lease while WeChat answers; the others poll the shared record until it no
+    /// longer needs the work, or take the lease once it is free (a crashed holder's lease runs
+    /// out). Compare-and-set still guards every write.
+    async fn fly_leased(&self, sid: SessionId, force: Option<&AccessToken>) -> Flown {
+        let (name, owner) = (format!("refresh:{sid}"), lease_owner());
+        let ttl = self.config.lease_ttl;
+        let give_up = tokio::time::Instant::now() + ttl * 3;
+        loop {
+            match self.store.try_lease(&name, &owner, ttl).await {
+                Err(error) => return Flown::untouched(Err(error.into())),
+                Ok(true) => {
+                    let flown = self
+                        .leased(&name, &owner, self.fly_holding(sid, force))
+                        .await;
+                    if let Err(error) = self.store.release_lease(&name, &owner).await {
+                        tracing::debug!(sid = %sid, %error, "a lease was not released; it runs out by itself");
+                    }
+                    return flown;
+                }
+                Ok(false) => {
+                    if tokio::time::Instant::now() >= give_up {
+                        return Flown::untouched(Err(SessionError::Unavailable {
+                            retry_after: Duration::from_secs(1),
+                        }));
+                    }
+                    tokio::time::sleep(LEASE_POLL).await;
+                    match self.store.get_shared(&sid).await {
+                        Ok(None) => return Flown::untouched(Err(SessionError::NotFound)),
+                        Ok(Some(record))
+                            if self.need_for(&record, force, self.clock.now()) == Need::Nothing =>
+                        {
+                            tracing::debug!(sid = %sid, outcome = "done_elsewhere", "another instance brought the session up to date");
+                            // A forced caller's token was replaced: that is the refresh it wanted.
+                            return Flown {
+                                result: Ok(record),
+                                refreshed: force.is_some(),
+                            };
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Holding the lease: re-read from the shared store, decide again, call WeChat.
+    async fn fly_holding(&self, sid: SessionId, force: Option<&AccessToken>) -> Flown {
+        let record = match self.store.get_shared(&sid).await {
+            Ok(Some(record)) => record,
+            Ok(None) => return Flown::untouched(Err(SessionError::NotFound)),
+            Err(error) => return Flown::untouched(Err(error.into())),
         };
-        match need {
-            Need::Nothing => Flown::untouched(Ok(record)),
+        match self.need_for(&record, force, self.clock.now()) {
+            Need::Nothing => Flown {
+                refreshed: force.is_some(),
+                result: Ok(record),
+            },
             Need::Refresh => self.refresh(record).await,
             Need::Check => self.check(record).await,
+        }
+    }
+
+    /// Runs `work`, renewing the lease every third of its time until it is done.
+    pub(crate) async fn leased<T>(
+        &self,
+        name: &str,
+        owner: &str,
+        work: impl Future<Output = T>,
+    ) -> T {
+        let mut work = std::pin::pin!(work);
+        let mut renewals = tokio::time::interval(self.config.lease_ttl / 3);
+        renewals.tick().await;
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                _ = renewals.tick() => {
+                    if let Err(error) = self.store.renew_lease(name, owner, self.config.lease_ttl).await {
+                        tracing::debug!(%error, "a lease was not renewed");
+                    }
+                }
+            }
         }
     }
 

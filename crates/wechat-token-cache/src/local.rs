@@ -313,6 +313,45 @@ impl<S: Invalidations> TokenStore for CachedStore<S> {
         deleted
     }
 
+    async fn get_shared(&self, sid: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+        let record = self.shared.get_shared(sid).await?;
+        match &record {
+            Some(record) => self.keep(record),
+            None => self.local.copies.invalidate(sid),
+        }
+        Ok(record)
+    }
+
+    async fn try_lease(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        self.shared.try_lease(name, owner, ttl).await
+    }
+
+    async fn renew_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.shared.renew_lease(name, owner, ttl).await
+    }
+
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        self.shared.release_lease(name, owner).await
+    }
+
+    async fn put_value_if_absent(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.shared.put_value_if_absent(key, value, ttl).await
+    }
+
+    async fn get_value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.shared.get_value(key).await
+    }
+
     async fn delete_user(&self, user: &UserKey) -> Result<usize, StoreError> {
         let ended = self.shared.delete_user(user).await;
         // This instance's copies go at once; the others' with the published invalidations.

@@ -25,7 +25,7 @@
 //! is never replaced by an error.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
 use moka::policy::EvictionPolicy;
@@ -117,11 +117,11 @@ pub(crate) struct Logins {
 }
 
 impl Logins {
-    pub(crate) fn new(config: &CacheConfig) -> Self {
+    pub(crate) fn new(config: &CacheConfig, key: [u8; 32]) -> Self {
         let refusal_capacity =
             (config.remembered_logins / REFUSALS_PER_SUCCESS).max(MIN_REMEMBERED_REFUSALS);
         Self {
-            key: rand::random(),
+            key,
             successes: Cache::builder()
                 .max_capacity(config.remembered_logins)
                 .eviction_policy(EvictionPolicy::lru())
@@ -158,6 +158,109 @@ impl Logins {
         }
     }
 }
+
+impl LoginFlow {
+    fn to_byte(self) -> u8 {
+        match self {
+            Self::Code => 0,
+            Self::MiniProgram => 1,
+            Self::WebCallback => 2,
+            Self::OfficialAccountCallback => 3,
+        }
+    }
+
+    fn from_byte(byte: u8) -> Option<Self> {
+        Some(match byte {
+            0 => Self::Code,
+            1 => Self::MiniProgram,
+            2 => Self::WebCallback,
+            3 => Self::OfficialAccountCallback,
+            _ => return None,
+        })
+    }
+}
+
+/// A code's outcome as every instance of a fleet shares it (through the store's shared values).
+enum Shared {
+    Used(Used),
+    Refused(LoginError),
+}
+
+impl Shared {
+    /// `S sid flow proof? [proof] at_ms` or `R kind errcode`.
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(60);
+        match self {
+            Self::Used(used) => {
+                out.push(b'S');
+                out.extend_from_slice(used.sid.as_bytes());
+                out.push(used.claim.flow.to_byte());
+                match &used.claim.proof {
+                    Some(proof) => {
+                        out.push(1);
+                        out.extend_from_slice(proof);
+                    }
+                    None => out.push(0),
+                }
+                let at = used.at.duration_since(UNIX_EPOCH).unwrap_or_default();
+                out.extend_from_slice(&(at.as_millis() as u64).to_le_bytes());
+            }
+            Self::Refused(error) => {
+                let (kind, errcode) = match error {
+                    LoginError::Denied { errcode } => (1, errcode.0),
+                    LoginError::InvalidCode { errcode } => (0, errcode.0),
+                    _ => (0, ErrCode::INVALID_CODE.0),
+                };
+                out.push(b'R');
+                out.push(kind);
+                out.extend_from_slice(&errcode.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let (&tag, rest) = bytes.split_first()?;
+        match tag {
+            b'S' => {
+                let sid = SessionId::from_bytes(rest.get(..16)?.try_into().ok()?);
+                let flow = LoginFlow::from_byte(*rest.get(16)?)?;
+                let (proof, rest) = match rest.get(17)? {
+                    1 => (Some(rest.get(18..50)?.try_into().ok()?), rest.get(50..)?),
+                    _ => (None, rest.get(18..)?),
+                };
+                let at = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
+                Some(Self::Used(Used {
+                    sid,
+                    claim: Claim { flow, proof },
+                    at: UNIX_EPOCH + Duration::from_millis(at),
+                }))
+            }
+            b'R' => {
+                let kind = *rest.first()?;
+                let errcode = ErrCode(i64::from_le_bytes(rest.get(1..9)?.try_into().ok()?));
+                Some(Self::Refused(match kind {
+                    1 => LoginError::Denied { errcode },
+                    _ => LoginError::InvalidCode { errcode },
+                }))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The name of a code's shared value and lease.
+fn shared_name(key: &CodeKey) -> String {
+    let mut name = String::with_capacity(6 + 64);
+    name.push_str("login:");
+    for b in key {
+        name.push_str(&format!("{b:02x}"));
+    }
+    name
+}
+
+/// How often a submit waiting for another instance's exchange looks for its outcome.
+const LOGIN_POLL: Duration = Duration::from_millis(20);
 
 /// Whether a failed exchange is WeChat's final word on this code (or user), worth remembering:
 /// the code is invalid, used or expired, or the user is denied. Anything else — transient,
@@ -218,7 +321,7 @@ impl<S: TokenStore> TokenCache<S> {
         let logins = &self.inner().logins;
         let key = logins.code_key(self.client().appid().as_str(), code);
         let claim = logins.claim(binding);
-        if let Some(outcome) = self.remembered(&key, claim).await {
+        if let Some(outcome) = self.remembered(&key, claim, false).await {
             return outcome;
         }
         let cache = self.clone();
@@ -242,73 +345,150 @@ impl<S: TokenStore> TokenCache<S> {
     /// The remembered outcome of a code, if any: a success reloaded from the store for the
     /// client that made it, within its window (ended → 40163), a replay refused, or a
     /// remembered refusal.
-    async fn remembered(&self, key: &CodeKey, claim: Claim) -> Option<Outcome> {
+    ///
+    /// A submit that `joined` an exchange in flight (on another instance) shares its outcome
+    /// on an equal binding alone, as it would joining a flight here.
+    async fn remembered(&self, key: &CodeKey, claim: Claim, joined: bool) -> Option<Outcome> {
         let logins = &self.inner().logins;
         if let Some(used) = logins.successes.get(key) {
-            let window = match used.claim.flow {
-                LoginFlow::OfficialAccountCallback => self.config().callback_retry_window,
-                _ => self.config().code_retry_window,
-            };
-            let age = self
-                .clock()
-                .now()
-                .duration_since(used.at)
-                .unwrap_or_default();
-            if used.claim != claim || claim.proof.is_none() || age > window {
-                return Some(Err(replayed(claim.flow)));
-            }
+            return Some(self.answer_used(used, claim, joined).await);
+        }
+        if let Some(refusal) = logins.refusals.get(key) {
             tracing::debug!(
                 outcome = "remembered",
-                "login code retried by its client; same session"
+                "login code seen before; same refusal"
             );
-            return Some(match self.store().get(&used.sid).await {
-                Ok(Some(record)) => Ok(record),
-                Ok(None) => Err(LoginError::InvalidCode {
-                    errcode: ErrCode::CODE_USED,
-                }),
-                Err(e) => Err(LoginError::Store(e)),
-            });
+            return Some(Err(refusal));
         }
-        let refusal = logins.refusals.get(key)?;
+        // Another instance of the fleet may have seen it.
+        match self.store().get_value(&shared_name(key)).await {
+            Ok(Some(bytes)) => match Shared::decode(&bytes)? {
+                Shared::Used(used) => {
+                    logins.successes.insert(*key, used);
+                    Some(self.answer_used(used, claim, joined).await)
+                }
+                Shared::Refused(refusal) => {
+                    logins.refusals.insert(*key, refusal.clone());
+                    Some(Err(refusal))
+                }
+            },
+            Ok(None) => None,
+            Err(error) => Some(Err(LoginError::Store(error))),
+        }
+    }
+
+    /// A used code submitted again: the session for its client within the window, else
+    /// refused as replayed.
+    async fn answer_used(&self, used: Used, claim: Claim, joined: bool) -> Outcome {
+        let window = match used.claim.flow {
+            LoginFlow::OfficialAccountCallback => self.config().callback_retry_window,
+            _ => self.config().code_retry_window,
+        };
+        let age = self
+            .clock()
+            .now()
+            .duration_since(used.at)
+            .unwrap_or_default();
+        let retry = claim.proof.is_some() && age <= window;
+        if used.claim != claim || !(joined || retry) {
+            return Err(replayed(claim.flow));
+        }
         tracing::debug!(
             outcome = "remembered",
-            "login code seen before; same refusal"
+            "login code retried by its client; same session"
         );
-        Some(Err(refusal))
+        match self.store().get(&used.sid).await {
+            Ok(Some(record)) => Ok(record),
+            Ok(None) => Err(LoginError::InvalidCode {
+                errcode: ErrCode::CODE_USED,
+            }),
+            Err(e) => Err(LoginError::Store(e)),
+        }
     }
 
     /// The work of one flight: look again (an answer may have landed just before this flight
-    /// took off), exchange, remember.
+    /// took off), then exchange under the code's fleet-wide lease — or, while another instance
+    /// holds it, wait for the outcome it shares.
     async fn exchange_in_flight(&self, key: CodeKey, claim: Claim, code: &AuthCode) -> Outcome {
-        if let Some(outcome) = self.remembered(&key, claim).await {
+        if let Some(outcome) = self.remembered(&key, claim, false).await {
             return outcome;
         }
+        let (name, owner) = (shared_name(&key), crate::cache::lease_owner());
+        let ttl = self.config().lease_ttl;
+        let give_up = tokio::time::Instant::now() + ttl * 3;
+        loop {
+            match self.store().try_lease(&name, &owner, ttl).await {
+                Err(error) => return Err(LoginError::Store(error)),
+                Ok(true) => {
+                    let work = async {
+                        match self.remembered(&key, claim, false).await {
+                            Some(outcome) => outcome,
+                            None => self.exchange_and_remember(key, claim, code).await,
+                        }
+                    };
+                    let outcome = self.inner().leased(&name, &owner, work).await;
+                    if let Err(error) = self.store().release_lease(&name, &owner).await {
+                        tracing::debug!(%error, "a login lease was not released; it runs out by itself");
+                    }
+                    return outcome;
+                }
+                Ok(false) => {
+                    if tokio::time::Instant::now() >= give_up {
+                        return Err(LoginError::Unavailable {
+                            retry_after: Duration::from_secs(1),
+                        });
+                    }
+                    tokio::time::sleep(LOGIN_POLL).await;
+                    // Waiting on another instance's exchange is joining its flight.
+                    if let Some(outcome) = self.remembered(&key, claim, true).await {
+                        return outcome;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Exchanges the code and remembers the outcome, here and for the fleet.
+    async fn exchange_and_remember(&self, key: CodeKey, claim: Claim, code: &AuthCode) -> Outcome {
         let outcome = self.exchange(claim.flow, code).await;
         let logins = &self.inner().logins;
-        match &outcome {
-            Ok(record) => logins.successes.insert(
-                key,
-                Used {
+        let shared = match &outcome {
+            Ok(record) => {
+                let used = Used {
                     sid: record.sid,
                     claim,
                     at: self.clock().now(),
-                },
-            ),
+                };
+                logins.successes.insert(key, used);
+                Some(Shared::Used(used))
+            }
             Err(LoginError::InvalidCode {
                 errcode: ErrCode::CODE_USED,
             }) => {
                 // Used: by us, if we remember it (never answer a remembered success with 40163).
-                if let Some(remembered) = self.remembered(&key, claim).await {
+                if let Some(remembered) = self.remembered(&key, claim, false).await {
                     return remembered;
                 }
+                None
             }
-            Err(_) => {}
-        }
-        if let Err(error) = &outcome
-            && is_definitive(error)
-            && !logins.successes.contains_key(&key)
-        {
-            logins.refusals.insert(key, error.clone());
+            Err(_) => None,
+        };
+        let shared = match (&outcome, shared) {
+            (Err(error), None) if is_definitive(error) && !logins.successes.contains_key(&key) => {
+                logins.refusals.insert(key, error.clone());
+                Some(Shared::Refused(error.clone()))
+            }
+            (_, shared) => shared,
+        };
+        if let Some(shared) = shared {
+            let ttl = self.config().code_ttl;
+            if let Err(error) = self
+                .store()
+                .put_value_if_absent(&shared_name(&key), shared.encode(), ttl)
+                .await
+            {
+                tracing::warn!(%error, "a login outcome could not be shared with the fleet");
+            }
         }
         outcome
     }

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::record::{SessionId, SessionRecord, UserKey};
 
@@ -95,6 +96,76 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Removes every session of one user; returns how many.
     fn delete_user(&self, user: &UserKey)
     -> impl Future<Output = Result<usize, StoreError>> + Send;
+
+    // Fleet coordination. A store shared by several instances implements these so that what
+    // holds on one instance holds on all; the defaults suit a store of one process, where the
+    // cache's in-process single flights and memory already do the job.
+
+    /// Loads a session from the shared store itself, past any local copy (a flight re-reads
+    /// this way after taking its lease). The default is [`get`](Self::get).
+    fn get_shared(
+        &self,
+        sid: &SessionId,
+    ) -> impl Future<Output = Result<Option<Arc<SessionRecord>>, StoreError>> + Send {
+        self.get(sid)
+    }
+
+    /// Takes the lease `name` for `ttl` if no one holds it, as `owner`; `true` if taken. While
+    /// it is held, no other instance takes it; it ends when released by its owner or when its
+    /// time runs out (a crashed holder). The default always grants it.
+    fn try_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let _ = (name, owner, ttl);
+        async { Ok(true) }
+    }
+
+    /// Extends a lease `owner` holds to `ttl` from now; `false` if it no longer holds it.
+    fn renew_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let _ = (name, owner, ttl);
+        async { Ok(true) }
+    }
+
+    /// Releases a lease, only if `owner` holds it.
+    fn release_lease(
+        &self,
+        name: &str,
+        owner: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = (name, owner);
+        async { Ok(()) }
+    }
+
+    /// Stores `value` under `key` for `ttl` unless a value is there; returns the value that
+    /// was there (then nothing is written). Shared by every instance: remembered login
+    /// outcomes and used OAuth states. The default shares nothing (`Ok(None)`): the cache keeps
+    /// its own memory as well.
+    fn put_value_if_absent(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send {
+        let _ = (key, value, ttl);
+        async { Ok(None) }
+    }
+
+    /// The value under `key`, if any (see [`put_value_if_absent`](Self::put_value_if_absent)).
+    fn get_value(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send {
+        let _ = key;
+        async { Ok(None) }
+    }
 }
 
 impl<S: TokenStore> TokenStore for Arc<S> {
@@ -133,5 +204,54 @@ impl<S: TokenStore> TokenStore for Arc<S> {
         user: &UserKey,
     ) -> impl Future<Output = Result<usize, StoreError>> + Send {
         (**self).delete_user(user)
+    }
+
+    fn get_shared(
+        &self,
+        sid: &SessionId,
+    ) -> impl Future<Output = Result<Option<Arc<SessionRecord>>, StoreError>> + Send {
+        (**self).get_shared(sid)
+    }
+
+    fn try_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        (**self).try_lease(name, owner, ttl)
+    }
+
+    fn renew_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        (**self).renew_lease(name, owner, ttl)
+    }
+
+    fn release_lease(
+        &self,
+        name: &str,
+        owner: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).release_lease(name, owner)
+    }
+
+    fn put_value_if_absent(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send {
+        (**self).put_value_if_absent(key, value, ttl)
+    }
+
+    fn get_value(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send {
+        (**self).get_value(key)
     }
 }

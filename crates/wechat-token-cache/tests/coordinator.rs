@@ -1031,10 +1031,11 @@ async fn a_refresh_token_refused_after_another_instance_rotated_it_keeps_the_ses
     let h = Harness { mock, clock, cache };
     let session = h.login().await;
     h.advance(EXPIRY);
-    // get 1: `session` reads the expired record; get 2: the flight re-reads it, and just then
-    // another instance refreshes (rotating the refresh token). Our refresh then presents the
-    // old refresh token and WeChat answers 40030.
-    *store.gets_until_interleave.lock().unwrap() = Some(2);
+    // get 1: `session` reads the expired record; get 2: the flight reads it; get 3: holding
+    // the lease, the flight re-reads it from the shared store, and just then another instance
+    // (one that ignores leases) refreshes, rotating the refresh token. Our refresh then
+    // presents the old refresh token and WeChat answers 40030.
+    *store.gets_until_interleave.lock().unwrap() = Some(3);
     let record = h
         .cache
         .session(&session.sid)
