@@ -14,7 +14,7 @@
 //! `LOAD_SCENARIOS` a comma-separated subset to run (e.g. `layer` under a profiler; default all),
 //! `LOAD_CLIENT=raw` a minimal hand-written HTTP/1.1 client instead of hyper's (see below).
 //!
-//! Five scenarios, all serving the same trivial axum handler (`GET /me` → `{"ok":true}`, no
+//! Six scenarios, all serving the same trivial axum handler (`GET /me` → `{"ok":true}`, no
 //! extractor) on `127.0.0.1:0`:
 //!
 //! - **bare**: no middleware.
@@ -36,6 +36,9 @@
 //!   `redis://127.0.0.1:6379`) holding the same sessions, with no local cache: every request
 //!   waits for one `GET` round trip to Redis (which runs outside the two runtimes, on the same
 //!   two cores). Skipped when Redis does not answer.
+//! - **cached**: the same layer over a `CachedStore` in front of that `RedisStore` (what the
+//!   example server runs with `REDIS_URL`): after the first request of each session, a local
+//!   hit; its hit rate is printed. Skipped when Redis does not answer.
 //!
 //! The servers run on one tokio runtime with one worker thread, the load generator on another
 //! with one worker thread (the machine this was written for has 2 vCPUs: one each). The
@@ -79,6 +82,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tower::{Layer, Service};
 use wechat_login::oauth::{AppId, AppSecret, Client};
 use wechat_login::redis_store::{RedisStore, SealingKey};
+use wechat_login::token_cache::CachedStore;
 use wechat_login::token_cache::{
     CasOutcome, MokaStore, SessionId, SessionRecord, StoreError, TokenStore, UserKey,
 };
@@ -258,6 +262,8 @@ struct Setup {
     floor: SocketAddr,
     /// The layer over a `RedisStore` (no local cache), when Redis answers at `REDIS_URL`.
     redis: Option<SocketAddr>,
+    /// The layer over a local cache in front of that `RedisStore`, and the cache.
+    cached: Option<(SocketAddr, CachedStore<RedisStore>)>,
     /// `authorization` values with the 1,000 valid tokens.
     valid: Arc<Vec<HeaderValue>>,
     /// `authorization` values with 1,000 tokens signed by another key.
@@ -286,10 +292,7 @@ fn bearer(token: &str) -> Result<HeaderValue, BoxError> {
 
 /// The same layer over a `RedisStore` at `REDIS_URL` (default `redis://127.0.0.1:6379`) under a
 /// fresh prefix, holding the same sessions: every request is one round trip to Redis.
-async fn redis_layer(
-    mock: &MockWeChat,
-    records: &[Arc<SessionRecord>],
-) -> Result<WeChatAuthLayer<RedisStore>, BoxError> {
+async fn redis_store(records: &[Arc<SessionRecord>]) -> Result<RedisStore, BoxError> {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let store = RedisStore::builder(&url, SealingKey::new("k1", [7; 32])?)?
         .prefix(format!("load-{:08x}", rand::random::<u32>()))
@@ -299,6 +302,14 @@ async fn redis_layer(
     for record in records {
         store.insert((**record).clone()).await?;
     }
+    Ok(store)
+}
+
+/// The same layer over `store`.
+fn layer_over<St: TokenStore>(
+    mock: &MockWeChat,
+    store: St,
+) -> Result<WeChatAuthLayer<St>, BoxError> {
     let client = Client::builder(AppId::new(mock.appid()), AppSecret::new(mock.secret()))
         .api_base(mock.base_url())
         .build()?;
@@ -383,11 +394,16 @@ async fn setup() -> Result<Setup, BoxError> {
         }),
     };
 
-    let redis = match redis_layer(&mock, &records).await {
-        Ok(layer) => Some(serve(app().layer(layer)).await?),
+    let (redis, cached) = match redis_store(&records).await {
+        Ok(store) => {
+            let cached = CachedStore::builder(store.clone()).build().await?;
+            let redis = serve(app().layer(layer_over(&mock, store)?)).await?;
+            let served = serve(app().layer(layer_over(&mock, cached.clone())?)).await?;
+            (Some(redis), Some((served, cached)))
+        }
         Err(error) => {
-            println!("redis scenario skipped: {error}");
-            None
+            println!("redis scenarios skipped: {error}");
+            (None, None)
         }
     };
 
@@ -395,6 +411,7 @@ async fn setup() -> Result<Setup, BoxError> {
         bare: serve(app()).await?,
         layer: serve(app().layer(auth)).await?,
         redis,
+        cached,
         floor: serve(app().layer(floor)).await?,
         valid: Arc::new(valid),
         forged: Arc::new(forged),
@@ -860,6 +877,9 @@ fn run() -> Result<(), BoxError> {
     if let Some(redis) = setup.redis {
         scenarios.push(("redis", redis, &setup.valid, ok));
     }
+    if let Some((cached, _)) = &setup.cached {
+        scenarios.push(("cached", *cached, &setup.valid, ok));
+    }
     let upstream_calls = || setup.mock.stats().values().sum::<u64>();
 
     let mut results: Vec<Vec<Measurement>> = scenarios.iter().map(|_| Vec::new()).collect();
@@ -971,6 +991,7 @@ fn run() -> Result<(), BoxError> {
     let p99 = |s: &Summary| Some(s.p99);
     let (bare, layer, floor, forged) = (&summary[0], &summary[1], &summary[2], &summary[3]);
     let redis = summary.get(4).unwrap_or(&None);
+    let cached = summary.get(5).unwrap_or(&None);
 
     println!();
     println!("## median of {rounds} rounds (each figure's median)");
@@ -1030,6 +1051,19 @@ fn run() -> Result<(), BoxError> {
             "redis/bare throughput = {vs_bare:.3}, redis/layer (moka) = {vs_layer:.3} (a Redis round trip per request; no local cache yet)"
         ),
         _ => println!("redis = n/a (no Redis, or scenario not run)"),
+    }
+    check(
+        "cached/layer throughput (local cache + Redis vs moka only)",
+        ratio(cached, layer, rps),
+        "target >= 0.90",
+        |v| v >= 0.90,
+    );
+    if let Some((_, store)) = &setup.cached {
+        let (hits, misses) = store.hit_counts();
+        println!(
+            "cached: local hit rate = {:.4} ({hits} hits, {misses} misses)",
+            hits as f64 / (hits + misses).max(1) as f64
+        );
     }
     check(
         "forged/layer throughput",
