@@ -130,6 +130,11 @@ impl TokenStore for CountingStore {
         self.inner.get(sid)
     }
 
+    fn get_now(&self, sid: &SessionId) -> Option<Result<Option<Arc<SessionRecord>>, StoreError>> {
+        self.gets.fetch_add(1, Ordering::Relaxed);
+        self.inner.get_now(sid)
+    }
+
     fn insert(
         &self,
         record: SessionRecord,

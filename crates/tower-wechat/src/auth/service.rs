@@ -351,18 +351,10 @@ impl<S, St: TokenStore, R> WeChatAuth<S, St, R> {
             // Whose session it is comes first: another app's is never refreshed with ours.
             let session = match shared.cache.store().get(&verified.sid).await {
                 Ok(Some(record)) if !shared.belongs(&record) => Err(SessionError::NotFound),
+                Ok(Some(record)) if !shared.cache.needs_upstream(&record) => Ok(record),
+                Ok(None) => Err(SessionError::NotFound),
                 Err(error) => Err(SessionError::Store(error)),
-                _ => shared
-                    .cache
-                    .session(&verified.sid)
-                    .await
-                    .and_then(|record| {
-                        if shared.belongs(&record) {
-                            Ok(record)
-                        } else {
-                            Err(SessionError::NotFound)
-                        }
-                    }),
+                Ok(Some(_)) => shared.cache.session(&verified.sid).await,
             };
             match session {
                 Ok(record) => {
