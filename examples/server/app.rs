@@ -7,15 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Query;
-use axum::http::header::RETRY_AFTER;
-use axum::http::{HeaderName, StatusCode};
+use axum::http::header::{self, RETRY_AFTER};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use wechat_login::oauth::{AppId, AppSecret, Client, Lang, SharedClock};
@@ -25,6 +26,9 @@ use wechat_login::tower::{
     WebFlow,
 };
 use wechat_mock::{MockConfig, MockGrant, MockWeChat};
+
+#[path = "pages.rs"]
+mod pages;
 
 /// Where the app gets WeChat from.
 pub enum Upstream {
@@ -126,7 +130,18 @@ pub async fn build_with_store<St: TokenStore>(
         .limits(config.login_limits)
         .web_flow(WebFlow::website(callback));
 
+    let origin = origin_of(&config.public_url);
+    let pages = pages::Pages {
+        endpoints: endpoints.clone(),
+        origin,
+        sandbox: sandbox.as_ref().map(MockWeChat::base_url),
+    };
     let mut router = Router::new()
+        .route("/", get(pages::home::<St>))
+        .route("/style.css", get(pages::style))
+        .route("/session/logout", post(pages::logout::<St>))
+        .route("/session/logout-all", post(pages::logout_all::<St>))
+        .with_state(pages)
         .route("/healthz", get(|| async { "ok" }))
         .route("/me", get(me))
         .route("/me/profile", get(profile))
@@ -157,6 +172,20 @@ pub async fn build_with_store<St: TokenStore>(
         .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
             tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
         }))
+        // Browser pages and the callback: no framing, no foreign resources, no Referer (the
+        // callback URL carries the code), no sniffing. Harmless on JSON answers.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'; form-action 'self' https:"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
         .layer(SetSensitiveRequestHeadersLayer::new([
             axum::http::header::AUTHORIZATION,
             axum::http::header::COOKIE,
@@ -232,6 +261,15 @@ impl IntoResponse for SessionErrorFallback {
     }
 }
 
+/// `scheme://host[:port]` of a URL (what a browser sends as `Origin`).
+fn origin_of(url: &str) -> String {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let end = url[after_scheme..]
+        .find('/')
+        .map_or(url.len(), |i| after_scheme + i);
+    url[..end].to_owned()
+}
+
 /// The copy-paste banner for sandbox mode; `store` says where sessions live.
 pub fn banner(addr: SocketAddr, sandbox: Option<&MockWeChat>, store: &str) -> String {
     let base = format!("http://{addr}");
@@ -246,7 +284,7 @@ pub fn banner(addr: SocketAddr, sandbox: Option<&MockWeChat>, store: &str) -> St
              \x20 curl -s {base}/me -H \"authorization: Bearer $TOKEN\"\n\
              \x20 curl -s {base}/me/profile -H \"authorization: Bearer $TOKEN\"\n\
              \x20 curl -s -X POST {base}/auth/logout -H \"authorization: Bearer $TOKEN\" -o /dev/null -w '%{{http_code}}\\n'\n\n\
-             Browser flow: open {base}/auth/wechat/web/start\n",
+             Browser: open {base}/ and log in with the fake WeChat\n",
             mock.base_url()
         )),
         None => text.push_str("talking to WeChat\n"),

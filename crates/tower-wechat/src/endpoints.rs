@@ -370,6 +370,90 @@ impl LoginFailure {
     }
 }
 
+impl LoginFailure {
+    /// The same failure as a small HTML page, for a browser (same status and `Retry-After`),
+    /// with the headers of [`secure_page_headers`]. It links back to `/` and to a new login.
+    pub fn to_html_response<B: From<Bytes>>(&self) -> Response<B> {
+        let title = match self {
+            Self::AccessDenied(None) => "Login cancelled",
+            Self::AccessDenied(Some(_)) => "WeChat refused this login",
+            Self::InvalidState(_) => "This login link cannot be used",
+            Self::Unavailable(_) | Self::StoreUnavailable => "Login is unavailable right now",
+            Self::TooManyAttempts(_) => "Too many attempts",
+            _ => "Login failed",
+        };
+        let page = format!(
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+             <meta name=\"viewport\" content=\"width=device-width\"><title>{title}</title></head>\n\
+             <body><h1>{title}</h1>\n<p>{}</p>\n<p><a href=\"/auth/wechat/web/start\">Log in again</a> \
+             · <a href=\"/\">Home</a></p></body></html>\n",
+            escape_html(&self.to_string())
+        );
+        let json: Response<B> = self.to_response();
+        let mut response = Response::new(B::from(Bytes::from(page)));
+        *response.status_mut() = json.status();
+        if let Some(retry_after) = json.headers().get(header::RETRY_AFTER) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, retry_after.clone());
+        }
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        secure_page_headers(response.headers_mut());
+        response
+    }
+}
+
+/// Headers for pages a browser shows, and for the web callback (whose URL carries the code):
+/// a strict `Content-Security-Policy` (`default-src 'self'; frame-ancestors 'none'`),
+/// `Referrer-Policy: no-referrer` (the code must not leak through `Referer`), and
+/// `X-Content-Type-Options: nosniff`. Existing values are kept.
+pub fn secure_page_headers(headers: &mut http::HeaderMap) {
+    let wanted = [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; frame-ancestors 'none'; form-action 'self' https:",
+        ),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    ];
+    for (name, value) in wanted {
+        headers
+            .entry(name)
+            .or_insert(HeaderValue::from_static(value));
+    }
+}
+
+/// Whether a request asks for HTML (a browser navigating).
+pub fn wants_html(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/html"))
+}
+
+/// `text` with the five HTML special characters escaped.
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn json_response<B: From<Bytes>>(status: StatusCode, body: Vec<u8>) -> Response<B> {
     let mut response = Response::new(B::from(Bytes::from(body)));
     *response.status_mut() = status;
@@ -996,7 +1080,10 @@ mod router {
         submit(endpoints, LoginFlow::MiniProgram, parts, body).await
     }
 
-    async fn web_start<St: TokenStore>(State(endpoints): State<LoginEndpoints<St>>) -> Response {
+    async fn web_start<St: TokenStore>(
+        State(endpoints): State<LoginEndpoints<St>>,
+        headers: HeaderMap,
+    ) -> Response {
         match endpoints.web_start() {
             Ok(start) => {
                 let mut response = redirect(&start.url);
@@ -1005,6 +1092,7 @@ mod router {
                 }
                 response
             }
+            Err(failure) if super::wants_html(&headers) => failure.to_html_response(),
             Err(failure) => failure.to_response(),
         }
     }
@@ -1014,8 +1102,18 @@ mod router {
         parts: Parts,
         query: Result<Query<CallbackQuery>, QueryRejection>,
     ) -> Response {
+        let html = super::wants_html(&parts.headers);
+        let fail = |failure: LoginFailure| {
+            let mut response: Response = if html {
+                failure.to_html_response()
+            } else {
+                failure.to_response()
+            };
+            super::secure_page_headers(response.headers_mut());
+            response
+        };
         let Ok(Query(query)) = query else {
-            return LoginFailure::InvalidRequest("malformed query").to_response();
+            return fail(LoginFailure::InvalidRequest("malformed query"));
         };
         let client = endpoints.client_of(&parts);
         let callback = WebCallback::new(
@@ -1034,10 +1132,11 @@ mod router {
                 for cookie in cookies.into_iter().flatten() {
                     response.headers_mut().append(header::SET_COOKIE, cookie);
                 }
+                super::secure_page_headers(response.headers_mut());
                 response.extensions_mut().insert(SessionChanged);
                 response
             }
-            Err(failure) => failure.to_response(),
+            Err(failure) => fail(failure),
         }
     }
 

@@ -47,7 +47,7 @@ pub use auth::{
 };
 pub use endpoints::{
     BINDING_COOKIE, ClientKey, CodeLogin, LoginEndpoints, LoginFailure, LoginSuccess, WebCallback,
-    WebFlow, WebFlowKind, WebStart,
+    WebFlow, WebFlowKind, WebStart, escape_html, secure_page_headers, wants_html,
 };
 pub use limits::LoginLimits;
 pub use rejection::{AuthError, JsonRejection, RejectionResponse};

@@ -1,0 +1,181 @@
+//! The example server's pages for people in browsers: the home page (`GET /`, who is logged in
+//! or how to log in) and the two logout forms behind it. Server-rendered HTML with no script and
+//! no external asset, so the strict Content-Security-Policy the app sends holds.
+//!
+//! The logout forms are `POST`s guarded against cross-site requests: the session cookie is
+//! `SameSite=Lax` (not sent on a cross-site POST), and the request must say it comes from this
+//! site (`Sec-Fetch-Site: same-origin`, or an `Origin` equal to ours when a browser does not send
+//! `Sec-Fetch-Site`); anything else is 403.
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use wechat_login::oauth::Lang;
+use wechat_login::token_cache::TokenStore;
+use wechat_login::tower::{LoginEndpoints, WeChatUser, escape_html};
+
+/// What the pages need.
+pub struct Pages<St> {
+    pub endpoints: LoginEndpoints<St>,
+    /// This site's origin (`scheme://host:port`), for the forms' cross-site check.
+    pub origin: String,
+    /// The fake WeChat's address, in sandbox mode.
+    pub sandbox: Option<String>,
+}
+
+impl<St> Clone for Pages<St> {
+    fn clone(&self) -> Self {
+        Self {
+            endpoints: self.endpoints.clone(),
+            origin: self.origin.clone(),
+            sandbox: self.sandbox.clone(),
+        }
+    }
+}
+
+fn page(title: &str, body: &str) -> Html<String> {
+    Html(format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width\"><title>{title}</title>\
+         <link rel=\"stylesheet\" href=\"/style.css\"></head>\n\
+         <body>\n<main>\n<h1>{title}</h1>\n{body}\n</main>\n</body></html>\n"
+    ))
+}
+
+/// `GET /style.css`: the pages' only style, from this origin (the CSP allows nothing else).
+pub async fn style() -> impl IntoResponse {
+    const CSS: &str = "body{font-family:system-ui,sans-serif;background:#f5f5f5;color:#222;margin:0}\
+main{max-width:40rem;margin:3rem auto;background:#fff;padding:2rem 2.5rem;border-radius:12px;\
+box-shadow:0 1px 4px rgba(0,0,0,.1)}h1{font-size:1.6rem;margin-top:0}\
+dl{display:grid;grid-template-columns:7rem 1fr;gap:.4rem 1rem}dt{color:#666}dd{margin:0;font-family:monospace}\
+a#login,button{display:inline-block;background:#07c160;color:#fff;border:0;border-radius:6px;\
+padding:.6rem 1.2rem;font-size:1rem;text-decoration:none;cursor:pointer;margin:.3rem .5rem .3rem 0}\
+button#logout-all{background:#555}form{display:inline}pre{background:#f0f0f0;padding:1rem;\
+overflow-x:auto;font-size:.85rem}";
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS)
+}
+
+/// `GET /`: the logged-in user, or the way to log in.
+pub async fn home<St: TokenStore>(
+    State(pages): State<Pages<St>>,
+    user: Option<Extension<WeChatUser>>,
+) -> Html<String> {
+    let Some(Extension(user)) = user else {
+        let sandbox = pages.sandbox.as_deref().map_or(String::new(), |base| {
+            format!(
+                "<p>Sandbox mode: a fake WeChat at <code>{}</code> stands in for the real one; \
+                 its consent page lets you approve or deny.</p>\n",
+                escape_html(base)
+            )
+        });
+        let body = format!(
+            "<p>This server logs users in with WeChat and keeps their session.</p>\n{sandbox}\
+             <p><a id=\"login\" href=\"/auth/wechat/web/start\">Log in with WeChat</a></p>\n\
+             <h2>For API clients</h2>\n<pre>CODE=... # from the WeChat SDK on the phone\n\
+             curl -X POST {origin}/auth/wechat/login -H 'content-type: application/json' \
+             -d '{{\"code\":\"'$CODE'\"}}'\ncurl {origin}/me -H \"authorization: Bearer $TOKEN\"</pre>",
+            origin = escape_html(&pages.origin),
+        );
+        return page("wechat-login example", &body);
+    };
+    let profile = if user.scopes().allows_userinfo() && !user.is_snapshot_user() {
+        match user.userinfo(Lang::ZhCn).await {
+            Ok(info) => {
+                let avatar = info.headimgurl.as_deref().map_or(String::new(), |url| {
+                    format!(" (<a href=\"{}\">avatar</a>)", escape_html(url))
+                });
+                format!(
+                    "<p id=\"nickname\">Nickname: {}{avatar}</p>\n",
+                    escape_html(&info.nickname)
+                )
+            }
+            Err(error) => format!(
+                "<p>The profile is unavailable right now ({}).</p>\n",
+                escape_html(&error.to_string())
+            ),
+        }
+    } else {
+        "<p>This login's grant does not include the profile.</p>\n".to_owned()
+    };
+    let scopes: Vec<&str> = user.scopes().iter().map(|s| s.as_str()).collect();
+    let body = format!(
+        "<dl id=\"user\">\n<dt>openid</dt><dd id=\"openid\">{}</dd>\n<dt>unionid</dt><dd>{}</dd>\n\
+         <dt>scope</dt><dd>{}</dd>\n<dt>app</dt><dd>{}</dd>\n<dt>session</dt><dd>{}</dd>\n</dl>\n{profile}\
+         <form method=\"post\" action=\"/session/logout\"><button id=\"logout\" type=\"submit\">Log out</button></form>\n\
+         <form method=\"post\" action=\"/session/logout-all\"><button id=\"logout-all\" type=\"submit\">Log out everywhere</button></form>",
+        escape_html(user.openid().as_str()),
+        escape_html(user.unionid().map_or("(none)", |u| u.as_str())),
+        escape_html(&scopes.join(" ")),
+        escape_html(user.appid().as_str()),
+        escape_html(&user.session_id().to_string()),
+    );
+    page("Logged in with WeChat", &body)
+}
+
+/// Whether a form POST comes from this site.
+fn same_site(headers: &HeaderMap, origin: &str) -> bool {
+    let header = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    match header("sec-fetch-site") {
+        Some(site) => site == "same-origin",
+        None => header(header::ORIGIN.as_str()).is_some_and(|o| o == origin),
+    }
+}
+
+/// 303 to `/`, clearing the session cookie.
+fn back_home<St: TokenStore>(pages: &Pages<St>) -> Response {
+    let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
+    if let Some(clear) = pages.endpoints.clear_cookie() {
+        response.headers_mut().insert(header::SET_COOKIE, clear);
+    }
+    response
+}
+
+fn cross_site() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        page(
+            "Refused",
+            "<p>This form must be sent from this site.</p><p><a href=\"/\">Home</a></p>",
+        ),
+    )
+        .into_response()
+}
+
+/// `POST /session/logout`: ends this browser's session, back to `/`.
+pub async fn logout<St: TokenStore>(
+    State(pages): State<Pages<St>>,
+    headers: HeaderMap,
+    user: Option<Extension<WeChatUser>>,
+) -> Response {
+    if !same_site(&headers, &pages.origin) {
+        return cross_site();
+    }
+    if let Some(Extension(user)) = user
+        && let Err(failure) = pages.endpoints.logout(&user).await
+    {
+        return failure.to_html_response();
+    }
+    back_home(&pages)
+}
+
+/// `POST /session/logout-all`: ends every session of the user, back to `/`.
+pub async fn logout_all<St: TokenStore>(
+    State(pages): State<Pages<St>>,
+    headers: HeaderMap,
+    user: Option<Extension<WeChatUser>>,
+) -> Response {
+    if !same_site(&headers, &pages.origin) {
+        return cross_site();
+    }
+    if let Some(Extension(user)) = user
+        && let Err(failure) = pages.endpoints.logout_all(&user).await
+    {
+        return failure.to_html_response();
+    }
+    back_home(&pages)
+}

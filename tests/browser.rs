@@ -1,0 +1,301 @@
+//! The website login in a real browser: headless Chromium (Debian's `chromium` and
+//! `chromium-driver`, never a downloaded browser) driven through WebDriver (fantoccini) against
+//! the example server and its fake WeChat. Screenshots of each step are written to
+//! `target/browser-screenshots/`; `UPDATE_README_SCREENSHOT=1` also refreshes the README's.
+//!
+//! Outside CI the test is skipped, with a message, when Chromium or its driver is missing; with
+//! `CI` set it fails instead.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use reqwest::StatusCode;
+use serde_json::json;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// A chromedriver of the test's own, on a free loopback port, stopped when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn driver() -> Option<Driver> {
+    if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
+        if std::env::var_os("CI").is_some() {
+            panic!("CI must run the browser test: install chromium and chromium-driver");
+        }
+        eprintln!(
+            "SKIPPED: {CHROMIUM} or {CHROMEDRIVER} missing (apt-get install chromium chromium-driver)"
+        );
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    let driver = Driver {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    // A separate process: nothing to wait on but its status endpoint (at most 20 s).
+    let http = reqwest::Client::new();
+    for _ in 0..400 {
+        let ready = http.get(format!("{}/status", driver.url)).send().await;
+        if ready.is_ok_and(|r| r.status().is_success()) {
+            return Some(driver);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("chromedriver did not start");
+}
+
+async fn browser(driver: &Driver) -> Client {
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": CHROMIUM,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--window-size=900,700"],
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&driver.url)
+        .await
+        .expect("a browser session")
+}
+
+fn screenshots() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn snap(browser: &Client, name: &str) {
+    let png = browser.screenshot().await.unwrap();
+    std::fs::write(screenshots().join(format!("{name}.png")), &png).unwrap();
+    if name == "2-logged-in" && std::env::var_os("UPDATE_README_SCREENSHOT").is_some() {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+        std::fs::create_dir_all(&docs).unwrap();
+        std::fs::write(docs.join("logged-in.png"), &png).unwrap();
+    }
+}
+
+async fn text(browser: &Client) -> String {
+    browser
+        .find(Locator::Css("body"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_logs_in_and_out_in_a_browser() {
+    let Some(driver) = driver().await else {
+        return;
+    };
+    let s = common::start().await;
+    let browser = browser(&driver).await;
+
+    // Logged out: the home page offers the login.
+    browser.goto(&format!("{}/", s.base)).await.unwrap();
+    assert!(text(&browser).await.contains("Log in with WeChat"));
+    snap(&browser, "1-home").await;
+
+    // Log in: the fake WeChat's consent page, Approve, back home as the user.
+    browser
+        .find(Locator::Id("login"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let approve = browser
+        .wait()
+        .for_element(Locator::XPath("//button[text()='Approve']"))
+        .await
+        .unwrap();
+    approve.click().await.unwrap();
+    let openid = browser
+        .wait()
+        .for_element(Locator::Id("openid"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!openid.is_empty());
+    assert!(
+        text(&browser).await.contains("Nickname"),
+        "the profile is shown"
+    );
+    snap(&browser, "2-logged-in").await;
+
+    // Still logged in after a reload; the session cookie is HttpOnly.
+    browser.refresh().await.unwrap();
+    assert_eq!(
+        browser
+            .find(Locator::Id("openid"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        openid
+    );
+    let cookies = browser.get_all_cookies().await.unwrap();
+    let session = cookies
+        .iter()
+        .find(|c| c.name() == "wechat_session")
+        .expect("a session cookie");
+    assert_eq!(session.http_only(), Some(true));
+    let cookie = format!("wechat_session={}", session.value());
+
+    // A cross-site form post to log out is refused; the session lives on.
+    let forged = s
+        .http
+        .post(format!("{}/session/logout", s.base))
+        .header("cookie", &cookie)
+        .header("origin", "https://evil.example")
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let me = s.with_cookie(reqwest::Method::GET, "/me", &cookie).await;
+    assert_eq!(me.status(), StatusCode::OK);
+
+    // Log out: back home, logged out, and the session is over.
+    browser
+        .find(Locator::Id("logout"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait()
+        .for_element(Locator::Id("login"))
+        .await
+        .unwrap();
+    snap(&browser, "3-logged-out").await;
+    let me = s.with_cookie(reqwest::Method::GET, "/me", &cookie).await;
+    assert_eq!(me.status(), StatusCode::UNAUTHORIZED);
+
+    // Deny on WeChat's page: a page a person can read, with status 403.
+    browser
+        .find(Locator::Id("login"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let deny = browser
+        .wait()
+        .for_element(Locator::XPath("//button[text()='Deny']"))
+        .await
+        .unwrap();
+    deny.click().await.unwrap();
+    browser
+        .wait()
+        .for_element(Locator::XPath("//h1[text()='Login cancelled']"))
+        .await
+        .unwrap();
+    snap(&browser, "4-denied").await;
+    // The status the browser got: the same request, with the browser's binding cookie.
+    let declined = browser.current_url().await.unwrap();
+    let binding = browser
+        .get_all_cookies()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.name() == "wechat_login_binding")
+        .expect("the binding cookie of the login that was declined");
+    let again = s
+        .http
+        .get(declined.as_str())
+        .header("accept", "text/html")
+        .header(
+            "cookie",
+            format!("wechat_login_binding={}", binding.value()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::FORBIDDEN);
+    assert!(again.text().await.unwrap().contains("Login cancelled"));
+
+    browser.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn browser_pages_and_the_callback_carry_security_headers() {
+    let s = common::start().await;
+    for (path, accept) in [
+        ("/", "text/html"),
+        ("/auth/wechat/web/callback?state=forged&code=x", "text/html"),
+    ] {
+        let response = s
+            .http
+            .get(format!("{}{path}", s.base))
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap();
+        let headers = response.headers();
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"));
+        assert_eq!(headers["referrer-policy"], "no-referrer");
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        if path != "/" {
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+            assert!(
+                headers["content-type"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("text/html")
+            );
+            let page = response.text().await.unwrap();
+            assert!(
+                page.contains("<h1>This login link cannot be used</h1>"),
+                "{page}"
+            );
+        }
+    }
+    // An API client still gets JSON.
+    let response = s
+        .http
+        .get(format!(
+            "{}/auth/wechat/web/callback?state=forged&code=x",
+            s.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_state");
+}
