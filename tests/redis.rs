@@ -383,61 +383,25 @@ async fn a_state_used_on_one_instance_is_used_on_all() {
     )
     .await;
     let b = fleet_of(&a, &url, &prefix, 1).await.remove(0);
-    let start = a
-        .http
-        .get(format!("{}/auth/wechat/web/start", a.base))
-        .send()
-        .await
-        .unwrap();
-    let binding = start.headers()["set-cookie"].to_str().unwrap();
-    let binding = binding.split(';').next().unwrap().to_owned();
-    let authorize = reqwest::Url::parse(start.headers()["location"].to_str().unwrap()).unwrap();
-    let param = |name: &str| {
-        authorize
-            .query_pairs()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())
-            .unwrap()
-    };
-    let (redirect_uri, state) = (param("redirect_uri"), param("state"));
-    let approve = |openid: &'static str| {
-        let (http, mock, redirect_uri, state) = (
-            a.http.clone(),
-            a.mock.base_url(),
-            redirect_uri.clone(),
-            state.clone(),
-        );
-        async move {
-            let approved = http
-                .get(format!("{mock}/connect/mock/approve"))
-                .query(&[
-                    ("redirect_uri", redirect_uri.as_str()),
-                    ("state", state.as_str()),
-                    ("scope", "snsapi_login"),
-                    ("openid", openid),
-                ])
-                .send()
-                .await
-                .unwrap();
-            approved.headers()["location"].to_str().unwrap().to_owned()
-        }
-    };
+    let login = a.web_login("o_state").await;
     // The callback lands on B (a load balancer's choice): B consumes the state.
-    let callback = approve("o_state").await.replace(&a.base, &b.base);
+    let callback = login.callback.replace(&a.base, &b.base);
     let done = b
         .http
         .get(&callback)
-        .header("cookie", &binding)
+        .header("cookie", &login.binding)
         .send()
         .await
         .unwrap();
     assert_eq!(done.status(), StatusCode::FOUND);
     // The same state with another code, on A: refused, though A never saw the state used.
-    let reused = approve("o_state").await;
+    let reused = a
+        .approve(&login.redirect_uri, &login.state, "o_state")
+        .await;
     let refused = a
         .http
         .get(&reused)
-        .header("cookie", &binding)
+        .header("cookie", &login.binding)
         .send()
         .await
         .unwrap();

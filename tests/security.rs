@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{HOUR, Server, serve::ServeLimits, start, start_configured};
 use reqwest::StatusCode;
-use reqwest::header::{COOKIE, LOCATION, RETRY_AFTER, SET_COOKIE};
+use reqwest::header::{COOKIE, RETRY_AFTER, SET_COOKIE};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -29,59 +29,6 @@ impl Server {
     async fn session_of(&self, token: &str) -> Value {
         self.me(token).await.1["session_id"].clone()
     }
-}
-
-/// A website login driven as a browser would: start (binding cookie), WeChat's approval, and the
-/// callback URL WeChat redirects to, not yet followed.
-struct WebLogin {
-    binding: String,
-    callback: String,
-    redirect_uri: String,
-    state: String,
-}
-
-async fn web_login(s: &Server, openid: &str) -> WebLogin {
-    let start = s
-        .http
-        .get(format!("{}/auth/wechat/web/start", s.base))
-        .send()
-        .await
-        .unwrap();
-    let binding = start.headers()[SET_COOKIE].to_str().unwrap();
-    let binding = binding.split(';').next().unwrap().to_owned();
-    let authorize = reqwest::Url::parse(start.headers()[LOCATION].to_str().unwrap()).unwrap();
-    let param = |name: &str| {
-        authorize
-            .query_pairs()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())
-            .unwrap()
-    };
-    let (redirect_uri, state) = (param("redirect_uri"), param("state"));
-    let callback = approve(s, &redirect_uri, &state, openid).await;
-    WebLogin {
-        binding,
-        callback,
-        redirect_uri,
-        state,
-    }
-}
-
-/// The user approves on WeChat's page: the callback URL with a fresh code and `state`.
-async fn approve(s: &Server, redirect_uri: &str, state: &str, openid: &str) -> String {
-    let approve = s
-        .http
-        .get(format!("{}/connect/mock/approve", s.mock.base_url()))
-        .query(&[
-            ("redirect_uri", redirect_uri),
-            ("state", state),
-            ("scope", "snsapi_login"),
-            ("openid", openid),
-        ])
-        .send()
-        .await
-        .unwrap();
-    approve.headers()[LOCATION].to_str().unwrap().to_owned()
 }
 
 fn code_in(callback: &str) -> String {
@@ -119,7 +66,7 @@ async fn me_by_cookie(s: &Server, cookie: &str) -> Value {
 #[tokio::test]
 async fn a_code_from_a_finished_web_login_opens_nothing_else() {
     let s = start().await;
-    let login = web_login(&s, "o_victim").await;
+    let login = s.web_login("o_victim").await;
     let done = callback_in(&s, &login.callback, Some(&login.binding)).await;
     assert_eq!(done.status(), StatusCode::FOUND);
     let cookie = session_cookie(&done).unwrap();
@@ -143,7 +90,7 @@ async fn a_code_from_a_finished_web_login_opens_nothing_else() {
     // The callback URL in another browser (no binding cookie, or another one): refused.
     let elsewhere = callback_in(&s, &login.callback, None).await;
     assert_eq!(elsewhere.status(), StatusCode::BAD_REQUEST);
-    let other = web_login(&s, "o_attacker").await;
+    let other = s.web_login("o_attacker").await;
     let crossed = callback_in(&s, &login.callback, Some(&other.binding)).await;
     assert_eq!(crossed.status(), StatusCode::BAD_REQUEST);
     // WeChat calling the callback twice, in the same browser: the same session.
@@ -157,11 +104,13 @@ async fn a_code_from_a_finished_web_login_opens_nothing_else() {
 #[tokio::test]
 async fn a_state_is_single_use() {
     let s = start().await;
-    let login = web_login(&s, "o_grace").await;
+    let login = s.web_login("o_grace").await;
     let done = callback_in(&s, &login.callback, Some(&login.binding)).await;
     assert_eq!(done.status(), StatusCode::FOUND);
     // The same state and binding with a new code (a second approval): refused.
-    let second = approve(&s, &login.redirect_uri, &login.state, "o_grace").await;
+    let second = s
+        .approve(&login.redirect_uri, &login.state, "o_grace")
+        .await;
     assert_ne!(code_in(&second), code_in(&login.callback));
     let reused = callback_in(&s, &second, Some(&login.binding)).await;
     assert_eq!(reused.status(), StatusCode::BAD_REQUEST);

@@ -152,15 +152,7 @@ pub async fn logout<St: TokenStore>(
     headers: HeaderMap,
     user: Option<Extension<WeChatUser>>,
 ) -> Response {
-    if !same_site(&headers, &pages.origin) {
-        return cross_site();
-    }
-    if let Some(Extension(user)) = user
-        && let Err(failure) = pages.endpoints.logout(&user).await
-    {
-        return failure.to_html_response();
-    }
-    back_home(&pages)
+    end(&pages, &headers, user, false).await
 }
 
 /// `POST /session/logout-all`: ends every session of the user, back to `/`.
@@ -169,13 +161,28 @@ pub async fn logout_all<St: TokenStore>(
     headers: HeaderMap,
     user: Option<Extension<WeChatUser>>,
 ) -> Response {
-    if !same_site(&headers, &pages.origin) {
+    end(&pages, &headers, user, true).await
+}
+
+/// A logout form: refused across sites; otherwise ends this session (or all of the user's),
+/// clears the cookie and goes back to `/`.
+async fn end<St: TokenStore>(
+    pages: &Pages<St>,
+    headers: &HeaderMap,
+    user: Option<Extension<WeChatUser>>,
+    everywhere: bool,
+) -> Response {
+    if !same_site(headers, &pages.origin) {
         return cross_site();
     }
-    if let Some(Extension(user)) = user
-        && let Err(failure) = pages.endpoints.logout_all(&user).await
-    {
-        return failure.to_html_response();
+    if let Some(Extension(user)) = user {
+        let ended = match everywhere {
+            true => pages.endpoints.logout_all(&user).await.map(drop),
+            false => pages.endpoints.logout(&user).await,
+        };
+        if let Err(failure) = ended {
+            return failure.to_html_response();
+        }
     }
-    back_home(&pages)
+    back_home(pages)
 }

@@ -256,4 +256,60 @@ impl<St> Server<St> {
             .unwrap()
             .status()
     }
+
+    /// A website login driven as a browser would: start (binding cookie), WeChat's approval,
+    /// and the callback URL WeChat redirects to, not yet followed.
+    pub async fn web_login(&self, openid: &str) -> WebLogin {
+        let start = self
+            .http
+            .get(format!("{}/auth/wechat/web/start", self.base))
+            .send()
+            .await
+            .unwrap();
+        let binding = start.headers()["set-cookie"].to_str().unwrap();
+        let binding = binding.split(';').next().unwrap().to_owned();
+        let authorize = reqwest::Url::parse(start.headers()["location"].to_str().unwrap()).unwrap();
+        let param = |name: &str| {
+            authorize
+                .query_pairs()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+                .unwrap()
+        };
+        let (redirect_uri, state) = (param("redirect_uri"), param("state"));
+        let callback = self.approve(&redirect_uri, &state, openid).await;
+        WebLogin {
+            binding,
+            callback,
+            redirect_uri,
+            state,
+        }
+    }
+
+    /// The user approves on WeChat's page: the callback URL with a fresh code and `state`.
+    pub async fn approve(&self, redirect_uri: &str, state: &str, openid: &str) -> String {
+        let approve = self
+            .http
+            .get(format!("{}/connect/mock/approve", self.mock.base_url()))
+            .query(&[
+                ("redirect_uri", redirect_uri),
+                ("state", state),
+                ("scope", "snsapi_login"),
+                ("openid", openid),
+            ])
+            .send()
+            .await
+            .unwrap();
+        approve.headers()["location"].to_str().unwrap().to_owned()
+    }
+}
+
+/// A website login in progress (see [`Server::web_login`]).
+pub struct WebLogin {
+    /// The binding cookie, as `name=value`.
+    pub binding: String,
+    /// The callback URL WeChat sends the browser to.
+    pub callback: String,
+    pub redirect_uri: String,
+    pub state: String,
 }
