@@ -8,7 +8,7 @@
 //! `Sec-Fetch-Site`); anything else is 403.
 
 use axum::Extension;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use wechat_login::oauth::Lang;
@@ -147,38 +147,29 @@ fn cross_site() -> Response {
 }
 
 /// `POST /session/logout`: ends this browser's session, back to `/`.
-pub async fn logout<St: TokenStore>(
-    State(pages): State<Pages<St>>,
-    headers: HeaderMap,
-    user: Option<Extension<WeChatUser>>,
-) -> Response {
-    end(&pages, &headers, user, false).await
+pub async fn logout<St: TokenStore>(State(pages): State<Pages<St>>, request: Request) -> Response {
+    end(&pages, request, false).await
 }
 
 /// `POST /session/logout-all`: ends every session of the user, back to `/`.
 pub async fn logout_all<St: TokenStore>(
     State(pages): State<Pages<St>>,
-    headers: HeaderMap,
-    user: Option<Extension<WeChatUser>>,
+    request: Request,
 ) -> Response {
-    end(&pages, &headers, user, true).await
+    end(&pages, request, true).await
 }
 
-/// A logout form: refused across sites; otherwise ends this session (or all of the user's),
-/// clears the cookie and goes back to `/`.
-async fn end<St: TokenStore>(
-    pages: &Pages<St>,
-    headers: &HeaderMap,
-    user: Option<Extension<WeChatUser>>,
-    everywhere: bool,
-) -> Response {
-    if !same_site(headers, &pages.origin) {
+/// A logout form: refused across sites; otherwise ends this session (or all of the user's) —
+/// also while WeChat or the store cannot serve it — clears the cookie and goes back to `/`.
+async fn end<St: TokenStore>(pages: &Pages<St>, request: Request, everywhere: bool) -> Response {
+    let (parts, _) = request.into_parts();
+    if !same_site(&parts.headers, &pages.origin) {
         return cross_site();
     }
-    if let Some(Extension(user)) = user {
+    if let Some(sid) = pages.endpoints.session_in(&parts.extensions) {
         let ended = match everywhere {
-            true => pages.endpoints.logout_all(&user).await.map(drop),
-            false => pages.endpoints.logout(&user).await,
+            true => pages.endpoints.logout_all_by_session(sid).await.map(drop),
+            false => pages.endpoints.logout_session(sid).await,
         };
         if let Err(failure) = ended {
             return failure.to_html_response();

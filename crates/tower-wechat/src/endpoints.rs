@@ -779,7 +779,11 @@ impl<St: TokenStore> LoginEndpoints<St> {
                 .put_value_if_absent(&key, code_hash.to_vec(), ttl)
                 .await
             {
-                Ok(Some(theirs)) => first = theirs.try_into().unwrap_or([0; 32]),
+                Ok(Some(theirs)) => {
+                    // Used elsewhere first: remember that here, so a retry is refused here too.
+                    first = theirs.try_into().unwrap_or([0; 32]);
+                    self.inner.used_states.insert(state.to_owned(), first);
+                }
                 Ok(None) => {}
                 Err(error) => {
                     tracing::error!(%error, "a used OAuth state could not be recorded: the session store is unavailable");
@@ -841,6 +845,20 @@ impl<St: TokenStore> LoginEndpoints<St> {
             (Some(Ok(one)), None) => Some(one),
             _ => None,
         }
+    }
+
+    /// The session a request's token names, live or not (for logout routes of the app's own):
+    /// the [`WeChatUser`]'s, or the session of a token that verified but whose session could
+    /// not be served (ended, WeChat or the store unavailable).
+    pub fn session_in(&self, extensions: &http::Extensions) -> Option<SessionId> {
+        extensions
+            .get::<WeChatUser>()
+            .map(WeChatUser::session_id)
+            .or_else(|| {
+                extensions
+                    .get::<crate::user::VerifiedSession>()
+                    .map(|v| v.0)
+            })
     }
 
     /// Ends the user's current session.

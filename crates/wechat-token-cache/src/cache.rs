@@ -742,8 +742,12 @@ impl<S: TokenStore> Inner<S> {
             tokio::select! {
                 done = &mut work => return done,
                 _ = renewals.tick() => {
-                    if let Err(error) = self.store.renew_lease(name, owner, self.config.lease_ttl).await {
-                        tracing::debug!(%error, "a lease was not renewed");
+                    match self.store.renew_lease(name, owner, self.config.lease_ttl).await {
+                        Ok(true) => {}
+                        // Another instance may now do the same work; compare-and-set still
+                        // keeps whichever write is newer.
+                        Ok(false) => tracing::warn!(lease = name, "a lease was lost while its work ran"),
+                        Err(error) => tracing::debug!(%error, "a lease was not renewed"),
                     }
                 }
             }
@@ -884,7 +888,8 @@ impl<S: TokenStore> Inner<S> {
     /// session lives on; otherwise delete it.
     async fn grant_gone(&self, record: &SessionRecord, call: Call, errcode: ErrCode) -> Flown {
         let sid = record.sid;
-        match self.store.get(&sid).await {
+        // From the shared store itself: a local copy could still hold the refused credential.
+        match self.store.get_shared(&sid).await {
             Ok(None) => {
                 return Flown::untouched(Err(SessionError::Reauthorize { errcode }));
             }

@@ -11,8 +11,11 @@
 //!   ([`CachedStoreBuilder::max_staleness`], default 2 s), else read again from the shared store.
 //!
 //! So however messages are lost (a disconnect, a reconnect, a silent network), a session ended on
-//! another instance is served here for at most the maximum staleness after it ended. A read that
-//! races an invalidation is returned but not cached, so it cannot outlive the invalidation.
+//! another instance is served here for at most the maximum staleness after it ended. A copy is
+//! stamped with the time its read *started*, and is dropped again if an invalidation, a write of
+//! this instance or an interruption happened while it was read, so a read that an invalidation
+//! overtook never stays. After an interruption, copies count as trusted only from the first
+//! message heard on the re-established subscription.
 
 use std::fmt;
 use std::sync::Arc;
@@ -70,8 +73,12 @@ struct Local {
     /// When the channel last came back from silence or an interruption: copies fetched before
     /// it may have missed invalidations.
     recovered_ms: AtomicU64,
-    /// Bumped by every invalidation: a read that saw it change does not cache what it read.
-    invalidations: AtomicU64,
+    /// Bumped by every invalidation heard, every write of this instance (before and after) and
+    /// every interruption: a copy read while it moved is dropped again.
+    generation: AtomicU64,
+    /// Set by an interruption, cleared by the next message heard, which moves `recovered_ms`
+    /// (the subscription is certainly active again only once something arrives on it).
+    pending_recovery: std::sync::atomic::AtomicBool,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -94,7 +101,7 @@ impl Local {
 
 impl InvalidationSink for Local {
     fn invalidate(&self, sid: &SessionId) {
-        self.invalidations.fetch_add(1, Ordering::AcqRel);
+        self.generation.fetch_add(1, Ordering::AcqRel);
         self.copies.invalidate(sid);
         self.heard();
     }
@@ -102,13 +109,16 @@ impl InvalidationSink for Local {
     fn heard(&self) {
         let now = self.now_ms();
         let before = self.heard_ms.swap(now, Ordering::AcqRel);
-        if now.saturating_sub(before) > self.silence_ms {
+        let after_interruption = self.pending_recovery.swap(false, Ordering::AcqRel);
+        if after_interruption || now.saturating_sub(before) > self.silence_ms {
             self.recovered_ms.fetch_max(now, Ordering::AcqRel);
         }
     }
 
     fn interrupted(&self) {
         let now = self.now_ms();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.pending_recovery.store(true, Ordering::Release);
         self.recovered_ms.fetch_max(now, Ordering::AcqRel);
         tracing::warn!(
             "the invalidation channel was interrupted: local session copies are re-read once older than the maximum staleness"
@@ -185,7 +195,8 @@ impl<S: Invalidations> CachedStoreBuilder<S> {
             silence_ms: max_staleness_ms / 2,
             heard_ms: AtomicU64::new(0),
             recovered_ms: AtomicU64::new(0),
-            invalidations: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+            pending_recovery: std::sync::atomic::AtomicBool::new(false),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         });
@@ -233,12 +244,41 @@ impl<S> CachedStore<S> {
         )
     }
 
-    fn keep(&self, record: &Arc<SessionRecord>) {
-        let copy = LocalCopy {
-            record: Arc::clone(record),
-            fetched_ms: self.local.now_ms(),
-        };
-        self.local.copies.insert(record.sid, copy);
+    /// Runs `read` (a shared-store read or write that yields the record as it now is) and keeps
+    /// its result as a local copy, stamped with the time the read *started*; the copy is dropped
+    /// again if anything invalidated, wrote or interrupted meanwhile (the generation moved), so
+    /// a copy that an invalidation overtook never stays.
+    async fn read_through(
+        &self,
+        sid: SessionId,
+        read: impl Future<Output = Result<Option<Arc<SessionRecord>>, StoreError>>,
+    ) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+        let local = &self.local;
+        let seen = local.generation.load(Ordering::Acquire);
+        let started_ms = local.now_ms();
+        let record = read.await?;
+        match &record {
+            Some(record) => {
+                local.copies.insert(
+                    sid,
+                    LocalCopy {
+                        record: Arc::clone(record),
+                        fetched_ms: started_ms,
+                    },
+                );
+                if local.generation.load(Ordering::Acquire) != seen {
+                    local.copies.invalidate(&sid);
+                }
+            }
+            None => local.copies.invalidate(&sid),
+        }
+        Ok(record)
+    }
+
+    /// Marks a write of this instance: in-flight reads of any session will not cache.
+    fn writing(&self, sid: &SessionId) {
+        self.local.generation.fetch_add(1, Ordering::AcqRel);
+        self.local.copies.invalidate(sid);
     }
 }
 
@@ -264,25 +304,16 @@ impl<S: Invalidations> TokenStore for CachedStore<S> {
         if let Some(record) = self.local_hit(sid) {
             return Ok(Some(record));
         }
-        let local = &self.local;
-        local.misses.fetch_add(1, Ordering::Relaxed);
-        let seen = local.invalidations.load(Ordering::Acquire);
-        let record = self.shared.get(sid).await?;
-        match &record {
-            // Cached only if no invalidation landed while it was read.
-            Some(record) if local.invalidations.load(Ordering::Acquire) == seen => {
-                self.keep(record)
-            }
-            Some(_) => {}
-            None => local.copies.invalidate(sid),
-        }
-        Ok(record)
+        self.local.misses.fetch_add(1, Ordering::Relaxed);
+        self.read_through(*sid, self.shared.get(sid)).await
     }
 
     async fn insert(&self, record: SessionRecord) -> Result<Arc<SessionRecord>, StoreError> {
-        let stored = self.shared.insert(record).await?;
-        self.keep(&stored);
-        Ok(stored)
+        let sid = record.sid;
+        self.writing(&sid);
+        let insert = async { self.shared.insert(record).await.map(Some) };
+        let stored = self.read_through(sid, insert).await?;
+        stored.ok_or_else(|| StoreError::Unavailable("insert stored nothing".into()))
     }
 
     async fn compare_and_set(
@@ -291,35 +322,35 @@ impl<S: Invalidations> TokenStore for CachedStore<S> {
         record: SessionRecord,
     ) -> Result<CasOutcome, StoreError> {
         let sid = record.sid;
-        self.local.copies.invalidate(&sid);
-        let outcome = self
-            .shared
-            .compare_and_set(expected_version, record)
-            .await?;
-        match &outcome {
-            CasOutcome::Stored(written) => self.keep(written),
-            CasOutcome::Conflict {
-                current: Some(current),
-            } => self.keep(current),
-            _ => self.local.copies.invalidate(&sid),
-        }
-        Ok(outcome)
+        self.writing(&sid);
+        let mut outcome = None;
+        let written = self
+            .read_through(sid, async {
+                let cas = self
+                    .shared
+                    .compare_and_set(expected_version, record)
+                    .await?;
+                let now = match &cas {
+                    CasOutcome::Stored(written) => Some(Arc::clone(written)),
+                    CasOutcome::Conflict { current } => current.clone(),
+                };
+                outcome = Some(cas);
+                Ok(now)
+            })
+            .await;
+        written?;
+        outcome.ok_or_else(|| StoreError::Unavailable("compare-and-set answered nothing".into()))
     }
 
     async fn delete(&self, sid: &SessionId) -> Result<bool, StoreError> {
-        self.local.copies.invalidate(sid);
+        self.writing(sid);
         let deleted = self.shared.delete(sid).await;
-        self.local.copies.invalidate(sid);
+        self.writing(sid);
         deleted
     }
 
     async fn get_shared(&self, sid: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
-        let record = self.shared.get_shared(sid).await?;
-        match &record {
-            Some(record) => self.keep(record),
-            None => self.local.copies.invalidate(sid),
-        }
-        Ok(record)
+        self.read_through(*sid, self.shared.get_shared(sid)).await
     }
 
     async fn try_lease(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
@@ -353,7 +384,9 @@ impl<S: Invalidations> TokenStore for CachedStore<S> {
     }
 
     async fn delete_user(&self, user: &UserKey) -> Result<usize, StoreError> {
+        self.local.generation.fetch_add(1, Ordering::AcqRel);
         let ended = self.shared.delete_user(user).await;
+        self.local.generation.fetch_add(1, Ordering::AcqRel);
         // This instance's copies go at once; the others' with the published invalidations.
         let user = user.clone();
         let _ = self

@@ -1,0 +1,137 @@
+//! `CachedStore`'s trust rules, with a shared store whose invalidation channel the test drives:
+//! a copy that an invalidation overtook is not kept, and without a live channel no copy is
+//! served past the maximum staleness.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use wechat_token_cache::conformance::sample_record;
+use wechat_token_cache::{
+    CachedStore, CasOutcome, InvalidationSink, Invalidations, ManualClock, MokaStore, SessionId,
+    SessionRecord, StoreError, TokenStore, UserKey,
+};
+
+/// A moka store posing as a shared one: the test holds the sink, and can hold a `get` back.
+#[derive(Clone)]
+struct Shared {
+    inner: MokaStore,
+    sink: Arc<Mutex<Option<Arc<dyn InvalidationSink>>>>,
+    hold: Arc<Mutex<Option<Arc<Notify>>>>,
+}
+
+impl Shared {
+    fn sink(&self) -> Arc<dyn InvalidationSink> {
+        self.sink.lock().unwrap().clone().expect("subscribed")
+    }
+}
+
+impl TokenStore for Shared {
+    async fn get(&self, sid: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+        let read = self.inner.get(sid).await;
+        let hold = self.hold.lock().unwrap().take();
+        if let Some(release) = hold {
+            release.notified().await;
+        }
+        read
+    }
+    async fn insert(&self, record: SessionRecord) -> Result<Arc<SessionRecord>, StoreError> {
+        self.inner.insert(record).await
+    }
+    async fn compare_and_set(&self, v: u64, r: SessionRecord) -> Result<CasOutcome, StoreError> {
+        self.inner.compare_and_set(v, r).await
+    }
+    async fn delete(&self, sid: &SessionId) -> Result<bool, StoreError> {
+        self.inner.delete(sid).await
+    }
+    async fn delete_user(&self, user: &UserKey) -> Result<usize, StoreError> {
+        self.inner.delete_user(user).await
+    }
+}
+
+impl Invalidations for Shared {
+    async fn subscribe(
+        &self,
+        sink: Arc<dyn InvalidationSink>,
+        _heartbeat: Duration,
+    ) -> Result<(), StoreError> {
+        *self.sink.lock().unwrap() = Some(sink);
+        Ok(())
+    }
+}
+
+async fn setup() -> (CachedStore<Shared>, Shared, ManualClock) {
+    let clock = ManualClock::starting_now();
+    let shared = Shared {
+        inner: MokaStore::builder().clock(Arc::new(clock.clone())).build(),
+        sink: Arc::default(),
+        hold: Arc::default(),
+    };
+    let cached = CachedStore::builder(shared.clone())
+        .clock(Arc::new(clock.clone()))
+        .max_staleness(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
+    (cached, shared, clock)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_overtaken_by_an_invalidation_is_not_kept() {
+    let (cached, shared, clock) = setup().await;
+    let record = sample_record(&clock, "wxapp", "alice");
+    let sid = record.sid;
+    shared.inner.insert(record).await.unwrap();
+    // A read leaves with the record; before it is back, another instance ends the session.
+    let release = Arc::new(Notify::new());
+    *shared.hold.lock().unwrap() = Some(Arc::clone(&release));
+    let reading = {
+        let cached = cached.clone();
+        tokio::spawn(async move { cached.get(&sid).await })
+    };
+    while shared.hold.lock().unwrap().is_some() {
+        tokio::task::yield_now().await;
+    }
+    shared.inner.delete(&sid).await.unwrap();
+    shared.sink().invalidate(&sid);
+    release.notify_one();
+    let read = reading.await.unwrap().unwrap();
+    assert!(read.is_some(), "the read itself saw the session");
+    assert!(!cached.holds(&sid), "but its copy is not kept");
+    assert!(cached.get(&sid).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn without_a_live_channel_no_copy_outlives_the_maximum_staleness() {
+    let (cached, shared, clock) = setup().await;
+    let record = sample_record(&clock, "wxapp", "bob");
+    let sid = record.sid;
+    cached.insert(record).await.unwrap();
+    assert!(cached.holds(&sid));
+
+    // Heartbeats keep arriving: the copy stays trusted past the staleness.
+    for _ in 0..4 {
+        clock.advance(Duration::from_millis(900));
+        shared.sink().heard();
+    }
+    assert!(cached.holds(&sid), "a live channel vouches for the copy");
+
+    // Silence: once the staleness has passed, the copy is read again.
+    clock.advance(Duration::from_millis(1_100));
+    assert!(!cached.holds(&sid), "a silent channel vouches for nothing");
+    assert!(cached.get(&sid).await.unwrap().is_some());
+    assert!(cached.holds(&sid), "re-read, and fresh");
+
+    // An interruption: copies fetched before it are trusted only within the staleness, and
+    // only copies fetched after the first message on the new subscription are trusted beyond.
+    shared.sink().interrupted();
+    clock.advance(Duration::from_millis(2_100));
+    shared.sink().heard();
+    assert!(!cached.holds(&sid));
+    assert!(cached.get(&sid).await.unwrap().is_some());
+    for _ in 0..4 {
+        clock.advance(Duration::from_millis(900));
+        shared.sink().heard();
+    }
+    assert!(cached.holds(&sid));
+}
