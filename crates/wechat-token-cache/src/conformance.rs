@@ -49,6 +49,8 @@ where
     records_expire_by_the_clock(&s, &c).await;
     let (s, c) = fresh();
     concurrent_compare_and_set_has_one_winner(Arc::new(s), &c).await;
+    let (s, c) = fresh();
+    a_delete_is_never_undone_by_concurrent_writers(Arc::new(s), &c).await;
 }
 
 /// A sample OAuth record for `openid` of `appid`, living a day from the clock's now.
@@ -309,7 +311,18 @@ async fn records_expire_by_the_clock<S: TokenStore>(store: &S, clock: &ManualClo
     );
     let mut reborn = sample_record(clock, "wxapp", "alice");
     reborn.sid = record.sid;
-    expect("insert over an expired record", store.insert(reborn)).await;
+    expect(
+        "insert over an expired record",
+        store.insert(reborn.clone()),
+    )
+    .await;
+    assert_eq!(
+        expect("get reborn", store.get(&record.sid))
+            .await
+            .as_deref(),
+        Some(&reborn),
+        "an insert over an expired record must store the new record"
+    );
 }
 
 async fn concurrent_compare_and_set_has_one_winner<S: TokenStore>(
@@ -318,13 +331,18 @@ async fn concurrent_compare_and_set_has_one_winner<S: TokenStore>(
 ) {
     let record = sample_record(clock, "wxapp", "alice");
     expect("insert", store.insert(record.clone())).await;
+    // Every writer waits at the barrier, so the writes really overlap (on a multi-thread
+    // runtime, and across the I/O of a networked store).
+    const WRITERS: usize = 32;
+    let barrier = Arc::new(tokio::sync::Barrier::new(WRITERS));
     let mut writers = Vec::new();
-    for i in 0..32u64 {
-        let (store, mut next) = (Arc::clone(&store), record.clone());
+    for i in 0..WRITERS as u64 {
+        let (store, barrier, mut next) = (Arc::clone(&store), Arc::clone(&barrier), record.clone());
         next.confirmed_at = record.confirmed_at + Duration::from_secs(i + 1);
-        writers.push(tokio::spawn(
-            async move { store.compare_and_set(0, next).await },
-        ));
+        writers.push(tokio::spawn(async move {
+            barrier.wait().await;
+            store.compare_and_set(0, next).await
+        }));
     }
     let mut stored = 0;
     for writer in writers {
@@ -338,4 +356,52 @@ async fn concurrent_compare_and_set_has_one_winner<S: TokenStore>(
         stored, 1,
         "exactly one of concurrent writers of one version must win"
     );
+    let now = expect("get", store.get(&record.sid)).await;
+    assert_eq!(
+        now.map(|r| r.version),
+        Some(1),
+        "and its write is the one stored"
+    );
+}
+
+/// Writers keep reading and compare-and-setting one session while it is deleted: once the
+/// delete has returned, the session stays gone (no write resurrects it).
+async fn a_delete_is_never_undone_by_concurrent_writers<S: TokenStore>(
+    store: Arc<S>,
+    clock: &ManualClock,
+) {
+    for round in 0..20 {
+        let record = sample_record(clock, "wxapp", "alice");
+        let sid = record.sid;
+        expect("insert", store.insert(record)).await;
+        let mut writers = Vec::new();
+        for _ in 0..4 {
+            let store = Arc::clone(&store);
+            writers.push(tokio::spawn(async move {
+                // Read-modify-write until the session is gone.
+                while let Ok(Some(current)) = store.get(&sid).await {
+                    let mut next = (*current).clone();
+                    next.confirmed_at += Duration::from_millis(1);
+                    if let Ok(CasOutcome::Conflict { current: None }) =
+                        store.compare_and_set(current.version, next).await
+                    {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            }));
+        }
+        tokio::task::yield_now().await;
+        assert!(
+            expect("delete", store.delete(&sid)).await,
+            "round {round}: the session existed"
+        );
+        for writer in writers {
+            writer.await.expect("writer task");
+        }
+        assert!(
+            expect("get after delete", store.get(&sid)).await.is_none(),
+            "round {round}: a delete must never be undone by a concurrent compare-and-set"
+        );
+    }
 }
