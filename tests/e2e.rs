@@ -11,7 +11,7 @@ use common::{HOUR, SECRET, start};
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, COOKIE, LOCATION, SET_COOKIE};
 use serde_json::{Value, json};
-use wechat_login::token_cache::{SessionRecord, conformance::sample_record};
+use wechat_login::token_cache::{SessionRecord, TokenStore};
 use wechat_login::tower::{KeyRing, SessionTokens, SigningKey, TokenConfig, WeChatAuthLayer};
 use wechat_mock::{Endpoint, Fault};
 
@@ -546,8 +546,14 @@ async fn bad_tokens_get_400_or_401_never_5xx() {
     .replace("o_lee", "o_eve"));
     tampered[1] = &payload;
     let tampered = tampered.join(".");
-    // Another audience, signed with the right key.
-    let record: SessionRecord = sample_record(&s.clock, "wx", "o_lee");
+    // Another audience, signed with the right key, naming the live session: only the audience
+    // check can refuse it.
+    let sid = s.me(&good).await.1["session_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let record: Arc<SessionRecord> = s.auth.cache().store().get(&sid).await.unwrap().unwrap();
     let mut config = TokenConfig::default();
     config.audience = "another-app".into();
     let other_audience = SessionTokens::new(
@@ -562,7 +568,7 @@ async fn bad_tokens_get_400_or_401_never_5xx() {
     let cases: Vec<(String, &[u16])> = vec![
         (none, &[401]),
         (tampered, &[401]),
-        (other_audience, &[401]),
+        (other_audience.clone(), &[401]),
         ("a".repeat(10_000), &[400]),
         ("not-a-jwt".into(), &[401]),
         (format!("{good}x"), &[401]),
@@ -571,6 +577,11 @@ async fn bad_tokens_get_400_or_401_never_5xx() {
         let status = s.get("/me", &token).await.status().as_u16();
         assert!(expected.contains(&status), "{status} for {token:.40}");
     }
+    let (_, refused) = s.me(&other_audience).await;
+    assert_eq!(
+        refused["error"], "invalid_token",
+        "refused for its audience"
+    );
     // Non-UTF-8 and malformed headers.
     let raw = |value: &'static [u8]| {
         let http = s.http.clone();

@@ -17,15 +17,27 @@ fn tokens(clock: &ManualClock, keys: KeyRing) -> SessionTokens {
 fn eddsa_and_rs256_issue_and_verify() {
     let clock = ManualClock::starting_now();
     let record = sample_record(&clock, "wx", "alice");
-    for key in [
-        SigningKey::ed25519_pem("ed", &pem("ed25519.pem"), &pem("ed25519.pub.pem")).unwrap(),
-        SigningKey::rs256_pem("rs", &pem("rsa.pem"), &pem("rsa.pub.pem")).unwrap(),
+    for (key, alg) in [
+        (
+            SigningKey::ed25519_pem("ed", &pem("ed25519.pem"), &pem("ed25519.pub.pem")).unwrap(),
+            "EdDSA",
+        ),
+        (
+            SigningKey::rs256_pem("rs", &pem("rsa.pem"), &pem("rsa.pub.pem")).unwrap(),
+            "RS256",
+        ),
     ] {
         let kid = key.kid().to_owned();
         let tokens = tokens(&clock, KeyRing::new(key));
         let issued = tokens.issue(&record).unwrap();
-        let header = issued.token.split('.').next().unwrap().to_owned();
-        assert!(!header.is_empty(), "{kid}");
+        let header = issued.token.split('.').next().unwrap();
+        let header: serde_json::Value = serde_json::from_slice(
+            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(header["alg"], alg, "{kid}");
+        assert_eq!(header["kid"], kid.as_str());
         assert_eq!(
             tokens.verify(&issued.token).unwrap().sid,
             record.sid,
@@ -50,6 +62,34 @@ fn a_token_of_one_key_does_not_verify_under_another_algorithm_with_the_same_kid(
     let hmac_token = hmac.issue(&record).unwrap().token;
     assert_eq!(hmac.verify(&rsa_token), Err(AuthError::InvalidToken));
     assert_eq!(rsa.verify(&hmac_token), Err(AuthError::InvalidToken));
+}
+
+/// The classic attack: an HS256 token whose HMAC key is the server's *public* key (which an
+/// attacker can know), with the RS256 or EdDSA key's `kid`. It must not verify.
+#[test]
+fn an_hs256_token_signed_with_the_public_key_does_not_verify() {
+    let clock = ManualClock::starting_now();
+    let record = sample_record(&clock, "wx", "alice");
+    for (key, public) in [
+        (
+            SigningKey::rs256_pem("k", &pem("rsa.pem"), &pem("rsa.pub.pem")).unwrap(),
+            pem("rsa.pub.pem"),
+        ),
+        (
+            SigningKey::ed25519_pem("k", &pem("ed25519.pem"), &pem("ed25519.pub.pem")).unwrap(),
+            pem("ed25519.pub.pem"),
+        ),
+    ] {
+        let server = tokens(&clock, KeyRing::new(key));
+        let forger = tokens(
+            &clock,
+            KeyRing::new(SigningKey::hs256("k", &public).unwrap()),
+        );
+        let forged = forger.issue(&record).unwrap().token;
+        assert_eq!(server.verify(&forged), Err(AuthError::InvalidToken));
+        // The genuine token still verifies.
+        assert!(server.verify(&server.issue(&record).unwrap().token).is_ok());
+    }
 }
 
 #[test]

@@ -540,8 +540,14 @@ async fn capacity_eviction_drops_the_least_recently_used_sessions() {
         .build();
     let cache = TokenCache::builder(client).store(store.clone()).build();
     let h = Harness { mock, clock, cache };
-    let mut sessions = Vec::new();
-    for _ in 0..15 {
+    let mut sessions: Vec<Arc<SessionRecord>> = Vec::new();
+    for i in 0..15 {
+        if i == 10 {
+            // The oldest session is used again just before the store overflows: LRU keeps it
+            // (FIFO would not).
+            h.cache.session(&sessions[0].sid).await.unwrap();
+            store.run_pending_tasks();
+        }
         sessions.push(
             h.login_as(MockGrant {
                 openid: Some("alice".into()),
@@ -552,13 +558,13 @@ async fn capacity_eviction_drops_the_least_recently_used_sessions() {
         store.run_pending_tasks();
     }
     assert_eq!(store.session_count(), 10, "bounded at max_sessions");
-    for old in &sessions[..5] {
+    for old in &sessions[1..6] {
         assert!(
             matches!(h.cache.session(&old.sid).await, Err(SessionError::NotFound)),
             "the least recently used sessions were evicted"
         );
     }
-    for recent in &sessions[5..] {
+    for recent in std::iter::once(&sessions[0]).chain(&sessions[6..]) {
         h.cache
             .session(&recent.sid)
             .await
