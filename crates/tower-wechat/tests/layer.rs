@@ -206,3 +206,45 @@ async fn the_default_session_cookie_carries_the_host_prefix() {
         assert_eq!(response.status(), expected, "{cookie}");
     }
 }
+
+/// Two apps share one store and one signing key (a misconfiguration, but a plausible one): a
+/// token of app A's session is validly signed for app B too, and B must still refuse it.
+#[tokio::test]
+async fn a_session_of_another_app_in_a_shared_store_is_refused() {
+    let mock = MockWeChat::start(MockConfig::default()).await.unwrap();
+    let store = wechat_token_cache::MokaStore::default();
+    let keys = || KeyRing::new(SigningKey::hs256("k1", &[42; 32]).unwrap());
+    let layer_for = |appid: &str| {
+        let client = Client::builder(AppId::new(appid), AppSecret::new(mock.secret()))
+            .api_base(mock.base_url())
+            .build()
+            .unwrap();
+        WeChatAuthLayer::builder(client, keys())
+            .store(store.clone())
+            .build()
+            .unwrap()
+    };
+    let app_a = layer_for(mock.appid());
+    let app_b = layer_for("wx_another_app");
+    let token = token_of(&app_a, &mock).await;
+    assert_eq!(
+        call(app(app_a), "/required", Some(&token)).await.0,
+        StatusCode::OK
+    );
+    let (status, body) = call(app(app_b), "/required", Some(&token)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(body.contains("session_expired"), "{body}");
+}
+
+async fn token_of<St: wechat_token_cache::TokenStore>(
+    layer: &WeChatAuthLayer<St>,
+    mock: &MockWeChat,
+) -> String {
+    let code = mock.mint_code(MockGrant::default());
+    LoginEndpoints::new(layer)
+        .login(tower_wechat::CodeLogin::new(&code))
+        .await
+        .unwrap()
+        .token
+        .token
+}
