@@ -86,16 +86,19 @@ async fn real_calls_leak_nothing_into_values_errors_or_debug_logs() {
     let mock = MockWeChat::start(MockConfig::new("wxleaktest", SECRET))
         .await
         .unwrap();
-    let client = Client::builder(AppId::new("wxleaktest"), AppSecret::new(SECRET))
-        .api_base(mock.base_url())
-        .timeout(Duration::from_millis(300))
-        .retry(RetryPolicy {
-            max_attempts: 2,
-            initial_backoff: Duration::from_millis(1),
-            max_backoff: Duration::from_millis(1),
-        })
-        .build()
-        .unwrap();
+    // The ordinary calls get the default timeout (a loaded machine must not fail them); only
+    // the timeout case uses a client that gives up long before the fake answers.
+    let builder = || {
+        Client::builder(AppId::new("wxleaktest"), AppSecret::new(SECRET))
+            .api_base(mock.base_url())
+            .retry(RetryPolicy {
+                max_attempts: 2,
+                initial_backoff: Duration::from_millis(1),
+                max_backoff: Duration::from_millis(1),
+            })
+    };
+    let client = builder().build().unwrap();
+    let impatient = builder().timeout(Duration::from_millis(300)).build().unwrap();
     let code = mock.mint_code(MockGrant::default());
     let mut shown = format!("{client:?}");
 
@@ -125,8 +128,9 @@ async fn real_calls_leak_nothing_into_values_errors_or_debug_logs() {
         Fault::Delay(Duration::from_secs(10)),
         1,
     );
-    let timeout = client
-        .exchange_code(&AuthCode::new(mock.mint_code(MockGrant::default())))
+    let timed_out_code = mock.mint_code(MockGrant::default());
+    let timeout = impatient
+        .exchange_code(&AuthCode::new(&timed_out_code))
         .await
         .unwrap_err();
     let body = format!(
@@ -158,6 +162,7 @@ async fn real_calls_leak_nothing_into_values_errors_or_debug_logs() {
         SECRET,
         code.as_str(),
         mini_code.as_str(),
+        timed_out_code.as_str(),
         grant.access_token.secret(),
         grant.refresh_token.secret(),
         refreshed.access_token.secret(),
