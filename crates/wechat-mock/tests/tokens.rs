@@ -246,6 +246,17 @@ async fn the_clock_is_frozen_by_default_and_can_follow_real_time() {
     .unwrap();
     let t0 = running.now();
     assert!(running.now() >= t0, "real time never goes back");
+    // It moves by itself (a frozen clock would not): wait for it, at most 5 s.
+    let mut moved = false;
+    for _ in 0..5_000 {
+        if running.now() > t0 {
+            moved = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(moved, "a real-time clock moves without being advanced");
+    let t0 = running.now();
     running.advance(Duration::from_secs(10));
     assert!(
         running.now() >= t0 + Duration::from_secs(10),
