@@ -53,12 +53,13 @@ async fn body_fault_answers_the_raw_body() {
 async fn delay_fault_still_answers_normally() {
     let h = Harness::start().await;
     let code = h.mock.mint_code(MockGrant::default());
-    h.mock.inject(
-        Endpoint::AccessToken,
-        Fault::Delay(Duration::from_millis(20)),
-        1,
-    );
+    let delay = Duration::from_millis(200);
+    h.mock.inject(Endpoint::AccessToken, Fault::Delay(delay), 1);
+    let started = std::time::Instant::now();
     h.exchange(&code).await.success();
+    // A lower bound only: the answer cannot come before the fake has waited (a slow machine can
+    // only make it later).
+    assert!(started.elapsed() >= delay, "the answer was delayed");
     assert_eq!(h.mock.calls(Endpoint::AccessToken), 1);
 }
 
