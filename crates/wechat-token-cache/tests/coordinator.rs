@@ -262,6 +262,9 @@ async fn a_rotated_refresh_token_is_stored_and_used() {
 struct RacingStore {
     inner: MokaStore,
     competitor: Mutex<Option<SessionRecord>>,
+    /// A logout that lands just before the next compare-and-set: after the flight read the
+    /// record and asked WeChat, before it writes back.
+    logout_before_write: Mutex<Option<SessionId>>,
 }
 
 impl TokenStore for RacingStore {
@@ -276,6 +279,10 @@ impl TokenStore for RacingStore {
         expected: u64,
         record: SessionRecord,
     ) -> Result<CasOutcome, StoreError> {
+        let logout = self.logout_before_write.lock().unwrap().take();
+        if let Some(sid) = logout {
+            assert!(self.inner.delete(&sid).await?, "the logout found the session");
+        }
         let competitor = self.competitor.lock().unwrap().take();
         if let Some(competitor) = competitor {
             let version = competitor.version;
@@ -299,6 +306,7 @@ async fn racing_harness() -> Harness<Arc<RacingStore>> {
     let store = Arc::new(RacingStore {
         inner: MokaStore::builder().clock(Arc::new(clock.clone())).build(),
         competitor: Mutex::new(None),
+        logout_before_write: Mutex::new(None),
     });
     let cache = TokenCache::builder(client).store(store).build();
     Harness { mock, clock, cache }
@@ -352,12 +360,22 @@ async fn a_logout_during_a_refresh_is_not_undone() {
     let h = racing_harness().await;
     let session = h.login().await;
     h.advance(EXPIRY);
-    h.cache.logout(&session.sid).await.unwrap();
+    // The user logs out while the refresh is in flight: after the flight read the record and
+    // WeChat answered, just before the write-back.
+    *h.cache.store().logout_before_write.lock().unwrap() = Some(session.sid);
     assert!(matches!(
         h.cache.session(&session.sid).await,
         Err(SessionError::NotFound)
     ));
-    assert!(h.cache.store().get(&session.sid).await.unwrap().is_none());
+    assert_eq!(h.mock.calls(Endpoint::RefreshToken), 1, "the refresh happened");
+    assert!(
+        h.cache.store().logout_before_write.lock().unwrap().is_none(),
+        "the logout ran between the read and the write"
+    );
+    assert!(
+        h.cache.store().get(&session.sid).await.unwrap().is_none(),
+        "the refresh's write-back did not bring the session back"
+    );
 }
 
 const REQUEST_ID: &str = "retry-0123456789abcdef";
