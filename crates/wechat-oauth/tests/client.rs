@@ -543,3 +543,47 @@ async fn expiry_counts_from_before_the_request_and_its_retries() {
     assert_eq!(mock.calls(Endpoint::RefreshToken), 2);
     assert_eq!(refreshed.access_token_expires_at, start + hours(1 + 2));
 }
+
+/// The AppSecret travels in the query string: a redirect must never carry it elsewhere. A
+/// server that answers 302 sees no second request, and the call fails with the status.
+#[tokio::test]
+async fn redirects_are_never_followed() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let followed = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&followed);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut request = vec![0u8; 4096];
+            let n = stream.read(&mut request).await.unwrap_or(0);
+            let request = String::from_utf8_lossy(&request[..n]);
+            let answer = if request.starts_with("GET /followed") {
+                seen.fetch_add(1, Ordering::SeqCst);
+                "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}"
+            } else {
+                "HTTP/1.1 302 Found\r\nlocation: /followed\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            };
+            let _ = stream.write_all(answer.as_bytes()).await;
+        }
+    });
+    let client = Client::builder(AppId::new("wx"), AppSecret::new("s3cret"))
+        .api_base(format!("http://{addr}"))
+        .build()
+        .unwrap();
+    let err = client
+        .exchange_code(&AuthCode::new("code"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::HttpStatus { status: 302, .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        followed.load(Ordering::SeqCst),
+        0,
+        "the redirect was not followed"
+    );
+}

@@ -98,7 +98,10 @@ async fn real_calls_leak_nothing_into_values_errors_or_debug_logs() {
             })
     };
     let client = builder().build().unwrap();
-    let impatient = builder().timeout(Duration::from_millis(300)).build().unwrap();
+    let impatient = builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
     let code = mock.mint_code(MockGrant::default());
     let mut shown = format!("{client:?}");
 

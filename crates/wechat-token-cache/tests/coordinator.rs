@@ -281,7 +281,10 @@ impl TokenStore for RacingStore {
     ) -> Result<CasOutcome, StoreError> {
         let logout = self.logout_before_write.lock().unwrap().take();
         if let Some(sid) = logout {
-            assert!(self.inner.delete(&sid).await?, "the logout found the session");
+            assert!(
+                self.inner.delete(&sid).await?,
+                "the logout found the session"
+            );
         }
         let competitor = self.competitor.lock().unwrap().take();
         if let Some(competitor) = competitor {
@@ -367,9 +370,18 @@ async fn a_logout_during_a_refresh_is_not_undone() {
         h.cache.session(&session.sid).await,
         Err(SessionError::NotFound)
     ));
-    assert_eq!(h.mock.calls(Endpoint::RefreshToken), 1, "the refresh happened");
+    assert_eq!(
+        h.mock.calls(Endpoint::RefreshToken),
+        1,
+        "the refresh happened"
+    );
     assert!(
-        h.cache.store().logout_before_write.lock().unwrap().is_none(),
+        h.cache
+            .store()
+            .logout_before_write
+            .lock()
+            .unwrap()
+            .is_none(),
         "the logout ran between the read and the write"
     );
     assert!(
