@@ -499,6 +499,25 @@ async fn a_dead_session_cookie_is_cleared() {
     // A bearer token is not a cookie: nothing to clear.
     let response = s.get("/me", &token).await;
     assert!(!response.headers().contains_key(SET_COOKIE));
+
+    // Forged, grant gone, expired: each cookie is dead, and cleared.
+    let cleared = |cookie: String| {
+        let s = &s;
+        async move {
+            let response = s.with_cookie(reqwest::Method::GET, "/me", &cookie).await;
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{cookie:.40}");
+            let set = response.headers().get(SET_COOKIE).map(|v| v.to_str().unwrap().to_owned());
+            set.is_some_and(|c| c.starts_with("wechat_session=;") && c.contains("Max-Age=0"))
+        }
+    };
+    let live = s.login("o_quinn").await;
+    assert!(cleared(format!("wechat_session={live}x")).await, "forged");
+    s.mock.revoke("o_quinn");
+    s.advance(2 * HOUR);
+    assert!(cleared(format!("wechat_session={live}")).await, "grant gone");
+    let other = s.login("o_rita").await;
+    s.advance(Duration::from_secs(8 * 24 * 3600));
+    assert!(cleared(format!("wechat_session={other}")).await, "expired");
 }
 
 #[tokio::test]
