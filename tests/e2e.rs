@@ -506,7 +506,10 @@ async fn a_dead_session_cookie_is_cleared() {
         async move {
             let response = s.with_cookie(reqwest::Method::GET, "/me", &cookie).await;
             assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{cookie:.40}");
-            let set = response.headers().get(SET_COOKIE).map(|v| v.to_str().unwrap().to_owned());
+            let set = response
+                .headers()
+                .get(SET_COOKIE)
+                .map(|v| v.to_str().unwrap().to_owned());
             set.is_some_and(|c| c.starts_with("wechat_session=;") && c.contains("Max-Age=0"))
         }
     };
@@ -514,7 +517,10 @@ async fn a_dead_session_cookie_is_cleared() {
     assert!(cleared(format!("wechat_session={live}x")).await, "forged");
     s.mock.revoke("o_quinn");
     s.advance(2 * HOUR);
-    assert!(cleared(format!("wechat_session={live}")).await, "grant gone");
+    assert!(
+        cleared(format!("wechat_session={live}")).await,
+        "grant gone"
+    );
     let other = s.login("o_rita").await;
     s.advance(Duration::from_secs(8 * 24 * 3600));
     assert!(cleared(format!("wechat_session={other}")).await, "expired");
@@ -693,4 +699,65 @@ async fn debug_logs_hold_no_secret_or_wechat_token() {
         );
     }
     assert!(!stored.is_empty());
+}
+
+/// How refresh failures and the profile's scope look over HTTP: status, code, `Retry-After`.
+#[tokio::test]
+async fn refresh_failures_and_scope_map_to_their_http_answers() {
+    let s = start().await;
+    let cases: [(i64, u16, &str, Option<&str>); 4] = [
+        (40013, 500, "misconfigured", None),
+        (50002, 403, "access_denied", None),
+        (-1, 503, "upstream_unavailable", Some("5")),
+        (45011, 503, "upstream_unavailable", Some("60")),
+    ];
+    for (errcode, status, error, retry_after) in cases {
+        let token = s.login(&format!("o_map{}", errcode.abs())).await;
+        s.advance(2 * HOUR);
+        s.mock
+            .inject(Endpoint::RefreshToken, Fault::ErrCode(errcode), 10);
+        let response = s.get("/me", &token).await;
+        assert_eq!(response.status().as_u16(), status, "{errcode}");
+        assert_eq!(
+            response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap()),
+            retry_after,
+            "{errcode}"
+        );
+        assert_eq!(
+            response.json::<Value>().await.unwrap()["error"],
+            error,
+            "{errcode}"
+        );
+        s.mock.clear_faults();
+    }
+
+    // A snsapi_base grant asking for the profile.
+    let code: Value = s
+        .http
+        .get(format!(
+            "{}/sandbox/code?openid=o_base&scope=snsapi_base",
+            s.base
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (status, body) = s
+        .post_login(
+            "/auth/wechat/login",
+            json!({ "code": code["code"] }).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let response = s.get("/me/profile", body["token"].as_str().unwrap()).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["error"],
+        "scope_insufficient"
+    );
 }

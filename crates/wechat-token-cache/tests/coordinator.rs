@@ -163,6 +163,41 @@ async fn a_revoked_grant_deletes_the_session() {
     ));
 }
 
+/// Every "grant gone" answer ends the session, from a refresh and from an `/sns/auth` check.
+#[tokio::test]
+async fn each_grant_gone_errcode_ends_the_session() {
+    for errcode in [42002, 40030, 40003, 50001] {
+        let h = harness().await;
+        let session = h.login().await;
+        h.advance(EXPIRY);
+        h.mock
+            .inject(Endpoint::RefreshToken, Fault::ErrCode(errcode), 1);
+        match h.cache.session(&session.sid).await {
+            Err(SessionError::Reauthorize { errcode: got }) => assert_eq!(got.0, errcode),
+            other => panic!("refresh answered {errcode}: expected reauthorize, got {other:?}"),
+        }
+        assert!(
+            h.cache.store().get(&session.sid).await.unwrap().is_none(),
+            "{errcode}"
+        );
+    }
+    let h = harness_with(MockConfig::default(), |b| {
+        b.check_interval(Some(Duration::from_secs(60)))
+    })
+    .await;
+    let session = h.login().await;
+    h.advance(Duration::from_secs(61));
+    h.mock.inject(Endpoint::Auth, Fault::ErrCode(40003), 1);
+    assert!(matches!(
+        h.cache.session(&session.sid).await,
+        Err(SessionError::Reauthorize { .. })
+    ));
+    assert!(
+        h.cache.store().get(&session.sid).await.unwrap().is_none(),
+        "check: 40003"
+    );
+}
+
 #[tokio::test]
 async fn system_busy_during_refresh_keeps_the_session_until_a_later_success() {
     let h = harness().await;
