@@ -115,17 +115,39 @@ where
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
     use tokio::sync::Notify;
+
+    /// `f`, or a failure naming `what` after 10 s: a regression fails instead of hanging.
+    async fn within<F: Future>(what: &str, f: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(10), f)
+            .await
+            .unwrap_or_else(|_| panic!("never happened: {what}"))
+    }
+
+    /// Yields until `done()` holds (bounded by [`within`]).
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        within(what, async {
+            while !done() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+    }
 
     #[tokio::test]
     async fn concurrent_callers_share_one_run() {
         let flights: Arc<Flights<u8, usize>> = Arc::default();
         let runs = Arc::new(AtomicUsize::new(0));
+        let joined = Arc::new(AtomicUsize::new(0));
         let gate = Arc::new(Notify::new());
         let mut callers = Vec::new();
         for _ in 0..100 {
             let (flights, runs, gate) = (flights.clone(), runs.clone(), gate.clone());
+            let joined = joined.clone();
             callers.push(tokio::spawn(async move {
+                // Counted in the same poll that joins (or starts) the flight.
+                joined.fetch_add(1, Ordering::SeqCst);
                 flights
                     .run(7, || async move {
                         gate.notified().await;
@@ -134,13 +156,10 @@ mod tests {
                     .await
             }));
         }
-        // Every caller has joined once the flight exists and all 100 tasks were polled.
-        while flights.in_progress() == 0 {
-            tokio::task::yield_now().await;
-        }
-        for _ in 0..100 {
-            tokio::task::yield_now().await;
-        }
+        until("every caller joined", || {
+            joined.load(Ordering::SeqCst) == 100 && flights.in_progress() == 1
+        })
+        .await;
         gate.notify_one();
         for caller in callers {
             assert_eq!(caller.await.unwrap(), Some(41));
@@ -164,16 +183,12 @@ mod tests {
                     .await
             })
         };
-        while flights.in_progress() == 0 {
-            tokio::task::yield_now().await;
-        }
+        until("the flight took off", || flights.in_progress() == 1).await;
         caller.abort();
         assert!(caller.await.unwrap_err().is_cancelled());
         gate.notify_one();
-        finished.notified().await;
-        while flights.in_progress() > 0 {
-            tokio::task::yield_now().await;
-        }
+        within("the work finished without its caller", finished.notified()).await;
+        until("the flight landed", || flights.in_progress() == 0).await;
     }
 
     #[tokio::test]
