@@ -248,3 +248,103 @@ async fn token_of<St: wechat_token_cache::TokenStore>(
         .token
         .token
 }
+
+/// "A valid session does no I/O and no upstream call; a forged token never reads the store",
+/// counted: the store's lookups by kind, and the fake WeChat's calls.
+#[tokio::test]
+async fn the_hot_path_reads_no_store_future_and_calls_no_one() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use wechat_token_cache::{
+        CasOutcome, MokaStore, SessionId, SessionRecord, StoreError, TokenStore, UserKey,
+    };
+
+    #[derive(Clone, Default)]
+    struct Counting {
+        inner: MokaStore,
+        waits: Arc<AtomicU64>,
+        lookups: Arc<AtomicU64>,
+    }
+    impl TokenStore for Counting {
+        fn get_now(
+            &self,
+            sid: &SessionId,
+        ) -> Option<Result<Option<Arc<SessionRecord>>, StoreError>> {
+            self.lookups.fetch_add(1, Ordering::SeqCst);
+            self.inner.get_now(sid)
+        }
+        async fn get(&self, sid: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+            self.waits.fetch_add(1, Ordering::SeqCst);
+            self.inner.get(sid).await
+        }
+        async fn insert(&self, r: SessionRecord) -> Result<Arc<SessionRecord>, StoreError> {
+            self.inner.insert(r).await
+        }
+        async fn compare_and_set(
+            &self,
+            v: u64,
+            r: SessionRecord,
+        ) -> Result<CasOutcome, StoreError> {
+            self.inner.compare_and_set(v, r).await
+        }
+        async fn delete(&self, sid: &SessionId) -> Result<bool, StoreError> {
+            self.inner.delete(sid).await
+        }
+        async fn delete_user(&self, user: &UserKey) -> Result<usize, StoreError> {
+            self.inner.delete_user(user).await
+        }
+    }
+
+    let mock = MockWeChat::start(MockConfig::default()).await.unwrap();
+    let client = Client::builder(AppId::new(mock.appid()), AppSecret::new(mock.secret()))
+        .api_base(mock.base_url())
+        .build()
+        .unwrap();
+    let store = Counting::default();
+    let layer = WeChatAuthLayer::builder(
+        client,
+        KeyRing::new(SigningKey::hs256("k1", &[42; 32]).unwrap()),
+    )
+    .store(store.clone())
+    .build()
+    .unwrap();
+    let token = token_of(&layer, &mock).await;
+    let forged = format!("{}x", &token[..token.len() - 1]);
+    let calls = || mock.stats().values().sum::<u64>();
+    let (upstream, waits) = (calls(), store.waits.load(Ordering::SeqCst));
+    let service = Router::new()
+        .route(
+            "/required",
+            get(|user: WeChatUser| async move { user.openid().to_string() }),
+        )
+        .layer(layer);
+    for _ in 0..100 {
+        assert_eq!(
+            call(service.clone(), "/required", Some(&token)).await.0,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        store.lookups.load(Ordering::SeqCst),
+        100,
+        "one lookup per request"
+    );
+    assert_eq!(
+        store.waits.load(Ordering::SeqCst),
+        waits,
+        "never a waiting read"
+    );
+    assert_eq!(calls(), upstream, "never an upstream call");
+    for _ in 0..100 {
+        assert_eq!(
+            call(service.clone(), "/required", Some(&forged)).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        store.lookups.load(Ordering::SeqCst),
+        100,
+        "forged tokens never read the store"
+    );
+    assert_eq!(store.waits.load(Ordering::SeqCst), waits);
+}

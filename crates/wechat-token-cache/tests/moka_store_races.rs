@@ -152,3 +152,26 @@ fn the_per_user_cap_ends_the_least_recently_confirmed_session() {
         assert!(get(&store, &sid).is_some());
     }
 }
+
+/// A login racing a logout-all of the same user: whichever wins, the new session is indexed,
+/// so the next logout-all ends it — no session escapes logout-all for good.
+#[test]
+fn a_login_racing_logout_all_never_escapes_the_next_one() {
+    let clock = ManualClock::starting_now();
+    let store = MokaStore::builder().clock(Arc::new(clock.clone())).build();
+    let user = sample_record(&clock, "wxapp", "racer").user();
+    for _ in 0..300 {
+        now(store.insert(sample_record(&clock, "wxapp", "racer")));
+        let fresh = sample_record(&clock, "wxapp", "racer");
+        let sid = fresh.sid;
+        std::thread::scope(|s| {
+            s.spawn(|| now(store.insert(fresh)));
+            s.spawn(|| now(store.delete_user(&user)));
+        });
+        now(store.delete_user(&user));
+        assert!(
+            get(&store, &sid).is_none(),
+            "the racing login was ended by the next logout-all"
+        );
+    }
+}
