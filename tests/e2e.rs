@@ -650,55 +650,174 @@ impl Write for Captured {
 }
 
 #[tokio::test]
-async fn debug_logs_hold_no_secret_or_wechat_token() {
+async fn trace_logs_and_responses_hold_no_secret() {
+    /// The WeChat credentials a session holds now (read from the store), by value.
+    async fn credentials(s: &common::Server, sid: &Value, into: &mut Vec<String>) {
+        let sid = sid.as_str().unwrap().parse().unwrap();
+        if let Some(record) = s.auth.cache().store().get(&sid).await.unwrap() {
+            match &record.credentials {
+                wechat_login::token_cache::Credentials::OAuth {
+                    access_token,
+                    refresh_token,
+                    ..
+                } => {
+                    into.push(access_token.secret().to_owned());
+                    into.push(refresh_token.secret().to_owned());
+                }
+                wechat_login::token_cache::Credentials::MiniProgram { session_key } => {
+                    into.push(session_key.secret().to_owned());
+                }
+                _ => {}
+            }
+        }
+    }
+
     // A global subscriber: a thread-scoped one can miss events when another test thread fixed
     // a callsite's interest first. Other tests' logs land here too, which only widens the check.
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
+        .with_max_level(tracing::Level::TRACE)
         .with_writer(move || writer.clone())
         .with_ansi(false)
         .finish();
     tracing::subscriber::set_global_default(subscriber).expect("only this test sets one");
 
     let s = start().await;
+    let mut responses = String::new();
+    let headers = |response: &reqwest::Response| format!("{:?}\n", response.headers());
+    let mut codes = Vec::new();
+    let mut session_tokens = Vec::new();
+    let mut sids = Vec::new();
+
+    // Code login, profile, a refresh, a refresh WeChat refuses for a while (warn paths),
+    // a re-issued token, logout.
     let code = s.code("o_mallory").await;
-    let (_, body) = s
-        .post_login("/auth/wechat/login", json!({ "code": code }).to_string())
+    codes.push(code.clone());
+    let login = s
+        .post_json("/auth/wechat/login", json!({ "code": code }).to_string())
         .await;
-    let token = body["token"].as_str().unwrap().to_owned();
-    s.me(&token).await;
-    s.get("/me/profile", &token).await;
+    responses.push_str(&headers(&login));
+    let body = login.text().await.unwrap();
+    responses.push_str(&body);
+    let token = serde_json::from_str::<Value>(&body).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    session_tokens.push(token.clone());
+    let me = s.get("/me", &token).await;
+    responses.push_str(&headers(&me));
+    let me = me.text().await.unwrap();
+    sids.push(serde_json::from_str::<Value>(&me).unwrap()["session_id"].clone());
+    responses.push_str(&me);
+    let mut wechat_secrets = vec![s.mock.secret().to_owned()];
+    credentials(&s, &sids[0], &mut wechat_secrets).await;
+    let profile = s.get("/me/profile", &token).await;
+    responses.push_str(&headers(&profile));
+    responses.push_str(&profile.text().await.unwrap());
     s.advance(2 * HOUR);
-    s.me(&token).await;
+    s.mock.inject(Endpoint::RefreshToken, Fault::ErrCode(-1), 3);
+    responses.push_str(&s.get("/me", &token).await.text().await.unwrap());
+    s.mock.clear_faults();
+    s.advance(Duration::from_secs(61));
+    responses.push_str(&s.get("/me", &token).await.text().await.unwrap());
+    credentials(&s, &sids[0], &mut wechat_secrets).await;
+    s.advance(Duration::from_secs(4 * 24 * 3600));
+    let reissued = s.get("/me", &token).await;
+    responses.push_str(&headers(&reissued));
+    if let Some(fresh) = reissued.headers().get("x-session-token") {
+        session_tokens.push(fresh.to_str().unwrap().to_owned());
+    }
+
+    // A Mini Program login (its session key stays on the server).
+    let mp_code = s.code("o_mini").await;
+    codes.push(mp_code.clone());
+    let mini = s
+        .post_json(
+            "/auth/wechat/miniprogram/login",
+            json!({ "code": mp_code }).to_string(),
+        )
+        .await;
+    responses.push_str(&headers(&mini));
+    let mini: Value = mini.json().await.unwrap();
+    responses.push_str(&mini.to_string());
+    let mini_token = mini["token"].as_str().unwrap().to_owned();
+    sids.push(s.me(&mini_token).await.1["session_id"].clone());
+    session_tokens.push(mini_token);
+
+    // The web flow: binding cookie, state and code in the callback query, cookie requests.
+    let web = s.web_login("o_web").await;
+    let callback_code = reqwest::Url::parse(&web.callback)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    codes.push(callback_code);
+    let done = s
+        .http
+        .get(&web.callback)
+        .header(COOKIE, &web.binding)
+        .send()
+        .await
+        .unwrap();
+    let cookie = done
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("wechat_session="))
+        .unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    session_tokens.push(cookie.trim_start_matches("wechat_session=").to_owned());
+    let me = s.with_cookie(reqwest::Method::GET, "/me", &cookie).await;
+    sids.push(me.json::<Value>().await.unwrap()["session_id"].clone());
+    for sid in &sids {
+        credentials(&s, sid, &mut wechat_secrets).await;
+    }
     s.post("/auth/logout", &token).await;
     s.post_login("/auth/wechat/login", json!({ "code": "bogus" }).to_string())
         .await;
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("new session"), "logs were captured:\n{logs}");
-    let stored = s.auth.cache().client().appid().to_string();
-    let mut secrets = vec![s.mock.secret().to_owned(), code.clone(), token.clone()];
-    secrets.extend(String::from_utf8(SECRET.to_vec()));
-    // WeChat's tokens never reached the client; find them through the fake's counters'
-    // neighbours: every access/refresh token the fake issued is at least 80 characters of
-    // [A-Za-z0-9], so any such run in the logs would be one.
-    let long_runs = logs
-        .split(|c: char| !c.is_ascii_alphanumeric())
-        .filter(|run| run.len() >= 80)
-        .collect::<Vec<_>>();
+    // The WeChat credentials, read from the store by value at each stage.
     assert!(
-        long_runs.is_empty(),
-        "a token-like value in the logs: {long_runs:?}"
+        wechat_secrets.len() >= 8,
+        "credentials were collected: {}",
+        wechat_secrets.len()
     );
-    for secret in &secrets {
+    let key_forms = {
+        use base64::Engine;
+        let hex: String = SECRET.iter().map(|b| format!("{b:02x}")).collect();
+        vec![
+            String::from_utf8(SECRET.to_vec()).unwrap(),
+            hex,
+            base64::engine::general_purpose::STANDARD.encode(SECRET),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET),
+        ]
+    };
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("new session"), "logs were captured");
+
+    let binding = web.binding.split('=').nth(1).unwrap().to_owned();
+    let in_logs = wechat_secrets
+        .iter()
+        .chain(&codes)
+        .chain(&session_tokens)
+        .chain(&key_forms)
+        .chain([&binding]);
+    for secret in in_logs {
         assert!(
             !logs.contains(secret.as_str()),
             "{secret:.12}... leaked into the logs"
         );
     }
-    assert!(!stored.is_empty());
+    for secret in wechat_secrets.iter().chain(&key_forms) {
+        assert!(
+            !responses.contains(secret.as_str()),
+            "{secret:.12}... leaked into a response"
+        );
+    }
 }
 
 /// How refresh failures and the profile's scope look over HTTP: status, code, `Retry-After`.
