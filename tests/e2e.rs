@@ -428,6 +428,57 @@ async fn cookie_clients_get_a_reissued_cookie_that_no_cache_may_keep() {
     assert!(!response.headers().contains_key("x-session-token"));
 }
 
+/// The claims of a session token (not verified: the server did that).
+fn claims(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
+#[tokio::test]
+async fn a_reissued_token_never_outlives_the_session() {
+    const DAY: u64 = 24 * 3600;
+    let s = start().await;
+    let mut token = s.login("o_ursula").await;
+    let first = claims(&token);
+    let (t0, ttl) = (
+        first["iat"].as_u64().unwrap(),
+        first["exp"].as_u64().unwrap() - first["iat"].as_u64().unwrap(),
+    );
+    // WeChat's refresh token lives 30 days from the login: the session cannot outlive it.
+    let session_end = t0 + 30 * DAY;
+    let mut reissued = Vec::new();
+    for day in (3..=27).step_by(3) {
+        s.advance(Duration::from_secs(3 * DAY));
+        let response = s.get("/me", &token).await;
+        assert_eq!(response.status(), StatusCode::OK, "day {day}");
+        if let Some(fresh) = response.headers().get("x-session-token") {
+            token = fresh.to_str().unwrap().to_owned();
+            let exp = claims(&token)["exp"].as_u64().unwrap();
+            assert!(
+                exp <= session_end,
+                "a token re-issued on day {} lives {} s past the session",
+                (claims(&token)["iat"].as_u64().unwrap() - t0) / DAY,
+                exp - session_end
+            );
+            reissued.push(exp);
+        }
+    }
+    // Re-issued on days 6, 12, 18 and 24; the last one is cut short at the session's end.
+    assert_eq!(reissued.len(), 4, "{reissued:?}");
+    let last = *reissued.last().unwrap();
+    assert!(
+        last < t0 + 24 * DAY + ttl,
+        "the last token must be cut short"
+    );
+    // Past the session's end, the last token opens nothing.
+    s.advance(Duration::from_secs(session_end + 60 - (t0 + 27 * DAY)));
+    assert_eq!(s.me(&token).await.0, StatusCode::UNAUTHORIZED);
+}
+
 #[tokio::test]
 async fn login_and_logout_responses_are_not_overwritten_by_a_reissue() {
     let s = start().await;

@@ -26,6 +26,8 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// The shortest HS256 secret accepted, in bytes.
 pub const MIN_HS256_SECRET: usize = 32;
+/// How long a re-issued token is handed out again to a client that keeps sending its old one.
+const RENEWAL_REUSE: Duration = Duration::from_secs(60);
 
 /// Why a key could not be used.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -272,9 +274,10 @@ pub struct SessionTokens {
     config: TokenConfig,
     clock: SharedClock,
     verified: VerifiedCache,
-    /// Tokens re-issued in the last minute, per session: a client that keeps sending its old
-    /// token gets the same new one instead of a signature per request.
-    renewals: moka::sync::Cache<SessionId, IssuedToken>,
+    /// Tokens re-issued in the last minute (by our clock), per session, with when they were
+    /// issued: a client that keeps sending its old token gets the same new one instead of a
+    /// signature per request.
+    renewals: moka::sync::Cache<SessionId, (SystemTime, IssuedToken)>,
 }
 
 impl fmt::Debug for SessionTokens {
@@ -396,13 +399,18 @@ impl SessionTokens {
     }
 
     /// A fresh token for a session whose token nears its end: issued at most once a minute per
-    /// session.
+    /// session (measured on our clock, which tests drive), never outliving the session.
     pub(crate) fn renew(&self, record: &SessionRecord) -> Result<IssuedToken, KeyError> {
-        if let Some(issued) = self.renewals.get(&record.sid) {
-            return Ok(issued);
+        let now = self.clock.now();
+        let recent = |at: SystemTime| now.duration_since(at).is_ok_and(|age| age < RENEWAL_REUSE);
+        match self.renewals.get(&record.sid) {
+            Some((at, issued)) if recent(at) && issued.expires_at <= record.expires_at => {
+                return Ok(issued);
+            }
+            _ => {}
         }
         let issued = self.issue(record)?;
-        self.renewals.insert(record.sid, issued.clone());
+        self.renewals.insert(record.sid, (now, issued.clone()));
         Ok(issued)
     }
 

@@ -954,6 +954,7 @@ fn refresh_token(record: &SessionRecord) -> Option<&wechat_oauth::RefreshToken> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wait::until;
     use wechat_mock::{Endpoint, Fault, MockConfig, MockGrant, MockWeChat};
     use wechat_oauth::{AppId, AppSecret, AuthCode, ManualClock, RetryPolicy};
 
@@ -1036,9 +1037,7 @@ mod tests {
             );
             async move { flights.run(sid, work).await }
         });
-        while inner.flights.in_progress() == 0 {
-            tokio::task::yield_now().await;
-        }
+        until("flight A takes off", || inner.flights.passengers(&sid) == 1).await;
         // The forced caller joins flight A...
         let forced = tokio::spawn({
             let (inner, token) = (Arc::clone(&inner), token.clone());
@@ -1052,9 +1051,10 @@ mod tests {
                 flights.run(sid, work).await
             }
         });
-        for _ in 0..10 {
-            tokio::task::yield_now().await;
-        }
+        until("the forced caller joins flight A", || {
+            inner.flights.passengers(&sid) == 2
+        })
+        .await;
         gate_b.notify_one();
         gate_a.notify_one();
         match forced.await.unwrap() {

@@ -109,31 +109,25 @@ where
     pub(crate) fn in_progress(&self) -> usize {
         self.running.lock().map(|r| r.len()).unwrap_or(0)
     }
+
+    /// How many callers wait on the flight for `key` (0 when none is in progress).
+    #[cfg(test)]
+    pub(crate) fn passengers(&self, key: &K) -> usize {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        // The registry holds one handle of the flight; every waiting caller holds another.
+        running
+            .get(key)
+            .and_then(Shared::strong_count)
+            .map_or(0, |handles| handles - 1)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wait::{until, within};
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
     use tokio::sync::Notify;
-
-    /// `f`, or a failure naming `what` after 10 s: a regression fails instead of hanging.
-    async fn within<F: Future>(what: &str, f: F) -> F::Output {
-        tokio::time::timeout(Duration::from_secs(10), f)
-            .await
-            .unwrap_or_else(|_| panic!("never happened: {what}"))
-    }
-
-    /// Yields until `done()` holds (bounded by [`within`]).
-    async fn until(what: &str, done: impl Fn() -> bool) {
-        within(what, async {
-            while !done() {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await
-    }
 
     #[tokio::test]
     async fn concurrent_callers_share_one_run() {

@@ -51,6 +51,8 @@ mod login;
 mod moka_store;
 mod record;
 mod store;
+#[cfg(test)]
+mod wait;
 
 pub use cache::{CacheConfig, GracePolicy, MAX_REFRESH_WINDOW, TokenCache, TokenCacheBuilder};
 pub use error::{CallError, LoginError, SessionError};
