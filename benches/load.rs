@@ -84,7 +84,7 @@ use wechat_login::oauth::{AppId, AppSecret, Client};
 use wechat_login::redis_store::{RedisStore, SealingKey};
 use wechat_login::token_cache::CachedStore;
 use wechat_login::token_cache::{
-    CasOutcome, MokaStore, SessionId, SessionRecord, StoreError, TokenStore, UserKey,
+    CasOutcome, MokaStore, SessionId, SessionRecord, StoreError, TokenStore, UserId,
 };
 use wechat_login::tower::{
     Claims, KeyRing, LoginEndpoints, SessionTokens, SigningKey, TokenConfig, WeChatAuthLayer,
@@ -154,10 +154,7 @@ impl TokenStore for CountingStore {
         self.inner.delete(sid)
     }
 
-    fn delete_user(
-        &self,
-        user: &UserKey,
-    ) -> impl Future<Output = Result<usize, StoreError>> + Send {
+    fn delete_user(&self, user: &UserId) -> impl Future<Output = Result<usize, StoreError>> + Send {
         self.inner.delete_user(user)
     }
 }

@@ -12,7 +12,9 @@ use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, COOKIE, LOCATION, SET_COOKIE};
 use serde_json::{Value, json};
 use wechat_login::token_cache::{SessionRecord, TokenStore};
-use wechat_login::tower::{KeyRing, SessionTokens, SigningKey, TokenConfig, WeChatAuthLayer};
+use wechat_login::tower::{
+    AppKind, KeyRing, SessionTokens, SigningKey, TokenConfig, WeChatAuthLayer,
+};
 use wechat_mock::{Endpoint, Fault};
 
 #[tokio::test]
@@ -52,7 +54,7 @@ async fn login_then_me_then_profile() {
 #[tokio::test]
 async fn mini_program_login() {
     let s = start().await;
-    let code = s.code("o_mini").await;
+    let code = s.code_for(AppKind::MiniProgram, "o_mini", None).await;
     let (status, body) = s
         .post_login(
             "/auth/wechat/miniprogram/login",
@@ -314,7 +316,7 @@ async fn the_website_flow_sets_a_cookie_and_strips_the_code() {
             .unwrap()
     };
     let (redirect_uri, state) = (param("redirect_uri"), param("state"));
-    assert_eq!(state.len(), 58);
+    assert_eq!(state.len(), 59);
     assert!(state.bytes().all(|b| b.is_ascii_alphanumeric()));
 
     // The user scans and approves on WeChat's page.
@@ -333,6 +335,7 @@ async fn the_website_flow_sets_a_cookie_and_strips_the_code() {
             ("state", state.as_str()),
             ("scope", "snsapi_login"),
             ("openid", "o_judy"),
+            ("appid", s.appid(AppKind::Website)),
         ])
         .send()
         .await
@@ -781,7 +784,7 @@ async fn trace_logs_and_responses_hold_no_secret() {
     }
 
     // A Mini Program login (its session key stays on the server).
-    let mp_code = s.code("o_mini").await;
+    let mp_code = s.code_for(AppKind::MiniProgram, "o_mini", None).await;
     codes.push(mp_code.clone());
     let mini = s
         .post_json(

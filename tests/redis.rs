@@ -61,6 +61,7 @@ async fn first(store: Store, clock: &ManualClock) -> Server<Store> {
         clock: clock.clone(),
         login_limits: Default::default(),
         serve_limits: Default::default(),
+        accounts: None,
     };
     start_instance(instance, store).await
 }
@@ -80,7 +81,7 @@ async fn instances_share_sessions_logout_is_fleet_wide_and_a_restart_keeps_them(
     .await;
     let clock = a.clock.clone();
     let b_store = store(&url, &prefix, redis::key("k1", 1), &clock).await;
-    let b = start_instance(Instance::sharing(&a.mock, &clock), b_store).await;
+    let b = start_instance(Instance::sharing(&a.mock, &clock, &a.accounts), b_store).await;
 
     // Log in on A, use the session on B.
     let token = a.login("o_fleet").await;
@@ -114,10 +115,10 @@ async fn instances_share_sessions_logout_is_fleet_wide_and_a_restart_keeps_them(
 
     // A deploy: A stops, a new A starts on the same Redis; the session lives on.
     let kept = a.login("o_kept").await;
-    let mock = a.mock.clone();
+    let (mock, accounts) = (a.mock.clone(), a.accounts.clone());
     a.stop().await;
     let a2_store = store(&url, &prefix, redis::key("k1", 1), &clock).await;
-    let a2 = start_instance(Instance::sharing(&mock, &clock), a2_store).await;
+    let a2 = start_instance(Instance::sharing(&mock, &clock, &accounts), a2_store).await;
     let (status, body) = a2.me(&kept).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["openid"], "o_kept");
@@ -139,7 +140,7 @@ async fn a_record_no_instance_can_open_answers_503_and_is_kept() {
     let clock = a.clock.clone();
     // B was deployed with the wrong STORE_KEY.
     let b_store = store(&url, &prefix, redis::key("k9", 9), &clock).await;
-    let b = start_instance(Instance::sharing(&a.mock, &clock), b_store).await;
+    let b = start_instance(Instance::sharing(&a.mock, &clock, &a.accounts), b_store).await;
     let token = a.login("o_sealed").await;
     let response = b.get("/me", &token).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -190,7 +191,7 @@ async fn fleet_of(a: &Server<Store>, url: &str, prefix: &str, n: usize) -> Vec<S
     let mut fleet = Vec::new();
     for _ in 0..n {
         let store = store(url, prefix, redis::key("k1", 1), &a.clock).await;
-        fleet.push(start_instance(Instance::sharing(&a.mock, &a.clock), store).await);
+        fleet.push(start_instance(Instance::sharing(&a.mock, &a.clock, &a.accounts), store).await);
     }
     fleet
 }
@@ -290,6 +291,7 @@ async fn a_crashed_lease_holder_is_taken_over_once_its_lease_runs_out() {
         clock: clock.clone(),
         login_limits: Default::default(),
         serve_limits: Default::default(),
+        accounts: None,
     };
     let a = start_instance(instance, a_store).await;
     let token = a.login("o_crash").await;

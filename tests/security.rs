@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use wechat_login::oauth::{AppId, OpenId};
-use wechat_login::token_cache::{TokenStore, UserKey};
+use wechat_login::token_cache::{TokenStore, UserId};
+use wechat_login::tower::AppKind;
 use wechat_login::tower::LoginLimits;
 use wechat_mock::{Endpoint, Fault, MockConfig};
 
@@ -73,7 +74,8 @@ async fn a_code_from_a_finished_web_login_opens_nothing_else() {
     let session = me_by_cookie(&s, &cookie).await["session_id"].clone();
     assert!(session.is_string());
 
-    // The leaked code (history, proxy logs, Referer) at the JSON endpoints: refused.
+    // The leaked code (history, proxy logs, Referer) at the JSON endpoints: refused. Those are
+    // other apps' endpoints, so WeChat does not know the code there (40029).
     let code = code_in(&login.callback);
     for body in [
         json!({ "code": code }),
@@ -83,7 +85,7 @@ async fn a_code_from_a_finished_web_login_opens_nothing_else() {
             let (status, answer) = s.login_body(path, body.clone()).await;
             assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} {answer}");
             assert_eq!(answer["error"], "invalid_code");
-            assert_eq!(answer["errcode"], 40163);
+            assert_eq!(answer["errcode"], 40029);
             assert!(answer.get("token").is_none());
         }
     }
@@ -98,7 +100,12 @@ async fn a_code_from_a_finished_web_login_opens_nothing_else() {
     assert_eq!(twice.status(), StatusCode::FOUND);
     let again = session_cookie(&twice).unwrap();
     assert_eq!(me_by_cookie(&s, &again).await["session_id"], session);
-    assert_eq!(s.mock.calls(Endpoint::AccessToken), 1, "one exchange");
+    let web = s.appid(AppKind::Website);
+    assert_eq!(
+        s.mock.app_calls(web, Endpoint::AccessToken),
+        1,
+        "one exchange with the website's credentials"
+    );
 }
 
 #[tokio::test]
@@ -426,7 +433,7 @@ async fn unusable_upstream_identities_are_bad_replies_and_store_nothing() {
             .await;
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(response.headers().contains_key(RETRY_AFTER));
-        let user = UserKey::new(AppId::new(appid.clone()), OpenId::new(openid));
+        let user = UserId::default_for(&AppId::new(appid.clone()), &OpenId::new(openid), None);
         let stored = s.auth.cache().store().delete_user(&user).await.unwrap();
         assert_eq!(stored, 0, "nothing stored");
     }

@@ -1,12 +1,15 @@
-//! The example server's application: configuration and the axum router implementing the HTTP
-//! contract in the README. `main.rs` runs it; the end-to-end tests in `tests/` build the same
-//! app (with a manual clock) and talk to it over real HTTP.
+//! The example server's application: configuration (up to four WeChat apps: mobile app,
+//! website, Official Account, Mini Program), the accounts that link their users, and the axum
+//! router implementing the HTTP contract in the README. `main.rs` runs it; the end-to-end tests
+//! in `tests/` build the same app (with a manual clock) and talk to it over real HTTP.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::Query;
+use std::path::PathBuf;
+
+use axum::extract::{Query, State};
 use axum::http::header::{self, RETRY_AFTER};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -22,22 +25,53 @@ use tower_http::trace::TraceLayer;
 use wechat_login::oauth::{AppId, AppSecret, Client, Lang, SharedClock};
 use wechat_login::token_cache::{CallError, MokaStore, SessionError, TokenStore};
 use wechat_login::tower::{
-    KeyRing, LoginEndpoints, LoginLimits, SessionCookie, SigningKey, WeChatAuthLayer, WeChatUser,
-    WebFlow,
+    AppKind, KeyRing, LoginEndpoints, LoginLimits, SessionCookie, SigningKey, WeChatAuthLayer,
+    WeChatUser, WebFlow,
 };
 use wechat_mock::{MockConfig, MockGrant, MockWeChat};
 
+#[path = "accounts.rs"]
+pub mod accounts;
 #[path = "pages.rs"]
 mod pages;
 
+pub use accounts::Accounts;
+
+/// One WeChat app: its kind, AppID and AppSecret.
+#[derive(Clone)]
+pub struct AppConfig {
+    pub kind: AppKind,
+    pub appid: String,
+    pub secret: String,
+}
+
+/// The sandbox's apps besides the fake's primary one (the mobile app): distinct AppIDs in one
+/// unionid space, as one Open Platform account would have.
+pub const SANDBOX_APPS: [(AppKind, &str, &str); 3] = [
+    (
+        AppKind::Website,
+        "wxsandboxweb00001",
+        "sandbox-web-secret-0123456789abc",
+    ),
+    (
+        AppKind::OfficialAccount,
+        "wxsandboxoa000001",
+        "sandbox-oa-secret-0123456789abcd",
+    ),
+    (
+        AppKind::MiniProgram,
+        "wxsandboxmp000001",
+        "sandbox-mp-secret-0123456789abcd",
+    ),
+];
+
 /// Where the app gets WeChat from.
 pub enum Upstream {
-    /// A fake WeChat started in-process on an ephemeral loopback port.
+    /// A fake WeChat started in-process on an ephemeral loopback port, knowing all four apps.
     Sandbox(MockConfig),
-    /// The real WeChat (or `api_base`, e.g. a proxy).
+    /// The real WeChat (or `api_base`, e.g. a proxy), with the apps configured (at least one).
     Real {
-        appid: String,
-        secret: String,
+        apps: Vec<AppConfig>,
         api_base: Option<String>,
     },
 }
@@ -53,6 +87,11 @@ pub struct Config {
     pub clock: SharedClock,
     /// Limits on failed code logins.
     pub login_limits: LoginLimits,
+    /// The accounts database file (`ACCOUNTS_DB`); `None` keeps it in memory.
+    pub accounts_db: Option<PathBuf>,
+    /// An accounts database already open, used instead of `accounts_db` (instances of one
+    /// process sharing it, in tests).
+    pub accounts: Option<Accounts>,
 }
 
 /// The built application.
@@ -63,6 +102,12 @@ pub struct App<St = MokaStore> {
     /// The auth layer (the end-to-end tests reach the session cache through it).
     #[allow(dead_code)]
     pub auth: WeChatAuthLayer<St>,
+    /// The application's accounts (the end-to-end tests suspend one).
+    #[allow(dead_code)]
+    pub accounts: Accounts,
+    /// The AppID of each configured kind of app.
+    #[allow(dead_code)]
+    pub apps: Vec<AppConfig>,
 }
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -81,32 +126,49 @@ pub async fn build_with_store<St: TokenStore>(
     config: Config,
     store: St,
 ) -> Result<App<St>, BoxError> {
-    let (sandbox, appid, secret, api_base) = match config.upstream {
-        Upstream::Sandbox(mock_config) => {
+    let (sandbox, apps, api_base) = match config.upstream {
+        Upstream::Sandbox(mut mock_config) => {
+            for (_, appid, secret) in SANDBOX_APPS {
+                mock_config = mock_config.with_app(appid, secret);
+            }
             let mock = MockWeChat::start(mock_config).await?;
-            let (appid, secret, base) = (
-                mock.appid().to_owned(),
-                mock.secret().to_owned(),
-                mock.base_url(),
-            );
-            (Some(mock), appid, secret, Some(base))
+            let mut apps = vec![AppConfig {
+                kind: AppKind::MobileApp,
+                appid: mock.appid().to_owned(),
+                secret: mock.secret().to_owned(),
+            }];
+            apps.extend(SANDBOX_APPS.map(|(kind, appid, secret)| AppConfig {
+                kind,
+                appid: appid.to_owned(),
+                secret: secret.to_owned(),
+            }));
+            let base = mock.base_url();
+            (Some(mock), apps, Some(base))
         }
-        Upstream::Real {
-            appid,
-            secret,
-            api_base,
-        } => (None, appid, secret, api_base),
+        Upstream::Real { apps, api_base } => (None, apps, api_base),
     };
-    let mut client =
-        Client::builder(AppId::new(appid), AppSecret::new(secret)).clock(Arc::clone(&config.clock));
-    if let Some(base) = &api_base {
-        client = client.api_base(base.clone());
-    }
-    if let Some(mock) = &sandbox {
-        // The sandbox's consent pages stand in for open.weixin.qq.com.
-        client = client.open_base(mock.base_url());
-    }
-    let client = client.build()?;
+    let client = |app: &AppConfig| {
+        let mut client = Client::builder(
+            AppId::new(app.appid.clone()),
+            AppSecret::new(app.secret.clone()),
+        )
+        .clock(Arc::clone(&config.clock));
+        if let Some(base) = &api_base {
+            client = client.api_base(base.clone());
+        }
+        if let Some(mock) = &sandbox {
+            // The sandbox's consent pages stand in for open.weixin.qq.com.
+            client = client.open_base(mock.base_url());
+        }
+        client.build()
+    };
+    let (first, others) = apps
+        .split_first()
+        .ok_or("configure at least one WeChat app")?;
+    let accounts = match config.accounts.clone() {
+        Some(accounts) => accounts,
+        None => Accounts::open(config.accounts_db.as_deref())?,
+    };
 
     let secret = config
         .session_secret
@@ -114,9 +176,14 @@ pub async fn build_with_store<St: TokenStore>(
         .unwrap_or_else(|| rand::random::<[u8; 32]>().to_vec());
     let keys = KeyRing::new(SigningKey::hs256("k1", &secret)?);
     let secure_cookie = config.public_url.starts_with("https://");
-    let auth = WeChatAuthLayer::builder(client, keys)
+    let mut builder = WeChatAuthLayer::builder_for(first.kind, client(first)?, keys);
+    for app in others {
+        builder = builder.app(app.kind, client(app)?);
+    }
+    let auth = builder
         .cookie(SessionCookie::default().secure(secure_cookie))
         .store(store)
+        .login_hook(accounts.clone())
         // Every instance hashes login codes with the same key, so a shared store lets them
         // recognise each other's codes.
         .cache(|cache| cache.shared_secret(&secret))
@@ -128,7 +195,7 @@ pub async fn build_with_store<St: TokenStore>(
     let endpoints = LoginEndpoints::new(&auth)
         .state_secret(&secret)
         .limits(config.login_limits)
-        .web_flow(WebFlow::website(callback));
+        .web_flow(WebFlow::new(callback));
 
     let origin = origin_of(&config.public_url);
     let pages = pages::Pages {
@@ -144,20 +211,32 @@ pub async fn build_with_store<St: TokenStore>(
         .with_state(pages)
         .route("/healthz", get(|| async { "ok" }))
         .route("/me", get(me))
-        .route("/me/profile", get(profile))
+        .route("/me/profile", get(profile::<St>))
+        .with_state(endpoints.clone())
         .merge(endpoints.router());
     if let Some(mock) = &sandbox {
         let mock = mock.clone();
+        let apps = apps.clone();
         router = router.route(
             "/sandbox/code",
             get(move |Query(q): Query<SandboxCode>| async move {
+                let kind = match q.app.as_deref() {
+                    None | Some("") => Ok(AppKind::MobileApp),
+                    Some(name) => name.parse::<AppKind>(),
+                };
+                let Some(app) = kind.ok().and_then(|kind| apps.iter().find(|a| a.kind == kind))
+                else {
+                    let body = json!({"error": "invalid_request", "message": "app must be mobile, web, oa or mp"});
+                    return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+                };
                 let code = mock.mint_code(MockGrant {
                     openid: q.openid,
                     scope: q.scope,
                     unionid: q.unionid,
-                    snapshot_user: false,
+                    appid: Some(app.appid.clone()),
+                    ..MockGrant::default()
                 });
-                Json(json!({ "code": code }))
+                Json(json!({ "code": code })).into_response()
             }),
         );
     }
@@ -195,6 +274,8 @@ pub async fn build_with_store<St: TokenStore>(
         router,
         sandbox,
         auth,
+        accounts,
+        apps,
     })
 }
 
@@ -203,6 +284,7 @@ struct SandboxCode {
     openid: Option<String>,
     scope: Option<String>,
     unionid: Option<String>,
+    app: Option<String>,
 }
 
 async fn me(user: WeChatUser) -> Json<serde_json::Value> {
@@ -211,10 +293,23 @@ async fn me(user: WeChatUser) -> Json<serde_json::Value> {
         "unionid": user.unionid().map(|u| u.as_str()),
         "scope": user.scopes().iter().map(|s| s.as_str()).collect::<Vec<_>>(),
         "session_id": user.session_id().to_string(),
+        "app": user.app_kind().map(AppKind::as_str),
+        "appid": user.appid().as_str(),
+        "user_id": user.user_id().as_str(),
+        "snapshot": user.is_snapshot_user(),
     }))
 }
 
-async fn profile(user: WeChatUser) -> Response {
+#[derive(Deserialize)]
+struct ProfileQuery {
+    return_to: Option<String>,
+}
+
+async fn profile<St: TokenStore>(
+    State(endpoints): State<LoginEndpoints<St>>,
+    Query(query): Query<ProfileQuery>,
+    user: WeChatUser,
+) -> Response {
     match user.userinfo(Lang::ZhCn).await {
         Ok(info) => Json(json!({
             "openid": info.openid.as_str(),
@@ -223,18 +318,31 @@ async fn profile(user: WeChatUser) -> Response {
             "unionid": info.unionid.as_ref().map(|u| u.as_str()),
         }))
         .into_response(),
-        Err(CallError::NotPermitted) => (
-            StatusCode::FORBIDDEN,
-            Json(json!({"error": "scope_insufficient", "message": "this login's WeChat grant does not include the profile"})),
-        )
-            .into_response(),
+        Err(CallError::NotPermitted) => {
+            // An Official Account login with snsapi_base can ask for the profile scope and
+            // come back to the page it was on.
+            let reauthorize = (user.app_kind() == Some(AppKind::OfficialAccount)
+                && !user.is_snapshot_user())
+            .then(|| endpoints.reauthorize_url(query.return_to.as_deref().unwrap_or("/")))
+            .flatten();
+            (
+                StatusCode::FORBIDDEN,
+                Json(json!({
+                    "error": "scope_insufficient",
+                    "message": "this login's WeChat grant does not include the profile",
+                    "reauthorize": reauthorize,
+                })),
+            )
+                .into_response()
+        }
         Err(CallError::Session(error)) => {
             let error: wechat_login::AuthError = error.into();
             error.to_response()
         }
         Err(CallError::Upstream(error)) => {
             tracing::warn!(%error, "userinfo failed");
-            let body = Json(json!({"error": "upstream_error", "errcode": error.errcode().map(|c| c.0)}));
+            let body =
+                Json(json!({"error": "upstream_error", "errcode": error.errcode().map(|c| c.0)}));
             match error.class() {
                 wechat_login::oauth::ErrorClass::Retryable => {
                     let retry_after = error.retry_after().unwrap_or(Duration::from_secs(1));

@@ -1,13 +1,17 @@
-//! The example server: WeChat login for a mobile app, website or Mini Program, as the README's
-//! HTTP contract describes. With no configuration it runs in sandbox mode, against a fake
-//! WeChat started in-process.
+//! The example server: WeChat login for a mobile app, a website, an Official Account and a Mini
+//! Program at once, with the application's own accounts linking one person across them, as the
+//! README's HTTP contract describes. With no configuration it runs in sandbox mode, against a
+//! fake WeChat started in-process that knows all four apps.
 //!
 //! ```text
 //! cargo run --example server
 //! ```
 //!
-//! Environment: `BIND` (default `127.0.0.1:3000`), `WECHAT_APPID` + `WECHAT_SECRET` (both unset:
-//! sandbox), `WECHAT_API_BASE`, `SESSION_SECRET` (at least 32 bytes; random per start when
+//! Environment: `BIND` (default `127.0.0.1:3000`); the apps, each a pair set together:
+//! `WECHAT_APPID` + `WECHAT_SECRET` (mobile app), `WECHAT_WEB_APPID` + `WECHAT_WEB_SECRET`
+//! (website QR login), `WECHAT_OA_APPID` + `WECHAT_OA_SECRET` (Official Account),
+//! `WECHAT_MP_APPID` + `WECHAT_MP_SECRET` (Mini Program) — none set: sandbox; `WECHAT_API_BASE`;
+//! `ACCOUNTS_DB` (the SQLite file of the application's accounts; in memory when unset); `SESSION_SECRET` (at least 32 bytes; random per start when
 //! unset), `PUBLIC_URL` (default `http://BIND`), `MAX_CONNECTIONS` (default 1,000),
 //! `HEADER_READ_TIMEOUT_SECS` (default 10; also the idle keep-alive timeout), `REDIS_URL`
 //! (sessions in Redis; `redis-cluster://` for a cluster) with `STORE_KEY` (32 bytes, hex or
@@ -23,7 +27,7 @@ use tracing_subscriber::EnvFilter;
 use wechat_login::oauth::SystemClock;
 use wechat_login::redis_store::{RedisStore, SealingKey};
 use wechat_login::token_cache::{CachedStore, TokenStore};
-use wechat_login::tower::LoginLimits;
+use wechat_login::tower::{AppKind, LoginLimits};
 use wechat_mock::MockConfig;
 
 fn env(name: &str) -> Option<String> {
@@ -103,6 +107,33 @@ fn redact_password(url: &str) -> String {
     }
 }
 
+/// The apps configured in the environment: each kind's AppID and secret, set together.
+fn configured_apps() -> Result<Vec<app::AppConfig>, app::BoxError> {
+    let kinds = [
+        (AppKind::MobileApp, "WECHAT_APPID", "WECHAT_SECRET"),
+        (AppKind::Website, "WECHAT_WEB_APPID", "WECHAT_WEB_SECRET"),
+        (
+            AppKind::OfficialAccount,
+            "WECHAT_OA_APPID",
+            "WECHAT_OA_SECRET",
+        ),
+        (AppKind::MiniProgram, "WECHAT_MP_APPID", "WECHAT_MP_SECRET"),
+    ];
+    let mut apps = Vec::new();
+    for (kind, appid_var, secret_var) in kinds {
+        match (env(appid_var), env(secret_var)) {
+            (Some(appid), Some(secret)) => apps.push(app::AppConfig {
+                kind,
+                appid,
+                secret,
+            }),
+            (None, None) => {}
+            _ => return Err(format!("set both {appid_var} and {secret_var}, or neither").into()),
+        }
+    }
+    Ok(apps)
+}
+
 async fn run<St: TokenStore>(
     app: app::App<St>,
     listener: tokio::net::TcpListener,
@@ -130,21 +161,17 @@ async fn main() -> Result<(), app::BoxError> {
         .init();
 
     let bind = env("BIND").unwrap_or_else(|| "127.0.0.1:3000".into());
-    let upstream = match (env("WECHAT_APPID"), env("WECHAT_SECRET")) {
-        (Some(appid), Some(secret)) => app::Upstream::Real {
-            appid,
-            secret,
-            api_base: env("WECHAT_API_BASE"),
-        },
+    let apps = configured_apps()?;
+    let upstream = if apps.is_empty() {
         // The sandbox's clock follows real time: codes and tokens expire as they would at WeChat.
-        (None, None) => app::Upstream::Sandbox(MockConfig {
+        app::Upstream::Sandbox(MockConfig {
             real_time: true,
             ..MockConfig::default()
-        }),
-        _ => {
-            return Err(
-                "set both WECHAT_APPID and WECHAT_SECRET, or neither for the sandbox".into(),
-            );
+        })
+    } else {
+        app::Upstream::Real {
+            apps,
+            api_base: env("WECHAT_API_BASE"),
         }
     };
     let session_secret = env("SESSION_SECRET").map(String::into_bytes);
@@ -162,6 +189,8 @@ async fn main() -> Result<(), app::BoxError> {
         public_url,
         clock: Arc::new(SystemClock),
         login_limits: LoginLimits::default(),
+        accounts_db: env("ACCOUNTS_DB").map(Into::into),
+        accounts: None,
     };
     let limits = serve_limits()?;
     match env("REDIS_URL") {

@@ -15,7 +15,7 @@ use reqwest::header::{AUTHORIZATION, COOKIE};
 use serde_json::{Value, json};
 use wechat_login::oauth::ManualClock;
 use wechat_login::token_cache::{MokaStore, TokenStore};
-use wechat_login::tower::{LoginLimits, WeChatAuthLayer};
+use wechat_login::tower::{AppKind, LoginLimits, WeChatAuthLayer};
 use wechat_mock::{MockConfig, MockWeChat};
 
 pub const SECRET: &[u8] = b"e2e-session-secret-0123456789abcdef";
@@ -27,6 +27,10 @@ pub struct Server<St = MokaStore> {
     pub clock: ManualClock,
     pub http: reqwest::Client,
     pub auth: WeChatAuthLayer<St>,
+    /// The application's accounts (shared by the instances of a fleet).
+    pub accounts: app::Accounts,
+    /// Each configured app.
+    pub apps: Vec<app::AppConfig>,
     /// Whether this instance runs its own fake WeChat (and the `/sandbox/code` route).
     pub sandbox: bool,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -59,6 +63,7 @@ pub async fn start_configured(
         clock,
         login_limits,
         serve_limits,
+        accounts: None,
     };
     start_instance(instance, store).await
 }
@@ -76,18 +81,39 @@ pub struct Instance {
     pub clock: ManualClock,
     pub login_limits: LoginLimits,
     pub serve_limits: serve::ServeLimits,
+    /// The accounts database of the fleet (`None`: a new one in memory).
+    pub accounts: Option<app::Accounts>,
 }
 
 impl Instance {
-    /// An instance on `clock` using `mock`, another instance's WeChat.
-    pub fn sharing(mock: &MockWeChat, clock: &ManualClock) -> Self {
+    /// An instance on `clock` using `mock`, another instance's WeChat, and its accounts.
+    pub fn sharing(mock: &MockWeChat, clock: &ManualClock, accounts: &app::Accounts) -> Self {
         Self {
             upstream: Upstream::Shared(mock.clone()),
             clock: clock.clone(),
             login_limits: LoginLimits::default(),
             serve_limits: serve::ServeLimits::default(),
+            accounts: Some(accounts.clone()),
         }
     }
+}
+
+/// The apps of a sandbox whose fake WeChat is `mock`: its primary app as the mobile app, and
+/// the sandbox's other three.
+pub fn sandbox_apps(mock: &MockWeChat) -> Vec<app::AppConfig> {
+    let mut apps = vec![app::AppConfig {
+        kind: AppKind::MobileApp,
+        appid: mock.appid().to_owned(),
+        secret: mock.secret().to_owned(),
+    }];
+    apps.extend(
+        app::SANDBOX_APPS.map(|(kind, appid, secret)| app::AppConfig {
+            kind,
+            appid: appid.to_owned(),
+            secret: secret.to_owned(),
+        }),
+    );
+    apps
 }
 
 /// Starts an instance with sessions in `store`.
@@ -98,8 +124,7 @@ pub async fn start_instance<St: TokenStore>(instance: Instance, store: St) -> Se
     let upstream = match &instance.upstream {
         Upstream::Sandbox(config) => app::Upstream::Sandbox(config.clone()),
         Upstream::Shared(mock) => app::Upstream::Real {
-            appid: mock.appid().to_owned(),
-            secret: mock.secret().to_owned(),
+            apps: sandbox_apps(mock),
             api_base: Some(mock.base_url()),
         },
     };
@@ -110,6 +135,8 @@ pub async fn start_instance<St: TokenStore>(instance: Instance, store: St) -> Se
             public_url: format!("http://{addr}"),
             clock: Arc::new(clock.clone()),
             login_limits: instance.login_limits,
+            accounts_db: None,
+            accounts: instance.accounts,
         },
         store,
     )
@@ -142,6 +169,8 @@ pub async fn start_instance<St: TokenStore>(instance: Instance, store: St) -> Se
             .build()
             .unwrap(),
         auth: app.auth,
+        accounts: app.accounts,
+        apps: app.apps,
         sandbox,
         stop: Some(stop),
         serving: Some(serving),
@@ -166,18 +195,35 @@ impl<St> Server<St> {
         self.mock.advance(by);
     }
 
-    /// A fresh code for `openid`: from the sandbox route of an instance that has one (as the
-    /// phone's WeChat would mint it), else straight from the shared fake WeChat.
+    /// The AppID of the app of `kind`.
+    pub fn appid(&self, kind: AppKind) -> &str {
+        &self.apps.iter().find(|a| a.kind == kind).unwrap().appid
+    }
+
+    /// A fresh mobile-app code for `openid`: from the sandbox route of an instance that has one
+    /// (as the phone's WeChat would mint it), else straight from the shared fake WeChat.
     pub async fn code(&self, openid: &str) -> String {
+        self.code_for(AppKind::MobileApp, openid, None).await
+    }
+
+    /// A fresh code of the app of `kind` for `openid` (and `unionid`).
+    pub async fn code_for(&self, kind: AppKind, openid: &str, unionid: Option<&str>) -> String {
         if !self.sandbox {
             return self.mock.mint_code(wechat_mock::MockGrant {
                 openid: Some(openid.to_owned()),
+                unionid: unionid.map(str::to_owned),
+                appid: Some(self.appid(kind).to_owned()),
                 ..Default::default()
             });
         }
+        let mut query = vec![("openid", openid), ("app", kind.as_str())];
+        if let Some(unionid) = unionid {
+            query.push(("unionid", unionid));
+        }
         let body: Value = self
             .http
-            .get(format!("{}/sandbox/code?openid={openid}", self.base))
+            .get(format!("{}/sandbox/code", self.base))
+            .query(&query)
             .send()
             .await
             .unwrap()
@@ -296,6 +342,7 @@ impl<St> Server<St> {
                 ("state", state),
                 ("scope", "snsapi_login"),
                 ("openid", openid),
+                ("appid", self.appid(AppKind::Website)),
             ])
             .send()
             .await

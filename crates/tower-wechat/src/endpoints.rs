@@ -8,16 +8,22 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `POST /auth/wechat/login` `{"code"}` | 200 `{"token","token_type":"Bearer","expires_in","user":{"openid","unionid","scope"}}` |
-//! | `POST /auth/wechat/miniprogram/login` `{"code"}` | the same, via `jscode2session` |
-//! | `GET /auth/wechat/web/start` | 302 to WeChat's authorize URL with a signed state (website flow: plus an HttpOnly binding cookie the state is tied to) |
-//! | `GET /auth/wechat/web/callback?code&state` | sets the session cookie, 302 to the configured page |
+//! | `POST /auth/wechat/login` `{"code","request_id"?}` | the mobile app's login: 200 `{"token","token_type":"Bearer","expires_in","user":{"openid","unionid","scope","app","appid","user_id","snapshot"}}` |
+//! | `POST /auth/wechat/miniprogram/login` `{"code","request_id"?}` | the Mini Program's, the same via `jscode2session` |
+//! | `GET /auth/wechat/web/start?app=web\|oa&return_to=/path&scope=snsapi_base\|snsapi_userinfo` | 302 to WeChat's authorize URL with a signed state: the Official Account's inside WeChat (`MicroMessenger` in the User-Agent), else the website's QR login, unless `app` chooses (website flow: plus an HttpOnly binding cookie the state is tied to) |
+//! | `GET /auth/wechat/web/callback?code&state&return_to` | sets the session cookie, 302 to `return_to` (a path on this site) or the configured page |
 //! | `POST /auth/logout` | 204; the session token is refused from then on (idempotent; works while WeChat is down) |
 //! | `POST /auth/logout/all` | 204; every session of the user ends |
 //!
+//! Each endpoint is bound to an app ([`AppKind`]): the mobile app, the Mini Program, the website
+//! and the Official Account each have their own AppID, configured on the layer's builder; the
+//! endpoints of an app that is not configured answer 404 `app_not_configured`, and a code of
+//! one app sent to another's endpoint is refused by WeChat (401 `invalid_code`).
+//!
 //! Failures: 400 `invalid_request` / `invalid_state`, 415 `unsupported_media_type`, 401
-//! `invalid_code` (with WeChat's `errcode`), 403 `access_denied`, 429 `too_many_attempts`, 503
-//! `upstream_unavailable` / `store_unavailable` (with `Retry-After`), 500 `misconfigured`, 404
+//! `invalid_code` (with WeChat's `errcode`), 403 `access_denied` / `snapshot_user` / the login
+//! hook's own code, 429 `too_many_attempts`, 503 `upstream_unavailable` / `store_unavailable` /
+//! `accounts_unavailable` (with `Retry-After`), 500 `misconfigured`, 404 `app_not_configured` /
 //! `web_login_disabled`.
 //!
 //! # What a code, a state and a cookie can be used for
@@ -45,12 +51,14 @@ use http::{HeaderValue, Response, StatusCode, header};
 use moka::sync::Cache;
 use serde::Serialize;
 use sha2::Sha256;
+use wechat_oauth::AppId;
 use wechat_oauth::{AuthCode, ErrCode, OfficialAccountScope};
 use wechat_token_cache::{
     LoginBinding, LoginError, LoginFlow, MokaStore, SessionId, SessionRecord, TokenCache,
-    TokenStore,
+    TokenStore, UserId,
 };
 
+use crate::apps::{AppKind, Apps};
 use crate::auth::{SessionCookie, WeChatAuthLayer};
 use crate::limits::{LoginLimiter, LoginLimits};
 use crate::state::{STATE_TTL, StateError, StateSigner};
@@ -115,6 +123,8 @@ pub struct WebCallback<'a> {
     pub state: Option<&'a str>,
     /// The website flow's binding cookie ([`BINDING_COOKIE`]), if the browser sent it.
     pub binding: Option<&'a str>,
+    /// The `return_to` query parameter the start endpoint put in the callback URL.
+    pub return_to: Option<&'a str>,
     /// Who is asking, for the failed-attempt limits ([`LoginLimits`]).
     pub client: Option<&'a str>,
 }
@@ -124,6 +134,7 @@ impl fmt::Debug for WebCallback<'_> {
         f.debug_struct("WebCallback")
             .field("code", &self.code.map(|_| "[redacted]"))
             .field("state", &self.state)
+            .field("return_to", &self.return_to)
             .field("client", &self.client)
             .finish_non_exhaustive()
     }
@@ -136,6 +147,7 @@ impl<'a> WebCallback<'a> {
             code,
             state,
             binding,
+            return_to: None,
             client: None,
         }
     }
@@ -145,52 +157,130 @@ impl<'a> WebCallback<'a> {
         self.client = key;
         self
     }
+
+    /// The `return_to` query parameter of the callback.
+    pub fn return_to(mut self, return_to: Option<&'a str>) -> Self {
+        self.return_to = return_to;
+        self
+    }
 }
 
-/// Which browser flow the web start/callback endpoints run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A request to start a browser login: which app, and where to come back to.
+#[derive(Clone, Copy, Debug, Default)]
 #[non_exhaustive]
-pub enum WebFlowKind {
-    /// Website QR login (`qrconnect`, `snsapi_login`).
-    Website,
-    /// Page inside WeChat (Official Account, `oauth2/authorize`).
-    OfficialAccount(OfficialAccountScope),
+pub struct StartRequest<'a> {
+    /// The app chosen explicitly ([`AppKind::Website`] or [`AppKind::OfficialAccount`]).
+    pub app: Option<AppKind>,
+    /// Whether the browser is WeChat's own (`MicroMessenger` in its User-Agent): then the
+    /// Official Account flow is chosen when one is configured.
+    pub in_wechat: bool,
+    /// The page to come back to: a path on this site (see [`safe_return_to`]); anything else
+    /// falls back to [`WebFlow::after_login`].
+    pub return_to: Option<&'a str>,
+    /// The Official Account scope to ask for (default [`WebFlow::official_account_scope`]):
+    /// `snsapi_userinfo` to upgrade a `snsapi_base` login.
+    pub scope: Option<OfficialAccountScope>,
 }
 
-/// Settings of the browser flow.
+impl<'a> StartRequest<'a> {
+    /// A start request as a browser with these headers sends it: `in_wechat` from its
+    /// User-Agent.
+    pub fn from_headers(headers: &http::HeaderMap) -> Self {
+        let in_wechat = headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ua| ua.contains("MicroMessenger"));
+        Self {
+            in_wechat,
+            ..Self::default()
+        }
+    }
+
+    /// Choose the app.
+    pub fn app(mut self, app: Option<AppKind>) -> Self {
+        self.app = app;
+        self
+    }
+
+    /// Where to come back to.
+    pub fn return_to(mut self, return_to: Option<&'a str>) -> Self {
+        self.return_to = return_to;
+        self
+    }
+
+    /// The Official Account scope.
+    pub fn scope(mut self, scope: Option<OfficialAccountScope>) -> Self {
+        self.scope = scope;
+        self
+    }
+}
+
+/// The longest `return_to` accepted.
+const MAX_RETURN_TO: usize = 512;
+
+/// `return_to` if it is a path on this site: it starts with one `/` (not `//` or `/\`, which
+/// browsers read as another host), holds no backslash and only visible ASCII (browsers drop
+/// tabs and newlines, turning `/\t/evil` into `//evil`), and is at most 512 bytes. `None`
+/// otherwise: the caller falls back to its default page. No open redirect.
+pub fn safe_return_to(return_to: &str) -> Option<&str> {
+    let bytes = return_to.as_bytes();
+    let well_formed = bytes.first() == Some(&b'/')
+        && !matches!(bytes.get(1), Some(b'/' | b'\\'))
+        && bytes.len() <= MAX_RETURN_TO
+        && bytes.iter().all(|b| b.is_ascii_graphic() && *b != b'\\');
+    well_formed.then_some(return_to)
+}
+
+/// Settings of the browser flows (website QR login, Official Account). Which of them run is
+/// decided by the apps configured ([`AppKind::Website`], [`AppKind::OfficialAccount`]).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct WebFlow {
     /// The absolute URL of the callback endpoint, as registered with WeChat.
     pub redirect_uri: String,
-    /// Website or Official Account.
-    pub kind: WebFlowKind,
-    /// Where the callback sends the browser after login (default `/`).
+    /// The scope the Official Account flow asks for unless the start asks otherwise (default
+    /// `snsapi_userinfo`).
+    pub official_account_scope: OfficialAccountScope,
+    /// Where the callback sends the browser after login when no `return_to` came (default `/`).
     pub after_login: String,
+    /// The path of the start endpoint, for the re-authorization URL of a scope upgrade
+    /// (default `/auth/wechat/web/start`).
+    pub start_path: String,
 }
 
 impl WebFlow {
-    /// A website QR-login flow calling back to `redirect_uri`.
-    pub fn website(redirect_uri: impl Into<String>) -> Self {
+    /// The browser flows, calling back to `redirect_uri`.
+    pub fn new(redirect_uri: impl Into<String>) -> Self {
         Self {
             redirect_uri: redirect_uri.into(),
-            kind: WebFlowKind::Website,
+            official_account_scope: OfficialAccountScope::UserInfo,
             after_login: "/".into(),
+            start_path: "/auth/wechat/web/start".into(),
         }
     }
 
-    /// An Official Account flow calling back to `redirect_uri`.
+    /// The same as [`new`](Self::new): the website flow runs when a website app is configured.
+    pub fn website(redirect_uri: impl Into<String>) -> Self {
+        Self::new(redirect_uri)
+    }
+
+    /// [`new`](Self::new) with the Official Account flow asking for `scope` by default.
     pub fn official_account(redirect_uri: impl Into<String>, scope: OfficialAccountScope) -> Self {
         Self {
-            redirect_uri: redirect_uri.into(),
-            kind: WebFlowKind::OfficialAccount(scope),
-            after_login: "/".into(),
+            official_account_scope: scope,
+            ..Self::new(redirect_uri)
         }
     }
 
-    /// Where to send the browser after login.
+    /// Where to send the browser after login by default.
     pub fn after_login(mut self, path: impl Into<String>) -> Self {
         self.after_login = path.into();
+        self
+    }
+
+    /// The path of the start endpoint (when the router is mounted under a prefix).
+    pub fn start_path(mut self, path: impl Into<String>) -> Self {
+        self.start_path = path.into();
         self
     }
 }
@@ -210,11 +300,16 @@ pub struct WebStart {
 
 /// A successful login: the session and the token for the client.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct LoginSuccess {
     /// The session token to hand to the client.
     pub token: IssuedToken,
     /// The session.
     pub record: Arc<SessionRecord>,
+    /// The kind of app the user logged in to.
+    pub app: AppKind,
+    /// For a browser flow: the page to send the browser to (a path on this site).
+    pub return_to: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -225,25 +320,35 @@ struct LoginBody<'a> {
     user: UserBody<'a>,
 }
 
-/// The public view of a user, as the login and `/me` answers show it.
+/// The public view of a user, as the login answer shows it.
 #[derive(Serialize)]
 struct UserBody<'a> {
     openid: &'a str,
     unionid: Option<&'a str>,
     scope: Vec<&'a str>,
+    app: &'static str,
+    appid: &'a str,
+    user_id: &'a str,
+    snapshot: bool,
 }
 
 impl LoginSuccess {
-    /// `{"token","token_type":"Bearer","expires_in","user":{"openid","unionid","scope":[..]}}`
+    /// `{"token","token_type":"Bearer","expires_in","user":{"openid","unionid","scope":[..],
+    /// "app","appid","user_id","snapshot"}}`
     pub fn to_json(&self) -> Bytes {
+        let record = &self.record;
         let body = LoginBody {
             token: &self.token.token,
             token_type: "Bearer",
             expires_in: self.token.expires_in,
             user: UserBody {
-                openid: self.record.openid.as_str(),
-                unionid: self.record.unionid.as_ref().map(|u| u.as_str()),
-                scope: self.record.scopes.iter().map(|s| s.as_str()).collect(),
+                openid: record.openid.as_str(),
+                unionid: record.unionid.as_ref().map(|u| u.as_str()),
+                scope: record.scopes.iter().map(|s| s.as_str()).collect(),
+                app: self.app.as_str(),
+                appid: record.appid.as_str(),
+                user_id: record.user_id.as_str(),
+                snapshot: record.snapshot_user,
             },
         };
         Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
@@ -285,6 +390,26 @@ pub enum LoginFailure {
     /// The browser flow is not configured. (404)
     #[error("web login is not enabled")]
     WebLoginDisabled,
+    /// The app this endpoint logs in to is not configured. (404)
+    #[error("this app is not configured on this server")]
+    AppNotConfigured,
+    /// WeChat's snapshot-mode virtual user (an Official Account page opened as a preview): no
+    /// session; the page should ask the user to open the real page. (403)
+    #[error(
+        "this is a preview of the page: tap \"use the full service\" or open the page in WeChat to log in"
+    )]
+    SnapshotUser,
+    /// The application's login hook refused the user, with its own code and message. (403)
+    #[error("{message}")]
+    Refused {
+        /// The application's machine code.
+        code: String,
+        /// The application's message.
+        message: String,
+    },
+    /// The application's accounts are unavailable (the login hook failed transiently). (503)
+    #[error("the application's accounts are temporarily unavailable")]
+    AccountsUnavailable(Duration),
 }
 
 impl From<LoginError> for LoginFailure {
@@ -297,6 +422,12 @@ impl From<LoginError> for LoginFailure {
             LoginError::Denied { errcode } => Self::AccessDenied(Some(errcode)),
             LoginError::Unavailable { retry_after } => Self::Unavailable(retry_after),
             LoginError::Misconfigured { .. } => Self::Misconfigured,
+            LoginError::AppNotConfigured => Self::AppNotConfigured,
+            LoginError::SnapshotUser => Self::SnapshotUser,
+            LoginError::Refused { code, message } => Self::Refused { code, message },
+            LoginError::AccountsUnavailable { retry_after } => {
+                Self::AccountsUnavailable(retry_after)
+            }
             // Store failures, and any variant added later: the session was not stored.
             _ => Self::StoreUnavailable,
         }
@@ -304,16 +435,18 @@ impl From<LoginError> for LoginFailure {
 }
 
 #[derive(Serialize)]
-struct FailureBody {
-    error: &'static str,
+struct FailureBody<'a> {
+    error: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     errcode: Option<i64>,
     message: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    snapshot: bool,
 }
 
 impl LoginFailure {
-    /// A stable machine code.
-    pub fn code(&self) -> &'static str {
+    /// A stable machine code (for [`Refused`](Self::Refused), the application's).
+    pub fn code(&self) -> &str {
         match self {
             Self::InvalidRequest(_) => "invalid_request",
             Self::UnsupportedMediaType => "unsupported_media_type",
@@ -325,6 +458,10 @@ impl LoginFailure {
             Self::StoreUnavailable => "store_unavailable",
             Self::Misconfigured => "misconfigured",
             Self::WebLoginDisabled => "web_login_disabled",
+            Self::AppNotConfigured => "app_not_configured",
+            Self::SnapshotUser => "snapshot_user",
+            Self::Refused { code, .. } => code,
+            Self::AccountsUnavailable(_) => "accounts_unavailable",
         }
     }
 
@@ -335,10 +472,14 @@ impl LoginFailure {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::InvalidCode(_) => StatusCode::UNAUTHORIZED,
-            Self::AccessDenied(_) => StatusCode::FORBIDDEN,
-            Self::Unavailable(_) | Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::AccessDenied(_) | Self::SnapshotUser | Self::Refused { .. } => {
+                StatusCode::FORBIDDEN
+            }
+            Self::Unavailable(_) | Self::StoreUnavailable | Self::AccountsUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Misconfigured => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::WebLoginDisabled => StatusCode::NOT_FOUND,
+            Self::WebLoginDisabled | Self::AppNotConfigured => StatusCode::NOT_FOUND,
         }
     }
 
@@ -353,11 +494,14 @@ impl LoginFailure {
             error: self.code(),
             errcode,
             message: self.to_string(),
+            snapshot: matches!(self, Self::SnapshotUser),
         };
         let mut response =
             json_response(self.status(), serde_json::to_vec(&body).unwrap_or_default());
         let retry_after = match self {
-            Self::Unavailable(after) | Self::TooManyAttempts(after) => Some(after.as_secs().max(1)),
+            Self::Unavailable(after)
+            | Self::TooManyAttempts(after)
+            | Self::AccountsUnavailable(after) => Some(after.as_secs().max(1)),
             Self::StoreUnavailable => Some(1),
             _ => None,
         };
@@ -378,7 +522,11 @@ impl LoginFailure {
             Self::AccessDenied(None) => "Login cancelled",
             Self::AccessDenied(Some(_)) => "WeChat refused this login",
             Self::InvalidState(_) => "This login link cannot be used",
-            Self::Unavailable(_) | Self::StoreUnavailable => "Login is unavailable right now",
+            Self::SnapshotUser => "Open this page in WeChat to log in",
+            Self::Refused { .. } => "This account cannot log in",
+            Self::Unavailable(_) | Self::StoreUnavailable | Self::AccountsUnavailable(_) => {
+                "Login is unavailable right now"
+            }
             Self::TooManyAttempts(_) => "Too many attempts",
             _ => "Login failed",
         };
@@ -477,6 +625,7 @@ pub type ClientKey = Arc<dyn Fn(&http::request::Parts) -> Option<String> + Send 
 
 struct Inner<St> {
     cache: TokenCache<St>,
+    apps: Apps,
     tokens: Arc<SessionTokens>,
     cookie: SessionCookie,
     states: StateSigner,
@@ -538,6 +687,7 @@ impl<St: TokenStore> LoginEndpoints<St> {
         Self {
             inner: Arc::new(Inner {
                 cache: layer.cache().clone(),
+                apps: layer.shared.apps.clone(),
                 tokens: Arc::clone(layer.tokens()),
                 cookie: layer.cookie().clone(),
                 states: StateSigner::random(Arc::clone(&clock)),
@@ -555,6 +705,7 @@ impl<St: TokenStore> LoginEndpoints<St> {
             Ok(inner) => inner,
             Err(shared) => Inner {
                 cache: shared.cache.clone(),
+                apps: shared.apps.clone(),
                 tokens: Arc::clone(&shared.tokens),
                 cookie: shared.cookie.clone(),
                 states: shared.states.clone(),
@@ -612,12 +763,29 @@ impl<St: TokenStore> LoginEndpoints<St> {
         self.rebuild(|inner| inner.web = Some(web))
     }
 
-    fn issue(&self, record: Arc<SessionRecord>) -> Result<LoginSuccess, LoginFailure> {
+    fn issue(
+        &self,
+        record: Arc<SessionRecord>,
+        app: AppKind,
+    ) -> Result<LoginSuccess, LoginFailure> {
         let token = self.inner.tokens.issue(&record).map_err(|error| {
             tracing::error!(%error, "could not sign a session token");
             LoginFailure::Misconfigured
         })?;
-        Ok(LoginSuccess { token, record })
+        Ok(LoginSuccess {
+            token,
+            record,
+            app,
+            return_to: None,
+        })
+    }
+
+    /// The AppID serving `kind`, or 404 `app_not_configured`.
+    fn app(&self, kind: AppKind) -> Result<&AppId, LoginFailure> {
+        self.inner
+            .apps
+            .app(kind)
+            .ok_or(LoginFailure::AppNotConfigured)
     }
 
     /// Exchanges a code a client posted (mobile app, or a website's own front end) and opens a
@@ -625,7 +793,7 @@ impl<St: TokenStore> LoginEndpoints<St> {
     /// same [`request_id`](CodeLogin::request_id); any other repeat of the code is refused
     /// (401 `invalid_code`, errcode 40163).
     pub async fn login(&self, request: CodeLogin<'_>) -> Result<LoginSuccess, LoginFailure> {
-        self.login_through(LoginFlow::Code, request).await
+        self.login_through(AppKind::MobileApp, request).await
     }
 
     /// Exchanges a Mini Program `wx.login()` code and opens a session; retries as for
@@ -634,20 +802,26 @@ impl<St: TokenStore> LoginEndpoints<St> {
         &self,
         request: CodeLogin<'_>,
     ) -> Result<LoginSuccess, LoginFailure> {
-        self.login_through(LoginFlow::MiniProgram, request).await
+        self.login_through(AppKind::MiniProgram, request).await
     }
 
+    /// A JSON code login to the app of `kind` (the mobile app or the Mini Program).
     async fn login_through(
         &self,
-        flow: LoginFlow,
+        kind: AppKind,
         request: CodeLogin<'_>,
     ) -> Result<LoginSuccess, LoginFailure> {
+        let appid = self.app(kind)?;
         let code = valid_code(request.code)?;
-        let mut binding = LoginBinding::new(flow);
+        let flow = match kind {
+            AppKind::MiniProgram => LoginFlow::MiniProgram,
+            _ => LoginFlow::Code,
+        };
+        let mut binding = LoginBinding::new(flow).app(appid);
         if let Some(id) = request.request_id {
             binding = binding.proof(valid_request_id(id)?);
         }
-        self.exchange(&code, &binding, request.client).await
+        self.exchange(&code, &binding, kind, request.client).await
     }
 
     /// The one way a code becomes a session: the failed-attempt limits, then the exchange.
@@ -655,6 +829,7 @@ impl<St: TokenStore> LoginEndpoints<St> {
         &self,
         code: &AuthCode,
         binding: &LoginBinding<'_>,
+        app: AppKind,
         client: Option<&str>,
     ) -> Result<LoginSuccess, LoginFailure> {
         if let Some(wait) = self.inner.limiter.check(client) {
@@ -666,7 +841,7 @@ impl<St: TokenStore> LoginEndpoints<St> {
             return Err(LoginFailure::TooManyAttempts(wait));
         }
         match self.inner.cache.login_bound(code, binding).await {
-            Ok(record) => self.issue(record),
+            Ok(record) => self.issue(record, app),
             Err(error) => {
                 let failure = LoginFailure::from(error);
                 if matches!(failure, LoginFailure::InvalidCode(_)) {
@@ -682,30 +857,55 @@ impl<St: TokenStore> LoginEndpoints<St> {
         self.inner.limiter.limits()
     }
 
-    /// The WeChat authorize URL to send the browser to, with a fresh signed state.
-    pub fn web_start(&self) -> Result<WebStart, LoginFailure> {
+    /// The WeChat authorize URL to send the browser to, with a fresh signed state: the Official
+    /// Account's inside WeChat, else the website's, unless the request chooses (see
+    /// [`StartRequest`]).
+    pub fn web_start(&self, request: StartRequest<'_>) -> Result<WebStart, LoginFailure> {
         let web = self
             .inner
             .web
             .as_ref()
             .ok_or(LoginFailure::WebLoginDisabled)?;
-        let client = self.inner.cache.client();
-        let (url, binding_cookie) = match web.kind {
-            WebFlowKind::Website => {
+        let apps = &self.inner.apps;
+        let kind = match request.app {
+            Some(kind @ (AppKind::Website | AppKind::OfficialAccount)) => kind,
+            Some(_) => {
+                return Err(LoginFailure::InvalidRequest(
+                    "app must be web or oa for a browser login",
+                ));
+            }
+            None if request.in_wechat && apps.app(AppKind::OfficialAccount).is_some() => {
+                AppKind::OfficialAccount
+            }
+            None if apps.app(AppKind::Website).is_some() => AppKind::Website,
+            None => AppKind::OfficialAccount,
+        };
+        let appid = self.app(kind)?;
+        let client = self
+            .inner
+            .cache
+            .client_for(appid)
+            .ok_or(LoginFailure::AppNotConfigured)?;
+        let return_to = request
+            .return_to
+            .and_then(safe_return_to)
+            .filter(|path| *path != web.after_login)
+            .unwrap_or("");
+        let redirect_uri = with_return_to(&web.redirect_uri, return_to);
+        let (url, binding_cookie) = match kind {
+            AppKind::OfficialAccount => {
+                let state = self.inner.states.issue(kind, "", return_to);
+                let scope = request.scope.unwrap_or(web.official_account_scope);
+                let url = client.official_account_authorize_url(&redirect_uri, scope, &state);
+                (url, None)
+            }
+            _ => {
                 let binding = StateSigner::new_binding();
-                let state = self.inner.states.issue(&binding);
+                let state = self.inner.states.issue(kind, &binding, return_to);
                 let cookie = self
                     .binding_cookie()
                     .set(&binding, crate::state::STATE_TTL.as_secs());
-                (
-                    client.website_authorize_url(&web.redirect_uri, &state),
-                    cookie,
-                )
-            }
-            WebFlowKind::OfficialAccount(scope) => {
-                let state = self.inner.states.issue("");
-                let url = client.official_account_authorize_url(&web.redirect_uri, scope, &state);
-                (url, None)
+                (client.website_authorize_url(&redirect_uri, &state), cookie)
             }
         };
         let url = url.map_err(|error| {
@@ -718,10 +918,26 @@ impl<St: TokenStore> LoginEndpoints<St> {
         })
     }
 
+    /// The URL that asks an Official Account user for the profile scope (`snsapi_userinfo`)
+    /// and comes back to `return_to`: what a `snsapi_base` session is sent to when a page needs
+    /// the profile. `None` without an Official Account or the browser flow.
+    pub fn reauthorize_url(&self, return_to: &str) -> Option<String> {
+        let web = self.inner.web.as_ref()?;
+        self.inner.apps.app(AppKind::OfficialAccount)?;
+        let return_to = safe_return_to(return_to).unwrap_or(&web.after_login);
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        query
+            .append_pair("app", "oa")
+            .append_pair("scope", "snsapi_userinfo")
+            .append_pair("return_to", return_to);
+        Some(format!("{}?{}", web.start_path, query.finish()))
+    }
+
     /// Handles WeChat's redirect back: verifies the state (for the website flow, against the
-    /// binding cookie's value) and consumes it, exchanges the code and opens a session. No code
-    /// means the user declined. WeChat calling the callback twice (same state, same code, same
-    /// browser) gets the same session; a used state with another code is refused.
+    /// binding cookie's value; always against the `return_to` it was issued with) and consumes
+    /// it, exchanges the code with the state's app and opens a session. No code means the user
+    /// declined. WeChat calling the callback twice (same state, same code, same browser) gets
+    /// the same session; a used state with another code is refused.
     pub async fn web_callback(
         &self,
         callback: WebCallback<'_>,
@@ -732,27 +948,37 @@ impl<St: TokenStore> LoginEndpoints<St> {
             .as_ref()
             .ok_or(LoginFailure::WebLoginDisabled)?;
         let state = callback.state.unwrap_or("");
-        let binding = match web.kind {
-            WebFlowKind::Website => {
-                let binding = callback
-                    .binding
-                    .filter(|b| !b.is_empty())
-                    .ok_or(LoginFailure::InvalidState(StateError::Invalid))?;
-                self.inner.states.verify(state, binding)?;
-                LoginBinding::new(LoginFlow::WebCallback).proof(binding)
-            }
-            WebFlowKind::OfficialAccount(_) => {
-                self.inner.states.verify(state, "")?;
+        let return_to = callback.return_to.unwrap_or("");
+        // The flow letter is read before the MAC is checked only to pick the binding; the MAC
+        // covers it, so a changed letter fails below.
+        let binding = match state.as_bytes().get(26) {
+            Some(b'o') => "",
+            _ => callback
+                .binding
+                .filter(|b| !b.is_empty())
+                .ok_or(LoginFailure::InvalidState(StateError::Invalid))?,
+        };
+        let kind = self.inner.states.verify(state, binding, return_to)?;
+        let appid = self.app(kind)?;
+        let binding = match kind {
+            AppKind::OfficialAccount => {
                 LoginBinding::new(LoginFlow::OfficialAccountCallback).proof(state)
             }
-        };
+            _ => LoginBinding::new(LoginFlow::WebCallback).proof(binding),
+        }
+        .app(appid);
         let code = callback
             .code
             .filter(|c| !c.is_empty())
             .ok_or(LoginFailure::AccessDenied(None))?;
         let code = valid_code(code)?;
         self.consume_state(state, &code).await?;
-        self.exchange(&code, &binding, callback.client).await
+        let mut success = self
+            .exchange(&code, &binding, kind, callback.client)
+            .await?;
+        let back = safe_return_to(return_to).unwrap_or(&web.after_login);
+        success.return_to = Some(back.to_owned());
+        Ok(success)
     }
 
     /// Marks `state` used with `code`: the first callback with a state consumes it; a later one
@@ -800,14 +1026,6 @@ impl<St: TokenStore> LoginEndpoints<St> {
             return Err(LoginFailure::InvalidState(StateError::Used));
         }
         Ok(())
-    }
-
-    /// Where the callback sends the browser after login.
-    pub fn after_login(&self) -> &str {
-        self.inner
-            .web
-            .as_ref()
-            .map_or("/", |w| w.after_login.as_str())
     }
 
     /// The `Set-Cookie` value carrying a new session's token.
@@ -878,7 +1096,8 @@ impl<St: TokenStore> LoginEndpoints<St> {
 
     /// Ends every session of the user.
     pub async fn logout_all(&self, user: &WeChatUser) -> Result<usize, LoginFailure> {
-        self.end_user(user.user_key(), user.session_id()).await
+        self.end_user(user.user_id().clone(), user.session_id())
+            .await
     }
 
     /// Ends every session of the user a verified session token names, without serving that
@@ -893,18 +1112,14 @@ impl<St: TokenStore> LoginEndpoints<St> {
             LoginFailure::StoreUnavailable
         })?;
         match record {
-            Some(record) if record.appid == *self.inner.cache.client().appid() => {
+            Some(record) if self.inner.cache.serves(&record) => {
                 self.end_user(record.user(), sid).await.map(Some)
             }
             _ => Ok(None),
         }
     }
 
-    async fn end_user(
-        &self,
-        user: wechat_token_cache::UserKey,
-        sid: SessionId,
-    ) -> Result<usize, LoginFailure> {
+    async fn end_user(&self, user: UserId, sid: SessionId) -> Result<usize, LoginFailure> {
         let ended = self.inner.cache.logout_all(&user).await.map_err(|error| {
             tracing::error!(%error, "logout-all failed: the session store is unavailable");
             LoginFailure::StoreUnavailable
@@ -912,6 +1127,18 @@ impl<St: TokenStore> LoginEndpoints<St> {
         tracing::info!(sid = %sid, ended, outcome = "logged_out_all", "all sessions of the user ended");
         Ok(ended)
     }
+}
+
+/// `redirect_uri` with `return_to=<path>` added to its query (unchanged when `return_to` is
+/// empty): WeChat keeps the query and appends `code` and `state`.
+fn with_return_to(redirect_uri: &str, return_to: &str) -> String {
+    if return_to.is_empty() {
+        return redirect_uri.to_owned();
+    }
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query.append_pair("return_to", return_to);
+    let separator = if redirect_uri.contains('?') { '&' } else { '?' };
+    format!("{redirect_uri}{separator}{}", query.finish())
 }
 
 /// A request id is 16–64 characters of `[A-Za-z0-9_-]`.
@@ -952,11 +1179,14 @@ mod router {
     use http::request::Parts;
     use http::{HeaderMap, HeaderValue, StatusCode, header};
     use serde::Deserialize;
-    use wechat_token_cache::{LoginFlow, TokenStore};
+    use wechat_oauth::OfficialAccountScope;
+    use wechat_token_cache::TokenStore;
 
     use super::{
-        CodeLogin, LoginEndpoints, LoginFailure, LoginSuccess, WebCallback, json_response,
+        CodeLogin, LoginEndpoints, LoginFailure, LoginSuccess, StartRequest, WebCallback,
+        json_response,
     };
+    use crate::apps::AppKind;
     use crate::auth::SessionChanged;
     use crate::rejection::AuthError;
     use crate::user::{Anonymous, VerifiedSession, WeChatUser};
@@ -965,6 +1195,14 @@ mod router {
     struct CallbackQuery {
         code: Option<String>,
         state: Option<String>,
+        return_to: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    struct StartQuery {
+        app: Option<String>,
+        return_to: Option<String>,
+        scope: Option<String>,
     }
 
     /// The body of a JSON login: an object with a string `code` and an optional string
@@ -1063,10 +1301,10 @@ mod router {
             .or_else(|| extensions.get::<VerifiedSession>().map(|v| v.0))
     }
 
-    /// A JSON code login through `flow`.
+    /// A JSON code login to the app of `kind`.
     async fn submit<St: TokenStore>(
         endpoints: LoginEndpoints<St>,
-        flow: LoginFlow,
+        kind: AppKind,
         parts: Parts,
         body: Bytes,
     ) -> Response {
@@ -1076,7 +1314,7 @@ mod router {
                 let request = CodeLogin::new(&body.code)
                     .request_id(body.request_id.as_deref())
                     .client(client.as_deref());
-                answer(endpoints.login_through(flow, request).await)
+                answer(endpoints.login_through(kind, request).await)
             }
             Err(failure) => failure.to_response(),
         }
@@ -1087,7 +1325,7 @@ mod router {
         parts: Parts,
         body: Bytes,
     ) -> Response {
-        submit(endpoints, LoginFlow::Code, parts, body).await
+        submit(endpoints, AppKind::MobileApp, parts, body).await
     }
 
     async fn mini_program_login<St: TokenStore>(
@@ -1095,14 +1333,49 @@ mod router {
         parts: Parts,
         body: Bytes,
     ) -> Response {
-        submit(endpoints, LoginFlow::MiniProgram, parts, body).await
+        submit(endpoints, AppKind::MiniProgram, parts, body).await
+    }
+
+    /// The start request a query asks for: `app` (web, oa), `return_to`, `scope`.
+    fn start_request<'a>(
+        headers: &HeaderMap,
+        query: &'a StartQuery,
+    ) -> Result<StartRequest<'a>, LoginFailure> {
+        let app = match query.app.as_deref() {
+            None | Some("") => None,
+            Some(name) => Some(
+                name.parse::<AppKind>()
+                    .map_err(|_| LoginFailure::InvalidRequest("app must be web or oa"))?,
+            ),
+        };
+        let scope = match query.scope.as_deref() {
+            None | Some("") => None,
+            Some("snsapi_base") => Some(OfficialAccountScope::Base),
+            Some("snsapi_userinfo") => Some(OfficialAccountScope::UserInfo),
+            Some(_) => {
+                return Err(LoginFailure::InvalidRequest(
+                    "scope must be snsapi_base or snsapi_userinfo",
+                ));
+            }
+        };
+        Ok(StartRequest::from_headers(headers)
+            .app(app)
+            .return_to(query.return_to.as_deref())
+            .scope(scope))
     }
 
     async fn web_start<St: TokenStore>(
         State(endpoints): State<LoginEndpoints<St>>,
         headers: HeaderMap,
+        query: Result<Query<StartQuery>, QueryRejection>,
     ) -> Response {
-        match endpoints.web_start() {
+        let started = match &query {
+            Ok(Query(query)) => {
+                start_request(&headers, query).and_then(|request| endpoints.web_start(request))
+            }
+            Err(_) => Err(LoginFailure::InvalidRequest("malformed query")),
+        };
+        match started {
             Ok(start) => {
                 let mut response = redirect(&start.url);
                 if let Some(cookie) = start.binding_cookie {
@@ -1139,10 +1412,11 @@ mod router {
             query.state.as_deref(),
             endpoints.binding(&parts.headers),
         )
+        .return_to(query.return_to.as_deref())
         .client(client.as_deref());
         match endpoints.web_callback(callback).await {
             Ok(success) => {
-                let mut response = redirect(endpoints.after_login());
+                let mut response = redirect(success.return_to.as_deref().unwrap_or("/"));
                 let cookies = [
                     endpoints.session_cookie(&success),
                     endpoints.clear_binding_cookie(),

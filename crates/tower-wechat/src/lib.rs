@@ -33,6 +33,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod apps;
 mod auth;
 mod endpoints;
 mod limits;
@@ -41,13 +42,14 @@ mod state;
 mod token;
 mod user;
 
+pub use apps::{AppKind, UnknownAppKind};
 pub use auth::{
     Mode, REISSUED_TOKEN_HEADER, ResponseFuture, SameSite, SessionChanged, SessionCookie,
     TokenSource, WeChatAuth, WeChatAuthBuilder, WeChatAuthLayer,
 };
 pub use endpoints::{
-    BINDING_COOKIE, ClientKey, CodeLogin, LoginEndpoints, LoginFailure, LoginSuccess, WebCallback,
-    WebFlow, WebFlowKind, WebStart, escape_html, secure_page_headers, wants_html,
+    BINDING_COOKIE, ClientKey, CodeLogin, LoginEndpoints, LoginFailure, LoginSuccess, StartRequest,
+    WebCallback, WebFlow, WebStart, escape_html, safe_return_to, secure_page_headers, wants_html,
 };
 pub use limits::LoginLimits;
 pub use rejection::{AuthError, JsonRejection, RejectionResponse};

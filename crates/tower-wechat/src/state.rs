@@ -1,13 +1,15 @@
 //! The OAuth `state` for browser flows, verifiable without a cookie.
 //!
 //! WeChat's in-app browser loses cookies between the redirect and the callback, so the state
-//! proves itself: `{unix time: 10 digits}{nonce: 16 hex}{HMAC-SHA256 truncated to 128 bits: 32
-//! hex}` — 58 characters of `[A-Za-z0-9]`, within WeChat's 128, valid for 10 minutes.
+//! proves itself: `{unix time: 10 digits}{nonce: 16 hex}{flow: w | o}{HMAC-SHA256 truncated to
+//! 128 bits: 32 hex}` — 59 characters of `[A-Za-z0-9]`, within WeChat's 128, valid for 10
+//! minutes. The flow says which app the callback belongs to (website, Official Account).
 //!
 //! The MAC also covers a *binding*: a random value the website flow keeps in an HttpOnly cookie
 //! of the browser that started the login (never in the URL), so a state verifies only in that
 //! browser — no login CSRF, no replay of a leaked callback URL. The Official Account flow, whose
-//! in-app browser drops cookies, uses an empty binding.
+//! in-app browser drops cookies, uses an empty binding. And it covers the page to return to,
+//! which travels in the callback URL's query: it cannot be changed on the way.
 
 use std::fmt;
 use std::time::Duration;
@@ -18,6 +20,7 @@ use subtle::ConstantTimeEq;
 use wechat_oauth::State;
 use wechat_token_cache::SharedClock;
 
+use crate::apps::AppKind;
 use crate::token::unix;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -26,6 +29,9 @@ type HmacSha256 = Hmac<Sha256>;
 pub const STATE_TTL: Duration = Duration::from_secs(600);
 /// Tolerated clock skew between instances for a state's timestamp.
 const SKEW: u64 = 60;
+/// The length of a state: payload (10 + 16 + 1) and MAC (32).
+const STATE_LEN: usize = 59;
+const PAYLOAD_LEN: usize = 27;
 
 /// Why a callback's state was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -79,11 +85,13 @@ impl StateSigner {
         unix(self.clock.now())
     }
 
-    fn mac(&self, payload: &str, binding: &str) -> String {
+    fn mac(&self, payload: &str, binding: &str, return_to: &str) -> String {
         let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.key).expect("HMAC takes any key");
-        mac.update(payload.as_bytes());
-        mac.update(b"|");
-        mac.update(binding.as_bytes());
+        for part in [payload, binding, return_to] {
+            // Length-prefixed, so no two different triples feed the MAC the same bytes.
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part.as_bytes());
+        }
         hex(&mac.finalize().into_bytes()[..16])
     }
 
@@ -92,23 +100,41 @@ impl StateSigner {
         hex(&rand::random::<[u8; 16]>())
     }
 
-    /// A new state, bound to `binding` (empty: unbound).
-    pub fn issue(&self, binding: &str) -> State {
+    /// A new state for the browser flow of `kind` (website or Official Account), bound to
+    /// `binding` (empty: unbound) and to the page to return to (empty: the default).
+    pub fn issue(&self, kind: AppKind, binding: &str, return_to: &str) -> State {
         let nonce: [u8; 8] = rand::random();
-        let payload = format!("{:010}{}", self.now(), hex(&nonce));
-        let state = format!("{payload}{}", self.mac(&payload, binding));
-        State::new(state).expect("10 digits + 48 hex characters is a valid state")
+        let flow = if kind == AppKind::OfficialAccount {
+            'o'
+        } else {
+            'w'
+        };
+        let payload = format!("{:010}{}{flow}", self.now(), hex(&nonce));
+        let state = format!("{payload}{}", self.mac(&payload, binding, return_to));
+        State::new(state).expect("10 digits, 16 hex, a letter and 32 hex is a valid state")
     }
 
-    /// Checks a state from a callback, with the binding it was issued with.
-    pub fn verify(&self, state: &str, binding: &str) -> Result<(), StateError> {
-        if state.len() != 58 || !state.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    /// Checks a state from a callback, with the binding and the page to return to it was
+    /// issued with; returns its flow ([`AppKind::Website`] or [`AppKind::OfficialAccount`]).
+    pub fn verify(
+        &self,
+        state: &str,
+        binding: &str,
+        return_to: &str,
+    ) -> Result<AppKind, StateError> {
+        if state.len() != STATE_LEN || !state.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(StateError::Invalid);
         }
-        let (payload, mac) = state.split_at(26);
-        if !bool::from(self.mac(payload, binding).as_bytes().ct_eq(mac.as_bytes())) {
+        let (payload, mac) = state.split_at(PAYLOAD_LEN);
+        let expected = self.mac(payload, binding, return_to);
+        if !bool::from(expected.as_bytes().ct_eq(mac.as_bytes())) {
             return Err(StateError::Invalid);
         }
+        let kind = match payload.as_bytes()[PAYLOAD_LEN - 1] {
+            b'o' => AppKind::OfficialAccount,
+            b'w' => AppKind::Website,
+            _ => return Err(StateError::Invalid),
+        };
         let issued: u64 = payload[..10].parse().map_err(|_| StateError::Invalid)?;
         let now = self.now();
         if issued > now + SKEW {
@@ -117,7 +143,7 @@ impl StateSigner {
         if now.saturating_sub(issued) > STATE_TTL.as_secs() {
             return Err(StateError::Expired);
         }
-        Ok(())
+        Ok(kind)
     }
 }
 
@@ -139,39 +165,64 @@ mod tests {
 
     #[test]
     fn states_verify_expire_and_resist_tampering() {
+        use AppKind::{OfficialAccount, Website};
         let clock = ManualClock::starting_now();
         let signer = StateSigner::from_secret(b"secret", Arc::new(clock.clone()));
         let binding = StateSigner::new_binding();
-        let state = signer.issue(&binding);
-        assert_eq!(state.as_str().len(), 58);
-        assert_eq!(signer.verify(state.as_str(), &binding), Ok(()));
+        let state = signer.issue(Website, &binding, "");
+        assert_eq!(state.as_str().len(), STATE_LEN);
+        assert_eq!(signer.verify(state.as_str(), &binding, ""), Ok(Website));
         // Only with its binding: not in another browser, not unbound.
         let other = StateSigner::new_binding();
         assert_eq!(
-            signer.verify(state.as_str(), &other),
+            signer.verify(state.as_str(), &other, ""),
             Err(StateError::Invalid)
         );
-        assert_eq!(signer.verify(state.as_str(), ""), Err(StateError::Invalid));
-        let unbound = signer.issue("");
-        assert_eq!(signer.verify(unbound.as_str(), ""), Ok(()));
+        assert_eq!(
+            signer.verify(state.as_str(), "", ""),
+            Err(StateError::Invalid)
+        );
+        let unbound = signer.issue(OfficialAccount, "", "/orders/7");
+        assert_eq!(
+            signer.verify(unbound.as_str(), "", "/orders/7"),
+            Ok(OfficialAccount)
+        );
+        // The page to return to cannot be changed, nor the flow.
+        assert_eq!(
+            signer.verify(unbound.as_str(), "", "/admin"),
+            Err(StateError::Invalid)
+        );
+        assert_eq!(
+            signer.verify(unbound.as_str(), "", ""),
+            Err(StateError::Invalid)
+        );
+        let mut other_flow = unbound.as_str().to_owned();
+        other_flow.replace_range(PAYLOAD_LEN - 1..PAYLOAD_LEN, "w");
+        assert_eq!(
+            signer.verify(&other_flow, "", "/orders/7"),
+            Err(StateError::Invalid)
+        );
         // Another instance with the same secret accepts it; another secret does not.
         let twin = StateSigner::from_secret(b"secret", Arc::new(clock.clone()));
-        assert_eq!(twin.verify(state.as_str(), &binding), Ok(()));
+        assert_eq!(twin.verify(state.as_str(), &binding, ""), Ok(Website));
         let stranger = StateSigner::from_secret(b"other", Arc::new(clock.clone()));
         assert_eq!(
-            stranger.verify(state.as_str(), &binding),
+            stranger.verify(state.as_str(), &binding, ""),
             Err(StateError::Invalid)
         );
         // Tampered timestamp.
         let mut forged = state.as_str().to_owned();
         forged.replace_range(0..1, if &forged[0..1] == "1" { "2" } else { "1" });
-        assert_eq!(signer.verify(&forged, &binding), Err(StateError::Invalid));
-        for junk in ["", "abc", &"a".repeat(58), &"é".repeat(29)] {
-            assert_eq!(signer.verify(junk, &binding), Err(StateError::Invalid));
+        assert_eq!(
+            signer.verify(&forged, &binding, ""),
+            Err(StateError::Invalid)
+        );
+        for junk in ["", "abc", &"a".repeat(STATE_LEN), &"é".repeat(29)] {
+            assert_eq!(signer.verify(junk, &binding, ""), Err(StateError::Invalid));
         }
         clock.advance(STATE_TTL + Duration::from_secs(1));
         assert_eq!(
-            signer.verify(state.as_str(), &binding),
+            signer.verify(state.as_str(), &binding, ""),
             Err(StateError::Expired)
         );
     }

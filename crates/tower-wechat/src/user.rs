@@ -11,11 +11,14 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use wechat_oauth::{AccessToken, AppId, Lang, OpenId, Scopes, UnionId, UserInfo};
-use wechat_token_cache::{CallError, SessionId, SessionRecord, TokenCache, TokenStore, UserKey};
+use wechat_token_cache::{CallError, SessionId, SessionRecord, TokenCache, TokenStore, UserId};
 
-/// Calls WeChat for a user through the token cache (object-safe, so `WeChatUser` is not generic
-/// over the store).
+use crate::apps::{AppKind, Apps};
+
+/// Calls WeChat for a user through the token cache, and knows the apps (object-safe, so
+/// `WeChatUser` is not generic over the store).
 pub(crate) trait Upstream: Send + Sync + 'static {
+    fn kind_of(&self, appid: &AppId) -> Option<AppKind>;
     fn userinfo(
         &self,
         sid: SessionId,
@@ -24,18 +27,28 @@ pub(crate) trait Upstream: Send + Sync + 'static {
     fn access_token(&self, sid: SessionId) -> BoxFuture<'static, Result<AccessToken, CallError>>;
 }
 
-impl<S: TokenStore> Upstream for TokenCache<S> {
+/// What a [`WeChatUser`] reaches: the session cache and the apps.
+pub(crate) struct UserContext<S> {
+    pub(crate) cache: TokenCache<S>,
+    pub(crate) apps: Apps,
+}
+
+impl<S: TokenStore> Upstream for UserContext<S> {
+    fn kind_of(&self, appid: &AppId) -> Option<AppKind> {
+        self.apps.kind_of(appid)
+    }
+
     fn userinfo(
         &self,
         sid: SessionId,
         lang: Lang,
     ) -> BoxFuture<'static, Result<UserInfo, CallError>> {
-        let cache = self.clone();
+        let cache = self.cache.clone();
         Box::pin(async move { cache.userinfo(&sid, lang).await })
     }
 
     fn access_token(&self, sid: SessionId) -> BoxFuture<'static, Result<AccessToken, CallError>> {
-        let cache = self.clone();
+        let cache = self.cache.clone();
         Box::pin(async move {
             let record = cache.fresh(&sid, Duration::from_secs(60)).await?;
             record
@@ -58,6 +71,8 @@ impl fmt::Debug for WeChatUser {
         f.debug_struct("WeChatUser")
             .field("openid", &self.record.openid)
             .field("unionid", &self.record.unionid)
+            .field("user_id", &self.record.user_id)
+            .field("appid", &self.record.appid)
             .field("scopes", &self.record.scopes)
             .field("session_id", &self.record.sid)
             .field("snapshot_user", &self.record.snapshot_user)
@@ -80,9 +95,21 @@ impl WeChatUser {
         self.record.unionid.as_ref()
     }
 
-    /// The application.
+    /// The app the user logged in to.
     pub fn appid(&self) -> &AppId {
         &self.record.appid
+    }
+
+    /// The kind of app the user logged in to (`None` only for a session of an app that this
+    /// layer serves under no kind, which its builder cannot make).
+    pub fn app_kind(&self) -> Option<AppKind> {
+        self.upstream.kind_of(&self.record.appid)
+    }
+
+    /// The application's user: what the login hook returned, else the unionid, else
+    /// `<appid>:<openid>`. The same across the application's apps for one person.
+    pub fn user_id(&self) -> &UserId {
+        &self.record.user_id
     }
 
     /// The granted scopes.
@@ -98,11 +125,6 @@ impl WeChatUser {
     /// Whether this is WeChat's "snapshot mode" virtual user (its ids are not the real user's).
     pub fn is_snapshot_user(&self) -> bool {
         self.record.snapshot_user
-    }
-
-    /// The user as a key for logout-all.
-    pub fn user_key(&self) -> UserKey {
-        self.record.user()
     }
 
     /// The user's WeChat profile (`/sns/userinfo`) with a fresh token, refreshing and retrying

@@ -4,21 +4,47 @@
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use tower_wechat::{
-    CodeLogin, KeyRing, LoginEndpoints, LoginFailure, SigningKey, StateError, WeChatAuthLayer,
-    WebCallback, WebFlow,
+    AppKind, CodeLogin, KeyRing, LoginEndpoints, LoginFailure, SigningKey, StartRequest,
+    StateError, WeChatAuthLayer, WebCallback, WebFlow,
 };
 use wechat_mock::{Endpoint, Fault, MockConfig, MockGrant, MockWeChat};
 use wechat_oauth::{AppId, AppSecret, Client, OfficialAccountScope};
 
-async fn setup() -> (LoginEndpoints, MockWeChat) {
-    let mock = MockWeChat::start(MockConfig::default()).await.unwrap();
-    let client = Client::builder(AppId::new(mock.appid()), AppSecret::new(mock.secret()))
+const OA: &str = "wxofficialaccount01";
+const MP: &str = "wxminiprogram00001";
+
+fn client(mock: &MockWeChat, appid: &str, secret: &str) -> Client {
+    Client::builder(AppId::new(appid), AppSecret::new(secret))
         .api_base(mock.base_url())
         .open_base(mock.base_url())
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+fn grant(appid: &str) -> MockGrant {
+    MockGrant {
+        appid: Some(appid.into()),
+        ..MockGrant::default()
+    }
+}
+
+async fn setup() -> (LoginEndpoints, MockWeChat) {
+    let config = MockConfig::default()
+        .with_app(OA, "oa-secret-0123456789")
+        .with_app(MP, "mp-secret-0123456789");
+    let mock = MockWeChat::start(config).await.unwrap();
     let keys = KeyRing::new(SigningKey::hs256("k1", &[3; 32]).unwrap());
-    let layer = WeChatAuthLayer::builder(client, keys).build().unwrap();
+    let layer = WeChatAuthLayer::builder(client(&mock, mock.appid(), mock.secret()), keys)
+        .app(
+            AppKind::OfficialAccount,
+            client(&mock, OA, "oa-secret-0123456789"),
+        )
+        .app(
+            AppKind::MiniProgram,
+            client(&mock, MP, "mp-secret-0123456789"),
+        )
+        .build()
+        .unwrap();
     let endpoints = LoginEndpoints::new(&layer)
         .state_secret(b"state secret")
         .web_flow(
@@ -31,7 +57,7 @@ async fn setup() -> (LoginEndpoints, MockWeChat) {
 #[tokio::test]
 async fn the_official_account_flow_uses_an_unbound_state() {
     let (endpoints, mock) = setup().await;
-    let start = endpoints.web_start().unwrap();
+    let start = endpoints.web_start(StartRequest::default()).unwrap();
     assert!(
         start.binding_cookie.is_none(),
         "WeChat's in-app browser drops cookies"
@@ -40,23 +66,27 @@ async fn the_official_account_flow_uses_an_unbound_state() {
         "{}/connect/oauth2/authorize?appid=",
         mock.base_url()
     )));
+    assert!(start.url.contains(&format!("appid={OA}&")));
     assert!(start.url.contains("&scope=snsapi_base&state="));
-    assert!(start.url.ends_with("#wechat_redirect"));
+    assert!(start.url.ends_with("&connect_redirect=1#wechat_redirect"));
     let state = start
         .url
         .split("&state=")
         .nth(1)
         .unwrap()
-        .trim_end_matches("#wechat_redirect");
+        .trim_end_matches("#wechat_redirect")
+        .trim_end_matches("&connect_redirect=1");
 
     let code = mock.mint_code(MockGrant {
         scope: Some("snsapi_base".into()),
-        ..Default::default()
+        ..grant(OA)
     });
     let callback = WebCallback::new(Some(&code), Some(state), None);
     let success = endpoints.web_callback(callback).await.unwrap();
     assert!(!success.record.scopes.allows_userinfo());
-    assert_eq!(endpoints.after_login(), "/home");
+    assert_eq!(success.app, AppKind::OfficialAccount);
+    assert_eq!(success.record.appid.as_str(), OA);
+    assert_eq!(success.return_to.as_deref(), Some("/home"));
     // WeChat calling the callback twice: the same session.
     let twice = endpoints.web_callback(callback).await.unwrap();
     assert_eq!(twice.record.sid, success.record.sid);
@@ -67,7 +97,7 @@ async fn the_official_account_flow_uses_an_unbound_state() {
         Err(LoginFailure::InvalidState(_))
     ));
     // The state is used: another code with it is refused, before WeChat is asked.
-    let other = mock.mint_code(MockGrant::default());
+    let other = mock.mint_code(grant(OA));
     assert_eq!(
         endpoints
             .web_callback(WebCallback::new(Some(&other), Some(state), None))
@@ -97,7 +127,7 @@ fn status(failure: &LoginFailure) -> (StatusCode, Option<String>) {
 #[tokio::test]
 async fn mini_program_login_failures_map_to_statuses() {
     let (endpoints, mock) = setup().await;
-    let code = || mock.mint_code(MockGrant::default());
+    let code = || mock.mint_code(grant(MP));
 
     let invalid = endpoints
         .login_mini_program(CodeLogin::new("unknown-code"))

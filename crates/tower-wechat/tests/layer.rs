@@ -256,7 +256,7 @@ async fn the_hot_path_reads_no_store_future_and_calls_no_one() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
     use wechat_token_cache::{
-        CasOutcome, MokaStore, SessionId, SessionRecord, StoreError, TokenStore, UserKey,
+        CasOutcome, MokaStore, SessionId, SessionRecord, StoreError, TokenStore, UserId,
     };
 
     #[derive(Clone, Default)]
@@ -290,7 +290,7 @@ async fn the_hot_path_reads_no_store_future_and_calls_no_one() {
         async fn delete(&self, sid: &SessionId) -> Result<bool, StoreError> {
             self.inner.delete(sid).await
         }
-        async fn delete_user(&self, user: &UserKey) -> Result<usize, StoreError> {
+        async fn delete_user(&self, user: &UserId) -> Result<usize, StoreError> {
             self.inner.delete_user(user).await
         }
     }

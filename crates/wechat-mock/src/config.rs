@@ -12,7 +12,12 @@ pub const DEFAULT_SECRET: &str = "mocksecret0123456789abcdef0123456";
 /// The openid the browser consent page prefills, so repeated demo logins are the same user.
 pub const DEMO_OPENID: &str = "o_mock_demo_user_000000000001";
 
-/// How the fake WeChat behaves: the one app it knows and its token lifetimes.
+/// How the fake WeChat behaves: the apps it knows and its token lifetimes.
+///
+/// The primary app is [`appid`](Self::appid) / [`secret`](Self::secret); [`with_app`](Self::with_app)
+/// adds more (a website, an Official Account, a Mini Program...), sharing one unionid space: a
+/// code is minted for one app ([`MockGrant::appid`]) and only that app can exchange it, and a
+/// refresh token only refreshes with its own app's AppID.
 ///
 /// ```
 /// use std::time::Duration;
@@ -31,6 +36,8 @@ pub struct MockConfig {
     pub appid: String,
     /// The AppSecret the mock accepts; any other answers 40125.
     pub secret: String,
+    /// Further apps the mock knows, besides the primary one.
+    pub apps: Vec<MockApp>,
     /// How long a minted code can be exchanged (default 600 s).
     pub code_ttl: Duration,
     /// Lifetime of an access token, reported as `expires_in` (default 7200 s).
@@ -52,6 +59,7 @@ impl MockConfig {
         Self {
             appid: appid.into(),
             secret: secret.into(),
+            apps: Vec::new(),
             code_ttl: Duration::from_secs(600),
             access_token_ttl: Duration::from_secs(7200),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
@@ -59,6 +67,37 @@ impl MockConfig {
             real_time: false,
         }
     }
+}
+
+impl MockConfig {
+    /// This configuration knowing one more app.
+    pub fn with_app(mut self, appid: impl Into<String>, secret: impl Into<String>) -> Self {
+        self.apps.push(MockApp {
+            appid: appid.into(),
+            secret: secret.into(),
+        });
+        self
+    }
+
+    /// The AppSecret of a known app.
+    pub(crate) fn secret_of(&self, appid: &str) -> Option<&str> {
+        if appid == self.appid {
+            return Some(&self.secret);
+        }
+        self.apps
+            .iter()
+            .find(|app| app.appid == appid)
+            .map(|app| app.secret.as_str())
+    }
+}
+
+/// An app the mock knows besides its primary one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MockApp {
+    /// Its AppID.
+    pub appid: String,
+    /// Its AppSecret.
+    pub secret: String,
 }
 
 impl Default for MockConfig {
@@ -83,6 +122,9 @@ pub struct MockGrant {
     pub unionid: Option<String>,
     /// The "snapshot mode" virtual user: the exchange then carries `"is_snapshotuser":1`.
     pub snapshot_user: bool,
+    /// The app the code is issued to (only it can exchange the code); `None` means the primary
+    /// app.
+    pub appid: Option<String>,
 }
 
 /// What `/sns/userinfo` returns for one user (set with [`crate::MockWeChat::set_profile`]).

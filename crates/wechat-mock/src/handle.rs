@@ -116,12 +116,12 @@ impl MockWeChat {
         format!("http://{}", self.inner.addr)
     }
 
-    /// The AppID the mock accepts.
+    /// The primary app's AppID.
     pub fn appid(&self) -> &str {
         &self.inner.shared.config.appid
     }
 
-    /// The AppSecret the mock accepts.
+    /// The primary app's AppSecret.
     pub fn secret(&self) -> &str {
         &self.inner.shared.config.secret
     }
@@ -147,6 +147,12 @@ impl MockWeChat {
     /// How many requests reached this endpoint, faulted ones included.
     pub fn calls(&self, endpoint: Endpoint) -> u64 {
         self.inner.shared.calls(endpoint)
+    }
+
+    /// How many requests to this endpoint named the known app `appid` (after faults: a call
+    /// answered by an injected fault is not counted here).
+    pub fn app_calls(&self, appid: &str, endpoint: Endpoint) -> u64 {
+        self.inner.shared.app_calls(appid, endpoint)
     }
 
     /// Call counts of every endpoint by [`Endpoint::name`]; never-called endpoints show 0.

@@ -41,7 +41,9 @@ mod pages;
 mod sns;
 mod state;
 
-pub use config::{DEFAULT_APPID, DEFAULT_SECRET, DEMO_OPENID, MockConfig, MockGrant, MockProfile};
+pub use config::{
+    DEFAULT_APPID, DEFAULT_SECRET, DEMO_OPENID, MockApp, MockConfig, MockGrant, MockProfile,
+};
 pub use endpoint::{Endpoint, Fault, ParseEndpointError};
 pub use handle::MockWeChat;
 

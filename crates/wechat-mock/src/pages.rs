@@ -129,7 +129,7 @@ fn hidden(name: &str, value: &str) -> String {
 /// The consent page, or the reason it cannot be shown.
 fn consent(shared: &Shared, page: Page, params: &Params) -> Result<Response, String> {
     let appid = params.get("appid").ok_or("appid missing")?;
-    if appid != shared.config.appid {
+    if shared.config.secret_of(appid).is_none() {
         return Err(format!("unknown appid {appid:?}"));
     }
     let redirect_uri = redirect_uri(params)?;
@@ -151,9 +151,11 @@ fn consent(shared: &Shared, page: Page, params: &Params) -> Result<Response, Str
          <p>App <code>{appid}</code> asks for <code>{scope}</code>.</p>\n\
          <p>It will be sent back to <code>{redirect}</code>.</p>\n\
          <form method=\"get\" action=\"{base}approve\">\n\
-         {h_redirect}\n{h_state}\n{h_scope}\n\
+         {h_redirect}\n{h_state}\n{h_scope}\n{h_appid}\n\
          <label>openid (empty: a new random user) \
          <input type=\"text\" name=\"openid\" value=\"{demo}\"></label>\n\
+         <label>unionid (empty: none) \
+         <input type=\"text\" name=\"unionid\" value=\"\"></label>\n\
          <button type=\"submit\">Approve</button>\n\
          </form>\n\
          <form method=\"get\" action=\"{base}deny\">\n\
@@ -167,6 +169,7 @@ fn consent(shared: &Shared, page: Page, params: &Params) -> Result<Response, Str
         h_redirect = hidden("redirect_uri", redirect_uri),
         h_state = hidden("state", state),
         h_scope = hidden("scope", scope),
+        h_appid = hidden("appid", appid),
         demo = escape(DEMO_OPENID),
     );
     Ok(html(StatusCode::OK, page.title(), &body))
@@ -232,9 +235,17 @@ pub(crate) async fn approve(State(shared): State<Arc<Shared>>, query: RawQuery) 
         if !known.contains(&scope) {
             return Err(format!("unknown scope {scope:?}"));
         }
+        let non_empty = |name| {
+            params
+                .get(name)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
         let code = shared.mint_code(MockGrant {
             openid: params.get("openid").map(str::to_owned),
             scope: Some(scope.to_owned()),
+            unionid: non_empty("unionid"),
+            appid: non_empty("appid"),
             ..MockGrant::default()
         });
         let mut pairs = vec![("code", code.as_str())];

@@ -114,23 +114,32 @@ pub(crate) async fn enter(shared: &Shared, endpoint: Endpoint) -> Option<Respons
     }
 }
 
-/// Checks `appid` is present and the mock's.
-fn check_appid(shared: &Shared, params: &Params) -> Result<(), SnsError> {
+/// Checks `appid` is present and one the mock knows; returns it, and counts the call for it.
+fn check_appid<'a>(
+    shared: &Shared,
+    params: &'a Params,
+    endpoint: Endpoint,
+) -> Result<&'a str, SnsError> {
     let appid = params.get("appid").ok_or(APPID_MISSING)?;
-    if appid != shared.config.appid {
+    if shared.config.secret_of(appid).is_none() {
         return Err(INVALID_APPID);
     }
-    Ok(())
+    shared.count_for_app(appid, endpoint);
+    Ok(appid)
 }
 
-/// Checks `appid` and `secret`, as the code exchanges do.
-fn check_app(shared: &Shared, params: &Params) -> Result<(), SnsError> {
-    check_appid(shared, params)?;
+/// Checks `appid` and its `secret`, as the code exchanges do; returns the AppID.
+fn check_app<'a>(
+    shared: &Shared,
+    params: &'a Params,
+    endpoint: Endpoint,
+) -> Result<&'a str, SnsError> {
+    let appid = check_appid(shared, params, endpoint)?;
     let secret = params.get("secret").ok_or(SECRET_MISSING)?;
-    if secret != shared.config.secret {
+    if Some(secret) != shared.config.secret_of(appid) {
         return Err(INVALID_SECRET);
     }
-    Ok(())
+    Ok(appid)
 }
 
 fn check_grant_type(params: &Params, expected: &str) -> Result<(), SnsError> {
@@ -147,10 +156,10 @@ pub(crate) async fn access_token(State(shared): State<Arc<Shared>>, query: RawQu
     }
     let params = Params::from(query);
     answer((|| -> Result<_, SnsError> {
-        check_app(&shared, &params)?;
+        let appid = check_app(&shared, &params, Endpoint::AccessToken)?;
         let code = params.get("code").ok_or(CODE_MISSING)?;
         check_grant_type(&params, "authorization_code")?;
-        shared.exchange(code)
+        shared.exchange(appid, code)
     })())
 }
 
@@ -161,10 +170,10 @@ pub(crate) async fn refresh_token(State(shared): State<Arc<Shared>>, query: RawQ
     }
     let params = Params::from(query);
     answer((|| -> Result<_, SnsError> {
-        check_appid(&shared, &params)?;
+        let appid = check_appid(&shared, &params, Endpoint::RefreshToken)?;
         check_grant_type(&params, "refresh_token")?;
         let token = params.get("refresh_token").ok_or(REFRESH_TOKEN_MISSING)?;
-        shared.refresh(token)
+        shared.refresh(appid, token)
     })())
 }
 
@@ -217,9 +226,9 @@ pub(crate) async fn jscode2session(State(shared): State<Arc<Shared>>, query: Raw
     }
     let params = Params::from(query);
     answer((|| -> Result<_, SnsError> {
-        check_app(&shared, &params)?;
+        let appid = check_app(&shared, &params, Endpoint::JsCode2Session)?;
         let code = params.get("js_code").ok_or(CODE_MISSING)?;
         check_grant_type(&params, "authorization_code")?;
-        shared.code_to_session(code)
+        shared.code_to_session(appid, code)
     })())
 }

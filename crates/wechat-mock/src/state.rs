@@ -146,6 +146,8 @@ impl User {
 #[derive(Debug)]
 struct CodeRecord {
     user: User,
+    /// The app the code was issued to.
+    appid: String,
     /// Mock time the code stops being exchangeable.
     expires_at: Duration,
     used: bool,
@@ -155,6 +157,7 @@ struct CodeRecord {
 #[derive(Debug)]
 struct Grant {
     user: User,
+    appid: String,
     access_token: String,
     access_expires_at: Duration,
     refresh_token: String,
@@ -175,6 +178,8 @@ struct State {
     by_refresh_token: HashMap<String, u64>,
     profiles: HashMap<String, MockProfile>,
     calls: HashMap<Endpoint, u64>,
+    /// Calls that named a known app, by AppID.
+    app_calls: HashMap<(String, Endpoint), u64>,
     faults: HashMap<Endpoint, VecDeque<Fault>>,
 }
 
@@ -204,10 +209,15 @@ impl State {
         }
     }
 
-    /// Consumes a code: the first exchange wins, whichever endpoint makes it.
-    fn redeem(&mut self, code: &str) -> Result<User, SnsError> {
+    /// Consumes a code issued to `appid`: the first exchange wins, whichever endpoint makes it.
+    /// Another app's code is unknown here (40029), as at WeChat.
+    fn redeem(&mut self, appid: &str, code: &str) -> Result<User, SnsError> {
         let now = self.now();
-        let record = self.codes.get_mut(code).ok_or(INVALID_CODE)?;
+        let record = self
+            .codes
+            .get_mut(code)
+            .filter(|record| record.appid == appid)
+            .ok_or(INVALID_CODE)?;
         if record.used {
             return Err(CODE_BEEN_USED);
         }
@@ -290,6 +300,23 @@ impl Shared {
         self.lock().calls.get(&endpoint).copied().unwrap_or(0)
     }
 
+    /// Counts a call to `endpoint` that named the known app `appid`.
+    pub(crate) fn count_for_app(&self, appid: &str, endpoint: Endpoint) {
+        *self
+            .lock()
+            .app_calls
+            .entry((appid.to_owned(), endpoint))
+            .or_default() += 1;
+    }
+
+    pub(crate) fn app_calls(&self, appid: &str, endpoint: Endpoint) -> u64 {
+        self.lock()
+            .app_calls
+            .get(&(appid.to_owned(), endpoint))
+            .copied()
+            .unwrap_or(0)
+    }
+
     pub(crate) fn stats(&self) -> BTreeMap<&'static str, u64> {
         let state = self.lock();
         Endpoint::ALL
@@ -319,6 +346,7 @@ impl Shared {
             unionid: grant.unionid,
             snapshot_user: grant.snapshot_user,
         };
+        let appid = grant.appid.unwrap_or_else(|| self.config.appid.clone());
         let mut state = self.lock();
         let code = state.unused_code();
         let expires_at = state.now() + self.config.code_ttl;
@@ -326,6 +354,7 @@ impl Shared {
             code.clone(),
             CodeRecord {
                 user,
+                appid,
                 expires_at,
                 used: false,
             },
@@ -356,9 +385,9 @@ impl Shared {
 
     /// `/sns/oauth2/access_token` once the app is authenticated: redeems the code and opens a
     /// token grant.
-    pub(crate) fn exchange(&self, code: &str) -> Result<TokenBody, SnsError> {
+    pub(crate) fn exchange(&self, appid: &str, code: &str) -> Result<TokenBody, SnsError> {
         let mut state = self.lock();
-        let user = state.redeem(code)?;
+        let user = state.redeem(appid, code)?;
         let access_token = state.unused_token(TOKEN_LEN);
         let refresh_token = state.unused_token(TOKEN_LEN);
         let body = TokenBody {
@@ -374,6 +403,7 @@ impl Shared {
         state.next_grant += 1;
         let grant = Grant {
             user,
+            appid: appid.to_owned(),
             access_token: access_token.clone(),
             access_expires_at: state.now() + self.config.access_token_ttl,
             refresh_token: refresh_token.clone(),
@@ -385,8 +415,9 @@ impl Shared {
         Ok(body)
     }
 
-    /// `/sns/oauth2/refresh_token` once the app is identified.
-    pub(crate) fn refresh(&self, refresh_token: &str) -> Result<TokenBody, SnsError> {
+    /// `/sns/oauth2/refresh_token` once the app is identified: only the app the grant was
+    /// made to can refresh it.
+    pub(crate) fn refresh(&self, appid: &str, refresh_token: &str) -> Result<TokenBody, SnsError> {
         let mut guard = self.lock();
         let state = &mut *guard;
         let now = state.now();
@@ -394,7 +425,11 @@ impl Shared {
             .by_refresh_token
             .get(refresh_token)
             .ok_or(INVALID_REFRESH_TOKEN)?;
-        let grant = state.grants.get(&id).ok_or(INVALID_REFRESH_TOKEN)?;
+        let grant = state
+            .grants
+            .get(&id)
+            .filter(|grant| grant.appid == appid)
+            .ok_or(INVALID_REFRESH_TOKEN)?;
         if now >= grant.refresh_expires_at {
             return Err(REFRESH_TOKEN_TIMEOUT);
         }
@@ -464,8 +499,8 @@ impl Shared {
     }
 
     /// `/sns/jscode2session` once the app is authenticated: redeems the code for a session key.
-    pub(crate) fn code_to_session(&self, code: &str) -> Result<SessionBody, SnsError> {
-        let user = self.lock().redeem(code)?;
+    pub(crate) fn code_to_session(&self, appid: &str, code: &str) -> Result<SessionBody, SnsError> {
+        let user = self.lock().redeem(appid, code)?;
         Ok(SessionBody {
             openid: user.openid,
             session_key: random_session_key(),
@@ -515,6 +550,7 @@ pub(crate) fn random_rid() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::DEFAULT_APPID;
 
     fn shared() -> Shared {
         Shared::new(MockConfig::default())
@@ -537,9 +573,32 @@ mod tests {
     #[test]
     fn a_code_is_consumed_by_either_exchange() {
         let shared = shared();
+        let appid = DEFAULT_APPID;
         let code = shared.mint_code(MockGrant::default());
-        assert!(shared.code_to_session(&code).is_ok());
-        assert_eq!(shared.exchange(&code).unwrap_err(), CODE_BEEN_USED);
+        assert!(shared.code_to_session(appid, &code).is_ok());
+        assert_eq!(shared.exchange(appid, &code).unwrap_err(), CODE_BEEN_USED);
+    }
+
+    #[test]
+    fn a_code_and_a_refresh_token_belong_to_their_app() {
+        let shared = Shared::new(MockConfig::default().with_app("wxother", "other-secret"));
+        let theirs = shared.mint_code(MockGrant {
+            appid: Some("wxother".into()),
+            ..MockGrant::default()
+        });
+        // Another app's code is unknown here, and stays usable by its own app.
+        assert_eq!(
+            shared.exchange(DEFAULT_APPID, &theirs).unwrap_err(),
+            INVALID_CODE
+        );
+        let grant = shared.exchange("wxother", &theirs).unwrap();
+        assert_eq!(
+            shared
+                .refresh(DEFAULT_APPID, &grant.refresh_token)
+                .unwrap_err(),
+            INVALID_REFRESH_TOKEN
+        );
+        assert!(shared.refresh("wxother", &grant.refresh_token).is_ok());
     }
 
     #[test]
@@ -553,8 +612,12 @@ mod tests {
             openid: Some("bob".into()),
             ..MockGrant::default()
         };
-        let a = shared.exchange(&shared.mint_code(alice)).unwrap();
-        let b = shared.exchange(&shared.mint_code(bob)).unwrap();
+        let a = shared
+            .exchange(DEFAULT_APPID, &shared.mint_code(alice))
+            .unwrap();
+        let b = shared
+            .exchange(DEFAULT_APPID, &shared.mint_code(bob))
+            .unwrap();
         shared.revoke("alice");
         assert_eq!(
             shared.check_access(&a.access_token, "alice"),

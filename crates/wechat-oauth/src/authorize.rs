@@ -103,10 +103,14 @@ pub fn qrconnect_url(
         redirect_uri,
         "snsapi_login",
         state,
+        "",
     )
 }
 
-/// `{open_base}/connect/oauth2/authorize?appid=..&redirect_uri=..&response_type=code&scope=..&state=..#wechat_redirect`
+/// `{open_base}/connect/oauth2/authorize?appid=..&redirect_uri=..&response_type=code&scope=..&state=..&connect_redirect=1#wechat_redirect`
+///
+/// `connect_redirect=1` keeps WeChat from calling the callback twice for one tap (a known
+/// behaviour of its in-app browser without it).
 pub fn oauth2_authorize_url(
     open_base: &str,
     appid: &AppId,
@@ -121,6 +125,7 @@ pub fn oauth2_authorize_url(
         redirect_uri,
         scope.as_str(),
         state,
+        "&connect_redirect=1",
     )
 }
 
@@ -131,6 +136,7 @@ fn build(
     redirect_uri: &str,
     scope: &str,
     state: &State,
+    extra: &str,
 ) -> Result<String, AuthorizeUrlError> {
     match Url::parse(redirect_uri) {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {}
@@ -138,7 +144,7 @@ fn build(
     }
     let encode = |s: &str| byte_serialize(s.as_bytes()).collect::<String>();
     Ok(format!(
-        "{base}{path}?appid={appid}&redirect_uri={redirect}&response_type=code&scope={scope}&state={state}#wechat_redirect",
+        "{base}{path}?appid={appid}&redirect_uri={redirect}&response_type=code&scope={scope}&state={state}{extra}#wechat_redirect",
         base = open_base.trim_end_matches('/'),
         appid = encode(appid.as_str()),
         redirect = encode(redirect_uri),
@@ -164,7 +170,7 @@ mod tests {
             url,
             "https://open.weixin.qq.com/connect/oauth2/authorize?appid=wx520c15f417810387\
              &redirect_uri=https%3A%2F%2Fchong.qq.com%2Fphp%2Findex.php%3Fd%3D%26c%3DwxAdapter%26m%3DmobileDeal\
-             &response_type=code&scope=snsapi_base&state=123#wechat_redirect"
+             &response_type=code&scope=snsapi_base&state=123&connect_redirect=1#wechat_redirect"
         );
     }
 

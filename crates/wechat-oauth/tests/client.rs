@@ -497,7 +497,7 @@ async fn authorize_urls_point_at_the_fake_consent_pages() {
         )
         .unwrap();
     assert!(oa.contains("/connect/oauth2/authorize?appid="));
-    assert!(oa.contains("&scope=snsapi_userinfo&state=abc123#wechat_redirect"));
+    assert!(oa.contains("&scope=snsapi_userinfo&state=abc123&connect_redirect=1#wechat_redirect"));
 }
 
 /// A clock that moves an hour forward with every call WeChat has received, so an expiry shows

@@ -6,9 +6,12 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use wechat_oauth::{AccessToken, AppId, OpenId, RefreshToken, Scopes, SessionKey, UnionId};
-use wechat_token_cache::{Credentials, SessionId, SessionRecord};
+use wechat_token_cache::{Credentials, SessionId, SessionRecord, UserId};
 
+/// The first format: no user id (records read back get the default one).
 const FORMAT_V1: u8 = 1;
+/// Adds the user id after the unionid.
+const FORMAT_V2: u8 = 2;
 const OAUTH: u8 = 0;
 const MINI_PROGRAM: u8 = 1;
 
@@ -26,7 +29,7 @@ pub(crate) enum CodecError {
 /// Encodes everything of `record` but its id, app and version.
 pub(crate) fn encode(record: &SessionRecord) -> Result<Vec<u8>, CodecError> {
     let mut out = Vec::with_capacity(256);
-    out.push(FORMAT_V1);
+    out.push(FORMAT_V2);
     put_str(&mut out, record.openid.as_str())?;
     match &record.unionid {
         Some(unionid) => {
@@ -35,6 +38,7 @@ pub(crate) fn encode(record: &SessionRecord) -> Result<Vec<u8>, CodecError> {
         }
         None => out.push(0),
     }
+    put_str(&mut out, record.user_id.as_str())?;
     let scopes: Vec<&str> = record.scopes.iter().map(|s| s.as_str()).collect();
     put_str(&mut out, &scopes.join(","))?;
     out.push(u8::from(record.snapshot_user));
@@ -69,7 +73,8 @@ pub(crate) fn decode(
     bytes: &[u8],
 ) -> Result<SessionRecord, CodecError> {
     let mut r = Reader(bytes);
-    if r.byte()? != FORMAT_V1 {
+    let format = r.byte()?;
+    if format != FORMAT_V1 && format != FORMAT_V2 {
         return Err(CodecError::Malformed);
     }
     let openid = OpenId::new(r.str()?);
@@ -77,6 +82,10 @@ pub(crate) fn decode(
         0 => None,
         1 => Some(UnionId::new(r.str()?)),
         _ => return Err(CodecError::Malformed),
+    };
+    let user_id = match format {
+        FORMAT_V1 => None,
+        _ => Some(UserId::new(r.str()?).ok_or(CodecError::Malformed)?),
     };
     let scopes = Scopes::parse(r.str()?);
     let snapshot_user = r.byte()? == 1;
@@ -96,6 +105,9 @@ pub(crate) fn decode(
         return Err(CodecError::Malformed);
     }
     let mut record = SessionRecord::new(sid, appid, openid, credentials, created_at, expires_at);
+    if let Some(user_id) = user_id {
+        record.user_id = user_id;
+    }
     record.unionid = unionid;
     record.scopes = scopes;
     record.snapshot_user = snapshot_user;
@@ -164,6 +176,7 @@ mod tests {
         let mut record = sample_record(&clock, "wxapp", "alice");
         record.version = 7;
         record.snapshot_user = true;
+        record.user_id = UserId::new("account-42").unwrap();
         let bytes = encode(&record).unwrap();
         let back = decode(record.sid, record.appid.clone(), 7, &bytes).unwrap();
         assert_eq!(back, record);

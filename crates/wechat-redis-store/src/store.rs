@@ -3,13 +3,15 @@
 //! # Key layout
 //!
 //! Every key starts with the configured prefix (default `wechat-login`), so deployments can
-//! share a Redis; the per-user keys carry the AppID, so apps can too. Hash tags (`{..}`) put
+//! share a Redis. A user's index is keyed by the application's user id (across its apps; by
+//! default the unionid, else `<appid>:<openid>`, which is what records of the first format,
+//! without a user id, are indexed by). Hash tags (`{..}`) put
 //! the keys one script touches in one cluster slot.
 //!
 //! | key | type | holds | expires |
 //! |---|---|---|---|
 //! | `<prefix>:s:{<sid>}` | string | `<version>:<end, Unix ms>:<sealed record>` | at the session's end (`PXAT`) |
-//! | `<prefix>:u:{<appid>:<openid>}` | sorted set | the user's session ids, scored by last confirmation (Unix ms) | at the latest end of its sessions |
+//! | `<prefix>:u:{<user id>}` | sorted set | the user's session ids, scored by last confirmation (Unix ms) | at the latest end of its sessions |
 //! | `<prefix>:lease:{<name>}` | string | the owner of a fleet-wide single flight (`refresh:<sid>`, `login:<code hash>`) | the lease's time (renewed while its flight runs) |
 //! | `<prefix>:v:{<key>}` | string | a shared value: a remembered login outcome (`login:<code hash>`), a used OAuth state (`state:<hash>`) | its time (10-12 minutes) |
 //! | `<prefix>:invalidations` | pub/sub channel | ids of sessions written or ended; empty messages are heartbeats | |
@@ -49,7 +51,7 @@ use futures::{StreamExt, stream};
 use wechat_oauth::AppId;
 use wechat_token_cache::{
     CasOutcome, DEFAULT_MAX_SESSIONS_PER_USER, InvalidationSink, Invalidations, SessionId,
-    SessionRecord, SharedClock, StoreError, SystemClock, TokenStore, UserKey,
+    SessionRecord, SharedClock, StoreError, SystemClock, TokenStore, UserId,
 };
 
 use crate::codec;
@@ -345,13 +347,8 @@ impl RedisStore {
     }
 
     /// The key of a user's index.
-    pub fn user_key(&self, user: &UserKey) -> String {
-        format!(
-            "{}:u:{{{}:{}}}",
-            self.inner.prefix,
-            user.appid.as_str(),
-            user.openid.as_str()
-        )
+    pub fn user_key(&self, user: &UserId) -> String {
+        format!("{}:u:{{{}}}", self.inner.prefix, user.as_str())
     }
 
     /// The key of a lease (single flight across the fleet).
@@ -675,7 +672,7 @@ impl TokenStore for RedisStore {
             .map_err(unavailable)
     }
 
-    async fn delete_user(&self, user: &UserKey) -> Result<usize, StoreError> {
+    async fn delete_user(&self, user: &UserId) -> Result<usize, StoreError> {
         // Read the index, delete the records, then unindex only what was deleted: a failure
         // half-way leaves the rest indexed, so a retry finishes the job.
         let index = self.user_key(user);

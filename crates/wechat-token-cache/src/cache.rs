@@ -26,9 +26,10 @@ use wechat_oauth::{
 
 use crate::error::{CallError, SessionError};
 use crate::flight::Flights;
+use crate::hook::LoginHook;
 use crate::login::Logins;
 use crate::moka_store::MokaStore;
-use crate::record::{Credentials, SessionId, SessionRecord, UserKey, add_capped};
+use crate::record::{Credentials, SessionId, SessionRecord, UserId, add_capped};
 use crate::store::{CasOutcome, TokenStore};
 
 /// The longest [`CacheConfig::refresh_window`] honoured: an access token lives 7200 s, so a
@@ -101,6 +102,10 @@ pub struct CacheConfig {
     pub remembered_logins: u64,
     /// How long a Mini Program session lives (default 30 days).
     pub mini_program_session_ttl: Duration,
+    /// Whether WeChat's "snapshot mode" virtual users (Official Account pages opened as a
+    /// preview, `is_snapshotuser`) get a session (default false: the login is answered
+    /// [`LoginError::SnapshotUser`], so the page asks the user to open the real page).
+    pub snapshot_sessions: bool,
     /// How long a fleet-wide lease (one instance refreshing a session, one exchanging a code)
     /// lasts unless renewed (default 10 s; renewed every third of it while its work runs). A
     /// crashed holder's work is taken over after it.
@@ -121,6 +126,7 @@ impl Default for CacheConfig {
             callback_retry_window: Duration::from_secs(5),
             remembered_logins: 100_000,
             mini_program_session_ttl: Duration::from_secs(30 * 24 * 3600),
+            snapshot_sessions: false,
             lease_ttl: Duration::from_secs(10),
         }
     }
@@ -144,7 +150,9 @@ impl CacheConfig {
 
 /// Configures a [`TokenCache`].
 pub struct TokenCacheBuilder<S> {
-    client: Client,
+    /// The apps served; the first is the default app of [`TokenCache::login`].
+    clients: Vec<Client>,
+    hook: Option<Arc<dyn LoginHook>>,
     store: S,
     clock: SharedClock,
     config: CacheConfig,
@@ -155,7 +163,7 @@ pub struct TokenCacheBuilder<S> {
 impl<S> fmt::Debug for TokenCacheBuilder<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenCacheBuilder")
-            .field("client", &self.client)
+            .field("clients", &self.clients)
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
@@ -165,7 +173,8 @@ impl<S: TokenStore> TokenCacheBuilder<S> {
     /// Use another store (default: a [`MokaStore`] with default bounds, on the client's clock).
     pub fn store<S2: TokenStore>(self, store: S2) -> TokenCacheBuilder<S2> {
         TokenCacheBuilder {
-            client: self.client,
+            clients: self.clients,
+            hook: self.hook,
             store,
             clock: self.clock,
             config: self.config,
@@ -248,6 +257,34 @@ impl<S: TokenStore> TokenCacheBuilder<S> {
         self
     }
 
+    /// Serve one more WeChat app (another AppID: a website, an Official Account, a Mini
+    /// Program...). Its sessions are refreshed and checked with its own credentials. A client
+    /// for an AppID already served replaces that one.
+    pub fn app(mut self, client: Client) -> Self {
+        match self
+            .clients
+            .iter_mut()
+            .find(|known| known.appid() == client.appid())
+        {
+            Some(known) => *known = client,
+            None => self.clients.push(client),
+        }
+        self
+    }
+
+    /// Map each new login to the application's user (see [`LoginHook`]). Without a hook the
+    /// user id is the unionid when WeChat sends one, else app + openid.
+    pub fn login_hook(mut self, hook: impl LoginHook) -> Self {
+        self.hook = Some(Arc::new(hook));
+        self
+    }
+
+    /// See [`CacheConfig::snapshot_sessions`].
+    pub fn snapshot_sessions(mut self, allowed: bool) -> Self {
+        self.config.snapshot_sessions = allowed;
+        self
+    }
+
     /// Builds the cache. Needs a tokio runtime when used (flights run as tasks).
     ///
     /// The configuration is made safe first: `refresh_jitter` clamped to `0..=1` (NaN → 0.5),
@@ -269,7 +306,8 @@ impl<S: TokenStore> TokenCacheBuilder<S> {
                     .time_to_live(cooldown_ttl)
                     .build(),
                 flights: Arc::default(),
-                client: self.client,
+                clients: self.clients,
+                hook: self.hook,
                 store: self.store,
                 clock: self.clock,
                 config,
@@ -312,14 +350,16 @@ impl<S> Clone for TokenCache<S> {
 impl<S> fmt::Debug for TokenCache<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenCache")
-            .field("client", &self.inner.client)
+            .field("clients", &self.inner.clients)
             .field("config", &self.inner.config)
             .finish_non_exhaustive()
     }
 }
 
 pub(crate) struct Inner<S> {
-    pub(crate) client: Client,
+    /// The apps served; never empty, the first is the default app.
+    pub(crate) clients: Vec<Client>,
+    pub(crate) hook: Option<Arc<dyn LoginHook>>,
     pub(crate) store: S,
     pub(crate) clock: SharedClock,
     pub(crate) config: CacheConfig,
@@ -365,12 +405,14 @@ enum Need {
 }
 
 impl TokenCache<MokaStore> {
-    /// Starts configuring a cache for `client`'s application, on the client's clock.
+    /// Starts configuring a cache for `client`'s application (the default app; more with
+    /// [`TokenCacheBuilder::app`]), on the client's clock.
     pub fn builder(client: Client) -> TokenCacheBuilder<MokaStore> {
         let clock = Arc::clone(client.clock());
         TokenCacheBuilder {
             store: MokaStore::builder().clock(Arc::clone(&clock)).build(),
-            client,
+            clients: vec![client],
+            hook: None,
             clock,
             config: CacheConfig::default(),
             code_key: rand::random(),
@@ -388,9 +430,25 @@ impl<S: TokenStore> TokenCache<S> {
         &self.inner.store
     }
 
-    /// The WeChat client.
+    /// The default app's WeChat client (the first one configured).
     pub fn client(&self) -> &Client {
-        &self.inner.client
+        &self.inner.clients[0]
+    }
+
+    /// The client of app `appid`, if this cache serves it.
+    pub fn client_for(&self, appid: &wechat_oauth::AppId) -> Option<&Client> {
+        self.inner.client_for(appid)
+    }
+
+    /// Every app served, the default one first.
+    pub fn clients(&self) -> &[Client] {
+        &self.inner.clients
+    }
+
+    /// Whether this cache serves the app a session belongs to (a store shared by several
+    /// applications may hold sessions of apps it does not).
+    pub fn serves(&self, record: &SessionRecord) -> bool {
+        self.inner.client_for(&record.appid).is_some()
     }
 
     /// The clock.
@@ -486,12 +544,21 @@ impl<S: TokenStore> TokenCache<S> {
         if !record.scopes.allows_userinfo() || record.snapshot_user {
             return Err(CallError::NotPermitted);
         }
-        let client = self.inner.client.clone();
-        self.call_with_token(sid, move |token, openid| {
-            let client = client.clone();
-            async move { client.userinfo(&token, &openid, lang).await }
-        })
-        .await
+        let client = self
+            .inner
+            .client_for(&record.appid)
+            .ok_or(SessionError::NotFound)?
+            .clone();
+        let info = self
+            .call_with_token(sid, move |token, openid| {
+                let client = client.clone();
+                async move { client.userinfo(&token, &openid, lang).await }
+            })
+            .await?;
+        if let Some(unionid) = info.unionid.as_ref().filter(|_| record.unionid.is_none()) {
+            self.inner.learn_unionid(sid, unionid).await;
+        }
+        Ok(info)
     }
 
     /// Ends one session. `true` if it existed.
@@ -500,14 +567,45 @@ impl<S: TokenStore> TokenCache<S> {
     }
 
     /// Ends every session of a user. Returns how many there were.
-    pub async fn logout_all(&self, user: &UserKey) -> Result<usize, SessionError> {
+    pub async fn logout_all(&self, user: &UserId) -> Result<usize, SessionError> {
         Ok(self.inner.store.delete_user(user).await?)
+    }
+}
+
+impl<S> Inner<S> {
+    pub(crate) fn client_for(&self, appid: &wechat_oauth::AppId) -> Option<&Client> {
+        // A handful of apps at most: a scan beats hashing the AppID.
+        self.clients.iter().find(|client| client.appid() == appid)
     }
 }
 
 impl<S: TokenStore> Inner<S> {
     async fn load(&self, sid: &SessionId) -> Result<Arc<SessionRecord>, SessionError> {
         self.store.get(sid).await?.ok_or(SessionError::NotFound)
+    }
+
+    /// Records a unionid WeChat revealed for a session that lacked it (a Mini Program gets one
+    /// only under WeChat's conditions; a profile call may show it). Best effort: the session is
+    /// served either way.
+    async fn learn_unionid(&self, sid: &SessionId, unionid: &wechat_oauth::UnionId) {
+        let Ok(current) = self.load(sid).await else {
+            return;
+        };
+        let written = self
+            .write_back(current, |record, _| {
+                record.unionid.is_none().then(|| {
+                    let mut next = record.clone();
+                    next.unionid = Some(unionid.clone());
+                    next
+                })
+            })
+            .await;
+        match written {
+            Ok(_) => {
+                tracing::debug!(sid = %sid, outcome = "unionid_learned", "WeChat revealed the session's unionid")
+            }
+            Err(error) => tracing::debug!(sid = %sid, %error, "a unionid could not be recorded"),
+        }
     }
 
     /// The access token must be refreshed when it has less than this left: the refresh window
@@ -758,7 +856,10 @@ impl<S: TokenStore> Inner<S> {
         let Credentials::OAuth { refresh_token, .. } = &record.credentials else {
             return Flown::untouched(Ok(record));
         };
-        match self.client.refresh_token(refresh_token).await {
+        let Some(client) = self.client_for(&record.appid) else {
+            return Flown::untouched(Err(SessionError::NotFound));
+        };
+        match client.refresh_token(refresh_token).await {
             Ok(grant) => {
                 let now = self.clock.now();
                 let written = self
@@ -786,8 +887,10 @@ impl<S: TokenStore> Inner<S> {
         let Some((access_token, _)) = record.access_token() else {
             return Flown::untouched(Ok(record));
         };
-        match self
-            .client
+        let Some(client) = self.client_for(&record.appid) else {
+            return Flown::untouched(Err(SessionError::NotFound));
+        };
+        match client
             .check_access_token(access_token, &record.openid)
             .await
         {

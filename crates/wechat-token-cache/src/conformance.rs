@@ -18,7 +18,7 @@ use std::time::Duration;
 use wechat_oauth::clock::{Clock, ManualClock, SharedClock};
 use wechat_oauth::{AccessToken, AppId, OpenId, RefreshToken, Scopes, SessionKey, UnionId};
 
-use crate::record::{Credentials, SessionId, SessionRecord, UserKey};
+use crate::record::{Credentials, SessionId, SessionRecord, UserId};
 use crate::store::{CasOutcome, DEFAULT_MAX_SESSIONS_PER_USER, StoreError, TokenStore};
 
 /// Runs every check, each on a fresh store from `make_store`, which must keep the default
@@ -218,7 +218,7 @@ async fn delete_user_removes_only_that_user<S: TokenStore>(store: &S, clock: &Ma
     for r in alice.iter().chain([&bob, &alice_elsewhere]) {
         expect("insert", store.insert(r.clone())).await;
     }
-    let user = UserKey::new(AppId::new("wxapp"), OpenId::new("alice"));
+    let user = UserId::default_for(&AppId::new("wxapp"), &OpenId::new("alice"), None);
     assert_eq!(
         expect("delete_user", store.delete_user(&user)).await,
         3,
@@ -279,7 +279,7 @@ async fn a_user_over_the_cap_loses_the_least_recently_confirmed<S: TokenStore>(
         expect("get", store.get(&bob.sid)).await.is_some(),
         "the cap is per user"
     );
-    let user = UserKey::new(AppId::new("wxapp"), OpenId::new("alice"));
+    let user = UserId::default_for(&AppId::new("wxapp"), &OpenId::new("alice"), None);
     assert_eq!(
         expect("delete_user", store.delete_user(&user)).await,
         cap,

@@ -78,6 +78,40 @@ pub enum LoginError {
     /// The session store failed. (503)
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The code was submitted for an app this cache does not serve. (404)
+    #[error("this app is not configured")]
+    AppNotConfigured,
+    /// WeChat's "snapshot mode" virtual user (an Official Account page opened as a preview):
+    /// no session, the page should ask the user to open the real page. (403)
+    #[error("this is a preview of the page: open it in WeChat to log in")]
+    SnapshotUser,
+    /// The application's [`LoginHook`](crate::LoginHook) refused the user; nothing was
+    /// stored. (403 with the application's code)
+    #[error("the application refused this login: {message}")]
+    Refused {
+        /// The application's machine code.
+        code: String,
+        /// The application's message.
+        message: String,
+    },
+    /// The application's [`LoginHook`](crate::LoginHook) failed transiently; nothing was
+    /// stored. (503)
+    #[error("the application's accounts are unavailable; retry after {}s", retry_after.as_secs())]
+    AccountsUnavailable {
+        /// When trying again makes sense.
+        retry_after: Duration,
+    },
+}
+
+impl From<crate::hook::HookError> for LoginError {
+    fn from(error: crate::hook::HookError) -> Self {
+        match error {
+            crate::hook::HookError::Refused { code, message } => Self::Refused { code, message },
+            crate::hook::HookError::Unavailable { retry_after } => {
+                Self::AccountsUnavailable { retry_after }
+            }
+        }
+    }
 }
 
 /// Why a call to WeChat on a user's behalf failed.

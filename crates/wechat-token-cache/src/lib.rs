@@ -33,6 +33,14 @@
 //! otherwise. Refusals are remembered apart from successes so junk codes cannot push real logins
 //! out.
 //!
+//! # Apps and users
+//!
+//! One cache serves several WeChat apps (mobile app, website, Official Account, Mini Program:
+//! [`TokenCacheBuilder::app`]); a session records its app, and is refreshed and checked with
+//! that app's credentials (a session of an app the cache does not serve is not served). A
+//! [`LoginHook`] maps each new login to the application's own [`UserId`] (by default the
+//! unionid, else app + openid), which logout-all ends across apps.
+//!
 //! # Stores
 //!
 //! [`TokenStore`] is the storage contract; [`MokaStore`] the embedded default (bounded, LRU,
@@ -46,6 +54,7 @@ mod cache;
 pub mod conformance;
 mod error;
 mod flight;
+mod hook;
 mod local;
 mod login;
 mod moka_store;
@@ -56,10 +65,13 @@ mod wait;
 
 pub use cache::{CacheConfig, GracePolicy, MAX_REFRESH_WINDOW, TokenCache, TokenCacheBuilder};
 pub use error::{CallError, LoginError, SessionError};
+pub use hook::{HookError, LoginHook, NewLogin};
 pub use local::{CachedStore, CachedStoreBuilder, InvalidationSink, Invalidations};
 pub use login::{LoginBinding, LoginFlow};
 pub use moka_store::{DEFAULT_MAX_SESSIONS, MokaStore, MokaStoreBuilder, StoreExpiry};
-pub use record::{Credentials, InvalidSessionId, SessionId, SessionRecord, UserKey};
+pub use record::{
+    Credentials, InvalidSessionId, MAX_USER_ID_LEN, SessionId, SessionRecord, UserId,
+};
 pub use store::{CasOutcome, DEFAULT_MAX_SESSIONS_PER_USER, StoreError, TokenStore};
 pub use wechat_oauth::clock::{Clock, ManualClock, SharedClock, SystemClock};
 

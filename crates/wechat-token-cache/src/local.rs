@@ -26,7 +26,7 @@ use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 use wechat_oauth::clock::SharedClock;
 
-use crate::record::{SessionId, SessionRecord, UserKey};
+use crate::record::{SessionId, SessionRecord, UserId};
 use crate::store::{CasOutcome, StoreError, TokenStore};
 
 /// Where a shared store's invalidations go (implemented by [`CachedStore`]'s local cache).
@@ -383,7 +383,7 @@ impl<S: Invalidations> TokenStore for CachedStore<S> {
         self.shared.get_value(key).await
     }
 
-    async fn delete_user(&self, user: &UserKey) -> Result<usize, StoreError> {
+    async fn delete_user(&self, user: &UserId) -> Result<usize, StoreError> {
         self.local.generation.fetch_add(1, Ordering::AcqRel);
         let ended = self.shared.delete_user(user).await;
         self.local.generation.fetch_add(1, Ordering::AcqRel);

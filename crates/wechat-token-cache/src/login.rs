@@ -31,11 +31,12 @@ use hmac::{Hmac, Mac};
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 use sha2::Sha256;
-use wechat_oauth::{AuthCode, ErrCode, ErrorClass};
+use wechat_oauth::{AppId, AuthCode, ErrCode, ErrorClass};
 
 use crate::cache::{CacheConfig, TokenCache};
 use crate::error::LoginError;
 use crate::flight::Flights;
+use crate::hook::NewLogin;
 use crate::record::{SessionId, SessionRecord};
 use crate::store::{StoreError, TokenStore};
 
@@ -70,13 +71,25 @@ pub enum LoginFlow {
 pub struct LoginBinding<'a> {
     flow: LoginFlow,
     proof: Option<&'a str>,
+    app: Option<&'a AppId>,
 }
 
 impl<'a> LoginBinding<'a> {
     /// A submit through `flow` with no proof: it shares a concurrent exchange of the same code,
     /// but any later repeat of the code is refused.
     pub fn new(flow: LoginFlow) -> Self {
-        Self { flow, proof: None }
+        Self {
+            flow,
+            proof: None,
+            app: None,
+        }
+    }
+
+    /// The app the code was issued for (default: the cache's default app). A code is only
+    /// ever exchanged with its own app's credentials.
+    pub fn app(mut self, appid: &'a AppId) -> Self {
+        self.app = Some(appid);
+        self
     }
 
     /// The proof a retry will show again: the web flow's binding cookie, a client-chosen
@@ -318,9 +331,14 @@ impl<S: TokenStore> TokenCache<S> {
         code: &AuthCode,
         binding: &LoginBinding<'_>,
     ) -> Result<Arc<SessionRecord>, LoginError> {
+        let client = match binding.app {
+            Some(appid) => self.client_for(appid).ok_or(LoginError::AppNotConfigured)?,
+            None => self.client(),
+        };
         let logins = &self.inner().logins;
-        let key = logins.code_key(self.client().appid().as_str(), code);
+        let key = logins.code_key(client.appid().as_str(), code);
         let claim = logins.claim(binding);
+        let appid = client.appid().clone();
         if let Some(outcome) = self.remembered(&key, claim, false).await {
             return outcome;
         }
@@ -329,7 +347,8 @@ impl<S: TokenStore> TokenCache<S> {
         let flown = logins
             .flights
             .run(key, move || async move {
-                (cache.exchange_in_flight(key, claim, &code).await, claim)
+                let outcome = cache.exchange_in_flight(&appid, key, claim, &code).await;
+                (outcome, claim)
             })
             .await;
         match flown {
@@ -409,7 +428,13 @@ impl<S: TokenStore> TokenCache<S> {
     /// The work of one flight: look again (an answer may have landed just before this flight
     /// took off), then exchange under the code's fleet-wide lease — or, while another instance
     /// holds it, wait for the outcome it shares.
-    async fn exchange_in_flight(&self, key: CodeKey, claim: Claim, code: &AuthCode) -> Outcome {
+    async fn exchange_in_flight(
+        &self,
+        appid: &AppId,
+        key: CodeKey,
+        claim: Claim,
+        code: &AuthCode,
+    ) -> Outcome {
         if let Some(outcome) = self.remembered(&key, claim, false).await {
             return outcome;
         }
@@ -423,7 +448,7 @@ impl<S: TokenStore> TokenCache<S> {
                     let work = async {
                         match self.remembered(&key, claim, false).await {
                             Some(outcome) => outcome,
-                            None => self.exchange_and_remember(key, claim, code).await,
+                            None => self.exchange_and_remember(appid, key, claim, code).await,
                         }
                     };
                     let outcome = self.inner().leased(&name, &owner, work).await;
@@ -449,8 +474,14 @@ impl<S: TokenStore> TokenCache<S> {
     }
 
     /// Exchanges the code and remembers the outcome, here and for the fleet.
-    async fn exchange_and_remember(&self, key: CodeKey, claim: Claim, code: &AuthCode) -> Outcome {
-        let outcome = self.exchange(claim.flow, code).await;
+    async fn exchange_and_remember(
+        &self,
+        appid: &AppId,
+        key: CodeKey,
+        claim: Claim,
+        code: &AuthCode,
+    ) -> Outcome {
+        let outcome = self.exchange(appid, claim.flow, code).await;
         let logins = &self.inner().logins;
         let shared = match &outcome {
             Ok(record) => {
@@ -493,14 +524,17 @@ impl<S: TokenStore> TokenCache<S> {
         outcome
     }
 
-    async fn exchange(&self, flow: LoginFlow, code: &AuthCode) -> Outcome {
-        let (client, config) = (self.client(), self.config());
-        let appid = client.appid().clone();
-        let record = match flow {
+    /// Exchanges the code with app `appid`'s credentials, then (for a real user, or a snapshot
+    /// user when allowed) asks the login hook for the user id, then stores the session.
+    async fn exchange(&self, appid: &AppId, flow: LoginFlow, code: &AuthCode) -> Outcome {
+        let client = self.client_for(appid).ok_or(LoginError::AppNotConfigured)?;
+        let config = self.config();
+        let mut record = match flow {
             LoginFlow::MiniProgram => {
                 let session = client.jscode2session(code).await.map_err(login_error)?;
                 let now = self.clock().now();
                 let lifetime = config.mini_program_session_ttl;
+                let appid = appid.clone();
                 SessionRecord::from_mini_program(SessionId::random(), appid, session, now, lifetime)
             }
             _ => {
@@ -508,13 +542,37 @@ impl<S: TokenStore> TokenCache<S> {
                 let now = self.clock().now();
                 SessionRecord::from_grant(
                     SessionId::random(),
-                    appid,
+                    appid.clone(),
                     grant,
                     now,
                     config.refresh_horizon,
                 )
             }
         };
+        if record.snapshot_user && !config.snapshot_sessions {
+            tracing::info!(
+                outcome = "snapshot_user",
+                "a snapshot-mode virtual user gets no session"
+            );
+            return Err(LoginError::SnapshotUser);
+        }
+        if let Some(hook) = &self.inner().hook {
+            let login = NewLogin {
+                appid,
+                flow,
+                openid: &record.openid,
+                unionid: record.unionid.as_ref(),
+                scopes: &record.scopes,
+                snapshot_user: record.snapshot_user,
+            };
+            match hook.user_id(login).await {
+                Ok(user_id) => record.user_id = user_id,
+                Err(error) => {
+                    tracing::info!(outcome = "hook_refused", error = %error, "the login hook gave no user id; nothing stored");
+                    return Err(error.into());
+                }
+            }
+        }
         let stored = match self.store().insert(record.clone()).await {
             // 128 random bits do not collide; if the generator misbehaves, try one other id.
             Err(StoreError::AlreadyExists) => {
@@ -558,7 +616,7 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use wechat_mock::{Endpoint, MockConfig, MockGrant, MockWeChat};
-    use wechat_oauth::{AppId, AppSecret, Client, ManualClock};
+    use wechat_oauth::{AppSecret, Client, ManualClock};
 
     #[tokio::test]
     async fn a_flight_looks_for_a_remembered_outcome_before_exchanging() {
@@ -577,12 +635,16 @@ mod tests {
         let logins = &cache.inner().logins;
         let key = logins.code_key(mock.appid(), &code);
         let claim = logins.claim(&binding);
-        let again = cache.exchange_in_flight(key, claim, &code).await.unwrap();
+        let appid = AppId::new(mock.appid());
+        let again = cache
+            .exchange_in_flight(&appid, key, claim, &code)
+            .await
+            .unwrap();
         assert_eq!(again.sid, session.sid);
         // ...and one from another client is refused there too.
         let stranger = logins.claim(&LoginBinding::new(LoginFlow::Code));
         assert!(matches!(
-            cache.exchange_in_flight(key, stranger, &code).await,
+            cache.exchange_in_flight(&appid, key, stranger, &code).await,
             Err(LoginError::InvalidCode { errcode }) if errcode == ErrCode::CODE_USED
         ));
         assert_eq!(mock.calls(Endpoint::AccessToken), 1);
@@ -591,7 +653,7 @@ mod tests {
         assert!(cache.login(&junk).await.is_err());
         let key = logins.code_key(mock.appid(), &junk);
         assert!(matches!(
-            cache.exchange_in_flight(key, stranger, &junk).await,
+            cache.exchange_in_flight(&appid, key, stranger, &junk).await,
             Err(LoginError::InvalidCode { errcode }) if errcode == ErrCode::INVALID_CODE
         ));
         assert_eq!(

@@ -27,7 +27,7 @@ use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 use wechat_oauth::clock::{SharedClock, system_clock};
 
-use crate::record::{SessionId, SessionRecord, UserKey};
+use crate::record::{SessionId, SessionRecord, UserId};
 use crate::store::{CasOutcome, DEFAULT_MAX_SESSIONS_PER_USER, StoreError, TokenStore};
 
 /// Default bound on the number of sessions held.
@@ -173,7 +173,7 @@ impl MokaStore {
     /// Ends the user's least recently confirmed sessions (never `keep`, the one just inserted)
     /// until at most `max_sessions_per_user` are left. Runs only when a login goes over the cap,
     /// and reads at most the cap and a few more records.
-    fn enforce_user_cap(&self, user: &UserKey, keep: &SessionId) {
+    fn enforce_user_cap(&self, user: &UserId, keep: &SessionId) {
         let now = self.clock.now();
         let mut live: Vec<(SystemTime, SessionId)> = self
             .users
@@ -287,7 +287,7 @@ impl TokenStore for MokaStore {
         Ok(matches!(removed, CompResult::Removed(entry) if !entry.value().is_expired(now)))
     }
 
-    async fn delete_user(&self, user: &UserKey) -> Result<usize, StoreError> {
+    async fn delete_user(&self, user: &UserId) -> Result<usize, StoreError> {
         let mut deleted = 0;
         // Out of the index first (O(1) under its lock), then each record under its own key's
         // lock: nothing here blocks another user.
@@ -413,14 +413,14 @@ impl Default for UserIndex {
 }
 
 impl UserIndex {
-    fn shard(&self, user: &UserKey) -> (u64, MutexGuard<'_, HashMap<u64, UserSessions>>) {
+    fn shard(&self, user: &UserId) -> (u64, MutexGuard<'_, HashMap<u64, UserSessions>>) {
         let hash = self.hasher.hash_one(user);
         let shard = &self.shards[(hash as usize) % INDEX_SHARDS];
         (hash, shard.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Adds a session; returns how many the user (hash) now has.
-    fn add(&self, user: &UserKey, sid: SessionId) -> usize {
+    fn add(&self, user: &UserId, sid: SessionId) -> usize {
         let (hash, mut map) = self.shard(user);
         let sessions = map
             .entry(hash)
@@ -429,7 +429,7 @@ impl UserIndex {
         sessions.len()
     }
 
-    fn remove(&self, user: &UserKey, sid: &SessionId) {
+    fn remove(&self, user: &UserId, sid: &SessionId) {
         let (hash, mut map) = self.shard(user);
         if map
             .get_mut(&hash)
@@ -440,7 +440,7 @@ impl UserIndex {
     }
 
     /// A copy of the user's sessions (for the per-user cap: at most the cap and a few more).
-    fn sessions(&self, user: &UserKey) -> Vec<SessionId> {
+    fn sessions(&self, user: &UserId) -> Vec<SessionId> {
         let (hash, map) = self.shard(user);
         match map.get(&hash) {
             Some(UserSessions::One(one)) => vec![*one],
@@ -450,7 +450,7 @@ impl UserIndex {
     }
 
     /// Takes the user's sessions out of the index, in O(1) under the lock.
-    fn take(&self, user: &UserKey) -> Vec<SessionId> {
+    fn take(&self, user: &UserId) -> Vec<SessionId> {
         let (hash, mut map) = self.shard(user);
         let taken = map.remove(&hash);
         drop(map);

@@ -1,6 +1,6 @@
 //! What a session is: [`SessionId`] (128 random bits) and [`SessionRecord`], one per login
 //! (device), holding the user's WeChat credentials, their expiries and a version for
-//! compare-and-set. Also [`add_capped`], the one way this crate adds a configured duration to a
+//! compare-and-set; and whose it is: [`UserId`], the application's user across its WeChat apps. Also [`add_capped`], the one way this crate adds a configured duration to a
 //! time (it cannot panic).
 
 use std::fmt;
@@ -129,6 +129,9 @@ pub struct SessionRecord {
     pub openid: OpenId,
     /// The user across bound applications, when known.
     pub unionid: Option<UnionId>,
+    /// The application's user this session belongs to (what a login hook returned, else the
+    /// default of [`UserId::default_for`]). Fixed at login; logout-all ends every session of it.
+    pub user_id: UserId,
     /// The granted scopes.
     pub scopes: Scopes,
     /// The WeChat "snapshot mode" virtual user: its ids are not the real user's.
@@ -147,8 +150,9 @@ pub struct SessionRecord {
 }
 
 impl SessionRecord {
-    /// A record at version 0, confirmed at `created_at`, with no unionid, no scopes and not a
-    /// snapshot user (set those fields afterwards as needed).
+    /// A record at version 0, confirmed at `created_at`, with no unionid, the default user id
+    /// (app + openid), no scopes and not a snapshot user (set those fields afterwards as
+    /// needed).
     pub fn new(
         sid: SessionId,
         appid: AppId,
@@ -159,6 +163,7 @@ impl SessionRecord {
     ) -> Self {
         Self {
             sid,
+            user_id: UserId::default_for(&appid, &openid, None),
             appid,
             openid,
             unionid: None,
@@ -193,6 +198,7 @@ impl SessionRecord {
             now,
             add_capped(now, refresh_horizon),
         );
+        record.user_id = UserId::default_for(&record.appid, &record.openid, grant.unionid.as_ref());
         record.unionid = grant.unionid;
         record.scopes = grant.scopes;
         record.snapshot_user = grant.snapshot_user;
@@ -217,12 +223,15 @@ impl SessionRecord {
             now,
             add_capped(now, lifetime),
         );
+        record.user_id =
+            UserId::default_for(&record.appid, &record.openid, session.unionid.as_ref());
         record.unionid = session.unionid;
         record
     }
 
     /// This record with a refresh's result applied: the new access token and expiry, the refresh
-    /// token that came back (rotated or not), the scopes if WeChat listed any, confirmed `now`.
+    /// token that came back (rotated or not), the scopes if WeChat listed any, the unionid if
+    /// the record lacked it, confirmed `now`.
     pub fn with_refresh(&self, grant: &TokenGrant, now: SystemTime) -> Self {
         let mut next = self.clone();
         next.credentials = Credentials::OAuth {
@@ -232,6 +241,9 @@ impl SessionRecord {
         };
         if !grant.scopes.is_empty() {
             next.scopes = grant.scopes.clone();
+        }
+        if next.unionid.is_none() {
+            next.unionid = grant.unionid.clone();
         }
         next.confirmed_at = next.confirmed_at.max(now);
         next
@@ -262,13 +274,13 @@ impl SessionRecord {
     }
 
     /// Whether this session belongs to `user`.
-    pub fn user_is(&self, user: &UserKey) -> bool {
-        self.appid == user.appid && self.openid == user.openid
+    pub fn user_is(&self, user: &UserId) -> bool {
+        self.user_id == *user
     }
 
-    /// The key of the user this session belongs to.
-    pub fn user(&self) -> UserKey {
-        UserKey::new(self.appid.clone(), self.openid.clone())
+    /// The application's user this session belongs to.
+    pub fn user(&self) -> UserId {
+        self.user_id.clone()
     }
 }
 
@@ -282,19 +294,43 @@ pub(crate) fn add_capped(t: SystemTime, d: Duration) -> SystemTime {
     t.checked_add(d.min(MAX_ADDED)).unwrap_or(t)
 }
 
-/// A user: (AppID, OpenID).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct UserKey {
-    /// The application.
-    pub appid: AppId,
-    /// The user within it.
-    pub openid: OpenId,
+/// The application's user: who a session belongs to across the application's WeChat apps
+/// (mobile app, website, Official Account, Mini Program). A login hook chooses it (the
+/// application's own account id); without one it is the unionid when WeChat sent one, else
+/// `<appid>:<openid>`. Logout-all ends every session of a user id. At most 256 bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserId(String);
+
+/// The longest [`UserId`] accepted.
+pub const MAX_USER_ID_LEN: usize = 256;
+
+impl UserId {
+    /// The application's own id for a user (e.g. its account's primary key). `None` when empty
+    /// or longer than [`MAX_USER_ID_LEN`] bytes.
+    pub fn new(id: impl Into<String>) -> Option<Self> {
+        let id = id.into();
+        (!id.is_empty() && id.len() <= MAX_USER_ID_LEN).then_some(Self(id))
+    }
+
+    /// The user id of a login without a hook: the unionid when there is one (the same person in
+    /// every app bound to the Open Platform account), else `<appid>:<openid>`.
+    pub fn default_for(appid: &AppId, openid: &OpenId, unionid: Option<&UnionId>) -> Self {
+        match unionid {
+            Some(unionid) => Self(unionid.as_str().to_owned()),
+            None => Self(format!("{}:{}", appid.as_str(), openid.as_str())),
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
-impl UserKey {
-    /// A user key.
-    pub fn new(appid: AppId, openid: OpenId) -> Self {
-        Self { appid, openid }
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::record::{SessionId, SessionRecord, UserKey};
+use crate::record::{SessionId, SessionRecord, UserId};
 
 /// The default bound on one user's sessions (see [`TokenStore::insert`]).
 pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 100;
@@ -94,8 +94,7 @@ pub trait TokenStore: Send + Sync + 'static {
     fn delete(&self, sid: &SessionId) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Removes every session of one user; returns how many.
-    fn delete_user(&self, user: &UserKey)
-    -> impl Future<Output = Result<usize, StoreError>> + Send;
+    fn delete_user(&self, user: &UserId) -> impl Future<Output = Result<usize, StoreError>> + Send;
 
     // Fleet coordination. A store shared by several instances implements these so that what
     // holds on one instance holds on all; the defaults suit a store of one process, where the
@@ -199,10 +198,7 @@ impl<S: TokenStore> TokenStore for Arc<S> {
         (**self).delete(sid)
     }
 
-    fn delete_user(
-        &self,
-        user: &UserKey,
-    ) -> impl Future<Output = Result<usize, StoreError>> + Send {
+    fn delete_user(&self, user: &UserId) -> impl Future<Output = Result<usize, StoreError>> + Send {
         (**self).delete_user(user)
     }
 

@@ -24,7 +24,7 @@ mod broken {
     use std::sync::Arc;
 
     use wechat_token_cache::{
-        CasOutcome, MokaStore, SessionId, SessionRecord, StoreError, TokenStore, UserKey,
+        CasOutcome, MokaStore, SessionId, SessionRecord, StoreError, TokenStore, UserId,
     };
 
     /// Its delete says yes and keeps the record.
@@ -41,7 +41,7 @@ mod broken {
             async fn insert(&self, r: SessionRecord) -> Result<Arc<SessionRecord>, StoreError> {
                 self.0.insert(r).await
             }
-            async fn delete_user(&self, user: &UserKey) -> Result<usize, StoreError> {
+            async fn delete_user(&self, user: &UserId) -> Result<usize, StoreError> {
                 self.0.delete_user(user).await
             }
         };

@@ -9,7 +9,7 @@ use wechat_oauth::{AppId, AppSecret, AuthCode, Client, ErrCode, Lang, RetryPolic
 use wechat_token_cache::{
     CallError, CasOutcome, Clock, Credentials, GracePolicy, LoginBinding, LoginError, LoginFlow,
     ManualClock, MokaStore, SessionError, SessionId, SessionRecord, StoreError, TokenCache,
-    TokenCacheBuilder, TokenStore, UserKey,
+    TokenCacheBuilder, TokenStore, UserId,
 };
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -334,7 +334,7 @@ impl TokenStore for RacingStore {
     async fn delete(&self, sid: &SessionId) -> Result<bool, StoreError> {
         self.inner.delete(sid).await
     }
-    async fn delete_user(&self, user: &UserKey) -> Result<usize, StoreError> {
+    async fn delete_user(&self, user: &UserId) -> Result<usize, StoreError> {
         self.inner.delete_user(user).await
     }
 }
@@ -635,9 +635,10 @@ async fn capacity_eviction_drops_the_least_recently_used_sessions() {
             .await
             .expect("recent sessions kept");
     }
-    let user = UserKey::new(
-        AppId::new(h.mock.appid()),
-        wechat_oauth::OpenId::new("alice"),
+    let user = UserId::default_for(
+        &AppId::new(h.mock.appid()),
+        &wechat_oauth::OpenId::new("alice"),
+        None,
     );
     assert_eq!(
         h.cache.logout_all(&user).await.unwrap(),
@@ -1080,7 +1081,7 @@ impl TokenStore for InterleavingStore {
     async fn delete(&self, sid: &SessionId) -> Result<bool, StoreError> {
         self.inner.delete(sid).await
     }
-    async fn delete_user(&self, user: &UserKey) -> Result<usize, StoreError> {
+    async fn delete_user(&self, user: &UserId) -> Result<usize, StoreError> {
         self.inner.delete_user(user).await
     }
 }

@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 use wechat_token_cache::conformance::sample_record;
 use wechat_token_cache::{
     CachedStore, CasOutcome, InvalidationSink, Invalidations, ManualClock, MokaStore, SessionId,
-    SessionRecord, StoreError, TokenStore, UserKey,
+    SessionRecord, StoreError, TokenStore, UserId,
 };
 
 /// A moka store posing as a shared one: the test holds the sink, and can hold a `get` back.
@@ -44,7 +44,7 @@ impl TokenStore for Shared {
     async fn delete(&self, sid: &SessionId) -> Result<bool, StoreError> {
         self.inner.delete(sid).await
     }
-    async fn delete_user(&self, user: &UserKey) -> Result<usize, StoreError> {
+    async fn delete_user(&self, user: &UserId) -> Result<usize, StoreError> {
         self.inner.delete_user(user).await
     }
 }

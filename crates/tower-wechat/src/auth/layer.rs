@@ -5,13 +5,16 @@ use std::time::Duration;
 
 use tower_layer::Layer;
 use wechat_oauth::Client;
-use wechat_token_cache::{GracePolicy, MokaStore, TokenCache, TokenCacheBuilder, TokenStore};
+use wechat_token_cache::{
+    GracePolicy, LoginHook, MokaStore, TokenCache, TokenCacheBuilder, TokenStore,
+};
 
 use super::service::WeChatAuth;
 use super::source::{SessionCookie, TokenSource};
+use crate::apps::{AppKind, Apps};
 use crate::rejection::JsonRejection;
 use crate::token::{KeyError, KeyRing, SessionTokens, TokenConfig};
-use crate::user::Upstream;
+use crate::user::{Upstream, UserContext};
 
 /// Whether a request without credentials reaches the handler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,6 +29,8 @@ pub enum Mode {
 /// What every request of one layer shares.
 pub(crate) struct Shared<St> {
     pub(crate) cache: TokenCache<St>,
+    /// Which app serves each kind of login.
+    pub(crate) apps: Apps,
     pub(crate) tokens: Arc<SessionTokens>,
     pub(crate) upstream: Arc<dyn Upstream>,
     pub(crate) sources: Vec<TokenSource>,
@@ -66,9 +71,23 @@ impl<St, R> std::fmt::Debug for WeChatAuthLayer<St, R> {
 }
 
 impl WeChatAuthLayer<MokaStore, JsonRejection> {
-    /// Starts configuring a layer for one WeChat application, with the in-memory store.
+    /// Starts configuring a layer whose mobile app is `client` (more apps with
+    /// [`WeChatAuthBuilder::app`]), with the in-memory store.
     pub fn builder(client: Client, keys: KeyRing) -> WeChatAuthBuilder<MokaStore> {
+        Self::builder_for(AppKind::MobileApp, client, keys)
+    }
+
+    /// Starts configuring a layer whose first app is `client`, of `kind` (more apps with
+    /// [`WeChatAuthBuilder::app`]), with the in-memory store.
+    pub fn builder_for(
+        kind: AppKind,
+        client: Client,
+        keys: KeyRing,
+    ) -> WeChatAuthBuilder<MokaStore> {
+        let mut apps = Apps::default();
+        apps.bind(kind, client.appid().clone());
         WeChatAuthBuilder {
+            apps,
             cache: TokenCache::builder(client),
             keys,
             token_config: TokenConfig::default(),
@@ -80,11 +99,18 @@ impl WeChatAuthLayer<MokaStore, JsonRejection> {
 }
 
 impl<St: TokenStore> WeChatAuthLayer<St, JsonRejection> {
-    /// A layer over an existing cache and token issuer (default sources: bearer, then cookie).
+    /// A layer over an existing cache and token issuer (default sources: bearer, then cookie),
+    /// the cache's default app serving as the mobile app.
     pub fn from_parts(cache: TokenCache<St>, tokens: Arc<SessionTokens>) -> Self {
+        let mut apps = Apps::default();
+        apps.bind(AppKind::MobileApp, cache.client().appid().clone());
         Self {
             shared: Arc::new(Shared {
-                upstream: Arc::new(cache.clone()),
+                upstream: Arc::new(UserContext {
+                    cache: cache.clone(),
+                    apps: apps.clone(),
+                }),
+                apps,
                 cache,
                 tokens,
                 sources: vec![TokenSource::Bearer, TokenSource::Cookie],
@@ -160,6 +186,7 @@ impl<S, St, R: Clone> Layer<S> for WeChatAuthLayer<St, R> {
 
 /// Configures a [`WeChatAuthLayer`].
 pub struct WeChatAuthBuilder<St> {
+    apps: Apps,
     cache: TokenCacheBuilder<St>,
     keys: KeyRing,
     token_config: TokenConfig,
@@ -182,6 +209,7 @@ impl<St: TokenStore> WeChatAuthBuilder<St> {
     /// Use another session store.
     pub fn store<St2: TokenStore>(self, store: St2) -> WeChatAuthBuilder<St2> {
         WeChatAuthBuilder {
+            apps: self.apps,
             cache: self.cache.store(store),
             keys: self.keys,
             token_config: self.token_config,
@@ -189,6 +217,28 @@ impl<St: TokenStore> WeChatAuthBuilder<St> {
             cookie: self.cookie,
             mode: self.mode,
         }
+    }
+
+    /// Serve the logins of `kind` with `client`'s app (its own AppID and secret): a website, an
+    /// Official Account, a Mini Program, or another mobile app replacing the first. Sessions
+    /// of every app are refreshed with their own app's credentials; the users of all apps are
+    /// one user when WeChat links them by unionid (or the [`login_hook`](Self::login_hook)
+    /// says so). Several kinds may share one client.
+    pub fn app(mut self, kind: AppKind, client: Client) -> Self {
+        self.apps.bind(kind, client.appid().clone());
+        self.cache = self.cache.app(client);
+        self
+    }
+
+    /// Map each new login to the application's own user (see [`LoginHook`]).
+    pub fn login_hook(self, hook: impl LoginHook) -> Self {
+        self.cache(|c| c.login_hook(hook))
+    }
+
+    /// Whether WeChat's snapshot-mode virtual users get a session (default false: their login
+    /// is answered 403 `snapshot_user`).
+    pub fn snapshot_sessions(self, allowed: bool) -> Self {
+        self.cache(|c| c.snapshot_sessions(allowed))
     }
 
     /// Adjust the session cache (refresh horizon, remembered logins, ...).
@@ -245,7 +295,11 @@ impl<St: TokenStore> WeChatAuthBuilder<St> {
         let tokens = SessionTokens::new(self.keys, self.token_config, Arc::clone(cache.clock()))?;
         Ok(WeChatAuthLayer {
             shared: Arc::new(Shared {
-                upstream: Arc::new(cache.clone()),
+                upstream: Arc::new(UserContext {
+                    cache: cache.clone(),
+                    apps: self.apps.clone(),
+                }),
+                apps: self.apps,
                 cache,
                 tokens: Arc::new(tokens),
                 sources: self.sources,

@@ -174,7 +174,7 @@ impl<St: TokenStore> Shared<St> {
     /// Whether a session is this application's: a store shared by several apps (or a signing key
     /// shared between them) must not let one app's token into another.
     fn belongs(&self, record: &SessionRecord) -> bool {
-        record.appid == *self.cache.client().appid()
+        self.cache.serves(record)
     }
 
     /// For a session cookie that can never become valid again (malformed, oversized, forged,
