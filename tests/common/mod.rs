@@ -73,6 +73,8 @@ pub async fn start_configured(
 pub enum Upstream {
     Sandbox(MockConfig),
     Shared(MockWeChat),
+    /// Another instance's WeChat, with only these of its apps configured.
+    SharedApps(MockWeChat, Vec<app::AppConfig>),
 }
 
 /// One instance of the example app.
@@ -127,6 +129,10 @@ pub async fn start_instance<St: TokenStore>(instance: Instance, store: St) -> Se
             apps: sandbox_apps(mock),
             api_base: Some(mock.base_url()),
         },
+        Upstream::SharedApps(mock, apps) => app::Upstream::Real {
+            apps: apps.clone(),
+            api_base: Some(mock.base_url()),
+        },
     };
     let app = app::build_with_store(
         app::Config {
@@ -149,7 +155,7 @@ pub async fn start_instance<St: TokenStore>(instance: Instance, store: St) -> Se
             clock.set(mock.now());
             mock
         }
-        Upstream::Shared(mock) => mock,
+        Upstream::Shared(mock) | Upstream::SharedApps(mock, _) => mock,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(serve::serve(

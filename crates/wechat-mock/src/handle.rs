@@ -177,6 +177,13 @@ impl MockWeChat {
         self.inner.shared.revoke(openid);
     }
 
+    /// The user's unionid became known (the app was bound to an Open Platform account, the user
+    /// followed the Official Account...): later code exchanges and `/sns/userinfo` answers of a
+    /// user whose grant had none carry it.
+    pub fn set_unionid(&self, openid: &str, unionid: &str) {
+        self.inner.shared.set_unionid(openid, unionid);
+    }
+
     /// What `/sns/userinfo` returns for this user from now on.
     pub fn set_profile(&self, openid: &str, profile: MockProfile) {
         self.inner.shared.set_profile(openid, profile);

@@ -177,6 +177,9 @@ struct State {
     by_access_token: HashMap<String, u64>,
     by_refresh_token: HashMap<String, u64>,
     profiles: HashMap<String, MockProfile>,
+    /// Unionids that became known after the user's grant was made (the app was bound to an
+    /// Open Platform account, the user followed the Official Account...), by openid.
+    unionids: HashMap<String, String>,
     calls: HashMap<Endpoint, u64>,
     /// Calls that named a known app, by AppID.
     app_calls: HashMap<(String, Endpoint), u64>,
@@ -209,6 +212,13 @@ impl State {
         }
     }
 
+    /// The user's unionid: the grant's, else one that became known since.
+    fn unionid_of(&self, user: &User) -> Option<String> {
+        user.unionid
+            .clone()
+            .or_else(|| self.unionids.get(&user.openid).cloned())
+    }
+
     /// Consumes a code issued to `appid`: the first exchange wins, whichever endpoint makes it.
     /// Another app's code is unknown here (40029), as at WeChat.
     fn redeem(&mut self, appid: &str, code: &str) -> Result<User, SnsError> {
@@ -225,7 +235,9 @@ impl State {
             return Err(CODE_EXPIRED);
         }
         record.used = true;
-        Ok(record.user.clone())
+        let mut user = record.user.clone();
+        user.unionid = self.unionid_of(&user);
+        Ok(user)
     }
 
     /// The grant holding this access token, if the token is current, unexpired and the user's.
@@ -383,6 +395,12 @@ impl Shared {
         self.lock().profiles.insert(openid.to_owned(), profile);
     }
 
+    pub(crate) fn set_unionid(&self, openid: &str, unionid: &str) {
+        self.lock()
+            .unionids
+            .insert(openid.to_owned(), unionid.to_owned());
+    }
+
     /// `/sns/oauth2/access_token` once the app is authenticated: redeems the code and opens a
     /// token grant.
     pub(crate) fn exchange(&self, appid: &str, code: &str) -> Result<TokenBody, SnsError> {
@@ -494,7 +512,7 @@ impl Shared {
             headimgurl: profile.headimgurl,
             privilege: profile.privilege,
             language: "zh_CN",
-            unionid: grant.user.unionid.clone(),
+            unionid: state.unionid_of(&grant.user),
         })
     }
 

@@ -1,0 +1,546 @@
+//! One server for every WeChat client, end to end through the example server and the fake
+//! WeChat: four apps, one person across them, the application's accounts (the login hook),
+//! unionids learned later, snapshot users, the scope upgrade and where the browser comes back.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Instance, Server, app, start, start_instance};
+use reqwest::StatusCode;
+use reqwest::header::{LOCATION, RETRY_AFTER, SET_COOKIE, USER_AGENT};
+use serde_json::{Value, json};
+use wechat_login::oauth::{AppId, ManualClock, OpenId};
+use wechat_login::token_cache::{MokaStore, TokenStore, UserId};
+use wechat_login::tower::AppKind;
+use wechat_mock::{Endpoint, MockConfig, MockGrant};
+
+const IN_WECHAT: &str = "Mozilla/5.0 (iPhone) AppleWebKit/605.1.15 MicroMessenger/8.0.50";
+
+/// A query parameter of a URL.
+fn param(url: &str, name: &str) -> Option<String> {
+    reqwest::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// The session cookie a response sets, as `name=value`.
+fn session_cookie(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("wechat_session=") && !v.contains("Max-Age=0"))
+        .map(|v| v.split(';').next().unwrap().to_owned())
+}
+
+/// A browser login through the start endpoint (`query`, as WeChat's own browser when
+/// `in_wechat`), approved on the fake WeChat's page as `openid` (with `unionid`): the callback's
+/// response, not followed, and the binding cookie the browser held.
+async fn browser_login(
+    s: &Server,
+    query: &[(&str, &str)],
+    in_wechat: bool,
+    openid: &str,
+    unionid: Option<&str>,
+) -> (reqwest::Response, Option<String>) {
+    let mut start = s
+        .http
+        .get(format!("{}/auth/wechat/web/start", s.base))
+        .query(query);
+    if in_wechat {
+        start = start.header(USER_AGENT, IN_WECHAT);
+    }
+    let start = start.send().await.unwrap();
+    assert_eq!(start.status(), StatusCode::FOUND);
+    let binding = start
+        .headers()
+        .get(SET_COOKIE)
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
+    let authorize = start.headers()[LOCATION].to_str().unwrap().to_owned();
+    let callback = approve(s, &authorize, openid, unionid).await;
+    let mut request = s.http.get(&callback);
+    if let Some(binding) = &binding {
+        request = request.header("cookie", binding);
+    }
+    (request.send().await.unwrap(), binding)
+}
+
+/// The user approves on the fake WeChat's consent page for the app and scope `authorize`
+/// names: the callback URL WeChat sends the browser to.
+async fn approve(s: &Server, authorize: &str, openid: &str, unionid: Option<&str>) -> String {
+    let (appid, scope) = (
+        param(authorize, "appid").unwrap(),
+        param(authorize, "scope").unwrap(),
+    );
+    let (redirect_uri, state) = (
+        param(authorize, "redirect_uri").unwrap(),
+        param(authorize, "state").unwrap(),
+    );
+    let approved = s
+        .http
+        .get(format!("{}/connect/mock/approve", s.mock.base_url()))
+        .query(&[
+            ("redirect_uri", redirect_uri.as_str()),
+            ("state", state.as_str()),
+            ("scope", scope.as_str()),
+            ("openid", openid),
+            ("appid", appid.as_str()),
+            ("unionid", unionid.unwrap_or("")),
+        ])
+        .send()
+        .await
+        .unwrap();
+    approved.headers()[LOCATION].to_str().unwrap().to_owned()
+}
+
+async fn me_by_cookie(s: &Server, cookie: &str) -> (StatusCode, Value) {
+    let me = s.with_cookie(reqwest::Method::GET, "/me", cookie).await;
+    (me.status(), me.json().await.unwrap_or(Value::Null))
+}
+
+/// A JSON login to the app of `kind`: the token, or the failure's status and body.
+async fn json_login(
+    s: &Server,
+    kind: AppKind,
+    openid: &str,
+    unionid: Option<&str>,
+) -> Result<String, (StatusCode, Value)> {
+    let code = s.code_for(kind, openid, unionid).await;
+    let path = match kind {
+        AppKind::MiniProgram => "/auth/wechat/miniprogram/login",
+        _ => "/auth/wechat/login",
+    };
+    let (status, body) = s
+        .post_login(path, json!({ "code": code }).to_string())
+        .await;
+    match status {
+        StatusCode::OK => Ok(body["token"].as_str().unwrap().to_owned()),
+        _ => Err((status, body)),
+    }
+}
+
+#[tokio::test]
+async fn one_person_in_four_apps_is_one_user_with_four_sessions_each_refreshed_by_its_app() {
+    let s = start().await;
+    let unionid = "u_same_person";
+    // The mobile app and the Mini Program post codes; the website and the Official Account
+    // are browser flows (the Official Account's inside WeChat).
+    let mobile = json_login(&s, AppKind::MobileApp, "o_mob", Some(unionid))
+        .await
+        .unwrap();
+    let mini = json_login(&s, AppKind::MiniProgram, "o_mp", Some(unionid))
+        .await
+        .unwrap();
+    let (web, _) = browser_login(&s, &[], false, "o_web", Some(unionid)).await;
+    assert_eq!(web.status(), StatusCode::FOUND);
+    let web = session_cookie(&web).unwrap();
+    let (oa, binding) = browser_login(&s, &[], true, "o_oa", Some(unionid)).await;
+    assert!(
+        binding.is_none(),
+        "the Official Account flow binds no cookie"
+    );
+    assert_eq!(oa.status(), StatusCode::FOUND);
+    let oa = session_cookie(&oa).unwrap();
+
+    let mut sessions = Vec::new();
+    let mut users = Vec::new();
+    for (kind, me) in [
+        (AppKind::MobileApp, s.me(&mobile).await),
+        (AppKind::MiniProgram, s.me(&mini).await),
+        (AppKind::Website, me_by_cookie(&s, &web).await),
+        (AppKind::OfficialAccount, me_by_cookie(&s, &oa).await),
+    ] {
+        let (status, me) = me;
+        assert_eq!(status, StatusCode::OK, "{me}");
+        assert_eq!(me["app"], kind.as_str());
+        assert_eq!(me["appid"], s.appid(kind));
+        assert_eq!(me["unionid"], unionid);
+        assert_eq!(me["snapshot"], false);
+        sessions.push(me["session_id"].clone());
+        users.push(me["user_id"].clone());
+    }
+    assert!(users.iter().all(|u| *u == users[0]), "{users:?}");
+    assert!(users[0].as_str().unwrap().starts_with("user-"));
+    sessions.sort_by_key(Value::to_string);
+    sessions.dedup();
+    assert_eq!(sessions.len(), 4);
+
+    // Two hours on: each OAuth app's session is refreshed once, with its own credentials.
+    s.advance(Duration::from_secs(2 * 3600));
+    assert_eq!(s.me(&mobile).await.0, StatusCode::OK);
+    assert_eq!(me_by_cookie(&s, &web).await.0, StatusCode::OK);
+    assert_eq!(me_by_cookie(&s, &oa).await.0, StatusCode::OK);
+    assert_eq!(s.me(&mini).await.0, StatusCode::OK);
+    for kind in [
+        AppKind::MobileApp,
+        AppKind::Website,
+        AppKind::OfficialAccount,
+    ] {
+        assert_eq!(
+            s.mock.app_calls(s.appid(kind), Endpoint::RefreshToken),
+            1,
+            "{kind}"
+        );
+    }
+    assert_eq!(s.mock.calls(Endpoint::RefreshToken), 3);
+
+    // Logout-all from the Mini Program ends the user's sessions in every app.
+    assert_eq!(
+        s.post("/auth/logout/all", &mini).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(s.me(&mobile).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(s.me(&mini).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(me_by_cookie(&s, &web).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(me_by_cookie(&s, &oa).await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_code_only_opens_a_session_at_its_own_apps_endpoint() {
+    let s = start().await;
+    let mp_code = s.code_for(AppKind::MiniProgram, "o_cross", None).await;
+    let (status, body) = s
+        .post_login("/auth/wechat/login", json!({ "code": mp_code }).to_string())
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"], "invalid_code");
+    assert_eq!(body["errcode"], 40029);
+    let mobile_code = s.code("o_cross").await;
+    let (status, body) = s
+        .post_login(
+            "/auth/wechat/miniprogram/login",
+            json!({ "code": mobile_code }).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(
+        s.mock
+            .app_calls(s.appid(AppKind::MiniProgram), Endpoint::AccessToken),
+        0
+    );
+    assert_eq!(
+        s.mock
+            .app_calls(s.appid(AppKind::MobileApp), Endpoint::JsCode2Session),
+        0,
+        "each endpoint asks WeChat with its own app only"
+    );
+}
+
+#[tokio::test]
+async fn the_endpoints_of_an_app_that_is_not_configured_answer_404() {
+    // A server with only a Mini Program (the fake WeChat of another instance).
+    let other = start().await;
+    let clock = ManualClock::starting_now();
+    clock.set(other.mock.now());
+    let mut instance = Instance::sharing(&other.mock, &clock, &other.accounts);
+    instance.upstream = common::Upstream::SharedApps(
+        other.mock.clone(),
+        vec![app::AppConfig {
+            kind: AppKind::MiniProgram,
+            appid: other.appid(AppKind::MiniProgram).to_owned(),
+            secret: app::SANDBOX_APPS[2].2.to_owned(),
+        }],
+    );
+    let store = MokaStore::builder()
+        .clock(std::sync::Arc::new(clock.clone()))
+        .build();
+    let s = start_instance(instance, store).await;
+    let (status, body) = s
+        .post_login(
+            "/auth/wechat/login",
+            json!({ "code": "whatever" }).to_string(),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (StatusCode::NOT_FOUND, json!("app_not_configured"))
+    );
+    let start = s
+        .http
+        .get(format!("{}/auth/wechat/web/start", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(start.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        start.json::<Value>().await.unwrap()["error"],
+        "app_not_configured"
+    );
+    // The Mini Program works, and a mobile-app session (made elsewhere) is not served here.
+    let mini = json_login(&s, AppKind::MiniProgram, "o_only", None)
+        .await
+        .unwrap();
+    assert_eq!(s.me(&mini).await.0, StatusCode::OK);
+    let mobile = json_login(&other, AppKind::MobileApp, "o_only", None)
+        .await
+        .unwrap();
+    assert_eq!(s.me(&mobile).await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn the_login_hook_refuses_suspended_accounts_and_a_failing_database_stores_nothing() {
+    let path = std::env::temp_dir().join(format!(
+        "wechat-login-accounts-{:016x}.sqlite",
+        rand::random::<u64>()
+    ));
+    let accounts = app::Accounts::open(Some(&path)).unwrap();
+    let clock = ManualClock::starting_now();
+    let instance = Instance {
+        upstream: common::Upstream::Sandbox(MockConfig::default()),
+        clock: clock.clone(),
+        login_limits: Default::default(),
+        serve_limits: Default::default(),
+        accounts: Some(accounts.clone()),
+    };
+    let s = start_instance(
+        instance,
+        MokaStore::builder()
+            .clock(std::sync::Arc::new(clock))
+            .build(),
+    )
+    .await;
+
+    // Suspended: 403 with the application's code, no session.
+    let token = json_login(&s, AppKind::MobileApp, "o_suspect", None)
+        .await
+        .unwrap();
+    let user_id = s.me(&token).await.1["user_id"].as_str().unwrap().to_owned();
+    assert!(accounts.suspend(&user_id).await.unwrap());
+    let (status, body) = json_login(&s, AppKind::MobileApp, "o_suspect", None)
+        .await
+        .unwrap_err();
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"], "account_suspended");
+    assert_eq!(body["message"], "this account is suspended");
+    // The same person in the Mini Program, linked by nothing: another account, let in.
+    assert!(
+        json_login(&s, AppKind::MiniProgram, "o_suspect", None)
+            .await
+            .is_ok()
+    );
+
+    // The database locked by someone else: 503 with Retry-After, and nothing stored.
+    let blocker = rusqlite::Connection::open(&path).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let code = s.code("o_locked_out").await;
+    let response = s
+        .post_json("/auth/wechat/login", json!({ "code": code }).to_string())
+        .await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()[RETRY_AFTER], "1");
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["error"],
+        "accounts_unavailable"
+    );
+    let default_id = UserId::default_for(
+        &AppId::new(s.appid(AppKind::MobileApp)),
+        &OpenId::new("o_locked_out"),
+        None,
+    );
+    assert_eq!(
+        s.auth
+            .cache()
+            .store()
+            .delete_user(&default_id)
+            .await
+            .unwrap(),
+        0
+    );
+    blocker.execute_batch("ROLLBACK").unwrap();
+    drop(blocker);
+    assert!(
+        json_login(&s, AppKind::MobileApp, "o_locked_out", None)
+            .await
+            .is_ok()
+    );
+    let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::test]
+async fn a_unionid_revealed_later_is_recorded() {
+    let s = start().await;
+    // Logged in before the apps were bound (no unionid yet).
+    let mobile = json_login(&s, AppKind::MobileApp, "o_late", None)
+        .await
+        .unwrap();
+    let mini = json_login(&s, AppKind::MiniProgram, "o_late_mp", None)
+        .await
+        .unwrap();
+    let (_, before) = s.me(&mobile).await;
+    assert_eq!(before["unionid"], Value::Null);
+    s.mock.set_unionid("o_late", "u_late");
+    s.mock.set_unionid("o_late_mp", "u_late");
+    // The profile call shows the unionid: the session records it.
+    assert_eq!(s.get("/me/profile", &mobile).await.status(), StatusCode::OK);
+    let (_, after) = s.me(&mobile).await;
+    assert_eq!(after["unionid"], "u_late");
+    assert_eq!(
+        after["user_id"], before["user_id"],
+        "the user id is fixed at login"
+    );
+    // A later Mini Program login carries it, and the accounts link it to the same person.
+    let (_, old_mini) = s.me(&mini).await;
+    assert_eq!(old_mini["unionid"], Value::Null);
+    let again = json_login(&s, AppKind::MiniProgram, "o_late_mp", None)
+        .await
+        .unwrap();
+    let (_, new_mini) = s.me(&again).await;
+    assert_eq!(new_mini["unionid"], "u_late");
+    assert_eq!(new_mini["user_id"], old_mini["user_id"]);
+}
+
+#[tokio::test]
+async fn a_snapshot_user_gets_no_session_and_is_told_to_open_the_real_page() {
+    let s = start().await;
+    let start = s
+        .http
+        .get(format!("{}/auth/wechat/web/start", s.base))
+        .header(USER_AGENT, IN_WECHAT)
+        .send()
+        .await
+        .unwrap();
+    let authorize = start.headers()[LOCATION].to_str().unwrap().to_owned();
+    assert_eq!(
+        param(&authorize, "appid").unwrap(),
+        s.appid(AppKind::OfficialAccount)
+    );
+    // WeChat's snapshot mode: the page was opened as a preview, the code is a virtual user's.
+    let code = s.mock.mint_code(MockGrant {
+        scope: Some("snsapi_base".into()),
+        snapshot_user: true,
+        appid: Some(s.appid(AppKind::OfficialAccount).into()),
+        ..MockGrant::default()
+    });
+    let callback = format!(
+        "{}?code={code}&state={}",
+        param(&authorize, "redirect_uri").unwrap(),
+        param(&authorize, "state").unwrap()
+    );
+    let json = s.http.get(&callback).send().await.unwrap();
+    assert_eq!(json.status(), StatusCode::FORBIDDEN);
+    assert!(session_cookie(&json).is_none());
+    let body: Value = json.json().await.unwrap();
+    assert_eq!(body["error"], "snapshot_user");
+    assert_eq!(body["snapshot"], true);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("open the page in WeChat")
+    );
+}
+
+#[tokio::test]
+async fn a_base_scope_session_gets_the_url_that_upgrades_it_and_comes_back() {
+    let s = start().await;
+    let (done, _) = browser_login(
+        &s,
+        &[("scope", "snsapi_base"), ("return_to", "/orders/7")],
+        true,
+        "o_base",
+        None,
+    )
+    .await;
+    assert_eq!(done.headers()[LOCATION], "/orders/7");
+    let cookie = session_cookie(&done).unwrap();
+    let profile = s
+        .http
+        .get(format!("{}/me/profile?return_to=/orders/7", s.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(profile.status(), StatusCode::FORBIDDEN);
+    let body: Value = profile.json().await.unwrap();
+    assert_eq!(body["error"], "scope_insufficient");
+    let reauthorize = body["reauthorize"].as_str().unwrap().to_owned();
+    assert!(
+        reauthorize.starts_with("/auth/wechat/web/start?"),
+        "{reauthorize}"
+    );
+
+    // Following it (outside WeChat, even): the Official Account asks for the profile...
+    let start = s
+        .http
+        .get(format!("{}{reauthorize}", s.base))
+        .send()
+        .await
+        .unwrap();
+    let authorize = start.headers()[LOCATION].to_str().unwrap().to_owned();
+    assert_eq!(
+        param(&authorize, "appid").unwrap(),
+        s.appid(AppKind::OfficialAccount)
+    );
+    assert_eq!(param(&authorize, "scope").unwrap(), "snsapi_userinfo");
+    assert!(authorize.contains("connect_redirect=1"));
+    // ...and comes back to the same page, with a session that may read it.
+    let callback = approve(&s, &authorize, "o_base", None).await;
+    let upgraded = s.http.get(&callback).send().await.unwrap();
+    assert_eq!(upgraded.headers()[LOCATION], "/orders/7");
+    let cookie = session_cookie(&upgraded).unwrap();
+    let profile = s
+        .http
+        .get(format!("{}/me/profile", s.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(profile.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn return_to_never_leaves_the_site_and_cannot_be_changed_on_the_way() {
+    let s = start().await;
+    for (asked, landed) in [
+        ("/account/settings?tab=2", "/account/settings?tab=2"),
+        ("//evil.example", "/"),
+        ("/\\evil.example", "/"),
+        ("https://evil.example/", "/"),
+        ("http:/evil.example", "/"),
+        ("javascript:alert(1)", "/"),
+        ("evil.example", "/"),
+        ("/\t/evil.example", "/"),
+        ("/ok\r\nSet-Cookie: x=1", "/"),
+        ("", "/"),
+    ] {
+        let (done, _) = browser_login(&s, &[("return_to", asked)], false, "o_rt", None).await;
+        assert_eq!(done.status(), StatusCode::FOUND, "{asked:?}");
+        assert_eq!(done.headers()[LOCATION], landed, "{asked:?}");
+    }
+    // A return_to changed in the callback URL breaks the state's MAC.
+    let start = s
+        .http
+        .get(format!("{}/auth/wechat/web/start", s.base))
+        .query(&[("return_to", "/inbox")])
+        .send()
+        .await
+        .unwrap();
+    let binding = start.headers()[SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let authorize = start.headers()[LOCATION].to_str().unwrap().to_owned();
+    let callback = approve(&s, &authorize, "o_rt", None).await;
+    assert_eq!(param(&callback, "return_to").unwrap(), "/inbox");
+    let tampered = callback.replace("return_to=%2Finbox", "return_to=%2F%2Fevil.example");
+    assert_ne!(tampered, callback);
+    let refused = s
+        .http
+        .get(&tampered)
+        .header("cookie", &binding)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        refused.json::<Value>().await.unwrap()["error"],
+        "invalid_state"
+    );
+}
