@@ -10,7 +10,7 @@ use std::time::Duration;
 use std::path::PathBuf;
 
 use axum::extract::{Query, State};
-use axum::http::header::{self, RETRY_AFTER};
+use axum::http::header;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,10 +23,10 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use wechat_login::oauth::{AppId, AppSecret, Client, Lang, SharedClock};
-use wechat_login::token_cache::{CallError, MokaStore, SessionError, TokenStore};
+use wechat_login::token_cache::{CallError, MokaStore, TokenStore};
 use wechat_login::tower::{
-    AppKind, KeyRing, LoginEndpoints, LoginLimits, SessionCookie, SigningKey, WeChatAuthLayer,
-    WeChatUser, WebFlow,
+    AppKind, AuthError, KeyRing, LoginEndpoints, LoginLimits, SessionCookie, SigningKey,
+    WeChatAuthLayer, WeChatUser, WebFlow,
 };
 use wechat_mock::{MockConfig, MockGrant, MockWeChat};
 
@@ -325,47 +325,10 @@ async fn profile<St: TokenStore>(
                 && !user.is_snapshot_user())
             .then(|| endpoints.reauthorize_url(query.return_to.as_deref().unwrap_or("/")))
             .flatten();
-            (
-                StatusCode::FORBIDDEN,
-                Json(json!({
-                    "error": "scope_insufficient",
-                    "message": "this login's WeChat grant does not include the profile",
-                    "reauthorize": reauthorize,
-                })),
-            )
-                .into_response()
+            AuthError::ScopeInsufficient { reauthorize }.into_response()
         }
-        Err(CallError::Session(error)) => {
-            let error: wechat_login::AuthError = error.into();
-            error.to_response()
-        }
-        Err(CallError::Upstream(error)) => {
-            tracing::warn!(%error, "userinfo failed");
-            let body =
-                Json(json!({"error": "upstream_error", "errcode": error.errcode().map(|c| c.0)}));
-            match error.class() {
-                wechat_login::oauth::ErrorClass::Retryable => {
-                    let retry_after = error.retry_after().unwrap_or(Duration::from_secs(1));
-                    let retry_after = [(RETRY_AFTER, retry_after.as_secs().max(1).to_string())];
-                    (StatusCode::SERVICE_UNAVAILABLE, retry_after, body).into_response()
-                }
-                _ => (StatusCode::BAD_GATEWAY, body).into_response(),
-            }
-        }
-        Err(_) => SessionErrorFallback.into_response(),
-    }
-}
-
-/// Any future `CallError` variant: a 503 that keeps the session.
-struct SessionErrorFallback;
-
-impl IntoResponse for SessionErrorFallback {
-    fn into_response(self) -> Response {
-        let error: wechat_login::AuthError = SessionError::Unavailable {
-            retry_after: Duration::from_secs(1),
-        }
-        .into();
-        error.to_response()
+        // The session's outcome, or WeChat's answer: one table of codes and statuses.
+        Err(error) => AuthError::from(error).into_response(),
     }
 }
 

@@ -3,7 +3,7 @@
 //!
 //! [`LoginEndpoints`] holds the logic, independent of any framework: each operation takes typed
 //! input and returns a typed outcome with its HTTP rendering ([`LoginSuccess::to_json`],
-//! [`LoginFailure::to_response`]). With the `axum` feature, [`LoginEndpoints::router`] mounts
+//! [`AuthError::to_response`]). With the `axum` feature, [`LoginEndpoints::router`] mounts
 //! them:
 //!
 //! | route | answer |
@@ -52,15 +52,15 @@ use moka::sync::Cache;
 use serde::Serialize;
 use sha2::Sha256;
 use wechat_oauth::AppId;
-use wechat_oauth::{AuthCode, ErrCode, OfficialAccountScope};
+use wechat_oauth::{AuthCode, OfficialAccountScope};
 use wechat_token_cache::{
-    LoginBinding, LoginError, LoginFlow, MokaStore, SessionId, SessionRecord, TokenCache,
-    TokenStore, UserId,
+    LoginBinding, LoginFlow, MokaStore, SessionId, SessionRecord, TokenCache, TokenStore, UserId,
 };
 
 use crate::apps::{AppKind, Apps};
 use crate::auth::{SessionCookie, WeChatAuthLayer};
 use crate::limits::{LoginLimiter, LoginLimits};
+use crate::rejection::AuthError;
 use crate::state::{STATE_TTL, StateError, StateSigner};
 use crate::token::{IssuedToken, SessionTokens};
 use crate::user::WeChatUser;
@@ -355,208 +355,6 @@ impl LoginSuccess {
     }
 }
 
-/// Why a login endpoint failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum LoginFailure {
-    /// The request is malformed (body, code, request id). (400)
-    #[error("invalid request: {0}")]
-    InvalidRequest(&'static str),
-    /// The body is not `application/json`. (415)
-    #[error("the body must be application/json")]
-    UnsupportedMediaType,
-    /// Too many failed logins from this client, or from everyone; try again later. (429, with
-    /// `Retry-After`)
-    #[error("too many failed login attempts; try again later")]
-    TooManyAttempts(Duration),
-    /// The callback's state is not ours or expired. (400)
-    #[error(transparent)]
-    InvalidState(#[from] StateError),
-    /// WeChat rejected the code. (401)
-    #[error("WeChat rejected the login code (errcode {0})")]
-    InvalidCode(ErrCode),
-    /// The user declined, or WeChat denies this user. (403)
-    #[error("access denied")]
-    AccessDenied(Option<ErrCode>),
-    /// WeChat is unavailable. (503)
-    #[error("WeChat is temporarily unavailable")]
-    Unavailable(Duration),
-    /// The session store is unavailable. (503)
-    #[error("the session store is temporarily unavailable")]
-    StoreUnavailable,
-    /// WeChat rejected the server's configuration. (500)
-    #[error("the server's WeChat configuration is wrong")]
-    Misconfigured,
-    /// The browser flow is not configured. (404)
-    #[error("web login is not enabled")]
-    WebLoginDisabled,
-    /// The app this endpoint logs in to is not configured. (404)
-    #[error("this app is not configured on this server")]
-    AppNotConfigured,
-    /// WeChat's snapshot-mode virtual user (an Official Account page opened as a preview): no
-    /// session; the page should ask the user to open the real page. (403)
-    #[error(
-        "this is a preview of the page: tap \"use the full service\" or open the page in WeChat to log in"
-    )]
-    SnapshotUser,
-    /// The application's login hook refused the user, with its own code and message. (403)
-    #[error("{message}")]
-    Refused {
-        /// The application's machine code.
-        code: String,
-        /// The application's message.
-        message: String,
-    },
-    /// The application's accounts are unavailable (the login hook failed transiently). (503)
-    #[error("the application's accounts are temporarily unavailable")]
-    AccountsUnavailable(Duration),
-}
-
-impl From<LoginError> for LoginFailure {
-    fn from(error: LoginError) -> Self {
-        if let LoginError::Store(store) = &error {
-            tracing::error!(error = %store, "login failed: the session store is unavailable");
-        }
-        match error {
-            LoginError::InvalidCode { errcode } => Self::InvalidCode(errcode),
-            LoginError::Denied { errcode } => Self::AccessDenied(Some(errcode)),
-            LoginError::Unavailable { retry_after } => Self::Unavailable(retry_after),
-            LoginError::Misconfigured { .. } => Self::Misconfigured,
-            LoginError::AppNotConfigured => Self::AppNotConfigured,
-            LoginError::SnapshotUser => Self::SnapshotUser,
-            LoginError::Refused { code, message } => Self::Refused { code, message },
-            LoginError::AccountsUnavailable { retry_after } => {
-                Self::AccountsUnavailable(retry_after)
-            }
-            // Store failures, and any variant added later: the session was not stored.
-            _ => Self::StoreUnavailable,
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct FailureBody<'a> {
-    error: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    errcode: Option<i64>,
-    message: String,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    snapshot: bool,
-}
-
-impl LoginFailure {
-    /// A stable machine code (for [`Refused`](Self::Refused), the application's).
-    pub fn code(&self) -> &str {
-        match self {
-            Self::InvalidRequest(_) => "invalid_request",
-            Self::UnsupportedMediaType => "unsupported_media_type",
-            Self::TooManyAttempts(_) => "too_many_attempts",
-            Self::InvalidState(_) => "invalid_state",
-            Self::InvalidCode(_) => "invalid_code",
-            Self::AccessDenied(_) => "access_denied",
-            Self::Unavailable(_) => "upstream_unavailable",
-            Self::StoreUnavailable => "store_unavailable",
-            Self::Misconfigured => "misconfigured",
-            Self::WebLoginDisabled => "web_login_disabled",
-            Self::AppNotConfigured => "app_not_configured",
-            Self::SnapshotUser => "snapshot_user",
-            Self::Refused { code, .. } => code,
-            Self::AccountsUnavailable(_) => "accounts_unavailable",
-        }
-    }
-
-    /// The HTTP status.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            Self::InvalidRequest(_) | Self::InvalidState(_) => StatusCode::BAD_REQUEST,
-            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::InvalidCode(_) => StatusCode::UNAUTHORIZED,
-            Self::AccessDenied(_) | Self::SnapshotUser | Self::Refused { .. } => {
-                StatusCode::FORBIDDEN
-            }
-            Self::Unavailable(_) | Self::StoreUnavailable | Self::AccountsUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            Self::Misconfigured => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::WebLoginDisabled | Self::AppNotConfigured => StatusCode::NOT_FOUND,
-        }
-    }
-
-    /// `{"error":"<code>","errcode"?:N,"message":"..."}` with the status and `Retry-After`
-    /// where it applies.
-    pub fn to_response<B: From<Bytes>>(&self) -> Response<B> {
-        let errcode = match self {
-            Self::InvalidCode(code) | Self::AccessDenied(Some(code)) => Some(code.0),
-            _ => None,
-        };
-        let body = FailureBody {
-            error: self.code(),
-            errcode,
-            message: self.to_string(),
-            snapshot: matches!(self, Self::SnapshotUser),
-        };
-        let mut response =
-            json_response(self.status(), serde_json::to_vec(&body).unwrap_or_default());
-        let retry_after = match self {
-            Self::Unavailable(after)
-            | Self::TooManyAttempts(after)
-            | Self::AccountsUnavailable(after) => Some(after.as_secs().max(1)),
-            Self::StoreUnavailable => Some(1),
-            _ => None,
-        };
-        if let Some(secs) = retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        response
-    }
-}
-
-impl LoginFailure {
-    /// The same failure as a small HTML page, for a browser (same status and `Retry-After`),
-    /// with the headers of [`secure_page_headers`]. It links back to `/` and to a new login.
-    pub fn to_html_response<B: From<Bytes>>(&self) -> Response<B> {
-        let title = match self {
-            Self::AccessDenied(None) => "Login cancelled",
-            Self::AccessDenied(Some(_)) => "WeChat refused this login",
-            Self::InvalidState(_) => "This login link cannot be used",
-            Self::SnapshotUser => "Open this page in WeChat to log in",
-            Self::Refused { .. } => "This account cannot log in",
-            Self::Unavailable(_) | Self::StoreUnavailable | Self::AccountsUnavailable(_) => {
-                "Login is unavailable right now"
-            }
-            Self::TooManyAttempts(_) => "Too many attempts",
-            _ => "Login failed",
-        };
-        let page = format!(
-            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-             <meta name=\"viewport\" content=\"width=device-width\"><title>{title}</title></head>\n\
-             <body><h1>{title}</h1>\n<p>{}</p>\n<p><a href=\"/auth/wechat/web/start\">Log in again</a> \
-             · <a href=\"/\">Home</a></p></body></html>\n",
-            escape_html(&self.to_string())
-        );
-        let json: Response<B> = self.to_response();
-        let mut response = Response::new(B::from(Bytes::from(page)));
-        *response.status_mut() = json.status();
-        if let Some(retry_after) = json.headers().get(header::RETRY_AFTER) {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, retry_after.clone());
-        }
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/html; charset=utf-8"),
-        );
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        secure_page_headers(response.headers_mut());
-        response
-    }
-}
-
 /// Headers for pages a browser shows, and for the web callback (whose URL carries the code):
 /// a strict `Content-Security-Policy` (`default-src 'self'; frame-ancestors 'none'`),
 /// `Referrer-Policy: no-referrer` (the code must not leak through `Referer`), and
@@ -763,14 +561,10 @@ impl<St: TokenStore> LoginEndpoints<St> {
         self.rebuild(|inner| inner.web = Some(web))
     }
 
-    fn issue(
-        &self,
-        record: Arc<SessionRecord>,
-        app: AppKind,
-    ) -> Result<LoginSuccess, LoginFailure> {
+    fn issue(&self, record: Arc<SessionRecord>, app: AppKind) -> Result<LoginSuccess, AuthError> {
         let token = self.inner.tokens.issue(&record).map_err(|error| {
             tracing::error!(%error, "could not sign a session token");
-            LoginFailure::Misconfigured
+            AuthError::Misconfigured
         })?;
         Ok(LoginSuccess {
             token,
@@ -781,18 +575,15 @@ impl<St: TokenStore> LoginEndpoints<St> {
     }
 
     /// The AppID serving `kind`, or 404 `app_not_configured`.
-    fn app(&self, kind: AppKind) -> Result<&AppId, LoginFailure> {
-        self.inner
-            .apps
-            .app(kind)
-            .ok_or(LoginFailure::AppNotConfigured)
+    fn app(&self, kind: AppKind) -> Result<&AppId, AuthError> {
+        self.inner.apps.app(kind).ok_or(AuthError::AppNotConfigured)
     }
 
     /// Exchanges a code a client posted (mobile app, or a website's own front end) and opens a
     /// session. A retry of the same submit gets the same session within 60 s if it carries the
     /// same [`request_id`](CodeLogin::request_id); any other repeat of the code is refused
     /// (401 `invalid_code`, errcode 40163).
-    pub async fn login(&self, request: CodeLogin<'_>) -> Result<LoginSuccess, LoginFailure> {
+    pub async fn login(&self, request: CodeLogin<'_>) -> Result<LoginSuccess, AuthError> {
         self.login_through(AppKind::MobileApp, request).await
     }
 
@@ -801,7 +592,7 @@ impl<St: TokenStore> LoginEndpoints<St> {
     pub async fn login_mini_program(
         &self,
         request: CodeLogin<'_>,
-    ) -> Result<LoginSuccess, LoginFailure> {
+    ) -> Result<LoginSuccess, AuthError> {
         self.login_through(AppKind::MiniProgram, request).await
     }
 
@@ -810,7 +601,7 @@ impl<St: TokenStore> LoginEndpoints<St> {
         &self,
         kind: AppKind,
         request: CodeLogin<'_>,
-    ) -> Result<LoginSuccess, LoginFailure> {
+    ) -> Result<LoginSuccess, AuthError> {
         let appid = self.app(kind)?;
         let code = valid_code(request.code)?;
         let flow = match kind {
@@ -831,20 +622,20 @@ impl<St: TokenStore> LoginEndpoints<St> {
         binding: &LoginBinding<'_>,
         app: AppKind,
         client: Option<&str>,
-    ) -> Result<LoginSuccess, LoginFailure> {
+    ) -> Result<LoginSuccess, AuthError> {
         if let Some(wait) = self.inner.limiter.check(client) {
             tracing::warn!(
                 outcome = "login_limited",
                 flow = ?binding.flow(),
                 "too many failed login attempts; refused without asking WeChat"
             );
-            return Err(LoginFailure::TooManyAttempts(wait));
+            return Err(AuthError::TooManyAttempts(wait));
         }
         match self.inner.cache.login_bound(code, binding).await {
             Ok(record) => self.issue(record, app),
             Err(error) => {
-                let failure = LoginFailure::from(error);
-                if matches!(failure, LoginFailure::InvalidCode(_)) {
+                let failure = AuthError::from(error);
+                if matches!(failure, AuthError::InvalidCode(_)) {
                     self.inner.limiter.failed(client);
                 }
                 Err(failure)
@@ -860,17 +651,13 @@ impl<St: TokenStore> LoginEndpoints<St> {
     /// The WeChat authorize URL to send the browser to, with a fresh signed state: the Official
     /// Account's inside WeChat, else the website's, unless the request chooses (see
     /// [`StartRequest`]).
-    pub fn web_start(&self, request: StartRequest<'_>) -> Result<WebStart, LoginFailure> {
-        let web = self
-            .inner
-            .web
-            .as_ref()
-            .ok_or(LoginFailure::WebLoginDisabled)?;
+    pub fn web_start(&self, request: StartRequest<'_>) -> Result<WebStart, AuthError> {
+        let web = self.inner.web.as_ref().ok_or(AuthError::WebLoginDisabled)?;
         let apps = &self.inner.apps;
         let kind = match request.app {
             Some(kind @ (AppKind::Website | AppKind::OfficialAccount)) => kind,
             Some(_) => {
-                return Err(LoginFailure::InvalidRequest(
+                return Err(AuthError::BadRequest(
                     "app must be web or oa for a browser login",
                 ));
             }
@@ -885,7 +672,7 @@ impl<St: TokenStore> LoginEndpoints<St> {
             .inner
             .cache
             .client_for(appid)
-            .ok_or(LoginFailure::AppNotConfigured)?;
+            .ok_or(AuthError::AppNotConfigured)?;
         let return_to = request
             .return_to
             .and_then(safe_return_to)
@@ -910,7 +697,7 @@ impl<St: TokenStore> LoginEndpoints<St> {
         };
         let url = url.map_err(|error| {
             tracing::error!(%error, "the web flow's redirect_uri is not usable");
-            LoginFailure::Misconfigured
+            AuthError::Misconfigured
         })?;
         Ok(WebStart {
             url,
@@ -938,15 +725,8 @@ impl<St: TokenStore> LoginEndpoints<St> {
     /// it, exchanges the code with the state's app and opens a session. No code means the user
     /// declined. WeChat calling the callback twice (same state, same code, same browser) gets
     /// the same session; a used state with another code is refused.
-    pub async fn web_callback(
-        &self,
-        callback: WebCallback<'_>,
-    ) -> Result<LoginSuccess, LoginFailure> {
-        let web = self
-            .inner
-            .web
-            .as_ref()
-            .ok_or(LoginFailure::WebLoginDisabled)?;
+    pub async fn web_callback(&self, callback: WebCallback<'_>) -> Result<LoginSuccess, AuthError> {
+        let web = self.inner.web.as_ref().ok_or(AuthError::WebLoginDisabled)?;
         let state = callback.state.unwrap_or("");
         let return_to = callback.return_to.unwrap_or("");
         // The flow letter is read before the MAC is checked only to pick the binding; the MAC
@@ -956,7 +736,7 @@ impl<St: TokenStore> LoginEndpoints<St> {
             _ => callback
                 .binding
                 .filter(|b| !b.is_empty())
-                .ok_or(LoginFailure::InvalidState(StateError::Invalid))?,
+                .ok_or(AuthError::InvalidState(StateError::Invalid))?,
         };
         let kind = self.inner.states.verify(state, binding, return_to)?;
         let appid = self.app(kind)?;
@@ -970,7 +750,7 @@ impl<St: TokenStore> LoginEndpoints<St> {
         let code = callback
             .code
             .filter(|c| !c.is_empty())
-            .ok_or(LoginFailure::AccessDenied(None))?;
+            .ok_or(AuthError::AccessDenied(None))?;
         let code = valid_code(code)?;
         self.consume_state(state, &code).await?;
         let mut success = self
@@ -983,7 +763,7 @@ impl<St: TokenStore> LoginEndpoints<St> {
 
     /// Marks `state` used with `code`: the first callback with a state consumes it; a later one
     /// passes only with the same code (WeChat calling twice; the login then decides).
-    async fn consume_state(&self, state: &str, code: &AuthCode) -> Result<(), LoginFailure> {
+    async fn consume_state(&self, state: &str, code: &AuthCode) -> Result<(), AuthError> {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.inner.code_key)
             .expect("HMAC takes keys of any length");
         mac.update(code.secret().as_bytes());
@@ -1014,7 +794,7 @@ impl<St: TokenStore> LoginEndpoints<St> {
                 Err(error) => {
                     tracing::error!(%error, "a used OAuth state could not be recorded: the session store is unavailable");
                     self.inner.used_states.invalidate(state);
-                    return Err(LoginFailure::StoreUnavailable);
+                    return Err(AuthError::StoreUnavailable);
                 }
             }
         }
@@ -1023,7 +803,7 @@ impl<St: TokenStore> LoginEndpoints<St> {
                 outcome = "state_reused",
                 "an OAuth state was used again with another code"
             );
-            return Err(LoginFailure::InvalidState(StateError::Used));
+            return Err(AuthError::InvalidState(StateError::Used));
         }
         Ok(())
     }
@@ -1080,22 +860,22 @@ impl<St: TokenStore> LoginEndpoints<St> {
     }
 
     /// Ends the user's current session.
-    pub async fn logout(&self, user: &WeChatUser) -> Result<(), LoginFailure> {
+    pub async fn logout(&self, user: &WeChatUser) -> Result<(), AuthError> {
         self.logout_session(user.session_id()).await
     }
 
     /// Ends one session by id (idempotent: an ended session is fine).
-    pub async fn logout_session(&self, sid: SessionId) -> Result<(), LoginFailure> {
+    pub async fn logout_session(&self, sid: SessionId) -> Result<(), AuthError> {
         self.inner.cache.logout(&sid).await.map_err(|error| {
             tracing::error!(%error, "logout failed: the session store is unavailable");
-            LoginFailure::StoreUnavailable
+            AuthError::StoreUnavailable
         })?;
         tracing::info!(sid = %sid, outcome = "logged_out", "session ended");
         Ok(())
     }
 
     /// Ends every session of the user.
-    pub async fn logout_all(&self, user: &WeChatUser) -> Result<usize, LoginFailure> {
+    pub async fn logout_all(&self, user: &WeChatUser) -> Result<usize, AuthError> {
         self.end_user(user.user_id().clone(), user.session_id())
             .await
     }
@@ -1103,13 +883,10 @@ impl<St: TokenStore> LoginEndpoints<St> {
     /// Ends every session of the user a verified session token names, without serving that
     /// session: works while WeChat is down or the access token has expired, as long as the
     /// session still exists. `Ok(None)` when it does not (ended, or another app's).
-    pub async fn logout_all_by_session(
-        &self,
-        sid: SessionId,
-    ) -> Result<Option<usize>, LoginFailure> {
+    pub async fn logout_all_by_session(&self, sid: SessionId) -> Result<Option<usize>, AuthError> {
         let record = self.inner.cache.store().get(&sid).await.map_err(|error| {
             tracing::error!(%error, "logout-all failed: the session store is unavailable");
-            LoginFailure::StoreUnavailable
+            AuthError::StoreUnavailable
         })?;
         match record {
             Some(record) if self.inner.cache.serves(&record) => {
@@ -1119,10 +896,10 @@ impl<St: TokenStore> LoginEndpoints<St> {
         }
     }
 
-    async fn end_user(&self, user: UserId, sid: SessionId) -> Result<usize, LoginFailure> {
+    async fn end_user(&self, user: UserId, sid: SessionId) -> Result<usize, AuthError> {
         let ended = self.inner.cache.logout_all(&user).await.map_err(|error| {
             tracing::error!(%error, "logout-all failed: the session store is unavailable");
-            LoginFailure::StoreUnavailable
+            AuthError::StoreUnavailable
         })?;
         tracing::info!(sid = %sid, ended, outcome = "logged_out_all", "all sessions of the user ended");
         Ok(ended)
@@ -1142,22 +919,22 @@ fn with_return_to(redirect_uri: &str, return_to: &str) -> String {
 }
 
 /// A request id is 16–64 characters of `[A-Za-z0-9_-]`.
-fn valid_request_id(id: &str) -> Result<&str, LoginFailure> {
+fn valid_request_id(id: &str) -> Result<&str, AuthError> {
     let well_formed = REQUEST_ID_LEN.contains(&id.len())
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if !well_formed {
-        return Err(LoginFailure::InvalidRequest(
+        return Err(AuthError::BadRequest(
             "request_id must be 16 to 64 characters of A-Z, a-z, 0-9, - and _",
         ));
     }
     Ok(id)
 }
 
-fn valid_code(code: &str) -> Result<AuthCode, LoginFailure> {
+fn valid_code(code: &str) -> Result<AuthCode, AuthError> {
     if code.is_empty() || code.len() > MAX_CODE_LEN || !code.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(LoginFailure::InvalidRequest(
+        return Err(AuthError::BadRequest(
             "code must be 1 to 256 printable ASCII characters",
         ));
     }
@@ -1183,12 +960,12 @@ mod router {
     use wechat_token_cache::TokenStore;
 
     use super::{
-        CodeLogin, LoginEndpoints, LoginFailure, LoginSuccess, StartRequest, WebCallback,
+        AuthError, CodeLogin, LoginEndpoints, LoginSuccess, StartRequest, WebCallback,
         json_response,
     };
     use crate::apps::AppKind;
     use crate::auth::SessionChanged;
-    use crate::rejection::AuthError;
+    use crate::rejection::Rejection;
     use crate::user::{Anonymous, VerifiedSession, WeChatUser};
 
     #[derive(Deserialize)]
@@ -1212,16 +989,16 @@ mod router {
         request_id: Option<String>,
     }
 
-    fn parse_code_body(headers: &HeaderMap, body: &Bytes) -> Result<CodeBody, LoginFailure> {
+    fn parse_code_body(headers: &HeaderMap, body: &Bytes) -> Result<CodeBody, AuthError> {
         let is_json = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(';').next())
             .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"));
         if !is_json {
-            return Err(LoginFailure::UnsupportedMediaType);
+            return Err(AuthError::UnsupportedMediaType);
         }
-        let malformed = LoginFailure::InvalidRequest(
+        let malformed = AuthError::BadRequest(
             r#"expected a JSON object {"code": "...", "request_id"?: "..."}"#,
         );
         let serde_json::Value::Object(mut object) =
@@ -1240,7 +1017,13 @@ mod router {
         Ok(CodeBody { code, request_id })
     }
 
-    fn answer(result: Result<LoginSuccess, LoginFailure>) -> Response {
+    /// A failure, answered with the rejection of the layer in front (if it left one in the
+    /// request), else the default JSON.
+    fn reject(failure: AuthError, parts: &Parts) -> Response {
+        Rejection::new(failure, &parts.extensions).into_response()
+    }
+
+    fn answer(result: Result<LoginSuccess, AuthError>, parts: &Parts) -> Response {
         match result {
             Ok(success) => {
                 let mut response: Response =
@@ -1248,7 +1031,7 @@ mod router {
                 response.extensions_mut().insert(SessionChanged);
                 response
             }
-            Err(failure) => failure.to_response(),
+            Err(failure) => reject(failure, parts),
         }
     }
 
@@ -1263,7 +1046,7 @@ mod router {
                     .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 response
             }
-            Err(_) => LoginFailure::Misconfigured.to_response(),
+            Err(_) => AuthError::Misconfigured.to_response(),
         }
     }
 
@@ -1280,15 +1063,14 @@ mod router {
     /// "no credentials" (optional mode) or "no layer".
     fn no_session(parts: &Parts) -> Response {
         let extensions = &parts.extensions;
-        extensions
-            .get::<AuthError>()
-            .cloned()
-            .unwrap_or(if extensions.get::<Anonymous>().is_some() {
+        let error = extensions.get::<AuthError>().cloned().unwrap_or(
+            if extensions.get::<Anonymous>().is_some() {
                 AuthError::MissingToken
             } else {
                 AuthError::MissingLayer
-            })
-            .to_response()
+            },
+        );
+        reject(error, parts)
     }
 
     /// The session a logout route ends: a live one, or one whose token verified but which
@@ -1314,9 +1096,9 @@ mod router {
                 let request = CodeLogin::new(&body.code)
                     .request_id(body.request_id.as_deref())
                     .client(client.as_deref());
-                answer(endpoints.login_through(kind, request).await)
+                answer(endpoints.login_through(kind, request).await, &parts)
             }
-            Err(failure) => failure.to_response(),
+            Err(failure) => reject(failure, &parts),
         }
     }
 
@@ -1340,12 +1122,12 @@ mod router {
     fn start_request<'a>(
         headers: &HeaderMap,
         query: &'a StartQuery,
-    ) -> Result<StartRequest<'a>, LoginFailure> {
+    ) -> Result<StartRequest<'a>, AuthError> {
         let app = match query.app.as_deref() {
             None | Some("") => None,
             Some(name) => Some(
                 name.parse::<AppKind>()
-                    .map_err(|_| LoginFailure::InvalidRequest("app must be web or oa"))?,
+                    .map_err(|_| AuthError::BadRequest("app must be web or oa"))?,
             ),
         };
         let scope = match query.scope.as_deref() {
@@ -1353,7 +1135,7 @@ mod router {
             Some("snsapi_base") => Some(OfficialAccountScope::Base),
             Some("snsapi_userinfo") => Some(OfficialAccountScope::UserInfo),
             Some(_) => {
-                return Err(LoginFailure::InvalidRequest(
+                return Err(AuthError::BadRequest(
                     "scope must be snsapi_base or snsapi_userinfo",
                 ));
             }
@@ -1366,14 +1148,15 @@ mod router {
 
     async fn web_start<St: TokenStore>(
         State(endpoints): State<LoginEndpoints<St>>,
-        headers: HeaderMap,
+        parts: Parts,
         query: Result<Query<StartQuery>, QueryRejection>,
     ) -> Response {
+        let headers = &parts.headers;
         let started = match &query {
             Ok(Query(query)) => {
-                start_request(&headers, query).and_then(|request| endpoints.web_start(request))
+                start_request(headers, query).and_then(|request| endpoints.web_start(request))
             }
-            Err(_) => Err(LoginFailure::InvalidRequest("malformed query")),
+            Err(_) => Err(AuthError::BadRequest("malformed query")),
         };
         match started {
             Ok(start) => {
@@ -1383,8 +1166,8 @@ mod router {
                 }
                 response
             }
-            Err(failure) if super::wants_html(&headers) => failure.to_html_response(),
-            Err(failure) => failure.to_response(),
+            Err(failure) if super::wants_html(headers) => failure.to_html_response(),
+            Err(failure) => reject(failure, &parts),
         }
     }
 
@@ -1394,17 +1177,17 @@ mod router {
         query: Result<Query<CallbackQuery>, QueryRejection>,
     ) -> Response {
         let html = super::wants_html(&parts.headers);
-        let fail = |failure: LoginFailure| {
+        let fail = |failure: AuthError| {
             let mut response: Response = if html {
                 failure.to_html_response()
             } else {
-                failure.to_response()
+                reject(failure, &parts)
             };
             super::secure_page_headers(response.headers_mut());
             response
         };
         let Ok(Query(query)) = query else {
-            return fail(LoginFailure::InvalidRequest("malformed query"));
+            return fail(AuthError::BadRequest("malformed query"));
         };
         let client = endpoints.client_of(&parts);
         let callback = WebCallback::new(
@@ -1440,7 +1223,7 @@ mod router {
         match session_of(&parts) {
             Some(sid) => match endpoints.logout_session(sid).await {
                 Ok(()) => no_content(endpoints.clear_cookie()),
-                Err(failure) => failure.to_response(),
+                Err(failure) => reject(failure, &parts),
             },
             None => no_session(&parts),
         }
@@ -1462,8 +1245,8 @@ mod router {
         };
         match ended {
             Ok(Some(_)) => no_content(endpoints.clear_cookie()),
-            Ok(None) => AuthError::SessionExpired.to_response(),
-            Err(failure) => failure.to_response(),
+            Ok(None) => reject(AuthError::SessionExpired, &parts),
+            Err(failure) => reject(failure, &parts),
         }
     }
 

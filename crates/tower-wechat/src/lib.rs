@@ -48,11 +48,11 @@ pub use auth::{
     TokenSource, WeChatAuth, WeChatAuthBuilder, WeChatAuthLayer,
 };
 pub use endpoints::{
-    BINDING_COOKIE, ClientKey, CodeLogin, LoginEndpoints, LoginFailure, LoginSuccess, StartRequest,
-    WebCallback, WebFlow, WebStart, escape_html, safe_return_to, secure_page_headers, wants_html,
+    BINDING_COOKIE, ClientKey, CodeLogin, LoginEndpoints, LoginSuccess, StartRequest, WebCallback,
+    WebFlow, WebStart, escape_html, safe_return_to, secure_page_headers, wants_html,
 };
 pub use limits::LoginLimits;
-pub use rejection::{AuthError, JsonRejection, RejectionResponse};
+pub use rejection::{AuthError, JsonRejection, Rejection, RejectionResponse};
 pub use state::{STATE_TTL, StateError, StateSigner};
 pub use token::{
     Claims, IssuedToken, KeyError, KeyRing, MIN_HS256_SECRET, SessionTokens, SigningKey,

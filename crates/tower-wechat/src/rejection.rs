@@ -1,19 +1,27 @@
-//! Why a request is refused, and how the refusal is written.
+//! Why a request is refused, and how the refusal is written: one type, [`AuthError`], for the
+//! layer, the extractor, the login endpoints and calls made on a user's behalf.
 //!
-//! [`AuthError`] carries a stable machine code ([`AuthError::code`]) and maps to one status:
-//! 400 for a malformed request, 401 (with `WWW-Authenticate: Bearer`, RFC 6750) when the
-//! caller must (re-)authenticate, 403 when WeChat denies the user, 503 with `Retry-After` when
-//! WeChat or the store is unavailable, and 500 for our own misconfiguration. [`RejectionResponse`]
-//! writes the response; the default, [`JsonRejection`], answers a small JSON body. The error is
-//! also put in the response's extensions, so outer layers can see why.
+//! Every variant has one row in one table — machine code ([`AuthError::code`]), status,
+//! `WWW-Authenticate` challenge (RFC 6750, for refused credentials only), `Retry-After` and
+//! message — and one function renders it ([`AuthError::with_body`]: status and the standard
+//! headers around any body; [`AuthError::to_response`]: with the JSON body). A custom
+//! [`RejectionResponse`] replaces the answer everywhere the layer's rejection applies (required
+//! mode, optional mode through the extractor, the login router behind the layer), and can
+//! replace only the body by calling [`AuthError::with_body`]. The error is also put in the
+//! response's extensions, so outer layers can see why.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
-use wechat_token_cache::SessionError;
+use serde::Serialize;
+use wechat_oauth::{ErrCode, ErrorClass};
+use wechat_token_cache::{CallError, LoginError, SessionError};
 
-/// Why the layer (or the extractor) refused a request.
+use crate::state::StateError;
+
+/// Why the layer, the extractor, a login endpoint or a call on the user's behalf refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuthError {
@@ -23,6 +31,13 @@ pub enum AuthError {
     /// The credentials are malformed: not UTF-8, oversized, not a bearer token. (400)
     #[error("malformed credentials")]
     InvalidRequest,
+    /// A login request is malformed (body, code, request id, query); the text says how. (400,
+    /// code `invalid_request`)
+    #[error("invalid request: {0}")]
+    BadRequest(&'static str),
+    /// A login body is not `application/json`. (415)
+    #[error("the body must be application/json")]
+    UnsupportedMediaType,
     /// The token is not one of ours: bad signature, wrong algorithm, issuer or audience,
     /// unknown key. (401)
     #[error("invalid session token")]
@@ -36,10 +51,41 @@ pub enum AuthError {
     /// WeChat ended the authorization; the user must log in with WeChat again. (401)
     #[error("the WeChat authorization has ended; log in again")]
     ReauthRequired,
-    /// WeChat denies this user. (403)
-    #[error("WeChat denied this user")]
-    AccessDenied,
-    /// WeChat could not confirm the session just now; the session is kept. (503)
+    /// WeChat rejected a login code (with its errcode). (401)
+    #[error("WeChat rejected the login code (errcode {0})")]
+    InvalidCode(ErrCode),
+    /// A web callback's state is not ours, expired or used. (400)
+    #[error(transparent)]
+    InvalidState(#[from] StateError),
+    /// The user declined the login (`None`), or WeChat denies this user (its errcode). (403)
+    #[error("access denied")]
+    AccessDenied(Option<ErrCode>),
+    /// WeChat's snapshot-mode virtual user (an Official Account page opened as a preview): no
+    /// session; the page should ask the user to open the real page. (403, `"snapshot": true`)
+    #[error(
+        "this is a preview of the page: tap \"use the full service\" or open the page in WeChat to log in"
+    )]
+    SnapshotUser,
+    /// The application's login hook refused the user: its own code and message. (403)
+    #[error("{message}")]
+    Refused {
+        /// The application's machine code.
+        code: String,
+        /// The application's message.
+        message: String,
+    },
+    /// The session's WeChat grant does not allow the call (a `snsapi_base` login asking for
+    /// the profile, a snapshot user, a Mini Program): with the URL that asks for more, when
+    /// there is one. (403, `"reauthorize"`)
+    #[error("this login's WeChat grant does not allow this")]
+    ScopeInsufficient {
+        /// Where to send the browser to grant the profile scope and come back.
+        reauthorize: Option<String>,
+    },
+    /// Too many failed logins from this client, or from everyone. (429 with `Retry-After`)
+    #[error("too many failed login attempts; try again later")]
+    TooManyAttempts(Duration),
+    /// WeChat could not be reached or answered transiently; the session is kept. (503)
     #[error("WeChat is temporarily unavailable")]
     UpstreamUnavailable {
         /// When trying again makes sense.
@@ -48,58 +94,116 @@ pub enum AuthError {
     /// The session store is unavailable; the session is kept. (503)
     #[error("the session store is temporarily unavailable")]
     StoreUnavailable,
+    /// The application's accounts are unavailable (the login hook failed transiently);
+    /// nothing was stored. (503)
+    #[error("the application's accounts are temporarily unavailable")]
+    AccountsUnavailable(Duration),
+    /// WeChat refused a call made on the user's behalf (with its errcode). (502)
+    #[error("WeChat refused the call")]
+    UpstreamError(Option<ErrCode>),
     /// WeChat rejected this server's configuration (logged loudly). (500)
     #[error("the server's WeChat configuration is wrong")]
     Misconfigured,
     /// A handler asked for a `WeChatUser` but no `WeChatAuthLayer` runs in front of it. (500)
     #[error("WeChatAuthLayer is not installed in front of this handler")]
     MissingLayer,
+    /// The app this endpoint logs in to is not configured. (404)
+    #[error("this app is not configured on this server")]
+    AppNotConfigured,
+    /// The browser flow is not configured. (404)
+    #[error("web login is not enabled")]
+    WebLoginDisabled,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errcode: Option<i64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    snapshot: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reauthorize: Option<&'a str>,
 }
 
 impl AuthError {
-    /// A stable machine code: `missing_token`, `invalid_request`, `invalid_token`,
-    /// `token_expired`, `session_expired`, `reauth_required`, `access_denied`,
-    /// `upstream_unavailable`, `store_unavailable`, `misconfigured`, `missing_layer`.
-    pub fn code(&self) -> &'static str {
+    /// A stable machine code: `missing_token`, `invalid_request`, `unsupported_media_type`,
+    /// `invalid_token`, `token_expired`, `session_expired`, `reauth_required`, `invalid_code`,
+    /// `invalid_state`, `access_denied`, `snapshot_user`, `scope_insufficient`,
+    /// `too_many_attempts`, `upstream_unavailable`, `store_unavailable`,
+    /// `accounts_unavailable`, `upstream_error`, `misconfigured`, `missing_layer`,
+    /// `app_not_configured`, `web_login_disabled` — or the login hook's own code.
+    pub fn code(&self) -> &str {
         match self {
             Self::MissingToken => "missing_token",
-            Self::InvalidRequest => "invalid_request",
+            Self::InvalidRequest | Self::BadRequest(_) => "invalid_request",
+            Self::UnsupportedMediaType => "unsupported_media_type",
             Self::InvalidToken => "invalid_token",
             Self::TokenExpired => "token_expired",
             Self::SessionExpired => "session_expired",
             Self::ReauthRequired => "reauth_required",
-            Self::AccessDenied => "access_denied",
+            Self::InvalidCode(_) => "invalid_code",
+            Self::InvalidState(_) => "invalid_state",
+            Self::AccessDenied(_) => "access_denied",
+            Self::SnapshotUser => "snapshot_user",
+            Self::Refused { code, .. } => code,
+            Self::ScopeInsufficient { .. } => "scope_insufficient",
+            Self::TooManyAttempts(_) => "too_many_attempts",
             Self::UpstreamUnavailable { .. } => "upstream_unavailable",
             Self::StoreUnavailable => "store_unavailable",
+            Self::AccountsUnavailable(_) => "accounts_unavailable",
+            Self::UpstreamError(_) => "upstream_error",
             Self::Misconfigured => "misconfigured",
             Self::MissingLayer => "missing_layer",
+            Self::AppNotConfigured => "app_not_configured",
+            Self::WebLoginDisabled => "web_login_disabled",
         }
     }
 
     /// The HTTP status this error answers with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::InvalidRequest => StatusCode::BAD_REQUEST,
+            Self::InvalidRequest | Self::BadRequest(_) | Self::InvalidState(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::MissingToken
             | Self::InvalidToken
             | Self::TokenExpired
             | Self::SessionExpired
-            | Self::ReauthRequired => StatusCode::UNAUTHORIZED,
-            Self::AccessDenied => StatusCode::FORBIDDEN,
-            Self::UpstreamUnavailable { .. } | Self::StoreUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            | Self::ReauthRequired
+            | Self::InvalidCode(_) => StatusCode::UNAUTHORIZED,
+            Self::AccessDenied(_)
+            | Self::SnapshotUser
+            | Self::Refused { .. }
+            | Self::ScopeInsufficient { .. } => StatusCode::FORBIDDEN,
+            Self::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::UpstreamUnavailable { .. }
+            | Self::StoreUnavailable
+            | Self::AccountsUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpstreamError(_) => StatusCode::BAD_GATEWAY,
             Self::Misconfigured | Self::MissingLayer => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::AppNotConfigured | Self::WebLoginDisabled => StatusCode::NOT_FOUND,
         }
     }
 
-    /// Whether the client sent credentials that were refused (as opposed to none at all, or a
-    /// server-side problem). In optional mode these still reach the extractor as an error.
+    /// Whether the client sent session credentials that were refused (as opposed to none at
+    /// all, or a server-side problem). In optional mode these still reach the extractor as an
+    /// error; they are the answers with a `WWW-Authenticate` challenge (with `MissingToken`).
     pub fn is_bad_credentials(&self) -> bool {
-        self.status() == StatusCode::BAD_REQUEST || self.status() == StatusCode::UNAUTHORIZED
+        matches!(
+            self,
+            Self::InvalidRequest
+                | Self::InvalidToken
+                | Self::TokenExpired
+                | Self::SessionExpired
+                | Self::ReauthRequired
+        )
     }
 
-    /// The `WWW-Authenticate` challenge (RFC 6750), for 400 and 401 answers.
+    /// The `WWW-Authenticate` challenge (RFC 6750), for refused or missing session
+    /// credentials.
     fn challenge(&self) -> Option<&'static str> {
         Some(match self {
             Self::MissingToken => "Bearer",
@@ -120,8 +224,20 @@ impl AuthError {
         })
     }
 
-    /// The JSON body, built without allocation for every fixed-message error.
-    fn body(&self) -> Bytes {
+    /// How long to wait before trying again, for the answers that say so (`Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::UpstreamUnavailable { retry_after }
+            | Self::TooManyAttempts(retry_after)
+            | Self::AccountsUnavailable(retry_after) => Some(*retry_after),
+            Self::StoreUnavailable => Some(Duration::from_secs(1)),
+            _ => None,
+        }
+    }
+
+    /// The JSON body `{"error","message","errcode"?,"snapshot"?,"reauthorize"?}`: a static
+    /// one for the errors of the layer's hot path (no allocation), serialized otherwise.
+    pub fn json_body(&self) -> Bytes {
         macro_rules! body {
             ($code:literal, $msg:literal) => {
                 Bytes::from_static(
@@ -135,39 +251,36 @@ impl AuthError {
             Self::InvalidToken => body!("invalid_token", "invalid session token"),
             Self::TokenExpired => body!("token_expired", "the session token has expired"),
             Self::SessionExpired => body!("session_expired", "the session has ended"),
-            Self::ReauthRequired => body!(
-                "reauth_required",
-                "the WeChat authorization has ended; log in again"
-            ),
-            Self::AccessDenied => body!("access_denied", "WeChat denied this user"),
-            Self::UpstreamUnavailable { .. } => {
-                body!("upstream_unavailable", "WeChat is temporarily unavailable")
+            _ => {
+                let errcode = match self {
+                    Self::InvalidCode(code)
+                    | Self::AccessDenied(Some(code))
+                    | Self::UpstreamError(Some(code)) => Some(code.0),
+                    _ => None,
+                };
+                let reauthorize = match self {
+                    Self::ScopeInsufficient { reauthorize } => reauthorize.as_deref(),
+                    _ => None,
+                };
+                let body = Body {
+                    error: self.code(),
+                    message: self.to_string(),
+                    errcode,
+                    snapshot: matches!(self, Self::SnapshotUser),
+                    reauthorize,
+                };
+                Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
             }
-            Self::StoreUnavailable => body!(
-                "store_unavailable",
-                "the session store is temporarily unavailable"
-            ),
-            Self::Misconfigured => body!(
-                "misconfigured",
-                "the server's WeChat configuration is wrong"
-            ),
-            Self::MissingLayer => body!(
-                "missing_layer",
-                "WeChatAuthLayer is not installed in front of this handler"
-            ),
         }
     }
 
-    /// The response [`JsonRejection`] writes: status, headers, JSON body, and the error itself in
-    /// the extensions.
-    pub fn to_response<B: From<Bytes>>(&self) -> Response<B> {
-        let mut response = Response::new(B::from(self.body()));
+    /// `body` with this error's status and standard headers — `WWW-Authenticate`,
+    /// `Retry-After`, `Cache-Control: no-store` — and the error in the extensions: for a
+    /// [`RejectionResponse`] that replaces only the body (set its `Content-Type` too).
+    pub fn with_body<B>(&self, body: B) -> Response<B> {
+        let mut response = Response::new(body);
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(challenge) = self.challenge() {
             headers.insert(
@@ -175,15 +288,56 @@ impl AuthError {
                 HeaderValue::from_static(challenge),
             );
         }
-        if let Self::UpstreamUnavailable { retry_after } = self {
+        if let Some(retry_after) = self.retry_after() {
             headers.insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(retry_after.as_secs().max(1)),
             );
-        } else if let Self::StoreUnavailable = self {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response.extensions_mut().insert(self.clone());
+        response
+    }
+
+    /// The default answer ([`JsonRejection`]'s): [`with_body`](Self::with_body) and the JSON
+    /// body.
+    pub fn to_response<B: From<Bytes>>(&self) -> Response<B> {
+        let mut response = self.with_body(B::from(self.json_body()));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+
+    /// The same answer as a small HTML page, for a browser (same status and headers), with the
+    /// headers of [`secure_page_headers`](crate::secure_page_headers). It links back to `/`
+    /// and to a new login.
+    pub fn to_html_response<B: From<Bytes>>(&self) -> Response<B> {
+        let title = match self {
+            Self::AccessDenied(None) => "Login cancelled",
+            Self::AccessDenied(Some(_)) => "WeChat refused this login",
+            Self::InvalidState(_) => "This login link cannot be used",
+            Self::SnapshotUser => "Open this page in WeChat to log in",
+            Self::Refused { .. } => "This account cannot log in",
+            Self::UpstreamUnavailable { .. }
+            | Self::StoreUnavailable
+            | Self::AccountsUnavailable(_) => "Login is unavailable right now",
+            Self::TooManyAttempts(_) => "Too many attempts",
+            _ => "Login failed",
+        };
+        let page = format!(
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+             <meta name=\"viewport\" content=\"width=device-width\"><title>{title}</title></head>\n\
+             <body><h1>{title}</h1>\n<p>{}</p>\n<p><a href=\"/auth/wechat/web/start\">Log in again</a> \
+             · <a href=\"/\">Home</a></p></body></html>\n",
+            crate::escape_html(&self.to_string())
+        );
+        let mut response = self.with_body(B::from(Bytes::from(page)));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        crate::secure_page_headers(response.headers_mut());
         response
     }
 }
@@ -193,7 +347,7 @@ impl From<SessionError> for AuthError {
         match error {
             SessionError::NotFound => Self::SessionExpired,
             SessionError::Reauthorize { .. } => Self::ReauthRequired,
-            SessionError::Denied { .. } => Self::AccessDenied,
+            SessionError::Denied { errcode } => Self::AccessDenied(Some(errcode)),
             SessionError::Unavailable { retry_after } => Self::UpstreamUnavailable { retry_after },
             SessionError::Misconfigured { .. } => Self::Misconfigured,
             // A record that does not decode (an unknown sealing key, tampering) is kept and
@@ -204,21 +358,178 @@ impl From<SessionError> for AuthError {
     }
 }
 
+impl From<LoginError> for AuthError {
+    fn from(error: LoginError) -> Self {
+        if let LoginError::Store(store) = &error {
+            tracing::error!(error = %store, "login failed: the session store is unavailable");
+        }
+        match error {
+            LoginError::InvalidCode { errcode } => Self::InvalidCode(errcode),
+            LoginError::Denied { errcode } => Self::AccessDenied(Some(errcode)),
+            LoginError::Unavailable { retry_after } => Self::UpstreamUnavailable { retry_after },
+            LoginError::Misconfigured { .. } => Self::Misconfigured,
+            LoginError::AppNotConfigured => Self::AppNotConfigured,
+            LoginError::SnapshotUser => Self::SnapshotUser,
+            LoginError::Refused { code, message } => Self::Refused { code, message },
+            LoginError::AccountsUnavailable { retry_after } => {
+                Self::AccountsUnavailable(retry_after)
+            }
+            // Store failures, and any variant added later: the session was not stored.
+            _ => Self::StoreUnavailable,
+        }
+    }
+}
+
+impl From<CallError> for AuthError {
+    /// A call on the user's behalf: the session's outcome, a grant that does not allow it (403
+    /// `scope_insufficient`, without a re-authorization URL: see
+    /// [`LoginEndpoints::reauthorize_url`](crate::LoginEndpoints::reauthorize_url)), or WeChat's
+    /// answer (transient: 503 with `Retry-After`; the session's token refused after a refresh:
+    /// 401 `reauth_required`; anything else: 502 `upstream_error` with the errcode).
+    fn from(error: CallError) -> Self {
+        match error {
+            CallError::Session(error) => error.into(),
+            CallError::NotPermitted => Self::ScopeInsufficient { reauthorize: None },
+            CallError::Upstream(error) => match error.class() {
+                ErrorClass::Retryable => Self::UpstreamUnavailable {
+                    retry_after: error.retry_after().unwrap_or(Duration::from_secs(1)),
+                },
+                _ if error.is_grant_gone() => Self::ReauthRequired,
+                ErrorClass::Misconfigured => Self::Misconfigured,
+                _ => {
+                    tracing::warn!(%error, "WeChat refused a call made on the user's behalf");
+                    Self::UpstreamError(error.errcode())
+                }
+            },
+            _ => Self::UpstreamUnavailable {
+                retry_after: Duration::from_secs(1),
+            },
+        }
+    }
+}
+
 /// Writes the response for a refused request. Implement it to change the answer; the layer
-/// puts the [`AuthError`] in the response's extensions either way.
+/// puts the [`AuthError`] in the response's extensions either way. Call
+/// [`AuthError::with_body`] to replace only the body and keep the standard headers.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::{HeaderValue, Response, header};
+/// use tower_wechat::{AuthError, RejectionResponse};
+///
+/// /// Problem Details (RFC 9457) instead of the default body.
+/// #[derive(Clone)]
+/// struct Problem;
+///
+/// impl<B: From<Bytes>> RejectionResponse<B> for Problem {
+///     fn response(&self, error: &AuthError) -> Response<B> {
+///         let body = format!(r#"{{"type":"about:blank","title":"{}","status":{}}}"#,
+///             error.code(), error.status().as_u16());
+///         let mut response = error.with_body(B::from(Bytes::from(body)));
+///         response.headers_mut().insert(
+///             header::CONTENT_TYPE,
+///             HeaderValue::from_static("application/problem+json"),
+///         );
+///         response
+///     }
+/// }
+/// ```
 pub trait RejectionResponse<B>: Clone + Send + Sync + 'static {
     /// The response for `error`.
     fn response(&self, error: &AuthError) -> Response<B>;
+
+    /// Whether this is the default JSON answer (which the extractor and the login router
+    /// write by themselves): the layer then hands it nothing.
+    #[doc(hidden)]
+    fn is_default(&self) -> bool {
+        false
+    }
 }
 
-/// The default rejection: status, `WWW-Authenticate`, `Retry-After` where it applies, and
-/// `{"error":"<code>","message":"..."}`.
+/// The default rejection: [`AuthError::to_response`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct JsonRejection;
 
 impl<B: From<Bytes>> RejectionResponse<B> for JsonRejection {
     fn response(&self, error: &AuthError) -> Response<B> {
         error.to_response()
+    }
+
+    fn is_default(&self) -> bool {
+        true
+    }
+}
+
+/// A layer's rejection, type-erased, in a request's extensions (optional mode, when no user was
+/// attached): the extractor and the login router answer with it.
+pub(crate) struct Render<B>(pub(crate) Arc<dyn Fn(&AuthError) -> Response<B> + Send + Sync>);
+
+impl<B> Clone for Render<B> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<B> Render<B> {
+    pub(crate) fn of<R: RejectionResponse<B>>(rejection: &R) -> Option<Self> {
+        if rejection.is_default() {
+            return None;
+        }
+        let rejection = rejection.clone();
+        Some(Self(Arc::new(move |error| rejection.response(error))))
+    }
+}
+
+/// A refusal as the extractor and the login router answer it: the layer's rejection when the
+/// request carries one, else the default.
+#[derive(Clone)]
+pub struct Rejection {
+    error: AuthError,
+    #[cfg(feature = "axum")]
+    render: Option<Render<axum_core::body::Body>>,
+}
+
+impl std::fmt::Debug for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Rejection").field(&self.error).finish()
+    }
+}
+
+impl Rejection {
+    /// The error.
+    pub fn error(&self) -> &AuthError {
+        &self.error
+    }
+
+    /// The error, answered with the rejection the layer left in `extensions`, if any.
+    pub(crate) fn new(error: AuthError, extensions: &http::Extensions) -> Self {
+        #[cfg(not(feature = "axum"))]
+        let _ = extensions;
+        Self {
+            #[cfg(feature = "axum")]
+            render: extensions.get::<Render<axum_core::body::Body>>().cloned(),
+            error,
+        }
+    }
+}
+
+impl From<Rejection> for AuthError {
+    fn from(rejection: Rejection) -> Self {
+        rejection.error
+    }
+}
+
+#[cfg(feature = "axum")]
+impl axum_core::response::IntoResponse for Rejection {
+    fn into_response(self) -> axum_core::response::Response {
+        match self.render {
+            Some(render) => {
+                let mut response = (render.0)(&self.error);
+                response.extensions_mut().insert(self.error);
+                response
+            }
+            None => self.error.to_response(),
+        }
     }
 }
 
@@ -238,31 +549,62 @@ mod tests {
         let all = [
             AuthError::MissingToken,
             AuthError::InvalidRequest,
+            AuthError::BadRequest("code must be printable"),
+            AuthError::UnsupportedMediaType,
             AuthError::InvalidToken,
             AuthError::TokenExpired,
             AuthError::SessionExpired,
             AuthError::ReauthRequired,
-            AuthError::AccessDenied,
+            AuthError::InvalidCode(ErrCode(40029)),
+            AuthError::InvalidState(StateError::Used),
+            AuthError::AccessDenied(None),
+            AuthError::AccessDenied(Some(ErrCode(40226))),
+            AuthError::SnapshotUser,
+            AuthError::Refused {
+                code: "account_suspended".into(),
+                message: "this \"account\" is suspended".into(),
+            },
+            AuthError::ScopeInsufficient {
+                reauthorize: Some("/auth/wechat/web/start?app=oa".into()),
+            },
+            AuthError::TooManyAttempts(Duration::from_secs(30)),
             AuthError::UpstreamUnavailable {
                 retry_after: Duration::from_secs(5),
             },
             AuthError::StoreUnavailable,
+            AuthError::AccountsUnavailable(Duration::from_secs(2)),
+            AuthError::UpstreamError(Some(ErrCode(48001))),
             AuthError::Misconfigured,
             AuthError::MissingLayer,
+            AuthError::AppNotConfigured,
+            AuthError::WebLoginDisabled,
         ];
         for error in all {
             let response: Response<Bytes> = error.to_response();
             let json: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
             assert_eq!(json["error"], error.code());
+            assert_eq!(json["message"], error.to_string(), "{error:?}");
             assert_eq!(response.status(), error.status());
+            assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
             assert_eq!(response.extensions().get::<AuthError>(), Some(&error));
             let challenged = response.headers().contains_key(header::WWW_AUTHENTICATE);
-            assert_eq!(challenged, error.is_bad_credentials(), "{error:?}");
+            let expected = error.is_bad_credentials() || error == AuthError::MissingToken;
+            assert_eq!(challenged, expected, "{error:?}");
+            assert_eq!(
+                response.headers().contains_key(header::RETRY_AFTER),
+                error.retry_after().is_some(),
+                "{error:?}"
+            );
+            let html: Response<Bytes> = error.to_html_response();
+            assert_eq!(html.status(), error.status());
         }
         let unavailable: Response<Bytes> = AuthError::UpstreamUnavailable {
             retry_after: Duration::from_secs(60),
         }
         .to_response();
         assert_eq!(unavailable.headers()[header::RETRY_AFTER], "60");
+        let snapshot: Response<Bytes> = AuthError::SnapshotUser.to_response();
+        let json: serde_json::Value = serde_json::from_slice(snapshot.body()).unwrap();
+        assert_eq!(json["snapshot"], true);
     }
 }

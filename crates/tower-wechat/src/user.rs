@@ -157,7 +157,7 @@ mod extract {
     use http::request::Parts;
 
     use super::{Anonymous, WeChatUser};
-    use crate::rejection::AuthError;
+    use crate::rejection::{AuthError, Rejection};
 
     fn lookup(parts: &Parts) -> Result<Option<WeChatUser>, AuthError> {
         if let Some(user) = parts.extensions.get::<WeChatUser>() {
@@ -172,25 +172,28 @@ mod extract {
         Err(AuthError::MissingLayer)
     }
 
+    /// Refusals answer with the layer's rejection (a custom one included).
     impl<S: Send + Sync> FromRequestParts<S> for WeChatUser {
-        type Rejection = AuthError;
+        type Rejection = Rejection;
 
         async fn from_request_parts(
             parts: &mut Parts,
             _state: &S,
         ) -> Result<Self, Self::Rejection> {
-            lookup(parts)?.ok_or(AuthError::MissingToken)
+            lookup(parts)
+                .and_then(|user| user.ok_or(AuthError::MissingToken))
+                .map_err(|error| Rejection::new(error, &parts.extensions))
         }
     }
 
     impl<S: Send + Sync> OptionalFromRequestParts<S> for WeChatUser {
-        type Rejection = AuthError;
+        type Rejection = Rejection;
 
         async fn from_request_parts(
             parts: &mut Parts,
             _state: &S,
         ) -> Result<Option<Self>, Self::Rejection> {
-            lookup(parts)
+            lookup(parts).map_err(|error| Rejection::new(error, &parts.extensions))
         }
     }
 }

@@ -4,8 +4,8 @@
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use tower_wechat::{
-    AppKind, CodeLogin, KeyRing, LoginEndpoints, LoginFailure, SigningKey, StartRequest,
-    StateError, WeChatAuthLayer, WebCallback, WebFlow,
+    AppKind, AuthError, CodeLogin, KeyRing, LoginEndpoints, SigningKey, StartRequest, StateError,
+    WeChatAuthLayer, WebCallback, WebFlow,
 };
 use wechat_mock::{Endpoint, Fault, MockConfig, MockGrant, MockWeChat};
 use wechat_oauth::{AppId, AppSecret, Client, OfficialAccountScope};
@@ -94,7 +94,7 @@ async fn the_official_account_flow_uses_an_unbound_state() {
         endpoints
             .web_callback(WebCallback::new(Some(&code), Some("bogus"), None))
             .await,
-        Err(LoginFailure::InvalidState(_))
+        Err(AuthError::InvalidState(_))
     ));
     // The state is used: another code with it is refused, before WeChat is asked.
     let other = mock.mint_code(grant(OA));
@@ -103,7 +103,7 @@ async fn the_official_account_flow_uses_an_unbound_state() {
             .web_callback(WebCallback::new(Some(&other), Some(state), None))
             .await
             .unwrap_err(),
-        LoginFailure::InvalidState(StateError::Used)
+        AuthError::InvalidState(StateError::Used)
     );
     assert_eq!(mock.calls(Endpoint::AccessToken), 1);
     assert_eq!(
@@ -111,11 +111,11 @@ async fn the_official_account_flow_uses_an_unbound_state() {
             .web_callback(WebCallback::new(None, Some(state), None))
             .await
             .unwrap_err(),
-        LoginFailure::AccessDenied(None)
+        AuthError::AccessDenied(None)
     );
 }
 
-fn status(failure: &LoginFailure) -> (StatusCode, Option<String>) {
+fn status(failure: &AuthError) -> (StatusCode, Option<String>) {
     let response: Response<Bytes> = failure.to_response();
     let retry = response
         .headers()

@@ -152,6 +152,103 @@ async fn the_rejection_response_is_customizable_and_the_error_travels_in_extensi
     assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
 }
 
+/// A rejection that replaces only the body (Problem Details), keeping the standard headers.
+#[derive(Clone)]
+struct Problem;
+
+impl RejectionResponse<Body> for Problem {
+    fn response(&self, error: &AuthError) -> Response<Body> {
+        let body = format!(
+            r#"{{"title":"{}","status":{}}}"#,
+            error.code(),
+            error.status().as_u16()
+        );
+        let mut response = error.with_body(Body::from(body));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/problem+json"),
+        );
+        response
+    }
+}
+
+#[tokio::test]
+async fn a_custom_rejection_applies_in_optional_mode_through_the_extractor_and_the_login_router() {
+    let (layer, mock) = layer().await;
+    let token = token(&layer, &mock).await;
+    let login = LoginEndpoints::new(&layer);
+    let app = Router::new()
+        .route(
+            "/required",
+            get(|user: WeChatUser| async move { user.openid().to_string() }),
+        )
+        .route(
+            "/optional",
+            get(|user: Option<WeChatUser>| async move { user.is_some().to_string() }),
+        )
+        .merge(login.router())
+        .layer(layer.optional().with_rejection_response(Problem));
+    let send = |request: Request<Body>| {
+        let app = app.clone();
+        async move {
+            let response = app.oneshot(request).await.unwrap();
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            (parts, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let bearer = |path: &str, token: &str| {
+        Request::get(path)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    // No credentials, a handler that requires a user: the extractor answers with Problem.
+    let (parts, body) = send(Request::get("/required").body(Body::empty()).unwrap()).await;
+    assert_eq!(parts.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body, r#"{"title":"missing_token","status":401}"#);
+    assert_eq!(
+        parts.headers[header::CONTENT_TYPE],
+        "application/problem+json"
+    );
+    assert_eq!(parts.headers[header::WWW_AUTHENTICATE], "Bearer");
+    assert_eq!(parts.headers[header::CACHE_CONTROL], "no-store");
+    assert_eq!(
+        parts.extensions.get::<AuthError>(),
+        Some(&AuthError::MissingToken)
+    );
+    // Bad credentials reach Option<WeChatUser> as an error: Problem, with the challenge.
+    let (parts, body) = send(bearer("/optional", "forged")).await;
+    assert_eq!(parts.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body, r#"{"title":"invalid_token","status":401}"#);
+    assert!(
+        parts.headers[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+    // A login failure behind the layer: Problem too.
+    let (parts, body) = send(
+        Request::post("/auth/wechat/login")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(r#"{"code":"not-a-code"}"#))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(parts.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body, r#"{"title":"invalid_code","status":401}"#);
+    // A valid session passes untouched.
+    let (parts, body) = send(bearer("/required", &token)).await;
+    assert_eq!(
+        (parts.status, body.starts_with('o')),
+        (StatusCode::OK, true)
+    );
+    // Retry-After is kept too: a store that is down, answered by Problem with its header.
+    let unavailable = Problem.response(&AuthError::StoreUnavailable);
+    assert_eq!(unavailable.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(unavailable.headers()[header::RETRY_AFTER], "1");
+}
+
 #[tokio::test]
 async fn the_layer_serves_a_plain_tower_service_with_any_body() {
     let (layer, mock) = layer().await;

@@ -15,7 +15,7 @@ use wechat_token_cache::{SessionError, SessionId, SessionRecord, TokenStore};
 use super::future::{Reissue, ResponseFuture};
 use super::layer::{Mode, Shared, WeChatAuthLayer};
 use super::source::{self, REISSUED_TOKEN_HEADER, SentBy};
-use crate::rejection::{AuthError, RejectionResponse};
+use crate::rejection::{AuthError, RejectionResponse, Render};
 use crate::token::{VerifiedToken, unix};
 use crate::user::{Anonymous, VerifiedSession, WeChatUser};
 
@@ -271,6 +271,7 @@ where
                 Mode::Required => self.refuse(request, Refusal::new(AuthError::MissingToken)),
                 Mode::Optional => {
                     request.extensions_mut().insert(Anonymous);
+                    self.layer.hand_over_rejection(request.extensions_mut());
                     ResponseFuture::inner(self.inner.call(request), None)
                 }
             },
@@ -281,6 +282,18 @@ where
 }
 
 impl<St, R> WeChatAuthLayer<St, R> {
+    /// Optional mode, no user attached: a custom rejection goes with the request, so the
+    /// extractor and the login router answer with it (the default one they know).
+    fn hand_over_rejection<B>(&self, extensions: &mut http::Extensions)
+    where
+        R: RejectionResponse<B>,
+        B: 'static,
+    {
+        if let Some(render) = Render::of(&self.rejection) {
+            extensions.insert(render);
+        }
+    }
+
     /// The rejection response, with the error in its extensions whatever `R` wrote.
     fn reject<B>(&self, error: &AuthError) -> Response<B>
     where
@@ -303,6 +316,7 @@ impl<S, St: TokenStore, R> WeChatAuth<S, St, R> {
     where
         S: Service<Request<ReqB>, Response = Response<ResB>>,
         R: RejectionResponse<ResB>,
+        ResB: 'static,
     {
         tracing::debug!(
             outcome = "rejected",
@@ -323,6 +337,7 @@ impl<S, St: TokenStore, R> WeChatAuth<S, St, R> {
                     request.extensions_mut().insert(VerifiedSession(sid));
                 }
                 request.extensions_mut().insert(refusal.error);
+                self.layer.hand_over_rejection(request.extensions_mut());
                 ResponseFuture::inner(self.inner.call(request), clear)
             }
         }
@@ -382,6 +397,7 @@ impl<S, St: TokenStore, R> WeChatAuth<S, St, R> {
                                 .extensions_mut()
                                 .insert(VerifiedSession(verified.sid));
                             request.extensions_mut().insert(refusal.error);
+                            layer.hand_over_rejection(request.extensions_mut());
                             inner.call(request).await?
                         }
                     };
