@@ -462,7 +462,9 @@ impl<B: From<Bytes>> RejectionResponse<B> for JsonRejection {
 
 /// A layer's rejection, type-erased, in a request's extensions (optional mode, when no user was
 /// attached): the extractor and the login router answer with it.
-pub(crate) struct Render<B>(pub(crate) Arc<dyn Fn(&AuthError) -> Response<B> + Send + Sync>);
+pub(crate) struct Render<B>(pub(crate) Arc<RenderFn<B>>);
+
+type RenderFn<B> = dyn Fn(&AuthError) -> Response<B> + Send + Sync;
 
 impl<B> Clone for Render<B> {
     fn clone(&self) -> Self {
