@@ -180,22 +180,20 @@ pub async fn build_with_store<St: TokenStore>(
     for app in others {
         builder = builder.app(app.kind, client(app)?);
     }
-    let auth = builder
-        .cookie(SessionCookie::default().secure(secure_cookie))
-        .store(store)
-        .login_hook(accounts.clone())
-        // Every instance hashes login codes with the same key, so a shared store lets them
-        // recognise each other's codes.
-        .cache(|cache| cache.shared_secret(&secret))
-        .build()?;
     let callback = format!(
         "{}/auth/wechat/web/callback",
         config.public_url.trim_end_matches('/')
     );
-    let endpoints = LoginEndpoints::new(&auth)
-        .state_secret(&secret)
-        .limits(config.login_limits)
-        .web_flow(WebFlow::new(callback));
+    // Every instance derives the login flow's keys (OAuth states, code hashes) from the same
+    // session secret, so a fleet sharing a store recognises each other's states and codes.
+    let auth = builder
+        .cookie(SessionCookie::default().secure(secure_cookie))
+        .store(store)
+        .login_hook(accounts.clone())
+        .login_limits(config.login_limits)
+        .web_flow(WebFlow::new(callback))
+        .build()?;
+    let endpoints = LoginEndpoints::new(&auth);
 
     let origin = origin_of(&config.public_url);
     let pages = pages::Pages {

@@ -421,7 +421,8 @@ pub struct LoginEndpoints<St = MokaStore> {
 /// Who a login request is from, for the failed-attempt limits.
 pub type ClientKey = Arc<dyn Fn(&http::request::Parts) -> Option<String> + Send + Sync>;
 
-struct Inner<St> {
+/// Everything the endpoints share; made once, by the layer's builder.
+pub(crate) struct Inner<St> {
     cache: TokenCache<St>,
     apps: Apps,
     tokens: Arc<SessionTokens>,
@@ -433,6 +434,52 @@ struct Inner<St> {
     /// States a callback has used, and a keyed hash of the code it used them with.
     used_states: Cache<String, [u8; 32]>,
     code_key: [u8; 32],
+}
+
+/// The login settings of a layer's builder.
+#[derive(Clone)]
+pub(crate) struct LoginSettings {
+    pub(crate) web: Option<WebFlow>,
+    pub(crate) limits: LoginLimits,
+    pub(crate) client_key: ClientKey,
+}
+
+impl Default for LoginSettings {
+    fn default() -> Self {
+        Self {
+            web: None,
+            limits: LoginLimits::default(),
+            client_key: Arc::new(peer_ip),
+        }
+    }
+}
+
+impl<St: TokenStore> Inner<St> {
+    /// The endpoints' state: `state_key` signs OAuth states and `used_state_key` hashes the
+    /// code a state was used with (both the same on every instance of a fleet).
+    pub(crate) fn new(
+        cache: TokenCache<St>,
+        apps: Apps,
+        tokens: Arc<SessionTokens>,
+        cookie: SessionCookie,
+        settings: LoginSettings,
+        state_key: &[u8; 32],
+        used_state_key: [u8; 32],
+    ) -> Self {
+        let clock = Arc::clone(cache.clock());
+        Self {
+            states: StateSigner::from_secret(state_key, Arc::clone(&clock)),
+            limiter: Arc::new(LoginLimiter::new(settings.limits, clock)),
+            web: settings.web,
+            client_key: settings.client_key,
+            used_states: used_states(),
+            code_key: used_state_key,
+            cache,
+            apps,
+            tokens,
+            cookie,
+        }
+    }
 }
 
 /// The default [`ClientKey`]: the peer's IP address, when the server records it (axum's
@@ -477,89 +524,24 @@ impl<St> fmt::Debug for LoginEndpoints<St> {
 }
 
 impl<St: TokenStore> LoginEndpoints<St> {
-    /// Endpoints sharing a layer's session cache, tokens and cookie. The browser flow is off
-    /// until [`web_flow`](Self::web_flow); states are signed with a random key until
-    /// [`state_secret`](Self::state_secret) (needed when several instances share the work).
+    /// The login endpoints of `layer`: its apps, session cache, tokens and cookie, and the
+    /// login settings of its builder ([`web_flow`](crate::WeChatAuthBuilder::web_flow),
+    /// [`login_limits`](crate::WeChatAuthBuilder::login_limits),
+    /// [`client_key`](crate::WeChatAuthBuilder::client_key)); OAuth states are signed with a
+    /// key derived from its key ring. Every call returns the same endpoints (one limiter, one
+    /// record of used states).
     pub fn new<R>(layer: &WeChatAuthLayer<St, R>) -> Self {
-        let clock = Arc::clone(layer.cache().clock());
         Self {
-            inner: Arc::new(Inner {
-                cache: layer.cache().clone(),
-                apps: layer.shared.apps.clone(),
-                tokens: Arc::clone(layer.tokens()),
-                cookie: layer.cookie().clone(),
-                states: StateSigner::random(Arc::clone(&clock)),
-                web: None,
-                limiter: Arc::new(LoginLimiter::new(LoginLimits::default(), clock)),
-                client_key: Arc::new(peer_ip),
-                used_states: used_states(),
-                code_key: rand::random(),
-            }),
+            inner: Arc::clone(&layer.shared.login),
         }
     }
 
-    fn rebuild(self, f: impl FnOnce(&mut Inner<St>)) -> Self {
-        let mut inner = match Arc::try_unwrap(self.inner) {
-            Ok(inner) => inner,
-            Err(shared) => Inner {
-                cache: shared.cache.clone(),
-                apps: shared.apps.clone(),
-                tokens: Arc::clone(&shared.tokens),
-                cookie: shared.cookie.clone(),
-                states: shared.states.clone(),
-                web: shared.web.clone(),
-                limiter: Arc::clone(&shared.limiter),
-                client_key: Arc::clone(&shared.client_key),
-                used_states: shared.used_states.clone(),
-                code_key: shared.code_key,
-            },
-        };
-        f(&mut inner);
-        Self {
-            inner: Arc::new(inner),
-        }
-    }
-
-    /// Sign OAuth states with a key derived from `secret`, so every instance verifies them (and
-    /// agrees on which code a used state was used with).
-    pub fn state_secret(self, secret: &[u8]) -> Self {
-        self.rebuild(|inner| {
-            inner.states = StateSigner::from_secret(secret, Arc::clone(inner.cache.clock()));
-            // The hash of the code a state was used with is compared across the fleet.
-            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret)
-                .expect("HMAC takes keys of any length");
-            mac.update(b"tower-wechat used state code key v1");
-            inner.code_key = mac.finalize().into_bytes().into();
-        })
-    }
-
-    /// Limits on failed code exchanges (default [`LoginLimits::default`]).
-    pub fn limits(self, limits: LoginLimits) -> Self {
-        self.rebuild(|inner| {
-            let clock = Arc::clone(inner.cache.clock());
-            inner.limiter = Arc::new(LoginLimiter::new(limits, clock));
-        })
-    }
-
-    /// How the router tells clients apart for [`LoginLimits`] (default: the peer's IP address
-    /// from axum's `ConnectInfo<SocketAddr>`, if the server records it). Behind a proxy, read
-    /// the address it forwards — only from a proxy you trust.
-    pub fn client_key(
-        self,
-        key: impl Fn(&http::request::Parts) -> Option<String> + Send + Sync + 'static,
-    ) -> Self {
-        self.rebuild(|inner| inner.client_key = Arc::new(key))
-    }
-
-    /// The client key of a request, as [`client_key`](Self::client_key) configures it.
+    /// The client key of a request, as the builder's
+    /// [`client_key`](crate::WeChatAuthBuilder::client_key) configures it.
     pub fn client_of(&self, parts: &http::request::Parts) -> Option<String> {
         (self.inner.client_key)(parts)
     }
 
-    /// Enable the browser flow (website or Official Account).
-    pub fn web_flow(self, web: WebFlow) -> Self {
-        self.rebuild(|inner| inner.web = Some(web))
-    }
 
     fn issue(&self, record: Arc<SessionRecord>, app: AppKind) -> Result<LoginSuccess, AuthError> {
         let token = self.inner.tokens.issue(&record).map_err(|error| {

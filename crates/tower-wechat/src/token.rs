@@ -53,6 +53,9 @@ pub struct SigningKey {
     decoding: DecodingKey,
     /// HS256 only: the MAC keyed once, cloned per verification.
     hmac: Option<HmacSha256>,
+    /// A key derived from the secret material, for the other secrets of the login flow
+    /// ([`KeyRing::derive`]).
+    derived: [u8; 32],
 }
 
 impl fmt::Debug for SigningKey {
@@ -75,6 +78,7 @@ impl SigningKey {
             Algorithm::HS256,
             EncodingKey::from_secret(secret),
             DecodingKey::from_secret(secret),
+            secret,
         )?;
         key.hmac = Some(
             <HmacSha256 as Mac>::new_from_slice(secret).map_err(|_| KeyError::SecretTooShort)?,
@@ -92,7 +96,7 @@ impl SigningKey {
             EncodingKey::from_ed_pem(private_pem),
             DecodingKey::from_ed_pem(public_pem),
         )?;
-        Self::new(kid, Algorithm::EdDSA, encoding, decoding)
+        Self::new(kid, Algorithm::EdDSA, encoding, decoding, private_pem)
     }
 
     /// An RSA (RS256) key pair from PEM.
@@ -105,7 +109,7 @@ impl SigningKey {
             EncodingKey::from_rsa_pem(private_pem),
             DecodingKey::from_rsa_pem(public_pem),
         )?;
-        Self::new(kid, Algorithm::RS256, encoding, decoding)
+        Self::new(kid, Algorithm::RS256, encoding, decoding, private_pem)
     }
 
     fn new(
@@ -113,17 +117,22 @@ impl SigningKey {
         algorithm: Algorithm,
         encoding: EncodingKey,
         decoding: DecodingKey,
+        secret_material: &[u8],
     ) -> Result<Self, KeyError> {
         let kid = kid.into();
         if kid.is_empty() {
             return Err(KeyError::BadKeyId);
         }
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(secret_material)
+            .map_err(|_| KeyError::SecretTooShort)?;
+        mac.update(b"tower-wechat derived keys v1");
         Ok(Self {
             kid,
             algorithm,
             encoding,
             decoding,
             hmac: None,
+            derived: mac.finalize().into_bytes().into(),
         })
     }
 
@@ -162,6 +171,17 @@ impl KeyRing {
     pub fn with_previous(mut self, key: SigningKey) -> Self {
         self.previous.push(key);
         self
+    }
+
+    /// A 256-bit key for `purpose`, derived from the current signing key's secret material:
+    /// the other secrets of the login flow (the OAuth state's MAC, the hash of login codes)
+    /// come from the one secret every instance already shares. Changes when the current key
+    /// does (a login in progress across a key rotation starts again).
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.current.derived)
+            .expect("HMAC takes keys of any length");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
     }
 }
 

@@ -43,14 +43,13 @@ async fn setup() -> (LoginEndpoints, MockWeChat) {
             AppKind::MiniProgram,
             client(&mock, MP, "mp-secret-0123456789"),
         )
-        .build()
-        .unwrap();
-    let endpoints = LoginEndpoints::new(&layer)
-        .state_secret(b"state secret")
         .web_flow(
             WebFlow::official_account("https://app.example/cb", OfficialAccountScope::Base)
                 .after_login("/home"),
-        );
+        )
+        .build()
+        .unwrap();
+    let endpoints = LoginEndpoints::new(&layer);
     (endpoints, mock)
 }
 

@@ -12,6 +12,8 @@ use wechat_token_cache::{
 use super::service::WeChatAuth;
 use super::source::{SessionCookie, TokenSource};
 use crate::apps::{AppKind, Apps};
+use crate::endpoints::LoginSettings;
+use crate::limits::LoginLimits;
 use crate::rejection::JsonRejection;
 use crate::token::{KeyError, KeyRing, SessionTokens, TokenConfig};
 use crate::user::{Upstream, UserContext};
@@ -29,14 +31,14 @@ pub enum Mode {
 /// What every request of one layer shares.
 pub(crate) struct Shared<St> {
     pub(crate) cache: TokenCache<St>,
-    /// Which app serves each kind of login.
-    pub(crate) apps: Apps,
     pub(crate) tokens: Arc<SessionTokens>,
     pub(crate) upstream: Arc<dyn Upstream>,
     pub(crate) sources: Vec<TokenSource>,
     pub(crate) cookie: SessionCookie,
     /// The cookie's full name (`__Host-` prefix included), computed once.
     pub(crate) cookie_name: String,
+    /// The login endpoints' state (what [`LoginEndpoints`](crate::LoginEndpoints) share).
+    pub(crate) login: Arc<crate::endpoints::Inner<St>>,
 }
 
 /// The tower layer: validates our session token, keeps the user's WeChat tokens fresh, and
@@ -88,6 +90,7 @@ impl WeChatAuthLayer<MokaStore, JsonRejection> {
         apps.bind(kind, client.appid().clone());
         WeChatAuthBuilder {
             apps,
+            login: LoginSettings::default(),
             cache: TokenCache::builder(client),
             keys,
             token_config: TokenConfig::default(),
@@ -104,13 +107,23 @@ impl<St: TokenStore> WeChatAuthLayer<St, JsonRejection> {
     pub fn from_parts(cache: TokenCache<St>, tokens: Arc<SessionTokens>) -> Self {
         let mut apps = Apps::default();
         apps.bind(AppKind::MobileApp, cache.client().appid().clone());
+        // No key ring here: the login flow's keys are random (one instance).
+        let login = crate::endpoints::Inner::new(
+            cache.clone(),
+            apps.clone(),
+            Arc::clone(&tokens),
+            SessionCookie::default(),
+            LoginSettings::default(),
+            &rand::random(),
+            rand::random(),
+        );
         Self {
             shared: Arc::new(Shared {
                 upstream: Arc::new(UserContext {
                     cache: cache.clone(),
                     apps: apps.clone(),
                 }),
-                apps,
+                login: Arc::new(login),
                 cache,
                 tokens,
                 sources: vec![TokenSource::Bearer, TokenSource::Cookie],
@@ -184,9 +197,10 @@ impl<S, St, R: Clone> Layer<S> for WeChatAuthLayer<St, R> {
     }
 }
 
-/// Configures a [`WeChatAuthLayer`].
+/// Configures a [`WeChatAuthLayer`] and its [`LoginEndpoints`](crate::LoginEndpoints).
 pub struct WeChatAuthBuilder<St> {
     apps: Apps,
+    login: LoginSettings,
     cache: TokenCacheBuilder<St>,
     keys: KeyRing,
     token_config: TokenConfig,
@@ -210,6 +224,7 @@ impl<St: TokenStore> WeChatAuthBuilder<St> {
     pub fn store<St2: TokenStore>(self, store: St2) -> WeChatAuthBuilder<St2> {
         WeChatAuthBuilder {
             apps: self.apps,
+            login: self.login,
             cache: self.cache.store(store),
             keys: self.keys,
             token_config: self.token_config,
@@ -289,19 +304,61 @@ impl<St: TokenStore> WeChatAuthBuilder<St> {
         self
     }
 
-    /// Builds the layer.
+    /// Enable the browser flows (website QR login and Official Account, for the apps of those
+    /// kinds) of the [`LoginEndpoints`](crate::LoginEndpoints).
+    pub fn web_flow(mut self, web: crate::WebFlow) -> Self {
+        self.login.web = Some(web);
+        self
+    }
+
+    /// Limits on failed code exchanges (default [`LoginLimits::default`]).
+    pub fn login_limits(mut self, limits: LoginLimits) -> Self {
+        self.login.limits = limits;
+        self
+    }
+
+    /// How the login endpoints tell clients apart for [`LoginLimits`] (default: the peer's IP
+    /// address from axum's `ConnectInfo<SocketAddr>`, if the server records it). Behind a
+    /// proxy, read the address it forwards — only from a proxy you trust.
+    pub fn client_key(
+        mut self,
+        key: impl Fn(&http::request::Parts) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.login.client_key = Arc::new(key);
+        self
+    }
+
+    /// Builds the layer and its login endpoints. The login flow's other secrets — the OAuth
+    /// state's key, the keys that hash login codes — are derived from the key ring
+    /// ([`KeyRing::derive`]), so every instance with the same keys agrees on them.
     pub fn build(self) -> Result<WeChatAuthLayer<St>, KeyError> {
-        let cache = self.cache.build();
-        let tokens = SessionTokens::new(self.keys, self.token_config, Arc::clone(cache.clock()))?;
+        let state_key = self.keys.derive("tower-wechat oauth state");
+        let used_state_key = self.keys.derive("tower-wechat used state code");
+        let code_key = self.keys.derive("wechat-token-cache login code");
+        let cache = self.cache.shared_secret(&code_key).build();
+        let tokens = Arc::new(SessionTokens::new(
+            self.keys,
+            self.token_config,
+            Arc::clone(cache.clock()),
+        )?);
+        let login = crate::endpoints::Inner::new(
+            cache.clone(),
+            self.apps.clone(),
+            Arc::clone(&tokens),
+            self.cookie.clone(),
+            self.login,
+            &state_key,
+            used_state_key,
+        );
         Ok(WeChatAuthLayer {
             shared: Arc::new(Shared {
+                login: Arc::new(login),
                 upstream: Arc::new(UserContext {
                     cache: cache.clone(),
-                    apps: self.apps.clone(),
+                    apps: self.apps,
                 }),
-                apps: self.apps,
                 cache,
-                tokens: Arc::new(tokens),
+                tokens,
                 sources: self.sources,
                 cookie_name: self.cookie.full_name(),
                 cookie: self.cookie,
