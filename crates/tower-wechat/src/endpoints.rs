@@ -47,7 +47,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderValue, header};
 use moka::sync::Cache;
 use serde::Serialize;
 use sha2::Sha256;
@@ -400,8 +400,9 @@ pub fn escape_html(text: &str) -> String {
     out
 }
 
-fn json_response<B: From<Bytes>>(status: StatusCode, body: Vec<u8>) -> Response<B> {
-    let mut response = Response::new(B::from(Bytes::from(body)));
+#[cfg(feature = "axum")]
+fn json_response<B: From<Bytes>>(status: http::StatusCode, body: Vec<u8>) -> http::Response<B> {
+    let mut response = http::Response::new(B::from(Bytes::from(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -541,7 +542,6 @@ impl<St: TokenStore> LoginEndpoints<St> {
     pub fn client_of(&self, parts: &http::request::Parts) -> Option<String> {
         (self.inner.client_key)(parts)
     }
-
 
     fn issue(&self, record: Arc<SessionRecord>, app: AppKind) -> Result<LoginSuccess, AuthError> {
         let token = self.inner.tokens.issue(&record).map_err(|error| {

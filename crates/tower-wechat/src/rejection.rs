@@ -504,6 +504,7 @@ impl Rejection {
     }
 
     /// The error, answered with the rejection the layer left in `extensions`, if any.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     pub(crate) fn new(error: AuthError, extensions: &http::Extensions) -> Self {
         #[cfg(not(feature = "axum"))]
         let _ = extensions;
