@@ -44,8 +44,8 @@ mod user;
 
 pub use apps::{AppKind, UnknownAppKind};
 pub use auth::{
-    Mode, REISSUED_TOKEN_HEADER, ResponseFuture, SameSite, SessionChanged, SessionCookie,
-    TokenSource, WeChatAuth, WeChatAuthBuilder, WeChatAuthLayer,
+    Mode, REISSUED_TOKEN_HEADER, RequireUser, RequireUserService, ResponseFuture, SameSite,
+    SessionChanged, SessionCookie, TokenSource, WeChatAuth, WeChatAuthBuilder, WeChatAuthLayer,
 };
 pub use endpoints::{
     BINDING_COOKIE, ClientKey, CodeLogin, LoginEndpoints, LoginSuccess, StartRequest, WebCallback,

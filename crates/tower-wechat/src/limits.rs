@@ -23,7 +23,7 @@ use crate::token::unix;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LoginLimits {
-    /// Failed exchanges one client (see [`LoginEndpoints::client_key`](crate::LoginEndpoints::client_key))
+    /// Failed exchanges one client (see [`WeChatAuthBuilder::client_key`](crate::WeChatAuthBuilder::client_key))
     /// may cause per window (0: no per-client limit).
     pub per_client: u32,
     /// Failed exchanges all clients together may cause per window (0: no global limit). Protects

@@ -250,6 +250,55 @@ async fn a_custom_rejection_applies_in_optional_mode_through_the_extractor_and_t
 }
 
 #[tokio::test]
+async fn require_user_protects_a_group_of_routes_next_to_the_login_routes() {
+    let (layer, mock) = layer().await;
+    let token = token(&layer, &mock).await;
+    // The handler reads no user: only RequireUser stands in the way.
+    let protected = Router::new()
+        .route("/orders", get(|| async { "orders" }))
+        .route_layer(tower_wechat::RequireUser);
+    let app = Router::new()
+        .merge(protected)
+        .route("/public", get(|| async { "hello" }))
+        .merge(LoginEndpoints::new(&layer).router())
+        .layer(layer.optional());
+    assert_eq!(
+        call(app.clone(), "/public", None).await,
+        (StatusCode::OK, "hello".into())
+    );
+    let (status, body) = call(app.clone(), "/orders", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("missing_token"), "{body}");
+    let (status, body) = call(app.clone(), "/orders", Some("forged")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("invalid_token"), "{body}");
+    assert_eq!(
+        call(app.clone(), "/orders", Some(&token)).await,
+        (StatusCode::OK, "orders".into())
+    );
+    // The login routes under the same layer are reachable without a session.
+    let login = app
+        .oneshot(
+            Request::post("/auth/wechat/login")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(r#"{"code":"not-a-code"}"#))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::UNAUTHORIZED);
+    let body = login.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("invalid_code"));
+    // Without a layer in front: 500 missing_layer.
+    let bare = Router::new()
+        .route("/orders", get(|| async { "unreachable" }))
+        .route_layer(tower_wechat::RequireUser);
+    let (status, body) = call(bare, "/orders", None).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(body.contains("missing_layer"));
+}
+
+#[tokio::test]
 async fn the_layer_serves_a_plain_tower_service_with_any_body() {
     let (layer, mock) = layer().await;
     let token = token(&layer, &mock).await;

@@ -104,7 +104,7 @@ pub struct CacheConfig {
     pub mini_program_session_ttl: Duration,
     /// Whether WeChat's "snapshot mode" virtual users (Official Account pages opened as a
     /// preview, `is_snapshotuser`) get a session (default false: the login is answered
-    /// [`LoginError::SnapshotUser`], so the page asks the user to open the real page).
+    /// [`LoginError::SnapshotUser`](crate::LoginError::SnapshotUser), so the page asks the user to open the real page).
     pub snapshot_sessions: bool,
     /// How long a fleet-wide lease (one instance refreshing a session, one exchanging a code)
     /// lasts unless renewed (default 10 s; renewed every third of it while its work runs). A

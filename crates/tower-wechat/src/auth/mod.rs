@@ -18,10 +18,12 @@
 
 mod future;
 mod layer;
+mod require;
 mod service;
 pub(crate) mod source;
 
 pub use future::{ResponseFuture, SessionChanged};
 pub use layer::{Mode, WeChatAuthBuilder, WeChatAuthLayer};
+pub use require::{RequireUser, RequireUserService};
 pub use service::WeChatAuth;
 pub use source::{REISSUED_TOKEN_HEADER, SameSite, SessionCookie, TokenSource};
