@@ -448,12 +448,12 @@ async fn a_base_scope_session_gets_the_url_that_upgrades_it_and_comes_back() {
     assert_eq!(done.headers()[LOCATION], "/orders/7");
     let cookie = session_cookie(&done).unwrap();
     let profile = s
-        .http
-        .get(format!("{}/me/profile?return_to=/orders/7", s.base))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+        .with_cookie(
+            reqwest::Method::GET,
+            "/me/profile?return_to=/orders/7",
+            &cookie,
+        )
+        .await;
     assert_eq!(profile.status(), StatusCode::FORBIDDEN);
     let body: Value = profile.json().await.unwrap();
     assert_eq!(body["error"], "scope_insufficient");
@@ -483,12 +483,8 @@ async fn a_base_scope_session_gets_the_url_that_upgrades_it_and_comes_back() {
     assert_eq!(upgraded.headers()[LOCATION], "/orders/7");
     let cookie = session_cookie(&upgraded).unwrap();
     let profile = s
-        .http
-        .get(format!("{}/me/profile", s.base))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+        .with_cookie(reqwest::Method::GET, "/me/profile", &cookie)
+        .await;
     assert_eq!(profile.status(), StatusCode::OK);
 }
 
