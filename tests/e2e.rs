@@ -243,7 +243,7 @@ async fn tokens_survive_key_rotation_until_the_old_key_is_dropped() {
     )
     .unwrap();
     let serve = |tokens: SessionTokens| {
-        let layer = WeChatAuthLayer::from_parts(cache.clone(), Arc::new(tokens));
+        let layer = WeChatAuthLayer::from_parts(cache.clone(), Arc::new(tokens)).required();
         let router = axum::Router::new()
             .route("/me", axum::routing::get(|| async { "ok" }))
             .layer(layer);

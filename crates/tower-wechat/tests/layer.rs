@@ -132,7 +132,7 @@ async fn the_rejection_response_is_customizable_and_the_error_travels_in_extensi
     let (layer, _mock) = layer().await;
     let app = Router::new()
         .route("/", get(|| async { "hi" }))
-        .layer(layer.clone().with_rejection_response(Teapot));
+        .layer(layer.required().with_rejection_response(Teapot));
     assert_eq!(
         call(app, "/", None).await,
         (StatusCode::IM_A_TEAPOT, "no: missing_token".into())
@@ -140,7 +140,7 @@ async fn the_rejection_response_is_customizable_and_the_error_travels_in_extensi
 
     let plain = Router::new()
         .route("/", get(|| async { "hi" }))
-        .layer(layer);
+        .layer(layer.required());
     let response = plain
         .oneshot(Request::get("/").body(Body::empty()).unwrap())
         .await
@@ -302,14 +302,14 @@ async fn require_user_protects_a_group_of_routes_next_to_the_login_routes() {
 async fn the_layer_serves_a_plain_tower_service_with_any_body() {
     let (layer, mock) = layer().await;
     let token = token(&layer, &mock).await;
-    let service = ServiceBuilder::new().layer(layer).service(service_fn(
-        |request: Request<Full<Bytes>>| async move {
+    let service = ServiceBuilder::new()
+        .layer(layer.required())
+        .service(service_fn(|request: Request<Full<Bytes>>| async move {
             let user = request.extensions().get::<WeChatUser>().cloned();
             Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
                 user.map(|u| u.openid().to_string()).unwrap_or_default(),
             ))))
-        },
-    ));
+        }));
     let request = Request::get("/")
         .header(header::AUTHORIZATION, format!("Bearer {token}"))
         .body(Full::new(Bytes::new()))

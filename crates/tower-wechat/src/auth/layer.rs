@@ -96,7 +96,7 @@ impl WeChatAuthLayer<MokaStore, JsonRejection> {
             token_config: TokenConfig::default(),
             sources: vec![TokenSource::Bearer, TokenSource::Cookie],
             cookie: SessionCookie::default(),
-            mode: Mode::Required,
+            mode: Mode::Optional,
         }
     }
 }
@@ -130,7 +130,7 @@ impl<St: TokenStore> WeChatAuthLayer<St, JsonRejection> {
                 cookie_name: SessionCookie::default().full_name(),
                 cookie: SessionCookie::default(),
             }),
-            mode: Mode::Required,
+            mode: Mode::Optional,
             rejection: JsonRejection,
         }
     }
@@ -298,7 +298,9 @@ impl<St: TokenStore> WeChatAuthBuilder<St> {
         self
     }
 
-    /// Required (default) or optional.
+    /// Optional (default: the user is attached when there is one, and the handler's
+    /// extractor or [`RequireUser`](crate::RequireUser) requires it, so the login routes work
+    /// under the same layer) or required (refused in the layer).
     pub fn mode(mut self, mode: Mode) -> Self {
         self.mode = mode;
         self
