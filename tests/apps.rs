@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Instance, Server, app, start, start_instance};
+use common::{Instance, Server, app, session_cookie, start, start_instance};
 use reqwest::StatusCode;
 use reqwest::header::{LOCATION, RETRY_AFTER, SET_COOKIE, USER_AGENT};
 use serde_json::{Value, json};
@@ -24,17 +24,6 @@ fn param(url: &str, name: &str) -> Option<String> {
         .query_pairs()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
-}
-
-/// The session cookie a response sets, as `name=value`.
-fn session_cookie(response: &reqwest::Response) -> Option<String> {
-    response
-        .headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("wechat_session=") && !v.contains("Max-Age=0"))
-        .map(|v| v.split(';').next().unwrap().to_owned())
 }
 
 /// A browser login through the start endpoint (`query`, as WeChat's own browser when

@@ -7,7 +7,7 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use common::{HOUR, Server, serve::ServeLimits, start, start_configured};
+use common::{HOUR, Server, serve::ServeLimits, session_cookie, start, start_configured};
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, RETRY_AFTER, SET_COOKIE};
 use serde_json::{Value, json};
@@ -38,17 +38,6 @@ fn code_in(callback: &str) -> String {
         .find(|(k, _)| k == "code")
         .map(|(_, v)| v.into_owned())
         .unwrap()
-}
-
-/// The session cookie (`name=value`) a response sets, if any.
-fn session_cookie(response: &reqwest::Response) -> Option<String> {
-    response
-        .headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .map(|v| v.to_str().unwrap())
-        .find(|c| c.starts_with("wechat_session=") && !c.contains("Max-Age=0"))
-        .map(|c| c.split(';').next().unwrap().to_owned())
 }
 
 async fn callback_in(s: &Server, url: &str, binding: Option<&str>) -> reqwest::Response {

@@ -366,3 +366,14 @@ pub struct WebLogin {
     pub redirect_uri: String,
     pub state: String,
 }
+
+/// The session cookie a response sets (not one that clears it), as `name=value`.
+pub fn session_cookie(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("wechat_session=") && !v.contains("Max-Age=0"))
+        .map(|v| v.split(';').next().unwrap().to_owned())
+}

@@ -711,10 +711,8 @@ impl<St: TokenStore> LoginEndpoints<St> {
         let web = self.inner.web.as_ref().ok_or(AuthError::WebLoginDisabled)?;
         let state = callback.state.unwrap_or("");
         let return_to = callback.return_to.unwrap_or("");
-        // The flow letter is read before the MAC is checked only to pick the binding; the MAC
-        // covers it, so a changed letter fails below.
-        let binding = match state.as_bytes().get(26) {
-            Some(b'o') => "",
+        let binding = match StateSigner::claimed_flow(state) {
+            AppKind::OfficialAccount => "",
             _ => callback
                 .binding
                 .filter(|b| !b.is_empty())

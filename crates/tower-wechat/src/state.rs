@@ -114,6 +114,15 @@ impl StateSigner {
         State::new(state).expect("10 digits, 16 hex, a letter and 32 hex is a valid state")
     }
 
+    /// The flow a state claims, read without checking it (to pick the binding to check it
+    /// with): [`verify`](Self::verify) then checks the claim, which the MAC covers.
+    pub(crate) fn claimed_flow(state: &str) -> AppKind {
+        match state.as_bytes().get(PAYLOAD_LEN - 1) {
+            Some(b'o') => AppKind::OfficialAccount,
+            _ => AppKind::Website,
+        }
+    }
+
     /// Checks a state from a callback, with the binding and the page to return to it was
     /// issued with; returns its flow ([`AppKind::Website`] or [`AppKind::OfficialAccount`]).
     pub fn verify(
