@@ -31,7 +31,7 @@
 //! - **forged**: server *layer* again, with 1,000 well-formed tokens for the same sessions, with
 //!   the same `kid`, signed with a different key: the rejection path (401). After each forged
 //!   measurement the store's `get` counter and the mock's upstream call counts must not have
-//!   moved (`SessionTokens::verify` fails before `store.get`, see `auth/service.rs`).
+//!   moved (`TokenIssuer::verify` fails before `store.get`, see `auth/service.rs`).
 //! - **redis**: the same layer over a `RedisStore` at `REDIS_URL` (default
 //!   `redis://127.0.0.1:6379`) holding the same sessions, with no local cache: every request
 //!   waits for one `GET` round trip to Redis (which runs outside the two runtimes, on the same
@@ -80,14 +80,14 @@ use hyper_util::rt::TokioIo;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use tokio::net::{TcpListener, TcpStream};
 use tower::{Layer, Service};
+use wechat_login::middleware::{
+    Claims, KeyRing, LoginEndpoints, SigningKey, TokenConfig, TokenIssuer, WeChatAuthLayer,
+};
 use wechat_login::oauth::{AppId, AppSecret, Client};
 use wechat_login::redis_store::{RedisStore, SealingKey};
 use wechat_login::token_cache::CachedStore;
 use wechat_login::token_cache::{
-    CasOutcome, MokaStore, SessionId, SessionRecord, StoreError, TokenStore, UserId,
-};
-use wechat_login::tower::{
-    Claims, KeyRing, LoginEndpoints, SessionTokens, SigningKey, TokenConfig, WeChatAuthLayer,
+    CasOutcome, MokaStore, SessionId, SessionRecord, SessionStore, StoreError, UserId,
 };
 use wechat_mock::{MockConfig, MockGrant, MockWeChat};
 
@@ -121,7 +121,7 @@ struct CountingStore {
     gets: Arc<AtomicU64>,
 }
 
-impl TokenStore for CountingStore {
+impl SessionStore for CountingStore {
     fn get(
         &self,
         sid: &SessionId,
@@ -308,7 +308,7 @@ async fn redis_store(records: &[Arc<SessionRecord>]) -> Result<RedisStore, BoxEr
 }
 
 /// The same layer over `store`.
-fn layer_over<St: TokenStore>(
+fn layer_over<St: SessionStore>(
     mock: &MockWeChat,
     store: St,
 ) -> Result<WeChatAuthLayer<St>, BoxError> {
@@ -349,9 +349,9 @@ async fn setup() -> Result<Setup, BoxError> {
             ..MockGrant::default()
         });
         let success = endpoints
-            .login(wechat_login::tower::CodeLogin::new(&code))
+            .login(wechat_login::middleware::CodeLogin::new(&code))
             .await?;
-        valid.push(bearer(&success.token.token)?);
+        valid.push(bearer(&success.token.value)?);
         records.push(success.record);
     }
 
@@ -361,14 +361,14 @@ async fn setup() -> Result<Setup, BoxError> {
     }
 
     // The same sessions, the same kid, another key.
-    let forger = SessionTokens::new(
+    let forger = TokenIssuer::new(
         KeyRing::new(SigningKey::hs256("k1", &FORGER_SECRET)?),
         TokenConfig::default(),
         Arc::clone(auth.cache().clock()),
     )?;
     let mut forged = Vec::with_capacity(USERS);
     for record in &records {
-        let token = forger.issue(record)?.token;
+        let token = forger.issue(record)?.value;
         if auth.tokens().verify(&token).is_ok() {
             return Err("a forged token verified".into());
         }

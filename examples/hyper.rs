@@ -17,8 +17,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tower::{ServiceBuilder, service_fn};
+use wechat_login::middleware::{KeyRing, LoginEndpoints, SigningKey, WeChatAuthLayer, WeChatUser};
 use wechat_login::oauth::{AppId, AppSecret, Client};
-use wechat_login::tower::{KeyRing, LoginEndpoints, SigningKey, WeChatAuthLayer, WeChatUser};
 use wechat_mock::{MockConfig, MockGrant, MockWeChat};
 
 type Body = Full<Bytes>;
@@ -75,7 +75,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                             .and_then(|v| v["code"].as_str().map(str::to_owned))
                             .unwrap_or_default();
                         match login
-                            .login(wechat_login::tower::CodeLogin::new(&code))
+                            .login(wechat_login::middleware::CodeLogin::new(&code))
                             .await
                         {
                             Ok(success) => {

@@ -5,7 +5,7 @@
 //! - [`oauth`] ([`wechat_oauth`]): the typed client for WeChat's OAuth endpoints.
 //! - [`token_cache`] ([`wechat_token_cache`]): session records, stores and the refresh
 //!   coordinator.
-//! - [`tower`] ([`tower_wechat`]): the middleware, the `WeChatUser` extractor, login and logout
+//! - [`middleware`] ([`tower_wechat`]): the middleware, the `WeChatUser` extractor, login and logout
 //!   endpoints.
 //! - `redis_store` (feature `redis`, on by default; the `wechat-redis-store` crate): sessions in
 //!   Redis or Redis Cluster, sealed at rest.
@@ -26,7 +26,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub use tower_wechat as tower;
+pub use tower_wechat as middleware;
 #[cfg(feature = "mock")]
 pub use wechat_mock as mock;
 pub use wechat_oauth as oauth;
@@ -35,11 +35,11 @@ pub use wechat_redis_store as redis_store;
 pub use wechat_token_cache as token_cache;
 
 pub use tower_wechat::{
-    AuthError, KeyRing, LoginEndpoints, Mode, SessionCookie, SessionTokens, SigningKey,
-    TokenConfig, TokenSource, WeChatAuthLayer, WeChatUser, WebFlow,
+    AuthError, KeyRing, LoginEndpoints, Mode, SessionCookie, SigningKey, TokenConfig, TokenIssuer,
+    TokenSource, WeChatAuthLayer, WeChatUser, WebFlow,
 };
 pub use wechat_oauth::{AppId, AppSecret, Client, ErrCode, Error, Lang};
-pub use wechat_token_cache::{GracePolicy, MokaStore, TokenCache, TokenStore};
+pub use wechat_token_cache::{GracePolicy, MokaStore, SessionCache, SessionStore};
 
 /// The README's Rust examples, compiled as doctests.
 #[cfg(doctest)]

@@ -10,9 +10,9 @@ use common::{Instance, Server, app, session_cookie, start, start_instance};
 use reqwest::StatusCode;
 use reqwest::header::{LOCATION, RETRY_AFTER, SET_COOKIE, USER_AGENT};
 use serde_json::{Value, json};
+use wechat_login::middleware::AppKind;
 use wechat_login::oauth::{AppId, ManualClock, OpenId};
-use wechat_login::token_cache::{MokaStore, TokenStore, UserId};
-use wechat_login::tower::AppKind;
+use wechat_login::token_cache::{MokaStore, SessionStore, UserId};
 use wechat_mock::{Endpoint, MockConfig, MockGrant};
 
 const IN_WECHAT: &str = "Mozilla/5.0 (iPhone) AppleWebKit/605.1.15 MicroMessenger/8.0.50";

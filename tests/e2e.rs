@@ -11,10 +11,10 @@ use common::{HOUR, SECRET, start};
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, COOKIE, LOCATION, SET_COOKIE};
 use serde_json::{Value, json};
-use wechat_login::token_cache::{SessionRecord, TokenStore};
-use wechat_login::tower::{
-    AppKind, KeyRing, SessionTokens, SigningKey, TokenConfig, WeChatAuthLayer,
+use wechat_login::middleware::{
+    AppKind, KeyRing, SigningKey, TokenConfig, TokenIssuer, WeChatAuthLayer,
 };
+use wechat_login::token_cache::{SessionRecord, SessionStore};
 use wechat_mock::{Endpoint, Fault};
 
 #[tokio::test]
@@ -229,20 +229,20 @@ async fn tokens_survive_key_rotation_until_the_old_key_is_dropped() {
     let old = s.login("o_ivan").await;
     let cache = s.auth.cache().clone();
     let clock = Arc::new(s.clock.clone());
-    let rotated = SessionTokens::new(
+    let rotated = TokenIssuer::new(
         KeyRing::new(SigningKey::hs256("k2", &[7; 32]).unwrap())
             .with_previous(SigningKey::hs256("k1", SECRET).unwrap()),
         TokenConfig::default(),
         clock.clone(),
     )
     .unwrap();
-    let dropped = SessionTokens::new(
+    let dropped = TokenIssuer::new(
         KeyRing::new(SigningKey::hs256("k2", &[7; 32]).unwrap()),
         TokenConfig::default(),
         clock,
     )
     .unwrap();
-    let serve = |tokens: SessionTokens| {
+    let serve = |tokens: TokenIssuer| {
         let layer = WeChatAuthLayer::from_parts(cache.clone(), Arc::new(tokens)).required();
         let router = axum::Router::new()
             .route("/me", axum::routing::get(|| async { "ok" }))
@@ -635,7 +635,7 @@ async fn bad_tokens_get_400_or_401_never_5xx() {
     let record: Arc<SessionRecord> = s.auth.cache().store().get(&sid).await.unwrap().unwrap();
     let mut config = TokenConfig::default();
     config.audience = "another-app".into();
-    let other_audience = SessionTokens::new(
+    let other_audience = TokenIssuer::new(
         KeyRing::new(SigningKey::hs256("k1", SECRET).unwrap()),
         config,
         Arc::new(s.clock.clone()),
@@ -643,7 +643,7 @@ async fn bad_tokens_get_400_or_401_never_5xx() {
     .unwrap()
     .issue(&record)
     .unwrap()
-    .token;
+    .value;
     let cases: Vec<(String, &[u16])> = vec![
         (none, &[401]),
         (tampered, &[401]),

@@ -13,10 +13,10 @@ use reqwest::header::{COOKIE, RETRY_AFTER, SET_COOKIE};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use wechat_login::middleware::AppKind;
+use wechat_login::middleware::LoginLimits;
 use wechat_login::oauth::{AppId, OpenId};
-use wechat_login::token_cache::{TokenStore, UserId};
-use wechat_login::tower::AppKind;
-use wechat_login::tower::LoginLimits;
+use wechat_login::token_cache::{SessionStore, UserId};
 use wechat_mock::{Endpoint, Fault, MockConfig};
 
 const REQUEST_ID: &str = "app-retry-0123456789";

@@ -22,12 +22,12 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
-use wechat_login::oauth::{AppId, AppSecret, Client, Lang, SharedClock};
-use wechat_login::token_cache::{CallError, MokaStore, TokenStore};
-use wechat_login::tower::{
+use wechat_login::middleware::{
     AppKind, AuthError, KeyRing, LoginEndpoints, LoginLimits, SessionCookie, SigningKey,
     WeChatAuthLayer, WeChatUser, WebFlow,
 };
+use wechat_login::oauth::{AppId, AppSecret, Client, Lang, SharedClock};
+use wechat_login::token_cache::{CallError, MokaStore, SessionStore};
 use wechat_mock::{MockConfig, MockGrant, MockWeChat};
 
 #[path = "accounts.rs"]
@@ -122,7 +122,7 @@ pub async fn build(config: Config) -> Result<App, BoxError> {
 }
 
 /// The app with sessions in `store`.
-pub async fn build_with_store<St: TokenStore>(
+pub async fn build_with_store<St: SessionStore>(
     config: Config,
     store: St,
 ) -> Result<App<St>, BoxError> {
@@ -303,7 +303,7 @@ struct ProfileQuery {
     return_to: Option<String>,
 }
 
-async fn profile<St: TokenStore>(
+async fn profile<St: SessionStore>(
     State(endpoints): State<LoginEndpoints<St>>,
     Query(query): Query<ProfileQuery>,
     user: WeChatUser,

@@ -24,10 +24,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
+use wechat_login::middleware::{AppKind, LoginLimits};
 use wechat_login::oauth::SystemClock;
 use wechat_login::redis_store::{RedisStore, SealingKey};
-use wechat_login::token_cache::{CachedStore, TokenStore};
-use wechat_login::tower::{AppKind, LoginLimits};
+use wechat_login::token_cache::{CachedStore, SessionStore};
 use wechat_mock::MockConfig;
 
 fn env(name: &str) -> Option<String> {
@@ -134,7 +134,7 @@ fn configured_apps() -> Result<Vec<app::AppConfig>, app::BoxError> {
     Ok(apps)
 }
 
-async fn run<St: TokenStore>(
+async fn run<St: SessionStore>(
     app: app::App<St>,
     listener: tokio::net::TcpListener,
     limits: serve::ServeLimits,

@@ -11,9 +11,9 @@ use axum::Extension;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
+use wechat_login::middleware::{LoginEndpoints, WeChatUser, escape_html};
 use wechat_login::oauth::Lang;
-use wechat_login::token_cache::TokenStore;
-use wechat_login::tower::{LoginEndpoints, WeChatUser, escape_html};
+use wechat_login::token_cache::SessionStore;
 
 /// What the pages need.
 pub struct Pages<St> {
@@ -57,7 +57,7 @@ overflow-x:auto;font-size:.85rem}";
 }
 
 /// `GET /`: the logged-in user, or the way to log in.
-pub async fn home<St: TokenStore>(
+pub async fn home<St: SessionStore>(
     State(pages): State<Pages<St>>,
     user: Option<Extension<WeChatUser>>,
 ) -> Html<String> {
@@ -127,7 +127,7 @@ fn same_site(headers: &HeaderMap, origin: &str) -> bool {
 }
 
 /// 303 to `/`, clearing the session cookie.
-fn back_home<St: TokenStore>(pages: &Pages<St>) -> Response {
+fn back_home<St: SessionStore>(pages: &Pages<St>) -> Response {
     let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
     if let Some(clear) = pages.endpoints.clear_cookie() {
         response.headers_mut().insert(header::SET_COOKIE, clear);
@@ -147,12 +147,15 @@ fn cross_site() -> Response {
 }
 
 /// `POST /session/logout`: ends this browser's session, back to `/`.
-pub async fn logout<St: TokenStore>(State(pages): State<Pages<St>>, request: Request) -> Response {
+pub async fn logout<St: SessionStore>(
+    State(pages): State<Pages<St>>,
+    request: Request,
+) -> Response {
     end(&pages, request, false).await
 }
 
 /// `POST /session/logout-all`: ends every session of the user, back to `/`.
-pub async fn logout_all<St: TokenStore>(
+pub async fn logout_all<St: SessionStore>(
     State(pages): State<Pages<St>>,
     request: Request,
 ) -> Response {
@@ -161,7 +164,7 @@ pub async fn logout_all<St: TokenStore>(
 
 /// A logout form: refused across sites; otherwise ends this session (or all of the user's) —
 /// also while WeChat or the store cannot serve it — clears the cookie and goes back to `/`.
-async fn end<St: TokenStore>(pages: &Pages<St>, request: Request, everywhere: bool) -> Response {
+async fn end<St: SessionStore>(pages: &Pages<St>, request: Request, everywhere: bool) -> Response {
     let (parts, _) = request.into_parts();
     if !same_site(&parts.headers, &pages.origin) {
         return cross_site();

@@ -54,7 +54,8 @@ use sha2::Sha256;
 use wechat_oauth::AppId;
 use wechat_oauth::{AuthCode, OfficialAccountScope};
 use wechat_token_cache::{
-    LoginBinding, LoginFlow, MokaStore, SessionId, SessionRecord, TokenCache, TokenStore, UserId,
+    LoginBinding, LoginFlow, MokaStore, SessionCache, SessionId, SessionRecord, SessionStore,
+    UserId,
 };
 
 use crate::apps::{AppKind, Apps};
@@ -62,7 +63,7 @@ use crate::auth::{SessionCookie, WeChatAuthLayer};
 use crate::limits::{LoginLimiter, LoginLimits};
 use crate::rejection::AuthError;
 use crate::state::{STATE_TTL, StateError, StateSigner};
-use crate::token::{IssuedToken, SessionTokens};
+use crate::token::{IssuedToken, TokenIssuer};
 use crate::user::WeChatUser;
 
 /// Longest login code accepted (WeChat's are about 32 characters).
@@ -338,7 +339,7 @@ impl LoginSuccess {
     pub fn to_json(&self) -> Bytes {
         let record = &self.record;
         let body = LoginBody {
-            token: &self.token.token,
+            token: &self.token.value,
             token_type: "Bearer",
             expires_in: self.token.expires_in,
             user: UserBody {
@@ -424,9 +425,9 @@ pub type ClientKey = Arc<dyn Fn(&http::request::Parts) -> Option<String> + Send 
 
 /// Everything the endpoints share; made once, by the layer's builder.
 pub(crate) struct Inner<St> {
-    cache: TokenCache<St>,
+    cache: SessionCache<St>,
     apps: Apps,
-    tokens: Arc<SessionTokens>,
+    tokens: Arc<TokenIssuer>,
     cookie: SessionCookie,
     states: StateSigner,
     web: Option<WebFlow>,
@@ -455,13 +456,13 @@ impl Default for LoginSettings {
     }
 }
 
-impl<St: TokenStore> Inner<St> {
+impl<St: SessionStore> Inner<St> {
     /// The endpoints' state: `state_key` signs OAuth states and `used_state_key` hashes the
     /// code a state was used with (both the same on every instance of a fleet).
     pub(crate) fn new(
-        cache: TokenCache<St>,
+        cache: SessionCache<St>,
         apps: Apps,
-        tokens: Arc<SessionTokens>,
+        tokens: Arc<TokenIssuer>,
         cookie: SessionCookie,
         settings: LoginSettings,
         state_key: &[u8; 32],
@@ -524,7 +525,7 @@ impl<St> fmt::Debug for LoginEndpoints<St> {
     }
 }
 
-impl<St: TokenStore> LoginEndpoints<St> {
+impl<St: SessionStore> LoginEndpoints<St> {
     /// The login endpoints of `layer`: its apps, session cache, tokens and cookie, and the
     /// login settings of its builder ([`web_flow`](crate::WeChatAuthBuilder::web_flow),
     /// [`login_limits`](crate::WeChatAuthBuilder::login_limits),
@@ -533,7 +534,7 @@ impl<St: TokenStore> LoginEndpoints<St> {
     /// record of used states).
     pub fn new<R>(layer: &WeChatAuthLayer<St, R>) -> Self {
         Self {
-            inner: Arc::clone(&layer.shared.login),
+            inner: Arc::clone(&layer.login),
         }
     }
 
@@ -792,7 +793,7 @@ impl<St: TokenStore> LoginEndpoints<St> {
     pub fn session_cookie(&self, success: &LoginSuccess) -> Option<HeaderValue> {
         self.inner
             .cookie
-            .set(&success.token.token, success.token.expires_in)
+            .set(&success.token.value, success.token.expires_in)
     }
 
     /// The `Set-Cookie` value that clears the session cookie.
@@ -937,7 +938,7 @@ mod router {
     use http::{HeaderMap, HeaderValue, StatusCode, header};
     use serde::Deserialize;
     use wechat_oauth::OfficialAccountScope;
-    use wechat_token_cache::TokenStore;
+    use wechat_token_cache::SessionStore;
 
     use super::{
         AuthError, CodeLogin, LoginEndpoints, LoginSuccess, StartRequest, WebCallback,
@@ -1064,7 +1065,7 @@ mod router {
     }
 
     /// A JSON code login to the app of `kind`.
-    async fn submit<St: TokenStore>(
+    async fn submit<St: SessionStore>(
         endpoints: LoginEndpoints<St>,
         kind: AppKind,
         parts: Parts,
@@ -1082,7 +1083,7 @@ mod router {
         }
     }
 
-    async fn code_login<St: TokenStore>(
+    async fn code_login<St: SessionStore>(
         State(endpoints): State<LoginEndpoints<St>>,
         parts: Parts,
         body: Bytes,
@@ -1090,7 +1091,7 @@ mod router {
         submit(endpoints, AppKind::MobileApp, parts, body).await
     }
 
-    async fn mini_program_login<St: TokenStore>(
+    async fn mini_program_login<St: SessionStore>(
         State(endpoints): State<LoginEndpoints<St>>,
         parts: Parts,
         body: Bytes,
@@ -1126,7 +1127,7 @@ mod router {
             .scope(scope))
     }
 
-    async fn web_start<St: TokenStore>(
+    async fn web_start<St: SessionStore>(
         State(endpoints): State<LoginEndpoints<St>>,
         parts: Parts,
         query: Result<Query<StartQuery>, QueryRejection>,
@@ -1151,7 +1152,7 @@ mod router {
         }
     }
 
-    async fn web_callback<St: TokenStore>(
+    async fn web_callback<St: SessionStore>(
         State(endpoints): State<LoginEndpoints<St>>,
         parts: Parts,
         query: Result<Query<CallbackQuery>, QueryRejection>,
@@ -1195,7 +1196,7 @@ mod router {
         }
     }
 
-    async fn logout<St: TokenStore>(
+    async fn logout<St: SessionStore>(
         State(endpoints): State<LoginEndpoints<St>>,
         request: Request,
     ) -> Response {
@@ -1209,7 +1210,7 @@ mod router {
         }
     }
 
-    async fn logout_all<St: TokenStore>(
+    async fn logout_all<St: SessionStore>(
         State(endpoints): State<LoginEndpoints<St>>,
         request: Request,
     ) -> Response {
@@ -1230,7 +1231,7 @@ mod router {
         }
     }
 
-    impl<St: TokenStore> LoginEndpoints<St> {
+    impl<St: SessionStore> LoginEndpoints<St> {
         /// The endpoints as an axum router, to merge into the application's. The logout routes
         /// read the [`WeChatUser`], so the [`WeChatAuthLayer`](crate::WeChatAuthLayer) must wrap
         /// the router in *optional* mode (a required layer would refuse the login routes

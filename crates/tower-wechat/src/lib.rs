@@ -1,7 +1,7 @@
 //! tower middleware for logging users in with WeChat.
 //!
-//! - [`WeChatAuthLayer`]: validates our session token (a JWT: [`SessionTokens`]), keeps the
-//!   user's WeChat tokens fresh through the [`TokenCache`](wechat_token_cache::TokenCache), and
+//! - [`WeChatAuthLayer`]: validates our session token (a JWT: [`TokenIssuer`]), keeps the
+//!   user's WeChat tokens fresh through the [`SessionCache`](wechat_token_cache::SessionCache), and
 //!   attaches a [`WeChatUser`] to each request. Generic over `http::Request<B>`: axum, hyper,
 //!   tonic. An ordinary request (valid session, no refresh due) does no I/O and no upstream call,
 //!   and a token verified once is not verified again until it expires.
@@ -55,8 +55,8 @@ pub use limits::LoginLimits;
 pub use rejection::{AuthError, JsonRejection, Rejection, RejectionResponse};
 pub use state::{STATE_TTL, StateError, StateSigner};
 pub use token::{
-    Claims, IssuedToken, KeyError, KeyRing, MIN_HS256_SECRET, SessionTokens, SigningKey,
-    TokenConfig, VerifiedToken,
+    Claims, IssuedToken, KeyError, KeyRing, MIN_HS256_SECRET, SigningKey, TokenConfig, TokenIssuer,
+    VerifiedToken,
 };
 pub use user::WeChatUser;
 

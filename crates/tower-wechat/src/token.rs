@@ -208,8 +208,8 @@ pub struct Claims {
 /// A freshly issued session token.
 #[derive(Clone)]
 pub struct IssuedToken {
-    /// The token (a credential: give it only to its owner).
-    pub token: String,
+    /// The token itself (a credential: give it only to its owner).
+    pub value: String,
     /// When it expires.
     pub expires_at: SystemTime,
     /// Seconds until it expires.
@@ -219,7 +219,7 @@ pub struct IssuedToken {
 impl fmt::Debug for IssuedToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IssuedToken")
-            .field("token", &"[redacted]")
+            .field("value", &"[redacted]")
             .field("expires_in", &self.expires_in)
             .finish()
     }
@@ -265,13 +265,13 @@ impl Default for TokenConfig {
 pub struct VerifiedToken {
     /// The session.
     pub sid: SessionId,
-    /// Expiry (Unix seconds).
-    pub exp: u64,
+    /// When the token expires (whole seconds, as the JWT's `exp` says).
+    pub expires_at: SystemTime,
 }
 
 /// A key as the verifier holds it: recognised by the exact header segment we issue with it.
 struct VerifyingKey {
-    /// `base64url(header JSON)`, byte for byte as [`SessionTokens::issue`] writes it.
+    /// `base64url(header JSON)`, byte for byte as [`TokenIssuer::issue`] writes it.
     header_segment: String,
     verifier: Verifier,
 }
@@ -287,7 +287,7 @@ enum Verifier {
 }
 
 /// Issues and verifies session tokens. Cheap to share (`Arc`).
-pub struct SessionTokens {
+pub struct TokenIssuer {
     signing: SigningKey,
     signing_header: Header,
     verifying: Vec<VerifyingKey>,
@@ -300,9 +300,9 @@ pub struct SessionTokens {
     renewals: moka::sync::Cache<SessionId, (SystemTime, IssuedToken)>,
 }
 
-impl fmt::Debug for SessionTokens {
+impl fmt::Debug for TokenIssuer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SessionTokens")
+        f.debug_struct("TokenIssuer")
             .field("signing_kid", &self.signing.kid)
             .field("verifying_keys", &self.verifying.len())
             .field("config", &self.config)
@@ -322,7 +322,7 @@ fn header_for(key: &SigningKey) -> Header {
     header
 }
 
-impl SessionTokens {
+impl TokenIssuer {
     /// Builds the verifier and issuer for a key ring. Fails if key ids repeat.
     ///
     /// The configuration is made safe: `ttl` is capped at 10 years, `leeway` at 1 hour, and
@@ -385,15 +385,13 @@ impl SessionTokens {
         &self.config
     }
 
-    /// The current time, as this verifier sees it (Unix seconds).
-    pub(crate) fn now(&self) -> u64 {
-        unix(self.clock.now())
-    }
-
     /// Issues a token for a session: valid for the configured lifetime, but never beyond the
     /// session's end.
     pub fn issue(&self, record: &SessionRecord) -> Result<IssuedToken, KeyError> {
-        let now = self.clock.now();
+        self.issue_at(record, self.clock.now())
+    }
+
+    fn issue_at(&self, record: &SessionRecord, now: SystemTime) -> Result<IssuedToken, KeyError> {
         let expires_at = now
             .checked_add(self.config.ttl)
             .map_or(record.expires_at, |end| end.min(record.expires_at));
@@ -409,7 +407,7 @@ impl SessionTokens {
         let token = jsonwebtoken::encode(&self.signing_header, &claims, &self.signing.encoding)
             .map_err(|e| KeyError::InvalidKey(e.to_string()))?;
         Ok(IssuedToken {
-            token,
+            value: token,
             expires_at,
             expires_in: expires_at
                 .duration_since(now)
@@ -418,10 +416,14 @@ impl SessionTokens {
         })
     }
 
-    /// A fresh token for a session whose token nears its end: issued at most once a minute per
-    /// session (measured on our clock, which tests drive), never outliving the session.
-    pub(crate) fn renew(&self, record: &SessionRecord) -> Result<IssuedToken, KeyError> {
-        let now = self.clock.now();
+    /// A fresh token for a session whose token nears its end at `now` (the request's one clock
+    /// read): issued at most once a minute per session (measured on our clock, which tests
+    /// drive), never outliving the session.
+    pub(crate) fn renew(
+        &self,
+        record: &SessionRecord,
+        now: SystemTime,
+    ) -> Result<IssuedToken, KeyError> {
         let recent = |at: SystemTime| now.duration_since(at).is_ok_and(|age| age < RENEWAL_REUSE);
         match self.renewals.get(&record.sid) {
             Some((at, issued)) if recent(at) && issued.expires_at <= record.expires_at => {
@@ -429,7 +431,7 @@ impl SessionTokens {
             }
             _ => {}
         }
-        let issued = self.issue(record)?;
+        let issued = self.issue_at(record, now)?;
         self.renewals.insert(record.sid, (now, issued.clone()));
         Ok(issued)
     }
@@ -438,36 +440,38 @@ impl SessionTokens {
     /// the algorithm is fixed by the key), signature, issuer, audience, and expiry by our
     /// clock. Never touches the session store.
     pub fn verify(&self, token: &str) -> Result<VerifiedToken, AuthError> {
-        self.verify_at(token, self.now())
+        self.verify_at(token, self.clock.now())
     }
 
-    /// [`verify`](Self::verify) at a given time (Unix seconds), for callers that read the clock
-    /// once per request.
-    pub fn verify_at(&self, token: &str, now: u64) -> Result<VerifiedToken, AuthError> {
+    /// [`verify`](Self::verify) at a given time, for callers that read the clock once per
+    /// request.
+    pub fn verify_at(&self, token: &str, now: SystemTime) -> Result<VerifiedToken, AuthError> {
         if token.len() > self.config.max_len {
             return Err(AuthError::InvalidRequest);
         }
-        let leeway = self.config.leeway.as_secs();
         let verified = match self.verified.get(token) {
             Some(known) => known,
             None => {
-                let verified = self.verify_signature(token, now, leeway)?;
+                let verified = self.verify_signature(token, unix(now))?;
                 self.verified.insert(token, verified);
                 verified
             }
         };
-        if verified.exp.saturating_add(leeway) <= now {
+        if self.expired(verified.expires_at, now) {
             return Err(AuthError::TokenExpired);
         }
         Ok(verified)
     }
 
-    fn verify_signature(
-        &self,
-        token: &str,
-        now: u64,
-        leeway: u64,
-    ) -> Result<VerifiedToken, AuthError> {
+    /// Whether a token expiring at `expires_at` is past it, leeway included, at `now`.
+    fn expired(&self, expires_at: SystemTime, now: SystemTime) -> bool {
+        expires_at
+            .checked_add(self.config.leeway)
+            .is_none_or(|end| end <= now)
+    }
+
+    fn verify_signature(&self, token: &str, now: u64) -> Result<VerifiedToken, AuthError> {
+        let leeway = self.config.leeway.as_secs();
         let (header, rest) = token.split_once('.').ok_or(AuthError::InvalidToken)?;
         let (payload, signature) = rest.split_once('.').ok_or(AuthError::InvalidToken)?;
         let key = self
@@ -509,16 +513,22 @@ impl SessionTokens {
             return Err(AuthError::InvalidToken);
         }
         let sid = claims.sid.parse().map_err(invalid)?;
-        Ok(VerifiedToken {
-            sid,
-            exp: claims.exp,
-        })
+        let expires_at = UNIX_EPOCH
+            .checked_add(Duration::from_secs(claims.exp))
+            .ok_or(AuthError::InvalidToken)?;
+        Ok(VerifiedToken { sid, expires_at })
     }
 
-    /// Whether a token expiring at `exp` should be re-issued at `now`, for a session ending at
-    /// `session_end`: it is within the re-issue window and a new one would live longer.
-    pub(crate) fn should_reissue(&self, exp: u64, session_end: SystemTime, now: u64) -> bool {
-        exp.saturating_sub(now) < self.config.reissue_before.as_secs() && unix(session_end) > exp
+    /// Whether a token expiring at `expires_at` should be re-issued at `now`, for a session
+    /// ending at `session_end`: it is within the re-issue window and a new one would live longer.
+    pub(crate) fn should_reissue(
+        &self,
+        expires_at: SystemTime,
+        session_end: SystemTime,
+        now: SystemTime,
+    ) -> bool {
+        let left = expires_at.duration_since(now).unwrap_or_default();
+        left < self.config.reissue_before && unix(session_end) > unix(expires_at)
     }
 }
 
@@ -599,8 +609,8 @@ mod tests {
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
-    fn tokens(clock: &ManualClock, keys: KeyRing) -> SessionTokens {
-        SessionTokens::new(keys, TokenConfig::default(), Arc::new(clock.clone())).unwrap()
+    fn tokens(clock: &ManualClock, keys: KeyRing) -> TokenIssuer {
+        TokenIssuer::new(keys, TokenConfig::default(), Arc::new(clock.clone())).unwrap()
     }
 
     fn ring() -> KeyRing {
@@ -615,7 +625,7 @@ mod tests {
         );
         let clock = ManualClock::starting_now();
         let dup = ring().with_previous(SigningKey::hs256("k1", &[7; 32]).unwrap());
-        assert!(SessionTokens::new(dup, TokenConfig::default(), Arc::new(clock)).is_err());
+        assert!(TokenIssuer::new(dup, TokenConfig::default(), Arc::new(clock)).is_err());
     }
 
     #[test]
@@ -626,15 +636,15 @@ mod tests {
         let issued = tokens.issue(&record).unwrap();
         // Capped by the session's end (one day for the sample record).
         assert_eq!(issued.expires_in, 86_400);
-        let verified = tokens.verify(&issued.token).unwrap();
+        let verified = tokens.verify(&issued.value).unwrap();
         assert_eq!(verified.sid, record.sid);
         // Cached: still verified, and still expires by the clock.
-        assert_eq!(tokens.verify(&issued.token).unwrap(), verified);
+        assert_eq!(tokens.verify(&issued.value).unwrap(), verified);
         clock.advance(Duration::from_secs(86_400 + 31));
-        assert_eq!(tokens.verify(&issued.token), Err(AuthError::TokenExpired));
+        assert_eq!(tokens.verify(&issued.value), Err(AuthError::TokenExpired));
         // Uncached path expires too.
         let other = self::tokens(&clock, ring());
-        assert_eq!(other.verify(&issued.token), Err(AuthError::TokenExpired));
+        assert_eq!(other.verify(&issued.value), Err(AuthError::TokenExpired));
     }
 
     #[test]
@@ -655,16 +665,16 @@ mod tests {
         let issued = tokens(&clock, ring()).issue(&record).unwrap();
         let exp = issued.expires_at;
         let cached = tokens(&clock, ring());
-        assert!(cached.verify(&issued.token).is_ok());
+        assert!(cached.verify(&issued.value).is_ok());
         // 29 s past exp: within the 30 s leeway, on both paths.
         clock.set(exp + Duration::from_secs(29));
-        assert!(cached.verify(&issued.token).is_ok());
-        assert!(tokens(&clock, ring()).verify(&issued.token).is_ok());
+        assert!(cached.verify(&issued.value).is_ok());
+        assert!(tokens(&clock, ring()).verify(&issued.value).is_ok());
         // 30 s past: refused on both paths.
         clock.set(exp + Duration::from_secs(30));
-        assert_eq!(cached.verify(&issued.token), Err(AuthError::TokenExpired));
+        assert_eq!(cached.verify(&issued.value), Err(AuthError::TokenExpired));
         assert_eq!(
-            tokens(&clock, ring()).verify(&issued.token),
+            tokens(&clock, ring()).verify(&issued.value),
             Err(AuthError::TokenExpired)
         );
     }
@@ -674,13 +684,13 @@ mod tests {
         let clock = ManualClock::starting_now();
         let record = sample_record(&clock, "wx", "alice");
         let future = ManualClock::new(clock.now() + Duration::from_secs(31));
-        let token = tokens(&future, ring()).issue(&record).unwrap().token;
+        let token = tokens(&future, ring()).issue(&record).unwrap().value;
         assert_eq!(
             tokens(&clock, ring()).verify(&token),
             Err(AuthError::InvalidToken)
         );
         let near = ManualClock::new(clock.now() + Duration::from_secs(29));
-        let token = tokens(&near, ring()).issue(&record).unwrap().token;
+        let token = tokens(&near, ring()).issue(&record).unwrap().value;
         assert!(
             tokens(&clock, ring()).verify(&token).is_ok(),
             "within the leeway"
@@ -695,16 +705,16 @@ mod tests {
         let rotated = KeyRing::new(SigningKey::hs256("k2", &[9; 32]).unwrap())
             .with_previous(SigningKey::hs256("k1", SECRET).unwrap());
         let tokens = tokens(&clock, rotated);
-        assert!(tokens.verify(&old.token).is_ok());
+        assert!(tokens.verify(&old.value).is_ok());
         let new = tokens.issue(&record).unwrap();
-        let header = jsonwebtoken::decode_header(&new.token).unwrap();
+        let header = jsonwebtoken::decode_header(&new.value).unwrap();
         assert_eq!(header.kid.as_deref(), Some("k2"));
         // Once k1 is dropped, its tokens fail.
         let dropped = self::tokens(
             &clock,
             KeyRing::new(SigningKey::hs256("k2", &[9; 32]).unwrap()),
         );
-        assert_eq!(dropped.verify(&old.token), Err(AuthError::InvalidToken));
+        assert_eq!(dropped.verify(&old.value), Err(AuthError::InvalidToken));
     }
 
     #[test]
@@ -712,7 +722,7 @@ mod tests {
         let clock = ManualClock::starting_now();
         let tokens = tokens(&clock, ring());
         let record = sample_record(&clock, "wx", "alice");
-        let good = tokens.issue(&record).unwrap().token;
+        let good = tokens.issue(&record).unwrap().value;
         // Cached first: a forgery reusing its signature lands in its slot and must still fail.
         assert!(tokens.verify(&good).is_ok());
         let mut parts: Vec<&str> = good.split('.').collect();
@@ -736,7 +746,7 @@ mod tests {
             Err(AuthError::InvalidToken)
         );
         // Wrong audience.
-        let other_aud = SessionTokens::new(
+        let other_aud = TokenIssuer::new(
             ring(),
             TokenConfig {
                 audience: "someone-else".into(),
@@ -747,7 +757,7 @@ mod tests {
         .unwrap()
         .issue(&record)
         .unwrap()
-        .token;
+        .value;
         assert_eq!(tokens.verify(&other_aud), Err(AuthError::InvalidToken));
         // HS384 with the same secret (algorithm confusion within the family).
         let mut header = Header::new(Algorithm::HS384);

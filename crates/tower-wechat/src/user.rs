@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use wechat_oauth::{AccessToken, AppId, Lang, OpenId, Scopes, UnionId, UserInfo};
-use wechat_token_cache::{CallError, SessionId, SessionRecord, TokenCache, TokenStore, UserId};
+use wechat_token_cache::{CallError, SessionCache, SessionId, SessionRecord, SessionStore, UserId};
 
 use crate::apps::{AppKind, Apps};
 
@@ -29,11 +29,11 @@ pub(crate) trait Upstream: Send + Sync + 'static {
 
 /// What a [`WeChatUser`] reaches: the session cache and the apps.
 pub(crate) struct UserContext<S> {
-    pub(crate) cache: TokenCache<S>,
+    pub(crate) cache: SessionCache<S>,
     pub(crate) apps: Apps,
 }
 
-impl<S: TokenStore> Upstream for UserContext<S> {
+impl<S: SessionStore> Upstream for UserContext<S> {
     fn kind_of(&self, appid: &AppId) -> Option<AppKind> {
         self.apps.kind_of(appid)
     }

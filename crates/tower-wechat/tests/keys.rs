@@ -2,15 +2,15 @@
 
 use std::sync::Arc;
 
-use tower_wechat::{AuthError, KeyRing, SessionTokens, SigningKey, TokenConfig};
+use tower_wechat::{AuthError, KeyRing, SigningKey, TokenConfig, TokenIssuer};
 use wechat_token_cache::{ManualClock, conformance::sample_record};
 
 fn pem(name: &str) -> Vec<u8> {
     std::fs::read(format!("{}/tests/keys/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
 
-fn tokens(clock: &ManualClock, keys: KeyRing) -> SessionTokens {
-    SessionTokens::new(keys, TokenConfig::default(), Arc::new(clock.clone())).unwrap()
+fn tokens(clock: &ManualClock, keys: KeyRing) -> TokenIssuer {
+    TokenIssuer::new(keys, TokenConfig::default(), Arc::new(clock.clone())).unwrap()
 }
 
 #[test]
@@ -30,7 +30,7 @@ fn eddsa_and_rs256_issue_and_verify() {
         let kid = key.kid().to_owned();
         let tokens = tokens(&clock, KeyRing::new(key));
         let issued = tokens.issue(&record).unwrap();
-        let header = issued.token.split('.').next().unwrap();
+        let header = issued.value.split('.').next().unwrap();
         let header: serde_json::Value = serde_json::from_slice(
             &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header)
                 .unwrap(),
@@ -39,7 +39,7 @@ fn eddsa_and_rs256_issue_and_verify() {
         assert_eq!(header["alg"], alg, "{kid}");
         assert_eq!(header["kid"], kid.as_str());
         assert_eq!(
-            tokens.verify(&issued.token).unwrap().sid,
+            tokens.verify(&issued.value).unwrap().sid,
             record.sid,
             "{kid}"
         );
@@ -58,8 +58,8 @@ fn a_token_of_one_key_does_not_verify_under_another_algorithm_with_the_same_kid(
         &clock,
         KeyRing::new(SigningKey::hs256("k", &[1; 32]).unwrap()),
     );
-    let rsa_token = rsa.issue(&record).unwrap().token;
-    let hmac_token = hmac.issue(&record).unwrap().token;
+    let rsa_token = rsa.issue(&record).unwrap().value;
+    let hmac_token = hmac.issue(&record).unwrap().value;
     assert_eq!(hmac.verify(&rsa_token), Err(AuthError::InvalidToken));
     assert_eq!(rsa.verify(&hmac_token), Err(AuthError::InvalidToken));
 }
@@ -85,10 +85,10 @@ fn an_hs256_token_signed_with_the_public_key_does_not_verify() {
             &clock,
             KeyRing::new(SigningKey::hs256("k", &public).unwrap()),
         );
-        let forged = forger.issue(&record).unwrap().token;
+        let forged = forger.issue(&record).unwrap().value;
         assert_eq!(server.verify(&forged), Err(AuthError::InvalidToken));
         // The genuine token still verifies.
-        assert!(server.verify(&server.issue(&record).unwrap().token).is_ok());
+        assert!(server.verify(&server.issue(&record).unwrap().value).is_ok());
     }
 }
 

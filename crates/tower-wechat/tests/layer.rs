@@ -34,7 +34,7 @@ async fn token(layer: &WeChatAuthLayer, mock: &MockWeChat) -> String {
         .await
         .unwrap()
         .token
-        .token
+        .value
 }
 
 fn app(layer: WeChatAuthLayer) -> Router {
@@ -382,7 +382,7 @@ async fn a_session_of_another_app_in_a_shared_store_is_refused() {
     assert!(body.contains("session_expired"), "{body}");
 }
 
-async fn token_of<St: wechat_token_cache::TokenStore>(
+async fn token_of<St: wechat_token_cache::SessionStore>(
     layer: &WeChatAuthLayer<St>,
     mock: &MockWeChat,
 ) -> String {
@@ -392,7 +392,7 @@ async fn token_of<St: wechat_token_cache::TokenStore>(
         .await
         .unwrap()
         .token
-        .token
+        .value
 }
 
 /// "A valid session does no I/O and no upstream call; a forged token never reads the store",
@@ -402,7 +402,7 @@ async fn the_hot_path_reads_no_store_future_and_calls_no_one() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
     use wechat_token_cache::{
-        CasOutcome, MokaStore, SessionId, SessionRecord, StoreError, TokenStore, UserId,
+        CasOutcome, MokaStore, SessionId, SessionRecord, SessionStore, StoreError, UserId,
     };
 
     #[derive(Clone, Default)]
@@ -411,7 +411,7 @@ async fn the_hot_path_reads_no_store_future_and_calls_no_one() {
         waits: Arc<AtomicU64>,
         lookups: Arc<AtomicU64>,
     }
-    impl TokenStore for Counting {
+    impl SessionStore for Counting {
         fn get_now(
             &self,
             sid: &SessionId,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use wechat_oauth::{AccessToken, AppId, OpenId, RefreshToken};
 use wechat_redis_store::{RedisStore, SealingKey};
 use wechat_token_cache::{
-    CachedStore, Clock, Credentials, SessionId, SessionRecord, SystemClock, TokenStore,
+    CachedStore, Clock, Credentials, SessionId, SessionRecord, SessionStore, SystemClock,
 };
 
 const LOGOUTS: usize = 1_000;

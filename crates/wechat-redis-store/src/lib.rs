@@ -1,5 +1,5 @@
 //! A Redis session store for [`wechat_token_cache`]: [`RedisStore`] implements
-//! [`TokenStore`](wechat_token_cache::TokenStore) on Redis, Redis Cluster or Sentinel (through
+//! [`SessionStore`](wechat_token_cache::SessionStore) on Redis, Redis Cluster or Sentinel (through
 //! [fred](https://docs.rs/fred)), so sessions outlive a process and are shared by every
 //! instance of a fleet.
 //!

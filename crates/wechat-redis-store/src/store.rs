@@ -1,4 +1,4 @@
-//! [`RedisStore`]: the [`TokenStore`] on Redis or Redis Cluster, through fred.
+//! [`RedisStore`]: the [`SessionStore`] on Redis or Redis Cluster, through fred.
 //!
 //! # Key layout
 //!
@@ -51,7 +51,7 @@ use futures::{StreamExt, stream};
 use wechat_oauth::AppId;
 use wechat_token_cache::{
     CasOutcome, DEFAULT_MAX_SESSIONS_PER_USER, InvalidationSink, Invalidations, SessionId,
-    SessionRecord, SharedClock, StoreError, SystemClock, TokenStore, UserId,
+    SessionRecord, SessionStore, SharedClock, StoreError, SystemClock, UserId,
 };
 
 use crate::codec;
@@ -488,7 +488,7 @@ impl RedisStore {
     }
 }
 
-impl TokenStore for RedisStore {
+impl SessionStore for RedisStore {
     async fn get(&self, sid: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
         let value: Option<Vec<u8>> = self
             .client

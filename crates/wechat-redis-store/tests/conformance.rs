@@ -1,4 +1,4 @@
-//! The TokenStore conformance suite on Redis: the machine's server, and a three-node Redis
+//! The SessionStore conformance suite on Redis: the machine's server, and a three-node Redis
 //! Cluster the test starts itself. Each store runs under a random prefix, so runs never collide.
 
 mod common;

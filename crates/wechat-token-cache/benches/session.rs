@@ -4,8 +4,8 @@
 //!   one present key, on a default cache (no expiry, no eviction policy set).
 //! - `moka_get_configured_hot` — the same get on a cache configured as [`MokaStore`] configures
 //!   its own by default (LRU, idle expiry): what moka's configuration alone costs.
-//! - `store_get_hot` — [`MokaStore::get`] (the `TokenStore` impl) of that same key.
-//! - `moka_get_bare_1000` / `session_fast_path_1000` — the floor and [`TokenCache::session`]
+//! - `store_get_hot` — [`MokaStore::get`] (the `SessionStore` impl) of that same key.
+//! - `moka_get_bare_1000` / `session_fast_path_1000` — the floor and [`SessionCache::session`]
 //!   cycling over 1,000 distinct sessions (not one hot key), each with a valid access token and no
 //!   upstream check due: the fast path, which never calls WeChat.
 //! - `session_id_parse` / `session_id_display` / `session_id_to_string` — a [`SessionId`] from and
@@ -41,7 +41,7 @@ use moka::sync::Cache;
 use wechat_oauth::{AppId, AppSecret, Client, RetryPolicy};
 use wechat_token_cache::conformance::sample_record;
 use wechat_token_cache::{
-    MokaStore, SessionId, SessionRecord, StoreExpiry, SystemClock, TokenCache, TokenStore,
+    MokaStore, SessionCache, SessionId, SessionRecord, SessionStore, StoreExpiry, SystemClock,
 };
 
 /// Distinct sessions the fast-path bench cycles over.
@@ -62,7 +62,7 @@ struct Fixture {
     configured: Cache<SessionId, Arc<SessionRecord>>,
     /// The store the cache reads (a clone sharing the same records).
     store: MokaStore,
-    cache: TokenCache<MokaStore>,
+    cache: SessionCache<MokaStore>,
     /// The 1,000 sessions; `sids[0]` is the hot key.
     sids: Vec<SessionId>,
     /// The records as inserted, to check nothing rewrote them.
@@ -81,7 +81,7 @@ impl Fixture {
         let store = MokaStore::builder()
             .max_sessions(10 * SESSIONS as u64)
             .build();
-        let cache = TokenCache::builder(client).store(store.clone()).build();
+        let cache = SessionCache::builder(client).store(store.clone()).build();
         let bare = Cache::new(10 * SESSIONS as u64);
         // The store's default configuration: LRU and idle expiry at the default idle time.
         let StoreExpiry::Idle(idle) = StoreExpiry::default() else {
@@ -206,7 +206,7 @@ fn bench_session(c: &mut Criterion, fx: &Fixture) {
     assert_eq!(store_failures, 0, "MokaStore::get missed or was not ready");
     assert_eq!(
         session_failures, 0,
-        "TokenCache::session failed or was not ready at the first poll (it left the fast path)"
+        "SessionCache::session failed or was not ready at the first poll (it left the fast path)"
     );
 }
 
@@ -353,17 +353,17 @@ fn print_ratios(fx: &Arc<Fixture>) {
         "moka_get_configured_hot",
     );
     ratio(
-        "TokenCache::session fast path (1,000 sessions)",
+        "SessionCache::session fast path (1,000 sessions)",
         "session_fast_path_1000",
         "moka_get_bare_1000",
     );
     ratio(
-        "TokenCache::session fast path (1,000 sessions)",
+        "SessionCache::session fast path (1,000 sessions)",
         "session_fast_path_1000",
         "moka_get_bare_hot",
     );
     ratio(
-        "TokenCache::session fast path (1,000 sessions)",
+        "SessionCache::session fast path (1,000 sessions)",
         "session_fast_path_1000",
         "store_get_hot",
     );

@@ -28,7 +28,7 @@ use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 use wechat_oauth::{AccessToken, AppId, OpenId, RefreshToken, Scopes, UnionId};
 use wechat_token_cache::{
-    Credentials, MokaStore, SessionId, SessionRecord, StoreExpiry, TokenStore,
+    Credentials, MokaStore, SessionId, SessionRecord, SessionStore, StoreExpiry,
 };
 
 /// The design target: at most 1 KiB per cached session.

@@ -1,7 +1,7 @@
-//! [`TokenCache`]: a session store plus the refresh coordinator that keeps each session's WeChat
+//! [`SessionCache`]: a session store plus the refresh coordinator that keeps each session's WeChat
 //! tokens alive with as few upstream calls as possible.
 //!
-//! Per request, [`TokenCache::session`] reads the record; when its access token is valid and no
+//! Per request, [`SessionCache::session`] reads the record; when its access token is valid and no
 //! upstream check is due, that is all (no I/O beyond the store, no upstream call). Otherwise one
 //! *flight* per session brings it up to date: re-read the record (someone may have done it
 //! already), refresh or check with WeChat, write back with compare-and-set. Every concurrent
@@ -11,7 +11,7 @@
 //! (transient, misconfigured, denied) are remembered per session for a cooldown, checked before
 //! a flight is joined and again inside it, so WeChat is not asked again per request.
 //!
-//! The configuration is validated when the cache is built ([`TokenCacheBuilder::build`]).
+//! The configuration is validated when the cache is built ([`SessionCacheBuilder::build`]).
 
 use std::fmt;
 use std::future::Future;
@@ -30,7 +30,7 @@ use crate::hook::LoginHook;
 use crate::login::Logins;
 use crate::moka_store::MokaStore;
 use crate::record::{Credentials, SessionId, SessionRecord, UserId, add_capped};
-use crate::store::{CasOutcome, TokenStore};
+use crate::store::{CasOutcome, SessionStore};
 
 /// The longest [`CacheConfig::refresh_window`] honoured: an access token lives 7200 s, so a
 /// window near or above that would refresh on every request.
@@ -60,7 +60,7 @@ pub enum GracePolicy {
     FailClosed,
 }
 
-/// Tunables of a [`TokenCache`]. Every duration is measured with the cache's clock.
+/// Tunables of a [`SessionCache`]. Every duration is measured with the cache's clock.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct CacheConfig {
@@ -134,7 +134,7 @@ impl Default for CacheConfig {
 
 impl CacheConfig {
     /// This configuration with values that would misbehave or panic made safe (see
-    /// [`TokenCacheBuilder::build`]).
+    /// [`SessionCacheBuilder::build`]).
     fn validated(mut self) -> Self {
         self.refresh_jitter = if self.refresh_jitter.is_nan() {
             0.5
@@ -148,9 +148,9 @@ impl CacheConfig {
     }
 }
 
-/// Configures a [`TokenCache`].
-pub struct TokenCacheBuilder<S> {
-    /// The apps served; the first is the default app of [`TokenCache::login`].
+/// Configures a [`SessionCache`].
+pub struct SessionCacheBuilder<S> {
+    /// The apps served; the first is the default app of [`SessionCache::login`].
     clients: Vec<Client>,
     hook: Option<Arc<dyn LoginHook>>,
     store: S,
@@ -160,19 +160,19 @@ pub struct TokenCacheBuilder<S> {
     code_key: [u8; 32],
 }
 
-impl<S> fmt::Debug for TokenCacheBuilder<S> {
+impl<S> fmt::Debug for SessionCacheBuilder<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenCacheBuilder")
+        f.debug_struct("SessionCacheBuilder")
             .field("clients", &self.clients)
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
 }
 
-impl<S: TokenStore> TokenCacheBuilder<S> {
+impl<S: SessionStore> SessionCacheBuilder<S> {
     /// Use another store (default: a [`MokaStore`] with default bounds, on the client's clock).
-    pub fn store<S2: TokenStore>(self, store: S2) -> TokenCacheBuilder<S2> {
-        TokenCacheBuilder {
+    pub fn store<S2: SessionStore>(self, store: S2) -> SessionCacheBuilder<S2> {
+        SessionCacheBuilder {
             clients: self.clients,
             hook: self.hook,
             store,
@@ -289,7 +289,7 @@ impl<S: TokenStore> TokenCacheBuilder<S> {
     ///
     /// The configuration is made safe first: `refresh_jitter` clamped to `0..=1` (NaN → 0.5),
     /// `refresh_window` capped at [`MAX_REFRESH_WINDOW`], `code_ttl` capped at a day.
-    pub fn build(self) -> TokenCache<S> {
+    pub fn build(self) -> SessionCache<S> {
         let config = self.config.validated();
         // Cooldown entries carry their own end; the cache only has to hold them that long.
         let cooldown_ttl = config
@@ -297,7 +297,7 @@ impl<S: TokenStore> TokenCacheBuilder<S> {
             .max(MISCONFIGURED_COOLDOWN)
             .max(Duration::from_secs(600))
             .min(Duration::from_secs(7 * 24 * 3600));
-        TokenCache {
+        SessionCache {
             inner: Arc::new(Inner {
                 logins: Logins::new(&config, self.code_key),
                 cooldown: Cache::builder()
@@ -321,11 +321,11 @@ impl<S: TokenStore> TokenCacheBuilder<S> {
 /// ```no_run
 /// use std::time::Duration;
 /// use wechat_oauth::{AppId, AppSecret, AuthCode, Client};
-/// use wechat_token_cache::{SessionError, TokenCache};
+/// use wechat_token_cache::{SessionError, SessionCache};
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let client = Client::builder(AppId::new("wx123"), AppSecret::new("secret")).build()?;
-/// let cache = TokenCache::builder(client).build();
+/// let cache = SessionCache::builder(client).build();
 /// let session = cache.login(&AuthCode::new("code-from-the-app")).await?;
 /// // Later, on each request carrying session.sid:
 /// match cache.session(&session.sid).await {
@@ -335,11 +335,11 @@ impl<S: TokenStore> TokenCacheBuilder<S> {
 /// }
 /// # Ok(()) }
 /// ```
-pub struct TokenCache<S = MokaStore> {
+pub struct SessionCache<S = MokaStore> {
     inner: Arc<Inner<S>>,
 }
 
-impl<S> Clone for TokenCache<S> {
+impl<S> Clone for SessionCache<S> {
     fn clone(&self) -> Self {
         Self {
             inner: Arc::clone(&self.inner),
@@ -347,9 +347,9 @@ impl<S> Clone for TokenCache<S> {
     }
 }
 
-impl<S> fmt::Debug for TokenCache<S> {
+impl<S> fmt::Debug for SessionCache<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenCache")
+        f.debug_struct("SessionCache")
             .field("clients", &self.inner.clients)
             .field("config", &self.inner.config)
             .finish_non_exhaustive()
@@ -404,12 +404,12 @@ enum Need {
     Check,
 }
 
-impl TokenCache<MokaStore> {
+impl SessionCache<MokaStore> {
     /// Starts configuring a cache for `client`'s application (the default app; more with
-    /// [`TokenCacheBuilder::app`]), on the client's clock.
-    pub fn builder(client: Client) -> TokenCacheBuilder<MokaStore> {
+    /// [`SessionCacheBuilder::app`]), on the client's clock.
+    pub fn builder(client: Client) -> SessionCacheBuilder<MokaStore> {
         let clock = Arc::clone(client.clock());
-        TokenCacheBuilder {
+        SessionCacheBuilder {
             store: MokaStore::builder().clock(Arc::clone(&clock)).build(),
             clients: vec![client],
             hook: None,
@@ -420,7 +420,7 @@ impl TokenCache<MokaStore> {
     }
 }
 
-impl<S: TokenStore> TokenCache<S> {
+impl<S: SessionStore> SessionCache<S> {
     pub(crate) fn inner(&self) -> &Arc<Inner<S>> {
         &self.inner
     }
@@ -579,7 +579,7 @@ impl<S> Inner<S> {
     }
 }
 
-impl<S: TokenStore> Inner<S> {
+impl<S: SessionStore> Inner<S> {
     async fn load(&self, sid: &SessionId) -> Result<Arc<SessionRecord>, SessionError> {
         self.store.get(sid).await?.ok_or(SessionError::NotFound)
     }
@@ -1063,7 +1063,7 @@ mod tests {
 
     const EXPIRY: Duration = Duration::from_secs(7200);
 
-    async fn setup() -> (MockWeChat, ManualClock, TokenCache) {
+    async fn setup() -> (MockWeChat, ManualClock, SessionCache) {
         let mock = MockWeChat::start(MockConfig::default()).await.unwrap();
         let clock = ManualClock::new(mock.now());
         let client = Client::builder(AppId::new(mock.appid()), AppSecret::new(mock.secret()))
@@ -1072,7 +1072,7 @@ mod tests {
             .retry(RetryPolicy::none())
             .build()
             .unwrap();
-        (mock, clock, TokenCache::builder(client).build())
+        (mock, clock, SessionCache::builder(client).build())
     }
 
     #[tokio::test]

@@ -1,4 +1,4 @@
-//! The suite every [`TokenStore`] must pass, written once. A backend's tests call [`run`] with a
+//! The suite every [`SessionStore`] must pass, written once. A backend's tests call [`run`] with a
 //! factory that builds an empty store on the given clock:
 //!
 //! ```
@@ -9,7 +9,7 @@
 //! # }
 //! ```
 //!
-//! Each check panics with a message naming the broken rule of the [`TokenStore`] contract.
+//! Each check panics with a message naming the broken rule of the [`SessionStore`] contract.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,13 +19,13 @@ use wechat_oauth::clock::{Clock, ManualClock, SharedClock};
 use wechat_oauth::{AccessToken, AppId, OpenId, RefreshToken, Scopes, SessionKey, UnionId};
 
 use crate::record::{Credentials, SessionId, SessionRecord, UserId};
-use crate::store::{CasOutcome, DEFAULT_MAX_SESSIONS_PER_USER, StoreError, TokenStore};
+use crate::store::{CasOutcome, DEFAULT_MAX_SESSIONS_PER_USER, SessionStore, StoreError};
 
 /// Runs every check, each on a fresh store from `make_store`, which must keep the default
 /// per-user cap ([`DEFAULT_MAX_SESSIONS_PER_USER`]).
 pub async fn run<S, F>(make_store: F)
 where
-    S: TokenStore,
+    S: SessionStore,
     F: Fn(SharedClock) -> S,
 {
     let fresh = || {
@@ -80,7 +80,7 @@ async fn expect<T>(what: &str, f: impl Future<Output = Result<T, StoreError>>) -
     }
 }
 
-async fn get_insert_round_trip<S: TokenStore>(store: &S, clock: &ManualClock) {
+async fn get_insert_round_trip<S: SessionStore>(store: &S, clock: &ManualClock) {
     let record = sample_record(clock, "wxapp", "alice");
     assert!(
         expect("get unknown", store.get(&record.sid))
@@ -111,7 +111,7 @@ async fn get_insert_round_trip<S: TokenStore>(store: &S, clock: &ManualClock) {
     );
 }
 
-async fn insert_refuses_a_taken_id<S: TokenStore>(store: &S, clock: &ManualClock) {
+async fn insert_refuses_a_taken_id<S: SessionStore>(store: &S, clock: &ManualClock) {
     let record = sample_record(clock, "wxapp", "alice");
     expect("insert", store.insert(record.clone())).await;
     let mut other = sample_record(clock, "wxapp", "mallory");
@@ -128,7 +128,7 @@ async fn insert_refuses_a_taken_id<S: TokenStore>(store: &S, clock: &ManualClock
     );
 }
 
-async fn compare_and_set_versions<S: TokenStore>(store: &S, clock: &ManualClock) {
+async fn compare_and_set_versions<S: SessionStore>(store: &S, clock: &ManualClock) {
     let record = sample_record(clock, "wxapp", "alice");
     expect("insert", store.insert(record.clone())).await;
 
@@ -184,7 +184,7 @@ async fn compare_and_set_versions<S: TokenStore>(store: &S, clock: &ManualClock)
     );
 }
 
-async fn delete_is_final<S: TokenStore>(store: &S, clock: &ManualClock) {
+async fn delete_is_final<S: SessionStore>(store: &S, clock: &ManualClock) {
     let record = sample_record(clock, "wxapp", "alice");
     expect("insert", store.insert(record.clone())).await;
     assert!(
@@ -209,7 +209,7 @@ async fn delete_is_final<S: TokenStore>(store: &S, clock: &ManualClock) {
     assert!(expect("get", store.get(&record.sid)).await.is_none());
 }
 
-async fn delete_user_removes_only_that_user<S: TokenStore>(store: &S, clock: &ManualClock) {
+async fn delete_user_removes_only_that_user<S: SessionStore>(store: &S, clock: &ManualClock) {
     let alice: Vec<_> = (0..3)
         .map(|_| sample_record(clock, "wxapp", "alice"))
         .collect();
@@ -246,7 +246,7 @@ async fn delete_user_removes_only_that_user<S: TokenStore>(store: &S, clock: &Ma
     );
 }
 
-async fn a_user_over_the_cap_loses_the_least_recently_confirmed<S: TokenStore>(
+async fn a_user_over_the_cap_loses_the_least_recently_confirmed<S: SessionStore>(
     store: &S,
     clock: &ManualClock,
 ) {
@@ -287,7 +287,7 @@ async fn a_user_over_the_cap_loses_the_least_recently_confirmed<S: TokenStore>(
     );
 }
 
-async fn records_expire_by_the_clock<S: TokenStore>(store: &S, clock: &ManualClock) {
+async fn records_expire_by_the_clock<S: SessionStore>(store: &S, clock: &ManualClock) {
     let record = sample_record(clock, "wxapp", "alice");
     expect("insert", store.insert(record.clone())).await;
     clock.advance(Duration::from_secs(86_399));
@@ -325,7 +325,7 @@ async fn records_expire_by_the_clock<S: TokenStore>(store: &S, clock: &ManualClo
     );
 }
 
-async fn concurrent_compare_and_set_has_one_winner<S: TokenStore>(
+async fn concurrent_compare_and_set_has_one_winner<S: SessionStore>(
     store: Arc<S>,
     clock: &ManualClock,
 ) {
@@ -366,7 +366,7 @@ async fn concurrent_compare_and_set_has_one_winner<S: TokenStore>(
 
 /// Writers keep reading and compare-and-setting one session while it is deleted: once the
 /// delete has returned, the session stays gone (no write resurrects it).
-async fn a_delete_is_never_undone_by_concurrent_writers<S: TokenStore>(
+async fn a_delete_is_never_undone_by_concurrent_writers<S: SessionStore>(
     store: Arc<S>,
     clock: &ManualClock,
 ) {

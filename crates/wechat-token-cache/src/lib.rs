@@ -1,8 +1,8 @@
 //! Per-session WeChat token state for servers: records, stores, and the refresh coordinator.
 //!
-//! A user logs in once ([`TokenCache::login`]); the server then holds a [`SessionRecord`] with
+//! A user logs in once ([`SessionCache::login`]); the server then holds a [`SessionRecord`] with
 //! their WeChat access and refresh tokens and hands the client only a [`SessionId`] (inside its
-//! own session token). On each request [`TokenCache::session`] returns the record, refreshing the
+//! own session token). On each request [`SessionCache::session`] returns the record, refreshing the
 //! access token shortly before it expires — once per session however many requests ask at once
 //! — and checking the grant with WeChat at a configurable interval.
 //!
@@ -36,14 +36,14 @@
 //! # Apps and users
 //!
 //! One cache serves several WeChat apps (mobile app, website, Official Account, Mini Program:
-//! [`TokenCacheBuilder::app`]); a session records its app, and is refreshed and checked with
+//! [`SessionCacheBuilder::app`]); a session records its app, and is refreshed and checked with
 //! that app's credentials (a session of an app the cache does not serve is not served). A
 //! [`LoginHook`] maps each new login to the application's own [`UserId`] (by default the
 //! unionid, else app + openid), which logout-all ends across apps.
 //!
 //! # Stores
 //!
-//! [`TokenStore`] is the storage contract; [`MokaStore`] the embedded default (bounded, LRU,
+//! [`SessionStore`] is the storage contract; [`MokaStore`] the embedded default (bounded, LRU,
 //! per-record expiry at the refresh horizon). [`conformance::run`] checks any backend.
 //! [`CachedStore`] puts a local cache in front of a shared store that publishes
 //! [`Invalidations`], so a fleet's hot path does no I/O.
@@ -63,7 +63,7 @@ mod store;
 #[cfg(test)]
 mod wait;
 
-pub use cache::{CacheConfig, GracePolicy, MAX_REFRESH_WINDOW, TokenCache, TokenCacheBuilder};
+pub use cache::{CacheConfig, GracePolicy, MAX_REFRESH_WINDOW, SessionCache, SessionCacheBuilder};
 pub use error::{CallError, LoginError, SessionError};
 pub use hook::{HookError, LoginHook, NewLogin};
 pub use local::{CachedStore, CachedStoreBuilder, InvalidationSink, Invalidations};
@@ -72,7 +72,7 @@ pub use moka_store::{DEFAULT_MAX_SESSIONS, MokaStore, MokaStoreBuilder, StoreExp
 pub use record::{
     Credentials, InvalidSessionId, MAX_USER_ID_LEN, SessionId, SessionRecord, UserId,
 };
-pub use store::{CasOutcome, DEFAULT_MAX_SESSIONS_PER_USER, StoreError, TokenStore};
+pub use store::{CasOutcome, DEFAULT_MAX_SESSIONS_PER_USER, SessionStore, StoreError};
 pub use wechat_oauth::clock::{Clock, ManualClock, SharedClock, SystemClock};
 
 /// The README's Rust examples, compiled as doctests.

@@ -27,7 +27,7 @@ use moka::sync::Cache;
 use wechat_oauth::clock::SharedClock;
 
 use crate::record::{SessionId, SessionRecord, UserId};
-use crate::store::{CasOutcome, StoreError, TokenStore};
+use crate::store::{CasOutcome, SessionStore, StoreError};
 
 /// Where a shared store's invalidations go (implemented by [`CachedStore`]'s local cache).
 pub trait InvalidationSink: Send + Sync + 'static {
@@ -44,7 +44,7 @@ pub trait InvalidationSink: Send + Sync + 'static {
 /// Contract: every write that changes or ends a session (compare-and-set, delete, logout-all,
 /// per-user cap eviction) publishes its id to every subscriber, and the channel carries a
 /// heartbeat at least every `heartbeat` so subscribers can tell silence from loss.
-pub trait Invalidations: TokenStore {
+pub trait Invalidations: SessionStore {
     /// Starts delivering events to `sink`, with heartbeats at least every `heartbeat`. Fails if
     /// the channel cannot be opened now.
     fn subscribe(
@@ -295,7 +295,7 @@ impl<S> CachedStore<S> {
     }
 }
 
-impl<S: Invalidations> TokenStore for CachedStore<S> {
+impl<S: Invalidations> SessionStore for CachedStore<S> {
     fn get_now(&self, sid: &SessionId) -> Option<Result<Option<Arc<SessionRecord>>, StoreError>> {
         self.local_hit(sid).map(|record| Ok(Some(record)))
     }

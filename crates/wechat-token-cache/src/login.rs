@@ -33,12 +33,12 @@ use moka::sync::Cache;
 use sha2::Sha256;
 use wechat_oauth::{AppId, AuthCode, ErrCode, ErrorClass};
 
-use crate::cache::{CacheConfig, TokenCache};
+use crate::cache::{CacheConfig, SessionCache};
 use crate::error::LoginError;
 use crate::flight::Flights;
 use crate::hook::NewLogin;
 use crate::record::{SessionId, SessionRecord};
-use crate::store::{StoreError, TokenStore};
+use crate::store::{SessionStore, StoreError};
 
 type CodeKey = [u8; 32];
 type Outcome = Result<Arc<SessionRecord>, LoginError>;
@@ -301,7 +301,7 @@ fn replayed(flow: LoginFlow) -> LoginError {
     }
 }
 
-impl<S: TokenStore> TokenCache<S> {
+impl<S: SessionStore> SessionCache<S> {
     /// Logs in with a code from a mobile app, website or Official Account page, with no proof
     /// of the client: concurrent submits share one exchange, any later repeat is refused. See
     /// [`login_bound`](Self::login_bound).
@@ -626,7 +626,7 @@ mod tests {
             .clock(Arc::new(ManualClock::new(mock.now())))
             .build()
             .unwrap();
-        let cache = TokenCache::builder(client).build();
+        let cache = SessionCache::builder(client).build();
         let code = AuthCode::new(mock.mint_code(MockGrant::default()));
         let binding = LoginBinding::new(LoginFlow::Code).proof("request-0123456789");
         let session = cache.login_bound(&code, &binding).await.unwrap();

@@ -1,4 +1,4 @@
-//! [`MokaStore`]: the embedded, in-memory [`TokenStore`] on moka.
+//! [`MokaStore`]: the embedded, in-memory [`SessionStore`] on moka.
 //!
 //! Bounded: at most `max_sessions` records; when full, the least recently used session is
 //! evicted (LRU, so a new login is always admitted) and its user must log in again. A record is
@@ -28,7 +28,7 @@ use moka::sync::Cache;
 use wechat_oauth::clock::{SharedClock, system_clock};
 
 use crate::record::{SessionId, SessionRecord, UserId};
-use crate::store::{CasOutcome, DEFAULT_MAX_SESSIONS_PER_USER, StoreError, TokenStore};
+use crate::store::{CasOutcome, DEFAULT_MAX_SESSIONS_PER_USER, SessionStore, StoreError};
 
 /// Default bound on the number of sessions held.
 pub const DEFAULT_MAX_SESSIONS: u64 = 1_000_000;
@@ -96,7 +96,7 @@ impl MokaStoreBuilder {
 
     /// The most sessions one user (AppID, OpenID) may have (default
     /// [`DEFAULT_MAX_SESSIONS_PER_USER`], at least 1): a login beyond it ends the user's least
-    /// recently confirmed session (see [`TokenStore::insert`]).
+    /// recently confirmed session (see [`SessionStore::insert`]).
     pub fn max_sessions_per_user(mut self, max: usize) -> Self {
         self.max_sessions_per_user = max.max(1);
         self
@@ -213,7 +213,7 @@ impl MokaStore {
     }
 }
 
-impl TokenStore for MokaStore {
+impl SessionStore for MokaStore {
     async fn get(&self, sid: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
         Ok(self.records.get(sid).and_then(|r| self.live(r)))
     }

@@ -116,7 +116,7 @@ pub enum Credentials {
 
 /// One login: who the user is, their WeChat credentials, and how long the session may live.
 ///
-/// Records are versioned: every successful [`compare_and_set`](crate::TokenStore::compare_and_set)
+/// Records are versioned: every successful [`compare_and_set`](crate::SessionStore::compare_and_set)
 /// increments `version`, so concurrent writers cannot overwrite each other unnoticed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]

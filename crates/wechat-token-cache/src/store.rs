@@ -1,4 +1,4 @@
-//! The [`TokenStore`] trait: where session records live. Small on purpose (get, insert-new,
+//! The [`SessionStore`] trait: where session records live. Small on purpose (get, insert-new,
 //! compare-and-set, delete, delete-all-of-a-user) so an in-memory, Redis or SQL backend can
 //! implement it; [`crate::conformance`] holds the suite every backend must pass.
 
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::record::{SessionId, SessionRecord, UserId};
 
-/// The default bound on one user's sessions (see [`TokenStore::insert`]).
+/// The default bound on one user's sessions (see [`SessionStore::insert`]).
 pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 100;
 
 /// Why a store operation failed.
@@ -29,7 +29,7 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// The result of [`TokenStore::compare_and_set`]. Non-exhaustive: more outcomes may be added.
+/// The result of [`SessionStore::compare_and_set`]. Non-exhaustive: more outcomes may be added.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum CasOutcome {
@@ -61,8 +61,8 @@ pub enum CasOutcome {
 ///   without blocking other users' operations.
 ///
 /// Futures are `Send` so the store can be used from any tokio task. The middleware's hot path
-/// calls [`get_now`](TokenStore::get_now) and awaits `get` only when that has no answer.
-pub trait TokenStore: Send + Sync + 'static {
+/// calls [`get_now`](SessionStore::get_now) and awaits `get` only when that has no answer.
+pub trait SessionStore: Send + Sync + 'static {
     /// Loads a session.
     fn get(
         &self,
@@ -167,7 +167,7 @@ pub trait TokenStore: Send + Sync + 'static {
     }
 }
 
-impl<S: TokenStore> TokenStore for Arc<S> {
+impl<S: SessionStore> SessionStore for Arc<S> {
     fn get(
         &self,
         sid: &SessionId,

@@ -1,4 +1,4 @@
-//! The TokenStore conformance suite on the embedded moka store, in both expiry modes.
+//! The SessionStore conformance suite on the embedded moka store, in both expiry modes.
 
 use wechat_token_cache::{MokaStore, StoreExpiry, conformance};
 
@@ -24,7 +24,7 @@ mod broken {
     use std::sync::Arc;
 
     use wechat_token_cache::{
-        CasOutcome, MokaStore, SessionId, SessionRecord, StoreError, TokenStore, UserId,
+        CasOutcome, MokaStore, SessionId, SessionRecord, SessionStore, StoreError, UserId,
     };
 
     /// Its delete says yes and keeps the record.
@@ -47,7 +47,7 @@ mod broken {
         };
     }
 
-    impl TokenStore for Resurrecting {
+    impl SessionStore for Resurrecting {
         delegate_reads_and_inserts!();
         async fn compare_and_set(
             &self,
@@ -61,7 +61,7 @@ mod broken {
         }
     }
 
-    impl TokenStore for VersionBlind {
+    impl SessionStore for VersionBlind {
         delegate_reads_and_inserts!();
         async fn compare_and_set(
             &self,

@@ -8,17 +8,17 @@ use wechat_mock::{Endpoint, Fault, MockConfig, MockGrant, MockWeChat};
 use wechat_oauth::{AppId, AppSecret, AuthCode, Client, ErrCode, Lang, RetryPolicy};
 use wechat_token_cache::{
     CallError, CasOutcome, Clock, Credentials, GracePolicy, LoginBinding, LoginError, LoginFlow,
-    ManualClock, MokaStore, SessionError, SessionId, SessionRecord, StoreError, TokenCache,
-    TokenCacheBuilder, TokenStore, UserId,
+    ManualClock, MokaStore, SessionCache, SessionCacheBuilder, SessionError, SessionId,
+    SessionRecord, SessionStore, StoreError, UserId,
 };
 
 const HOUR: Duration = Duration::from_secs(3600);
 const EXPIRY: Duration = Duration::from_secs(7200);
 
-struct Harness<S: TokenStore = MokaStore> {
+struct Harness<S: SessionStore = MokaStore> {
     mock: MockWeChat,
     clock: ManualClock,
-    cache: TokenCache<S>,
+    cache: SessionCache<S>,
 }
 
 async fn start_mock(config: MockConfig) -> (MockWeChat, ManualClock, Client) {
@@ -41,10 +41,10 @@ async fn start_mock(config: MockConfig) -> (MockWeChat, ManualClock, Client) {
 
 async fn harness_with(
     config: MockConfig,
-    build: impl FnOnce(TokenCacheBuilder<MokaStore>) -> TokenCacheBuilder<MokaStore>,
+    build: impl FnOnce(SessionCacheBuilder<MokaStore>) -> SessionCacheBuilder<MokaStore>,
 ) -> Harness {
     let (mock, clock, client) = start_mock(config).await;
-    let cache = build(TokenCache::builder(client)).build();
+    let cache = build(SessionCache::builder(client)).build();
     Harness { mock, clock, cache }
 }
 
@@ -52,7 +52,7 @@ async fn harness() -> Harness {
     harness_with(MockConfig::default(), |b| b).await
 }
 
-impl<S: TokenStore> Harness<S> {
+impl<S: SessionStore> Harness<S> {
     /// Moves our clock and WeChat's together.
     fn advance(&self, by: Duration) {
         self.clock.advance(by);
@@ -302,7 +302,7 @@ struct RacingStore {
     logout_before_write: Mutex<Option<SessionId>>,
 }
 
-impl TokenStore for RacingStore {
+impl SessionStore for RacingStore {
     async fn get(&self, sid: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
         self.inner.get(sid).await
     }
@@ -346,7 +346,7 @@ async fn racing_harness() -> Harness<Arc<RacingStore>> {
         competitor: Mutex::new(None),
         logout_before_write: Mutex::new(None),
     });
-    let cache = TokenCache::builder(client).store(store).build();
+    let cache = SessionCache::builder(client).store(store).build();
     Harness { mock, clock, cache }
 }
 
@@ -586,7 +586,7 @@ async fn a_wrong_secret_is_misconfiguration() {
         .api_base(mock.base_url())
         .build()
         .unwrap();
-    let cache = TokenCache::builder(client).build();
+    let cache = SessionCache::builder(client).build();
     let code = AuthCode::new(mock.mint_code(MockGrant::default()));
     match cache.login(&code).await {
         Err(LoginError::Misconfigured { errcode }) => {
@@ -603,7 +603,7 @@ async fn capacity_eviction_drops_the_least_recently_used_sessions() {
         .max_sessions(10)
         .clock(Arc::new(clock.clone()))
         .build();
-    let cache = TokenCache::builder(client).store(store.clone()).build();
+    let cache = SessionCache::builder(client).store(store.clone()).build();
     let h = Harness { mock, clock, cache };
     let mut sessions: Vec<Arc<SessionRecord>> = Vec::new();
     for i in 0..15 {
@@ -1054,7 +1054,7 @@ impl InterleavingStore {
     }
 }
 
-impl TokenStore for InterleavingStore {
+impl SessionStore for InterleavingStore {
     async fn get(&self, sid: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
         let read = self.inner.get(sid).await?;
         if let Some(record) = read.as_ref().filter(|_| self.interleave_now()) {
@@ -1099,7 +1099,7 @@ async fn a_refresh_token_refused_after_another_instance_rotated_it_keeps_the_ses
         clock: clock.clone(),
         gets_until_interleave: Mutex::new(None),
     });
-    let cache = TokenCache::builder(client).store(store.clone()).build();
+    let cache = SessionCache::builder(client).store(store.clone()).build();
     let h = Harness { mock, clock, cache };
     let session = h.login().await;
     h.advance(EXPIRY);
@@ -1163,7 +1163,7 @@ async fn the_refresh_configuration_is_made_safe_at_build() {
         (Duration::from_secs(600), -3.0, 0.0),
         (Duration::from_secs(600), f64::INFINITY, 1.0),
     ] {
-        let cache = TokenCache::builder(client.clone())
+        let cache = SessionCache::builder(client.clone())
             .refresh_window(window, jitter)
             .build();
         assert_eq!(cache.config().refresh_jitter, expected_jitter);

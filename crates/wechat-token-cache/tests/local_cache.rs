@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 use wechat_token_cache::conformance::sample_record;
 use wechat_token_cache::{
     CachedStore, CasOutcome, InvalidationSink, Invalidations, ManualClock, MokaStore, SessionId,
-    SessionRecord, StoreError, TokenStore, UserId,
+    SessionRecord, SessionStore, StoreError, UserId,
 };
 
 /// A moka store posing as a shared one: the test holds the sink, and can hold a `get` back.
@@ -26,7 +26,7 @@ impl Shared {
     }
 }
 
-impl TokenStore for Shared {
+impl SessionStore for Shared {
     async fn get(&self, sid: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
         let read = self.inner.get(sid).await;
         let hold = self.hold.lock().unwrap().take();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use wechat_token_cache::conformance::sample_record;
 use wechat_token_cache::{
-    CasOutcome, Clock, ManualClock, MokaStore, SessionId, SessionRecord, StoreError, TokenStore,
+    CasOutcome, Clock, ManualClock, MokaStore, SessionId, SessionRecord, SessionStore, StoreError,
 };
 
 /// The moka store's futures never wait: run one to completion on this thread.

@@ -6,17 +6,18 @@ use std::time::Duration;
 use tower_layer::Layer;
 use wechat_oauth::Client;
 use wechat_token_cache::{
-    GracePolicy, LoginHook, MokaStore, TokenCache, TokenCacheBuilder, TokenStore,
+    GracePolicy, LoginHook, MokaStore, SessionCache, SessionCacheBuilder, SessionStore,
 };
 
+use super::authenticator::Authenticator;
 use super::service::WeChatAuth;
 use super::source::{SessionCookie, TokenSource};
 use crate::apps::{AppKind, Apps};
 use crate::endpoints::LoginSettings;
 use crate::limits::LoginLimits;
 use crate::rejection::JsonRejection;
-use crate::token::{KeyError, KeyRing, SessionTokens, TokenConfig};
-use crate::user::{Upstream, UserContext};
+use crate::token::{KeyError, KeyRing, TokenConfig, TokenIssuer};
+use crate::user::UserContext;
 
 /// Whether a request without credentials reaches the handler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,26 +29,15 @@ pub enum Mode {
     Optional,
 }
 
-/// What every request of one layer shares.
-pub(crate) struct Shared<St> {
-    pub(crate) cache: TokenCache<St>,
-    pub(crate) tokens: Arc<SessionTokens>,
-    pub(crate) upstream: Arc<dyn Upstream>,
-    pub(crate) sources: Vec<TokenSource>,
-    pub(crate) cookie: SessionCookie,
-    /// The cookie's full name (`__Host-` prefix included), computed once.
-    pub(crate) cookie_name: String,
-    /// The login endpoints' state (what [`LoginEndpoints`](crate::LoginEndpoints) share).
-    pub(crate) login: Arc<crate::endpoints::Inner<St>>,
-}
-
 /// The tower layer: validates our session token, keeps the user's WeChat tokens fresh, and
 /// attaches a [`WeChatUser`](crate::WeChatUser) to each request. Cheap to clone.
 ///
 /// The rejection response is the type parameter `R` ([`JsonRejection`] by default), swapped
 /// with [`with_rejection_response`](Self::with_rejection_response).
 pub struct WeChatAuthLayer<St = MokaStore, R = JsonRejection> {
-    pub(crate) shared: Arc<Shared<St>>,
+    pub(crate) auth: Arc<Authenticator<St>>,
+    /// The login endpoints' state (what [`LoginEndpoints`](crate::LoginEndpoints) share).
+    pub(crate) login: Arc<crate::endpoints::Inner<St>>,
     pub(crate) mode: Mode,
     pub(crate) rejection: R,
 }
@@ -55,7 +45,8 @@ pub struct WeChatAuthLayer<St = MokaStore, R = JsonRejection> {
 impl<St, R: Clone> Clone for WeChatAuthLayer<St, R> {
     fn clone(&self) -> Self {
         Self {
-            shared: Arc::clone(&self.shared),
+            auth: Arc::clone(&self.auth),
+            login: Arc::clone(&self.login),
             mode: self.mode,
             rejection: self.rejection.clone(),
         }
@@ -66,8 +57,8 @@ impl<St, R> std::fmt::Debug for WeChatAuthLayer<St, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WeChatAuthLayer")
             .field("mode", &self.mode)
-            .field("sources", &self.shared.sources)
-            .field("tokens", &self.shared.tokens)
+            .field("sources", &self.auth.sources)
+            .field("tokens", &self.auth.tokens)
             .finish_non_exhaustive()
     }
 }
@@ -91,7 +82,7 @@ impl WeChatAuthLayer<MokaStore, JsonRejection> {
         WeChatAuthBuilder {
             apps,
             login: LoginSettings::default(),
-            cache: TokenCache::builder(client),
+            cache: SessionCache::builder(client),
             keys,
             token_config: TokenConfig::default(),
             sources: vec![TokenSource::Bearer, TokenSource::Cookie],
@@ -101,10 +92,10 @@ impl WeChatAuthLayer<MokaStore, JsonRejection> {
     }
 }
 
-impl<St: TokenStore> WeChatAuthLayer<St, JsonRejection> {
+impl<St: SessionStore> WeChatAuthLayer<St, JsonRejection> {
     /// A layer over an existing cache and token issuer (default sources: bearer, then cookie),
     /// the cache's default app serving as the mobile app.
-    pub fn from_parts(cache: TokenCache<St>, tokens: Arc<SessionTokens>) -> Self {
+    pub fn from_parts(cache: SessionCache<St>, tokens: Arc<TokenIssuer>) -> Self {
         let mut apps = Apps::default();
         apps.bind(AppKind::MobileApp, cache.client().appid().clone());
         // No key ring here: the login flow's keys are random (one instance).
@@ -118,12 +109,12 @@ impl<St: TokenStore> WeChatAuthLayer<St, JsonRejection> {
             rand::random(),
         );
         Self {
-            shared: Arc::new(Shared {
+            login: Arc::new(login),
+            auth: Arc::new(Authenticator {
                 upstream: Arc::new(UserContext {
                     cache: cache.clone(),
                     apps: apps.clone(),
                 }),
-                login: Arc::new(login),
                 cache,
                 tokens,
                 sources: vec![TokenSource::Bearer, TokenSource::Cookie],
@@ -162,25 +153,26 @@ impl<St, R> WeChatAuthLayer<St, R> {
     /// The same layer with another rejection response.
     pub fn with_rejection_response<R2>(self, rejection: R2) -> WeChatAuthLayer<St, R2> {
         WeChatAuthLayer {
-            shared: self.shared,
+            auth: self.auth,
+            login: self.login,
             mode: self.mode,
             rejection,
         }
     }
 
     /// The session cache (login, logout, calls on a user's behalf).
-    pub fn cache(&self) -> &TokenCache<St> {
-        &self.shared.cache
+    pub fn cache(&self) -> &SessionCache<St> {
+        &self.auth.cache
     }
 
     /// The session token issuer and verifier.
-    pub fn tokens(&self) -> &Arc<SessionTokens> {
-        &self.shared.tokens
+    pub fn tokens(&self) -> &Arc<TokenIssuer> {
+        &self.auth.tokens
     }
 
     /// The session cookie's attributes.
     pub fn cookie(&self) -> &SessionCookie {
-        &self.shared.cookie
+        &self.auth.cookie
     }
 
     /// The mode.
@@ -201,7 +193,7 @@ impl<S, St, R: Clone> Layer<S> for WeChatAuthLayer<St, R> {
 pub struct WeChatAuthBuilder<St> {
     apps: Apps,
     login: LoginSettings,
-    cache: TokenCacheBuilder<St>,
+    cache: SessionCacheBuilder<St>,
     keys: KeyRing,
     token_config: TokenConfig,
     sources: Vec<TokenSource>,
@@ -219,9 +211,9 @@ impl<St> std::fmt::Debug for WeChatAuthBuilder<St> {
     }
 }
 
-impl<St: TokenStore> WeChatAuthBuilder<St> {
+impl<St: SessionStore> WeChatAuthBuilder<St> {
     /// Use another session store.
-    pub fn store<St2: TokenStore>(self, store: St2) -> WeChatAuthBuilder<St2> {
+    pub fn store<St2: SessionStore>(self, store: St2) -> WeChatAuthBuilder<St2> {
         WeChatAuthBuilder {
             apps: self.apps,
             login: self.login,
@@ -257,7 +249,10 @@ impl<St: TokenStore> WeChatAuthBuilder<St> {
     }
 
     /// Adjust the session cache (refresh horizon, remembered logins, ...).
-    pub fn cache(mut self, f: impl FnOnce(TokenCacheBuilder<St>) -> TokenCacheBuilder<St>) -> Self {
+    pub fn cache(
+        mut self,
+        f: impl FnOnce(SessionCacheBuilder<St>) -> SessionCacheBuilder<St>,
+    ) -> Self {
         self.cache = f(self.cache);
         self
     }
@@ -338,7 +333,7 @@ impl<St: TokenStore> WeChatAuthBuilder<St> {
         let used_state_key = self.keys.derive("tower-wechat used state code");
         let code_key = self.keys.derive("wechat-token-cache login code");
         let cache = self.cache.shared_secret(&code_key).build();
-        let tokens = Arc::new(SessionTokens::new(
+        let tokens = Arc::new(TokenIssuer::new(
             self.keys,
             self.token_config,
             Arc::clone(cache.clock()),
@@ -353,8 +348,8 @@ impl<St: TokenStore> WeChatAuthBuilder<St> {
             used_state_key,
         );
         Ok(WeChatAuthLayer {
-            shared: Arc::new(Shared {
-                login: Arc::new(login),
+            login: Arc::new(login),
+            auth: Arc::new(Authenticator {
                 upstream: Arc::new(UserContext {
                     cache: cache.clone(),
                     apps: self.apps,

@@ -1,5 +1,7 @@
-//! The middleware: [`WeChatAuthLayer`] (shared configuration and its builder), [`WeChatAuth`]
-//! (the service), [`ResponseFuture`], and where tokens come from ([`TokenSource`]).
+//! The middleware: [`WeChatAuthLayer`] (shared configuration and its builder), the
+//! authenticator (who a request's user is: every decision), [`WeChatAuth`] (the thin service
+//! carrying it out), [`ResponseFuture`], [`RequireUser`], and where tokens come from
+//! ([`TokenSource`]).
 //!
 //! ```no_run
 //! use axum::{Router, routing::get};
@@ -16,6 +18,7 @@
 //! # Ok(app) }
 //! ```
 
+mod authenticator;
 mod future;
 mod layer;
 mod require;

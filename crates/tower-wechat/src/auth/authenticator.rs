@@ -1,0 +1,235 @@
+//! [`Authenticator`]: who a request's user is. It owns every decision of the middleware —
+//! find and verify the token, admit a live session (and re-issue a token that nears its end),
+//! refuse (and clear a dead cookie) — for the synchronous path and the slow one alike; the
+//! service only carries the [`Outcome`] out. One clock read serves a whole request.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::header::SET_COOKIE;
+use http::{HeaderMap, HeaderValue};
+use wechat_token_cache::{SessionCache, SessionError, SessionId, SessionRecord, SessionStore};
+
+use super::future::Reissue;
+use super::source::{self, REISSUED_TOKEN_HEADER, SentBy, SessionCookie, TokenSource};
+use crate::rejection::AuthError;
+use crate::token::{TokenIssuer, VerifiedToken, unix};
+use crate::user::{Upstream, WeChatUser};
+
+/// What every request of one layer shares to authenticate.
+pub(crate) struct Authenticator<St> {
+    pub(crate) cache: SessionCache<St>,
+    pub(crate) tokens: Arc<TokenIssuer>,
+    pub(crate) upstream: Arc<dyn Upstream>,
+    pub(crate) sources: Vec<TokenSource>,
+    pub(crate) cookie: SessionCookie,
+    /// The cookie's full name (`__Host-` prefix included), computed once.
+    pub(crate) cookie_name: String,
+}
+
+/// A refused request: why, and what is known of the token that was sent.
+pub(crate) struct Refusal {
+    pub(crate) error: AuthError,
+    /// The session the token named, when it verified.
+    pub(crate) sid: Option<SessionId>,
+    /// A `Set-Cookie` deleting a session cookie that can never become valid again.
+    pub(crate) clear: Option<Reissue>,
+}
+
+/// What authentication decided for one request.
+pub(crate) enum Outcome {
+    /// A live session: its user, and a re-issued token for the response if this one nears its
+    /// end.
+    User(WeChatUser, Option<Reissue>),
+    /// No credentials were sent.
+    Anonymous,
+    /// Credentials were sent and refused.
+    Refused(Refusal),
+}
+
+/// A valid token whose session needs the store or WeChat before it can be admitted.
+pub(crate) struct Pending {
+    verified: VerifiedToken,
+    sent_by: SentBy,
+}
+
+/// The synchronous part's answer: decided, or to be finished by [`Authenticator::finish`].
+pub(crate) enum Step {
+    Done(Outcome),
+    Slow(Pending),
+}
+
+impl<St: SessionStore> Authenticator<St> {
+    /// Decides what it can without waiting: the token found (borrowed) and verified (a cache
+    /// hit for a token seen before), the record read from the store's memory.
+    pub(crate) fn authenticate(&self, headers: &HeaderMap) -> Step {
+        let (token, sent_by) = match source::find(headers, &self.sources, &self.cookie_name) {
+            Ok(Some(found)) => found,
+            Ok(None) => return Step::Done(Outcome::Anonymous),
+            Err((error, sent_by)) => {
+                return Step::Done(self.refuse(error, None, Some(sent_by)));
+            }
+        };
+        let now = self.cache.clock().now();
+        let verified = match sent_by {
+            SentBy::Cookies => self.verify_one_cookie(headers, now),
+            _ => self.tokens.verify_at(token, now),
+        };
+        let verified = match verified {
+            Ok(verified) => verified,
+            // Several cookies and not exactly one verifies: which is ours cannot be told, so
+            // none is cleared (clearing could delete the user's own).
+            Err(error) => {
+                let sent_by = (sent_by != SentBy::Cookies).then_some(sent_by);
+                return Step::Done(self.refuse(error, None, sent_by));
+            }
+        };
+        let sent_by = match sent_by {
+            SentBy::Cookies => SentBy::Cookie,
+            other => other,
+        };
+        let found = match self.cache.store().get_now(&verified.sid) {
+            // Not known without waiting.
+            None => return Step::Slow(Pending { verified, sent_by }),
+            Some(found) => found,
+        };
+        match found {
+            Ok(Some(record)) if self.cache.serves(&record) => {
+                if self.cache.needs_upstream_at(&record, now) {
+                    return Step::Slow(Pending { verified, sent_by });
+                }
+                Step::Done(self.admit(record, verified, sent_by, now))
+            }
+            // Another app's session (a store or signing key shared between apps) is never
+            // admitted, nor refreshed with our credentials.
+            Ok(_) => Step::Done(self.refuse(
+                AuthError::SessionExpired,
+                Some(verified.sid),
+                Some(sent_by),
+            )),
+            Err(error) => Step::Done(self.refuse(
+                SessionError::Store(error).into(),
+                Some(verified.sid),
+                Some(sent_by),
+            )),
+        }
+    }
+
+    /// Finishes what [`authenticate`](Self::authenticate) could not: waits for the store, and
+    /// refreshes or checks with WeChat when the session needs it.
+    pub(crate) async fn finish(&self, pending: Pending) -> Outcome {
+        let Pending { verified, sent_by } = pending;
+        // Whose session it is comes first: another app's is never refreshed with ours.
+        let session = match self.cache.store().get(&verified.sid).await {
+            Ok(Some(record)) if !self.cache.serves(&record) => Err(SessionError::NotFound),
+            Ok(Some(record)) if !self.cache.needs_upstream(&record) => Ok(record),
+            Ok(None) => Err(SessionError::NotFound),
+            Err(error) => Err(SessionError::Store(error)),
+            Ok(Some(_)) => self.cache.session(&verified.sid).await,
+        };
+        match session {
+            Ok(record) => {
+                let now = self.cache.clock().now();
+                self.admit(record, verified, sent_by, now)
+            }
+            Err(error) => self.refuse(error.into(), Some(verified.sid), Some(sent_by)),
+        }
+    }
+
+    /// Several session cookies were sent (one may have been tossed by a sibling domain): trust
+    /// the one that verifies if exactly one does, else none.
+    fn verify_one_cookie(
+        &self,
+        headers: &HeaderMap,
+        now: SystemTime,
+    ) -> Result<VerifiedToken, AuthError> {
+        let mut verified = source::cookies(headers, &self.cookie_name)
+            .filter_map(|token| self.tokens.verify_at(token.ok()?, now).ok());
+        match (verified.next(), verified.next()) {
+            (Some(one), None) => Ok(one),
+            _ => {
+                tracing::debug!(
+                    outcome = "rejected",
+                    "several session cookies, and not exactly one of them verifies"
+                );
+                Err(AuthError::InvalidToken)
+            }
+        }
+    }
+
+    /// The user for a live session, and a re-issued token if this one nears its end.
+    fn admit(
+        &self,
+        record: Arc<SessionRecord>,
+        verified: VerifiedToken,
+        sent_by: SentBy,
+        now: SystemTime,
+    ) -> Outcome {
+        let reissue = if self
+            .tokens
+            .should_reissue(verified.expires_at, record.expires_at, now)
+        {
+            self.reissue(&record, sent_by, now)
+        } else {
+            None
+        };
+        tracing::trace!(sid = %record.sid, outcome = "authenticated", reissued = reissue.is_some());
+        Outcome::User(WeChatUser::new(record, Arc::clone(&self.upstream)), reissue)
+    }
+
+    fn reissue(&self, record: &SessionRecord, sent_by: SentBy, now: SystemTime) -> Option<Reissue> {
+        let issued = match self.tokens.renew(record, now) {
+            Ok(issued) => issued,
+            Err(error) => {
+                tracing::error!(%error, "could not re-issue a session token");
+                return None;
+            }
+        };
+        tracing::debug!(sid = %record.sid, outcome = "reissued", "session token re-issued");
+        match sent_by {
+            SentBy::Cookie | SentBy::Cookies => Some(Reissue {
+                name: SET_COOKIE,
+                value: self.cookie.set(
+                    &issued.value,
+                    unix(issued.expires_at).saturating_sub(unix(now)),
+                )?,
+            }),
+            SentBy::Header => Some(Reissue {
+                name: REISSUED_TOKEN_HEADER,
+                value: HeaderValue::try_from(issued.value).ok()?,
+            }),
+        }
+    }
+
+    /// A refusal, with a `Set-Cookie` that deletes the session cookie when it can never become
+    /// valid again (malformed, oversized, forged, expired, ended, grant gone), so the browser
+    /// stops sending it.
+    fn refuse(&self, error: AuthError, sid: Option<SessionId>, sent_by: Option<SentBy>) -> Outcome {
+        let dead = matches!(
+            error,
+            AuthError::InvalidRequest
+                | AuthError::InvalidToken
+                | AuthError::TokenExpired
+                | AuthError::SessionExpired
+                | AuthError::ReauthRequired
+        );
+        let clear = (dead && sent_by == Some(SentBy::Cookie))
+            .then(|| self.cookie.clear())
+            .flatten()
+            .map(|value| Reissue {
+                name: SET_COOKIE,
+                value,
+            });
+        match sid {
+            Some(sid) => {
+                tracing::debug!(%sid, outcome = "rejected", reason = error.code(), "session refused");
+            }
+            None => tracing::debug!(
+                outcome = "rejected",
+                reason = error.code(),
+                "request refused"
+            ),
+        }
+        Outcome::Refused(Refusal { error, sid, clear })
+    }
+}
