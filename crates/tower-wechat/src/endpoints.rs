@@ -244,9 +244,6 @@ pub struct WebFlow {
     pub official_account_scope: OfficialAccountScope,
     /// Where the callback sends the browser after login when no `return_to` came (default `/`).
     pub after_login: String,
-    /// The path of the start endpoint, for the re-authorization URL of a scope upgrade
-    /// (default `/auth/wechat/web/start`).
-    pub start_path: String,
 }
 
 impl WebFlow {
@@ -256,7 +253,6 @@ impl WebFlow {
             redirect_uri: redirect_uri.into(),
             official_account_scope: OfficialAccountScope::UserInfo,
             after_login: "/".into(),
-            start_path: "/auth/wechat/web/start".into(),
         }
     }
 
@@ -278,11 +274,88 @@ impl WebFlow {
         self.after_login = path.into();
         self
     }
+}
 
-    /// The path of the start endpoint (when the router is mounted under a prefix).
-    pub fn start_path(mut self, path: impl Into<String>) -> Self {
-        self.start_path = path.into();
-        self
+/// The paths the login endpoints answer at ([`LoginEndpoints::router`]); set with
+/// [`WeChatAuthBuilder::login_paths`](crate::WeChatAuthBuilder::login_paths). The browser
+/// flow's [`redirect_uri`](WebFlow::redirect_uri) must end in [`web_callback`](Self::web_callback)
+/// (as the browser sees it), and the scope-upgrade URL starts at [`web_start`](Self::web_start).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LoginPaths {
+    /// `POST`, the mobile app's JSON code login (default `/auth/wechat/login`).
+    pub login: String,
+    /// `POST`, the Mini Program's JSON code login (default `/auth/wechat/miniprogram/login`).
+    pub mini_program_login: String,
+    /// `GET`, the start of a browser login (default `/auth/wechat/web/start`).
+    pub web_start: String,
+    /// `GET`, the browser flows' callback (default `/auth/wechat/web/callback`).
+    pub web_callback: String,
+    /// `POST`, ends this session (default `/auth/logout`).
+    pub logout: String,
+    /// `POST`, ends every session of this user (default `/auth/logout/all`).
+    pub logout_all: String,
+}
+
+impl Default for LoginPaths {
+    fn default() -> Self {
+        Self {
+            login: "/auth/wechat/login".into(),
+            mini_program_login: "/auth/wechat/miniprogram/login".into(),
+            web_start: "/auth/wechat/web/start".into(),
+            web_callback: "/auth/wechat/web/callback".into(),
+            logout: "/auth/logout".into(),
+            logout_all: "/auth/logout/all".into(),
+        }
+    }
+}
+
+impl LoginPaths {
+    /// Every path under `prefix` (`"/api"` turns `/auth/logout` into `/api/auth/logout`; a
+    /// trailing `/` of the prefix is dropped).
+    pub fn prefixed(self, prefix: &str) -> Self {
+        let prefix = prefix.trim_end_matches('/');
+        let under = |path: String| format!("{prefix}{path}");
+        Self {
+            login: under(self.login),
+            mini_program_login: under(self.mini_program_login),
+            web_start: under(self.web_start),
+            web_callback: under(self.web_callback),
+            logout: under(self.logout),
+            logout_all: under(self.logout_all),
+        }
+    }
+
+    /// Each path, with the route it names, for checking them.
+    fn all(&self) -> [(&'static str, &str); 6] {
+        [
+            ("login", &self.login),
+            ("mini_program_login", &self.mini_program_login),
+            ("web_start", &self.web_start),
+            ("web_callback", &self.web_callback),
+            ("logout", &self.logout),
+            ("logout_all", &self.logout_all),
+        ]
+    }
+
+    /// Every path starts with `/`, has no query, fragment or wildcard, and no two are equal
+    /// (a router would panic on either).
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let all = self.all();
+        for (i, (name, path)) in all.iter().enumerate() {
+            let bad = !path.starts_with('/')
+                || path.contains(['?', '#', '{', '}', '*', ':'])
+                || path.bytes().any(|b| !b.is_ascii_graphic());
+            if bad {
+                return Err(format!(
+                    "login path {name} must be an absolute path without query, fragment or captures"
+                ));
+            }
+            if let Some((other, _)) = all[..i].iter().find(|(_, p)| p == path) {
+                return Err(format!("login paths {other} and {name} are the same"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -431,6 +504,7 @@ pub(crate) struct Inner<St> {
     cookie: SessionCookie,
     states: StateSigner,
     web: Option<WebFlow>,
+    paths: LoginPaths,
     limiter: Arc<LoginLimiter>,
     client_key: ClientKey,
     /// States a callback has used, and a keyed hash of the code it used them with.
@@ -442,6 +516,7 @@ pub(crate) struct Inner<St> {
 #[derive(Clone)]
 pub(crate) struct LoginSettings {
     pub(crate) web: Option<WebFlow>,
+    pub(crate) paths: LoginPaths,
     pub(crate) limits: LoginLimits,
     pub(crate) client_key: ClientKey,
 }
@@ -450,6 +525,7 @@ impl Default for LoginSettings {
     fn default() -> Self {
         Self {
             web: None,
+            paths: LoginPaths::default(),
             limits: LoginLimits::default(),
             client_key: Arc::new(peer_ip),
         }
@@ -473,6 +549,7 @@ impl<St: SessionStore> Inner<St> {
             states: StateSigner::from_secret(state_key, Arc::clone(&clock)),
             limiter: Arc::new(LoginLimiter::new(settings.limits, clock)),
             web: settings.web,
+            paths: settings.paths,
             client_key: settings.client_key,
             used_states: used_states(),
             code_key: used_state_key,
@@ -700,7 +777,7 @@ impl<St: SessionStore> LoginEndpoints<St> {
             .append_pair("app", "oa")
             .append_pair("scope", "snsapi_userinfo")
             .append_pair("return_to", return_to);
-        Some(format!("{}?{}", web.start_path, query.finish()))
+        Some(format!("{}?{}", self.inner.paths.web_start, query.finish()))
     }
 
     /// Handles WeChat's redirect back: verifies the state (for the website flow, against the
@@ -1071,7 +1148,11 @@ mod router {
         parts: Parts,
         body: Bytes,
     ) -> Response {
-        match parse_code_body(&parts.headers, &body) {
+        // An app that is not configured has no endpoint, whatever was sent to it.
+        let parsed = endpoints
+            .app(kind)
+            .and_then(|_| parse_code_body(&parts.headers, &body));
+        match parsed {
             Ok(body) => {
                 let client = endpoints.client_of(&parts);
                 let request = CodeLogin::new(&body.code)
@@ -1232,21 +1313,32 @@ mod router {
     }
 
     impl<St: SessionStore> LoginEndpoints<St> {
-        /// The endpoints as an axum router, to merge into the application's. The logout routes
-        /// read the [`WeChatUser`], so the [`WeChatAuthLayer`](crate::WeChatAuthLayer) must wrap
-        /// the router in *optional* mode (a required layer would refuse the login routes
-        /// themselves, which are called without a session).
+        /// The endpoints as an axum router, to merge into the application's. Its routes, at
+        /// the [`LoginPaths`](super::LoginPaths) of the builder (these are the defaults):
+        ///
+        /// | route | answers |
+        /// |---|---|
+        /// | `POST /auth/wechat/login` | mobile app: `{"code", "request_id"?}` → session token JSON |
+        /// | `POST /auth/wechat/miniprogram/login` | Mini Program: the same, with a `wx.login` code |
+        /// | `GET /auth/wechat/web/start` | `?app=web\|oa&return_to=&scope=` → 302 to WeChat |
+        /// | `GET /auth/wechat/web/callback` | WeChat's redirect → session cookie, 302 to `return_to` |
+        /// | `POST /auth/logout` | ends this session → 204 |
+        /// | `POST /auth/logout/all` | ends every session of this user, all apps → 204 |
+        ///
+        /// The endpoints of an app that is not configured answer 404 `app_not_configured`.
+        /// The logout routes read the [`WeChatUser`], so the
+        /// [`WeChatAuthLayer`](crate::WeChatAuthLayer) wraps the router in *optional* mode
+        /// (the default; a required layer would refuse the login routes themselves, which are
+        /// called without a session). Failures answer with that layer's rejection.
         pub fn router<S: Clone + Send + Sync + 'static>(self) -> Router<S> {
+            let paths = self.inner.paths.clone();
             Router::new()
-                .route("/auth/wechat/login", post(code_login::<St>))
-                .route(
-                    "/auth/wechat/miniprogram/login",
-                    post(mini_program_login::<St>),
-                )
-                .route("/auth/wechat/web/start", get(web_start::<St>))
-                .route("/auth/wechat/web/callback", get(web_callback::<St>))
-                .route("/auth/logout", post(logout::<St>))
-                .route("/auth/logout/all", post(logout_all::<St>))
+                .route(&paths.login, post(code_login::<St>))
+                .route(&paths.mini_program_login, post(mini_program_login::<St>))
+                .route(&paths.web_start, get(web_start::<St>))
+                .route(&paths.web_callback, get(web_callback::<St>))
+                .route(&paths.logout, post(logout::<St>))
+                .route(&paths.logout_all, post(logout_all::<St>))
                 .with_state(self)
         }
     }

@@ -44,12 +44,13 @@ mod user;
 
 pub use apps::{AppKind, UnknownAppKind};
 pub use auth::{
-    Mode, REISSUED_TOKEN_HEADER, RequireUser, RequireUserService, ResponseFuture, SameSite,
-    SessionChanged, SessionCookie, TokenSource, WeChatAuth, WeChatAuthBuilder, WeChatAuthLayer,
+    BuildError, Mode, REISSUED_TOKEN_HEADER, RequireUser, RequireUserService, ResponseFuture,
+    SameSite, SessionChanged, SessionCookie, TokenSource, WeChatAuth, WeChatAuthBuilder,
+    WeChatAuthLayer,
 };
 pub use endpoints::{
-    BINDING_COOKIE, ClientKey, CodeLogin, LoginEndpoints, LoginSuccess, StartRequest, WebCallback,
-    WebFlow, WebStart, escape_html, safe_return_to, secure_page_headers, wants_html,
+    BINDING_COOKIE, ClientKey, CodeLogin, LoginEndpoints, LoginPaths, LoginSuccess, StartRequest,
+    WebCallback, WebFlow, WebStart, escape_html, safe_return_to, secure_page_headers, wants_html,
 };
 pub use limits::LoginLimits;
 pub use rejection::{AuthError, JsonRejection, Rejection, RejectionResponse};

@@ -60,7 +60,9 @@ pub enum GracePolicy {
     FailClosed,
 }
 
-/// Tunables of a [`SessionCache`]. Every duration is measured with the cache's clock.
+/// Tunables of a [`SessionCache`], as it runs with them ([`SessionCache::config`]); each is set
+/// by the [`SessionCacheBuilder`] method its field names. Every duration is measured with the
+/// cache's clock.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct CacheConfig {
@@ -180,12 +182,6 @@ impl<S: SessionStore> SessionCacheBuilder<S> {
             config: self.config,
             code_key: self.code_key,
         }
-    }
-
-    /// Replace the whole configuration.
-    pub fn config(mut self, config: CacheConfig) -> Self {
-        self.config = config;
-        self
     }
 
     /// See [`CacheConfig::refresh_horizon`].

@@ -1,19 +1,16 @@
 //! [`WeChatAuthLayer`] and its builder: everything the middleware shares between requests.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tower_layer::Layer;
 use wechat_oauth::Client;
-use wechat_token_cache::{
-    GracePolicy, LoginHook, MokaStore, SessionCache, SessionCacheBuilder, SessionStore,
-};
+use wechat_token_cache::{LoginHook, MokaStore, SessionCache, SessionCacheBuilder, SessionStore};
 
 use super::authenticator::Authenticator;
 use super::service::WeChatAuth;
 use super::source::{SessionCookie, TokenSource};
 use crate::apps::{AppKind, Apps};
-use crate::endpoints::LoginSettings;
+use crate::endpoints::{LoginPaths, LoginSettings};
 use crate::limits::LoginLimits;
 use crate::rejection::JsonRejection;
 use crate::token::{KeyError, KeyRing, TokenConfig, TokenIssuer};
@@ -189,6 +186,18 @@ impl<S, St, R: Clone> Layer<S> for WeChatAuthLayer<St, R> {
     }
 }
 
+/// Why [`WeChatAuthBuilder::build`] failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A key of the key ring cannot be used.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The [`LoginPaths`] are not usable routes (not absolute, captures, or two the same).
+    #[error("{0}")]
+    Paths(String),
+}
+
 /// Configures a [`WeChatAuthLayer`] and its [`LoginEndpoints`](crate::LoginEndpoints).
 pub struct WeChatAuthBuilder<St> {
     apps: Apps,
@@ -248,31 +257,16 @@ impl<St: SessionStore> WeChatAuthBuilder<St> {
         self.cache(|c| c.snapshot_sessions(allowed))
     }
 
-    /// Adjust the session cache (refresh horizon, remembered logins, ...).
+    /// Adjust the session cache: refresh window and horizon, checks and grace, remembered
+    /// logins... (see [`SessionCacheBuilder`]). Its apps, login hook and snapshot policy are
+    /// set on this builder ([`app`](Self::app), [`login_hook`](Self::login_hook),
+    /// [`snapshot_sessions`](Self::snapshot_sessions)), which binds them to the endpoints.
     pub fn cache(
         mut self,
         f: impl FnOnce(SessionCacheBuilder<St>) -> SessionCacheBuilder<St>,
     ) -> Self {
         self.cache = f(self.cache);
         self
-    }
-
-    /// Refresh the WeChat access token once it has less than `window` left, less up to
-    /// `jitter` (a fraction of the window) per session. Default 10 minutes, 0.5.
-    pub fn refresh_window(self, window: Duration, jitter: f64) -> Self {
-        self.cache(|c| c.refresh_window(window, jitter))
-    }
-
-    /// Check the grant with WeChat (`/sns/auth`) when it was last confirmed this long ago.
-    /// Default: never (refreshes confirm it).
-    pub fn check_interval(self, interval: Option<Duration>) -> Self {
-        self.cache(|c| c.check_interval(interval))
-    }
-
-    /// What to do when a due check fails transiently. Default: serve for an hour since the last
-    /// confirmation.
-    pub fn grace(self, grace: GracePolicy) -> Self {
-        self.cache(|c| c.grace(grace))
     }
 
     /// Session token settings (issuer, audience, lifetime, re-issue window, leeway).
@@ -308,6 +302,13 @@ impl<St: SessionStore> WeChatAuthBuilder<St> {
         self
     }
 
+    /// The paths of the login endpoints' router (default [`LoginPaths::default`]; under a
+    /// prefix with [`LoginPaths::prefixed`]).
+    pub fn login_paths(mut self, paths: LoginPaths) -> Self {
+        self.login.paths = paths;
+        self
+    }
+
     /// Limits on failed code exchanges (default [`LoginLimits::default`]).
     pub fn login_limits(mut self, limits: LoginLimits) -> Self {
         self.login.limits = limits;
@@ -328,7 +329,8 @@ impl<St: SessionStore> WeChatAuthBuilder<St> {
     /// Builds the layer and its login endpoints. The login flow's other secrets — the OAuth
     /// state's key, the keys that hash login codes — are derived from the key ring
     /// ([`KeyRing::derive`]), so every instance with the same keys agrees on them.
-    pub fn build(self) -> Result<WeChatAuthLayer<St>, KeyError> {
+    pub fn build(self) -> Result<WeChatAuthLayer<St>, BuildError> {
+        self.login.paths.check().map_err(BuildError::Paths)?;
         let state_key = self.keys.derive("tower-wechat oauth state");
         let used_state_key = self.keys.derive("tower-wechat used state code");
         let code_key = self.keys.derive("wechat-token-cache login code");

@@ -26,7 +26,7 @@ mod service;
 pub(crate) mod source;
 
 pub use future::{ResponseFuture, SessionChanged};
-pub use layer::{Mode, WeChatAuthBuilder, WeChatAuthLayer};
+pub use layer::{BuildError, Mode, WeChatAuthBuilder, WeChatAuthLayer};
 pub use require::{RequireUser, RequireUserService};
 pub use service::WeChatAuth;
 pub use source::{REISSUED_TOKEN_HEADER, SameSite, SessionCookie, TokenSource};

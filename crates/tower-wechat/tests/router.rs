@@ -1,0 +1,134 @@
+//! The login router's paths: the defaults, a prefix, chosen paths, and paths that cannot be
+//! routes (refused by the builder, not a panic in axum).
+
+use axum::Router;
+use axum::body::Body;
+use http::{Method, Request, StatusCode};
+use tower::ServiceExt;
+use tower_wechat::{
+    AppKind, BuildError, KeyRing, LoginEndpoints, LoginPaths, SigningKey, WeChatAuthLayer, WebFlow,
+};
+use wechat_mock::{MockConfig, MockWeChat};
+use wechat_oauth::{AppId, AppSecret, Client};
+
+const OA: &str = "wxofficialaccount01";
+
+fn client(mock: &MockWeChat, appid: &str, secret: &str) -> Client {
+    Client::builder(AppId::new(appid), AppSecret::new(secret))
+        .api_base(mock.base_url())
+        .open_base(mock.base_url())
+        .build()
+        .unwrap()
+}
+
+async fn layer(paths: LoginPaths) -> Result<(WeChatAuthLayer, MockWeChat), BuildError> {
+    let mock = MockWeChat::start(MockConfig::default().with_app(OA, "oa-secret-0123456789"))
+        .await
+        .unwrap();
+    let keys = KeyRing::new(SigningKey::hs256("k1", &[3; 32]).unwrap());
+    let layer = WeChatAuthLayer::builder(client(&mock, mock.appid(), mock.secret()), keys)
+        .app(
+            AppKind::OfficialAccount,
+            client(&mock, OA, "oa-secret-0123456789"),
+        )
+        .web_flow(WebFlow::new(
+            "https://app.example/api/auth/wechat/web/callback",
+        ))
+        .login_paths(paths)
+        .build()?;
+    Ok((layer, mock))
+}
+
+fn app(layer: &WeChatAuthLayer) -> Router {
+    LoginEndpoints::new(layer).router().layer(layer.clone())
+}
+
+/// The status of `method path` with an empty body.
+async fn status(app: &Router, method: Method, path: &str) -> StatusCode {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .body(Body::empty())
+        .unwrap();
+    app.clone().oneshot(request).await.unwrap().status()
+}
+
+#[tokio::test]
+async fn a_prefix_moves_every_route_and_the_scope_upgrade_url() {
+    let (layer, _mock) = layer(LoginPaths::default().prefixed("/api/"))
+        .await
+        .unwrap();
+    let app = app(&layer);
+    // Each route answers at its prefixed path (a refusal of its own, not the router's 404)...
+    let routes = [
+        (
+            Method::POST,
+            "/auth/wechat/login",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            Method::POST,
+            "/auth/wechat/miniprogram/login",
+            StatusCode::NOT_FOUND, // app_not_configured: no Mini Program here
+        ),
+        (Method::GET, "/auth/wechat/web/start", StatusCode::FOUND),
+        (
+            Method::GET,
+            "/auth/wechat/web/callback",
+            StatusCode::BAD_REQUEST,
+        ),
+        (Method::POST, "/auth/logout", StatusCode::UNAUTHORIZED),
+        (Method::POST, "/auth/logout/all", StatusCode::UNAUTHORIZED),
+    ];
+    for (method, path, expected) in routes {
+        let prefixed = format!("/api{path}");
+        assert_eq!(
+            status(&app, method.clone(), &prefixed).await,
+            expected,
+            "{prefixed}"
+        );
+        // ...and nothing answers at the unprefixed one.
+        assert_eq!(
+            status(&app, method, path).await,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+    let upgrade = LoginEndpoints::new(&layer)
+        .reauthorize_url("/profile")
+        .unwrap();
+    assert!(
+        upgrade.starts_with("/api/auth/wechat/web/start?app=oa&scope=snsapi_userinfo"),
+        "{upgrade}"
+    );
+}
+
+#[tokio::test]
+async fn chosen_paths_are_served_as_given() {
+    let mut paths = LoginPaths::default();
+    paths.logout = "/signout".into();
+    let (layer, _mock) = layer(paths).await.unwrap();
+    let app = app(&layer);
+    assert_eq!(
+        status(&app, Method::POST, "/signout").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        status(&app, Method::POST, "/auth/logout").await,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn paths_that_cannot_be_routes_are_a_build_error() {
+    let mut same = LoginPaths::default();
+    same.logout_all = "/auth/logout".into();
+    let mut relative = LoginPaths::default();
+    relative.login = "auth/login".into();
+    let mut capture = LoginPaths::default();
+    capture.login = "/auth/{app}/login".into();
+    for paths in [same, relative, capture] {
+        let error = layer(paths).await.expect_err("refused");
+        assert!(matches!(error, BuildError::Paths(_)), "{error}");
+    }
+}
