@@ -11,7 +11,10 @@
 //!   Redis or Redis Cluster, sealed at rest.
 //! - `mock` (feature `mock`, the `wechat-mock` crate): a fake WeChat for tests and local development.
 //!
-//! The common names are also at the top level:
+//! What an application needs is also at the top level: the layer and its endpoints, the
+//! rejection types (for a custom rejection), the store trait and record types (for a store of
+//! one's own), the login hook (for the application's accounts), and with `mock` the fake WeChat
+//! (for tests):
 //!
 //! ```no_run
 //! use wechat_login::{AppId, AppSecret, Client, KeyRing, LoginEndpoints, SigningKey, WeChatAuthLayer};
@@ -34,12 +37,23 @@ pub use wechat_oauth as oauth;
 pub use wechat_redis_store as redis_store;
 pub use wechat_token_cache as token_cache;
 
+// The middleware, its endpoints and what a custom rejection is written with.
 pub use tower_wechat::{
-    AuthError, KeyRing, LoginEndpoints, Mode, SessionCookie, SigningKey, TokenConfig, TokenIssuer,
-    TokenSource, WeChatAuthLayer, WeChatUser, WebFlow,
+    AppKind, AuthError, BuildError, JsonRejection, KeyRing, LoginEndpoints, LoginLimits,
+    LoginPaths, Mode, Rejection, RejectionResponse, RequireUser, SessionCookie, SigningKey,
+    TokenConfig, TokenIssuer, TokenSource, WeChatAuthLayer, WeChatUser, WebFlow,
 };
+// The protocol client.
 pub use wechat_oauth::{AppId, AppSecret, Client, ErrCode, Error, Lang};
-pub use wechat_token_cache::{GracePolicy, MokaStore, SessionCache, SessionStore};
+// Sessions: the cache, a store of one's own (its conformance suite is
+// `token_cache::conformance`), the login hook, and the clock tests drive.
+pub use wechat_token_cache::{
+    CasOutcome, GracePolicy, HookError, LoginHook, ManualClock, MokaStore, NewLogin,
+    SessionCache, SessionId, SessionRecord, SessionStore, StoreError, UserId,
+};
+// The fake WeChat, for tests and local development.
+#[cfg(feature = "mock")]
+pub use wechat_mock::{MockConfig, MockGrant, MockWeChat};
 
 /// The README's Rust examples, compiled as doctests.
 #[cfg(doctest)]
