@@ -48,8 +48,8 @@ pub use wechat_oauth::{AppId, AppSecret, Client, ErrCode, Error, Lang};
 // Sessions: the cache, a store of one's own (its conformance suite is
 // `token_cache::conformance`), the login hook, and the clock tests drive.
 pub use wechat_token_cache::{
-    CasOutcome, GracePolicy, HookError, LoginHook, ManualClock, MokaStore, NewLogin,
-    SessionCache, SessionId, SessionRecord, SessionStore, StoreError, UserId,
+    CasOutcome, GracePolicy, HookError, LoginHook, ManualClock, MokaStore, NewLogin, SessionCache,
+    SessionId, SessionRecord, SessionStore, StoreError, UserId,
 };
 // The fake WeChat, for tests and local development.
 #[cfg(feature = "mock")]

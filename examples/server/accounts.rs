@@ -131,7 +131,6 @@ impl Accounts {
     }
 
     /// Suspends an account (its next logins are refused). `false` if there is none.
-    #[allow(dead_code)]
     pub async fn suspend(&self, user_id: &str) -> rusqlite::Result<bool> {
         let Some(id) = user_id
             .strip_prefix("user-")

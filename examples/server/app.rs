@@ -40,8 +40,11 @@ pub use accounts::Accounts;
 /// One WeChat app: its kind, AppID and AppSecret.
 #[derive(Clone)]
 pub struct AppConfig {
+    /// Which of the four kinds it is.
     pub kind: AppKind,
+    /// Its AppID.
     pub appid: String,
+    /// Its AppSecret.
     pub secret: String,
 }
 
@@ -71,13 +74,16 @@ pub enum Upstream {
     Sandbox(MockConfig),
     /// The real WeChat (or `api_base`, e.g. a proxy), with the apps configured (at least one).
     Real {
+        /// The apps, each with its credentials.
         apps: Vec<AppConfig>,
+        /// WeChat's API base URL, when not the real one.
         api_base: Option<String>,
     },
 }
 
 /// The app's configuration (what `main.rs` reads from the environment).
 pub struct Config {
+    /// Where WeChat is.
     pub upstream: Upstream,
     /// Session signing key; `None` → a random one (sessions do not survive a restart).
     pub session_secret: Option<Vec<u8>>,
@@ -96,24 +102,22 @@ pub struct Config {
 
 /// The built application.
 pub struct App<St = MokaStore> {
+    /// Every route of the HTTP contract, behind the auth layer and the hardening layers.
     pub router: Router,
     /// The embedded fake WeChat, in sandbox mode.
     pub sandbox: Option<MockWeChat>,
     /// The auth layer (the end-to-end tests reach the session cache through it).
-    #[allow(dead_code)]
     pub auth: WeChatAuthLayer<St>,
     /// The application's accounts (the end-to-end tests suspend one).
-    #[allow(dead_code)]
     pub accounts: Accounts,
     /// The AppID of each configured kind of app.
-    #[allow(dead_code)]
     pub apps: Vec<AppConfig>,
 }
 
+/// Any error of building or serving the app.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The app with sessions in memory.
-#[allow(dead_code)]
 pub async fn build(config: Config) -> Result<App, BoxError> {
     let store = MokaStore::builder()
         .clock(Arc::clone(&config.clock))

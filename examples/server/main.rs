@@ -17,8 +17,7 @@
 //! (sessions in Redis; `redis-cluster://` for a cluster) with `STORE_KEY` (32 bytes, hex or
 //! base64), `STORE_KEY_ID`, `STORE_PREVIOUS_KEYS` and `REDIS_PREFIX`, `RUST_LOG`.
 
-mod app;
-mod serve;
+use wechat_login_example_server::{app, serve};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,10 +2,7 @@
 //! hardened listener) and the fake WeChat, over real HTTP on loopback.
 #![allow(dead_code)]
 
-#[path = "../../examples/server/app.rs"]
-pub mod app;
-#[path = "../../examples/server/serve.rs"]
-pub mod serve;
+pub use wechat_login_example_server::{app, serve};
 
 use std::sync::Arc;
 use std::time::Duration;

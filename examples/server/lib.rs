@@ -1,0 +1,9 @@
+//! The example server as a library: what `cargo run --example server` runs, and what the
+//! end-to-end tests drive (with a manual clock and a shared fake WeChat) without copying it.
+//!
+//! - [`app`]: configuration, the four apps, the accounts hook, the routes of the HTTP contract.
+//! - [`serve`]: the hardened HTTP/1 listener (header-read timeout, connection cap, graceful
+//!   shutdown).
+
+pub mod app;
+pub mod serve;
