@@ -1,0 +1,80 @@
+//! The session cache's test harness: the fake WeChat and the cache on one manual clock.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wechat_mock::{MockConfig, MockGrant, MockWeChat};
+use wechat_oauth::{AppId, AppSecret, AuthCode, Client, RetryPolicy};
+use wechat_token_cache::{
+    Credentials, ManualClock, MokaStore, SessionCache, SessionCacheBuilder, SessionRecord,
+    SessionStore,
+};
+
+pub const HOUR: Duration = Duration::from_secs(3600);
+pub const EXPIRY: Duration = Duration::from_secs(7200);
+
+pub struct Harness<S: SessionStore = MokaStore> {
+    pub mock: MockWeChat,
+    pub clock: ManualClock,
+    pub cache: SessionCache<S>,
+}
+
+pub async fn start_mock(config: MockConfig) -> (MockWeChat, ManualClock, Client) {
+    let mock = MockWeChat::start(config)
+        .await
+        .expect("start the fake WeChat");
+    let clock = ManualClock::new(mock.now());
+    let client = Client::builder(AppId::new(mock.appid()), AppSecret::new(mock.secret()))
+        .api_base(mock.base_url())
+        .clock(Arc::new(clock.clone()))
+        .retry(RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(2),
+        })
+        .build()
+        .unwrap();
+    (mock, clock, client)
+}
+
+pub async fn harness_with(
+    config: MockConfig,
+    build: impl FnOnce(SessionCacheBuilder<MokaStore>) -> SessionCacheBuilder<MokaStore>,
+) -> Harness {
+    let (mock, clock, client) = start_mock(config).await;
+    let cache = build(SessionCache::builder(client)).build();
+    Harness { mock, clock, cache }
+}
+
+pub async fn harness() -> Harness {
+    harness_with(MockConfig::default(), |b| b).await
+}
+
+impl<S: SessionStore> Harness<S> {
+    /// Moves our clock and WeChat's together.
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+        self.mock.advance(by);
+    }
+
+    pub async fn login(&self) -> Arc<SessionRecord> {
+        self.login_as(MockGrant::default()).await
+    }
+
+    pub async fn login_as(&self, grant: MockGrant) -> Arc<SessionRecord> {
+        let code = self.mock.mint_code(grant);
+        self.cache.login(&AuthCode::new(code)).await.expect("login")
+    }
+}
+
+pub fn access_token(record: &SessionRecord) -> String {
+    record.access_token().unwrap().0.secret().to_owned()
+}
+
+pub fn refresh_token(record: &SessionRecord) -> String {
+    match &record.credentials {
+        Credentials::OAuth { refresh_token, .. } => refresh_token.secret().to_owned(),
+        _ => panic!("not an OAuth session"),
+    }
+}

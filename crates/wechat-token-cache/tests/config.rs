@@ -1,0 +1,111 @@
+//! The cache's bounds and settings: LRU eviction at capacity, absurd durations capped, the
+//! refresh configuration made safe at build.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wechat_mock::{Endpoint, Fault, MockConfig, MockGrant};
+use wechat_oauth::{AppId, AuthCode};
+use wechat_token_cache::{Clock, MokaStore, SessionCache, SessionError, SessionRecord, UserId};
+
+mod common;
+
+use common::*;
+
+#[tokio::test]
+async fn capacity_eviction_drops_the_least_recently_used_sessions() {
+    let (mock, clock, client) = start_mock(MockConfig::default()).await;
+    let store = MokaStore::builder()
+        .max_sessions(10)
+        .clock(Arc::new(clock.clone()))
+        .build();
+    let cache = SessionCache::builder(client).store(store.clone()).build();
+    let h = Harness { mock, clock, cache };
+    let mut sessions: Vec<Arc<SessionRecord>> = Vec::new();
+    for i in 0..15 {
+        if i == 10 {
+            // The oldest session is used again just before the store overflows: LRU keeps it
+            // (FIFO would not).
+            h.cache.session(&sessions[0].sid).await.unwrap();
+            store.run_pending_tasks();
+        }
+        sessions.push(
+            h.login_as(MockGrant {
+                openid: Some("alice".into()),
+                ..Default::default()
+            })
+            .await,
+        );
+        store.run_pending_tasks();
+    }
+    assert_eq!(store.session_count(), 10, "bounded at max_sessions");
+    for old in &sessions[1..6] {
+        assert!(
+            matches!(h.cache.session(&old.sid).await, Err(SessionError::NotFound)),
+            "the least recently used sessions were evicted"
+        );
+    }
+    for recent in std::iter::once(&sessions[0]).chain(&sessions[6..]) {
+        h.cache
+            .session(&recent.sid)
+            .await
+            .expect("recent sessions kept");
+    }
+    let user = UserId::default_for(
+        &AppId::new(h.mock.appid()),
+        &wechat_oauth::OpenId::new("alice"),
+        None,
+    );
+    assert_eq!(
+        h.cache.logout_all(&user).await.unwrap(),
+        10,
+        "the index forgot evicted sessions"
+    );
+}
+
+#[tokio::test]
+async fn absurd_durations_are_capped_instead_of_panicking() {
+    let h = harness_with(MockConfig::default(), |b| {
+        b.refresh_horizon(Duration::MAX)
+            .mini_program_session_ttl(Duration::MAX)
+            .failure_cooldown(Duration::MAX)
+    })
+    .await;
+    let session = h.login().await;
+    let century = Duration::from_secs(99 * 365 * 86_400);
+    assert!(session.expires_at > h.clock.now() + century);
+    let code = AuthCode::new(h.mock.mint_code(MockGrant::default()));
+    let mini = h.cache.login_mini_program(&code).await.unwrap();
+    assert!(mini.expires_at > h.clock.now() + century);
+    h.advance(EXPIRY);
+    h.mock.inject(Endpoint::RefreshToken, Fault::ErrCode(-1), 3);
+    assert!(matches!(
+        h.cache.session(&session.sid).await,
+        Err(SessionError::Unavailable { .. })
+    ));
+    assert!(matches!(
+        h.cache.session(&session.sid).await,
+        Err(SessionError::Unavailable { .. })
+    ));
+    assert_eq!(h.mock.calls(Endpoint::RefreshToken), 3, "cooling down");
+}
+
+#[tokio::test]
+async fn the_refresh_configuration_is_made_safe_at_build() {
+    let (_mock, clock, client) = start_mock(MockConfig::default()).await;
+    let record = wechat_token_cache::conformance::sample_record(&clock, "wxapp", "alice");
+    for (window, jitter, expected_jitter) in [
+        (Duration::MAX, f64::NAN, 0.5),
+        (Duration::from_secs(7200), 7.0, 1.0),
+        (Duration::from_secs(600), -3.0, 0.0),
+        (Duration::from_secs(600), f64::INFINITY, 1.0),
+    ] {
+        let cache = SessionCache::builder(client.clone())
+            .refresh_window(window, jitter)
+            .build();
+        assert_eq!(cache.config().refresh_jitter, expected_jitter);
+        assert!(cache.config().refresh_window <= Duration::from_secs(3600));
+        // A token with 2 h left is not due with any (capped) window.
+        assert!(!cache.needs_upstream(&record), "{window:?} {jitter}");
+    }
+}
