@@ -296,14 +296,15 @@ async fn bad_tokens_get_400_or_401_never_5xx() {
         "refused for its audience"
     );
     // Non-UTF-8 and malformed headers.
-    let raw = |value: &'static [u8]| {
+    let raw = |value: &[u8]| {
+        let value = value.to_vec();
         let http = s.http.clone();
         let url = format!("{}/me", s.base);
         async move {
             http.get(url)
                 .header(
                     AUTHORIZATION,
-                    reqwest::header::HeaderValue::from_bytes(value).unwrap(),
+                    reqwest::header::HeaderValue::from_bytes(&value).unwrap(),
                 )
                 .send()
                 .await
@@ -313,6 +314,10 @@ async fn bad_tokens_get_400_or_401_never_5xx() {
     };
     assert_eq!(raw(b"Bearer \xff\xfe\xfd").await, StatusCode::BAD_REQUEST);
     assert_eq!(raw(b"Bearer ").await, StatusCode::BAD_REQUEST);
+    assert_eq!(raw(b"Bearer a b").await, StatusCode::BAD_REQUEST);
+    // A valid token with a space inside: malformed, not merely unknown.
+    let spaced = format!("Bearer {} x", good.trim_start_matches("Bearer "));
+    assert_eq!(raw(spaced.as_bytes()).await, StatusCode::BAD_REQUEST);
     assert_eq!(raw(b"Basic Zm9vOmJhcg==").await, StatusCode::UNAUTHORIZED);
     // Expired.
     s.advance(Duration::from_secs(8 * 24 * 3600));
