@@ -109,7 +109,9 @@ async fn setup(scenario: &str) -> Result<(Router, Vec<Option<HeaderValue>>, Mock
         "anonymous" => Router::new().route("/me", get(me_optional)).layer(auth),
         other => return Err(format!("unknown scenario {other}").into()),
     };
-    Ok((app, headers, mock))
+    // What `axum::serve` does once: resolve each route's handler and layers, so that a request
+    // does not rebuild them.
+    Ok((app.with_state(()), headers, mock))
 }
 
 /// One request: build it, call the app, read the body.

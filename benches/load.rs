@@ -130,9 +130,13 @@ impl SessionStore for CountingStore {
         self.inner.get(sid)
     }
 
-    fn get_now(&self, sid: &SessionId) -> Option<Result<Option<Arc<SessionRecord>>, StoreError>> {
+    fn get_now(
+        &self,
+        sid: &SessionId,
+        now: std::time::SystemTime,
+    ) -> Option<Result<Option<Arc<SessionRecord>>, StoreError>> {
         self.gets.fetch_add(1, Ordering::Relaxed);
-        self.inner.get_now(sid)
+        self.inner.get_now(sid, now)
     }
 
     fn insert(

@@ -552,19 +552,24 @@ fn same_token(known: &[u8], signature_at: usize, candidate: &[u8]) -> bool {
     }
     let (known_signed, known_signature) = known.split_at(signature_at);
     let (signed, signature) = candidate.split_at(signature_at);
-    // Eight bytes at a time, folded into one word compared once: no branch on the content.
-    let difference = known_signature
-        .chunks(8)
-        .zip(signature.chunks(8))
-        .fold(0u64, |acc, (a, b)| acc | (word(a) ^ word(b)));
+    // Eight bytes at a time, the rest a byte at a time, folded into one word compared once: no
+    // branch on the content.
+    let (known_words, signature_words) =
+        (known_signature.chunks_exact(8), signature.chunks_exact(8));
+    let tail = known_words
+        .remainder()
+        .iter()
+        .zip(signature_words.remainder())
+        .fold(0u64, |acc, (a, b)| acc | u64::from(a ^ b));
+    let difference = known_words
+        .zip(signature_words)
+        .fold(tail, |acc, (a, b)| acc | (word(a) ^ word(b)));
     known_signed == signed && bool::from(difference.ct_eq(&0))
 }
 
-/// Up to eight bytes as a word (zero-padded).
+/// Eight bytes as a word.
 fn word(bytes: &[u8]) -> u64 {
-    let mut word = [0u8; 8];
-    word[..bytes.len()].copy_from_slice(bytes);
-    u64::from_le_bytes(word)
+    u64::from_le_bytes(bytes.try_into().unwrap_or_default())
 }
 
 /// Any failure to read a token says only "invalid": no detail that could help a forger.
@@ -613,7 +618,11 @@ impl VerifiedCache {
 
     /// The set of a token and its tag (from its last eight bytes).
     fn locate(&self, token: &[u8]) -> (&RwLock<VerifiedSet>, u64) {
-        let tag = word(&token[token.len().saturating_sub(8)..]);
+        let tag = match token.len().checked_sub(8) {
+            Some(start) => word(&token[start..]),
+            // Too short to be ours: any set does.
+            None => 0,
+        };
         let hash = tag.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         (&self.sets[(hash >> 32) as usize & self.mask], tag)
     }

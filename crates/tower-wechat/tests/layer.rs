@@ -415,9 +415,10 @@ async fn the_hot_path_reads_no_store_future_and_calls_no_one() {
         fn get_now(
             &self,
             sid: &SessionId,
+            now: std::time::SystemTime,
         ) -> Option<Result<Option<Arc<SessionRecord>>, StoreError>> {
             self.lookups.fetch_add(1, Ordering::SeqCst);
-            self.inner.get_now(sid)
+            self.inner.get_now(sid, now)
         }
         async fn get(&self, sid: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
             self.waits.fetch_add(1, Ordering::SeqCst);

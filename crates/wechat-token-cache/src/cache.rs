@@ -618,7 +618,8 @@ impl<S: SessionStore> Inner<S> {
         let Some(left) = record.access_token_remaining(now) else {
             return Need::Nothing;
         };
-        if left <= self.refresh_margin(&record.sid) {
+        // The margin is at most the window: beyond it (nearly always) no jitter is computed.
+        if left <= self.config.refresh_window && left <= self.refresh_margin(&record.sid) {
             return Need::Refresh;
         }
         match self.config.check_interval {

@@ -285,9 +285,13 @@ impl<S> CachedStore<S> {
 impl<S> CachedStore<S> {
     /// A trusted, live local copy.
     fn local_hit(&self, sid: &SessionId) -> Option<Arc<SessionRecord>> {
+        self.local_hit_at(sid, self.local.clock.now())
+    }
+
+    /// [`local_hit`](Self::local_hit) at `now`.
+    fn local_hit_at(&self, sid: &SessionId, now: SystemTime) -> Option<Arc<SessionRecord>> {
         let local = &self.local;
         let copy = local.copies.get(sid)?;
-        let now = local.clock.now();
         (local.trusted(copy.fetched_ms, unix_ms(now)) && !copy.record.is_expired(now)).then(|| {
             local.hits.fetch_add(1, Ordering::Relaxed);
             copy.record
@@ -296,8 +300,12 @@ impl<S> CachedStore<S> {
 }
 
 impl<S: Invalidations> SessionStore for CachedStore<S> {
-    fn get_now(&self, sid: &SessionId) -> Option<Result<Option<Arc<SessionRecord>>, StoreError>> {
-        self.local_hit(sid).map(|record| Ok(Some(record)))
+    fn get_now(
+        &self,
+        sid: &SessionId,
+        now: SystemTime,
+    ) -> Option<Result<Option<Arc<SessionRecord>>, StoreError>> {
+        self.local_hit_at(sid, now).map(|record| Ok(Some(record)))
     }
 
     async fn get(&self, sid: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {

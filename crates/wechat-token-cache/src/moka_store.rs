@@ -202,8 +202,7 @@ impl MokaStore {
 
     /// `record` if it has not expired; otherwise drops it from the cache (if it is still the one
     /// stored and still expired: serialized with the other writers of the key) and `None`.
-    fn live(&self, record: Arc<SessionRecord>) -> Option<Arc<SessionRecord>> {
-        let now = self.clock.now();
+    fn live(&self, record: Arc<SessionRecord>, now: SystemTime) -> Option<Arc<SessionRecord>> {
         if !record.is_expired(now) {
             return Some(record);
         }
@@ -219,11 +218,16 @@ impl MokaStore {
 
 impl SessionStore for MokaStore {
     async fn get(&self, sid: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
-        Ok(self.records.get(sid).and_then(|r| self.live(r)))
+        let now = self.clock.now();
+        Ok(self.records.get(sid).and_then(|r| self.live(r, now)))
     }
 
-    fn get_now(&self, sid: &SessionId) -> Option<Result<Option<Arc<SessionRecord>>, StoreError>> {
-        Some(Ok(self.records.get(sid).and_then(|r| self.live(r))))
+    fn get_now(
+        &self,
+        sid: &SessionId,
+        now: SystemTime,
+    ) -> Option<Result<Option<Arc<SessionRecord>>, StoreError>> {
+        Some(Ok(self.records.get(sid).and_then(|r| self.live(r, now))))
     }
 
     async fn insert(&self, record: SessionRecord) -> Result<Arc<SessionRecord>, StoreError> {
@@ -277,7 +281,7 @@ impl SessionStore for MokaStore {
         Ok(match result {
             CompResult::ReplacedWith(entry) => CasOutcome::Stored(entry.into_value()),
             CompResult::Unchanged(entry) => CasOutcome::Conflict {
-                current: self.live(entry.into_value()),
+                current: self.live(entry.into_value(), self.clock.now()),
             },
             _ => CasOutcome::Conflict { current: None },
         })

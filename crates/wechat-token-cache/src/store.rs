@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::record::{SessionId, SessionRecord, UserId};
 
@@ -70,10 +70,16 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<Arc<SessionRecord>>, StoreError>> + Send;
 
     /// The hot path's lookup, without waiting: `Some` with what [`get`](Self::get) would
-    /// answer when the store knows it at once (a record in memory, or its certain absence),
-    /// `None` when finding out needs I/O (the caller then awaits `get`). The default is `None`.
-    fn get_now(&self, sid: &SessionId) -> Option<Result<Option<Arc<SessionRecord>>, StoreError>> {
-        let _ = sid;
+    /// answer at `now` when the store knows it at once (a record in memory, or its certain
+    /// absence), `None` when finding out needs I/O (the caller then awaits `get`). `now` is the
+    /// caller's one reading of the clock the store shares, so a request reads it once. The
+    /// default is `None`.
+    fn get_now(
+        &self,
+        sid: &SessionId,
+        now: SystemTime,
+    ) -> Option<Result<Option<Arc<SessionRecord>>, StoreError>> {
+        let _ = (sid, now);
         None
     }
 
@@ -175,8 +181,12 @@ impl<S: SessionStore> SessionStore for Arc<S> {
         (**self).get(sid)
     }
 
-    fn get_now(&self, sid: &SessionId) -> Option<Result<Option<Arc<SessionRecord>>, StoreError>> {
-        (**self).get_now(sid)
+    fn get_now(
+        &self,
+        sid: &SessionId,
+        now: SystemTime,
+    ) -> Option<Result<Option<Arc<SessionRecord>>, StoreError>> {
+        (**self).get_now(sid, now)
     }
 
     fn insert(

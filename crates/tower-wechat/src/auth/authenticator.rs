@@ -94,7 +94,7 @@ impl<St: SessionStore> Authenticator<St> {
             SentBy::Cookies => SentBy::Cookie,
             other => other,
         };
-        let found = match self.cache.store().get_now(&verified.sid) {
+        let found = match self.cache.store().get_now(&verified.sid, now) {
             // Not known without waiting.
             None => return Step::Slow(Pending { verified, sent_by }),
             Some(found) => found,
@@ -193,17 +193,17 @@ impl<St: SessionStore> Authenticator<St> {
         };
         tracing::debug!(sid = %record.sid, outcome = "reissued", "session token re-issued");
         match sent_by {
-            SentBy::Cookie | SentBy::Cookies => Some(Reissue {
-                name: SET_COOKIE,
-                value: self.cookie.set(
-                    &issued.value,
-                    unix(issued.expires_at).saturating_sub(unix(now)),
-                )?,
-            }),
-            SentBy::Header => Some(Reissue {
-                name: REISSUED_TOKEN_HEADER,
-                value: HeaderValue::try_from(issued.value).ok()?,
-            }),
+            SentBy::Cookie | SentBy::Cookies => {
+                let max_age = unix(issued.expires_at).saturating_sub(unix(now));
+                Some(Reissue::new(
+                    SET_COOKIE,
+                    self.cookie.set(&issued.value, max_age)?,
+                ))
+            }
+            SentBy::Header => Some(Reissue::new(
+                REISSUED_TOKEN_HEADER,
+                HeaderValue::try_from(issued.value).ok()?,
+            )),
         }
     }
 
@@ -222,10 +222,7 @@ impl<St: SessionStore> Authenticator<St> {
         let clear = (dead && sent_by == Some(SentBy::Cookie))
             .then(|| self.cookie.clear())
             .flatten()
-            .map(|value| Reissue {
-                name: SET_COOKIE,
-                value,
-            });
+            .map(|value| Reissue::new(SET_COOKIE, value));
         match sid {
             Some(sid) => {
                 tracing::debug!(%sid, outcome = "rejected", reason = error.code(), "session refused");

@@ -10,12 +10,10 @@ use http::header::CACHE_CONTROL;
 use http::{HeaderName, HeaderValue, Response};
 use pin_project_lite::pin_project;
 
-/// A header to add to the response: a re-issued session token.
+/// A header to add to the response: a re-issued session token, or a cookie cleared. Boxed: it
+/// is rare, and the response future that carries it stays small to move.
 #[derive(Clone, Debug)]
-pub(crate) struct Reissue {
-    pub(crate) name: HeaderName,
-    pub(crate) value: HeaderValue,
-}
+pub(crate) struct Reissue(Box<(HeaderName, HeaderValue)>);
 
 /// Put in a response's extensions by a handler that changed the session itself (login,
 /// logout): the layer then adds no re-issued token for the old session to that response.
@@ -23,14 +21,19 @@ pub(crate) struct Reissue {
 pub struct SessionChanged;
 
 impl Reissue {
+    pub(crate) fn new(name: HeaderName, value: HeaderValue) -> Self {
+        Self(Box::new((name, value)))
+    }
+
     /// Adds the re-issued token to `response`, unless the handler changed the session. A
     /// response carrying a credential must not be cached by anyone but its recipient.
     pub(crate) fn apply<B>(self, response: &mut Response<B>) {
         if response.extensions().get::<SessionChanged>().is_some() {
             return;
         }
+        let (name, value) = *self.0;
         let headers = response.headers_mut();
-        headers.append(self.name, self.value);
+        headers.append(name, value);
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
     }
 }
@@ -52,7 +55,7 @@ pin_project! {
             reissue: Option<Reissue>,
         },
         Rejected {
-            response: Option<Response<B>>,
+            response: Option<Box<Response<B>>>,
         },
         Slow {
             future: BoxFuture<'static, Result<Response<B>, E>>,
@@ -70,7 +73,7 @@ impl<F, B, E> ResponseFuture<F, B, E> {
     pub(crate) fn rejected(response: Response<B>) -> Self {
         Self {
             kind: Kind::Rejected {
-                response: Some(response),
+                response: Some(Box::new(response)),
             },
         }
     }
@@ -97,7 +100,7 @@ where
                 }
                 Poll::Ready(Ok(response))
             }
-            KindProj::Rejected { response } => Poll::Ready(Ok(response
+            KindProj::Rejected { response } => Poll::Ready(Ok(*response
                 .take()
                 .expect("ResponseFuture polled after completion"))),
             KindProj::Slow { future } => future.as_mut().poll(cx),
