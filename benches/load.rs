@@ -14,8 +14,12 @@
 //! `LOAD_SCENARIOS` a comma-separated subset to run (e.g. `layer` under a profiler; default all),
 //! `LOAD_CLIENT=raw` a minimal hand-written HTTP/1.1 client instead of hyper's (see below).
 //!
-//! Six scenarios, all serving the same trivial axum handler (`GET /me` → `{"ok":true}`, no
-//! extractor) on `127.0.0.1:0`:
+//! Reported first, the pair an application sees: **json-bare**, a handler answering
+//! `{"sub":"user-000000","ok":true}` with `axum::Json` and no middleware, and **json-layer**, the
+//! same handler reading the `WeChatUser` with the extractor and answering its openid, behind the
+//! layer below (the same sessions and tokens). Then six scenarios serving the same trivial axum
+//! handler (`GET /me` → `{"ok":true}`, no extractor: the lower bound of what the layer costs) on
+//! `127.0.0.1:0`:
 //!
 //! - **bare**: no middleware.
 //! - **layer**: behind `WeChatAuthLayer` (required mode, HS256 key ring), with 1,000 warm
@@ -110,6 +114,31 @@ async fn me() -> ([(axum::http::HeaderName, HeaderValue); 1], &'static str) {
 
 fn app() -> Router {
     Router::new().route("/me", get(me))
+}
+
+/// What an application's handler does: the same answer shape as `GET /me` of a real API.
+#[derive(serde::Serialize)]
+struct Me<'a> {
+    sub: &'a str,
+    ok: bool,
+}
+
+/// The JSON handler without a user (the bare server of the JSON pair).
+async fn me_json_bare() -> axum::Json<Me<'static>> {
+    axum::Json(Me {
+        sub: "user-000000",
+        ok: true,
+    })
+}
+
+/// The JSON handler reading the user with the extractor.
+async fn me_json_user(user: wechat_login::WeChatUser) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    axum::Json(Me {
+        sub: user.openid().as_str(),
+        ok: true,
+    })
+    .into_response()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -263,6 +292,10 @@ where
 // Setup: the mock, the logins, the servers.
 
 struct Setup {
+    /// The JSON handler without middleware.
+    json_bare: SocketAddr,
+    /// The JSON handler reading the user, behind the layer.
+    json_layer: SocketAddr,
     bare: SocketAddr,
     layer: SocketAddr,
     floor: SocketAddr,
@@ -414,6 +447,13 @@ async fn setup() -> Result<Setup, BoxError> {
     };
 
     Ok(Setup {
+        json_bare: serve(Router::new().route("/me", get(me_json_bare))).await?,
+        json_layer: serve(
+            Router::new()
+                .route("/me", get(me_json_user))
+                .layer(auth.clone()),
+        )
+        .await?,
         bare: serve(app()).await?,
         layer: serve(app().layer(auth)).await?,
         redis,
@@ -870,6 +910,8 @@ fn run() -> Result<(), BoxError> {
 
     let ok = StatusCode::OK;
     let mut scenarios: Vec<(&str, SocketAddr, &Arc<Vec<HeaderValue>>, StatusCode)> = vec![
+        ("json-bare", setup.json_bare, &setup.valid, ok),
+        ("json-layer", setup.json_layer, &setup.valid, ok),
         ("bare", setup.bare, &setup.valid, ok),
         ("layer", setup.layer, &setup.valid, ok),
         ("floor", setup.floor, &setup.valid, ok),
@@ -921,7 +963,7 @@ fn run() -> Result<(), BoxError> {
                     forged_store_gets += gets;
                     forged_upstream += upstream;
                 }
-                "layer" => {
+                "layer" | "json-layer" => {
                     layer_upstream += upstream;
                     if gets != m.sent {
                         println!(
@@ -995,9 +1037,10 @@ fn run() -> Result<(), BoxError> {
     };
     let rps = |s: &Summary| Some(s.rps);
     let p99 = |s: &Summary| Some(s.p99);
-    let (bare, layer, floor, forged) = (&summary[0], &summary[1], &summary[2], &summary[3]);
-    let redis = summary.get(4).unwrap_or(&None);
-    let cached = summary.get(5).unwrap_or(&None);
+    let (json_bare, json_layer) = (&summary[0], &summary[1]);
+    let (bare, layer, floor, forged) = (&summary[2], &summary[3], &summary[4], &summary[5]);
+    let redis = summary.get(6).unwrap_or(&None);
+    let cached = summary.get(7).unwrap_or(&None);
 
     println!();
     println!("## median of {rounds} rounds (each figure's median)");
@@ -1035,7 +1078,19 @@ fn run() -> Result<(), BoxError> {
     };
     println!();
     check(
-        "layer/bare throughput",
+        "json-layer/json-bare throughput (extractor + JSON handler)",
+        ratio(json_layer, json_bare, rps),
+        "target >= 0.90",
+        |v| v >= 0.90,
+    );
+    check(
+        "json-layer/json-bare p99",
+        ratio(json_layer, json_bare, p99),
+        "target <= 1.3",
+        |v| v <= 1.3,
+    );
+    check(
+        "layer/bare throughput (static body, the lower bound)",
         ratio(layer, bare, rps),
         "target >= 0.90",
         |v| v >= 0.90,
