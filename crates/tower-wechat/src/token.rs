@@ -741,6 +741,27 @@ mod tests {
     }
 
     #[test]
+    fn the_comparison_covers_every_byte_of_the_signature() {
+        // A 9-byte signature: one whole word and one byte of remainder.
+        let known = b"h.p.012345678";
+        let at = 4;
+        assert!(same_token(known, at, b"h.p.012345678"));
+        for other in [
+            &b"h.p.012345679"[..], // the remainder
+            b"h.p.X12345678",      // the first word
+            b"h.p.0123456X8",      // the word's last byte
+            b"h.q.012345678",      // the signed part
+            b"h.p.01234567",       // shorter
+        ] {
+            assert!(
+                !same_token(known, at, other),
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
+    }
+
+    #[test]
     fn tokens_sharing_a_set_are_all_remembered_until_a_fifth_replaces_the_oldest() {
         // The same last eight bytes: the same set (and tag), told apart by the whole token.
         let cache = VerifiedCache::new(64);
@@ -754,6 +775,12 @@ mod tests {
         cache.insert(&token(4), remembered(4));
         assert_eq!(cache.get(&token(0)), None, "the oldest is replaced");
         for i in 1..5 {
+            assert_eq!(cache.get(&token(i)), Some(remembered(i)), "way {i}");
+        }
+        // Then the next oldest, not the newest.
+        cache.insert(&token(5), remembered(5));
+        assert_eq!(cache.get(&token(1)), None, "the next oldest is replaced");
+        for i in 2..6 {
             assert_eq!(cache.get(&token(i)), Some(remembered(i)), "way {i}");
         }
     }
