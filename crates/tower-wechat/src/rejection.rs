@@ -35,6 +35,11 @@ pub enum AuthError {
     /// code `invalid_request`)
     #[error("invalid request: {0}")]
     BadRequest(&'static str),
+    /// Data a Mini Program client sent could not be opened with the session's key, or its
+    /// watermark or signature does not hold; the text says the usual cause. (400, code
+    /// `invalid_encrypted_data`)
+    #[error("{0}")]
+    InvalidEncryptedData(wechat_oauth::DecryptError),
     /// A login body is not `application/json`. (415)
     #[error("the body must be application/json")]
     UnsupportedMediaType,
@@ -139,6 +144,7 @@ impl AuthError {
             Self::MissingToken => "missing_token",
             Self::InvalidRequest | Self::BadRequest(_) => "invalid_request",
             Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::InvalidEncryptedData(_) => "invalid_encrypted_data",
             Self::InvalidToken => "invalid_token",
             Self::TokenExpired => "token_expired",
             Self::SessionExpired => "session_expired",
@@ -164,9 +170,10 @@ impl AuthError {
     /// The HTTP status this error answers with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::InvalidRequest | Self::BadRequest(_) | Self::InvalidState(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::InvalidRequest
+            | Self::BadRequest(_)
+            | Self::InvalidState(_)
+            | Self::InvalidEncryptedData(_) => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::MissingToken
             | Self::InvalidToken

@@ -10,15 +10,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use wechat_oauth::{AccessToken, AppId, Lang, OpenId, Scopes, UnionId, UserInfo};
-use wechat_token_cache::{CallError, SessionCache, SessionId, SessionRecord, SessionStore, UserId};
+use wechat_oauth::{
+    AccessToken, AppId, EncryptedData, Lang, OpenId, Scopes, UnionId, UserInfo, decrypt_user_data,
+};
+use wechat_token_cache::{
+    CallError, Credentials, SessionCache, SessionId, SessionRecord, SessionStore, UserId,
+};
 
 use crate::apps::{AppKind, Apps};
+use crate::rejection::AuthError;
 
 /// Calls WeChat for a user through the token cache, and knows the apps (object-safe, so
 /// `WeChatUser` is not generic over the store).
 pub(crate) trait Upstream: Send + Sync + 'static {
     fn kind_of(&self, appid: &AppId) -> Option<AppKind>;
+    /// The cache's clock.
+    fn now(&self) -> std::time::SystemTime;
     fn userinfo(
         &self,
         sid: SessionId,
@@ -36,6 +43,10 @@ pub(crate) struct UserContext<S> {
 impl<S: SessionStore> Upstream for UserContext<S> {
     fn kind_of(&self, appid: &AppId) -> Option<AppKind> {
         self.apps.kind_of(appid)
+    }
+
+    fn now(&self) -> std::time::SystemTime {
+        self.cache.clock().now()
     }
 
     fn userinfo(
@@ -110,6 +121,32 @@ impl WeChatUser {
     /// `<appid>:<openid>`. The same across the application's apps for one person.
     pub fn user_id(&self) -> &UserId {
         &self.record.user_id
+    }
+
+    /// Opens data this Mini Program user's client sent (`encryptedData` + `iv`, with
+    /// `rawData` + `signature` when given) with the session's key, which never leaves the
+    /// server: the plaintext JSON once its watermark names this session's app and is at most
+    /// `max_age` old. Failures are 400 `invalid_encrypted_data`, the message naming the usual
+    /// cause (a newer `wx.login` than this session's); a session of another kind of app holds
+    /// no session key (400 `invalid_request`).
+    pub fn decrypt(
+        &self,
+        data: &EncryptedData<'_>,
+        max_age: Duration,
+    ) -> Result<serde_json::Value, AuthError> {
+        let Credentials::MiniProgram { session_key } = &self.record.credentials else {
+            return Err(AuthError::BadRequest(
+                "only a Mini Program session holds a session key",
+            ));
+        };
+        decrypt_user_data(
+            session_key,
+            data,
+            &self.record.appid,
+            self.upstream.now(),
+            max_age,
+        )
+        .map_err(AuthError::InvalidEncryptedData)
     }
 
     /// The granted scopes.

@@ -4,6 +4,8 @@
 //!   timeouts, bounded retries for idempotent calls, and no URL (which carries the AppSecret) in
 //!   any log or error.
 //! - [`authorize`]: browser authorize URLs for the website and Official Account flows.
+//! - [`user_data`]: a Mini Program client's `encryptedData` opened with the session key, its
+//!   watermark and `rawData` signature checked.
 //! - [`Error`] and [`ErrCode`]: an open errcode with a [classification](ErrorClass) a caller can
 //!   act on; `-1` and unknown codes are values, not parse failures.
 //! - Secrets ([`AppSecret`], [`AuthCode`], [`AccessToken`], [`RefreshToken`], [`SessionKey`])
@@ -41,6 +43,7 @@ mod client;
 pub mod clock;
 mod error;
 mod types;
+pub mod user_data;
 mod wire;
 
 pub use authorize::{AuthorizeUrlError, OfficialAccountScope, State};
@@ -54,6 +57,7 @@ pub use types::{
     AccessToken, AppId, AppSecret, AuthCode, Lang, MiniProgramSession, OpenId, RefreshToken, Scope,
     Scopes, ScopesIter, SessionKey, TokenGrant, UnionId, UserInfo,
 };
+pub use user_data::{DecryptError, EncryptedData, decrypt_user_data};
 
 /// The README's Rust examples, compiled as doctests.
 #[cfg(doctest)]

@@ -1,0 +1,161 @@
+//! A Mini Program user's `encryptedData`, opened through the extractor with the session's own
+//! key: the data WeChat sealed for this session opens; another app's, stale or tampered data
+//! and a non-Mini-Program session are 400s that name the cause and never the key.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::cipher::{AES_128, EncryptionContext, PaddedBlockEncryptingKey, UnboundCipherKey};
+use aws_lc_rs::iv::FixedLength;
+use axum::Router;
+use axum::body::Body;
+use axum::routing::post;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use tower_wechat::{
+    AppKind, CodeLogin, KeyRing, LoginEndpoints, SigningKey, WeChatAuthLayer, WeChatUser,
+};
+use wechat_mock::{MockConfig, MockGrant, MockWeChat};
+use wechat_oauth::{AppId, AppSecret, Client, EncryptedData};
+use wechat_token_cache::{Credentials, SessionStore};
+
+const MP: &str = "wxminiprogram00001";
+const IV: [u8; 16] = *b"fedcba9876543210";
+
+fn client(mock: &MockWeChat, appid: &str, secret: &str) -> Client {
+    Client::builder(AppId::new(appid), AppSecret::new(secret))
+        .api_base(mock.base_url())
+        .open_base(mock.base_url())
+        .build()
+        .unwrap()
+}
+
+/// `POST /decrypt` with `{"encrypted_data","iv"}`: the plaintext, or the layer's rejection.
+async fn decrypt(
+    user: WeChatUser,
+    body: axum::Json<serde_json::Value>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let data = EncryptedData {
+        encrypted_data: body["encrypted_data"].as_str().unwrap_or(""),
+        iv: body["iv"].as_str().unwrap_or(""),
+        ..EncryptedData::default()
+    };
+    match user.decrypt(&data, Duration::from_secs(600)) {
+        Ok(value) => axum::Json(value).into_response(),
+        Err(error) => error.to_response(),
+    }
+}
+
+/// What WeChat does for the client: `json` sealed under the session key.
+fn seal(session_key: &str, json: &str) -> String {
+    let key = STANDARD.decode(session_key).unwrap();
+    let cipher =
+        PaddedBlockEncryptingKey::cbc_pkcs7(UnboundCipherKey::new(&AES_128, &key).unwrap())
+            .unwrap();
+    let mut bytes = json.as_bytes().to_vec();
+    cipher
+        .less_safe_encrypt(&mut bytes, EncryptionContext::Iv128(FixedLength::from(IV)))
+        .unwrap();
+    STANDARD.encode(bytes)
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test]
+async fn a_mini_program_session_opens_its_own_data_and_refuses_the_rest() {
+    let mock = MockWeChat::start(MockConfig::default().with_app(MP, "mp-secret-0123456789"))
+        .await
+        .unwrap();
+    let keys = KeyRing::new(SigningKey::hs256("k1", &[3; 32]).unwrap());
+    let layer = WeChatAuthLayer::builder(client(&mock, mock.appid(), mock.secret()), keys)
+        .app(
+            AppKind::MiniProgram,
+            client(&mock, MP, "mp-secret-0123456789"),
+        )
+        .build()
+        .unwrap();
+    let endpoints = LoginEndpoints::new(&layer);
+    let mp = endpoints
+        .login_mini_program(CodeLogin::new(&mock.mint_code(MockGrant {
+            appid: Some(MP.into()),
+            ..MockGrant::default()
+        })))
+        .await
+        .unwrap();
+    let mobile = endpoints
+        .login(CodeLogin::new(&mock.mint_code(MockGrant::default())))
+        .await
+        .unwrap();
+    let record = layer
+        .cache()
+        .store()
+        .get(&mp.record.sid)
+        .await
+        .unwrap()
+        .unwrap();
+    let Credentials::MiniProgram { session_key } = &record.credentials else {
+        panic!("a Mini Program session holds a session key");
+    };
+    let key = session_key.secret().to_owned();
+    let app = Router::new()
+        .route("/decrypt", post(decrypt))
+        .layer(layer.clone());
+    let call = |token: String, encrypted: String| {
+        let app = app.clone();
+        async move {
+            let body = serde_json::json!({"encrypted_data": encrypted, "iv": STANDARD.encode(IV)});
+            let request = Request::post("/decrypt")
+                .header("authorization", format!("Bearer {token}"))
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap();
+            let response = app.oneshot(request).await.unwrap();
+            let status = response.status();
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8(bytes.to_vec()).unwrap())
+        }
+    };
+    let data = |appid: &str, at: u64| {
+        format!(
+            r#"{{"purePhoneNumber":"13800000000","watermark":{{"appid":"{appid}","timestamp":{at}}}}}"#
+        )
+    };
+
+    let (status, body) = call(mp.token.value.clone(), seal(&key, &data(MP, now()))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("13800000000"));
+
+    for (sealed, why) in [
+        (
+            seal(&key, &data("wxanotherapp000001", now())),
+            "another app",
+        ),
+        (seal(&key, &data(MP, now() - 3600)), "too old"),
+        (
+            seal(&STANDARD.encode(*b"a newer key 0123"), &data(MP, now())),
+            "wx.login",
+        ),
+    ] {
+        let (status, body) = call(mp.token.value.clone(), sealed).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            body.contains(r#""error":"invalid_encrypted_data""#),
+            "{body}"
+        );
+        assert!(body.contains(why), "{body}");
+        assert!(!body.contains(&key), "the key never leaves the server");
+    }
+
+    // A mobile-app session holds no session key.
+    let (status, body) = call(mobile.token.value.clone(), seal(&key, &data(MP, now()))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("invalid_request"), "{body}");
+}
