@@ -159,3 +159,63 @@ async fn a_mini_program_session_opens_its_own_data_and_refuses_the_rest() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.contains("invalid_request"), "{body}");
 }
+
+#[tokio::test]
+async fn data_from_the_fake_opens_for_the_latest_login_and_names_wx_login_for_an_older_one() {
+    let mock = MockWeChat::start(MockConfig::default().with_app(MP, "mp-secret-0123456789"))
+        .await
+        .unwrap();
+    let keys = KeyRing::new(SigningKey::hs256("k1", &[3; 32]).unwrap());
+    let layer = WeChatAuthLayer::builder(client(&mock, mock.appid(), mock.secret()), keys)
+        .app(
+            AppKind::MiniProgram,
+            client(&mock, MP, "mp-secret-0123456789"),
+        )
+        .build()
+        .unwrap();
+    let endpoints = LoginEndpoints::new(&layer);
+    let login = || async {
+        endpoints
+            .login_mini_program(CodeLogin::new(&mock.mint_code(MockGrant {
+                appid: Some(MP.into()),
+                openid: Some("o_mp_user".into()),
+                ..MockGrant::default()
+            })))
+            .await
+            .unwrap()
+    };
+    let older = login().await;
+    let newer = login().await;
+    // The phone's part: WeChat seals the data under the user's latest session key.
+    let (encrypted, iv) = mock
+        .seal_user_data(
+            MP,
+            "o_mp_user",
+            &serde_json::json!({"purePhoneNumber": "13800000000"}),
+        )
+        .unwrap();
+    let app = Router::new()
+        .route("/decrypt", post(decrypt))
+        .layer(layer.clone());
+    let call = |token: String| {
+        let app = app.clone();
+        let body = serde_json::json!({"encrypted_data": encrypted, "iv": iv});
+        async move {
+            let request = Request::post("/decrypt")
+                .header("authorization", format!("Bearer {token}"))
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap();
+            let response = app.oneshot(request).await.unwrap();
+            let status = response.status();
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8(bytes.to_vec()).unwrap())
+        }
+    };
+    let (status, body) = call(newer.token.value.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("13800000000") && body.contains(MP), "{body}");
+    let (status, body) = call(older.token.value.clone()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("wx.login"), "{body}");
+}

@@ -31,5 +31,6 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/mock/users/{openid}/revoke", post(control::revoke))
         .route("/mock/users/{openid}/profile", put(control::set_profile))
+        .route("/mock/users/{openid}/encrypt", post(control::encrypt))
         .with_state(shared)
 }

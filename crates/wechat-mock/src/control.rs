@@ -1,5 +1,6 @@
 //! The control API under `/mock/*`: lets tools outside the process (the binary's users) mint
-//! codes, move the clock, read call counts, queue faults, revoke users and set profiles.
+//! codes, move the clock, read call counts, queue faults, revoke users, set profiles and seal a
+//! Mini Program user's data under their session key.
 
 use std::{
     collections::BTreeMap,
@@ -148,4 +149,40 @@ pub(crate) async fn set_profile(
     let profile: MockProfile = parse_body(&body)?;
     shared.set_profile(&openid, profile);
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EncryptRequest {
+    /// The Mini Program's AppID (default: the primary app).
+    appid: Option<String>,
+    /// The JSON object to seal (a watermark is added).
+    data: Value,
+}
+
+/// `POST /mock/users/{openid}/encrypt` with `{"appid"?, "data": {...}}`: what WeChat hands
+/// the user's client, `{"encrypted_data", "iv"}`, sealed under the session key of the user's
+/// latest `jscode2session` in that app; 404 if there was none, 400 if `data` is not an object.
+pub(crate) async fn encrypt(
+    State(shared): State<Arc<Shared>>,
+    Path(openid): Path<String>,
+    body: Bytes,
+) -> Result<Response, BadRequest> {
+    let request: EncryptRequest = parse_body(&body)?;
+    if !request.data.is_object() {
+        return Err(BadRequest("data must be a JSON object".into()));
+    }
+    let appid = request.appid.unwrap_or_else(|| shared.config.appid.clone());
+    Ok(
+        match shared.seal_user_data(&appid, &openid, &request.data) {
+            Some((encrypted_data, iv)) => {
+                Json(json!({ "encrypted_data": encrypted_data, "iv": iv })).into_response()
+            }
+            None => (
+                StatusCode::NOT_FOUND,
+                Json(json!({ "error": "this user has no session key in this app" })),
+            )
+                .into_response(),
+        },
+    )
 }

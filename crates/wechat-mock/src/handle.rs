@@ -184,6 +184,19 @@ impl MockWeChat {
         self.inner.shared.set_unionid(openid, unionid);
     }
 
+    /// What WeChat hands this Mini Program user's client as `encryptedData` and `iv`: `data`
+    /// (a JSON object) with a `watermark` of `appid` and the mock clock's time, sealed under the
+    /// session key of the user's latest `jscode2session` in that app. `None` if there was none
+    /// or `data` is not an object.
+    pub fn seal_user_data(
+        &self,
+        appid: &str,
+        openid: &str,
+        data: &serde_json::Value,
+    ) -> Option<(String, String)> {
+        self.inner.shared.seal_user_data(appid, openid, data)
+    }
+
     /// What `/sns/userinfo` returns for this user from now on.
     pub fn set_profile(&self, openid: &str, profile: MockProfile) {
         self.inner.shared.set_profile(openid, profile);

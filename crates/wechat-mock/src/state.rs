@@ -180,6 +180,9 @@ struct State {
     /// Unionids that became known after the user's grant was made (the app was bound to an
     /// Open Platform account, the user followed the Official Account...), by openid.
     unionids: HashMap<String, String>,
+    /// Each Mini Program user's current session key, by (AppID, openid): the latest
+    /// `jscode2session` replaces it, as WeChat's does.
+    session_keys: HashMap<(String, String), String>,
     calls: HashMap<Endpoint, u64>,
     /// Calls that named a known app, by AppID.
     app_calls: HashMap<(String, Endpoint), u64>,
@@ -518,12 +521,64 @@ impl Shared {
 
     /// `/sns/jscode2session` once the app is authenticated: redeems the code for a session key.
     pub(crate) fn code_to_session(&self, appid: &str, code: &str) -> Result<SessionBody, SnsError> {
-        let user = self.lock().redeem(appid, code)?;
+        let mut state = self.lock();
+        let user = state.redeem(appid, code)?;
+        let session_key = random_session_key();
+        state
+            .session_keys
+            .insert((appid.to_owned(), user.openid.clone()), session_key.clone());
         Ok(SessionBody {
             openid: user.openid,
-            session_key: random_session_key(),
+            session_key,
             unionid: user.unionid,
         })
+    }
+
+    /// What WeChat hands a Mini Program client as `encryptedData` + `iv`: `data` (a JSON
+    /// object) with a `watermark` `{appid, timestamp}` added, sealed under the user's current
+    /// session key (AES-128-CBC, PKCS#7, base64). `None` if the user has no session key in
+    /// that app, or `data` is not an object.
+    pub(crate) fn seal_user_data(
+        &self,
+        appid: &str,
+        openid: &str,
+        data: &serde_json::Value,
+    ) -> Option<(String, String)> {
+        use aws_lc_rs::cipher::{
+            AES_128, EncryptionContext, PaddedBlockEncryptingKey, UnboundCipherKey,
+        };
+        use base64::Engine;
+        use base64::engine::general_purpose::STANDARD;
+        let (key, now) = {
+            let state = self.lock();
+            let key = state
+                .session_keys
+                .get(&(appid.to_owned(), openid.to_owned()))?
+                .clone();
+            (key, self.started + state.now())
+        };
+        let mut data = data.as_object()?.clone();
+        let timestamp = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        data.insert(
+            "watermark".into(),
+            serde_json::json!({ "appid": appid, "timestamp": timestamp }),
+        );
+        let key = STANDARD.decode(key).ok()?;
+        let iv: [u8; 16] = rand::random();
+        let cipher = UnboundCipherKey::new(&AES_128, &key)
+            .and_then(PaddedBlockEncryptingKey::cbc_pkcs7)
+            .ok()?;
+        let mut bytes = serde_json::to_vec(&data).ok()?;
+        cipher
+            .less_safe_encrypt(
+                &mut bytes,
+                EncryptionContext::Iv128(aws_lc_rs::iv::FixedLength::from(iv)),
+            )
+            .ok()?;
+        Some((STANDARD.encode(bytes), STANDARD.encode(iv)))
     }
 }
 
