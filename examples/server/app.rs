@@ -26,7 +26,7 @@ use wechat_login::middleware::{
     AppKind, AuthError, KeyRing, LoginEndpoints, LoginLimits, SessionCookie, SigningKey,
     WeChatAuthLayer, WeChatUser, WebFlow,
 };
-use wechat_login::oauth::{AppId, AppSecret, Client, Lang, SharedClock};
+use wechat_login::oauth::{AppId, AppSecret, Client, EncryptedData, Lang, SharedClock};
 use wechat_login::token_cache::{CallError, MokaStore, SessionStore};
 use wechat_mock::{MockConfig, MockGrant, MockWeChat};
 
@@ -214,9 +214,35 @@ pub async fn build_with_store<St: SessionStore>(
         .route("/healthz", get(|| async { "ok" }))
         .route("/me", get(me))
         .route("/me/profile", get(profile::<St>))
+        .route("/miniprogram/decrypt", post(decrypt))
         .with_state(endpoints.clone())
         .merge(endpoints.router());
     if let Some(mock) = &sandbox {
+        // The phone's part of wx.getPhoneNumber / getUserInfo: data sealed for a user's client
+        // under their latest Mini Program session key.
+        let sealing = mock.clone();
+        let mini_program = apps
+            .iter()
+            .find(|a| a.kind == AppKind::MiniProgram)
+            .map(|a| a.appid.clone());
+        router = router.route(
+            "/sandbox/encrypt",
+            get(move |Query(q): Query<SandboxEncrypt>| async move {
+                let data = serde_json::from_str::<serde_json::Value>(&q.data).ok();
+                let sealed = mini_program.as_deref().zip(data).and_then(|(appid, data)| {
+                    sealing.seal_user_data(appid, &q.openid, &data)
+                });
+                match sealed {
+                    Some((encrypted_data, iv)) => {
+                        Json(json!({ "encrypted_data": encrypted_data, "iv": iv })).into_response()
+                    }
+                    None => {
+                        let body = json!({"error": "invalid_request", "message": "data must be a JSON object, and the user must have logged in to the Mini Program"});
+                        (StatusCode::BAD_REQUEST, Json(body)).into_response()
+                    }
+                }
+            }),
+        );
         let mock = mock.clone();
         let apps = apps.clone();
         router = router.route(
@@ -287,6 +313,49 @@ struct SandboxCode {
     scope: Option<String>,
     unionid: Option<String>,
     app: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SandboxEncrypt {
+    openid: String,
+    /// A JSON object (URL-encoded).
+    data: String,
+}
+
+/// `POST /miniprogram/decrypt` `{"encrypted_data","iv","raw_data"?,"signature"?}`.
+#[derive(Deserialize)]
+struct DecryptBody {
+    encrypted_data: String,
+    iv: String,
+    raw_data: Option<String>,
+    signature: Option<String>,
+}
+
+/// How old client data may be (its watermark's timestamp).
+const CLIENT_DATA_MAX_AGE: Duration = Duration::from_secs(10 * 60);
+
+/// The Mini Program user's `encryptedData`, opened with the session's key: the decrypted JSON,
+/// or 400 `invalid_encrypted_data` naming the usual cause.
+async fn decrypt(
+    user: WeChatUser,
+    body: Result<Json<DecryptBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Ok(Json(body)) = body else {
+        return AuthError::BadRequest(
+            r#"expected {"encrypted_data","iv","raw_data"?,"signature"?} as JSON"#,
+        )
+        .into_response();
+    };
+    let data = EncryptedData {
+        encrypted_data: &body.encrypted_data,
+        iv: &body.iv,
+        raw_data: body.raw_data.as_deref(),
+        signature: body.signature.as_deref(),
+    };
+    match user.decrypt(&data, CLIENT_DATA_MAX_AGE) {
+        Ok(value) => Json(value).into_response(),
+        Err(error) => error.into_response(),
+    }
 }
 
 async fn me(user: WeChatUser) -> Json<serde_json::Value> {
