@@ -92,36 +92,18 @@ async fn me_by_cookie(s: &Server, cookie: &str) -> (StatusCode, Value) {
 }
 
 /// A JSON login to the app of `kind`: the token, or the failure's status and body.
-async fn json_login(
-    s: &Server,
-    kind: AppKind,
-    openid: &str,
-    unionid: Option<&str>,
-) -> Result<String, (StatusCode, Value)> {
-    let code = s.code_for(kind, openid, unionid).await;
-    let path = match kind {
-        AppKind::MiniProgram => "/auth/wechat/miniprogram/login",
-        _ => "/auth/wechat/login",
-    };
-    let (status, body) = s
-        .post_login(path, json!({ "code": code }).to_string())
-        .await;
-    match status {
-        StatusCode::OK => Ok(body["token"].as_str().unwrap().to_owned()),
-        _ => Err((status, body)),
-    }
-}
-
 #[tokio::test]
 async fn one_person_in_four_apps_is_one_user_with_four_sessions_each_refreshed_by_its_app() {
     let s = start().await;
     let unionid = "u_same_person";
     // The mobile app and the Mini Program post codes; the website and the Official Account
     // are browser flows (the Official Account's inside WeChat).
-    let mobile = json_login(&s, AppKind::MobileApp, "o_mob", Some(unionid))
+    let mobile = s
+        .json_login(AppKind::MobileApp, "o_mob", Some(unionid))
         .await
         .unwrap();
-    let mini = json_login(&s, AppKind::MiniProgram, "o_mp", Some(unionid))
+    let mini = s
+        .json_login(AppKind::MiniProgram, "o_mp", Some(unionid))
         .await
         .unwrap();
     let (web, _) = browser_login(&s, &[], false, "o_web", Some(unionid)).await;
@@ -260,11 +242,13 @@ async fn the_endpoints_of_an_app_that_is_not_configured_answer_404() {
         "app_not_configured"
     );
     // The Mini Program works, and a mobile-app session (made elsewhere) is not served here.
-    let mini = json_login(&s, AppKind::MiniProgram, "o_only", None)
+    let mini = s
+        .json_login(AppKind::MiniProgram, "o_only", None)
         .await
         .unwrap();
     assert_eq!(s.me(&mini).await.0, StatusCode::OK);
-    let mobile = json_login(&other, AppKind::MobileApp, "o_only", None)
+    let mobile = other
+        .json_login(AppKind::MobileApp, "o_only", None)
         .await
         .unwrap();
     assert_eq!(s.me(&mobile).await.0, StatusCode::UNAUTHORIZED);
@@ -294,12 +278,14 @@ async fn the_login_hook_refuses_suspended_accounts_and_a_failing_database_stores
     .await;
 
     // Suspended: 403 with the application's code, no session.
-    let token = json_login(&s, AppKind::MobileApp, "o_suspect", None)
+    let token = s
+        .json_login(AppKind::MobileApp, "o_suspect", None)
         .await
         .unwrap();
     let user_id = s.me(&token).await.1["user_id"].as_str().unwrap().to_owned();
     assert!(accounts.suspend(&user_id).await.unwrap());
-    let (status, body) = json_login(&s, AppKind::MobileApp, "o_suspect", None)
+    let (status, body) = s
+        .json_login(AppKind::MobileApp, "o_suspect", None)
         .await
         .unwrap_err();
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
@@ -307,7 +293,7 @@ async fn the_login_hook_refuses_suspended_accounts_and_a_failing_database_stores
     assert_eq!(body["message"], "this account is suspended");
     // The same person in the Mini Program, linked by nothing: another account, let in.
     assert!(
-        json_login(&s, AppKind::MiniProgram, "o_suspect", None)
+        s.json_login(AppKind::MiniProgram, "o_suspect", None)
             .await
             .is_ok()
     );
@@ -342,7 +328,7 @@ async fn the_login_hook_refuses_suspended_accounts_and_a_failing_database_stores
     blocker.execute_batch("ROLLBACK").unwrap();
     drop(blocker);
     assert!(
-        json_login(&s, AppKind::MobileApp, "o_locked_out", None)
+        s.json_login(AppKind::MobileApp, "o_locked_out", None)
             .await
             .is_ok()
     );
@@ -353,10 +339,12 @@ async fn the_login_hook_refuses_suspended_accounts_and_a_failing_database_stores
 async fn a_unionid_revealed_later_is_recorded() {
     let s = start().await;
     // Logged in before the apps were bound (no unionid yet).
-    let mobile = json_login(&s, AppKind::MobileApp, "o_late", None)
+    let mobile = s
+        .json_login(AppKind::MobileApp, "o_late", None)
         .await
         .unwrap();
-    let mini = json_login(&s, AppKind::MiniProgram, "o_late_mp", None)
+    let mini = s
+        .json_login(AppKind::MiniProgram, "o_late_mp", None)
         .await
         .unwrap();
     let (_, before) = s.me(&mobile).await;
@@ -374,7 +362,8 @@ async fn a_unionid_revealed_later_is_recorded() {
     // A later Mini Program login carries it, and the accounts link it to the same person.
     let (_, old_mini) = s.me(&mini).await;
     assert_eq!(old_mini["unionid"], Value::Null);
-    let again = json_login(&s, AppKind::MiniProgram, "o_late_mp", None)
+    let again = s
+        .json_login(AppKind::MiniProgram, "o_late_mp", None)
         .await
         .unwrap();
     let (_, new_mini) = s.me(&again).await;

@@ -14,23 +14,14 @@ use wechat_login::middleware::AppKind;
 #[tokio::test]
 async fn a_mini_program_user_opens_what_wechat_sealed_for_them_and_nothing_else() {
     let s = start().await;
-    let login = |kind| {
-        let s = &s;
-        async move {
-            let code = s.code_for(kind, "o_mp_phone", None).await;
-            let path = match kind {
-                AppKind::MiniProgram => "/auth/wechat/miniprogram/login",
-                _ => "/auth/wechat/login",
-            };
-            let (status, body) = s
-                .post_login(path, json!({ "code": code }).to_string())
-                .await;
-            assert_eq!(status, StatusCode::OK, "{body}");
-            body["token"].as_str().unwrap().to_owned()
-        }
-    };
-    let mp = login(AppKind::MiniProgram).await;
-    let mobile = login(AppKind::MobileApp).await;
+    let mp = s
+        .json_login(AppKind::MiniProgram, "o_mp_phone", None)
+        .await
+        .unwrap();
+    let mobile = s
+        .json_login(AppKind::MobileApp, "o_mp_phone", None)
+        .await
+        .unwrap();
     // The phone's part: WeChat seals the data under the user's session key.
     let sealed: Value = s
         .http

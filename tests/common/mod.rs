@@ -236,6 +236,28 @@ impl<St> Server<St> {
         body["code"].as_str().unwrap().to_owned()
     }
 
+    /// A JSON code login of `openid` (and `unionid`) to the app of `kind`: the session token,
+    /// or the refusal.
+    pub async fn json_login(
+        &self,
+        kind: AppKind,
+        openid: &str,
+        unionid: Option<&str>,
+    ) -> Result<String, (StatusCode, Value)> {
+        let code = self.code_for(kind, openid, unionid).await;
+        let path = match kind {
+            AppKind::MiniProgram => "/auth/wechat/miniprogram/login",
+            _ => "/auth/wechat/login",
+        };
+        let (status, body) = self
+            .post_login(path, json!({ "code": code }).to_string())
+            .await;
+        match status {
+            StatusCode::OK => Ok(body["token"].as_str().unwrap().to_owned()),
+            _ => Err((status, body)),
+        }
+    }
+
     /// A POST with a JSON body, as an app sends it.
     pub async fn post_json(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
         self.http

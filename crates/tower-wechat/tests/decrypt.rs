@@ -49,6 +49,41 @@ async fn decrypt(
     }
 }
 
+/// A layer serving the mobile app and the Mini Program of a fresh fake, its endpoints, and the
+/// app with `POST /decrypt` behind it.
+async fn setup() -> (MockWeChat, WeChatAuthLayer, LoginEndpoints, Router) {
+    let mock = MockWeChat::start(MockConfig::default().with_app(MP, "mp-secret-0123456789"))
+        .await
+        .unwrap();
+    let keys = KeyRing::new(SigningKey::hs256("k1", &[3; 32]).unwrap());
+    let layer = WeChatAuthLayer::builder(client(&mock, mock.appid(), mock.secret()), keys)
+        .app(
+            AppKind::MiniProgram,
+            client(&mock, MP, "mp-secret-0123456789"),
+        )
+        .build()
+        .unwrap();
+    let endpoints = LoginEndpoints::new(&layer);
+    let app = Router::new()
+        .route("/decrypt", post(decrypt))
+        .layer(layer.clone());
+    (mock, layer, endpoints, app)
+}
+
+/// `POST /decrypt` with `token` and `{"encrypted_data","iv"}`: the status and body.
+async fn call(app: &Router, token: &str, encrypted_data: &str, iv: &str) -> (StatusCode, String) {
+    let body = serde_json::json!({"encrypted_data": encrypted_data, "iv": iv});
+    let request = Request::post("/decrypt")
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
 /// What WeChat does for the client: `json` sealed under the session key.
 fn seal(session_key: &str, json: &str) -> String {
     let key = STANDARD.decode(session_key).unwrap();
@@ -71,23 +106,13 @@ fn now() -> u64 {
 
 #[tokio::test]
 async fn a_mini_program_session_opens_its_own_data_and_refuses_the_rest() {
-    let mock = MockWeChat::start(MockConfig::default().with_app(MP, "mp-secret-0123456789"))
-        .await
-        .unwrap();
-    let keys = KeyRing::new(SigningKey::hs256("k1", &[3; 32]).unwrap());
-    let layer = WeChatAuthLayer::builder(client(&mock, mock.appid(), mock.secret()), keys)
-        .app(
-            AppKind::MiniProgram,
-            client(&mock, MP, "mp-secret-0123456789"),
-        )
-        .build()
-        .unwrap();
-    let endpoints = LoginEndpoints::new(&layer);
+    let (mock, layer, endpoints, app) = setup().await;
+    let mp_grant = MockGrant {
+        appid: Some(MP.into()),
+        ..MockGrant::default()
+    };
     let mp = endpoints
-        .login_mini_program(CodeLogin::new(&mock.mint_code(MockGrant {
-            appid: Some(MP.into()),
-            ..MockGrant::default()
-        })))
+        .login_mini_program(CodeLogin::new(&mock.mint_code(mp_grant)))
         .await
         .unwrap();
     let mobile = endpoints
@@ -105,31 +130,14 @@ async fn a_mini_program_session_opens_its_own_data_and_refuses_the_rest() {
         panic!("a Mini Program session holds a session key");
     };
     let key = session_key.secret().to_owned();
-    let app = Router::new()
-        .route("/decrypt", post(decrypt))
-        .layer(layer.clone());
-    let call = |token: String, encrypted: String| {
-        let app = app.clone();
-        async move {
-            let body = serde_json::json!({"encrypted_data": encrypted, "iv": STANDARD.encode(IV)});
-            let request = Request::post("/decrypt")
-                .header("authorization", format!("Bearer {token}"))
-                .header("content-type", "application/json")
-                .body(Body::from(body.to_string()))
-                .unwrap();
-            let response = app.oneshot(request).await.unwrap();
-            let status = response.status();
-            let bytes = response.into_body().collect().await.unwrap().to_bytes();
-            (status, String::from_utf8(bytes.to_vec()).unwrap())
-        }
-    };
+    let iv = STANDARD.encode(IV);
     let data = |appid: &str, at: u64| {
         format!(
             r#"{{"purePhoneNumber":"13800000000","watermark":{{"appid":"{appid}","timestamp":{at}}}}}"#
         )
     };
 
-    let (status, body) = call(mp.token.value.clone(), seal(&key, &data(MP, now()))).await;
+    let (status, body) = call(&app, &mp.token.value, &seal(&key, &data(MP, now())), &iv).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body.contains("13800000000"));
 
@@ -144,7 +152,7 @@ async fn a_mini_program_session_opens_its_own_data_and_refuses_the_rest() {
             "wx.login",
         ),
     ] {
-        let (status, body) = call(mp.token.value.clone(), sealed).await;
+        let (status, body) = call(&app, &mp.token.value, &sealed, &iv).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         assert!(
             body.contains(r#""error":"invalid_encrypted_data""#),
@@ -155,32 +163,28 @@ async fn a_mini_program_session_opens_its_own_data_and_refuses_the_rest() {
     }
 
     // A mobile-app session holds no session key.
-    let (status, body) = call(mobile.token.value.clone(), seal(&key, &data(MP, now()))).await;
+    let (status, body) = call(
+        &app,
+        &mobile.token.value,
+        &seal(&key, &data(MP, now())),
+        &iv,
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.contains("invalid_request"), "{body}");
 }
 
 #[tokio::test]
 async fn data_from_the_fake_opens_for_the_latest_login_and_names_wx_login_for_an_older_one() {
-    let mock = MockWeChat::start(MockConfig::default().with_app(MP, "mp-secret-0123456789"))
-        .await
-        .unwrap();
-    let keys = KeyRing::new(SigningKey::hs256("k1", &[3; 32]).unwrap());
-    let layer = WeChatAuthLayer::builder(client(&mock, mock.appid(), mock.secret()), keys)
-        .app(
-            AppKind::MiniProgram,
-            client(&mock, MP, "mp-secret-0123456789"),
-        )
-        .build()
-        .unwrap();
-    let endpoints = LoginEndpoints::new(&layer);
+    let (mock, _layer, endpoints, app) = setup().await;
     let login = || async {
+        let grant = MockGrant {
+            appid: Some(MP.into()),
+            openid: Some("o_mp_user".into()),
+            ..MockGrant::default()
+        };
         endpoints
-            .login_mini_program(CodeLogin::new(&mock.mint_code(MockGrant {
-                appid: Some(MP.into()),
-                openid: Some("o_mp_user".into()),
-                ..MockGrant::default()
-            })))
+            .login_mini_program(CodeLogin::new(&mock.mint_code(grant)))
             .await
             .unwrap()
     };
@@ -194,28 +198,10 @@ async fn data_from_the_fake_opens_for_the_latest_login_and_names_wx_login_for_an
             &serde_json::json!({"purePhoneNumber": "13800000000"}),
         )
         .unwrap();
-    let app = Router::new()
-        .route("/decrypt", post(decrypt))
-        .layer(layer.clone());
-    let call = |token: String| {
-        let app = app.clone();
-        let body = serde_json::json!({"encrypted_data": encrypted, "iv": iv});
-        async move {
-            let request = Request::post("/decrypt")
-                .header("authorization", format!("Bearer {token}"))
-                .header("content-type", "application/json")
-                .body(Body::from(body.to_string()))
-                .unwrap();
-            let response = app.oneshot(request).await.unwrap();
-            let status = response.status();
-            let bytes = response.into_body().collect().await.unwrap().to_bytes();
-            (status, String::from_utf8(bytes.to_vec()).unwrap())
-        }
-    };
-    let (status, body) = call(newer.token.value.clone()).await;
+    let (status, body) = call(&app, &newer.token.value, &encrypted, &iv).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body.contains("13800000000") && body.contains(MP), "{body}");
-    let (status, body) = call(older.token.value.clone()).await;
+    let (status, body) = call(&app, &older.token.value, &encrypted, &iv).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(body.contains("wx.login"), "{body}");
 }
