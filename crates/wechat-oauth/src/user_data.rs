@@ -195,6 +195,34 @@ mod tests {
         )
     }
 
+    /// WeChat's published sample (the `WXBizDataCrypt` demo of the Mini Program docs).
+    #[test]
+    fn wechats_published_sample_opens() {
+        let data = EncryptedData {
+            encrypted_data: concat!(
+                "CiyLU1Aw2KjvrjMdj8YKliAjtP4gsMZMQmRzooG2xrDcvSnxIMXFufNstNGTyaGS9uT5geRa0W4oTOb1WT7fJlAC",
+                "+oNPdbB+3hVbJSRgv+4lGOETKUQz6OYStslQ142dNCuabNPGBzlooOmB231qMM85d2/fV6ChevvXvQP8Hkue1poOF",
+                "tnEtpyxVLW1zAo6/1Xx1COxFvrc2d7UL/lmHInNlxuacJXwu0fjpXfz/YqYzBIBzD6WUfTIF9GRHpOn/Hz7saL8xz+W",
+                "//FRAUid1OksQaQx4CMs8LOddcQhULW4ucetDf96JcR3g0gfRK4PC7E/r7Z6xNrXd2UIeorGj5Ef7b1pJAYB6Y5anaH",
+                "qZ9J6nKEBvB4DnNLIVWSgARns/8wR2SiRS7MNACwTyrGvt9ts8p12PKFdlqYTopNHR1Vf7XjfhQlVsAJdNiKdYmYVoK",
+                "laRv85IfVunYzO0IKXsyl7JCUjCpoG20f0a04COwfneQAGGwd5oa+T8yO5hzuyDb/XcxxmK01EpqOyuxINew=="
+            ),
+            iv: "r7BXXKkLb8qrSNn05n0qiA==",
+            ..EncryptedData::default()
+        };
+        let value = decrypt_user_data(
+            &SessionKey::new("tiihtNczf5v6AKRyjwEUhQ=="),
+            &data,
+            &AppId::new("wx4f4bc4dec97d474b"),
+            at(1_477_314_187 + 60),
+            Duration::from_secs(600),
+        )
+        .unwrap();
+        assert_eq!(value["openId"], "oGZUI0egBJY1zhBYw2KhdUfwVJJE");
+        assert_eq!(value["nickName"], "Band");
+        assert_eq!(value["watermark"]["timestamp"], 1_477_314_187);
+    }
+
     #[test]
     fn data_sealed_under_the_session_key_opens() {
         let sealed = seal(&KEY, IV, &phone(APPID, 1_700_000_000));
