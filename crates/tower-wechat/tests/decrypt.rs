@@ -2,6 +2,10 @@
 //! key: the data WeChat sealed for this session opens; another app's, stale or tampered data
 //! and a non-Mini-Program session are 400s that name the cause and never the key.
 
+mod common;
+
+use common::client;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::cipher::{AES_128, EncryptionContext, PaddedBlockEncryptingKey, UnboundCipherKey};
@@ -18,19 +22,11 @@ use tower_wechat::{
     AppKind, CodeLogin, KeyRing, LoginEndpoints, SigningKey, WeChatAuthLayer, WeChatUser,
 };
 use wechat_mock::{MockConfig, MockGrant, MockWeChat};
-use wechat_oauth::{AppId, AppSecret, Client, EncryptedData};
+use wechat_oauth::EncryptedData;
 use wechat_token_cache::{Credentials, SessionStore};
 
 const MP: &str = "wxminiprogram00001";
 const IV: [u8; 16] = *b"fedcba9876543210";
-
-fn client(mock: &MockWeChat, appid: &str, secret: &str) -> Client {
-    Client::builder(AppId::new(appid), AppSecret::new(secret))
-        .api_base(mock.base_url())
-        .open_base(mock.base_url())
-        .build()
-        .unwrap()
-}
 
 /// `POST /decrypt` with `{"encrypted_data","iv"}`: the plaintext, or the layer's rejection.
 async fn decrypt(

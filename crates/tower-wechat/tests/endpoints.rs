@@ -1,6 +1,10 @@
 //! The login endpoints' logic without HTTP routing: the Official Account flow (unbound state),
 //! and how each WeChat answer to a Mini Program login maps to a status.
 
+mod common;
+
+use common::client;
+
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use tower_wechat::{
@@ -8,18 +12,10 @@ use tower_wechat::{
     WeChatAuthLayer, WebCallback, WebFlow,
 };
 use wechat_mock::{Endpoint, Fault, MockConfig, MockGrant, MockWeChat};
-use wechat_oauth::{AppId, AppSecret, Client, OfficialAccountScope};
+use wechat_oauth::OfficialAccountScope;
 
 const OA: &str = "wxofficialaccount01";
 const MP: &str = "wxminiprogram00001";
-
-fn client(mock: &MockWeChat, appid: &str, secret: &str) -> Client {
-    Client::builder(AppId::new(appid), AppSecret::new(secret))
-        .api_base(mock.base_url())
-        .open_base(mock.base_url())
-        .build()
-        .unwrap()
-}
 
 fn grant(appid: &str) -> MockGrant {
     MockGrant {

@@ -1,6 +1,10 @@
 //! The login router's paths: the defaults, a prefix, chosen paths, and paths that cannot be
 //! routes (refused by the builder, not a panic in axum).
 
+mod common;
+
+use common::client;
+
 use axum::Router;
 use axum::body::Body;
 use http::{Method, Request, StatusCode};
@@ -9,17 +13,8 @@ use tower_wechat::{
     AppKind, BuildError, KeyRing, LoginEndpoints, LoginPaths, SigningKey, WeChatAuthLayer, WebFlow,
 };
 use wechat_mock::{MockConfig, MockWeChat};
-use wechat_oauth::{AppId, AppSecret, Client};
 
 const OA: &str = "wxofficialaccount01";
-
-fn client(mock: &MockWeChat, appid: &str, secret: &str) -> Client {
-    Client::builder(AppId::new(appid), AppSecret::new(secret))
-        .api_base(mock.base_url())
-        .open_base(mock.base_url())
-        .build()
-        .unwrap()
-}
 
 async fn layer(paths: LoginPaths) -> Result<(WeChatAuthLayer, MockWeChat), BuildError> {
     let mock = MockWeChat::start(MockConfig::default().with_app(OA, "oa-secret-0123456789"))
