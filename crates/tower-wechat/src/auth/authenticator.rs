@@ -8,7 +8,9 @@ use std::time::SystemTime;
 
 use http::header::SET_COOKIE;
 use http::{HeaderMap, HeaderValue};
-use wechat_token_cache::{SessionCache, SessionError, SessionId, SessionRecord, SessionStore};
+use wechat_token_cache::{
+    SessionCache, SessionError, SessionId, SessionRecord, SessionStore, StoreError,
+};
 
 use super::future::Reissue;
 use super::source::{self, REISSUED_TOKEN_HEADER, SentBy, SessionCookie, TokenSource};
@@ -53,6 +55,16 @@ pub(crate) struct Pending {
     sent_by: SentBy,
 }
 
+/// A stored session, as the middleware sees it.
+enum Lookup {
+    /// Ours, and nothing to ask WeChat first: admit it.
+    Live(Arc<SessionRecord>),
+    /// Ours, but a refresh or check is due.
+    NeedsUpstream,
+    /// Ended, unknown, another app's, or the store failed.
+    Refused(SessionError),
+}
+
 /// The synchronous part's answer: decided, or to be finished by [`Authenticator::finish`].
 pub(crate) enum Step {
     Done(Outcome),
@@ -94,30 +106,16 @@ impl<St: SessionStore> Authenticator<St> {
             SentBy::Cookies => SentBy::Cookie,
             other => other,
         };
-        let found = match self.cache.store().get_now(&verified.sid, now) {
+        let Some(found) = self.cache.store().get_now(&verified.sid, now) else {
             // Not known without waiting.
-            None => return Step::Slow(Pending { verified, sent_by }),
-            Some(found) => found,
+            return Step::Slow(Pending { verified, sent_by });
         };
-        match found {
-            Ok(Some(record)) if self.cache.serves(&record) => {
-                if self.cache.needs_upstream_at(&record, now) {
-                    return Step::Slow(Pending { verified, sent_by });
-                }
-                Step::Done(self.admit(record, verified, sent_by, now))
+        match self.classify(found, now) {
+            Lookup::Live(record) => Step::Done(self.admit(record, verified, sent_by, now)),
+            Lookup::NeedsUpstream => Step::Slow(Pending { verified, sent_by }),
+            Lookup::Refused(error) => {
+                Step::Done(self.refuse(error.into(), Some(verified.sid), Some(sent_by)))
             }
-            // Another app's session (a store or signing key shared between apps) is never
-            // admitted, nor refreshed with our credentials.
-            Ok(_) => Step::Done(self.refuse(
-                AuthError::SessionExpired,
-                Some(verified.sid),
-                Some(sent_by),
-            )),
-            Err(error) => Step::Done(self.refuse(
-                SessionError::Store(error).into(),
-                Some(verified.sid),
-                Some(sent_by),
-            )),
         }
     }
 
@@ -125,13 +123,11 @@ impl<St: SessionStore> Authenticator<St> {
     /// refreshes or checks with WeChat when the session needs it.
     pub(crate) async fn finish(&self, pending: Pending) -> Outcome {
         let Pending { verified, sent_by } = pending;
-        // Whose session it is comes first: another app's is never refreshed with ours.
-        let session = match self.cache.store().get(&verified.sid).await {
-            Ok(Some(record)) if !self.cache.serves(&record) => Err(SessionError::NotFound),
-            Ok(Some(record)) if !self.cache.needs_upstream(&record) => Ok(record),
-            Ok(None) => Err(SessionError::NotFound),
-            Err(error) => Err(SessionError::Store(error)),
-            Ok(Some(_)) => self.cache.session(&verified.sid).await,
+        let found = self.cache.store().get(&verified.sid).await;
+        let session = match self.classify(found, self.cache.clock().now()) {
+            Lookup::Live(record) => Ok(record),
+            Lookup::NeedsUpstream => self.cache.session(&verified.sid).await,
+            Lookup::Refused(error) => Err(error),
         };
         match session {
             Ok(record) => {
@@ -139,6 +135,27 @@ impl<St: SessionStore> Authenticator<St> {
                 self.admit(record, verified, sent_by, now)
             }
             Err(error) => self.refuse(error.into(), Some(verified.sid), Some(sent_by)),
+        }
+    }
+
+    /// What the store's answer means at `now`, the same on both paths. Whose session it is
+    /// comes first: another app's session (a store or signing key shared between apps) is never
+    /// admitted, nor refreshed with our credentials.
+    fn classify(
+        &self,
+        found: Result<Option<Arc<SessionRecord>>, StoreError>,
+        now: SystemTime,
+    ) -> Lookup {
+        match found {
+            Ok(Some(record)) if self.cache.serves(&record) => {
+                if self.cache.needs_upstream_at(&record, now) {
+                    Lookup::NeedsUpstream
+                } else {
+                    Lookup::Live(record)
+                }
+            }
+            Ok(_) => Lookup::Refused(SessionError::NotFound),
+            Err(error) => Lookup::Refused(SessionError::Store(error)),
         }
     }
 
