@@ -648,6 +648,10 @@ impl VerifiedCache {
         };
         let (set, tag) = self.locate(token);
         let mut set = set.write().unwrap_or_else(|e| e.into_inner());
+        // Two requests that verified the same new token at once: one way holds it.
+        if set.ways.iter().flatten().any(|s| *s.token == *token) {
+            return;
+        }
         let slot = Box::new(VerifiedSlot {
             tag,
             token: token.into(),
@@ -769,6 +773,8 @@ mod tests {
         for i in 0..4 {
             cache.insert(&token(i), remembered(i));
         }
+        // The same token again takes no second way.
+        cache.insert(&token(3), remembered(3));
         for i in 0..4 {
             assert_eq!(cache.get(&token(i)), Some(remembered(i)), "way {i}");
         }
