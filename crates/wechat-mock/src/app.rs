@@ -8,7 +8,7 @@ use axum::{
     routing::{get, post, put},
 };
 
-use crate::{control, pages, sns, state::Shared};
+use crate::{control, pages, sns, state::Shared, wxa};
 
 /// The whole mock application over this shared state.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
@@ -18,6 +18,11 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/sns/auth", get(sns::auth))
         .route("/sns/userinfo", get(sns::userinfo))
         .route("/sns/jscode2session", get(sns::jscode2session))
+        .route("/cgi-bin/stable_token", post(wxa::stable_token))
+        .route("/cgi-bin/token", get(wxa::token))
+        .route("/wxa/business/getuserphonenumber", post(wxa::phone_number))
+        .route("/wxa/checksession", get(wxa::check_session))
+        .route("/wxa/resetusersessionkey", get(wxa::reset_session_key))
         .route("/connect/qrconnect", get(pages::qrconnect))
         .route("/connect/oauth2/authorize", get(pages::authorize))
         .route("/connect/mock/approve", get(pages::approve))
@@ -32,5 +37,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/mock/users/{openid}/revoke", post(control::revoke))
         .route("/mock/users/{openid}/profile", put(control::set_profile))
         .route("/mock/users/{openid}/encrypt", post(control::encrypt))
+        .route("/mock/phone-codes", post(control::mint_phone_code))
+        .route(
+            "/mock/apps/{appid}/invalidate-token",
+            post(control::invalidate_app_token),
+        )
         .with_state(shared)
 }

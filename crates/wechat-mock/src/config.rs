@@ -51,6 +51,14 @@ pub struct MockConfig {
     /// When true the mock clock also follows real time (codes and tokens expire as they would
     /// at WeChat); when false (default, for tests) it moves only when advanced.
     pub real_time: bool,
+    /// Lifetime of an app access token (`/cgi-bin/stable_token`, `/cgi-bin/token`; default
+    /// 7200 s).
+    pub app_token_ttl: Duration,
+    /// Forced `stable_token` refreshes allowed per app per mock day (default 20); more answer
+    /// 45009.
+    pub forced_refreshes_per_day: u32,
+    /// How long a phone-number code can be redeemed (default 300 s).
+    pub phone_code_ttl: Duration,
 }
 
 impl MockConfig {
@@ -65,6 +73,9 @@ impl MockConfig {
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
             rotate_refresh_tokens: false,
             real_time: false,
+            app_token_ttl: Duration::from_secs(7200),
+            forced_refreshes_per_day: 20,
+            phone_code_ttl: Duration::from_secs(300),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The control API under `/mock/*`: lets tools outside the process (the binary's users) mint
-//! codes, move the clock, read call counts, queue faults, revoke users, set profiles and seal a
-//! Mini Program user's data under their session key.
+//! codes, move the clock, read call counts, queue faults, revoke users, set profiles, seal a
+//! Mini Program user's data under their session key, mint phone-number codes and replace an
+//! app's access token.
 
 use std::{
     collections::BTreeMap,
@@ -185,4 +186,47 @@ pub(crate) async fn encrypt(
                 .into_response(),
         },
     )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PhoneCodeRequest {
+    /// The Mini Program's AppID (default: the primary app).
+    appid: Option<String>,
+    /// The number without country prefix.
+    phone: String,
+    /// The country calling code (default `"86"`).
+    country_code: Option<String>,
+}
+
+/// `POST /mock/phone-codes` with `{"appid"?, "phone", "country_code"?}`: `{"code": "..."}`,
+/// a single-use phone-number code; 400 if `phone` is not 4 to 20 digits.
+pub(crate) async fn mint_phone_code(
+    State(shared): State<Arc<Shared>>,
+    body: Bytes,
+) -> Result<Json<Value>, BadRequest> {
+    let request: PhoneCodeRequest = parse_body(&body)?;
+    let digits = |s: &str, min: usize, max: usize| {
+        (min..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+    };
+    let country_code = request.country_code.unwrap_or_else(|| "86".to_owned());
+    if !digits(&request.phone, 4, 20) || !digits(&country_code, 1, 4) {
+        return Err(BadRequest(
+            "phone must be 4 to 20 digits and country_code 1 to 4 digits".into(),
+        ));
+    }
+    let appid = request.appid.unwrap_or_else(|| shared.config.appid.clone());
+    Ok(Json(json!({
+        "code": shared.mint_phone_code(&appid, &request.phone, &country_code)
+    })))
+}
+
+/// `POST /mock/apps/{appid}/invalidate-token`: as if another server fetched `/cgi-bin/token`,
+/// the app's current access token stops working; 204.
+pub(crate) async fn invalidate_app_token(
+    State(shared): State<Arc<Shared>>,
+    Path(appid): Path<String>,
+) -> StatusCode {
+    shared.legacy_token(&appid);
+    StatusCode::NO_CONTENT
 }

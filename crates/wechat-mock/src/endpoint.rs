@@ -20,11 +20,21 @@ pub enum Endpoint {
     QrConnect,
     /// `GET /connect/oauth2/authorize`, the in-WeChat consent page.
     Authorize,
+    /// `POST /cgi-bin/stable_token`, the app access token.
+    StableToken,
+    /// `GET /cgi-bin/token`, the older app access token API (each call replaces the token).
+    Token,
+    /// `POST /wxa/business/getuserphonenumber`.
+    PhoneNumber,
+    /// `GET /wxa/checksession`.
+    CheckSession,
+    /// `GET /wxa/resetusersessionkey`.
+    ResetSessionKey,
 }
 
 impl Endpoint {
     /// Every endpoint, in declaration order.
-    pub const ALL: [Endpoint; 7] = [
+    pub const ALL: [Endpoint; 12] = [
         Endpoint::AccessToken,
         Endpoint::RefreshToken,
         Endpoint::Auth,
@@ -32,11 +42,17 @@ impl Endpoint {
         Endpoint::JsCode2Session,
         Endpoint::QrConnect,
         Endpoint::Authorize,
+        Endpoint::StableToken,
+        Endpoint::Token,
+        Endpoint::PhoneNumber,
+        Endpoint::CheckSession,
+        Endpoint::ResetSessionKey,
     ];
 
     /// The name used by the control API and [`crate::MockWeChat::stats`]:
     /// `access_token`, `refresh_token`, `auth`, `userinfo`, `jscode2session`, `qrconnect`,
-    /// `authorize`.
+    /// `authorize`, `stable_token`, `token`, `getuserphonenumber`, `checksession`,
+    /// `resetusersessionkey`.
     pub fn name(&self) -> &'static str {
         match self {
             Endpoint::AccessToken => "access_token",
@@ -46,6 +62,11 @@ impl Endpoint {
             Endpoint::JsCode2Session => "jscode2session",
             Endpoint::QrConnect => "qrconnect",
             Endpoint::Authorize => "authorize",
+            Endpoint::StableToken => "stable_token",
+            Endpoint::Token => "token",
+            Endpoint::PhoneNumber => "getuserphonenumber",
+            Endpoint::CheckSession => "checksession",
+            Endpoint::ResetSessionKey => "resetusersessionkey",
         }
     }
 }

@@ -197,6 +197,22 @@ impl MockWeChat {
         self.inner.shared.seal_user_data(appid, openid, data)
     }
 
+    /// Mints a single-use phone-number code of the Mini Program `appid` for this number, as the
+    /// phone-number button hands one to the client: `phone` without prefix, `country_code`
+    /// such as `"86"`. `/wxa/business/getuserphonenumber` redeems it once, with that app's
+    /// access token, within [`MockConfig::phone_code_ttl`](crate::MockConfig::phone_code_ttl).
+    pub fn mint_phone_code(&self, appid: &str, phone: &str, country_code: &str) -> String {
+        self.inner
+            .shared
+            .mint_phone_code(appid, phone, country_code)
+    }
+
+    /// Another server fetched `/cgi-bin/token` for this app: a new app access token replaces
+    /// the current one, which stops working at once (calls with it answer 40001).
+    pub fn invalidate_app_token(&self, appid: &str) {
+        self.inner.shared.legacy_token(appid);
+    }
+
     /// What `/sns/userinfo` returns for this user from now on.
     pub fn set_profile(&self, openid: &str, profile: MockProfile) {
         self.inner.shared.set_profile(openid, profile);

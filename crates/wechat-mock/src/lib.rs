@@ -4,7 +4,10 @@
 //! It keeps codes, access and refresh tokens and user profiles the way WeChat does: codes are
 //! single use and expire, a refresh renews an unexpired access token and replaces an expired one,
 //! refresh tokens have a fixed horizon, errors come back as HTTP 200 `text/plain`
-//! `{"errcode":N,"errmsg":"..., rid: ..."}`. A test drives it through [`MockWeChat`]: mint
+//! `{"errcode":N,"errmsg":"..., rid: ..."}`. It also keeps each app's access token
+//! (`/cgi-bin/stable_token`, and `/cgi-bin/token`, whose every call replaces the token) and the
+//! Mini Program APIs made with it: phone numbers by single-use code, `checksession` and
+//! `resetusersessionkey` against each user's current session key. A test drives it through [`MockWeChat`]: mint
 //! codes, move the mock clock, revoke users, inject faults and count calls.
 //!
 //! ```
@@ -40,6 +43,7 @@ mod handle;
 mod pages;
 mod sns;
 mod state;
+mod wxa;
 
 pub use config::{
     DEFAULT_APPID, DEFAULT_SECRET, DEMO_OPENID, MockApp, MockConfig, MockGrant, MockProfile,

@@ -40,6 +40,28 @@ impl Params {
     }
 }
 
+impl Params {
+    /// The members of a JSON object body as parameters (strings as they are, other values as
+    /// their JSON text); `None` if the body is not a JSON object.
+    pub(crate) fn from_json(body: &[u8]) -> Option<Self> {
+        let serde_json::Value::Object(members) = serde_json::from_slice(body).ok()? else {
+            return None;
+        };
+        Some(Self(
+            members
+                .into_iter()
+                .map(|(name, value)| {
+                    let value = match value {
+                        serde_json::Value::String(text) => text,
+                        other => other.to_string(),
+                    };
+                    (name, value)
+                })
+                .collect(),
+        ))
+    }
+}
+
 impl From<RawQuery> for Params {
     fn from(RawQuery(query): RawQuery) -> Self {
         Self::parse(query.as_deref())
@@ -72,7 +94,7 @@ fn json<T: Serialize>(body: &T) -> String {
     serde_json::to_string(body).unwrap_or_default()
 }
 
-fn answer<T: Serialize>(result: Result<T, SnsError>) -> Response {
+pub(crate) fn answer<T: Serialize>(result: Result<T, SnsError>) -> Response {
     match result {
         Ok(body) => text_plain(json(&body)),
         Err(error) => error.into_response(),
@@ -115,7 +137,7 @@ pub(crate) async fn enter(shared: &Shared, endpoint: Endpoint) -> Option<Respons
 }
 
 /// Checks `appid` is present and one the mock knows; returns it, and counts the call for it.
-fn check_appid<'a>(
+pub(crate) fn check_appid<'a>(
     shared: &Shared,
     params: &'a Params,
     endpoint: Endpoint,
@@ -129,7 +151,7 @@ fn check_appid<'a>(
 }
 
 /// Checks `appid` and its `secret`, as the code exchanges do; returns the AppID.
-fn check_app<'a>(
+pub(crate) fn check_app<'a>(
     shared: &Shared,
     params: &'a Params,
     endpoint: Endpoint,
@@ -142,7 +164,7 @@ fn check_app<'a>(
     Ok(appid)
 }
 
-fn check_grant_type(params: &Params, expected: &str) -> Result<(), SnsError> {
+pub(crate) fn check_grant_type(params: &Params, expected: &str) -> Result<(), SnsError> {
     match params.get("grant_type") {
         Some(grant_type) if grant_type == expected => Ok(()),
         _ => Err(INVALID_GRANT_TYPE),
@@ -185,9 +207,9 @@ fn token_and_openid(params: &Params) -> Result<(&str, &str), SnsError> {
 }
 
 #[derive(Serialize)]
-struct Ok0 {
-    errcode: i64,
-    errmsg: &'static str,
+pub(crate) struct Ok0 {
+    pub(crate) errcode: i64,
+    pub(crate) errmsg: &'static str,
 }
 
 /// `GET /sns/auth?access_token&openid`.

@@ -32,6 +32,11 @@ impl SnsError {
         Self { code, message }
     }
 
+    /// An error with this code and message (for constants in other modules).
+    pub(crate) const fn for_code_const(code: i64, message: &'static str) -> Self {
+        Self::new(code, message)
+    }
+
     /// The error WeChat answers for this errcode, with its usual message.
     pub(crate) fn for_code(code: i64) -> Self {
         let message = match code {
@@ -55,7 +60,10 @@ impl SnsError {
             42001 => "access_token expired",
             42002 => "refresh_token timeout",
             42003 => "code expired",
+            45009 => "reach max api daily quota limit",
+            47001 => "data format error",
             45011 => "api minute-quota reach limit  mustslower  retry next minute",
+            87009 => "invalid signature",
             48001 => "api unauthorized",
             50001 => "user unauthorized",
             50002 => "user limited",
@@ -86,6 +94,55 @@ pub(crate) const ACCESS_TOKEN_EXPIRED: SnsError = SnsError::new(42001, "access_t
 pub(crate) const REFRESH_TOKEN_TIMEOUT: SnsError = SnsError::new(42002, "refresh_token timeout");
 pub(crate) const CODE_EXPIRED: SnsError = SnsError::new(42003, "code expired");
 pub(crate) const API_UNAUTHORIZED: SnsError = SnsError::new(48001, "api unauthorized");
+pub(crate) const DAILY_QUOTA: SnsError = SnsError::new(45009, "reach max api daily quota limit");
+pub(crate) const INVALID_SIGNATURE: SnsError = SnsError::new(87009, "invalid signature");
+
+/// Success body of `/cgi-bin/stable_token` and `/cgi-bin/token`.
+#[derive(Debug, Serialize)]
+pub(crate) struct AppTokenBody {
+    pub(crate) access_token: String,
+    expires_in: u64,
+}
+
+/// Success body of `/wxa/business/getuserphonenumber`.
+#[derive(Debug, Serialize)]
+pub(crate) struct PhoneBody {
+    errcode: i64,
+    errmsg: &'static str,
+    phone_info: serde_json::Value,
+}
+
+/// Success body of `/wxa/resetusersessionkey`.
+#[derive(Debug, Serialize)]
+pub(crate) struct ResetKeyBody {
+    errcode: i64,
+    errmsg: &'static str,
+    openid: String,
+    session_key: String,
+}
+
+/// A phone number as a test gives it: what the phone-number button's code stands for.
+#[derive(Clone, Debug)]
+struct PhoneCodeRecord {
+    appid: String,
+    phone: String,
+    country_code: String,
+    expires_at: Duration,
+    used: bool,
+}
+
+/// An app access token the mock issued, while it is valid.
+#[derive(Clone, Debug)]
+struct AppToken {
+    appid: String,
+    expires_at: Duration,
+}
+
+/// A normal-mode `stable_token` call this close to the current token's expiry gets a new token
+/// (the old one stays valid until it expires), as WeChat renews shortly before expiry.
+const STABLE_RENEW_MARGIN: Duration = Duration::from_secs(300);
+/// Length of an app access token.
+const APP_TOKEN_LEN: usize = 136;
 
 /// Success body of the code exchange and of the refresh.
 #[derive(Debug, Serialize)]
@@ -183,6 +240,14 @@ struct State {
     /// Each Mini Program user's current session key, by (AppID, openid): the latest
     /// `jscode2session` replaces it, as WeChat's does.
     session_keys: HashMap<(String, String), String>,
+    /// Valid app access tokens; a token leaves when replaced or expired.
+    app_tokens: HashMap<String, AppToken>,
+    /// Each app's newest access token.
+    current_app_token: HashMap<String, String>,
+    /// Forced `stable_token` refreshes per (AppID, mock day).
+    forced_refreshes: HashMap<(String, u64), u32>,
+    /// Minted phone-number codes.
+    phone_codes: HashMap<String, PhoneCodeRecord>,
     calls: HashMap<Endpoint, u64>,
     /// Calls that named a known app, by AppID.
     app_calls: HashMap<(String, Endpoint), u64>,
@@ -258,6 +323,75 @@ impl State {
         }
         Ok(grant)
     }
+}
+
+impl State {
+    /// Issues a new app token for `appid`; with `replace` the previous one stops working at
+    /// once (`/cgi-bin/token`, forced refresh), else it lives until its own expiry.
+    fn issue_app_token(&mut self, appid: &str, ttl: Duration, replace: bool) -> AppTokenBody {
+        let now = self.now();
+        self.app_tokens.retain(|_, token| token.expires_at > now);
+        if replace && let Some(old) = self.current_app_token.remove(appid) {
+            self.app_tokens.remove(&old);
+        }
+        let token = loop {
+            let token = random_alphanumeric(APP_TOKEN_LEN);
+            if !self.app_tokens.contains_key(&token) {
+                break token;
+            }
+        };
+        self.app_tokens.insert(
+            token.clone(),
+            AppToken {
+                appid: appid.to_owned(),
+                expires_at: now + ttl,
+            },
+        );
+        self.current_app_token
+            .insert(appid.to_owned(), token.clone());
+        AppTokenBody {
+            access_token: token,
+            expires_in: ttl.as_secs(),
+        }
+    }
+
+    /// The app an access token belongs to: 40001 if unknown or replaced, 42001 if expired.
+    fn app_of(&self, token: &str) -> Result<String, SnsError> {
+        let record = self.app_tokens.get(token).ok_or(INVALID_CREDENTIAL)?;
+        if self.now() >= record.expires_at {
+            return Err(ACCESS_TOKEN_EXPIRED);
+        }
+        Ok(record.appid.clone())
+    }
+
+    /// Checks a session key signature against the user's current key in `appid`.
+    fn check_signature(
+        &self,
+        appid: &str,
+        openid: &str,
+        signature: &str,
+        sig_method: &str,
+    ) -> Result<(), SnsError> {
+        let key = self
+            .session_keys
+            .get(&(appid.to_owned(), openid.to_owned()))
+            .ok_or(INVALID_SIGNATURE)?;
+        if sig_method != "hmac_sha256" || signature != session_signature(key) {
+            return Err(INVALID_SIGNATURE);
+        }
+        Ok(())
+    }
+}
+
+/// `hex(hmac_sha256(key = session_key, message = ""))`, the signature of the session key APIs.
+pub(crate) fn session_signature(session_key: &str) -> String {
+    use aws_lc_rs::hmac;
+    let key = hmac::Key::new(hmac::HMAC_SHA256, session_key.as_bytes());
+    hmac::sign(&key, b"")
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Everything the handlers and the handle share: configuration, start time and the locked state.
@@ -531,6 +665,137 @@ impl Shared {
             openid: user.openid,
             session_key,
             unionid: user.unionid,
+        })
+    }
+
+    /// `/cgi-bin/stable_token` once the app is authenticated: the current token while it is
+    /// not close to expiry; with `force` a new one that replaces it, within the daily limit.
+    pub(crate) fn stable_token(&self, appid: &str, force: bool) -> Result<AppTokenBody, SnsError> {
+        let mut state = self.lock();
+        let now = state.now();
+        if force {
+            let day = now.as_secs() / 86_400;
+            let used = state
+                .forced_refreshes
+                .entry((appid.to_owned(), day))
+                .or_default();
+            if *used >= self.config.forced_refreshes_per_day {
+                return Err(DAILY_QUOTA);
+            }
+            *used += 1;
+            return Ok(state.issue_app_token(appid, self.config.app_token_ttl, true));
+        }
+        let current = state
+            .current_app_token
+            .get(appid)
+            .and_then(|token| Some((token.clone(), state.app_tokens.get(token)?.expires_at)));
+        match current {
+            Some((token, expires_at)) if expires_at > now + STABLE_RENEW_MARGIN => {
+                Ok(AppTokenBody {
+                    access_token: token,
+                    expires_in: (expires_at - now).as_secs(),
+                })
+            }
+            _ => Ok(state.issue_app_token(appid, self.config.app_token_ttl, false)),
+        }
+    }
+
+    /// `/cgi-bin/token` once the app is authenticated: a new token every call; the previous
+    /// one stops working (the classic 40001 of two servers fetching their own).
+    pub(crate) fn legacy_token(&self, appid: &str) -> AppTokenBody {
+        self.lock()
+            .issue_app_token(appid, self.config.app_token_ttl, true)
+    }
+
+    /// Mints a phone-number code for `phone` (with `country_code`) in `appid`.
+    pub(crate) fn mint_phone_code(&self, appid: &str, phone: &str, country_code: &str) -> String {
+        let mut state = self.lock();
+        let code = loop {
+            let code = random_alphanumeric(CODE_LEN);
+            if !state.phone_codes.contains_key(&code) {
+                break code;
+            }
+        };
+        let expires_at = state.now() + self.config.phone_code_ttl;
+        state.phone_codes.insert(
+            code.clone(),
+            PhoneCodeRecord {
+                appid: appid.to_owned(),
+                phone: phone.to_owned(),
+                country_code: country_code.to_owned(),
+                expires_at,
+                used: false,
+            },
+        );
+        code
+    }
+
+    /// `/wxa/business/getuserphonenumber`: redeems a phone code of the token's app (40029 if
+    /// unknown, another app's, used or expired).
+    pub(crate) fn phone_number(&self, app_token: &str, code: &str) -> Result<PhoneBody, SnsError> {
+        let mut state = self.lock();
+        let appid = state.app_of(app_token)?;
+        let now = state.now();
+        let timestamp = (self.started + now)
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let record = state
+            .phone_codes
+            .get_mut(code)
+            .filter(|record| record.appid == appid && !record.used && now < record.expires_at)
+            .ok_or(INVALID_CODE)?;
+        record.used = true;
+        let full = if record.country_code == "86" {
+            record.phone.clone()
+        } else {
+            format!("+{}{}", record.country_code, record.phone)
+        };
+        Ok(PhoneBody {
+            errcode: 0,
+            errmsg: "ok",
+            phone_info: serde_json::json!({
+                "phoneNumber": full,
+                "purePhoneNumber": record.phone,
+                "countryCode": record.country_code,
+                "watermark": { "timestamp": timestamp, "appid": appid },
+            }),
+        })
+    }
+
+    /// `/wxa/checksession`: the signature must be made with the user's current session key.
+    pub(crate) fn check_session(
+        &self,
+        app_token: &str,
+        openid: &str,
+        signature: &str,
+        sig_method: &str,
+    ) -> Result<(), SnsError> {
+        let state = self.lock();
+        let appid = state.app_of(app_token)?;
+        state.check_signature(&appid, openid, signature, sig_method)
+    }
+
+    /// `/wxa/resetusersessionkey`: checked like `checksession`, then a new current key.
+    pub(crate) fn reset_session_key(
+        &self,
+        app_token: &str,
+        openid: &str,
+        signature: &str,
+        sig_method: &str,
+    ) -> Result<ResetKeyBody, SnsError> {
+        let mut state = self.lock();
+        let appid = state.app_of(app_token)?;
+        state.check_signature(&appid, openid, signature, sig_method)?;
+        let key = random_session_key();
+        state
+            .session_keys
+            .insert((appid, openid.to_owned()), key.clone());
+        Ok(ResetKeyBody {
+            errcode: 0,
+            errmsg: "ok",
+            openid: openid.to_owned(),
+            session_key: key,
         })
     }
 

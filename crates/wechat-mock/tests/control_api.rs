@@ -92,9 +92,40 @@ async fn stats_over_http() {
             "userinfo": 0,
             "jscode2session": 0,
             "qrconnect": 0,
-            "authorize": 0
+            "authorize": 0,
+            "stable_token": 0,
+            "token": 0,
+            "getuserphonenumber": 0,
+            "checksession": 0,
+            "resetusersessionkey": 0
         })
     );
+}
+
+#[tokio::test]
+async fn phone_codes_are_minted_over_http_and_checked() {
+    let h = Harness::start().await;
+    let answer = h
+        .control(
+            Method::POST,
+            "/mock/phone-codes",
+            Some(r#"{"phone": "13800138000"}"#),
+        )
+        .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.json()["code"].as_str().unwrap().len(), 32);
+    for bad in [
+        r#"{"phone": "12ab"}"#,
+        r#"{"phone": "13800138000", "country_code": "+86"}"#,
+        r#"{}"#,
+    ] {
+        let answer = h.control(Method::POST, "/mock/phone-codes", Some(bad)).await;
+        assert_eq!(answer.status, 400, "{bad}");
+    }
+    let answer = h
+        .control(Method::POST, "/mock/apps/wxany/invalidate-token", None)
+        .await;
+    assert_eq!(answer.status, 204);
 }
 
 #[tokio::test]

@@ -17,8 +17,9 @@ use crate::authorize::{self, AuthorizeUrlError, OfficialAccountScope, State};
 use crate::clock::{SharedClock, system_clock};
 use crate::error::{Error, RedactedBody, TransportErrorKind};
 use crate::types::{
-    AccessToken, AppId, AppSecret, AuthCode, Lang, MiniProgramSession, OpenId, RefreshToken,
-    TokenGrant, UserInfo,
+    AccessToken, AppAccessToken, AppId, AppSecret, AppTokenGrant, AuthCode, Lang,
+    MiniProgramSession, OpenId, PhoneCode, PhoneInfo, RefreshToken, SessionKey, TokenGrant,
+    UserInfo,
 };
 use crate::wire;
 
@@ -278,6 +279,13 @@ enum Endpoint {
     Auth,
     UserInfo,
     JsCode2Session,
+    /// `stable_token` in normal mode: the current token, no new one issued.
+    StableToken,
+    /// `stable_token` with `force_refresh`: a new token, from a small daily quota.
+    StableTokenForced,
+    PhoneNumber,
+    CheckSession,
+    ResetSessionKey,
 }
 
 impl Endpoint {
@@ -288,12 +296,25 @@ impl Endpoint {
             Self::Auth => "/sns/auth",
             Self::UserInfo => "/sns/userinfo",
             Self::JsCode2Session => "/sns/jscode2session",
+            Self::StableToken | Self::StableTokenForced => "/cgi-bin/stable_token",
+            Self::PhoneNumber => "/wxa/business/getuserphonenumber",
+            Self::CheckSession => "/wxa/checksession",
+            Self::ResetSessionKey => "/wxa/resetusersessionkey",
         }
     }
 
-    /// Whether a repeat has the same effect: everything but the single-use code exchanges.
+    /// Whether a repeat has the same effect: not the single-use code exchanges (login and phone
+    /// codes), not a forced token refresh (each spends quota), not a session key reset (each
+    /// issues a new key).
     fn idempotent(self) -> bool {
-        matches!(self, Self::RefreshToken | Self::Auth | Self::UserInfo)
+        matches!(
+            self,
+            Self::RefreshToken
+                | Self::Auth
+                | Self::UserInfo
+                | Self::StableToken
+                | Self::CheckSession
+        )
     }
 }
 
@@ -417,6 +438,100 @@ impl Client {
         wire.try_into()
     }
 
+    /// The app's access token (`POST /cgi-bin/stable_token`). With `force_refresh` false WeChat
+    /// answers the current token (several servers asking get the same one); with true it issues
+    /// a new one, which WeChat allows a few times a day: only after it said the token is invalid
+    /// (40001). Normal mode is retried on transient failures, forced mode never.
+    ///
+    /// Most servers want this through a cache that shares one token per app across a fleet
+    /// (`wechat-token-cache`'s `SessionCache::app_token`), not called per request.
+    pub async fn stable_token(&self, force_refresh: bool) -> Result<AppTokenGrant, Error> {
+        let sent_at = self.inner.clock.now();
+        let body = serde_json::json!({
+            "grant_type": "client_credential",
+            "appid": self.inner.appid.as_str(),
+            "secret": self.inner.secret.secret(),
+            "force_refresh": force_refresh,
+        });
+        let endpoint = if force_refresh {
+            Endpoint::StableTokenForced
+        } else {
+            Endpoint::StableToken
+        };
+        let wire: wire::WireAppToken = self.call_with(endpoint, &[], Some(&body)).await?;
+        wire.into_grant(sent_at)
+    }
+
+    /// A user's phone number from a phone-number button's code
+    /// (`POST /wxa/business/getuserphonenumber`). Never retried: the code is single use. An
+    /// invalid, used or expired code is 40029; an invalid app token 40001/42001.
+    pub async fn phone_number(
+        &self,
+        app_token: &AppAccessToken,
+        code: &PhoneCode,
+    ) -> Result<PhoneInfo, Error> {
+        let body = serde_json::json!({ "code": code.secret() });
+        let wire: wire::WirePhone = self
+            .call_with(
+                Endpoint::PhoneNumber,
+                &[("access_token", app_token.secret())],
+                Some(&body),
+            )
+            .await?;
+        wire.into_phone(&self.inner.appid)
+    }
+
+    /// Asks WeChat whether a Mini Program user's session key is still the valid one
+    /// (`GET /wxa/checksession`, signed with `hmac_sha256(session_key, "")`). `Ok(())` means
+    /// valid; 87009 means it is not (the user must `wx.login` again). Retried on transient
+    /// failures.
+    pub async fn check_session_key(
+        &self,
+        app_token: &AppAccessToken,
+        openid: &OpenId,
+        session_key: &SessionKey,
+    ) -> Result<(), Error> {
+        let signature = session_signature(session_key);
+        let _: wire::WireOk = self
+            .call_with(
+                Endpoint::CheckSession,
+                &[
+                    ("access_token", app_token.secret()),
+                    ("openid", openid.as_str()),
+                    ("signature", &signature),
+                    ("sig_method", "hmac_sha256"),
+                ],
+                None,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Replaces a Mini Program user's session key (`GET /wxa/resetusersessionkey`, signed with
+    /// the current key) and returns the new one; the old one stops working. Never retried: each
+    /// call issues a new key.
+    pub async fn reset_session_key(
+        &self,
+        app_token: &AppAccessToken,
+        openid: &OpenId,
+        session_key: &SessionKey,
+    ) -> Result<SessionKey, Error> {
+        let signature = session_signature(session_key);
+        let wire: wire::WireSessionKey = self
+            .call_with(
+                Endpoint::ResetSessionKey,
+                &[
+                    ("access_token", app_token.secret()),
+                    ("openid", openid.as_str()),
+                    ("signature", &signature),
+                    ("sig_method", "hmac_sha256"),
+                ],
+                None,
+            )
+            .await?;
+        wire.into_key()
+    }
+
     /// The website QR-login URL (`/connect/qrconnect`, `snsapi_login`) for this app.
     pub fn website_authorize_url(
         &self,
@@ -452,6 +567,17 @@ impl Client {
         endpoint: Endpoint,
         query: &[(&str, &str)],
     ) -> Result<T, Error> {
+        self.call_with(endpoint, query, None).await
+    }
+
+    /// A call: GET with `query`, or POST of `body` as JSON when given.
+    async fn call_with<T: DeserializeOwned>(
+        &self,
+        endpoint: Endpoint,
+        query: &[(&str, &str)],
+        body: Option<&serde_json::Value>,
+    ) -> Result<T, Error> {
+        let body = body.map(|b| b.to_string());
         let mut url = Url::parse(&format!("{}{}", self.inner.api_base, endpoint.path()))
             .expect("base URL validated at build time");
         url.query_pairs_mut().extend_pairs(query);
@@ -463,7 +589,7 @@ impl Client {
         let mut attempt = 1;
         loop {
             let started = Instant::now();
-            let result = self.call_once(url.clone()).await;
+            let result = self.call_once(url.clone(), body.as_deref()).await;
             let outcome = match &result {
                 Ok(_) => "ok",
                 Err(Error::Api(_)) => "api_error",
@@ -489,11 +615,21 @@ impl Client {
         }
     }
 
-    async fn call_once<T: DeserializeOwned>(&self, url: Url) -> Result<T, Error> {
-        let mut response = self
-            .inner
-            .http
-            .get(url)
+    async fn call_once<T: DeserializeOwned>(
+        &self,
+        url: Url,
+        body: Option<&str>,
+    ) -> Result<T, Error> {
+        let request = match body {
+            None => self.inner.http.get(url),
+            Some(body) => self
+                .inner
+                .http
+                .post(url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_owned()),
+        };
+        let mut response = request
             .timeout(self.inner.timeout)
             .send()
             .await
@@ -517,6 +653,15 @@ impl Client {
         }
         wire::decode(&body)
     }
+}
+
+/// The signature of the session key APIs: hex `hmac_sha256(key = session_key, message = "")`,
+/// the key being the session key's text as WeChat sent it.
+pub(crate) fn session_signature(session_key: &SessionKey) -> String {
+    use aws_lc_rs::hmac;
+    let key = hmac::Key::new(hmac::HMAC_SHA256, session_key.secret().as_bytes());
+    let tag = hmac::sign(&key, b"");
+    tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Keeps only the kind of a reqwest error: its message and sources may name the URL.

@@ -57,13 +57,18 @@ impl ErrCode {
     pub const USER_UNAUTHORIZED: Self = Self(50001);
     /// `50002`: user restricted.
     pub const USER_RESTRICTED: Self = Self(50002);
+    /// `45009`: the daily quota of an API is used up (e.g. forced `stable_token` refreshes).
+    pub const DAILY_QUOTA_EXCEEDED: Self = Self(45009);
+    /// `87009`: the session key's signature is invalid: the key is no longer the user's
+    /// current one (`checksession`); the Mini Program must `wx.login` again.
+    pub const INVALID_SESSION_KEY: Self = Self(87009);
 
     /// What a caller should do about this code.
     pub fn class(self) -> ErrorClass {
         match self.0 {
-            -1 | 45011 => ErrorClass::Retryable,
+            -1 | 45009 | 45011 => ErrorClass::Retryable,
             40001 | 40014 | 42001 => ErrorClass::RefreshAndRetry,
-            40003 | 40029 | 40030 | 42002 | 42003 | 50001 => ErrorClass::Reauthorize,
+            40003 | 40029 | 40030 | 42002 | 42003 | 50001 | 87009 => ErrorClass::Reauthorize,
             40163 => ErrorClass::DuplicateCode,
             40002 | 40013 | 40125 | 41001..=41009 => ErrorClass::Misconfigured,
             48001 | 50002 | 40226 => ErrorClass::Denied,
@@ -185,16 +190,27 @@ pub struct RedactedBody(String);
 
 /// Bodies longer than this are cut when kept in an error.
 const KEPT_BODY_LIMIT: usize = 2048;
-const SECRET_FIELDS: [&str; 6] = [
+/// JSON fields whose values are kept out of errors: secrets, and phone numbers (personal data).
+const SECRET_FIELDS: [&str; 9] = [
     "access_token",
     "refresh_token",
     "session_key",
     "secret",
     "js_code",
     "code",
+    "signature",
+    "phoneNumber",
+    "purePhoneNumber",
 ];
 /// Query parameters that carry a secret, as a proxy's error page may echo the request URL.
-const SECRET_PARAMS: [&str; 5] = ["access_token", "refresh_token", "secret", "js_code", "code"];
+const SECRET_PARAMS: [&str; 6] = [
+    "access_token",
+    "refresh_token",
+    "secret",
+    "js_code",
+    "code",
+    "signature",
+];
 
 impl RedactedBody {
     /// Keeps `body` with the values of token-bearing JSON fields (`"access_token":"..."`) and
@@ -373,6 +389,9 @@ impl Error {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Api(api) if api.code == ErrCode::QUOTA_EXCEEDED => Some(Duration::from_secs(60)),
+            Self::Api(api) if api.code == ErrCode::DAILY_QUOTA_EXCEEDED => {
+                Some(Duration::from_secs(3600))
+            }
             _ if self.class() == ErrorClass::Retryable => Some(Duration::from_secs(1)),
             _ => None,
         }

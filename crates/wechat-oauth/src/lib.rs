@@ -1,14 +1,16 @@
 //! A typed async client for WeChat's OAuth ("sns") endpoints.
 //!
-//! - [`Client`]: code exchange, refresh, `/sns/auth` check, userinfo and `jscode2session`, with
-//!   timeouts, bounded retries for idempotent calls, and no URL (which carries the AppSecret) in
+//! - [`Client`]: code exchange, refresh, `/sns/auth` check, userinfo and `jscode2session`; the
+//!   app access token (`stable_token`) and the Mini Program calls made with it (phone number,
+//!   session key check and reset); with timeouts, bounded retries for idempotent calls, and no URL (which carries the AppSecret) in
 //!   any log or error.
 //! - [`authorize`]: browser authorize URLs for the website and Official Account flows.
 //! - [`user_data`]: a Mini Program client's `encryptedData` opened with the session key, its
 //!   watermark and `rawData` signature checked.
 //! - [`Error`] and [`ErrCode`]: an open errcode with a [classification](ErrorClass) a caller can
 //!   act on; `-1` and unknown codes are values, not parse failures.
-//! - Secrets ([`AppSecret`], [`AuthCode`], [`AccessToken`], [`RefreshToken`], [`SessionKey`])
+//! - Secrets ([`AppSecret`], [`AuthCode`], [`AccessToken`], [`RefreshToken`], [`SessionKey`],
+//!   [`AppAccessToken`], [`PhoneCode`])
 //!   redact themselves in `Debug` and have no `Display`.
 //!
 //! The parser survives WeChat's quirks: `text/plain` content types, raw control characters,
@@ -54,8 +56,9 @@ pub use client::{
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use error::{ApiError, ErrCode, Error, ErrorClass, RedactedBody, TransportErrorKind};
 pub use types::{
-    AccessToken, AppId, AppSecret, AuthCode, Lang, MiniProgramSession, OpenId, RefreshToken, Scope,
-    Scopes, ScopesIter, SessionKey, TokenGrant, UnionId, UserInfo,
+    AccessToken, AppAccessToken, AppId, AppSecret, AppTokenGrant, AuthCode, Lang,
+    MiniProgramSession, OpenId, PhoneCode, PhoneInfo, RefreshToken, Scope, Scopes, ScopesIter,
+    SessionKey, TokenGrant, UnionId, UserInfo,
 };
 pub use user_data::{DecryptError, EncryptedData, decrypt_user_data};
 

@@ -135,6 +135,18 @@ secret_type!(
     /// A Mini Program session key from `jscode2session`. Stays on the server.
     SessionKey
 );
+secret_type!(
+    /// An app's own access token (`client_credential`, from `/cgi-bin/stable_token`): one per
+    /// app, about 2 hours, needed by the Mini Program data APIs and many other WeChat APIs. Not
+    /// a user's [`AccessToken`].
+    AppAccessToken
+);
+secret_type!(
+    /// A phone-number code from a Mini Program's phone-number button: single use, about 5
+    /// minutes, redeemed with [`Client::phone_number`](crate::Client::phone_number). Not a
+    /// `wx.login` code.
+    PhoneCode
+);
 
 /// One OAuth scope. Non-exhaustive: a scope WeChat adds may get its own variant.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -435,6 +447,54 @@ pub struct MiniProgramSession {
     pub session_key: SessionKey,
     /// The user across bound apps, when present.
     pub unionid: Option<UnionId>,
+}
+
+/// An app access token and when it expires (`/cgi-bin/stable_token`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AppTokenGrant {
+    /// The token.
+    pub access_token: AppAccessToken,
+    /// When it expires, computed from `expires_in` with the client's clock, counted from before
+    /// the request was sent.
+    pub expires_at: SystemTime,
+}
+
+impl AppTokenGrant {
+    /// A grant (for stores and tests that rebuild one).
+    pub fn new(access_token: AppAccessToken, expires_at: SystemTime) -> Self {
+        Self {
+            access_token,
+            expires_at,
+        }
+    }
+}
+
+/// A user's phone number from `/wxa/business/getuserphonenumber`. Personal data: log it only
+/// where the application's policy allows.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PhoneInfo {
+    /// The number as the user has it, with the country prefix for non-mainland numbers.
+    pub phone_number: String,
+    /// The number without the country prefix.
+    pub pure_phone_number: String,
+    /// The country calling code (`"86"`); WeChat documents a string and has shown a number.
+    pub country_code: String,
+}
+
+impl fmt::Debug for PhoneInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Personal data: the last digits only, like a receipt.
+        let tail: String = {
+            let chars: Vec<char> = self.pure_phone_number.chars().collect();
+            chars[chars.len().saturating_sub(4)..].iter().collect()
+        };
+        f.debug_struct("PhoneInfo")
+            .field("country_code", &self.country_code)
+            .field("pure_phone_number", &format_args!("***{tail}"))
+            .finish_non_exhaustive()
+    }
 }
 
 #[cfg(test)]

@@ -15,8 +15,8 @@ use serde::de::{self, DeserializeOwned, Deserializer};
 
 use crate::error::{ApiError, ErrCode, Error, RedactedBody};
 use crate::types::{
-    AccessToken, MiniProgramSession, OpenId, RefreshToken, Scopes, SessionKey, TokenGrant, UnionId,
-    UserInfo,
+    AccessToken, AppAccessToken, AppId, AppTokenGrant, MiniProgramSession, OpenId, PhoneInfo,
+    RefreshToken, Scopes, SessionKey, TokenGrant, UnionId, UserInfo,
 };
 
 /// The lifetime WeChat documents for an access token, used when `expires_in` is missing.
@@ -356,6 +356,90 @@ impl TryFrom<WireMiniProgramSession> for MiniProgramSession {
             session_key: SessionKey::new(w.session_key),
             unionid: non_empty(w.unionid).map(UnionId::new),
         })
+    }
+}
+
+/// The success body of `/cgi-bin/stable_token` (and `/cgi-bin/token`).
+#[derive(Deserialize)]
+pub(crate) struct WireAppToken {
+    access_token: String,
+    #[serde(default, deserialize_with = "optional_int")]
+    expires_in: Option<i64>,
+}
+
+impl WireAppToken {
+    /// The grant, its expiry counted from `sent_at` (see [`WireGrant::into_grant`]).
+    pub(crate) fn into_grant(self, sent_at: SystemTime) -> Result<AppTokenGrant, Error> {
+        bounded("access_token", &self.access_token, MAX_TOKEN_LEN)?;
+        Ok(AppTokenGrant {
+            access_token: AppAccessToken::new(self.access_token),
+            expires_at: expires_at(sent_at, self.expires_in),
+        })
+    }
+}
+
+/// The success body of `/wxa/business/getuserphonenumber`.
+#[derive(Deserialize)]
+pub(crate) struct WirePhone {
+    phone_info: WirePhoneInfo,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WirePhoneInfo {
+    phone_number: String,
+    #[serde(default)]
+    pure_phone_number: Option<String>,
+    /// A string in the documentation, a number in its example.
+    #[serde(default)]
+    country_code: Option<serde_json::Value>,
+    #[serde(default)]
+    watermark: Option<WireWatermark>,
+}
+
+#[derive(Deserialize)]
+struct WireWatermark {
+    #[serde(default)]
+    appid: Option<String>,
+}
+
+impl WirePhone {
+    /// The phone number, refused if its watermark names another app than `appid`.
+    pub(crate) fn into_phone(self, appid: &AppId) -> Result<PhoneInfo, Error> {
+        let info = self.phone_info;
+        if let Some(other) = info.watermark.and_then(|w| w.appid)
+            && other != appid.as_str()
+        {
+            return Err(Error::Decode {
+                reason: "the phone number's watermark names another app".to_owned(),
+                body: RedactedBody::new(""),
+            });
+        }
+        bounded("phoneNumber", &info.phone_number, 64)?;
+        let country_code = match info.country_code {
+            Some(serde_json::Value::String(code)) => code,
+            Some(serde_json::Value::Number(code)) => code.to_string(),
+            _ => String::new(),
+        };
+        Ok(PhoneInfo {
+            pure_phone_number: non_empty(info.pure_phone_number)
+                .unwrap_or_else(|| info.phone_number.clone()),
+            phone_number: info.phone_number,
+            country_code,
+        })
+    }
+}
+
+/// The success body of `/wxa/resetusersessionkey`.
+#[derive(Deserialize)]
+pub(crate) struct WireSessionKey {
+    session_key: String,
+}
+
+impl WireSessionKey {
+    pub(crate) fn into_key(self) -> Result<SessionKey, Error> {
+        bounded("session_key", &self.session_key, MAX_TOKEN_LEN)?;
+        Ok(SessionKey::new(self.session_key))
     }
 }
 
