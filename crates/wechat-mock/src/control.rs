@@ -221,12 +221,12 @@ pub(crate) async fn mint_phone_code(
     })))
 }
 
-/// `POST /mock/apps/{appid}/invalidate-token`: as if another server fetched `/cgi-bin/token`,
-/// the app's current access token stops working; 204.
+/// `POST /mock/apps/{appid}/invalidate-token`: as if another party forced a `stable_token`
+/// refresh, the app's current stable token stops working; 204.
 pub(crate) async fn invalidate_app_token(
     State(shared): State<Arc<Shared>>,
     Path(appid): Path<String>,
 ) -> StatusCode {
-    shared.legacy_token(&appid);
+    shared.invalidate_stable_token(&appid);
     StatusCode::NO_CONTENT
 }

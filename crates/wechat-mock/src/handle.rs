@@ -207,10 +207,11 @@ impl MockWeChat {
             .mint_phone_code(appid, phone, country_code)
     }
 
-    /// Another server fetched `/cgi-bin/token` for this app: a new app access token replaces
-    /// the current one, which stops working at once (calls with it answer 40001).
+    /// Another party forced a `stable_token` refresh for this app (another system sharing the
+    /// AppID, or the console): the app's current stable token stops working at once (calls with
+    /// it answer 40001). Not counted against the daily forced-refresh limit.
     pub fn invalidate_app_token(&self, appid: &str) {
-        self.inner.shared.legacy_token(appid);
+        self.inner.shared.invalidate_stable_token(appid);
     }
 
     /// What `/sns/userinfo` returns for this user from now on.

@@ -138,6 +138,14 @@ struct AppToken {
     expires_at: Duration,
 }
 
+/// The two app token APIs keep separate tokens: WeChat isolates `stable_token` from the older
+/// `/cgi-bin/token`, so neither invalidates the other's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum TokenFamily {
+    Stable,
+    Legacy,
+}
+
 /// A normal-mode `stable_token` call this close to the current token's expiry gets a new token
 /// (the old one stays valid until it expires), as WeChat renews shortly before expiry.
 const STABLE_RENEW_MARGIN: Duration = Duration::from_secs(300);
@@ -242,8 +250,8 @@ struct State {
     session_keys: HashMap<(String, String), String>,
     /// Valid app access tokens; a token leaves when replaced or expired.
     app_tokens: HashMap<String, AppToken>,
-    /// Each app's newest access token.
-    current_app_token: HashMap<String, String>,
+    /// Each app's newest access token of each API.
+    current_app_token: HashMap<(String, TokenFamily), String>,
     /// Forced `stable_token` refreshes per (AppID, mock day).
     forced_refreshes: HashMap<(String, u64), u32>,
     /// Minted phone-number codes.
@@ -328,10 +336,17 @@ impl State {
 impl State {
     /// Issues a new app token for `appid`; with `replace` the previous one stops working at
     /// once (`/cgi-bin/token`, forced refresh), else it lives until its own expiry.
-    fn issue_app_token(&mut self, appid: &str, ttl: Duration, replace: bool) -> AppTokenBody {
+    fn issue_app_token(
+        &mut self,
+        appid: &str,
+        family: TokenFamily,
+        ttl: Duration,
+        replace: bool,
+    ) -> AppTokenBody {
         let now = self.now();
         self.app_tokens.retain(|_, token| token.expires_at > now);
-        if replace && let Some(old) = self.current_app_token.remove(appid) {
+        let current = (appid.to_owned(), family);
+        if replace && let Some(old) = self.current_app_token.remove(&current) {
             self.app_tokens.remove(&old);
         }
         let token = loop {
@@ -347,8 +362,7 @@ impl State {
                 expires_at: now + ttl,
             },
         );
-        self.current_app_token
-            .insert(appid.to_owned(), token.clone());
+        self.current_app_token.insert(current, token.clone());
         AppTokenBody {
             access_token: token,
             expires_in: ttl.as_secs(),
@@ -683,11 +697,11 @@ impl Shared {
                 return Err(DAILY_QUOTA);
             }
             *used += 1;
-            return Ok(state.issue_app_token(appid, self.config.app_token_ttl, true));
+            return Ok(self.force_stable_token(&mut state, appid));
         }
         let current = state
             .current_app_token
-            .get(appid)
+            .get(&(appid.to_owned(), TokenFamily::Stable))
             .and_then(|token| Some((token.clone(), state.app_tokens.get(token)?.expires_at)));
         match current {
             Some((token, expires_at)) if expires_at > now + STABLE_RENEW_MARGIN => {
@@ -696,15 +710,32 @@ impl Shared {
                     expires_in: (expires_at - now).as_secs(),
                 })
             }
-            _ => Ok(state.issue_app_token(appid, self.config.app_token_ttl, false)),
+            _ => Ok(state.issue_app_token(
+                appid,
+                TokenFamily::Stable,
+                self.config.app_token_ttl,
+                false,
+            )),
         }
     }
 
+    /// A new stable token that replaces the current one at once.
+    fn force_stable_token(&self, state: &mut State, appid: &str) -> AppTokenBody {
+        state.issue_app_token(appid, TokenFamily::Stable, self.config.app_token_ttl, true)
+    }
+
+    /// Another party forced a `stable_token` refresh (outside the daily limit): the app's
+    /// current stable token stops working at once.
+    pub(crate) fn invalidate_stable_token(&self, appid: &str) {
+        let mut state = self.lock();
+        self.force_stable_token(&mut state, appid);
+    }
+
     /// `/cgi-bin/token` once the app is authenticated: a new token every call; the previous
-    /// one stops working (the classic 40001 of two servers fetching their own).
+    /// one of this API stops working (the classic 40001 of two servers fetching their own).
     pub(crate) fn legacy_token(&self, appid: &str) -> AppTokenBody {
         self.lock()
-            .issue_app_token(appid, self.config.app_token_ttl, true)
+            .issue_app_token(appid, TokenFamily::Legacy, self.config.app_token_ttl, true)
     }
 
     /// Mints a phone-number code for `phone` (with `country_code`) in `appid`.

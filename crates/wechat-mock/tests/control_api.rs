@@ -119,7 +119,9 @@ async fn phone_codes_are_minted_over_http_and_checked() {
         r#"{"phone": "13800138000", "country_code": "+86"}"#,
         r#"{}"#,
     ] {
-        let answer = h.control(Method::POST, "/mock/phone-codes", Some(bad)).await;
+        let answer = h
+            .control(Method::POST, "/mock/phone-codes", Some(bad))
+            .await;
         assert_eq!(answer.status, 400, "{bad}");
     }
     let answer = h

@@ -104,16 +104,10 @@ async fn forced_refreshes_are_limited_per_day_and_normal_mode_renews_near_expiry
 }
 
 #[tokio::test]
-async fn the_older_token_api_invalidates_the_previous_token() {
+async fn the_older_token_api_invalidates_its_previous_token_but_not_the_stable_one() {
     let (mock, client) = setup(MockConfig::default()).await;
     let token = client.stable_token(false).await.unwrap();
-    mock.invalidate_app_token(mock.appid());
-    let code = PhoneCode::new(mock.mint_phone_code(mock.appid(), "13800138000", "86"));
-    assert_eq!(
-        errcode(client.phone_number(&token.access_token, &code).await),
-        40001
-    );
-    // Through HTTP too: every /cgi-bin/token call replaces the token.
+    // Every /cgi-bin/token call replaces that API's token.
     let url = format!(
         "{}/cgi-bin/token?grant_type=client_credential&appid={}&secret={}",
         mock.base_url(),
@@ -127,6 +121,28 @@ async fn the_older_token_api_invalidates_the_previous_token() {
     let (a, b) = (fetch().await, fetch().await);
     assert_ne!(a["access_token"], b["access_token"]);
     assert_eq!(mock.calls(Endpoint::Token), 2);
+    let code =
+        |mock: &MockWeChat| PhoneCode::new(mock.mint_phone_code(mock.appid(), "13800138000", "86"));
+    let old = wechat_oauth::AppAccessToken::new(a["access_token"].as_str().unwrap());
+    assert_eq!(
+        errcode(client.phone_number(&old, &code(&mock)).await),
+        40001
+    );
+    let new = wechat_oauth::AppAccessToken::new(b["access_token"].as_str().unwrap());
+    assert!(client.phone_number(&new, &code(&mock)).await.is_ok());
+    // The stable token is isolated from the older API...
+    assert!(
+        client
+            .phone_number(&token.access_token, &code(&mock))
+            .await
+            .is_ok()
+    );
+    // ...but another party forcing a stable refresh invalidates it.
+    mock.invalidate_app_token(mock.appid());
+    assert_eq!(
+        errcode(client.phone_number(&token.access_token, &code(&mock)).await),
+        40001
+    );
 }
 
 #[tokio::test]
