@@ -14,6 +14,7 @@
 //! | `<prefix>:u:{<user id>}` | sorted set | the user's session ids, scored by last confirmation (Unix ms) | at the latest end of its sessions |
 //! | `<prefix>:lease:{<name>}` | string | the owner of a fleet-wide single flight (`refresh:<sid>`, `login:<code hash>`) | the lease's time (renewed while its flight runs) |
 //! | `<prefix>:v:{<key>}` | string | a shared value: a remembered login outcome (`login:<code hash>`), a used OAuth state (`state:<hash>`) | its time (10-12 minutes) |
+//! | `<prefix>:x:{<key>}` | string | a shared secret, sealed like a record: an app's access token (`apptoken:<appid>`), a Mini Program user's newest session key (`sessionkey:<appid>:<openid>`) | with the token (about 2 h) or the session (30 days) |
 //! | `<prefix>:invalidations` | pub/sub channel | ids of sessions written or ended; empty messages are heartbeats | |
 //!
 //! # Atomicity
@@ -361,6 +362,19 @@ impl RedisStore {
         format!("{}:v:{{{key}}}", self.inner.prefix)
     }
 
+    /// The key of a shared secret (an app access token, a user's newest session key).
+    pub fn secret_key(&self, key: &str) -> String {
+        format!("{}:x:{{{key}}}", self.inner.prefix)
+    }
+
+    /// What a secret is sealed against: its name, so a sealed value copied under another name
+    /// (or into a record) does not open.
+    fn secret_aad(key: &str) -> Vec<u8> {
+        let mut aad = b"secret:".to_vec();
+        aad.extend_from_slice(key.as_bytes());
+        aad
+    }
+
     /// The pub/sub channel of this store's invalidations (session ids; an empty message is a
     /// heartbeat).
     pub fn channel(&self) -> String {
@@ -670,6 +684,40 @@ impl SessionStore for RedisStore {
             .get(self.value_key(key))
             .await
             .map_err(unavailable)
+    }
+
+    async fn put_secret(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
+        let sealed = self.inner.sealer.seal("", &Self::secret_aad(key), &value);
+        let _: Option<String> = self
+            .client
+            .set(
+                self.secret_key(key),
+                Value::Bytes(sealed.into()),
+                Some(Expiration::PX(millis(ttl).max(1))),
+                None,
+                false,
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn get_secret(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let sealed: Option<Vec<u8>> = self
+            .client
+            .get(self.secret_key(key))
+            .await
+            .map_err(unavailable)?;
+        let Some(sealed) = sealed else {
+            return Ok(None);
+        };
+        match self.inner.sealer.open(&Self::secret_aad(key), &sealed) {
+            Ok((_, plain)) => Ok(Some(plain)),
+            Err(error) => {
+                tracing::error!(key, %error, "a shared secret cannot be opened: is its key id configured?");
+                Err(StoreError::Corrupt(error.to_string()))
+            }
+        }
     }
 
     async fn delete_user(&self, user: &UserId) -> Result<usize, StoreError> {

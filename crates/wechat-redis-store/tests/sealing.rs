@@ -132,3 +132,54 @@ async fn a_sealed_value_moved_into_another_record_is_refused() {
     ));
     assert!(store.get(&victim.sid).await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn shared_secrets_are_sealed_replaced_expire_and_bound_to_their_name() {
+    let Some(client) = common::machine_redis().await else {
+        return;
+    };
+    let prefix = common::random_prefix();
+    let store = store(&client, &prefix, &[("k1", 1)]);
+    assert_eq!(store.get_secret("apptoken:wxapp").await.unwrap(), None);
+    store
+        .put_secret(
+            "apptoken:wxapp",
+            b"APP-TOKEN-SECRET-1".to_vec(),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    store
+        .put_secret(
+            "apptoken:wxapp",
+            b"APP-TOKEN-SECRET-2".to_vec(),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_secret("apptoken:wxapp").await.unwrap().as_deref(),
+        Some(&b"APP-TOKEN-SECRET-2"[..]),
+        "a put replaces"
+    );
+    let raw: Vec<u8> = client
+        .get(store.secret_key("apptoken:wxapp"))
+        .await
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&raw).contains("SECRET"));
+    let ttl: i64 = client
+        .pttl(store.secret_key("apptoken:wxapp"))
+        .await
+        .unwrap();
+    assert!(ttl > 0 && ttl <= 60_000, "{ttl}");
+
+    // Copied under another name, it does not open (and is reported, not served).
+    let _: () = client
+        .set(store.secret_key("apptoken:wxother"), raw, None, None, false)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.get_secret("apptoken:wxother").await,
+        Err(StoreError::Corrupt(_))
+    ));
+}

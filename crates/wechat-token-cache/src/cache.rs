@@ -24,6 +24,7 @@ use wechat_oauth::{
     AccessToken, Client, ErrCode, ErrorClass, Lang, OpenId, UserInfo, clock::SharedClock,
 };
 
+use crate::app_token::AppTokens;
 use crate::error::{CallError, SessionError};
 use crate::flight::Flights;
 use crate::hook::LoginHook;
@@ -38,7 +39,7 @@ pub const MAX_REFRESH_WINDOW: Duration = Duration::from_secs(3600);
 /// The longest [`CacheConfig::code_ttl`] honoured (a code lives 10 minutes at most).
 const MAX_CODE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How often an instance waiting for another's flight looks at the shared record.
-const LEASE_POLL: Duration = Duration::from_millis(20);
+pub(crate) const LEASE_POLL: Duration = Duration::from_millis(20);
 
 /// A random owner token for a lease.
 pub(crate) fn lease_owner() -> String {
@@ -112,6 +113,12 @@ pub struct CacheConfig {
     /// lasts unless renewed (default 10 s; renewed every third of it while its work runs). A
     /// crashed holder's work is taken over after it.
     pub lease_ttl: Duration,
+    /// Fetch an app access token again once it has less than this left (default 5 minutes;
+    /// at most [`MAX_REFRESH_WINDOW`]).
+    pub app_token_refresh_window: Duration,
+    /// At most one forced app token refresh per app in this time, for the whole fleet (default
+    /// 5 minutes; WeChat allows a few a day). Forced only after WeChat refused the current token.
+    pub forced_refresh_interval: Duration,
 }
 
 impl Default for CacheConfig {
@@ -130,6 +137,8 @@ impl Default for CacheConfig {
             mini_program_session_ttl: Duration::from_secs(30 * 24 * 3600),
             snapshot_sessions: false,
             lease_ttl: Duration::from_secs(10),
+            app_token_refresh_window: Duration::from_secs(5 * 60),
+            forced_refresh_interval: Duration::from_secs(5 * 60),
         }
     }
 }
@@ -146,6 +155,7 @@ impl CacheConfig {
         self.refresh_window = self.refresh_window.min(MAX_REFRESH_WINDOW);
         self.code_ttl = self.code_ttl.min(MAX_CODE_TTL);
         self.lease_ttl = self.lease_ttl.max(Duration::from_millis(30));
+        self.app_token_refresh_window = self.app_token_refresh_window.min(MAX_REFRESH_WINDOW);
         self
     }
 }
@@ -275,6 +285,18 @@ impl<S: SessionStore> SessionCacheBuilder<S> {
         self
     }
 
+    /// See [`CacheConfig::app_token_refresh_window`] and
+    /// [`CacheConfig::forced_refresh_interval`].
+    pub fn app_tokens(
+        mut self,
+        refresh_window: Duration,
+        forced_refresh_interval: Duration,
+    ) -> Self {
+        self.config.app_token_refresh_window = refresh_window;
+        self.config.forced_refresh_interval = forced_refresh_interval;
+        self
+    }
+
     /// See [`CacheConfig::snapshot_sessions`].
     pub fn snapshot_sessions(mut self, allowed: bool) -> Self {
         self.config.snapshot_sessions = allowed;
@@ -296,6 +318,7 @@ impl<S: SessionStore> SessionCacheBuilder<S> {
         SessionCache {
             inner: Arc::new(Inner {
                 logins: Logins::new(&config, self.code_key),
+                app_tokens: AppTokens::new(&config),
                 cooldown: Cache::builder()
                     .max_capacity(100_000)
                     .eviction_policy(EvictionPolicy::lru())
@@ -360,6 +383,8 @@ pub(crate) struct Inner<S> {
     pub(crate) clock: SharedClock,
     pub(crate) config: CacheConfig,
     pub(crate) logins: Logins,
+    /// App access tokens and each Mini Program user's newest session key.
+    pub(crate) app_tokens: AppTokens,
     /// Refreshes and checks in progress, one per session.
     flights: Arc<Flights<SessionId, Flown>>,
     /// Recent failures per session (transient, misconfigured, denied), until when they are

@@ -1,5 +1,6 @@
 //! The outcomes a caller acts on: [`SessionError`] (using a session), [`LoginError`] (creating
-//! one) and [`CallError`] (calling WeChat with a user's token). Each variant maps to one HTTP
+//! one), [`CallError`] (calling WeChat with a user's or the app's token) and [`AppTokenError`]
+//! (getting the app's token). Each variant maps to one HTTP
 //! answer in the middleware; none carries a secret.
 
 use std::time::Duration;
@@ -128,4 +129,42 @@ pub enum CallError {
     /// WeChat answered the call with an error (after a refresh-and-retry where that applies).
     #[error(transparent)]
     Upstream(#[from] wechat_oauth::Error),
+    /// The app access token the call needs could not be had.
+    #[error(transparent)]
+    AppToken(#[from] AppTokenError),
+    /// WeChat says the Mini Program session key is no longer the user's (87009): the client
+    /// must `wx.login` again. (401)
+    #[error("the session key is no longer valid: call wx.login again and log in")]
+    SessionKeyInvalid,
+}
+
+/// Why an app access token could not be had.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppTokenError {
+    /// This cache does not serve that app. (404)
+    #[error("this app is not configured")]
+    AppNotConfigured,
+    /// WeChat is busy or unreachable, or the fleet's refresh did not land in time. (503)
+    #[error("WeChat is unavailable; retry after {}s", retry_after.as_secs())]
+    Unavailable {
+        /// When trying again makes sense.
+        retry_after: Duration,
+    },
+    /// WeChat refused the current token and a forced refresh was made too recently (WeChat
+    /// allows a few a day). (503)
+    #[error("the app token was refused and was force-refreshed recently; retry after {}s", retry_after.as_secs())]
+    ForceLimited {
+        /// When the next forced refresh is allowed.
+        retry_after: Duration,
+    },
+    /// WeChat rejected the app's credentials. Logged at error level. (500)
+    #[error("WeChat rejected this server's configuration (errcode {errcode})")]
+    Misconfigured {
+        /// WeChat's errcode.
+        errcode: ErrCode,
+    },
+    /// The session store failed (the fleet's forced-refresh marker could not be read). (503)
+    #[error(transparent)]
+    Session(#[from] SessionError),
 }

@@ -41,6 +41,16 @@
 //! [`LoginHook`] maps each new login to the application's own [`UserId`] (by default the
 //! unionid, else app + openid), which logout-all ends across apps.
 //!
+//! # The app access token and Mini Program data
+//!
+//! [`SessionCache::app_token`] keeps each app's own access token (`stable_token`): one per app,
+//! refreshed before it expires, one upstream call per expiry for the whole fleet (single flight
+//! and a lease, the token shared sealed through the store), forced only after WeChat refused it
+//! and at most once per [`CacheConfig::forced_refresh_interval`]; [`SessionCache::with_app_token`]
+//! retries a call once after WeChat refused the token. On it: [`SessionCache::phone_number`],
+//! [`SessionCache::check_session_key`], [`SessionCache::reset_session_key`]. Each Mini Program
+//! user's newest session key ([`SessionCache::session_key`]) replaces older sessions' keys.
+//!
 //! # Stores
 //!
 //! [`SessionStore`] is the storage contract; [`MokaStore`] the embedded default (bounded, LRU,
@@ -50,6 +60,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod app_token;
 mod cache;
 pub mod conformance;
 mod error;
@@ -64,7 +75,7 @@ mod store;
 mod wait;
 
 pub use cache::{CacheConfig, GracePolicy, MAX_REFRESH_WINDOW, SessionCache, SessionCacheBuilder};
-pub use error::{CallError, LoginError, SessionError};
+pub use error::{AppTokenError, CallError, LoginError, SessionError};
 pub use hook::{HookError, LoginHook, NewLogin};
 pub use local::{CachedStore, CachedStoreBuilder, InvalidationSink, Invalidations};
 pub use login::{LoginBinding, LoginFlow};

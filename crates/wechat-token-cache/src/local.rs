@@ -391,6 +391,14 @@ impl<S: Invalidations> SessionStore for CachedStore<S> {
         self.shared.get_value(key).await
     }
 
+    async fn put_secret(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
+        self.shared.put_secret(key, value, ttl).await
+    }
+
+    async fn get_secret(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.shared.get_secret(key).await
+    }
+
     async fn delete_user(&self, user: &UserId) -> Result<usize, StoreError> {
         self.local.generation.fetch_add(1, Ordering::AcqRel);
         let ended = self.shared.delete_user(user).await;

@@ -37,7 +37,7 @@ use crate::cache::{CacheConfig, SessionCache};
 use crate::error::LoginError;
 use crate::flight::Flights;
 use crate::hook::NewLogin;
-use crate::record::{SessionId, SessionRecord};
+use crate::record::{Credentials, SessionId, SessionRecord};
 use crate::store::{SessionStore, StoreError};
 
 type CodeKey = [u8; 32];
@@ -582,6 +582,12 @@ impl<S: SessionStore> SessionCache<S> {
             }
             other => other?,
         };
+        if let Credentials::MiniProgram { session_key } = &stored.credentials {
+            // The newest wx.login's key is the one the client's data is sealed under from now
+            // on, for this user's older sessions too.
+            self.remember_session_key(&stored.appid, &stored.openid, session_key)
+                .await;
+        }
         tracing::info!(sid = %stored.sid, outcome = "logged_in", ?flow, "new session");
         Ok(stored)
     }

@@ -171,6 +171,29 @@ pub trait SessionStore: Send + Sync + 'static {
         let _ = key;
         async { Ok(None) }
     }
+
+    /// Stores the secret `value` under `key` for `ttl`, replacing what is there. Shared by
+    /// every instance: each app's access token, each Mini Program user's newest session key. A
+    /// store that keeps data outside the process seals it as it seals records. The default
+    /// shares nothing: the cache keeps its own memory as well.
+    fn put_secret(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = (key, value, ttl);
+        async { Ok(()) }
+    }
+
+    /// The secret under `key`, if any (see [`put_secret`](Self::put_secret)).
+    fn get_secret(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send {
+        let _ = key;
+        async { Ok(None) }
+    }
 }
 
 impl<S: SessionStore> SessionStore for Arc<S> {
@@ -259,5 +282,21 @@ impl<S: SessionStore> SessionStore for Arc<S> {
         key: &str,
     ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send {
         (**self).get_value(key)
+    }
+
+    fn put_secret(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).put_secret(key, value, ttl)
+    }
+
+    fn get_secret(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send {
+        (**self).get_secret(key)
     }
 }

@@ -1,0 +1,586 @@
+//! The app access token (`client_credential`, from `/cgi-bin/stable_token`) and the Mini
+//! Program calls made with it: phone numbers, the session key's check and reset, and each
+//! user's newest session key.
+//!
+//! One token per app for the whole fleet. An instance uses its own copy while it is fresh;
+//! otherwise one flight per app (single flight in process) takes the fleet-wide lease
+//! `apptoken:<appid>`, adopts the copy another instance shared through the store
+//! ([`SessionStore::put_secret`]) if that one is fresh, and only else asks WeChat — so one
+//! upstream call per expiry serves every instance. Normal mode (`force_refresh: false`) is
+//! always tried first: after another party forced a refresh it answers the new token. Only when
+//! WeChat refused a token (40001/40014/42001) and normal mode still answers that token is a
+//! forced refresh made, at most once per [`CacheConfig::forced_refresh_interval`] for the whole
+//! fleet (WeChat allows a few a day).
+//!
+//! A Mini Program user's session key changes with every `wx.login` (and with a reset); the
+//! newest one is remembered per (app, openid), in memory and in the store, so an older session
+//! of the same user decrypts with the key the client's data is sealed under.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use moka::sync::Cache;
+use wechat_oauth::{
+    AppAccessToken, AppId, AppTokenGrant, Client, ErrCode, ErrorClass, OpenId, PhoneCode,
+    PhoneInfo, SessionKey,
+};
+
+use crate::cache::{CacheConfig, Inner, LEASE_POLL, SessionCache, lease_owner};
+use crate::error::{AppTokenError, CallError, SessionError};
+use crate::flight::Flights;
+use crate::record::{Credentials, SessionId, SessionRecord};
+use crate::store::{CasOutcome, SessionStore};
+
+/// A fresh token is never fetched again sooner than this after it was fetched, even if WeChat
+/// handed it out close to its expiry (normal mode may answer an old token for a while).
+const MIN_REFETCH: Duration = Duration::from_secs(30);
+
+/// An app token as held: the token, when it expires, and when to fetch again.
+#[derive(Clone)]
+pub(crate) struct HeldToken {
+    token: AppAccessToken,
+    expires_at: SystemTime,
+    refresh_at: SystemTime,
+}
+
+impl HeldToken {
+    fn new(grant: AppTokenGrant, now: SystemTime, window: Duration) -> Self {
+        let refresh_at = grant
+            .expires_at
+            .checked_sub(window)
+            .unwrap_or(now)
+            .max(now + MIN_REFETCH)
+            .min(grant.expires_at);
+        Self {
+            token: grant.access_token,
+            expires_at: grant.expires_at,
+            refresh_at,
+        }
+    }
+
+    /// Fresh: no need to fetch again.
+    fn fresh(&self, now: SystemTime) -> bool {
+        now < self.refresh_at
+    }
+
+    /// Still accepted by WeChat, as far as we know.
+    fn valid(&self, now: SystemTime) -> bool {
+        now < self.expires_at
+    }
+
+    /// Usable by a caller that found `refused` wanting.
+    fn usable(&self, refused: Option<&AppAccessToken>, now: SystemTime) -> bool {
+        self.fresh(now) && Some(&self.token) != refused
+    }
+
+    /// `<expires at, Unix ms>:<refresh at, Unix ms>:<token>`.
+    fn encode(&self) -> Vec<u8> {
+        format!(
+            "{}:{}:{}",
+            unix_ms(self.expires_at),
+            unix_ms(self.refresh_at),
+            self.token.secret()
+        )
+        .into_bytes()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut parts = text.splitn(3, ':');
+        let expires_at = parts.next()?.parse().ok()?;
+        let refresh_at = parts.next()?.parse().ok()?;
+        let token = parts.next().filter(|t| !t.is_empty())?;
+        Some(Self {
+            token: AppAccessToken::new(token),
+            expires_at: UNIX_EPOCH + Duration::from_millis(expires_at),
+            refresh_at: UNIX_EPOCH + Duration::from_millis(refresh_at),
+        })
+    }
+}
+
+fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The store's name of an app's token.
+fn token_key(appid: &AppId) -> String {
+    format!("apptoken:{appid}")
+}
+
+/// The store's name of a Mini Program user's newest session key.
+fn session_key_key(appid: &AppId, openid: &OpenId) -> String {
+    format!("sessionkey:{appid}:{openid}")
+}
+
+/// The per-cache state of app tokens and session keys.
+pub(crate) struct AppTokens {
+    held: Mutex<HashMap<AppId, HeldToken>>,
+    flights: Arc<Flights<AppId, Result<HeldToken, AppTokenError>>>,
+    /// When this instance last forced a refresh, per app (the store keeps the fleet's).
+    last_forced: Mutex<HashMap<AppId, SystemTime>>,
+    /// Each Mini Program user's newest session key, by (app, openid).
+    session_keys: Cache<(AppId, OpenId), SessionKey>,
+}
+
+impl AppTokens {
+    pub(crate) fn new(config: &CacheConfig) -> Self {
+        Self {
+            held: Mutex::default(),
+            flights: Arc::default(),
+            last_forced: Mutex::default(),
+            session_keys: Cache::builder()
+                .max_capacity(config.remembered_logins.max(1_000))
+                .time_to_live(config.mini_program_session_ttl)
+                .build(),
+        }
+    }
+
+    fn held(&self, appid: &AppId) -> Option<HeldToken> {
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(appid)
+            .cloned()
+    }
+
+    fn hold(&self, appid: &AppId, token: &HeldToken) {
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(appid.clone(), token.clone());
+    }
+}
+
+impl<S: SessionStore> SessionCache<S> {
+    /// App `appid`'s access token, for WeChat APIs this crate does not wrap: this instance's
+    /// copy while fresh, else one refresh for the whole fleet (see the module docs). While a
+    /// refresh fails transiently, a copy that has not expired is still answered.
+    pub async fn app_token(&self, appid: &AppId) -> Result<AppAccessToken, AppTokenError> {
+        let inner = self.inner();
+        let now = inner.clock.now();
+        let held = inner.app_tokens.held(appid);
+        if let Some(held) = &held
+            && held.fresh(now)
+        {
+            return Ok(held.token.clone());
+        }
+        match inner.renew_app_token(appid, None).await {
+            Ok(token) => Ok(token),
+            Err(AppTokenError::Unavailable { .. })
+                if held.as_ref().is_some_and(|h| h.valid(inner.clock.now())) =>
+            {
+                tracing::debug!(appid = %appid, "app token refresh failed; serving the copy until it expires");
+                Ok(held.map(|h| h.token).expect("checked above"))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Calls WeChat with app `appid`'s access token. If WeChat answers that the token is
+    /// invalid or expired (40001, 40014, 42001), gets a new one once (the fleet's, or a forced
+    /// refresh, see the module docs) and calls again.
+    pub async fn with_app_token<T, F, Fut>(&self, appid: &AppId, call: F) -> Result<T, CallError>
+    where
+        F: Fn(AppAccessToken) -> Fut,
+        Fut: Future<Output = Result<T, wechat_oauth::Error>>,
+    {
+        let first = self.app_token(appid).await?;
+        match call(first.clone()).await {
+            Err(error) if error.class() == ErrorClass::RefreshAndRetry => {
+                tracing::info!(appid = %appid, errcode = ?error.errcode(), "WeChat refused the app token; renewing once");
+                let second = self.inner().renew_app_token(appid, Some(first)).await?;
+                Ok(call(second).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// The phone number behind a Mini Program phone-number button's `code`, redeemed with the
+    /// session's app. Only Mini Program sessions ([`CallError::NotPermitted`] otherwise).
+    pub async fn phone_number(
+        &self,
+        sid: &SessionId,
+        code: &PhoneCode,
+    ) -> Result<PhoneInfo, CallError> {
+        let (record, client) = self.mini_program_session(sid).await?;
+        let appid = record.appid.clone();
+        self.with_app_token(&appid, |token| {
+            let client = client.clone();
+            async move { client.phone_number(&token, code).await }
+        })
+        .await
+    }
+
+    /// Asks WeChat whether the session's user's newest session key is still valid
+    /// (`checksession`). [`CallError::SessionKeyInvalid`] when WeChat says it is not (87009):
+    /// the Mini Program must `wx.login` again.
+    pub async fn check_session_key(&self, sid: &SessionId) -> Result<(), CallError> {
+        let (record, client) = self.mini_program_session(sid).await?;
+        let key = self
+            .session_key(&record)
+            .await?
+            .ok_or(CallError::NotPermitted)?;
+        self.with_app_token(&record.appid, |token| {
+            let (client, key) = (client.clone(), key.clone());
+            let openid = record.openid.clone();
+            async move { client.check_session_key(&token, &openid, &key).await }
+        })
+        .await
+        .map_err(session_key_error)
+    }
+
+    /// Replaces the session's user's session key at WeChat (`resetusersessionkey`) and keeps
+    /// the new one (for this session and as the user's newest). The client's data produced
+    /// before the reset no longer decrypts.
+    pub async fn reset_session_key(&self, sid: &SessionId) -> Result<(), CallError> {
+        let (record, client) = self.mini_program_session(sid).await?;
+        let key = self
+            .session_key(&record)
+            .await?
+            .ok_or(CallError::NotPermitted)?;
+        let new_key = self
+            .with_app_token(&record.appid, |token| {
+                let (client, key) = (client.clone(), key.clone());
+                let openid = record.openid.clone();
+                async move { client.reset_session_key(&token, &openid, &key).await }
+            })
+            .await
+            .map_err(session_key_error)?;
+        self.remember_session_key(&record.appid, &record.openid, &new_key)
+            .await;
+        // This session's own copy too, so it holds the key even after the shared one expires.
+        let mut updated = (*record).clone();
+        updated.credentials = Credentials::MiniProgram {
+            session_key: new_key,
+        };
+        match self
+            .store()
+            .compare_and_set(record.version, updated)
+            .await
+            .map_err(SessionError::from)?
+        {
+            CasOutcome::Stored(_) => {}
+            CasOutcome::Conflict { .. } => {
+                tracing::debug!(sid = %sid, "session changed during a key reset; the newest key is kept per user")
+            }
+        }
+        Ok(())
+    }
+
+    /// The session key data from this session's user is sealed under: the newest one known for
+    /// the user in this app (a newer `wx.login` or a reset replaces it), else the session's
+    /// own. `None` for sessions that are not Mini Program sessions.
+    pub async fn session_key(
+        &self,
+        record: &SessionRecord,
+    ) -> Result<Option<SessionKey>, SessionError> {
+        let Credentials::MiniProgram { session_key } = &record.credentials else {
+            return Ok(None);
+        };
+        let inner = self.inner();
+        let key = (record.appid.clone(), record.openid.clone());
+        match inner
+            .store
+            .get_secret(&session_key_key(&record.appid, &record.openid))
+            .await
+        {
+            Ok(Some(bytes)) => match String::from_utf8(bytes) {
+                Ok(shared) if !shared.is_empty() => return Ok(Some(SessionKey::new(shared))),
+                _ => tracing::warn!("a shared session key is malformed; using this instance's"),
+            },
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(%error, "the shared session key could not be read; using this instance's")
+            }
+        }
+        Ok(Some(
+            inner
+                .app_tokens
+                .session_keys
+                .get(&key)
+                .unwrap_or_else(|| session_key.clone()),
+        ))
+    }
+
+    /// Remembers `key` as the user's newest session key in `appid`, here and in the store.
+    pub(crate) async fn remember_session_key(
+        &self,
+        appid: &AppId,
+        openid: &OpenId,
+        key: &SessionKey,
+    ) {
+        let inner = self.inner();
+        inner
+            .app_tokens
+            .session_keys
+            .insert((appid.clone(), openid.clone()), key.clone());
+        if let Err(error) = inner
+            .store
+            .put_secret(
+                &session_key_key(appid, openid),
+                key.secret().as_bytes().to_vec(),
+                inner.config.mini_program_session_ttl,
+            )
+            .await
+        {
+            tracing::warn!(%error, "the newest session key was not shared; other instances use theirs");
+        }
+    }
+
+    async fn mini_program_session(
+        &self,
+        sid: &SessionId,
+    ) -> Result<(Arc<SessionRecord>, Client), CallError> {
+        let record = self.session(sid).await?;
+        if !matches!(record.credentials, Credentials::MiniProgram { .. }) {
+            return Err(CallError::NotPermitted);
+        }
+        let client = self
+            .client_for(&record.appid)
+            .ok_or(SessionError::NotFound)?
+            .clone();
+        Ok((record, client))
+    }
+}
+
+/// 87009 from a session key call: the key is no longer the user's.
+fn session_key_error(error: CallError) -> CallError {
+    match error {
+        CallError::Upstream(e) if e.errcode() == Some(ErrCode::INVALID_SESSION_KEY) => {
+            CallError::SessionKeyInvalid
+        }
+        other => other,
+    }
+}
+
+impl<S: SessionStore> Inner<S> {
+    /// A token other than `refused` (when given), fresh, in one flight per app.
+    pub(crate) async fn renew_app_token(
+        self: &Arc<Self>,
+        appid: &AppId,
+        refused: Option<AppAccessToken>,
+    ) -> Result<AppAccessToken, AppTokenError> {
+        if self.client_for(appid).is_none() {
+            return Err(AppTokenError::AppNotConfigured);
+        }
+        // A caller that found a token wanting may join a flight that started before it did and
+        // brings back that token: then it flies once more, with its own reason.
+        for _ in 0..2 {
+            let (inner, key, refusing) = (Arc::clone(self), appid.clone(), refused.clone());
+            let result = self
+                .app_tokens
+                .flights
+                .run(appid.clone(), move || async move {
+                    inner.fly_app_token(&key, refusing.as_ref()).await
+                })
+                .await
+                .unwrap_or(Err(AppTokenError::Unavailable {
+                    retry_after: Duration::from_secs(1),
+                }))?;
+            if Some(&result.token) != refused.as_ref() {
+                return Ok(result.token);
+            }
+        }
+        Err(AppTokenError::Unavailable {
+            retry_after: Duration::from_secs(1),
+        })
+    }
+
+    /// One flight, under the fleet-wide lease: the holder adopts the shared copy or asks
+    /// WeChat; the others wait for the shared copy, or the lease.
+    async fn fly_app_token(
+        &self,
+        appid: &AppId,
+        refused: Option<&AppAccessToken>,
+    ) -> Result<HeldToken, AppTokenError> {
+        if let Some(held) = self.app_tokens.held(appid)
+            && held.usable(refused, self.clock.now())
+        {
+            return Ok(held);
+        }
+        let (name, owner) = (token_key(appid), lease_owner());
+        let ttl = self.config.lease_ttl;
+        let give_up = tokio::time::Instant::now() + ttl * 3;
+        loop {
+            match self.store.try_lease(&name, &owner, ttl).await {
+                Err(error) => {
+                    // Without the store the fleet cannot agree; normal mode is safe to ask.
+                    tracing::warn!(%error, "no app token lease; asking WeChat without it");
+                    return self.fetch_app_token(appid, refused).await;
+                }
+                Ok(true) => {
+                    let result = self
+                        .leased(&name, &owner, self.fly_app_token_holding(appid, refused))
+                        .await;
+                    if let Err(error) = self.store.release_lease(&name, &owner).await {
+                        tracing::debug!(%error, "an app token lease was not released; it runs out by itself");
+                    }
+                    return result;
+                }
+                Ok(false) => {
+                    if tokio::time::Instant::now() >= give_up {
+                        return Err(AppTokenError::Unavailable {
+                            retry_after: Duration::from_secs(1),
+                        });
+                    }
+                    tokio::time::sleep(LEASE_POLL).await;
+                    if let Some(shared) = self.shared_app_token(appid).await
+                        && shared.usable(refused, self.clock.now())
+                    {
+                        self.app_tokens.hold(appid, &shared);
+                        return Ok(shared);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn fly_app_token_holding(
+        &self,
+        appid: &AppId,
+        refused: Option<&AppAccessToken>,
+    ) -> Result<HeldToken, AppTokenError> {
+        if let Some(shared) = self.shared_app_token(appid).await
+            && shared.usable(refused, self.clock.now())
+        {
+            tracing::debug!(appid = %appid, outcome = "adopted", "another instance fetched the app token");
+            self.app_tokens.hold(appid, &shared);
+            return Ok(shared);
+        }
+        self.fetch_app_token(appid, refused).await
+    }
+
+    /// The fleet's copy, if the store shares one that opens.
+    async fn shared_app_token(&self, appid: &AppId) -> Option<HeldToken> {
+        match self.store.get_secret(&token_key(appid)).await {
+            Ok(Some(bytes)) => HeldToken::decode(&bytes),
+            Ok(None) => None,
+            Err(error) => {
+                tracing::warn!(%error, "the shared app token could not be read");
+                None
+            }
+        }
+    }
+
+    /// Asks WeChat: normal mode first; forced only if that answers the refused token and the
+    /// fleet has not forced one within the interval.
+    async fn fetch_app_token(
+        &self,
+        appid: &AppId,
+        refused: Option<&AppAccessToken>,
+    ) -> Result<HeldToken, AppTokenError> {
+        let client = self
+            .client_for(appid)
+            .ok_or(AppTokenError::AppNotConfigured)?;
+        let window = self.config.app_token_refresh_window;
+        let grant = client.stable_token(false).await.map_err(app_token_error)?;
+        let mut held = HeldToken::new(grant, self.clock.now(), window);
+        if Some(&held.token) == refused {
+            self.may_force(appid).await?;
+            tracing::warn!(appid = %appid, outcome = "forced_refresh", "WeChat refused its own current app token; forcing a new one");
+            let grant = client.stable_token(true).await.map_err(app_token_error)?;
+            held = HeldToken::new(grant, self.clock.now(), window);
+        }
+        self.app_tokens.hold(appid, &held);
+        let ttl = held
+            .expires_at
+            .duration_since(self.clock.now())
+            .unwrap_or_default();
+        if !ttl.is_zero()
+            && let Err(error) = self
+                .store
+                .put_secret(&token_key(appid), held.encode(), ttl)
+                .await
+        {
+            tracing::warn!(%error, "the app token was not shared; other instances fetch their own");
+        }
+        tracing::info!(appid = %appid, outcome = "app_token_fetched", "new app access token");
+        Ok(held)
+    }
+
+    /// Whether a forced refresh may be made now: not within the interval of the last one made
+    /// by this instance, nor by any instance sharing the store.
+    async fn may_force(&self, appid: &AppId) -> Result<(), AppTokenError> {
+        let interval = self.config.forced_refresh_interval;
+        let now = self.clock.now();
+        {
+            let mut last = self
+                .app_tokens
+                .last_forced
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(at) = last.get(appid)
+                && let Ok(since) = now.duration_since(*at)
+                && since < interval
+            {
+                return Err(AppTokenError::ForceLimited {
+                    retry_after: interval - since,
+                });
+            }
+            last.insert(appid.clone(), now);
+        }
+        let marker = format!("apptoken-forced:{appid}");
+        match self
+            .store
+            .put_value_if_absent(&marker, unix_ms(now).to_string().into_bytes(), interval)
+            .await
+        {
+            Ok(None) => Ok(()),
+            Ok(Some(_)) => Err(AppTokenError::ForceLimited {
+                retry_after: interval,
+            }),
+            Err(error) => Err(SessionError::from(error).into()),
+        }
+    }
+}
+
+/// What a failed `stable_token` call means for callers.
+fn app_token_error(error: wechat_oauth::Error) -> AppTokenError {
+    match error.class() {
+        ErrorClass::Misconfigured => {
+            tracing::error!(%error, "WeChat rejected this app's credentials for its access token");
+            AppTokenError::Misconfigured {
+                errcode: error.errcode().unwrap_or(ErrCode(0)),
+            }
+        }
+        _ => {
+            tracing::warn!(%error, "the app access token could not be fetched");
+            AppTokenError::Unavailable {
+                retry_after: error.retry_after().unwrap_or(Duration::from_secs(1)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_tokens_round_trip_and_refresh_before_expiry() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let grant = AppTokenGrant::new(
+            AppAccessToken::new("tok:with:colons"),
+            now + Duration::from_secs(7200),
+        );
+        let held = HeldToken::new(grant, now, Duration::from_secs(300));
+        assert_eq!(held.refresh_at, now + Duration::from_secs(6900));
+        let back = HeldToken::decode(&held.encode()).unwrap();
+        assert_eq!(back.token.secret(), "tok:with:colons");
+        assert_eq!(back.expires_at, held.expires_at);
+        assert_eq!(back.refresh_at, held.refresh_at);
+        assert!(HeldToken::decode(b"1:2:").is_none());
+        assert!(HeldToken::decode(b"x:2:t").is_none());
+        // A token handed out close to its expiry is kept a little, never past its expiry.
+        let late = AppTokenGrant::new(AppAccessToken::new("t"), now + Duration::from_secs(10));
+        let held = HeldToken::new(late, now, Duration::from_secs(300));
+        assert_eq!(held.refresh_at, now + Duration::from_secs(10));
+        let soon = AppTokenGrant::new(AppAccessToken::new("t"), now + Duration::from_secs(100));
+        let held = HeldToken::new(soon, now, Duration::from_secs(300));
+        assert_eq!(held.refresh_at, now + MIN_REFETCH);
+    }
+}
