@@ -134,7 +134,13 @@ impl AppTokens {
             last_forced: Mutex::default(),
             session_keys: Cache::builder()
                 .max_capacity(config.remembered_logins.max(1_000))
-                .time_to_live(config.mini_program_session_ttl)
+                // moka refuses lifetimes beyond 1,000 years; a session key outliving a year
+                // is refreshed from the store or the session anyway.
+                .time_to_live(
+                    config
+                        .mini_program_session_ttl
+                        .min(Duration::from_secs(365 * 24 * 3600)),
+                )
                 .build(),
         }
     }
