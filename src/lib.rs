@@ -44,12 +44,15 @@ pub use tower_wechat::{
     TokenConfig, TokenIssuer, TokenSource, WeChatAuthLayer, WeChatUser, WebFlow,
 };
 // The protocol client.
-pub use wechat_oauth::{AppId, AppSecret, Client, ErrCode, Error, Lang};
+pub use wechat_oauth::{
+    AppAccessToken, AppId, AppSecret, Client, EncryptedData, ErrCode, Error, Lang, PhoneCode,
+    PhoneInfo,
+};
 // Sessions: the cache, a store of one's own (its conformance suite is
 // `token_cache::conformance`), the login hook, and the clock tests drive.
 pub use wechat_token_cache::{
-    CasOutcome, GracePolicy, HookError, LoginHook, ManualClock, MokaStore, NewLogin, SessionCache,
-    SessionId, SessionRecord, SessionStore, StoreError, UserId,
+    AppTokenError, CallError, CasOutcome, GracePolicy, HookError, LoginHook, ManualClock,
+    MokaStore, NewLogin, SessionCache, SessionId, SessionRecord, SessionStore, StoreError, UserId,
 };
 // The fake WeChat, for tests and local development.
 #[cfg(feature = "mock")]

@@ -91,3 +91,131 @@ async fn a_mini_program_user_opens_what_wechat_sealed_for_them_and_nothing_else(
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(body.contains("too old"), "{body}");
 }
+
+/// `POST path` with a bearer token and a JSON body: the status and the body.
+async fn post_as(s: &common::Server, path: &str, token: &str, body: Value) -> (StatusCode, String) {
+    let response = s
+        .http
+        .post(format!("{}{path}", s.base))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.text().await.unwrap())
+}
+
+async fn phone_code(s: &common::Server, phone: &str) -> String {
+    let body: Value = s
+        .http
+        .get(format!("{}/sandbox/phone-code", s.base))
+        .query(&[("openid", "o_mp_phone"), ("phone", phone)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["code"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_mini_program_user_gets_their_phone_number_once_per_code() {
+    let s = start().await;
+    let mp = s
+        .json_login(AppKind::MiniProgram, "o_mp_phone", None)
+        .await
+        .unwrap();
+    let code = phone_code(&s, "13800138000").await;
+    let (status, body) = post_as(&s, "/miniprogram/phone", &mp, json!({ "code": code })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let info: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        info,
+        json!({"phone_number": "13800138000", "pure_phone_number": "13800138000", "country_code": "86"})
+    );
+    // The code is single use.
+    let (status, body) = post_as(&s, "/miniprogram/phone", &mp, json!({ "code": code })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("invalid_phone_code"), "{body}");
+    assert!(!body.contains(&code), "the code is never echoed");
+    // Expired after five minutes.
+    let code = phone_code(&s, "13800138000").await;
+    s.advance(Duration::from_secs(301));
+    let (status, body) = post_as(&s, "/miniprogram/phone", &mp, json!({ "code": code })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // Not the wx.login code, not a malformed body, not another kind of session.
+    let login_code = s.code_for(AppKind::MiniProgram, "o_mp_phone", None).await;
+    let (status, _) = post_as(&s, "/miniprogram/phone", &mp, json!({ "code": login_code })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, body) = post_as(&s, "/miniprogram/phone", &mp, json!({ "nope": 1 })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("invalid_request"), "{body}");
+    let mobile = s
+        .json_login(AppKind::MobileApp, "o_mp_phone", None)
+        .await
+        .unwrap();
+    let code = phone_code(&s, "13800138000").await;
+    let (status, body) = post_as(&s, "/miniprogram/phone", &mobile, json!({ "code": code })).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    // One app token served every call.
+    assert_eq!(s.mock.calls(wechat_mock::Endpoint::StableToken), 1);
+}
+
+#[tokio::test]
+async fn an_older_session_decrypts_with_the_newer_key_and_a_key_wechat_dropped_asks_for_wx_login() {
+    let s = start().await;
+    let old = s
+        .json_login(AppKind::MiniProgram, "o_mp_keys", None)
+        .await
+        .unwrap();
+    let (status, _) = post_as(&s, "/miniprogram/check-session", &old, json!({})).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    // A newer wx.login of the same user replaces the key: WeChat seals under the new one.
+    let _new = s
+        .json_login(AppKind::MiniProgram, "o_mp_keys", None)
+        .await
+        .unwrap();
+    let sealed: Value = s
+        .http
+        .get(format!("{}/sandbox/encrypt", s.base))
+        .query(&[("openid", "o_mp_keys"), ("data", r#"{"k":"v"}"#)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (status, body) = post_as(&s, "/miniprogram/decrypt", &old, sealed).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains(r#""k":"v""#), "{body}");
+
+    // A wx.login this server never saw: WeChat no longer knows our key.
+    let appid = s.appid(AppKind::MiniProgram).to_owned();
+    let unseen = s.mock.mint_code(wechat_mock::MockGrant {
+        openid: Some("o_mp_keys".into()),
+        appid: Some(appid.clone()),
+        ..Default::default()
+    });
+    let secret = &s.apps.iter().find(|a| a.appid == appid).unwrap().secret;
+    let url = format!(
+        "{}/sns/jscode2session?appid={appid}&secret={secret}&js_code={unseen}&grant_type=authorization_code",
+        s.mock.base_url()
+    );
+    assert!(s.http.get(url).send().await.unwrap().status().is_success());
+    let response = s
+        .http
+        .post(format!("{}/miniprogram/check-session", s.base))
+        .bearer_auth(&old)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(response.headers().contains_key("www-authenticate"));
+    let body = response.text().await.unwrap();
+    assert!(
+        body.contains("session_key_expired") && body.contains("wx.login"),
+        "{body}"
+    );
+}

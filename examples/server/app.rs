@@ -26,7 +26,7 @@ use wechat_login::middleware::{
     AppKind, AuthError, KeyRing, LoginEndpoints, LoginLimits, SessionCookie, SigningKey,
     WeChatAuthLayer, WeChatUser, WebFlow,
 };
-use wechat_login::oauth::{AppId, AppSecret, Client, EncryptedData, Lang, SharedClock};
+use wechat_login::oauth::{AppId, AppSecret, Client, EncryptedData, Lang, PhoneCode, SharedClock};
 use wechat_login::token_cache::{CallError, MokaStore, SessionStore};
 use wechat_mock::{MockConfig, MockGrant, MockWeChat};
 
@@ -215,6 +215,8 @@ pub async fn build_with_store<St: SessionStore>(
         .route("/me", get(me))
         .route("/me/profile", get(profile::<St>))
         .route("/miniprogram/decrypt", post(decrypt))
+        .route("/miniprogram/phone", post(phone))
+        .route("/miniprogram/check-session", post(check_session))
         .with_state(endpoints.clone())
         .merge(endpoints.router());
     if let Some(mock) = &sandbox {
@@ -238,6 +240,27 @@ pub async fn build_with_store<St: SessionStore>(
                     }
                     None => {
                         let body = json!({"error": "invalid_request", "message": "data must be a JSON object, and the user must have logged in to the Mini Program"});
+                        (StatusCode::BAD_REQUEST, Json(body)).into_response()
+                    }
+                }
+            }),
+        );
+        let minting = mock.clone();
+        let mini_program = apps
+            .iter()
+            .find(|a| a.kind == AppKind::MiniProgram)
+            .map(|a| a.appid.clone());
+        router = router.route(
+            "/sandbox/phone-code",
+            get(move |Query(q): Query<SandboxPhone>| async move {
+                let digits = |s: &str| (4..=20).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
+                match mini_program.as_deref() {
+                    Some(appid) if digits(&q.phone) => {
+                        let code = minting.mint_phone_code(appid, &q.phone, "86");
+                        Json(json!({ "code": code })).into_response()
+                    }
+                    _ => {
+                        let body = json!({"error": "invalid_request", "message": "phone must be 4 to 20 digits"});
                         (StatusCode::BAD_REQUEST, Json(body)).into_response()
                     }
                 }
@@ -315,6 +338,13 @@ struct SandboxCode {
     app: Option<String>,
 }
 
+/// `GET /sandbox/phone-code?openid=&phone=`: `openid` says whose phone plays the button; the
+/// code, as at WeChat, stands for the number only.
+#[derive(Deserialize)]
+struct SandboxPhone {
+    phone: String,
+}
+
 #[derive(Deserialize)]
 struct SandboxEncrypt {
     openid: String,
@@ -352,8 +382,43 @@ async fn decrypt(
         raw_data: body.raw_data.as_deref(),
         signature: body.signature.as_deref(),
     };
-    match user.decrypt(&data, CLIENT_DATA_MAX_AGE) {
+    match user.decrypt(&data, CLIENT_DATA_MAX_AGE).await {
         Ok(value) => Json(value).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct PhoneBody {
+    code: String,
+}
+
+/// The Mini Program user's phone number from the phone-number button's `code`:
+/// `{"phone_number","pure_phone_number","country_code"}`, or 400 `invalid_phone_code`.
+async fn phone(
+    user: WeChatUser,
+    body: Result<Json<PhoneBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let code = match body {
+        Ok(Json(body)) if !body.code.is_empty() && body.code.len() <= 256 => body.code,
+        _ => return AuthError::BadRequest(r#"expected {"code"} as JSON"#).into_response(),
+    };
+    match user.phone_number(PhoneCode::new(code)).await {
+        Ok(info) => Json(json!({
+            "phone_number": info.phone_number,
+            "pure_phone_number": info.pure_phone_number,
+            "country_code": info.country_code,
+        }))
+        .into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// Whether WeChat still holds the user's session key: 204, or 401 `session_key_expired` (the
+/// client must `wx.login` and log in again).
+async fn check_session(user: WeChatUser) -> Response {
+    match user.check_session_key().await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(error) => error.into_response(),
     }
 }

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use serde::Serialize;
 use wechat_oauth::{ErrCode, ErrorClass};
-use wechat_token_cache::{CallError, LoginError, SessionError};
+use wechat_token_cache::{AppTokenError, CallError, LoginError, SessionError};
 
 use crate::state::StateError;
 
@@ -40,6 +40,15 @@ pub enum AuthError {
     /// `invalid_encrypted_data`)
     #[error("{0}")]
     InvalidEncryptedData(wechat_oauth::DecryptError),
+    /// A Mini Program phone-number code was refused: used, expired (5 minutes) or another
+    /// app's. (400, code `invalid_phone_code`)
+    #[error("the phone-number code is invalid, used or expired; ask the user again")]
+    InvalidPhoneCode,
+    /// WeChat says the Mini Program session key is no longer the user's (the client called
+    /// `wx.login` again): the client must `wx.login` and log in again. (401, code
+    /// `session_key_expired`)
+    #[error("the session key is no longer valid; call wx.login and log in again")]
+    SessionKeyExpired,
     /// A login body is not `application/json`. (415)
     #[error("the body must be application/json")]
     UnsupportedMediaType,
@@ -134,6 +143,7 @@ struct Body<'a> {
 
 impl AuthError {
     /// A stable machine code: `missing_token`, `invalid_request`, `unsupported_media_type`,
+    /// `invalid_encrypted_data`, `invalid_phone_code`, `session_key_expired`,
     /// `invalid_token`, `token_expired`, `session_expired`, `reauth_required`, `invalid_code`,
     /// `invalid_state`, `access_denied`, `snapshot_user`, `scope_insufficient`,
     /// `too_many_attempts`, `upstream_unavailable`, `store_unavailable`,
@@ -145,6 +155,8 @@ impl AuthError {
             Self::InvalidRequest | Self::BadRequest(_) => "invalid_request",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::InvalidEncryptedData(_) => "invalid_encrypted_data",
+            Self::InvalidPhoneCode => "invalid_phone_code",
+            Self::SessionKeyExpired => "session_key_expired",
             Self::InvalidToken => "invalid_token",
             Self::TokenExpired => "token_expired",
             Self::SessionExpired => "session_expired",
@@ -173,13 +185,15 @@ impl AuthError {
             Self::InvalidRequest
             | Self::BadRequest(_)
             | Self::InvalidState(_)
-            | Self::InvalidEncryptedData(_) => StatusCode::BAD_REQUEST,
+            | Self::InvalidEncryptedData(_)
+            | Self::InvalidPhoneCode => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::MissingToken
             | Self::InvalidToken
             | Self::TokenExpired
             | Self::SessionExpired
             | Self::ReauthRequired
+            | Self::SessionKeyExpired
             | Self::InvalidCode(_) => StatusCode::UNAUTHORIZED,
             Self::AccessDenied(_)
             | Self::SnapshotUser
@@ -226,6 +240,9 @@ impl AuthError {
             }
             Self::ReauthRequired => {
                 r#"Bearer error="invalid_token", error_description="log in with WeChat again""#
+            }
+            Self::SessionKeyExpired => {
+                r#"Bearer error="invalid_token", error_description="call wx.login and log in again""#
             }
             _ => return None,
         })
@@ -407,6 +424,19 @@ impl From<CallError> for AuthError {
                     tracing::warn!(%error, "WeChat refused a call made on the user's behalf");
                     Self::UpstreamError(error.errcode())
                 }
+            },
+            CallError::SessionKeyInvalid => Self::SessionKeyExpired,
+            CallError::AppToken(error) => match error {
+                AppTokenError::AppNotConfigured => Self::AppNotConfigured,
+                AppTokenError::Misconfigured { .. } => Self::Misconfigured,
+                AppTokenError::Session(error) => error.into(),
+                AppTokenError::Unavailable { retry_after }
+                | AppTokenError::ForceLimited { retry_after } => {
+                    Self::UpstreamUnavailable { retry_after }
+                }
+                _ => Self::UpstreamUnavailable {
+                    retry_after: Duration::from_secs(1),
+                },
             },
             _ => Self::UpstreamUnavailable {
                 retry_after: Duration::from_secs(1),

@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use wechat_oauth::{
-    AccessToken, AppId, EncryptedData, Lang, OpenId, Scopes, UnionId, UserInfo, decrypt_user_data,
+    AccessToken, AppId, EncryptedData, ErrCode, Lang, OpenId, PhoneCode, PhoneInfo, Scopes,
+    SessionKey, UnionId, UserInfo, decrypt_user_data,
 };
 use wechat_token_cache::{
-    CallError, Credentials, SessionCache, SessionId, SessionRecord, SessionStore, UserId,
+    CallError, SessionCache, SessionError, SessionId, SessionRecord, SessionStore, UserId,
 };
 
 use crate::apps::{AppKind, Apps};
@@ -32,6 +33,18 @@ pub(crate) trait Upstream: Send + Sync + 'static {
         lang: Lang,
     ) -> BoxFuture<'static, Result<UserInfo, CallError>>;
     fn access_token(&self, sid: SessionId) -> BoxFuture<'static, Result<AccessToken, CallError>>;
+    /// The newest session key of the record's user (Mini Program sessions only).
+    fn session_key(
+        &self,
+        record: Arc<SessionRecord>,
+    ) -> BoxFuture<'static, Result<Option<SessionKey>, SessionError>>;
+    fn phone_number(
+        &self,
+        sid: SessionId,
+        code: PhoneCode,
+    ) -> BoxFuture<'static, Result<PhoneInfo, CallError>>;
+    fn check_session_key(&self, sid: SessionId) -> BoxFuture<'static, Result<(), CallError>>;
+    fn reset_session_key(&self, sid: SessionId) -> BoxFuture<'static, Result<(), CallError>>;
 }
 
 /// What a [`WeChatUser`] reaches: the session cache and the apps.
@@ -67,6 +80,33 @@ impl<S: SessionStore> Upstream for UserContext<S> {
                 .map(|(token, _)| token.clone())
                 .ok_or(CallError::NotPermitted)
         })
+    }
+
+    fn session_key(
+        &self,
+        record: Arc<SessionRecord>,
+    ) -> BoxFuture<'static, Result<Option<SessionKey>, SessionError>> {
+        let cache = self.cache.clone();
+        Box::pin(async move { cache.session_key(&record).await })
+    }
+
+    fn phone_number(
+        &self,
+        sid: SessionId,
+        code: PhoneCode,
+    ) -> BoxFuture<'static, Result<PhoneInfo, CallError>> {
+        let cache = self.cache.clone();
+        Box::pin(async move { cache.phone_number(&sid, &code).await })
+    }
+
+    fn check_session_key(&self, sid: SessionId) -> BoxFuture<'static, Result<(), CallError>> {
+        let cache = self.cache.clone();
+        Box::pin(async move { cache.check_session_key(&sid).await })
+    }
+
+    fn reset_session_key(&self, sid: SessionId) -> BoxFuture<'static, Result<(), CallError>> {
+        let cache = self.cache.clone();
+        Box::pin(async move { cache.reset_session_key(&sid).await })
     }
 }
 
@@ -124,29 +164,60 @@ impl WeChatUser {
     }
 
     /// Opens data this Mini Program user's client sent (`encryptedData` + `iv`, with
-    /// `rawData` + `signature` when given) with the session's key, which never leaves the
-    /// server: the plaintext JSON once its watermark names this session's app and is at most
-    /// `max_age` old. Failures are 400 `invalid_encrypted_data`, the message naming the usual
-    /// cause (a newer `wx.login` than this session's); a session of another kind of app holds
-    /// no session key (400 `invalid_request`).
-    pub fn decrypt(
+    /// `rawData` + `signature` when given) with the user's session key, which never leaves
+    /// the server — the newest one known for the user in this app, so a newer `wx.login` (on
+    /// any instance) replaces the key for this older session too. The plaintext JSON once its
+    /// watermark names this session's app and is at most `max_age` old. Failures are 400
+    /// `invalid_encrypted_data`, the message naming the usual cause (a newer `wx.login` this
+    /// server has not seen); a session of another kind of app holds no session key (400
+    /// `invalid_request`).
+    pub async fn decrypt(
         &self,
         data: &EncryptedData<'_>,
         max_age: Duration,
     ) -> Result<serde_json::Value, AuthError> {
-        let Credentials::MiniProgram { session_key } = &self.record.credentials else {
+        let Some(session_key) = self.upstream.session_key(Arc::clone(&self.record)).await? else {
             return Err(AuthError::BadRequest(
                 "only a Mini Program session holds a session key",
             ));
         };
         decrypt_user_data(
-            session_key,
+            &session_key,
             data,
             &self.record.appid,
             self.upstream.now(),
             max_age,
         )
         .map_err(AuthError::InvalidEncryptedData)
+    }
+
+    /// The phone number behind a phone-number button's `code` (`getuserphonenumber`, with the
+    /// app's access token, renewed once if WeChat refuses it). A used, expired or another
+    /// app's code is 400 `invalid_phone_code`; a session that is not a Mini Program's is 403
+    /// `scope_insufficient`.
+    pub async fn phone_number(&self, code: PhoneCode) -> Result<PhoneInfo, AuthError> {
+        self.upstream
+            .phone_number(self.record.sid, code)
+            .await
+            .map_err(|error| match error {
+                CallError::Upstream(e) if e.errcode() == Some(ErrCode::INVALID_CODE) => {
+                    AuthError::InvalidPhoneCode
+                }
+                other => other.into(),
+            })
+    }
+
+    /// Asks WeChat whether the user's session key is still valid (`checksession`). When it is
+    /// not (the client called `wx.login` again, and this server never saw that login) the
+    /// answer is 401 `session_key_expired`: the client must `wx.login` and log in again.
+    pub async fn check_session_key(&self) -> Result<(), AuthError> {
+        Ok(self.upstream.check_session_key(self.record.sid).await?)
+    }
+
+    /// Replaces the user's session key at WeChat (`resetusersessionkey`) and keeps the new one
+    /// on the server. Data the client obtained before the reset no longer decrypts.
+    pub async fn reset_session_key(&self) -> Result<(), AuthError> {
+        Ok(self.upstream.reset_session_key(self.record.sid).await?)
     }
 
     /// The granted scopes.

@@ -39,7 +39,7 @@ async fn decrypt(
         iv: body["iv"].as_str().unwrap_or(""),
         ..EncryptedData::default()
     };
-    match user.decrypt(&data, Duration::from_secs(600)) {
+    match user.decrypt(&data, Duration::from_secs(600)).await {
         Ok(value) => axum::Json(value).into_response(),
         Err(error) => error.to_response(),
     }
@@ -171,32 +171,45 @@ async fn a_mini_program_session_opens_its_own_data_and_refuses_the_rest() {
 }
 
 #[tokio::test]
-async fn data_from_the_fake_opens_for_the_latest_login_and_names_wx_login_for_an_older_one() {
+async fn data_from_the_fake_opens_for_every_session_of_the_user_and_names_wx_login_for_an_unseen_one()
+ {
     let (mock, _layer, endpoints, app) = setup().await;
+    let grant = || MockGrant {
+        appid: Some(MP.into()),
+        openid: Some("o_mp_user".into()),
+        ..MockGrant::default()
+    };
     let login = || async {
-        let grant = MockGrant {
-            appid: Some(MP.into()),
-            openid: Some("o_mp_user".into()),
-            ..MockGrant::default()
-        };
         endpoints
-            .login_mini_program(CodeLogin::new(&mock.mint_code(grant)))
+            .login_mini_program(CodeLogin::new(&mock.mint_code(grant())))
             .await
             .unwrap()
     };
     let older = login().await;
     let newer = login().await;
-    // The phone's part: WeChat seals the data under the user's latest session key.
-    let (encrypted, iv) = mock
-        .seal_user_data(
+    // The phone's part: WeChat seals the data under the user's latest session key, which the
+    // newer login brought: the older session uses it too.
+    let seal = || {
+        mock.seal_user_data(
             MP,
             "o_mp_user",
             &serde_json::json!({"purePhoneNumber": "13800000000"}),
         )
+        .unwrap()
+    };
+    let (encrypted, iv) = seal();
+    for session in [&newer, &older] {
+        let (status, body) = call(&app, &session.token.value, &encrypted, &iv).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains("13800000000") && body.contains(MP), "{body}");
+    }
+    // A wx.login whose code never reached this server: its key is unknown here.
+    let unseen = mock.mint_code(grant());
+    client(&mock, MP, "mp-secret-0123456789")
+        .jscode2session(&wechat_oauth::AuthCode::new(unseen))
+        .await
         .unwrap();
-    let (status, body) = call(&app, &newer.token.value, &encrypted, &iv).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert!(body.contains("13800000000") && body.contains(MP), "{body}");
+    let (encrypted, iv) = seal();
     let (status, body) = call(&app, &older.token.value, &encrypted, &iv).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(body.contains("wx.login"), "{body}");

@@ -108,7 +108,7 @@ async fn clear_faults_drops_the_queue() {
 async fn stats_count_every_endpoint() {
     let h = Harness::start().await;
     let stats = h.mock.stats();
-    assert_eq!(stats.len(), 7);
+    assert_eq!(stats.len(), 12);
     assert!(stats.values().all(|&calls| calls == 0));
 
     let login = h.login(user("o_s")).await;
@@ -139,5 +139,5 @@ fn endpoint_names_round_trip() {
     for endpoint in Endpoint::ALL {
         assert_eq!(endpoint.name().parse::<Endpoint>(), Ok(endpoint));
     }
-    assert!("token".parse::<Endpoint>().is_err());
+    assert!("tokens".parse::<Endpoint>().is_err());
 }

@@ -280,7 +280,7 @@ async fn shutdown_stops_the_server_for_every_handle() {
     mock.shutdown().await;
     assert!(reqwest::get(&url).await.is_err());
     // The state is still readable through the remaining handle.
-    assert_eq!(clone.stats().len(), 7);
+    assert_eq!(clone.stats().len(), Endpoint::ALL.len());
 }
 
 #[tokio::test]

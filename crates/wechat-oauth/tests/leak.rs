@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use wechat_mock::{Endpoint, Fault, MockConfig, MockGrant, MockWeChat};
 use wechat_oauth::{
-    AccessToken, ApiError, AppId, AppSecret, AuthCode, Client, ErrCode, Error, Lang, OpenId,
-    RedactedBody, RefreshToken, RetryPolicy, SessionKey, TransportErrorKind,
+    AccessToken, ApiError, AppAccessToken, AppId, AppSecret, AuthCode, Client, ErrCode, Error,
+    Lang, OpenId, PhoneCode, RedactedBody, RefreshToken, RetryPolicy, SessionKey,
+    TransportErrorKind,
 };
 
 const SECRET: &str = "APPSECRET-0123456789abcdef0123456";
@@ -44,6 +45,14 @@ fn secret_types_redact_themselves() {
         (format!("{:?}", AccessToken::new("S-AT")), "S-AT"),
         (format!("{:?}", RefreshToken::new("S-RT")), "S-RT"),
         (format!("{:?}", SessionKey::new("S-SK")), "S-SK"),
+        (
+            format!("{:?}", AppAccessToken::new("S-APPTOKEN")),
+            "S-APPTOKEN",
+        ),
+        (
+            format!("{:?}", PhoneCode::new("S-PHONECODE")),
+            "S-PHONECODE",
+        ),
     ];
     for (shown, secret) in values {
         assert_clean(&shown, &[secret]);
@@ -159,6 +168,58 @@ async fn real_calls_leak_nothing_into_values_errors_or_debug_logs() {
         shown += &format!("{error} {error:?} ");
     }
 
+    // The app token and the Mini Program calls made with it, succeeding and failing.
+    let app_token = client.stable_token(false).await.unwrap();
+    let forced = client.stable_token(true).await.unwrap();
+    shown += &format!("{app_token:?} {forced:?}");
+    let phone_code = mock.mint_phone_code("wxleaktest", "13800138000", "86");
+    let phone = client
+        .phone_number(&forced.access_token, &PhoneCode::new(&phone_code))
+        .await
+        .unwrap();
+    shown += &format!("{phone:?}");
+    let reused = client
+        .phone_number(&forced.access_token, &PhoneCode::new(&phone_code))
+        .await
+        .unwrap_err();
+    let refused_token = client
+        .phone_number(&app_token.access_token, &PhoneCode::new(&phone_code))
+        .await
+        .unwrap_err();
+    client
+        .check_session_key(&forced.access_token, &mini.openid, &mini.session_key)
+        .await
+        .unwrap();
+    let reset_key = client
+        .reset_session_key(&forced.access_token, &mini.openid, &mini.session_key)
+        .await
+        .unwrap();
+    let stale_key = client
+        .check_session_key(&forced.access_token, &mini.openid, &mini.session_key)
+        .await
+        .unwrap_err();
+    mock.inject(
+        Endpoint::StableToken,
+        Fault::Body(format!(
+            r#"{{"access_token":"{}","expires_in":"#,
+            forced.access_token.secret()
+        )),
+        1,
+    );
+    let token_decode = client.stable_token(false).await.unwrap_err();
+    mock.inject(
+        Endpoint::PhoneNumber,
+        Fault::Body(r#"{"errcode":0,"phone_info":{"phoneNumber":"13912345678","#.into()),
+        1,
+    );
+    let phone_decode = client
+        .phone_number(&forced.access_token, &PhoneCode::new("S-ANY"))
+        .await
+        .unwrap_err();
+    for error in [reused, refused_token, stale_key, token_decode, phone_decode] {
+        shown += &format!("{error} {error:?} ");
+    }
+
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("wechat call"), "logging was captured: {logs}");
     let secrets = [
@@ -170,6 +231,12 @@ async fn real_calls_leak_nothing_into_values_errors_or_debug_logs() {
         grant.refresh_token.secret(),
         refreshed.access_token.secret(),
         mini.session_key.secret(),
+        app_token.access_token.secret(),
+        forced.access_token.secret(),
+        phone_code.as_str(),
+        reset_key.secret(),
+        "13800138000",
+        "13912345678",
     ];
     assert_clean(&shown, &secrets);
     assert_clean(&logs, &secrets);
