@@ -212,6 +212,8 @@ impl AuthError {
     /// Whether the client sent session credentials that were refused (as opposed to none at
     /// all, or a server-side problem). In optional mode these still reach the extractor as an
     /// error; they are the answers with a `WWW-Authenticate` challenge (with `MissingToken`).
+    /// A Mini Program session key WeChat no longer knows counts: it is the client's WeChat
+    /// login state, renewed by `wx.login`.
     pub fn is_bad_credentials(&self) -> bool {
         matches!(
             self,
@@ -220,6 +222,7 @@ impl AuthError {
                 | Self::TokenExpired
                 | Self::SessionExpired
                 | Self::ReauthRequired
+                | Self::SessionKeyExpired
         )
     }
 
@@ -429,7 +432,7 @@ impl From<CallError> for AuthError {
             CallError::AppToken(error) => match error {
                 AppTokenError::AppNotConfigured => Self::AppNotConfigured,
                 AppTokenError::Misconfigured { .. } => Self::Misconfigured,
-                AppTokenError::Session(error) => error.into(),
+                AppTokenError::Store(_) => Self::StoreUnavailable,
                 AppTokenError::Unavailable { retry_after }
                 | AppTokenError::ForceLimited { retry_after } => {
                     Self::UpstreamUnavailable { retry_after }
@@ -618,6 +621,9 @@ mod tests {
             AuthError::MissingLayer,
             AuthError::AppNotConfigured,
             AuthError::WebLoginDisabled,
+            AuthError::InvalidEncryptedData(wechat_oauth::DecryptError::WrongKey),
+            AuthError::InvalidPhoneCode,
+            AuthError::SessionKeyExpired,
         ];
         for error in all {
             let response: Response<Bytes> = error.to_response();

@@ -539,7 +539,7 @@ impl<S: SessionStore> Inner<S> {
             Ok(Some(_)) => Err(AppTokenError::ForceLimited {
                 retry_after: interval,
             }),
-            Err(error) => Err(SessionError::from(error).into()),
+            Err(error) => Err(AppTokenError::Store(error)),
         }
     }
 }

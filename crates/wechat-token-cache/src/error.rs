@@ -164,7 +164,7 @@ pub enum AppTokenError {
         /// WeChat's errcode.
         errcode: ErrCode,
     },
-    /// The session store failed (the fleet's forced-refresh marker could not be read). (503)
+    /// The store failed (the fleet's forced-refresh marker could not be written). (503)
     #[error(transparent)]
-    Session(#[from] SessionError),
+    Store(#[from] StoreError),
 }
