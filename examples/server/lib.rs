@@ -4,6 +4,8 @@
 //! - [`app`]: configuration, the four apps, the accounts hook, the routes of the HTTP contract.
 //! - [`serve`]: the hardened HTTP/1 listener (header-read timeout, connection cap, graceful
 //!   shutdown).
+//! - [`grpc`]: a small tonic service (`demo.WhoAmI`) that reads the user the layer attached.
 
 pub mod app;
+pub mod grpc;
 pub mod serve;

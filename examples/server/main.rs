@@ -15,7 +15,8 @@
 //! unset), `PUBLIC_URL` (default `http://BIND`), `MAX_CONNECTIONS` (default 1,000),
 //! `HEADER_READ_TIMEOUT_SECS` (default 10; also the idle keep-alive timeout), `REDIS_URL`
 //! (sessions in Redis; `redis-cluster://` for a cluster) with `STORE_KEY` (32 bytes, hex or
-//! base64), `STORE_KEY_ID`, `STORE_PREVIOUS_KEYS` and `REDIS_PREFIX`, `RUST_LOG`.
+//! base64), `STORE_KEY_ID`, `STORE_PREVIOUS_KEYS` and `REDIS_PREFIX`, `GRPC_BIND` (also serve
+//! the tonic service `demo.WhoAmI` there, behind the same layer), `RUST_LOG`.
 
 use wechat_login_example_server::{app, serve};
 
@@ -143,6 +144,27 @@ async fn run<St: SessionStore>(
         .local_addr()
         .expect("a bound listener has an address");
     println!("{}", app::banner(addr, app.sandbox.as_ref(), &store));
+    if let Some(grpc_bind) = env("GRPC_BIND") {
+        match tokio::net::TcpListener::bind(&grpc_bind).await {
+            Ok(grpc) => {
+                println!(
+                    "gRPC: demo.WhoAmI/Get on {grpc_bind}, behind the layer (send `authorization: Bearer <token>`)"
+                );
+                let layer = app.auth.clone();
+                tokio::spawn(async move {
+                    let stop = async {
+                        let _ = tokio::signal::ctrl_c().await;
+                    };
+                    if let Err(error) =
+                        wechat_login_example_server::grpc::serve(&layer, grpc, stop).await
+                    {
+                        tracing::error!(%error, "the gRPC server stopped");
+                    }
+                });
+            }
+            Err(error) => tracing::error!(%error, grpc_bind, "GRPC_BIND could not be bound"),
+        }
+    }
     serve::serve(listener, app.router, limits, async {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutting down");

@@ -36,6 +36,7 @@
 mod apps;
 mod auth;
 mod endpoints;
+pub mod grpc;
 mod limits;
 mod rejection;
 mod state;
@@ -52,6 +53,7 @@ pub use endpoints::{
     BINDING_COOKIE, ClientKey, CodeLogin, LoginEndpoints, LoginPaths, LoginSuccess, StartRequest,
     WebCallback, WebFlow, WebStart, escape_html, safe_return_to, secure_page_headers, wants_html,
 };
+pub use grpc::{GrpcOrElse, GrpcRejection};
 pub use limits::LoginLimits;
 pub use rejection::{AuthError, JsonRejection, Rejection, RejectionResponse};
 pub use state::{STATE_TTL, StateError, StateSigner};

@@ -478,6 +478,14 @@ pub trait RejectionResponse<B>: Clone + Send + Sync + 'static {
     /// The response for `error`.
     fn response(&self, error: &AuthError) -> Response<B>;
 
+    /// The response for `error` to a request with these headers; the layer calls this one.
+    /// The default is [`response`](Self::response); [`GrpcRejection::or_else`] answers gRPC
+    /// requests differently.
+    fn response_to(&self, error: &AuthError, request: &http::HeaderMap) -> Response<B> {
+        let _ = request;
+        self.response(error)
+    }
+
     /// Whether this is the default JSON answer (which the extractor and the login router
     /// write by themselves): the layer then hands it nothing.
     #[doc(hidden)]

@@ -88,7 +88,7 @@ where
     fn call(&mut self, mut request: Request<ReqB>) -> Self::Future {
         let pending = match self.layer.auth.authenticate(request.headers()) {
             Step::Done(outcome) => {
-                return match self.layer.carry_out(outcome, request.extensions_mut()) {
+                return match self.layer.carry_out(outcome, &mut request) {
                     Ok(reissue) => ResponseFuture::inner(self.inner.call(request), reissue),
                     Err(response) => ResponseFuture::rejected(response),
                 };
@@ -101,7 +101,7 @@ where
         let layer = self.layer.clone();
         ResponseFuture::slow(Box::pin(async move {
             let outcome = layer.auth.finish(pending).await;
-            match layer.carry_out(outcome, request.extensions_mut()) {
+            match layer.carry_out(outcome, &mut request) {
                 Ok(reissue) => {
                     let mut response = inner.call(request).await?;
                     if let Some(reissue) = reissue {
@@ -118,11 +118,12 @@ where
 impl<St, R> WeChatAuthLayer<St, R> {
     /// Carries an outcome out on a request: attaches the user, or (optional mode) hands the
     /// refusal and the rejection to the handler, and returns the header to add to the
-    /// response; or (required mode) returns the rejection to answer instead.
-    fn carry_out<B>(
+    /// response; or (required mode) returns the rejection to answer instead, written for the
+    /// request's headers (a gRPC client gets a gRPC status).
+    fn carry_out<ReqB, B>(
         &self,
         outcome: Outcome,
-        extensions: &mut http::Extensions,
+        request: &mut Request<ReqB>,
     ) -> Result<Option<Reissue>, Response<B>>
     where
         R: RejectionResponse<B>,
@@ -130,10 +131,11 @@ impl<St, R> WeChatAuthLayer<St, R> {
     {
         let refusal = match (outcome, self.mode) {
             (Outcome::User(user, reissue), _) => {
-                extensions.insert(user);
+                request.extensions_mut().insert(user);
                 return Ok(reissue);
             }
             (Outcome::Anonymous, Mode::Optional) => {
+                let extensions = request.extensions_mut();
                 extensions.insert(Anonymous);
                 self.hand_over_rejection(extensions);
                 return Ok(None);
@@ -147,7 +149,9 @@ impl<St, R> WeChatAuthLayer<St, R> {
         };
         match self.mode {
             Mode::Required => {
-                let mut response = self.rejection.response(&refusal.error);
+                let mut response = self
+                    .rejection
+                    .response_to(&refusal.error, request.headers());
                 // The error rides in the response's extensions whatever `R` wrote.
                 response.extensions_mut().insert(refusal.error);
                 if let Some(clear) = refusal.clear {
@@ -156,6 +160,7 @@ impl<St, R> WeChatAuthLayer<St, R> {
                 Err(response)
             }
             Mode::Optional => {
+                let extensions = request.extensions_mut();
                 if let Some(sid) = refusal.sid {
                     extensions.insert(VerifiedSession(sid));
                 }
