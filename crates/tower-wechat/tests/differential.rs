@@ -48,7 +48,7 @@ fn sign(secret: &[u8], header: &str, payload: &str) -> String {
 /// A token with this header segment (base64url text) and claims, signed with `secret`.
 fn token(secret: &[u8], header: &str, claims: &Value) -> String {
     let payload = b64(claims.to_string().as_bytes());
-    let signature = sign(secret, &header, &payload);
+    let signature = sign(secret, header, &payload);
     format!("{header}.{payload}.{signature}")
 }
 
