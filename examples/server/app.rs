@@ -98,6 +98,31 @@ pub struct Config {
     /// An accounts database already open, used instead of `accounts_db` (instances of one
     /// process sharing it, in tests).
     pub accounts: Option<Accounts>,
+    /// Serve `GET /metrics` (Prometheus text) from this recorder; `None`: no route.
+    pub metrics: Option<Metrics>,
+}
+
+/// What `GET /metrics` serves: the Prometheus recorder's handle (install the recorder before
+/// building the app), and how to count the open sessions for the `wechat_login_sessions_open`
+/// gauge at each scrape (the in-memory store counts; a shared store is not asked).
+#[derive(Clone)]
+pub struct Metrics {
+    /// The installed recorder's handle.
+    pub handle: metrics_exporter_prometheus::PrometheusHandle,
+    /// Open sessions now, when the store can say cheaply.
+    pub sessions_open: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
+}
+
+impl Metrics {
+    /// Installs the Prometheus recorder as the process's `metrics` recorder (once per
+    /// process; the second call fails).
+    pub fn install() -> Result<Self, BoxError> {
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+        Ok(Self {
+            handle,
+            sessions_open: None,
+        })
+    }
 }
 
 /// The built application.
@@ -118,10 +143,20 @@ pub struct App<St = MokaStore> {
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The app with sessions in memory.
-pub async fn build(config: Config) -> Result<App, BoxError> {
+pub async fn build(mut config: Config) -> Result<App, BoxError> {
     let store = MokaStore::builder()
         .clock(Arc::clone(&config.clock))
         .build();
+    if let Some(metrics) = &mut config.metrics
+        && metrics.sessions_open.is_none()
+    {
+        let counted = store.clone();
+        metrics.sessions_open = Some(Arc::new(move || {
+            // moka counts lazily: settle its pending work first (a scrape is rare).
+            counted.run_pending_tasks();
+            counted.session_count()
+        }));
+    }
     build_with_store(config, store).await
 }
 
@@ -212,6 +247,26 @@ pub async fn build_with_store<St: SessionStore>(
         .route("/session/logout-all", post(pages::logout_all::<St>))
         .with_state(pages)
         .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get({
+                let metrics = config.metrics.clone();
+                move || async move {
+                    let Some(metrics) = metrics else {
+                        return StatusCode::NOT_FOUND.into_response();
+                    };
+                    if let Some(count) = &metrics.sessions_open {
+                        metrics::gauge!(wechat_login::token_cache::metrics::SESSIONS_OPEN)
+                            .set(count() as f64);
+                    }
+                    (
+                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        metrics.handle.render(),
+                    )
+                        .into_response()
+                }
+            }),
+        )
         .route("/me", get(me))
         .route("/me/profile", get(profile::<St>))
         .route("/miniprogram/decrypt", post(decrypt))

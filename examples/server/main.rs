@@ -16,7 +16,8 @@
 //! `HEADER_READ_TIMEOUT_SECS` (default 10; also the idle keep-alive timeout), `REDIS_URL`
 //! (sessions in Redis; `redis-cluster://` for a cluster) with `STORE_KEY` (32 bytes, hex or
 //! base64), `STORE_KEY_ID`, `STORE_PREVIOUS_KEYS` and `REDIS_PREFIX`, `GRPC_BIND` (also serve
-//! the tonic service `demo.WhoAmI` there, behind the same layer), `RUST_LOG`.
+//! the tonic service `demo.WhoAmI` there, behind the same layer), `METRICS` (`on`/`off`:
+//! `GET /metrics` in Prometheus text; on by default in the sandbox), `RUST_LOG`.
 
 use wechat_login_example_server::{app, serve};
 
@@ -183,6 +184,19 @@ async fn main() -> Result<(), app::BoxError> {
 
     let bind = env("BIND").unwrap_or_else(|| "127.0.0.1:3000".into());
     let apps = configured_apps()?;
+    // Metrics: on by default in the sandbox, opt-in (`METRICS=on`) with real apps, whose
+    // `/metrics` belongs behind the operator's network. Installed before anything registers.
+    let metrics_on = match env("METRICS").as_deref() {
+        Some("on") => true,
+        Some("off") => false,
+        Some(other) => return Err(format!("METRICS must be on or off, not {other:?}").into()),
+        None => apps.is_empty(),
+    };
+    let metrics = if metrics_on {
+        Some(app::Metrics::install()?)
+    } else {
+        None
+    };
     let upstream = if apps.is_empty() {
         // The sandbox's clock follows real time: codes and tokens expire as they would at WeChat.
         app::Upstream::Sandbox(MockConfig {
@@ -212,6 +226,7 @@ async fn main() -> Result<(), app::BoxError> {
         login_limits: LoginLimits::default(),
         accounts_db: env("ACCOUNTS_DB").map(Into::into),
         accounts: None,
+        metrics,
     };
     let limits = serve_limits()?;
     match env("REDIS_URL") {

@@ -140,6 +140,7 @@ pub async fn start_instance<St: SessionStore>(instance: Instance, store: St) -> 
             login_limits: instance.login_limits,
             accounts_db: None,
             accounts: instance.accounts,
+            metrics: None,
         },
         store,
     )

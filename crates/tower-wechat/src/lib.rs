@@ -38,6 +38,7 @@ mod auth;
 mod endpoints;
 pub mod grpc;
 mod limits;
+pub mod metrics;
 mod rejection;
 mod state;
 mod token;

@@ -151,6 +151,15 @@ impl AuthError {
     /// `app_not_configured`, `web_login_disabled` — or the login hook's own code.
     pub fn code(&self) -> &str {
         match self {
+            Self::Refused { code, .. } => code,
+            other => other.static_code(),
+        }
+    }
+
+    /// The code of every variant but `Refused`, whose code is the application's (there:
+    /// `"refused"`): a closed set, fit for a metric label.
+    pub fn static_code(&self) -> &'static str {
+        match self {
             Self::MissingToken => "missing_token",
             Self::InvalidRequest | Self::BadRequest(_) => "invalid_request",
             Self::UnsupportedMediaType => "unsupported_media_type",
@@ -165,7 +174,7 @@ impl AuthError {
             Self::InvalidState(_) => "invalid_state",
             Self::AccessDenied(_) => "access_denied",
             Self::SnapshotUser => "snapshot_user",
-            Self::Refused { code, .. } => code,
+            Self::Refused { .. } => "refused",
             Self::ScopeInsufficient { .. } => "scope_insufficient",
             Self::TooManyAttempts(_) => "too_many_attempts",
             Self::UpstreamUnavailable { .. } => "upstream_unavailable",

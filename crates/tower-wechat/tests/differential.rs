@@ -276,5 +276,9 @@ fn the_fast_verifier_accepts_exactly_what_jsonwebtoken_accepts() {
     // The generator produced both answers, plenty of each.
     assert!(accepted >= 5, "{accepted} accepted");
     eprintln!("{} tokens, {accepted} accepted by both", cases.len());
-    assert!(cases.len() - accepted > 25_000, "{accepted} of {} accepted", cases.len());
+    assert!(
+        cases.len() - accepted > 25_000,
+        "{accepted} of {} accepted",
+        cases.len()
+    );
 }

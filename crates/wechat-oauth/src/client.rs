@@ -303,6 +303,22 @@ impl Endpoint {
         }
     }
 
+    /// The endpoint's metric label.
+    fn name(self) -> &'static str {
+        match self {
+            Self::AccessToken => "access_token",
+            Self::RefreshToken => "refresh_token",
+            Self::Auth => "auth",
+            Self::UserInfo => "userinfo",
+            Self::JsCode2Session => "jscode2session",
+            Self::StableToken => "stable_token",
+            Self::StableTokenForced => "stable_token_forced",
+            Self::PhoneNumber => "getuserphonenumber",
+            Self::CheckSession => "checksession",
+            Self::ResetSessionKey => "resetusersessionkey",
+        }
+    }
+
     /// Whether a repeat has the same effect: not the single-use code exchanges (login and phone
     /// codes), not a forced token refresh (each spends quota), not a session key reset (each
     /// issues a new key).
@@ -597,12 +613,21 @@ impl Client {
                 Err(Error::HttpStatus { .. }) => "http_status",
                 Err(Error::Decode { .. }) => "decode_error",
             };
+            let elapsed = started.elapsed();
+            metrics::counter!(
+                crate::metrics::UPSTREAM_REQUESTS,
+                "endpoint" => endpoint.name(),
+                "outcome" => outcome,
+            )
+            .increment(1);
+            metrics::histogram!(crate::metrics::UPSTREAM_DURATION, "endpoint" => endpoint.name())
+                .record(elapsed.as_secs_f64());
             tracing::debug!(
                 endpoint = endpoint.path(),
                 attempt,
                 outcome,
                 errcode = result.as_ref().err().and_then(Error::errcode).map(|c| c.0),
-                elapsed_ms = started.elapsed().as_millis() as u64,
+                elapsed_ms = elapsed.as_millis() as u64,
                 "wechat call"
             );
             match result {

@@ -44,6 +44,7 @@ pub mod authorize;
 mod client;
 pub mod clock;
 mod error;
+pub mod metrics;
 mod types;
 pub mod user_data;
 mod wire;
@@ -61,6 +62,40 @@ pub use types::{
     SessionKey, TokenGrant, UnionId, UserInfo,
 };
 pub use user_data::{DecryptError, EncryptedData, decrypt_user_data};
+
+/// Entry points for the fuzz targets (`fuzz/`): the answer parser behind every call. Not a
+/// stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use crate::{AppId, Error, wire};
+
+    /// Decodes `bytes` as the answer of each endpoint and builds its result, and formats
+    /// every error: whatever the bytes, an answer or an error value, never a panic.
+    pub fn answers(bytes: &[u8]) {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let check = |result: Result<(), Error>| {
+            if let Err(error) = result {
+                let _ = format!("{error} {error:?}");
+            }
+        };
+        check(wire::decode::<wire::WireGrant>(bytes).and_then(|w| w.into_grant(now).map(drop)));
+        check(wire::decode::<wire::WireUserInfo>(bytes).map(|w| drop(crate::UserInfo::from(w))));
+        check(
+            wire::decode::<wire::WireMiniProgramSession>(bytes)
+                .and_then(|w| crate::MiniProgramSession::try_from(w).map(drop)),
+        );
+        check(wire::decode::<wire::WireAppToken>(bytes).and_then(|w| w.into_grant(now).map(drop)));
+        check(
+            wire::decode::<wire::WirePhone>(bytes)
+                .and_then(|w| w.into_phone(&AppId::new("wxfuzz")).map(drop)),
+        );
+        check(wire::decode::<wire::WireSessionKey>(bytes).and_then(|w| w.into_key().map(drop)));
+        check(wire::decode::<wire::WireOk>(bytes).map(drop));
+        let _ = crate::RedactedBody::new(&String::from_utf8_lossy(bytes));
+    }
+}
 
 /// The README's Rust examples, compiled as doctests.
 #[cfg(doctest)]

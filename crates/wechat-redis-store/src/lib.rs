@@ -29,10 +29,35 @@
 #![deny(missing_docs)]
 
 mod codec;
+pub mod metrics;
 mod seal;
 mod store;
 
 pub use seal::{KeyError, SealingKey};
+
+/// Entry points for the fuzz targets (`fuzz/`). Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use wechat_oauth::AppId;
+    use wechat_token_cache::SessionId;
+
+    /// Decodes `bytes` as a stored record's plaintext; a record that decodes re-encodes to
+    /// bytes that decode to the same record. Panics only if that does not hold.
+    pub fn record(bytes: &[u8]) {
+        let sid = SessionId::from_bytes([7; 16]);
+        let Ok(record) = crate::codec::decode(sid, AppId::new("wxfuzz"), 3, bytes) else {
+            return;
+        };
+        let encoded = crate::codec::encode(&record).expect("a decoded record encodes");
+        let again = crate::codec::decode(sid, AppId::new("wxfuzz"), 3, &encoded)
+            .expect("an encoded record decodes");
+        assert_eq!(
+            crate::codec::encode(&again).expect("encodes"),
+            encoded,
+            "a record re-encodes unchanged"
+        );
+    }
+}
 pub use store::{
     DEFAULT_COMMAND_TIMEOUT, DEFAULT_PREFIX, RedisStore, RedisStoreBuilder, RedisStoreError,
 };

@@ -502,8 +502,8 @@ impl RedisStore {
     }
 }
 
-impl SessionStore for RedisStore {
-    async fn get(&self, sid: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+impl RedisStore {
+    async fn get_op(&self, sid: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
         let value: Option<Vec<u8>> = self
             .client
             .get(self.record_key(sid))
@@ -519,7 +519,7 @@ impl SessionStore for RedisStore {
         Ok(Some(Arc::new(record)))
     }
 
-    async fn insert(&self, record: SessionRecord) -> Result<Arc<SessionRecord>, StoreError> {
+    async fn insert_op(&self, record: SessionRecord) -> Result<Arc<SessionRecord>, StoreError> {
         let now = self.now_ms();
         let end = unix_ms(record.expires_at);
         let value = self.value(&record)?;
@@ -561,7 +561,7 @@ impl SessionStore for RedisStore {
         Ok(Arc::new(record))
     }
 
-    async fn compare_and_set(
+    async fn compare_and_set_op(
         &self,
         expected_version: u64,
         mut record: SessionRecord,
@@ -619,11 +619,16 @@ impl SessionStore for RedisStore {
         }
     }
 
-    async fn delete(&self, sid: &SessionId) -> Result<bool, StoreError> {
+    async fn delete_op(&self, sid: &SessionId) -> Result<bool, StoreError> {
         self.delete_record(sid, self.now_ms()).await
     }
 
-    async fn try_lease(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+    async fn try_lease_op(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
         let taken: Option<String> = self
             .client
             .set(
@@ -638,7 +643,7 @@ impl SessionStore for RedisStore {
         Ok(taken.is_some())
     }
 
-    async fn renew_lease(
+    async fn renew_lease_op(
         &self,
         name: &str,
         owner: &str,
@@ -654,7 +659,7 @@ impl SessionStore for RedisStore {
         Ok(renewed == 1)
     }
 
-    async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+    async fn release_lease_op(&self, name: &str, owner: &str) -> Result<(), StoreError> {
         let _: i64 = self
             .script(
                 &self.inner.scripts.release_lease,
@@ -665,7 +670,7 @@ impl SessionStore for RedisStore {
         Ok(())
     }
 
-    async fn put_value_if_absent(
+    async fn put_value_if_absent_op(
         &self,
         key: &str,
         value: Vec<u8>,
@@ -679,14 +684,19 @@ impl SessionStore for RedisStore {
         .await
     }
 
-    async fn get_value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn get_value_op(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.client
             .get(self.value_key(key))
             .await
             .map_err(unavailable)
     }
 
-    async fn put_secret(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
+    async fn put_secret_op(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         let sealed = self.inner.sealer.seal("", &Self::secret_aad(key), &value);
         let _: Option<String> = self
             .client
@@ -702,7 +712,7 @@ impl SessionStore for RedisStore {
         Ok(())
     }
 
-    async fn get_secret(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn get_secret_op(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let sealed: Option<Vec<u8>> = self
             .client
             .get(self.secret_key(key))
@@ -720,7 +730,7 @@ impl SessionStore for RedisStore {
         }
     }
 
-    async fn delete_user(&self, user: &UserId) -> Result<usize, StoreError> {
+    async fn delete_user_op(&self, user: &UserId) -> Result<usize, StoreError> {
         // Read the index, delete the records, then unindex only what was deleted: a failure
         // half-way leaves the rest indexed, so a retry finishes the job.
         let index = self.user_key(user);
@@ -763,6 +773,79 @@ impl SessionStore for RedisStore {
             Some(error) => Err(error),
             None => Ok(ended),
         }
+    }
+}
+
+/// Every operation counted and timed by name (see [`crate::metrics`]).
+impl SessionStore for RedisStore {
+    async fn get(&self, sid: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+        measured("get", self.get_op(sid)).await
+    }
+
+    async fn insert(&self, record: SessionRecord) -> Result<Arc<SessionRecord>, StoreError> {
+        measured("insert", self.insert_op(record)).await
+    }
+
+    async fn compare_and_set(
+        &self,
+        expected_version: u64,
+        record: SessionRecord,
+    ) -> Result<CasOutcome, StoreError> {
+        measured(
+            "compare_and_set",
+            self.compare_and_set_op(expected_version, record),
+        )
+        .await
+    }
+
+    async fn delete(&self, sid: &SessionId) -> Result<bool, StoreError> {
+        measured("delete", self.delete_op(sid)).await
+    }
+
+    async fn try_lease(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        measured("try_lease", self.try_lease_op(name, owner, ttl)).await
+    }
+
+    async fn renew_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        measured("renew_lease", self.renew_lease_op(name, owner, ttl)).await
+    }
+
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        measured("release_lease", self.release_lease_op(name, owner)).await
+    }
+
+    async fn put_value_if_absent(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        measured(
+            "put_value_if_absent",
+            self.put_value_if_absent_op(key, value, ttl),
+        )
+        .await
+    }
+
+    async fn get_value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        measured("get_value", self.get_value_op(key)).await
+    }
+
+    async fn put_secret(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
+        measured("put_secret", self.put_secret_op(key, value, ttl)).await
+    }
+
+    async fn get_secret(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        measured("get_secret", self.get_secret_op(key)).await
+    }
+
+    async fn delete_user(&self, user: &UserId) -> Result<usize, StoreError> {
+        measured("delete_user", self.delete_user_op(user)).await
     }
 }
 
@@ -836,6 +919,28 @@ impl Invalidations for RedisStore {
         });
         Ok(())
     }
+}
+
+/// Runs a store operation, recording its count by outcome and its duration.
+async fn measured<T>(
+    op: &'static str,
+    operation: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let started = std::time::Instant::now();
+    // On the heap: the operations' futures are large, and nesting them once more inside
+    // callers' futures overflowed a worker's stack in unoptimised builds.
+    let result = Box::pin(operation).await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(StoreError::Unavailable(_)) => "unavailable",
+        Err(StoreError::Corrupt(_)) => "corrupt",
+        Err(_) => "refused",
+    };
+    metrics::counter!(crate::metrics::STORE_OPERATIONS, "backend" => "redis", "op" => op, "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!(crate::metrics::STORE_DURATION, "backend" => "redis", "op" => op)
+        .record(started.elapsed().as_secs_f64());
+    result
 }
 
 fn unavailable(error: fred::error::Error) -> StoreError {

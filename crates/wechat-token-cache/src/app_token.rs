@@ -100,10 +100,32 @@ impl HeldToken {
     }
 }
 
+/// Decodes a shared app token and, if it decodes, checks that encoding is stable (for the fuzz
+/// targets).
+pub(crate) fn fuzz_shared_token(bytes: &[u8]) {
+    if let Some(held) = HeldToken::decode(bytes) {
+        let once = held.encode();
+        let again = HeldToken::decode(&once)
+            .expect("an encoded token decodes")
+            .encode();
+        assert_eq!(once, again, "a shared app token re-encodes unchanged");
+    }
+}
+
 fn unix_ms(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// Counts an app token refresh outcome.
+fn app_token_metric(appid: &AppId, outcome: &'static str) {
+    metrics::counter!(
+        crate::metrics::APP_TOKEN_REFRESHES,
+        "appid" => appid.as_str().to_owned(),
+        "outcome" => outcome,
+    )
+    .increment(1);
 }
 
 /// The store's name of an app's token.
@@ -130,7 +152,7 @@ impl AppTokens {
     pub(crate) fn new(config: &CacheConfig) -> Self {
         Self {
             held: Mutex::default(),
-            flights: Arc::default(),
+            flights: Arc::new(Flights::named("app_token")),
             last_forced: Mutex::default(),
             session_keys: Cache::builder()
                 .max_capacity(config.remembered_logins.max(1_000))
@@ -453,6 +475,7 @@ impl<S: SessionStore> Inner<S> {
         if let Some(shared) = self.shared_app_token(appid).await
             && shared.usable(refused, self.clock.now())
         {
+            app_token_metric(appid, "adopted");
             tracing::debug!(appid = %appid, outcome = "adopted", "another instance fetched the app token");
             self.app_tokens.hold(appid, &shared);
             return Ok(shared);
@@ -483,13 +506,23 @@ impl<S: SessionStore> Inner<S> {
             .client_for(appid)
             .ok_or(AppTokenError::AppNotConfigured)?;
         let window = self.config.app_token_refresh_window;
-        let grant = client.stable_token(false).await.map_err(app_token_error)?;
+        let failed = |error| {
+            app_token_metric(appid, "failed");
+            app_token_error(error)
+        };
+        let grant = client.stable_token(false).await.map_err(failed)?;
         let mut held = HeldToken::new(grant, self.clock.now(), window);
         if Some(&held.token) == refused {
-            self.may_force(appid).await?;
+            if let Err(limited) = self.may_force(appid).await {
+                app_token_metric(appid, "force_limited");
+                return Err(limited);
+            }
             tracing::warn!(appid = %appid, outcome = "forced_refresh", "WeChat refused its own current app token; forcing a new one");
-            let grant = client.stable_token(true).await.map_err(app_token_error)?;
+            let grant = client.stable_token(true).await.map_err(failed)?;
             held = HeldToken::new(grant, self.clock.now(), window);
+            app_token_metric(appid, "forced");
+        } else {
+            app_token_metric(appid, "fetched");
         }
         self.app_tokens.hold(appid, &held);
         let ttl = held

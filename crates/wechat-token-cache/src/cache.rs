@@ -324,7 +324,7 @@ impl<S: SessionStore> SessionCacheBuilder<S> {
                     .eviction_policy(EvictionPolicy::lru())
                     .time_to_live(cooldown_ttl)
                     .build(),
-                flights: Arc::default(),
+                flights: Arc::new(Flights::named("session")),
                 clients: self.clients,
                 hook: self.hook,
                 store: self.store,
@@ -894,6 +894,7 @@ impl<S: SessionStore> Inner<S> {
                     })
                     .await;
                 if let Ok(written) = &written {
+                    crate::metrics::maintenance("refresh", "refreshed", "none");
                     tracing::debug!(sid = %written.sid, outcome = "refreshed", version = written.version, "session refreshed");
                 }
                 Flown {
@@ -926,6 +927,7 @@ impl<S: SessionStore> Inner<S> {
                     })
                     .await;
                 if let Ok(written) = &written {
+                    crate::metrics::maintenance("check", "checked", "none");
                     tracing::debug!(sid = %written.sid, outcome = "checked", "grant confirmed by WeChat");
                 }
                 Flown::untouched(written)
@@ -977,11 +979,13 @@ impl<S: SessionStore> Inner<S> {
         error: wechat_oauth::Error,
     ) -> Flown {
         let sid = record.sid;
+        let class = crate::metrics::class_label(&error);
         if let Some(errcode) = error.errcode().filter(|c| c.is_grant_gone()) {
-            return self.grant_gone(record, call, errcode).await;
+            return self.grant_gone(record, call, errcode, class).await;
         }
         let (failure, cooldown) = match (error.class(), error.errcode()) {
             (ErrorClass::Misconfigured, Some(errcode)) => {
+                crate::metrics::maintenance(call.name(), "misconfigured", class);
                 tracing::error!(sid = %sid, call = call.name(), errcode = errcode.0, error = %error, "WeChat rejected this server's configuration: check the AppID and AppSecret");
                 (
                     SessionError::Misconfigured { errcode },
@@ -989,6 +993,7 @@ impl<S: SessionStore> Inner<S> {
                 )
             }
             (ErrorClass::Denied, Some(errcode)) => {
+                crate::metrics::maintenance(call.name(), "denied", class);
                 tracing::warn!(sid = %sid, call = call.name(), errcode = errcode.0, outcome = "denied", "WeChat denied the user");
                 (
                     SessionError::Denied { errcode },
@@ -1000,6 +1005,7 @@ impl<S: SessionStore> Inner<S> {
                     .retry_after()
                     .unwrap_or(self.config.failure_cooldown)
                     .max(self.config.failure_cooldown);
+                crate::metrics::maintenance(call.name(), "unavailable", class);
                 tracing::warn!(sid = %sid, call = call.name(), error = %error, outcome = "upstream_unavailable", "WeChat unavailable; keeping the session");
                 (SessionError::Unavailable { retry_after }, retry_after)
             }
@@ -1011,7 +1017,13 @@ impl<S: SessionStore> Inner<S> {
     /// WeChat says the grant behind `record`'s credential is gone. Re-read first: if the record
     /// no longer holds the credential that was refused, someone refreshed it meanwhile and the
     /// session lives on; otherwise delete it.
-    async fn grant_gone(&self, record: &SessionRecord, call: Call, errcode: ErrCode) -> Flown {
+    async fn grant_gone(
+        &self,
+        record: &SessionRecord,
+        call: Call,
+        errcode: ErrCode,
+        class: &'static str,
+    ) -> Flown {
         let sid = record.sid;
         // From the shared store itself: a local copy could still hold the refused credential.
         match self.store.get_shared(&sid).await {
@@ -1019,6 +1031,7 @@ impl<S: SessionStore> Inner<S> {
                 return Flown::untouched(Err(SessionError::Reauthorize { errcode }));
             }
             Ok(Some(current)) if !call.same_credential(record, &current) => {
+                crate::metrics::maintenance(call.name(), "superseded", class);
                 tracing::info!(sid = %sid, call = call.name(), errcode = errcode.0, outcome = "superseded", "WeChat refused a credential that was replaced meanwhile; keeping the session");
                 return Flown {
                     result: Ok(current),
@@ -1033,6 +1046,7 @@ impl<S: SessionStore> Inner<S> {
                 return Flown::untouched(Err(SessionError::Store(e)));
             }
         }
+        crate::metrics::maintenance(call.name(), "grant_gone", class);
         tracing::info!(sid = %sid, call = call.name(), errcode = errcode.0, outcome = "grant_gone", "WeChat ended the grant; deleting the session");
         if let Err(e) = self.store.delete(&sid).await {
             tracing::warn!(sid = %sid, error = %e, "could not delete an ended session");

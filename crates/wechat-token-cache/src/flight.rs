@@ -21,12 +21,22 @@ type Flight<V> = Shared<BoxFuture<'static, Option<V>>>;
 /// Flights in progress, by key.
 pub(crate) struct Flights<K, V: Clone> {
     running: Mutex<HashMap<K, Flight<V>>>,
+    /// What the flights do, for the coalescing metric.
+    kind: &'static str,
 }
 
 impl<K, V: Clone> Default for Flights<K, V> {
     fn default() -> Self {
+        Self::named("other")
+    }
+}
+
+impl<K, V: Clone> Flights<K, V> {
+    /// Flights of one kind (`session`, `login`, `app_token`).
+    pub(crate) fn named(kind: &'static str) -> Self {
         Self {
             running: Mutex::new(HashMap::new()),
+            kind,
         }
     }
 }
@@ -76,7 +86,11 @@ where
         let (flight, start) = {
             let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
             match running.get(&key) {
-                Some(flight) => (flight.clone(), None),
+                Some(flight) => {
+                    metrics::counter!(crate::metrics::FLIGHTS_COALESCED, "kind" => self.kind)
+                        .increment(1);
+                    (flight.clone(), None)
+                }
                 None => {
                     // Made before registering: if making it panics, nothing is left registered.
                     let work = work();

@@ -68,6 +68,7 @@ mod flight;
 mod hook;
 mod local;
 mod login;
+pub mod metrics;
 mod moka_store;
 mod record;
 mod store;
@@ -85,6 +86,18 @@ pub use record::{
 };
 pub use store::{CasOutcome, DEFAULT_MAX_SESSIONS_PER_USER, SessionStore, StoreError};
 pub use wechat_oauth::clock::{Clock, ManualClock, SharedClock, SystemClock};
+
+/// Entry points for the fuzz targets (`fuzz/`): the decoders of what this crate keeps in a
+/// shared store. Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Decodes a shared login outcome and a shared app token from `bytes`; panics only if a
+    /// decoded value does not re-encode unchanged.
+    pub fn shared_values(bytes: &[u8]) {
+        crate::login::fuzz_shared_outcome(bytes);
+        crate::app_token::fuzz_shared_token(bytes);
+    }
+}
 
 /// The README's Rust examples, compiled as doctests.
 #[cfg(doctest)]

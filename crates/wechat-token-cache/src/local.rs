@@ -81,6 +81,10 @@ struct Local {
     pending_recovery: std::sync::atomic::AtomicBool,
     hits: AtomicU64,
     misses: AtomicU64,
+    /// The same, and invalidations heard, as metrics (registered when the cache is built).
+    hit_counter: metrics::Counter,
+    miss_counter: metrics::Counter,
+    invalidated_counter: metrics::Counter,
 }
 
 impl Local {
@@ -103,6 +107,7 @@ impl InvalidationSink for Local {
     fn invalidate(&self, sid: &SessionId) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.copies.invalidate(sid);
+        self.invalidated_counter.increment(1);
         self.heard();
     }
 
@@ -199,6 +204,12 @@ impl<S: Invalidations> CachedStoreBuilder<S> {
             pending_recovery: std::sync::atomic::AtomicBool::new(false),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            hit_counter: metrics::counter!(crate::metrics::LOCAL_CACHE, "result" => "hit"),
+            miss_counter: metrics::counter!(crate::metrics::LOCAL_CACHE, "result" => "miss"),
+            invalidated_counter: metrics::counter!(
+                crate::metrics::LOCAL_CACHE,
+                "result" => "invalidated"
+            ),
         });
         local.heard();
         let sink: Arc<dyn InvalidationSink> = Arc::clone(&local) as _;
@@ -294,6 +305,7 @@ impl<S> CachedStore<S> {
         let copy = local.copies.get(sid)?;
         (local.trusted(copy.fetched_ms, unix_ms(now)) && !copy.record.is_expired(now)).then(|| {
             local.hits.fetch_add(1, Ordering::Relaxed);
+            local.hit_counter.increment(1);
             copy.record
         })
     }
@@ -313,6 +325,7 @@ impl<S: Invalidations> SessionStore for CachedStore<S> {
             return Ok(Some(record));
         }
         self.local.misses.fetch_add(1, Ordering::Relaxed);
+        self.local.miss_counter.increment(1);
         self.read_through(*sid, self.shared.get(sid)).await
     }
 

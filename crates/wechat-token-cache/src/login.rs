@@ -64,6 +64,46 @@ pub enum LoginFlow {
     OfficialAccountCallback,
 }
 
+impl LoginFlow {
+    /// The flow's metric label.
+    fn label(self) -> &'static str {
+        match self {
+            Self::Code => "code",
+            Self::MiniProgram => "mini_program",
+            Self::WebCallback => "website",
+            Self::OfficialAccountCallback => "official_account",
+        }
+    }
+}
+
+/// Counts a login outcome of a configured app.
+fn login_metric(appid: &AppId, flow: LoginFlow, outcome: &'static str) {
+    metrics::counter!(
+        crate::metrics::LOGINS,
+        "appid" => appid.as_str().to_owned(),
+        "flow" => flow.label(),
+        "outcome" => outcome,
+    )
+    .increment(1);
+}
+
+/// The metric label of a login's result.
+fn login_outcome(result: &Result<Arc<SessionRecord>, LoginError>) -> &'static str {
+    match result {
+        Ok(_) => "logged_in",
+        Err(LoginError::InvalidCode { errcode }) if *errcode == ErrCode::CODE_USED => "code_used",
+        Err(LoginError::InvalidCode { .. }) => "invalid_code",
+        Err(LoginError::Denied { .. }) => "denied",
+        Err(LoginError::Unavailable { .. }) => "unavailable",
+        Err(LoginError::Misconfigured { .. }) => "misconfigured",
+        Err(LoginError::Store(_)) => "store_unavailable",
+        Err(LoginError::AppNotConfigured) => "app_not_configured",
+        Err(LoginError::SnapshotUser) => "snapshot_user",
+        Err(LoginError::Refused { .. }) => "refused",
+        Err(LoginError::AccountsUnavailable { .. }) => "accounts_unavailable",
+    }
+}
+
 /// What a submit of a code shows about its client: the flow, and a proof the client can show
 /// again on a retry (never the code). Only a repeat with an equal binding — and a proof — gets
 /// the first submit's session.
@@ -145,7 +185,7 @@ impl Logins {
                 .eviction_policy(EvictionPolicy::lru())
                 .time_to_live(config.code_ttl)
                 .build(),
-            flights: Arc::default(),
+            flights: Arc::new(Flights::named("login")),
         }
     }
 
@@ -291,6 +331,7 @@ fn is_definitive(error: &LoginError) -> bool {
 
 /// The answer to a code used by someone else, or too late: WeChat's own "code used".
 fn replayed(flow: LoginFlow) -> LoginError {
+    metrics::counter!(crate::metrics::CODE_REPLAYS_REFUSED, "flow" => flow.label()).increment(1);
     tracing::warn!(
         ?flow,
         outcome = "code_replayed",
@@ -331,15 +372,42 @@ impl<S: SessionStore> SessionCache<S> {
         code: &AuthCode,
         binding: &LoginBinding<'_>,
     ) -> Result<Arc<SessionRecord>, LoginError> {
-        let client = match binding.app {
-            Some(appid) => self.client_for(appid).ok_or(LoginError::AppNotConfigured)?,
-            None => self.client(),
+        let Some(client) = (match binding.app {
+            Some(appid) => self.client_for(appid),
+            None => Some(self.client()),
+        }) else {
+            metrics::counter!(
+                crate::metrics::LOGINS,
+                "appid" => "unknown",
+                "flow" => binding.flow.label(),
+                "outcome" => "app_not_configured",
+            )
+            .increment(1);
+            return Err(LoginError::AppNotConfigured);
         };
+        let result = self.login_with(client, code, binding).await;
+        // Successes are counted where they happen: a new session by the exchange, a retry
+        // answered with its session where it is remembered; joiners of a flight as coalesced.
+        if result.is_err() {
+            login_metric(client.appid(), binding.flow, login_outcome(&result));
+        }
+        result
+    }
+
+    async fn login_with(
+        &self,
+        client: &wechat_oauth::Client,
+        code: &AuthCode,
+        binding: &LoginBinding<'_>,
+    ) -> Result<Arc<SessionRecord>, LoginError> {
         let logins = &self.inner().logins;
         let key = logins.code_key(client.appid().as_str(), code);
         let claim = logins.claim(binding);
         let appid = client.appid().clone();
         if let Some(outcome) = self.remembered(&key, claim, false).await {
+            if outcome.is_ok() {
+                login_metric(&appid, claim.flow, "retried");
+            }
             return outcome;
         }
         let cache = self.clone();
@@ -588,6 +656,7 @@ impl<S: SessionStore> SessionCache<S> {
             self.remember_session_key(&stored.appid, &stored.openid, session_key)
                 .await;
         }
+        login_metric(appid, flow, "logged_in");
         tracing::info!(sid = %stored.sid, outcome = "logged_in", ?flow, "new session");
         Ok(stored)
     }
@@ -614,6 +683,18 @@ fn login_error(error: wechat_oauth::Error) -> LoginError {
             );
             LoginError::InvalidCode { errcode }
         }
+    }
+}
+
+/// Decodes a shared login outcome and, if it decodes, checks that encoding is stable (for the
+/// fuzz targets: never a panic, whatever the store holds).
+pub(crate) fn fuzz_shared_outcome(bytes: &[u8]) {
+    if let Some(decoded) = Shared::decode(bytes) {
+        let once = decoded.encode();
+        let again = Shared::decode(&once)
+            .expect("an encoded outcome decodes")
+            .encode();
+        assert_eq!(once, again, "a shared login outcome re-encodes unchanged");
     }
 }
 

@@ -147,6 +147,8 @@ impl<St, R> WeChatAuthLayer<St, R> {
             },
             (Outcome::Refused(refusal), _) => refusal,
         };
+        metrics::counter!(crate::metrics::REJECTIONS, "code" => refusal.error.static_code())
+            .increment(1);
         match self.mode {
             Mode::Required => {
                 let mut response = self
