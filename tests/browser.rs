@@ -1,4 +1,6 @@
-//! The website login in a real browser: headless Chromium (Debian's `chromium` and
+//! The browser flows in a real browser — the website login (approve, deny, logout), a
+//! callback URL opened by a second browser (refused, before and after the first used it),
+//! `return_to`, and the Official Account flow — in headless Chromium (Debian's `chromium` and
 //! `chromium-driver`, never a downloaded browser) driven through WebDriver (fantoccini) against
 //! the example server and its fake WeChat. Screenshots of each step are written to
 //! `target/browser-screenshots/`; `UPDATE_README_SCREENSHOT=1` also refreshes the README's.
@@ -249,6 +251,118 @@ async fn a_person_logs_in_and_out_in_a_browser() {
     assert!(again.text().await.unwrap().contains("Login cancelled"));
 
     browser.close().await.unwrap();
+}
+
+/// The path of the page a browser shows.
+async fn path(browser: &Client) -> String {
+    browser.current_url().await.unwrap().path().to_owned()
+}
+
+/// `fetch(path)` from the page (same origin: the browser sends its cookies): the status.
+async fn fetch_status(browser: &Client, path: &str) -> u64 {
+    browser
+        .execute(
+            "return fetch(arguments[0]).then(r => r.status)",
+            vec![json!(path)],
+        )
+        .await
+        .unwrap()
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_url_opens_only_the_browser_that_started_it_and_returns_where_asked() {
+    let Some(driver) = driver().await else {
+        return;
+    };
+    let s = common::start().await;
+    let first = browser(&driver).await;
+    let second = browser(&driver).await;
+
+    // Browser A starts a website login that should come back to /me.
+    first
+        .goto(&format!("{}/auth/wechat/web/start?return_to=/me", s.base))
+        .await
+        .unwrap();
+    first
+        .wait()
+        .for_element(Locator::XPath("//button[text()='Approve']"))
+        .await
+        .unwrap();
+    let consent = first.current_url().await.unwrap();
+    let param = |name: &str| {
+        consent
+            .query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+            .unwrap()
+    };
+    // WeChat's answer, not yet followed: the callback URL with a fresh code.
+    let callback = s
+        .approve(&param("redirect_uri"), &param("state"), "o_browser_two")
+        .await;
+
+    // Browser B, which did not start this login, opens that URL: refused, no session.
+    second.goto(&callback).await.unwrap();
+    second
+        .wait()
+        .for_element(Locator::XPath("//h1[text()='This login link cannot be used']"))
+        .await
+        .unwrap();
+    snap(&second, "5-replay-refused").await;
+    let cookies = second.get_all_cookies().await.unwrap();
+    assert!(!cookies.iter().any(|c| c.name() == "wechat_session"));
+
+    // Browser A opens it: logged in, on the page it asked to come back to.
+    first.goto(&callback).await.unwrap();
+    assert_eq!(path(&first).await, "/me");
+    assert!(text(&first).await.contains("o_browser_two"));
+    snap(&first, "6-returned-to-me").await;
+    // The page cannot read the session cookie, and its requests carry it.
+    let visible = first.execute("return document.cookie", vec![]).await.unwrap();
+    assert!(!visible.as_str().unwrap().contains("wechat_session"), "{visible}");
+    assert_eq!(fetch_status(&first, "/me").await, 200);
+
+    // B replays the URL after A used it: still refused.
+    second.goto(&callback).await.unwrap();
+    second
+        .wait()
+        .for_element(Locator::XPath("//h1[text()='This login link cannot be used']"))
+        .await
+        .unwrap();
+    assert_eq!(fetch_status(&second, "/me").await, 401);
+
+    // The Official Account flow in B: WeChat's in-app authorize page, approve, back to /me.
+    second
+        .goto(&format!("{}/auth/wechat/web/start?app=oa&return_to=/me", s.base))
+        .await
+        .unwrap();
+    let approve = second
+        .wait()
+        .for_element(Locator::XPath("//button[text()='Approve']"))
+        .await
+        .unwrap();
+    assert!(
+        second.current_url().await.unwrap().path().ends_with("/connect/oauth2/authorize"),
+        "the Official Account's authorize page"
+    );
+    snap(&second, "7-official-account-consent").await;
+    approve.click().await.unwrap();
+    let me = reqwest::Url::parse(&format!("{}/me", s.base)).unwrap();
+    second.wait().for_url(&me).await.unwrap();
+    assert!(text(&second).await.contains(r#""app":"oa""#));
+    snap(&second, "8-official-account-logged-in").await;
+    let cookies = second.get_all_cookies().await.unwrap();
+    let session = cookies
+        .iter()
+        .find(|c| c.name() == "wechat_session")
+        .expect("a session cookie");
+    assert_eq!(session.http_only(), Some(true));
+    assert_eq!(fetch_status(&second, "/me").await, 200);
+
+    first.close().await.unwrap();
+    second.close().await.unwrap();
 }
 
 #[tokio::test]

@@ -488,7 +488,7 @@ pub trait RejectionResponse<B>: Clone + Send + Sync + 'static {
     fn response(&self, error: &AuthError) -> Response<B>;
 
     /// The response for `error` to a request with these headers; the layer calls this one.
-    /// The default is [`response`](Self::response); [`GrpcRejection::or_else`] answers gRPC
+    /// The default is [`response`](Self::response); [`GrpcRejection::or_else`](crate::GrpcRejection::or_else) answers gRPC
     /// requests differently.
     fn response_to(&self, error: &AuthError, request: &http::HeaderMap) -> Response<B> {
         let _ = request;
