@@ -307,7 +307,9 @@ async fn a_callback_url_opens_only_the_browser_that_started_it_and_returns_where
     second.goto(&callback).await.unwrap();
     second
         .wait()
-        .for_element(Locator::XPath("//h1[text()='This login link cannot be used']"))
+        .for_element(Locator::XPath(
+            "//h1[text()='This login link cannot be used']",
+        ))
         .await
         .unwrap();
     snap(&second, "5-replay-refused").await;
@@ -320,22 +322,33 @@ async fn a_callback_url_opens_only_the_browser_that_started_it_and_returns_where
     assert!(text(&first).await.contains("o_browser_two"));
     snap(&first, "6-returned-to-me").await;
     // The page cannot read the session cookie, and its requests carry it.
-    let visible = first.execute("return document.cookie", vec![]).await.unwrap();
-    assert!(!visible.as_str().unwrap().contains("wechat_session"), "{visible}");
+    let visible = first
+        .execute("return document.cookie", vec![])
+        .await
+        .unwrap();
+    assert!(
+        !visible.as_str().unwrap().contains("wechat_session"),
+        "{visible}"
+    );
     assert_eq!(fetch_status(&first, "/me").await, 200);
 
     // B replays the URL after A used it: still refused.
     second.goto(&callback).await.unwrap();
     second
         .wait()
-        .for_element(Locator::XPath("//h1[text()='This login link cannot be used']"))
+        .for_element(Locator::XPath(
+            "//h1[text()='This login link cannot be used']",
+        ))
         .await
         .unwrap();
     assert_eq!(fetch_status(&second, "/me").await, 401);
 
     // The Official Account flow in B: WeChat's in-app authorize page, approve, back to /me.
     second
-        .goto(&format!("{}/auth/wechat/web/start?app=oa&return_to=/me", s.base))
+        .goto(&format!(
+            "{}/auth/wechat/web/start?app=oa&return_to=/me",
+            s.base
+        ))
         .await
         .unwrap();
     let approve = second
@@ -344,7 +357,12 @@ async fn a_callback_url_opens_only_the_browser_that_started_it_and_returns_where
         .await
         .unwrap();
     assert!(
-        second.current_url().await.unwrap().path().ends_with("/connect/oauth2/authorize"),
+        second
+            .current_url()
+            .await
+            .unwrap()
+            .path()
+            .ends_with("/connect/oauth2/authorize"),
         "the Official Account's authorize page"
     );
     snap(&second, "7-official-account-consent").await;

@@ -434,7 +434,7 @@ impl<S: SessionStore> Inner<S> {
         let ttl = self.config.lease_ttl;
         let give_up = tokio::time::Instant::now() + ttl * 3;
         loop {
-            match self.store.try_lease(&name, &owner, ttl).await {
+            match self.take_lease(&name, &owner).await {
                 Err(error) => {
                     // Without the store the fleet cannot agree; normal mode is safe to ask.
                     tracing::warn!(%error, "no app token lease; asking WeChat without it");
@@ -444,9 +444,7 @@ impl<S: SessionStore> Inner<S> {
                     let result = self
                         .leased(&name, &owner, self.fly_app_token_holding(appid, refused))
                         .await;
-                    if let Err(error) = self.store.release_lease(&name, &owner).await {
-                        tracing::debug!(%error, "an app token lease was not released; it runs out by itself");
-                    }
+                    self.give_back_lease(&name, &owner).await;
                     return result;
                 }
                 Ok(false) => {

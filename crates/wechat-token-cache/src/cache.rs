@@ -31,7 +31,7 @@ use crate::hook::LoginHook;
 use crate::login::Logins;
 use crate::moka_store::MokaStore;
 use crate::record::{Credentials, SessionId, SessionRecord, UserId, add_capped};
-use crate::store::{CasOutcome, SessionStore};
+use crate::store::{CasOutcome, SessionStore, StoreError};
 
 /// The longest [`CacheConfig::refresh_window`] honoured: an access token lives 7200 s, so a
 /// window near or above that would refresh on every request.
@@ -325,6 +325,10 @@ impl<S: SessionStore> SessionCacheBuilder<S> {
                     .time_to_live(cooldown_ttl)
                     .build(),
                 flights: Arc::new(Flights::named("session")),
+                stale_leases: Cache::builder()
+                    .max_capacity(100_000)
+                    .time_to_live(config.lease_ttl * 2)
+                    .build(),
                 clients: self.clients,
                 hook: self.hook,
                 store: self.store,
@@ -390,6 +394,12 @@ pub(crate) struct Inner<S> {
     /// Recent failures per session (transient, misconfigured, denied), until when they are
     /// reused.
     cooldown: Cache<SessionId, (SystemTime, SessionError)>,
+    /// Leases this instance may hold without meaning to, by name, with the owner token: a
+    /// `try_lease` the store did not answer in time (a store that comes back may still apply
+    /// it) or a release that failed. The next flight of the same name releases them first, so
+    /// an outage does not leave this instance's own work waiting a whole lease time. They run
+    /// out with the lease anyway.
+    stale_leases: Cache<String, String>,
 }
 
 /// What a flight brings back: its result, and whether it refreshed the access token (which may
@@ -794,15 +804,13 @@ impl<S: SessionStore> Inner<S> {
         let ttl = self.config.lease_ttl;
         let give_up = tokio::time::Instant::now() + ttl * 3;
         loop {
-            match self.store.try_lease(&name, &owner, ttl).await {
+            match self.take_lease(&name, &owner).await {
                 Err(error) => return Flown::untouched(Err(error.into())),
                 Ok(true) => {
                     let flown = self
                         .leased(&name, &owner, self.fly_holding(sid, force))
                         .await;
-                    if let Err(error) = self.store.release_lease(&name, &owner).await {
-                        tracing::debug!(sid = %sid, %error, "a lease was not released; it runs out by itself");
-                    }
+                    self.give_back_lease(&name, &owner).await;
                     return flown;
                 }
                 Ok(false) => {
@@ -845,6 +853,38 @@ impl<S: SessionStore> Inner<S> {
             },
             Need::Refresh => self.refresh(record).await,
             Need::Check => self.check(record).await,
+        }
+    }
+
+    /// Takes the fleet-wide lease `name` as `owner` (see [`SessionStore::try_lease`]), first
+    /// releasing one this instance may hold without meaning to (see `stale_leases`). A lease
+    /// the store did not confirm is remembered as such.
+    pub(crate) async fn take_lease(&self, name: &str, owner: &str) -> Result<bool, StoreError> {
+        if let Some(stale) = self.stale_leases.get(name)
+            && self.store.release_lease(name, &stale).await.is_ok()
+        {
+            tracing::debug!(
+                lease = name,
+                "released a lease an earlier flight lost track of"
+            );
+            self.stale_leases.invalidate(name);
+        }
+        let taken = self
+            .store
+            .try_lease(name, owner, self.config.lease_ttl)
+            .await;
+        if taken.is_err() {
+            self.stale_leases.insert(name.to_owned(), owner.to_owned());
+        }
+        taken
+    }
+
+    /// Releases a lease this flight holds; if the store does not answer, the next flight of
+    /// the same name releases it (else it runs out by itself).
+    pub(crate) async fn give_back_lease(&self, name: &str, owner: &str) {
+        if let Err(error) = self.store.release_lease(name, owner).await {
+            tracing::debug!(lease = name, %error, "a lease was not released; the next flight releases it");
+            self.stale_leases.insert(name.to_owned(), owner.to_owned());
         }
     }
 

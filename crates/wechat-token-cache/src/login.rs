@@ -510,7 +510,7 @@ impl<S: SessionStore> SessionCache<S> {
         let ttl = self.config().lease_ttl;
         let give_up = tokio::time::Instant::now() + ttl * 3;
         loop {
-            match self.store().try_lease(&name, &owner, ttl).await {
+            match self.inner().take_lease(&name, &owner).await {
                 Err(error) => return Err(LoginError::Store(error)),
                 Ok(true) => {
                     let work = async {
@@ -520,9 +520,7 @@ impl<S: SessionStore> SessionCache<S> {
                         }
                     };
                     let outcome = self.inner().leased(&name, &owner, work).await;
-                    if let Err(error) = self.store().release_lease(&name, &owner).await {
-                        tracing::debug!(%error, "a login lease was not released; it runs out by itself");
-                    }
+                    self.inner().give_back_lease(&name, &owner).await;
                     return outcome;
                 }
                 Ok(false) => {
