@@ -507,18 +507,8 @@ impl Client {
         openid: &OpenId,
         session_key: &SessionKey,
     ) -> Result<(), Error> {
-        let signature = session_signature(session_key);
         let _: wire::WireOk = self
-            .call_with(
-                Endpoint::CheckSession,
-                &[
-                    ("access_token", app_token.secret()),
-                    ("openid", openid.as_str()),
-                    ("signature", &signature),
-                    ("sig_method", "hmac_sha256"),
-                ],
-                None,
-            )
+            .call_signed(Endpoint::CheckSession, app_token, openid, session_key)
             .await?;
         Ok(())
     }
@@ -532,20 +522,32 @@ impl Client {
         openid: &OpenId,
         session_key: &SessionKey,
     ) -> Result<SessionKey, Error> {
-        let signature = session_signature(session_key);
         let wire: wire::WireSessionKey = self
-            .call_with(
-                Endpoint::ResetSessionKey,
-                &[
-                    ("access_token", app_token.secret()),
-                    ("openid", openid.as_str()),
-                    ("signature", &signature),
-                    ("sig_method", "hmac_sha256"),
-                ],
-                None,
-            )
+            .call_signed(Endpoint::ResetSessionKey, app_token, openid, session_key)
             .await?;
         wire.into_key()
+    }
+
+    /// A session key call: the app token, the user, and the key's signature.
+    async fn call_signed<T: DeserializeOwned>(
+        &self,
+        endpoint: Endpoint,
+        app_token: &AppAccessToken,
+        openid: &OpenId,
+        session_key: &SessionKey,
+    ) -> Result<T, Error> {
+        let signature = session_signature(session_key);
+        self.call_with(
+            endpoint,
+            &[
+                ("access_token", app_token.secret()),
+                ("openid", openid.as_str()),
+                ("signature", &signature),
+                ("sig_method", "hmac_sha256"),
+            ],
+            None,
+        )
+        .await
     }
 
     /// The website QR-login URL (`/connect/qrconnect`, `snsapi_login`) for this app.
