@@ -27,7 +27,7 @@ use wechat_oauth::{
     PhoneInfo, SessionKey,
 };
 
-use crate::cache::{CacheConfig, Inner, LEASE_POLL, SessionCache, lease_owner};
+use crate::cache::{CacheConfig, Inner, SessionCache};
 use crate::error::{AppTokenError, CallError, SessionError};
 use crate::flight::Flights;
 use crate::record::{Credentials, SessionId, SessionRecord};
@@ -430,39 +430,28 @@ impl<S: SessionStore> Inner<S> {
         {
             return Ok(held);
         }
-        let (name, owner) = (token_key(appid), lease_owner());
-        let ttl = self.config.lease_ttl;
-        let give_up = tokio::time::Instant::now() + ttl * 3;
-        loop {
-            match self.take_lease(&name, &owner).await {
-                Err(error) => {
-                    // Without the store the fleet cannot agree; normal mode is safe to ask.
-                    tracing::warn!(%error, "no app token lease; asking WeChat without it");
-                    return self.fetch_app_token(appid, refused).await;
-                }
-                Ok(true) => {
-                    let result = self
-                        .leased(&name, &owner, self.fly_app_token_holding(appid, refused))
-                        .await;
-                    self.give_back_lease(&name, &owner).await;
-                    return result;
-                }
-                Ok(false) => {
-                    if tokio::time::Instant::now() >= give_up {
-                        return Err(AppTokenError::Unavailable {
-                            retry_after: Duration::from_secs(1),
-                        });
-                    }
-                    tokio::time::sleep(LEASE_POLL).await;
-                    if let Some(shared) = self.shared_app_token(appid).await
-                        && shared.usable(refused, self.clock.now())
-                    {
-                        self.app_tokens.hold(appid, &shared);
-                        return Ok(shared);
-                    }
-                }
-            }
-        }
+        self.under_lease(
+            &token_key(appid),
+            self.fly_app_token_holding(appid, refused),
+            move || async move {
+                let shared = self.shared_app_token(appid).await?;
+                shared.usable(refused, self.clock.now()).then(|| {
+                    self.app_tokens.hold(appid, &shared);
+                    Ok(shared)
+                })
+            },
+            || {
+                Err(AppTokenError::Unavailable {
+                    retry_after: Duration::from_secs(1),
+                })
+            },
+            // Without the store the fleet cannot agree; normal mode is safe to ask.
+            |error| async move {
+                tracing::warn!(%error, "no app token lease; asking WeChat without it");
+                self.fetch_app_token(appid, refused).await
+            },
+        )
+        .await
     }
 
     async fn fly_app_token_holding(

@@ -39,10 +39,10 @@ pub const MAX_REFRESH_WINDOW: Duration = Duration::from_secs(3600);
 /// The longest [`CacheConfig::code_ttl`] honoured (a code lives 10 minutes at most).
 const MAX_CODE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How often an instance waiting for another's flight looks at the shared record.
-pub(crate) const LEASE_POLL: Duration = Duration::from_millis(20);
+const LEASE_POLL: Duration = Duration::from_millis(20);
 
 /// A random owner token for a lease.
-pub(crate) fn lease_owner() -> String {
+fn lease_owner() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
@@ -800,43 +800,33 @@ impl<S: SessionStore> Inner<S> {
     /// longer needs the work, or take the lease once it is free (a crashed holder's lease runs
     /// out). Compare-and-set still guards every write.
     async fn fly_leased(&self, sid: SessionId, force: Option<&AccessToken>) -> Flown {
-        let (name, owner) = (format!("refresh:{sid}"), lease_owner());
-        let ttl = self.config.lease_ttl;
-        let give_up = tokio::time::Instant::now() + ttl * 3;
-        loop {
-            match self.take_lease(&name, &owner).await {
-                Err(error) => return Flown::untouched(Err(error.into())),
-                Ok(true) => {
-                    let flown = self
-                        .leased(&name, &owner, self.fly_holding(sid, force))
-                        .await;
-                    self.give_back_lease(&name, &owner).await;
-                    return flown;
-                }
-                Ok(false) => {
-                    if tokio::time::Instant::now() >= give_up {
-                        return Flown::untouched(Err(SessionError::Unavailable {
-                            retry_after: Duration::from_secs(1),
-                        }));
+        self.under_lease(
+            &format!("refresh:{sid}"),
+            self.fly_holding(sid, force),
+            move || async move {
+                match self.store.get_shared(&sid).await {
+                    Ok(None) => Some(Flown::untouched(Err(SessionError::NotFound))),
+                    Ok(Some(record))
+                        if self.need_for(&record, force, self.clock.now()) == Need::Nothing =>
+                    {
+                        tracing::debug!(sid = %sid, outcome = "done_elsewhere", "another instance brought the session up to date");
+                        // A forced caller's token was replaced: that is the refresh it wanted.
+                        Some(Flown {
+                            result: Ok(record),
+                            refreshed: force.is_some(),
+                        })
                     }
-                    tokio::time::sleep(LEASE_POLL).await;
-                    match self.store.get_shared(&sid).await {
-                        Ok(None) => return Flown::untouched(Err(SessionError::NotFound)),
-                        Ok(Some(record))
-                            if self.need_for(&record, force, self.clock.now()) == Need::Nothing =>
-                        {
-                            tracing::debug!(sid = %sid, outcome = "done_elsewhere", "another instance brought the session up to date");
-                            // A forced caller's token was replaced: that is the refresh it wanted.
-                            return Flown {
-                                result: Ok(record),
-                                refreshed: force.is_some(),
-                            };
-                        }
-                        _ => {}
-                    }
+                    _ => None,
                 }
-            }
-        }
+            },
+            || {
+                Flown::untouched(Err(SessionError::Unavailable {
+                    retry_after: Duration::from_secs(1),
+                }))
+            },
+            |error| async move { Flown::untouched(Err(error.into())) },
+        )
+        .await
     }
 
     /// Holding the lease: re-read from the shared store, decide again, call WeChat.
@@ -853,6 +843,48 @@ impl<S: SessionStore> Inner<S> {
             },
             Need::Refresh => self.refresh(record).await,
             Need::Check => self.check(record).await,
+        }
+    }
+
+    /// Runs `work` under the fleet-wide lease `name`, the one mechanism behind every flight
+    /// the fleet must make once (a session's refresh, a code's exchange, an app's token):
+    /// - taken: `work` runs, the lease renewed while it does, then given back;
+    /// - held by another: every [`LEASE_POLL`] `elsewhere` says whether that holder's work
+    ///   already answers this flight (`Some`: that answer), until the lease is free (a crashed
+    ///   holder's runs out) or three lease times have passed (`gave_up`);
+    /// - the store failing: `on_error`'s answer.
+    pub(crate) async fn under_lease<T, E, EF>(
+        &self,
+        name: &str,
+        work: impl Future<Output = T>,
+        mut elsewhere: impl FnMut() -> E,
+        gave_up: impl FnOnce() -> T,
+        on_error: impl FnOnce(StoreError) -> EF,
+    ) -> T
+    where
+        E: Future<Output = Option<T>>,
+        EF: Future<Output = T>,
+    {
+        let owner = lease_owner();
+        let give_up = tokio::time::Instant::now() + self.config.lease_ttl * 3;
+        loop {
+            match self.take_lease(name, &owner).await {
+                Err(error) => return on_error(error).await,
+                Ok(true) => {
+                    let done = self.leased(name, &owner, work).await;
+                    self.give_back_lease(name, &owner).await;
+                    return done;
+                }
+                Ok(false) => {
+                    if tokio::time::Instant::now() >= give_up {
+                        return gave_up();
+                    }
+                    tokio::time::sleep(LEASE_POLL).await;
+                    if let Some(answer) = elsewhere().await {
+                        return answer;
+                    }
+                }
+            }
         }
     }
 

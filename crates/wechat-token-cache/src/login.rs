@@ -312,9 +312,6 @@ fn shared_name(key: &CodeKey) -> String {
     name
 }
 
-/// How often a submit waiting for another instance's exchange looks for its outcome.
-const LOGIN_POLL: Duration = Duration::from_millis(20);
-
 /// Whether a failed exchange is WeChat's final word on this code (or user), worth remembering:
 /// the code is invalid, used or expired, or the user is denied. Anything else — transient,
 /// misconfiguration, an errcode we do not know — may go differently next time.
@@ -506,37 +503,26 @@ impl<S: SessionStore> SessionCache<S> {
         if let Some(outcome) = self.remembered(&key, claim, false).await {
             return outcome;
         }
-        let (name, owner) = (shared_name(&key), crate::cache::lease_owner());
-        let ttl = self.config().lease_ttl;
-        let give_up = tokio::time::Instant::now() + ttl * 3;
-        loop {
-            match self.inner().take_lease(&name, &owner).await {
-                Err(error) => return Err(LoginError::Store(error)),
-                Ok(true) => {
-                    let work = async {
-                        match self.remembered(&key, claim, false).await {
-                            Some(outcome) => outcome,
-                            None => self.exchange_and_remember(appid, key, claim, code).await,
-                        }
-                    };
-                    let outcome = self.inner().leased(&name, &owner, work).await;
-                    self.inner().give_back_lease(&name, &owner).await;
-                    return outcome;
-                }
-                Ok(false) => {
-                    if tokio::time::Instant::now() >= give_up {
-                        return Err(LoginError::Unavailable {
-                            retry_after: Duration::from_secs(1),
-                        });
-                    }
-                    tokio::time::sleep(LOGIN_POLL).await;
-                    // Waiting on another instance's exchange is joining its flight.
-                    if let Some(outcome) = self.remembered(&key, claim, true).await {
-                        return outcome;
-                    }
-                }
+        let work = async {
+            match self.remembered(&key, claim, false).await {
+                Some(outcome) => outcome,
+                None => self.exchange_and_remember(appid, key, claim, code).await,
             }
-        }
+        };
+        self.inner()
+            .under_lease(
+                &shared_name(&key),
+                work,
+                // Waiting on another instance's exchange is joining its flight.
+                move || async move { self.remembered(&key, claim, true).await },
+                || {
+                    Err(LoginError::Unavailable {
+                        retry_after: Duration::from_secs(1),
+                    })
+                },
+                |error| async move { Err(LoginError::Store(error)) },
+            )
+            .await
     }
 
     /// Exchanges the code and remembers the outcome, here and for the fleet.
