@@ -432,7 +432,7 @@ impl<S: SessionStore> Inner<S> {
         }
         self.under_lease(
             &token_key(appid),
-            self.fly_app_token_holding(appid, refused),
+            Box::pin(self.fly_app_token_holding(appid, refused)),
             move || async move {
                 let shared = self.shared_app_token(appid).await?;
                 shared.usable(refused, self.clock.now()).then(|| {

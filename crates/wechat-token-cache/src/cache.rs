@@ -802,7 +802,7 @@ impl<S: SessionStore> Inner<S> {
     async fn fly_leased(&self, sid: SessionId, force: Option<&AccessToken>) -> Flown {
         self.under_lease(
             &format!("refresh:{sid}"),
-            self.fly_holding(sid, force),
+            Box::pin(self.fly_holding(sid, force)),
             move || async move {
                 match self.store.get_shared(&sid).await {
                     Ok(None) => Some(Flown::untouched(Err(SessionError::NotFound))),
@@ -853,6 +853,9 @@ impl<S: SessionStore> Inner<S> {
     ///   already answers this flight (`Some`: that answer), until the lease is free (a crashed
     ///   holder's runs out) or three lease times have passed (`gave_up`);
     /// - the store failing: `on_error`'s answer.
+    ///
+    /// Callers pass `work` boxed: it lives across the lease's awaits, and flights' futures are
+    /// large (unboxed, unoptimised builds overflowed a worker's stack).
     pub(crate) async fn under_lease<T, E, EF>(
         &self,
         name: &str,

@@ -503,12 +503,12 @@ impl<S: SessionStore> SessionCache<S> {
         if let Some(outcome) = self.remembered(&key, claim, false).await {
             return outcome;
         }
-        let work = async {
+        let work = Box::pin(async {
             match self.remembered(&key, claim, false).await {
                 Some(outcome) => outcome,
                 None => self.exchange_and_remember(appid, key, claim, code).await,
             }
-        };
+        });
         self.inner()
             .under_lease(
                 &shared_name(&key),
