@@ -30,6 +30,7 @@ use wechat_oauth::{
 use crate::cache::{CacheConfig, Inner, SessionCache};
 use crate::error::{AppTokenError, CallError, SessionError};
 use crate::flight::Flights;
+use crate::local::unix_ms;
 use crate::record::{Credentials, SessionId, SessionRecord};
 use crate::store::{CasOutcome, SessionStore};
 
@@ -110,12 +111,6 @@ pub(crate) fn fuzz_shared_token(bytes: &[u8]) {
             .encode();
         assert_eq!(once, again, "a shared app token re-encodes unchanged");
     }
-}
-
-fn unix_ms(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Counts an app token refresh outcome.
@@ -247,37 +242,22 @@ impl<S: SessionStore> SessionCache<S> {
     /// (`checksession`). [`CallError::SessionKeyInvalid`] when WeChat says it is not (87009):
     /// the Mini Program must `wx.login` again.
     pub async fn check_session_key(&self, sid: &SessionId) -> Result<(), CallError> {
-        let (record, client) = self.mini_program_session(sid).await?;
-        let key = self
-            .session_key(&record)
-            .await?
-            .ok_or(CallError::NotPermitted)?;
-        self.with_app_token(&record.appid, |token| {
-            let (client, key) = (client.clone(), key.clone());
-            let openid = record.openid.clone();
-            async move { client.check_session_key(&token, &openid, &key).await }
+        self.with_session_key(sid, |client, token, openid, key| async move {
+            client.check_session_key(&token, &openid, &key).await
         })
         .await
-        .map_err(session_key_error)
+        .map(drop)
     }
 
     /// Replaces the session's user's session key at WeChat (`resetusersessionkey`) and keeps
     /// the new one (for this session and as the user's newest). The client's data produced
     /// before the reset no longer decrypts.
     pub async fn reset_session_key(&self, sid: &SessionId) -> Result<(), CallError> {
-        let (record, client) = self.mini_program_session(sid).await?;
-        let key = self
-            .session_key(&record)
-            .await?
-            .ok_or(CallError::NotPermitted)?;
-        let new_key = self
-            .with_app_token(&record.appid, |token| {
-                let (client, key) = (client.clone(), key.clone());
-                let openid = record.openid.clone();
-                async move { client.reset_session_key(&token, &openid, &key).await }
+        let (record, new_key) = self
+            .with_session_key(sid, |client, token, openid, key| async move {
+                client.reset_session_key(&token, &openid, &key).await
             })
-            .await
-            .map_err(session_key_error)?;
+            .await?;
         self.remember_session_key(&record.appid, &record.openid, &new_key)
             .await;
         // This session's own copy too, so it holds the key even after the shared one expires.
@@ -357,6 +337,32 @@ impl<S: SessionStore> SessionCache<S> {
         {
             tracing::warn!(%error, "the newest session key was not shared; other instances use theirs");
         }
+    }
+
+    /// Calls WeChat with a Mini Program session's user, newest session key and app token
+    /// (renewed once if refused); 87009 is [`CallError::SessionKeyInvalid`]. Returns the
+    /// session as read, with the answer.
+    async fn with_session_key<T, F, Fut>(
+        &self,
+        sid: &SessionId,
+        call: F,
+    ) -> Result<(Arc<SessionRecord>, T), CallError>
+    where
+        F: Fn(Client, AppAccessToken, OpenId, SessionKey) -> Fut,
+        Fut: Future<Output = Result<T, wechat_oauth::Error>>,
+    {
+        let (record, client) = self.mini_program_session(sid).await?;
+        let key = self
+            .session_key(&record)
+            .await?
+            .ok_or(CallError::NotPermitted)?;
+        let answer = self
+            .with_app_token(&record.appid, |token| {
+                call(client.clone(), token, record.openid.clone(), key.clone())
+            })
+            .await
+            .map_err(session_key_error)?;
+        Ok((record, answer))
     }
 
     async fn mini_program_session(
