@@ -23,22 +23,18 @@ async fn a_mini_program_user_opens_what_wechat_sealed_for_them_and_nothing_else(
         .await
         .unwrap();
     // The phone's part: WeChat seals the data under the user's session key.
-    let sealed: Value = s
-        .http
-        .get(format!("{}/sandbox/encrypt", s.base))
-        .query(&[
-            ("openid", "o_mp_phone"),
-            (
-                "data",
-                r#"{"purePhoneNumber":"13800000000","countryCode":"86"}"#,
-            ),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sealed = s
+        .get_json(
+            "/sandbox/encrypt",
+            &[
+                ("openid", "o_mp_phone"),
+                (
+                    "data",
+                    r#"{"purePhoneNumber":"13800000000","countryCode":"86"}"#,
+                ),
+            ],
+        )
+        .await;
     let decrypt = |token: Option<String>, body: Value| {
         let s = &s;
         async move {
@@ -107,16 +103,12 @@ async fn post_as(s: &common::Server, path: &str, token: &str, body: Value) -> (S
 }
 
 async fn phone_code(s: &common::Server, phone: &str) -> String {
-    let body: Value = s
-        .http
-        .get(format!("{}/sandbox/phone-code", s.base))
-        .query(&[("openid", "o_mp_phone"), ("phone", phone)])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = s
+        .get_json(
+            "/sandbox/phone-code",
+            &[("openid", "o_mp_phone"), ("phone", phone)],
+        )
+        .await;
     body["code"].as_str().unwrap().to_owned()
 }
 
@@ -177,16 +169,12 @@ async fn an_older_session_decrypts_with_the_newer_key_and_a_key_wechat_dropped_a
         .json_login(AppKind::MiniProgram, "o_mp_keys", None)
         .await
         .unwrap();
-    let sealed: Value = s
-        .http
-        .get(format!("{}/sandbox/encrypt", s.base))
-        .query(&[("openid", "o_mp_keys"), ("data", r#"{"k":"v"}"#)])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sealed = s
+        .get_json(
+            "/sandbox/encrypt",
+            &[("openid", "o_mp_keys"), ("data", r#"{"k":"v"}"#)],
+        )
+        .await;
     let (status, body) = post_as(&s, "/miniprogram/decrypt", &old, sealed).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body.contains(r#""k":"v""#), "{body}");

@@ -116,18 +116,12 @@ async fn refresh_failures_and_scope_map_to_their_http_answers() {
     }
 
     // A snsapi_base grant asking for the profile.
-    let code: Value = s
-        .http
-        .get(format!(
-            "{}/sandbox/code?openid=o_base&scope=snsapi_base",
-            s.base
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let code = s
+        .get_json(
+            "/sandbox/code",
+            &[("openid", "o_base"), ("scope", "snsapi_base")],
+        )
+        .await;
     let (status, body) = s
         .post_login(
             "/auth/wechat/login",

@@ -224,17 +224,21 @@ impl<St> Server<St> {
         if let Some(unionid) = unionid {
             query.push(("unionid", unionid));
         }
-        let body: Value = self
-            .http
-            .get(format!("{}/sandbox/code", self.base))
-            .query(&query)
+        let body = self.get_json("/sandbox/code", &query).await;
+        body["code"].as_str().unwrap().to_owned()
+    }
+
+    /// `GET path?query` without credentials (the sandbox's routes): the JSON answer.
+    pub async fn get_json(&self, path: &str, query: &[(&str, &str)]) -> Value {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .query(query)
             .send()
             .await
             .unwrap()
             .json()
             .await
-            .unwrap();
-        body["code"].as_str().unwrap().to_owned()
+            .unwrap()
     }
 
     /// A JSON code login of `openid` (and `unionid`) to the app of `kind`: the session token,
