@@ -70,6 +70,7 @@ mod local;
 mod login;
 pub mod metrics;
 mod moka_store;
+mod recent;
 mod record;
 mod store;
 #[cfg(test)]

@@ -10,9 +10,12 @@
 //! logout-all and the per-user session cap.
 //!
 //! Every write to a record — insert, compare-and-set, delete, dropping an expired record — goes
-//! through moka's `entry(..).and_compute_with`, which serializes writers of one key. (moka's plain
-//! `remove`/`invalidate` do not take part in that, so a delete could slip between a
-//! compare-and-set's read and its write and be undone.)
+//! through moka's `entry(..).and_compute_with` (`MokaStore::write`), which serializes writers
+//! of one key. (moka's plain `remove`/`invalidate` do not take part in that, so a delete could
+//! slip between a compare-and-set's read and its write and be undone.)
+//!
+//! Reads go through [`RecentReads`] first: a warm session is answered without moka's per-read
+//! bookkeeping, and every write (and eviction) forgets the copy there once moka has it.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -28,8 +31,12 @@ use moka::sync::Cache;
 use rustc_hash::FxBuildHasher;
 use wechat_oauth::clock::{SharedClock, system_clock};
 
+use crate::recent::RecentReads;
 use crate::record::{SessionId, SessionRecord, UserId};
 use crate::store::{CasOutcome, DEFAULT_MAX_SESSIONS_PER_USER, SessionStore, StoreError};
+
+/// The longest a warm session is read without moka hearing of it.
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
 /// Default bound on the number of sessions held.
 pub const DEFAULT_MAX_SESSIONS: u64 = 1_000_000;
@@ -60,6 +67,7 @@ pub struct MokaStore {
     /// tokens we signed: FxHash (a few instructions) instead of SipHash (a defence against
     /// chosen keys, which nobody can choose here).
     records: Cache<SessionId, Arc<SessionRecord>, FxBuildHasher>,
+    recent: Arc<RecentReads>,
     users: Arc<UserIndex>,
     max_sessions_per_user: usize,
     clock: SharedClock,
@@ -123,6 +131,14 @@ impl MokaStoreBuilder {
     pub fn build(self) -> MokaStore {
         let users = Arc::new(UserIndex::default());
         let listener_index = Arc::clone(&users);
+        // Moka hears of a warm session's reads at least once a minute (and four times per idle
+        // period): its LRU order and idle timer stay right to within that.
+        let touch_every = match self.expiry {
+            StoreExpiry::Idle(idle) => (idle / 4).min(TOUCH_EVERY),
+            StoreExpiry::AtSessionEnd => TOUCH_EVERY,
+        };
+        let recent = Arc::new(RecentReads::new(self.max_sessions, touch_every));
+        let listener_recent = Arc::clone(&recent);
         let builder = Cache::builder()
             .max_capacity(self.max_sessions)
             .eviction_policy(EvictionPolicy::lru());
@@ -139,6 +155,7 @@ impl MokaStoreBuilder {
             .eviction_listener(
                 move |sid: Arc<SessionId>, record: Arc<SessionRecord>, cause| {
                     if cause != RemovalCause::Replaced {
+                        listener_recent.forget(&sid);
                         listener_index.remove(&record.user(), &sid);
                     }
                 },
@@ -146,6 +163,7 @@ impl MokaStoreBuilder {
             .build_with_hasher(FxBuildHasher);
         MokaStore {
             records,
+            recent,
             users,
             max_sessions_per_user: self.max_sessions_per_user,
             clock: self.clock,
@@ -195,9 +213,32 @@ impl MokaStore {
         }
         live.sort_unstable();
         for (_, sid) in live.into_iter().take(excess) {
-            self.records.entry(sid).and_compute_with(|_| Op::Remove);
+            self.write(sid, |_| Op::Remove);
             tracing::info!(sid = %sid, outcome = "session_cap", "the user's least recently confirmed session ended: too many sessions");
         }
+    }
+
+    /// Writes `sid`'s record under moka's per-key lock, then forgets the copy read before.
+    fn write(
+        &self,
+        sid: SessionId,
+        f: impl FnOnce(Option<moka::Entry<SessionId, Arc<SessionRecord>>>) -> Op<Arc<SessionRecord>>,
+    ) -> CompResult<SessionId, Arc<SessionRecord>> {
+        let result = self.records.entry(sid).and_compute_with(f);
+        self.recent.forget(&sid);
+        result
+    }
+
+    /// The live record of `sid` at `now`: the copy read last when it is still current, else
+    /// moka's (which then hears of the read).
+    fn read(&self, sid: &SessionId, now: SystemTime) -> Option<Arc<SessionRecord>> {
+        let miss = match self.recent.get(sid, now) {
+            Ok(record) => return Some(record),
+            Err(miss) => miss,
+        };
+        let record = self.live(self.records.get(sid)?, now)?;
+        self.recent.remember(miss, &record, now);
+        Some(record)
     }
 
     /// `record` if it has not expired; otherwise drops it from the cache (if it is still the one
@@ -206,20 +247,17 @@ impl MokaStore {
         if !record.is_expired(now) {
             return Some(record);
         }
-        self.records
-            .entry(record.sid)
-            .and_compute_with(|current| match current {
-                Some(entry) if entry.value().is_expired(now) => Op::Remove,
-                _ => Op::Nop,
-            });
+        self.write(record.sid, |current| match current {
+            Some(entry) if entry.value().is_expired(now) => Op::Remove,
+            _ => Op::Nop,
+        });
         None
     }
 }
 
 impl SessionStore for MokaStore {
     async fn get(&self, sid: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
-        let now = self.clock.now();
-        Ok(self.records.get(sid).and_then(|r| self.live(r, now)))
+        Ok(self.read(sid, self.clock.now()))
     }
 
     fn get_now(
@@ -227,7 +265,7 @@ impl SessionStore for MokaStore {
         sid: &SessionId,
         now: SystemTime,
     ) -> Option<Result<Option<Arc<SessionRecord>>, StoreError>> {
-        Some(Ok(self.records.get(sid).and_then(|r| self.live(r, now))))
+        Some(Ok(self.read(sid, now)))
     }
 
     async fn insert(&self, record: SessionRecord) -> Result<Arc<SessionRecord>, StoreError> {
@@ -235,18 +273,15 @@ impl SessionStore for MokaStore {
         let user = record.user();
         let now = self.clock.now();
         let mut sessions = 0;
-        let result = self
-            .records
-            .entry(record.sid)
-            .and_compute_with(|current| match current {
-                Some(entry) if !entry.value().is_expired(now) => Op::Nop,
-                _ => {
-                    // Indexed under the key's lock, before the record is visible: a logout-all
-                    // racing this insert either finds the session or runs after it is indexed.
-                    sessions = self.users.add(&user, record.sid);
-                    Op::Put(Arc::clone(&record))
-                }
-            });
+        let result = self.write(record.sid, |current| match current {
+            Some(entry) if !entry.value().is_expired(now) => Op::Nop,
+            _ => {
+                // Indexed under the key's lock, before the record is visible: a logout-all
+                // racing this insert either finds the session or runs after it is indexed.
+                sessions = self.users.add(&user, record.sid);
+                Op::Put(Arc::clone(&record))
+            }
+        });
         match result {
             CompResult::Inserted(_) | CompResult::ReplacedWith(_) => {
                 if sessions > self.max_sessions_per_user {
@@ -266,18 +301,14 @@ impl SessionStore for MokaStore {
         record.version = expected_version + 1;
         let record = Arc::new(record);
         let now = self.clock.now();
-        let result = self
-            .records
-            .entry(record.sid)
-            .and_compute_with(|current| match current {
-                Some(entry)
-                    if entry.value().version == expected_version
-                        && !entry.value().is_expired(now) =>
-                {
-                    Op::Put(Arc::clone(&record))
-                }
-                _ => Op::Nop,
-            });
+        let result = self.write(record.sid, |current| match current {
+            Some(entry)
+                if entry.value().version == expected_version && !entry.value().is_expired(now) =>
+            {
+                Op::Put(Arc::clone(&record))
+            }
+            _ => Op::Nop,
+        });
         Ok(match result {
             CompResult::ReplacedWith(entry) => CasOutcome::Stored(entry.into_value()),
             CompResult::Unchanged(entry) => CasOutcome::Conflict {
@@ -291,7 +322,7 @@ impl SessionStore for MokaStore {
         // Through the compute, not `remove`: serialized with compare_and_set, so a refresh
         // writing back concurrently either lands before (and is deleted) or finds nothing.
         let now = self.clock.now();
-        let removed = self.records.entry(*sid).and_compute_with(|_| Op::Remove);
+        let removed = self.write(*sid, |_| Op::Remove);
         Ok(matches!(removed, CompResult::Removed(entry) if !entry.value().is_expired(now)))
     }
 
@@ -301,17 +332,14 @@ impl SessionStore for MokaStore {
         // lock: nothing here blocks another user.
         for sid in self.users.take(user) {
             // The index is keyed by a hash: a record of another user that shares it goes back.
-            let removed = self
-                .records
-                .entry(sid)
-                .and_compute_with(|current| match current {
-                    Some(entry) if entry.value().user_is(user) => Op::Remove,
-                    Some(entry) => {
-                        self.users.add(&entry.value().user(), sid);
-                        Op::Nop
-                    }
-                    None => Op::Nop,
-                });
+            let removed = self.write(sid, |current| match current {
+                Some(entry) if entry.value().user_is(user) => Op::Remove,
+                Some(entry) => {
+                    self.users.add(&entry.value().user(), sid);
+                    Op::Nop
+                }
+                None => Op::Nop,
+            });
             if matches!(removed, CompResult::Removed(_)) {
                 deleted += 1;
             }

@@ -12,6 +12,87 @@ mod common;
 
 use common::*;
 
+/// Warm reads are answered from the store's copy of what it read last, without telling moka; at
+/// least once a minute a read goes to moka again, so a session in use keeps its place in the LRU
+/// order (and its idle timer) however it is read.
+#[tokio::test]
+async fn a_warm_session_read_from_the_recent_copy_keeps_its_lru_place() {
+    use wechat_token_cache::conformance::sample_record;
+    use wechat_token_cache::{ManualClock, SessionStore};
+    let clock = ManualClock::new(std::time::SystemTime::now());
+    let store = MokaStore::builder()
+        .max_sessions(2)
+        .clock(Arc::new(clock.clone()))
+        .build();
+    let a = store
+        .insert(sample_record(&clock, "wx_lru", "a"))
+        .await
+        .unwrap();
+    let b = store
+        .insert(sample_record(&clock, "wx_lru", "b"))
+        .await
+        .unwrap();
+    store.run_pending_tasks();
+    // Both read (moka hears of it: a, then b, so a is the least recently used) ...
+    for sid in [&a.sid, &b.sid] {
+        assert!(store.get(sid).await.unwrap().is_some());
+    }
+    store.run_pending_tasks();
+    // ... then a keeps being read, b is not. Within the minute a's reads are answered from
+    // the copy; after it, the next read reaches moka and a moves behind b.
+    for _ in 0..3 {
+        clock.advance(Duration::from_secs(30));
+        assert!(store.get(&a.sid).await.unwrap().is_some());
+    }
+    store.run_pending_tasks();
+    let c = store
+        .insert(sample_record(&clock, "wx_lru", "c"))
+        .await
+        .unwrap();
+    store.run_pending_tasks();
+    assert!(
+        store.get(&b.sid).await.unwrap().is_none(),
+        "b was the least recently used"
+    );
+    assert!(
+        store.get(&a.sid).await.unwrap().is_some(),
+        "a, in use, was kept"
+    );
+    assert!(store.get(&c.sid).await.unwrap().is_some());
+}
+
+/// An evicted session is gone at once, also from the copy of what was read last.
+#[tokio::test]
+async fn an_evicted_session_is_not_served_from_the_recent_copy() {
+    use wechat_token_cache::conformance::sample_record;
+    use wechat_token_cache::{ManualClock, SessionStore};
+    let clock = ManualClock::new(std::time::SystemTime::now());
+    let store = MokaStore::builder()
+        .max_sessions(2)
+        .clock(Arc::new(clock.clone()))
+        .build();
+    let a = store
+        .insert(sample_record(&clock, "wx_lru", "a"))
+        .await
+        .unwrap();
+    let b = store
+        .insert(sample_record(&clock, "wx_lru", "b"))
+        .await
+        .unwrap();
+    store.run_pending_tasks();
+    for sid in [&b.sid, &a.sid] {
+        assert!(store.get(sid).await.unwrap().is_some());
+    }
+    store.run_pending_tasks();
+    store
+        .insert(sample_record(&clock, "wx_lru", "c"))
+        .await
+        .unwrap();
+    store.run_pending_tasks();
+    assert!(store.get(&b.sid).await.unwrap().is_none(), "b was evicted");
+    assert!(store.get(&a.sid).await.unwrap().is_some());
+}
+
 #[tokio::test]
 async fn capacity_eviction_drops_the_least_recently_used_sessions() {
     let (mock, clock, client) = start_mock(MockConfig::default()).await;

@@ -273,6 +273,7 @@ async fn build_wechat(r: Router, variant: &str) -> Router {
     std::mem::forget(mock); // keep the fake alive for the process's life
     match variant {
         "wechat_login_anon" => r.route("/me", get(me_wechat_optional)).layer(auth),
+        "wechat_setup_bare" => r.route("/me", get(me_bare)),
         _ => r.route("/me", get(me_wechat)).layer(auth.required()),
     }
 }
@@ -281,7 +282,7 @@ async fn build(variant: &str) -> Router {
     let r = Router::new();
     match variant {
         #[cfg(feature = "project")]
-        "wechat_login" | "wechat_login_forged" | "wechat_login_anon" => build_wechat(r, variant).await,
+        "wechat_login" | "wechat_login_forged" | "wechat_login_anon" | "wechat_setup_bare" => build_wechat(r, variant).await,
         "bare" => r.route("/me", get(me_bare)),
         "jwt" => r.route("/me", get(me_jwt)).layer(JwtLayer(Arc::new(JwtCfg::new()))),
         "jwt_moka" => {
