@@ -269,6 +269,20 @@ pub struct VerifiedToken {
     pub expires_at: SystemTime,
 }
 
+/// A token whose signature holds, before its times are checked.
+struct Signed {
+    verified: VerifiedToken,
+    exp: u64,
+    iat: u64,
+}
+
+/// How many refused token strings are remembered.
+const REFUSED_CAPACITY: u64 = 4_096;
+
+/// Longer refused tokens are not remembered (ours are about 300 bytes): the table stays small
+/// whatever is sent.
+const REFUSED_MAX_LEN: usize = 1_024;
+
 /// A key as the verifier holds it: recognised by the exact header segment we issue with it.
 struct VerifyingKey {
     /// `base64url(header JSON)`, byte for byte as [`TokenIssuer::issue`] writes it.
@@ -293,7 +307,11 @@ pub struct TokenIssuer {
     verifying: Vec<VerifyingKey>,
     config: TokenConfig,
     clock: SharedClock,
-    verified: VerifiedCache,
+    verified: TokenTable<VerifiedToken>,
+    /// Token strings refused for a reason no later time can change (bad signature, unknown
+    /// key, malformed, another issuer): a client that keeps sending one costs a lookup, not a
+    /// MAC. Apart from `verified`, so refused tokens never push out valid ones.
+    refused: TokenTable<()>,
     /// Tokens re-issued in the last minute (by our clock), per session, with when they were
     /// issued: a client that keeps sending its old token gets the same new one instead of a
     /// signature per request.
@@ -370,7 +388,8 @@ impl TokenIssuer {
             signing_header: header_for(&keys.current),
             signing: keys.current,
             verifying,
-            verified: VerifiedCache::new(config.verified_capacity),
+            verified: TokenTable::new(config.verified_capacity),
+            refused: TokenTable::new(REFUSED_CAPACITY),
             renewals: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(60))
@@ -462,9 +481,19 @@ impl TokenIssuer {
         }
         let verified = match self.verified.get(token) {
             Some(known) => known,
+            None if self.refused.get(token).is_some() => return Err(AuthError::InvalidToken),
             None => {
                 let text = std::str::from_utf8(token).map_err(|_| AuthError::InvalidRequest)?;
-                let verified = self.verify_signature(text, unix(now))?;
+                let signed = match self.read_signed(text) {
+                    Ok(signed) => signed,
+                    Err(error) => {
+                        if token.len() <= REFUSED_MAX_LEN {
+                            self.refused.insert(token, ());
+                        }
+                        return Err(error);
+                    }
+                };
+                let verified = self.check_times(signed, unix(now))?;
                 self.verified.insert(token, verified);
                 verified
             }
@@ -482,8 +511,9 @@ impl TokenIssuer {
             .is_none_or(|end| end <= now)
     }
 
-    fn verify_signature(&self, token: &str, now: u64) -> Result<VerifiedToken, AuthError> {
-        let leeway = self.config.leeway.as_secs();
+    /// What a token says if its signature, key, issuer and audience hold: the same answer at
+    /// any time (the times are checked by [`check_times`](Self::check_times)).
+    fn read_signed(&self, token: &str) -> Result<Signed, AuthError> {
         let (header, rest) = token.split_once('.').ok_or(AuthError::InvalidToken)?;
         let (payload, signature) = rest.split_once('.').ok_or(AuthError::InvalidToken)?;
         let key = self
@@ -518,17 +548,28 @@ impl TokenIssuer {
                     .claims
             }
         };
-        if claims.exp.saturating_add(leeway) <= now {
-            return Err(AuthError::TokenExpired);
-        }
-        if claims.iat > now.saturating_add(leeway) {
-            return Err(AuthError::InvalidToken);
-        }
         let sid = claims.sid.parse().map_err(invalid)?;
         let expires_at = UNIX_EPOCH
             .checked_add(Duration::from_secs(claims.exp))
             .ok_or(AuthError::InvalidToken)?;
-        Ok(VerifiedToken { sid, expires_at })
+        Ok(Signed {
+            verified: VerifiedToken { sid, expires_at },
+            exp: claims.exp,
+            iat: claims.iat,
+        })
+    }
+
+    /// The verified token of a signed one at `now` (seconds): not expired, not issued in the
+    /// future (leeway allowed either way).
+    fn check_times(&self, signed: Signed, now: u64) -> Result<VerifiedToken, AuthError> {
+        let leeway = self.config.leeway.as_secs();
+        if signed.exp.saturating_add(leeway) <= now {
+            return Err(AuthError::TokenExpired);
+        }
+        if signed.iat > now.saturating_add(leeway) {
+            return Err(AuthError::InvalidToken);
+        }
+        Ok(signed.verified)
     }
 
     /// Whether a token expiring at `expires_at` should be re-issued at `now`, for a session
@@ -539,8 +580,17 @@ impl TokenIssuer {
         session_end: SystemTime,
         now: SystemTime,
     ) -> bool {
-        let left = expires_at.duration_since(now).unwrap_or_default();
-        left < self.config.reissue_before && unix(session_end) > unix(expires_at)
+        // Compared, not subtracted (this runs on every request). `expires_at` is whole seconds
+        // (a JWT's `exp`), so a new token would end later when the session ends at least a
+        // second after it.
+        let within = !self.config.reissue_before.is_zero()
+            && now
+                .checked_add(self.config.reissue_before)
+                .is_none_or(|edge| expires_at < edge);
+        within
+            && expires_at
+                .checked_add(Duration::from_secs(1))
+                .is_some_and(|later| session_end >= later)
     }
 }
 
@@ -577,37 +627,45 @@ fn invalid<E>(_: E) -> AuthError {
     AuthError::InvalidToken
 }
 
-/// Token strings that verified, so an identical string is not verified again: a set-associative
-/// table (four ways per set, like a CPU cache) indexed by the tail of the signature (random for
+/// Token strings already judged, so an identical string is not verified again (what verified,
+/// and apart what was refused for good): a set-associative table (four ways per set, like a CPU cache) indexed by the tail of the signature (random for
 /// tokens we signed), where a hit requires the whole token to match byte for byte (the signature
 /// in constant time). Four ways make a hit independent of which tokens a run happens to hold: a
 /// set overflows only when five live tokens share it (for 1,000 tokens in the default 16,384
-/// sets, about once in 10,000 runs), and then the oldest entry of the set is replaced. Only
-/// verified tokens are inserted; expiry is checked on every hit by the caller.
-struct VerifiedCache {
-    sets: Box<[RwLock<VerifiedSet>]>,
+/// sets, about once in 10,000 runs), and then the oldest entry of the set is replaced. Expiry is
+/// checked on every hit by the caller.
+struct TokenTable<V> {
+    sets: Box<[RwLock<VerifiedSet<V>>]>,
     mask: usize,
 }
 
 const WAYS: usize = 4;
 
-#[derive(Default)]
-struct VerifiedSet {
-    ways: [Option<Box<VerifiedSlot>>; WAYS],
+struct VerifiedSet<V> {
+    ways: [Option<Box<VerifiedSlot<V>>>; WAYS],
     /// The way the next insertion replaces when none is free (the oldest).
     next: usize,
 }
 
-struct VerifiedSlot {
+impl<V> Default for VerifiedSet<V> {
+    fn default() -> Self {
+        Self {
+            ways: [None, None, None, None],
+            next: 0,
+        }
+    }
+}
+
+struct VerifiedSlot<V> {
     /// The signature's tail, as hashed: compared before the token itself.
     tag: u64,
     token: Box<[u8]>,
     /// Where the signature starts (after the last `.`).
     signature_at: usize,
-    verified: VerifiedToken,
+    verified: V,
 }
 
-impl VerifiedCache {
+impl<V: Copy> TokenTable<V> {
     fn new(capacity: u64) -> Self {
         let sets = (capacity.clamp(WAYS as u64, 1 << 24) as usize / WAYS).next_power_of_two();
         Self {
@@ -617,7 +675,7 @@ impl VerifiedCache {
     }
 
     /// The set of a token and its tag (from its last eight bytes).
-    fn locate(&self, token: &[u8]) -> (&RwLock<VerifiedSet>, u64) {
+    fn locate(&self, token: &[u8]) -> (&RwLock<VerifiedSet<V>>, u64) {
         let tag = match token.len().checked_sub(8) {
             Some(start) => word(&token[start..]),
             // Too short to be ours: any set does.
@@ -627,7 +685,7 @@ impl VerifiedCache {
         (&self.sets[(hash >> 32) as usize & self.mask], tag)
     }
 
-    fn get(&self, token: &[u8]) -> Option<VerifiedToken> {
+    fn get(&self, token: &[u8]) -> Option<V> {
         let (set, tag) = self.locate(token);
         let set = set.read().unwrap_or_else(|e| e.into_inner());
         // The set is public (it follows from the token), so a plain comparison would let a
@@ -642,7 +700,7 @@ impl VerifiedCache {
             .map(|s| s.verified)
     }
 
-    fn insert(&self, token: &[u8], verified: VerifiedToken) {
+    fn insert(&self, token: &[u8], verified: V) {
         let Some(dot) = token.iter().rposition(|&b| b == b'.') else {
             return;
         };
@@ -725,7 +783,7 @@ mod tests {
 
     #[test]
     fn cached_tokens_match_only_whole() {
-        let cache = VerifiedCache::new(64);
+        let cache = TokenTable::<VerifiedToken>::new(64);
         cache.insert(b"h.p.signature", remembered(1));
         assert_eq!(cache.get(b"h.p.signature"), Some(remembered(1)));
         for other in [
@@ -768,7 +826,7 @@ mod tests {
     #[test]
     fn tokens_sharing_a_set_are_all_remembered_until_a_fifth_replaces_the_oldest() {
         // The same last eight bytes: the same set (and tag), told apart by the whole token.
-        let cache = VerifiedCache::new(64);
+        let cache = TokenTable::<VerifiedToken>::new(64);
         let token = |i: u8| format!("h.p{i}.sig-tail-8").into_bytes();
         for i in 0..4 {
             cache.insert(&token(i), remembered(i));
@@ -818,16 +876,45 @@ mod tests {
         let record = sample_record(&clock, "wx", "alice");
         let future = ManualClock::new(clock.now() + Duration::from_secs(31));
         let token = tokens(&future, ring()).issue(&record).unwrap().value;
-        assert_eq!(
-            tokens(&clock, ring()).verify(&token),
-            Err(AuthError::InvalidToken)
-        );
+        let verifier = tokens(&clock, ring());
+        assert_eq!(verifier.verify(&token), Err(AuthError::InvalidToken));
+        // Refused for now, not for good (unlike a bad signature, this refusal is not
+        // remembered): once the clock catches up, the same string verifies.
+        clock.advance(Duration::from_secs(2));
+        assert!(verifier.verify(&token).is_ok());
         let near = ManualClock::new(clock.now() + Duration::from_secs(29));
         let token = tokens(&near, ring()).issue(&record).unwrap().value;
         assert!(
             tokens(&clock, ring()).verify(&token).is_ok(),
             "within the leeway"
         );
+    }
+
+    #[test]
+    fn a_refused_token_is_remembered_apart_and_stays_refused() {
+        let clock = ManualClock::starting_now();
+        let record = sample_record(&clock, "wx", "alice");
+        let tokens = tokens(&clock, ring());
+        let good = tokens.issue(&record).unwrap().value;
+        let mut forged = good.clone().into_bytes();
+        let last = forged.len() - 1;
+        forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+        let forged = String::from_utf8(forged).unwrap();
+        for _ in 0..2 {
+            assert_eq!(tokens.verify(&forged), Err(AuthError::InvalidToken));
+        }
+        assert!(tokens.refused.get(forged.as_bytes()).is_some());
+        assert!(tokens.verified.get(forged.as_bytes()).is_none());
+        // The refusal is remembered for that string only: the genuine token still verifies,
+        // and an expired one is not remembered as refused (it is answered `token_expired`).
+        assert!(tokens.verify(&good).is_ok());
+        let old = ManualClock::new(clock.now() - Duration::from_secs(40 * 24 * 3600));
+        let expired = super::tests::tokens(&old, ring())
+            .issue(&record)
+            .unwrap()
+            .value;
+        assert_eq!(tokens.verify(&expired), Err(AuthError::TokenExpired));
+        assert!(tokens.refused.get(expired.as_bytes()).is_none());
     }
 
     #[test]

@@ -650,16 +650,26 @@ impl<S: SessionStore> Inner<S> {
     }
 
     fn need(&self, record: &SessionRecord, now: SystemTime) -> Need {
-        let Some(left) = record.access_token_remaining(now) else {
+        let Some((_, token_expires_at)) = record.access_token() else {
             return Need::Nothing;
         };
-        // The margin is at most the window: beyond it (nearly always) no jitter is computed.
-        if left <= self.config.refresh_window && left <= self.refresh_margin(&record.sid) {
+        // Times are compared, not subtracted, on this path (every request). The margin is at
+        // most the window: beyond it (nearly always) no jitter is computed.
+        let in_window = now
+            .checked_add(self.config.refresh_window)
+            .is_none_or(|edge| token_expires_at <= edge);
+        if in_window
+            && record.access_token_remaining(now).unwrap_or_default()
+                <= self.refresh_margin(&record.sid)
+        {
             return Need::Refresh;
         }
         match self.config.check_interval {
             Some(interval)
-                if now.duration_since(record.confirmed_at).unwrap_or_default() >= interval =>
+                if record
+                    .confirmed_at
+                    .checked_add(interval)
+                    .is_some_and(|due| due <= now) =>
             {
                 Need::Check
             }

@@ -154,8 +154,11 @@ impl<St, R> WeChatAuthLayer<St, R> {
                 let mut response = self
                     .rejection
                     .response_to(&refusal.error, request.headers());
-                // The error rides in the response's extensions whatever `R` wrote.
-                response.extensions_mut().insert(refusal.error);
+                // The error rides in the response's extensions whatever `R` wrote (the default
+                // answer carries it already).
+                if !self.rejection.is_default() {
+                    response.extensions_mut().insert(refusal.error);
+                }
                 if let Some(clear) = refusal.clear {
                     clear.apply(&mut response);
                 }
