@@ -20,23 +20,35 @@ use crate::record::{SessionId, SessionRecord};
 
 const WAYS: usize = 4;
 
-/// Most records remembered at once: the hot set of an instance, not all of its sessions.
-const MAX_REMEMBERED: u64 = 65_536;
+/// Most records remembered at once: the hot set of an instance, not all of its sessions
+/// (8,192 sets of 320 bytes).
+const MAX_REMEMBERED: u64 = 32_768;
 
 pub(crate) struct RecentReads {
-    sets: Box<[RwLock<Set>]>,
+    sets: Box<[Aligned<RwLock<Set>>]>,
     mask: usize,
     /// How long a remembered read may answer before moka must be told of reads again.
     touch_every: Duration,
 }
 
+/// A set starts a cache line: a hit reads the lock, generation and tags in the first line and
+/// (usually) its way in the next.
 #[derive(Default)]
+#[repr(align(64))]
+struct Aligned<T>(T);
+
+/// In this order (`repr(C)`): behind the lock's few bytes, generation and tags fill the set's
+/// first cache line.
+#[derive(Default)]
+#[repr(C)]
 struct Set {
     /// Bumped by every write of a session of this set.
     generation: u64,
-    ways: [Option<Way>; WAYS],
+    /// Each way's session id's first eight bytes (0: empty), compared before the way is read.
+    tags: [u64; WAYS],
     /// The way the next remembered read replaces when none is free (the oldest).
     next: usize,
+    ways: [Option<Way>; WAYS],
 }
 
 struct Way {
@@ -63,28 +75,34 @@ impl RecentReads {
         let capacity = max_sessions.clamp(WAYS as u64, MAX_REMEMBERED) as usize;
         let sets = (capacity / WAYS).next_power_of_two();
         Self {
-            sets: (0..sets).map(|_| RwLock::default()).collect(),
+            sets: (0..sets).map(|_| Aligned::default()).collect(),
             mask: sets - 1,
             touch_every,
         }
     }
 
-    fn set_of(&self, sid: &SessionId) -> usize {
-        // The id's last eight bytes are random (the first eight spread refresh times).
+    /// The set of `sid` and its tag in the set (never 0, which marks an empty way).
+    fn locate(&self, sid: &SessionId) -> (usize, u64) {
+        // The id's bytes are random: its last eight pick the set, its first eight tag the way.
         let bytes = sid.as_bytes();
-        let low = u64::from_le_bytes([
-            bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15],
-        ]);
-        (low.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize & self.mask
+        let word = |at: usize| {
+            let mut eight = [0u8; 8];
+            eight.copy_from_slice(&bytes[at..at + 8]);
+            u64::from_le_bytes(eight)
+        };
+        let set = (word(8).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize & self.mask;
+        (set, word(0) | 1)
     }
 
     /// The remembered record of `sid`, if it is still the one stored, has not expired at `now`,
     /// and moka heard of a read within the touch interval; else a [`Miss`] to remember the
     /// read that follows with.
     pub(crate) fn get(&self, sid: &SessionId, now: SystemTime) -> Result<Arc<SessionRecord>, Miss> {
-        let index = self.set_of(sid);
-        let set = self.sets[index].read().unwrap_or_else(|e| e.into_inner());
-        let hit = set.ways.iter().flatten().find(|way| way.sid == *sid);
+        let (index, tag) = self.locate(sid);
+        let set = self.sets[index].0.read().unwrap_or_else(|e| e.into_inner());
+        let hit = (0..WAYS)
+            .filter(|&way| set.tags[way] == tag)
+            .find_map(|way| set.ways[way].as_ref().filter(|w| w.sid == *sid));
         match hit {
             Some(way)
                 if way.touched <= now && now < way.touch_by && !way.record.is_expired(now) =>
@@ -104,7 +122,9 @@ impl RecentReads {
         let Some(touch_by) = now.checked_add(self.touch_every) else {
             return;
         };
+        let (_, tag) = self.locate(&record.sid);
         let mut set = self.sets[miss.set]
+            .0
             .write()
             .unwrap_or_else(|e| e.into_inner());
         if set.generation != miss.generation {
@@ -127,21 +147,28 @@ impl RecentReads {
                 oldest
             }
         };
+        set.tags[slot] = tag;
         set.ways[slot] = Some(way);
     }
 
     /// Forgets `sid` after a write of it reached moka; reads of its set that started before
     /// do not remember what they read.
     pub(crate) fn forget(&self, sid: &SessionId) {
+        let (index, _) = self.locate(sid);
         let forgotten = {
-            let mut set = self.sets[self.set_of(sid)]
+            let mut set = self.sets[index]
+                .0
                 .write()
                 .unwrap_or_else(|e| e.into_inner());
             set.generation = set.generation.wrapping_add(1);
-            set.ways
-                .iter_mut()
-                .find(|w| w.as_ref().is_some_and(|w| w.sid == *sid))
-                .and_then(Option::take)
+            let way = set
+                .ways
+                .iter()
+                .position(|w| w.as_ref().is_some_and(|w| w.sid == *sid));
+            way.and_then(|way| {
+                set.tags[way] = 0;
+                set.ways[way].take()
+            })
         };
         // The record is dropped outside the lock.
         drop(forgotten);
