@@ -611,7 +611,7 @@ impl<St: SessionStore> LoginEndpoints<St> {
     /// record of used states).
     pub fn new<R>(layer: &WeChatAuthLayer<St, R>) -> Self {
         Self {
-            inner: Arc::clone(&layer.login),
+            inner: Arc::clone(&layer.shared.login),
         }
     }
 

@@ -32,18 +32,23 @@ pub enum Mode {
 /// The rejection response is the type parameter `R` ([`JsonRejection`] by default), swapped
 /// with [`with_rejection_response`](Self::with_rejection_response).
 pub struct WeChatAuthLayer<St = MokaStore, R = JsonRejection> {
-    pub(crate) auth: Arc<Authenticator<St>>,
-    /// The login endpoints' state (what [`LoginEndpoints`](crate::LoginEndpoints) share).
-    pub(crate) login: Arc<crate::endpoints::Inner<St>>,
+    pub(crate) shared: Arc<Shared<St>>,
     pub(crate) mode: Mode,
     pub(crate) rejection: R,
+}
+
+/// What a layer and its services share, behind one `Arc`: a router that clones the service for
+/// each request (axum's does) pays one reference count, not one per part.
+pub(crate) struct Shared<St> {
+    pub(crate) auth: Authenticator<St>,
+    /// The login endpoints' state (what [`LoginEndpoints`](crate::LoginEndpoints) share).
+    pub(crate) login: Arc<crate::endpoints::Inner<St>>,
 }
 
 impl<St, R: Clone> Clone for WeChatAuthLayer<St, R> {
     fn clone(&self) -> Self {
         Self {
-            auth: Arc::clone(&self.auth),
-            login: Arc::clone(&self.login),
+            shared: Arc::clone(&self.shared),
             mode: self.mode,
             rejection: self.rejection.clone(),
         }
@@ -54,8 +59,8 @@ impl<St, R> std::fmt::Debug for WeChatAuthLayer<St, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WeChatAuthLayer")
             .field("mode", &self.mode)
-            .field("sources", &self.auth.sources)
-            .field("tokens", &self.auth.tokens)
+            .field("sources", &self.shared.auth.sources)
+            .field("tokens", &self.shared.auth.tokens)
             .finish_non_exhaustive()
     }
 }
@@ -106,17 +111,19 @@ impl<St: SessionStore> WeChatAuthLayer<St, JsonRejection> {
             rand::random(),
         );
         Self {
-            login: Arc::new(login),
-            auth: Arc::new(Authenticator {
-                upstream: Arc::new(UserContext {
-                    cache: cache.clone(),
-                    apps: apps.clone(),
-                }),
-                cache,
-                tokens,
-                sources: vec![TokenSource::Bearer, TokenSource::Cookie],
-                cookie_name: SessionCookie::default().full_name(),
-                cookie: SessionCookie::default(),
+            shared: Arc::new(Shared {
+                login: Arc::new(login),
+                auth: Authenticator {
+                    upstream: Arc::new(UserContext {
+                        cache: cache.clone(),
+                        apps: apps.clone(),
+                    }),
+                    cache,
+                    tokens,
+                    sources: vec![TokenSource::Bearer, TokenSource::Cookie],
+                    cookie_name: SessionCookie::default().full_name(),
+                    cookie: SessionCookie::default(),
+                },
             }),
             mode: Mode::Optional,
             rejection: JsonRejection,
@@ -150,8 +157,7 @@ impl<St, R> WeChatAuthLayer<St, R> {
     /// The same layer with another rejection response.
     pub fn with_rejection_response<R2>(self, rejection: R2) -> WeChatAuthLayer<St, R2> {
         WeChatAuthLayer {
-            auth: self.auth,
-            login: self.login,
+            shared: self.shared,
             mode: self.mode,
             rejection,
         }
@@ -159,17 +165,17 @@ impl<St, R> WeChatAuthLayer<St, R> {
 
     /// The session cache (login, logout, calls on a user's behalf).
     pub fn cache(&self) -> &SessionCache<St> {
-        &self.auth.cache
+        &self.shared.auth.cache
     }
 
     /// The session token issuer and verifier.
     pub fn tokens(&self) -> &Arc<TokenIssuer> {
-        &self.auth.tokens
+        &self.shared.auth.tokens
     }
 
     /// The session cookie's attributes.
     pub fn cookie(&self) -> &SessionCookie {
-        &self.auth.cookie
+        &self.shared.auth.cookie
     }
 
     /// The mode.
@@ -350,17 +356,19 @@ impl<St: SessionStore> WeChatAuthBuilder<St> {
             used_state_key,
         );
         Ok(WeChatAuthLayer {
-            login: Arc::new(login),
-            auth: Arc::new(Authenticator {
-                upstream: Arc::new(UserContext {
-                    cache: cache.clone(),
-                    apps: self.apps,
-                }),
-                cache,
-                tokens,
-                sources: self.sources,
-                cookie_name: self.cookie.full_name(),
-                cookie: self.cookie,
+            shared: Arc::new(Shared {
+                login: Arc::new(login),
+                auth: Authenticator {
+                    upstream: Arc::new(UserContext {
+                        cache: cache.clone(),
+                        apps: self.apps,
+                    }),
+                    cache,
+                    tokens,
+                    sources: self.sources,
+                    cookie_name: self.cookie.full_name(),
+                    cookie: self.cookie,
+                },
             }),
             mode: self.mode,
             rejection: JsonRejection,

@@ -86,7 +86,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqB>) -> Self::Future {
-        let pending = match self.layer.auth.authenticate(request.headers()) {
+        let pending = match self.layer.shared.auth.authenticate(request.headers()) {
             Step::Done(outcome) => {
                 return match self.layer.carry_out(outcome, &mut request) {
                     Ok(reissue) => ResponseFuture::inner(self.inner.call(request), reissue),
@@ -100,7 +100,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.layer.clone();
         ResponseFuture::slow(Box::pin(async move {
-            let outcome = layer.auth.finish(pending).await;
+            let outcome = layer.shared.auth.finish(pending).await;
             match layer.carry_out(outcome, &mut request) {
                 Ok(reissue) => {
                     let mut response = inner.call(request).await?;
