@@ -1,5 +1,5 @@
 //! One binary, one variant per process:  server <variant> <port>
-//! variants: bare | jwt | jwt_moka | jwt_authorizer | tower_sessions | tower_sessions_moka
+//! variants: bare | noop_layer | jwt | jwt_moka | jwt_authorizer | tower_sessions | tower_sessions_moka
 //!           | wechat_login | wechat_login_forged | wechat_login_anon (the project's layer; needs
 //!           --features project)
 use axum::{
@@ -284,6 +284,11 @@ async fn build(variant: &str) -> Router {
         #[cfg(feature = "project")]
         "wechat_login" | "wechat_login_forged" | "wechat_login_anon" | "wechat_setup_bare" => build_wechat(r, variant).await,
         "bare" => r.route("/me", get(me_bare)),
+        // What any tower layer costs under `Router::layer` (a route service boxed and cloned per
+        // request), with nothing done: the floor of every middleware variant.
+        "noop_layer" => r
+            .route("/me", get(me_bare))
+            .layer(tower::util::MapRequestLayer::new(|r: Request<Body>| r)),
         "jwt" => r.route("/me", get(me_jwt)).layer(JwtLayer(Arc::new(JwtCfg::new()))),
         "jwt_moka" => {
             let cache: Cache<String, Arc<UserState>> = Cache::builder()
