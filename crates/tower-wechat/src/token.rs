@@ -5,7 +5,9 @@
 //! and optional `uid` (unionid). Each key accepts exactly its own algorithm, so `alg: none` and
 //! algorithm confusion are rejected. Validation objects are built once. Expiry is checked with
 //! our clock (with a small leeway), and a token string that verified once is remembered until it
-//! expires, so the hot path does not verify the same signature on every request.
+//! expires, so the hot path does not verify the same signature on every request; one refused for
+//! good (bad signature, unknown key, malformed) is remembered apart, so a client that keeps
+//! sending it costs a lookup, not a MAC.
 
 use std::fmt;
 use std::sync::RwLock;
