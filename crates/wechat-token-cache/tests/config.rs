@@ -6,91 +6,85 @@ use std::time::Duration;
 
 use wechat_mock::{Endpoint, Fault, MockConfig, MockGrant};
 use wechat_oauth::{AppId, AuthCode};
-use wechat_token_cache::{Clock, MokaStore, SessionCache, SessionError, SessionRecord, UserId};
+use wechat_token_cache::conformance::sample_record;
+use wechat_token_cache::{
+    Clock, ManualClock, MokaStore, SessionCache, SessionError, SessionId, SessionRecord,
+    SessionStore, UserId,
+};
 
 mod common;
 
 use common::*;
+
+/// A store with room for two sessions, on a clock the test drives; every insert and read
+/// settles moka's queue, so the LRU order is the order of the calls.
+struct TwoSessions {
+    clock: ManualClock,
+    store: MokaStore,
+}
+
+impl TwoSessions {
+    async fn new() -> Self {
+        let clock = ManualClock::new(std::time::SystemTime::now());
+        let store = MokaStore::builder()
+            .max_sessions(2)
+            .clock(Arc::new(clock.clone()))
+            .build();
+        Self { clock, store }
+    }
+
+    /// Inserts a session for `openid` and settles moka's queue.
+    async fn insert(&self, openid: &str) -> SessionId {
+        let record = sample_record(&self.clock, "wx_lru", openid);
+        let sid = self.store.insert(record).await.unwrap().sid;
+        self.store.run_pending_tasks();
+        sid
+    }
+
+    /// Reads `sids` in order (each must be there) and settles moka's queue.
+    async fn read(&self, sids: &[SessionId]) {
+        for sid in sids {
+            assert!(self.store.get(sid).await.unwrap().is_some());
+        }
+        self.store.run_pending_tasks();
+    }
+
+    async fn holds(&self, sid: &SessionId) -> bool {
+        self.store.get(sid).await.unwrap().is_some()
+    }
+}
 
 /// Warm reads are answered from the store's copy of what it read last, without telling moka; at
 /// least once a minute a read goes to moka again, so a session in use keeps its place in the LRU
 /// order (and its idle timer) however it is read.
 #[tokio::test]
 async fn a_warm_session_read_from_the_recent_copy_keeps_its_lru_place() {
-    use wechat_token_cache::conformance::sample_record;
-    use wechat_token_cache::{ManualClock, SessionStore};
-    let clock = ManualClock::new(std::time::SystemTime::now());
-    let store = MokaStore::builder()
-        .max_sessions(2)
-        .clock(Arc::new(clock.clone()))
-        .build();
-    let a = store
-        .insert(sample_record(&clock, "wx_lru", "a"))
-        .await
-        .unwrap();
-    let b = store
-        .insert(sample_record(&clock, "wx_lru", "b"))
-        .await
-        .unwrap();
-    store.run_pending_tasks();
+    let s = TwoSessions::new().await;
+    let (a, b) = (s.insert("a").await, s.insert("b").await);
     // Both read (moka hears of it: a, then b, so a is the least recently used) ...
-    for sid in [&a.sid, &b.sid] {
-        assert!(store.get(sid).await.unwrap().is_some());
-    }
-    store.run_pending_tasks();
+    s.read(&[a, b]).await;
     // ... then a keeps being read, b is not. Within the minute a's reads are answered from
     // the copy; after it, the next read reaches moka and a moves behind b.
     for _ in 0..3 {
-        clock.advance(Duration::from_secs(30));
-        assert!(store.get(&a.sid).await.unwrap().is_some());
+        s.clock.advance(Duration::from_secs(30));
+        s.read(&[a]).await;
     }
-    store.run_pending_tasks();
-    let c = store
-        .insert(sample_record(&clock, "wx_lru", "c"))
-        .await
-        .unwrap();
-    store.run_pending_tasks();
-    assert!(
-        store.get(&b.sid).await.unwrap().is_none(),
-        "b was the least recently used"
-    );
-    assert!(
-        store.get(&a.sid).await.unwrap().is_some(),
-        "a, in use, was kept"
-    );
-    assert!(store.get(&c.sid).await.unwrap().is_some());
+    let c = s.insert("c").await;
+    assert!(!s.holds(&b).await, "b was the least recently used");
+    assert!(s.holds(&a).await, "a, in use, was kept");
+    assert!(s.holds(&c).await);
 }
 
 /// An evicted session is gone at once, also from the copy of what was read last.
 #[tokio::test]
 async fn an_evicted_session_is_not_served_from_the_recent_copy() {
-    use wechat_token_cache::conformance::sample_record;
-    use wechat_token_cache::{ManualClock, SessionStore};
-    let clock = ManualClock::new(std::time::SystemTime::now());
-    let store = MokaStore::builder()
-        .max_sessions(2)
-        .clock(Arc::new(clock.clone()))
-        .build();
-    let a = store
-        .insert(sample_record(&clock, "wx_lru", "a"))
-        .await
-        .unwrap();
-    let b = store
-        .insert(sample_record(&clock, "wx_lru", "b"))
-        .await
-        .unwrap();
-    store.run_pending_tasks();
-    for sid in [&b.sid, &a.sid] {
-        assert!(store.get(sid).await.unwrap().is_some());
-    }
-    store.run_pending_tasks();
-    store
-        .insert(sample_record(&clock, "wx_lru", "c"))
-        .await
-        .unwrap();
-    store.run_pending_tasks();
-    assert!(store.get(&b.sid).await.unwrap().is_none(), "b was evicted");
-    assert!(store.get(&a.sid).await.unwrap().is_some());
+    let s = TwoSessions::new().await;
+    let (a, b) = (s.insert("a").await, s.insert("b").await);
+    // b read first (least recently used) and still within its copy's minute when evicted.
+    s.read(&[b, a]).await;
+    s.insert("c").await;
+    assert!(!s.holds(&b).await, "b was evicted");
+    assert!(s.holds(&a).await);
 }
 
 #[tokio::test]
