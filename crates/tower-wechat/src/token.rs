@@ -629,15 +629,16 @@ fn invalid<E>(_: E) -> AuthError {
     AuthError::InvalidToken
 }
 
-/// Token strings already judged, so an identical string is not verified again (what verified,
-/// and apart what was refused for good): a set-associative table (four ways per set, like a CPU cache) indexed by the tail of the signature (random for
-/// tokens we signed), where a hit requires the whole token to match byte for byte (the signature
-/// in constant time). Four ways make a hit independent of which tokens a run happens to hold: a
-/// set overflows only when five live tokens share it (for 1,000 tokens in the default 16,384
-/// sets, about once in 10,000 runs), and then the oldest entry of the set is replaced. Expiry is
-/// checked on every hit by the caller.
+/// Token strings already judged, so an identical string is not verified again (one table for
+/// what verified, another for what was refused for good): a set-associative table (four ways per
+/// set, like a CPU cache) indexed by the tail of the signature (random for tokens we signed),
+/// where a hit requires the whole token to match byte for byte (the signature in constant time).
+/// Four ways make a hit independent of which tokens a run happens to hold: a set overflows only
+/// when five live tokens share it (for 1,000 tokens in the default 16,384 sets, about once in
+/// 10,000 runs), and then the oldest entry of the set is replaced. Expiry is checked on every hit
+/// by the caller.
 struct TokenTable<V> {
-    sets: Box<[CacheLine<RwLock<VerifiedSet<V>>>]>,
+    sets: Box<[CacheLine<RwLock<TokenSet<V>>>]>,
     mask: usize,
 }
 
@@ -649,28 +650,29 @@ const WAYS: usize = 4;
 #[repr(align(64))]
 struct CacheLine<T>(T);
 
-struct VerifiedSet<V> {
-    ways: [Option<Box<VerifiedSlot<V>>>; WAYS],
+struct TokenSet<V> {
+    ways: [Option<Box<TokenSlot<V>>>; WAYS],
     /// The way the next insertion replaces when none is free (the oldest).
     next: usize,
 }
 
-impl<V> Default for VerifiedSet<V> {
+impl<V> Default for TokenSet<V> {
     fn default() -> Self {
         Self {
-            ways: [None, None, None, None],
+            ways: std::array::from_fn(|_| None),
             next: 0,
         }
     }
 }
 
-struct VerifiedSlot<V> {
+struct TokenSlot<V> {
     /// The signature's tail, as hashed: compared before the token itself.
     tag: u64,
     token: Box<[u8]>,
     /// Where the signature starts (after the last `.`).
     signature_at: usize,
-    verified: V,
+    /// What the token was judged.
+    value: V,
 }
 
 impl<V: Copy> TokenTable<V> {
@@ -683,7 +685,7 @@ impl<V: Copy> TokenTable<V> {
     }
 
     /// The set of a token and its tag (from its last eight bytes).
-    fn locate(&self, token: &[u8]) -> (&RwLock<VerifiedSet<V>>, u64) {
+    fn locate(&self, token: &[u8]) -> (&RwLock<TokenSet<V>>, u64) {
         let tag = match token.len().checked_sub(8) {
             Some(start) => word(&token[start..]),
             // Too short to be ours: any set does.
@@ -705,24 +707,24 @@ impl<V: Copy> TokenTable<V> {
             .iter()
             .flatten()
             .find(|s| s.tag == tag && same_token(&s.token, s.signature_at, token))
-            .map(|s| s.verified)
+            .map(|s| s.value)
     }
 
-    fn insert(&self, token: &[u8], verified: V) {
+    fn insert(&self, token: &[u8], value: V) {
         let Some(dot) = token.iter().rposition(|&b| b == b'.') else {
             return;
         };
         let (set, tag) = self.locate(token);
         let mut set = set.write().unwrap_or_else(|e| e.into_inner());
-        // Two requests that verified the same new token at once: one way holds it.
+        // Two requests that judged the same new token at once: one way holds it.
         if set.ways.iter().flatten().any(|s| *s.token == *token) {
             return;
         }
-        let slot = Box::new(VerifiedSlot {
+        let slot = Box::new(TokenSlot {
             tag,
             token: token.into(),
             signature_at: dot + 1,
-            verified,
+            value,
         });
         let way = match set.ways.iter().position(Option::is_none) {
             Some(free) => free,
