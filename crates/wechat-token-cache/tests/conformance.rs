@@ -2,6 +2,9 @@
 
 use wechat_token_cache::{MokaStore, StoreExpiry, conformance};
 
+#[macro_use]
+mod delegate;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moka_store_passes_the_conformance_suite() {
     conformance::run(|clock| MokaStore::builder().clock(clock).build()).await;
@@ -21,10 +24,8 @@ async fn moka_store_with_exact_expiry_passes_the_conformance_suite() {
 mod broken {
     //! Stores that break the contract on purpose: the suite must fail on each.
 
-    use std::sync::Arc;
-
     use wechat_token_cache::{
-        CasOutcome, MokaStore, SessionId, SessionRecord, SessionStore, StoreError, UserId,
+        CasOutcome, MokaStore, SessionId, SessionRecord, SessionStore, StoreError,
     };
 
     /// Its delete says yes and keeps the record.
@@ -33,22 +34,8 @@ mod broken {
     /// Its compare-and-set writes whatever the stored version.
     pub struct VersionBlind(pub MokaStore);
 
-    macro_rules! delegate_reads_and_inserts {
-        () => {
-            async fn get(&self, sid: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
-                self.0.get(sid).await
-            }
-            async fn insert(&self, r: SessionRecord) -> Result<Arc<SessionRecord>, StoreError> {
-                self.0.insert(r).await
-            }
-            async fn delete_user(&self, user: &UserId) -> Result<usize, StoreError> {
-                self.0.delete_user(user).await
-            }
-        };
-    }
-
     impl SessionStore for Resurrecting {
-        delegate_reads_and_inserts!();
+        delegate!(0: get, insert, delete_user);
         async fn compare_and_set(
             &self,
             v: u64,
@@ -62,7 +49,7 @@ mod broken {
     }
 
     impl SessionStore for VersionBlind {
-        delegate_reads_and_inserts!();
+        delegate!(0: get, insert, delete_user);
         async fn compare_and_set(
             &self,
             _: u64,
@@ -73,9 +60,7 @@ mod broken {
                 None => Ok(CasOutcome::Conflict { current: None }),
             }
         }
-        async fn delete(&self, sid: &SessionId) -> Result<bool, StoreError> {
-            self.0.delete(sid).await
-        }
+        delegate!(0: delete);
     }
 }
 

@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wechat_mock::MockConfig;
-use wechat_token_cache::{
-    CasOutcome, MokaStore, SessionCache, SessionId, SessionRecord, SessionStore, StoreError, UserId,
-};
+use wechat_token_cache::{MokaStore, SessionCache, SessionRecord, SessionStore, StoreError};
 
 mod common;
+#[macro_use]
+mod delegate;
 
 use common::*;
 
@@ -26,25 +26,7 @@ struct LeasingStore {
 }
 
 impl SessionStore for LeasingStore {
-    async fn get(&self, sid: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
-        self.inner.get(sid).await
-    }
-    async fn insert(&self, record: SessionRecord) -> Result<Arc<SessionRecord>, StoreError> {
-        self.inner.insert(record).await
-    }
-    async fn compare_and_set(
-        &self,
-        expected: u64,
-        record: SessionRecord,
-    ) -> Result<CasOutcome, StoreError> {
-        self.inner.compare_and_set(expected, record).await
-    }
-    async fn delete(&self, sid: &SessionId) -> Result<bool, StoreError> {
-        self.inner.delete(sid).await
-    }
-    async fn delete_user(&self, user: &UserId) -> Result<usize, StoreError> {
-        self.inner.delete_user(user).await
-    }
+    delegate!(inner: get, insert, compare_and_set, delete, delete_user);
     async fn try_lease(&self, name: &str, owner: &str, _: Duration) -> Result<bool, StoreError> {
         let mut leases = self.leases.lock().unwrap();
         if leases.contains_key(name) {

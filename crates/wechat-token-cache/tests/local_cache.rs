@@ -8,9 +8,12 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use wechat_token_cache::conformance::sample_record;
 use wechat_token_cache::{
-    CachedStore, CasOutcome, InvalidationSink, Invalidations, ManualClock, MokaStore, SessionId,
-    SessionRecord, SessionStore, StoreError, UserId,
+    CachedStore, InvalidationSink, Invalidations, ManualClock, MokaStore, SessionId, SessionRecord,
+    SessionStore, StoreError,
 };
+
+#[macro_use]
+mod delegate;
 
 /// A moka store posing as a shared one: the test holds the sink, and can hold a `get` back.
 #[derive(Clone)]
@@ -35,18 +38,7 @@ impl SessionStore for Shared {
         }
         read
     }
-    async fn insert(&self, record: SessionRecord) -> Result<Arc<SessionRecord>, StoreError> {
-        self.inner.insert(record).await
-    }
-    async fn compare_and_set(&self, v: u64, r: SessionRecord) -> Result<CasOutcome, StoreError> {
-        self.inner.compare_and_set(v, r).await
-    }
-    async fn delete(&self, sid: &SessionId) -> Result<bool, StoreError> {
-        self.inner.delete(sid).await
-    }
-    async fn delete_user(&self, user: &UserId) -> Result<usize, StoreError> {
-        self.inner.delete_user(user).await
-    }
+    delegate!(inner: insert, compare_and_set, delete, delete_user);
 }
 
 impl Invalidations for Shared {

@@ -8,10 +8,12 @@ use wechat_mock::{Endpoint, MockConfig};
 use wechat_oauth::{Client, ErrCode};
 use wechat_token_cache::{
     CasOutcome, Clock, Credentials, ManualClock, MokaStore, SessionCache, SessionError, SessionId,
-    SessionRecord, SessionStore, StoreError, UserId,
+    SessionRecord, SessionStore, StoreError,
 };
 
 mod common;
+#[macro_use]
+mod delegate;
 
 use common::*;
 
@@ -25,12 +27,7 @@ struct RacingStore {
 }
 
 impl SessionStore for RacingStore {
-    async fn get(&self, sid: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
-        self.inner.get(sid).await
-    }
-    async fn insert(&self, record: SessionRecord) -> Result<Arc<SessionRecord>, StoreError> {
-        self.inner.insert(record).await
-    }
+    delegate!(inner: get, insert, delete, delete_user);
     async fn compare_and_set(
         &self,
         expected: u64,
@@ -52,12 +49,6 @@ impl SessionStore for RacingStore {
             ));
         }
         self.inner.compare_and_set(expected, record).await
-    }
-    async fn delete(&self, sid: &SessionId) -> Result<bool, StoreError> {
-        self.inner.delete(sid).await
-    }
-    async fn delete_user(&self, user: &UserId) -> Result<usize, StoreError> {
-        self.inner.delete_user(user).await
     }
 }
 
@@ -233,22 +224,7 @@ impl SessionStore for InterleavingStore {
         }
         Ok(read)
     }
-    async fn insert(&self, record: SessionRecord) -> Result<Arc<SessionRecord>, StoreError> {
-        self.inner.insert(record).await
-    }
-    async fn compare_and_set(
-        &self,
-        expected: u64,
-        record: SessionRecord,
-    ) -> Result<CasOutcome, StoreError> {
-        self.inner.compare_and_set(expected, record).await
-    }
-    async fn delete(&self, sid: &SessionId) -> Result<bool, StoreError> {
-        self.inner.delete(sid).await
-    }
-    async fn delete_user(&self, user: &UserId) -> Result<usize, StoreError> {
-        self.inner.delete_user(user).await
-    }
+    delegate!(inner: insert, compare_and_set, delete, delete_user);
 }
 
 #[tokio::test]
