@@ -60,11 +60,12 @@ struct Way {
     touch_by: SystemTime,
 }
 
-/// A read that missed: the generation of its set when it started, to be handed back to
-/// [`RecentReads::remember`].
+/// A read that missed: where its session goes (set and tag) and the set's generation when it
+/// started, to be handed back to [`RecentReads::remember`].
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Miss {
     set: usize,
+    tag: u64,
     generation: u64,
 }
 
@@ -111,6 +112,7 @@ impl RecentReads {
             }
             _ => Err(Miss {
                 set: index,
+                tag,
                 generation: set.generation,
             }),
         }
@@ -122,7 +124,6 @@ impl RecentReads {
         let Some(touch_by) = now.checked_add(self.touch_every) else {
             return;
         };
-        let (_, tag) = self.locate(&record.sid);
         let mut set = self.sets[miss.set]
             .0
             .write()
@@ -147,7 +148,7 @@ impl RecentReads {
                 oldest
             }
         };
-        set.tags[slot] = tag;
+        set.tags[slot] = miss.tag;
         set.ways[slot] = Some(way);
     }
 
