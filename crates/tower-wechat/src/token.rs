@@ -7,10 +7,12 @@
 //! our clock (with a small leeway), and a token string that verified once is remembered until it
 //! expires, so the hot path does not verify the same signature on every request; one refused for
 //! good (bad signature, unknown key, malformed) is remembered apart, so a client that keeps
-//! sending it costs a lookup, not a MAC.
+//! sending it costs a lookup, not a MAC. Beside a remembered token the middleware keeps its
+//! session's record with the store's [`ReadStamp`], so a warm request reads no store while the
+//! store says the record is unchanged.
 
 use std::fmt;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -20,7 +22,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
-use wechat_token_cache::{SessionId, SessionRecord, SharedClock};
+use wechat_token_cache::{ReadStamp, SessionId, SessionRecord, SharedClock};
 
 use crate::rejection::AuthError;
 
@@ -271,6 +273,22 @@ pub struct VerifiedToken {
     pub expires_at: SystemTime,
 }
 
+/// A session's record kept beside a verified token, with the store's stamp that tells whether
+/// it is still the stored one: a warm request then reads no store at all.
+#[derive(Clone)]
+pub(crate) struct Kept {
+    pub(crate) record: Arc<SessionRecord>,
+    pub(crate) stamp: ReadStamp,
+}
+
+/// What the verified-token table holds for a token.
+#[derive(Clone)]
+struct Verified {
+    token: VerifiedToken,
+    /// Set once the token's session was read and admitted from a store that stamps its reads.
+    kept: Option<Kept>,
+}
+
 /// A token whose signature holds, before its times are checked.
 struct Signed {
     verified: VerifiedToken,
@@ -309,7 +327,7 @@ pub struct TokenIssuer {
     verifying: Vec<VerifyingKey>,
     config: TokenConfig,
     clock: SharedClock,
-    verified: TokenTable<VerifiedToken>,
+    verified: TokenTable<Verified>,
     /// Token strings refused for a reason no later time can change (bad signature, unknown
     /// key, malformed, another issuer): a client that keeps sending one costs a lookup, not a
     /// MAC. Apart from `verified`, so refused tokens never push out valid ones.
@@ -478,6 +496,17 @@ impl TokenIssuer {
         token: &[u8],
         now: SystemTime,
     ) -> Result<VerifiedToken, AuthError> {
+        self.verify_keeping(token, now)
+            .map(|(verified, _)| verified)
+    }
+
+    /// [`verify_bytes_at`](Self::verify_bytes_at), and the session's record if one was
+    /// [`keep`](Self::keep)t beside the token.
+    pub(crate) fn verify_keeping(
+        &self,
+        token: &[u8],
+        now: SystemTime,
+    ) -> Result<(VerifiedToken, Option<Kept>), AuthError> {
         if token.len() > self.config.max_len {
             return Err(AuthError::InvalidRequest);
         }
@@ -495,15 +524,29 @@ impl TokenIssuer {
                         return Err(error);
                     }
                 };
-                let verified = self.check_times(signed, unix(now))?;
-                self.verified.insert(token, verified);
+                let token_says = self.check_times(signed, unix(now))?;
+                let verified = Verified {
+                    token: token_says,
+                    kept: None,
+                };
+                self.verified.insert(token, verified.clone());
                 verified
             }
         };
-        if self.expired(verified.expires_at, now) {
+        if self.expired(verified.token.expires_at, now) {
             return Err(AuthError::TokenExpired);
         }
-        Ok(verified)
+        Ok((verified.token, verified.kept))
+    }
+
+    /// Keeps `kept` beside `token`, which verified: until its stamp goes stale, requests with
+    /// the token find their session's record here.
+    pub(crate) fn keep(&self, token: &[u8], kept: Kept) {
+        // The record kept before is dropped outside the table's lock.
+        let replaced = self
+            .verified
+            .update(token, |verified| verified.kept.replace(kept));
+        drop(replaced);
     }
 
     /// Whether a token expiring at `expires_at` is past it, leeway included, at `now`.
@@ -675,7 +718,7 @@ struct TokenSlot<V> {
     value: V,
 }
 
-impl<V: Copy> TokenTable<V> {
+impl<V: Clone> TokenTable<V> {
     fn new(capacity: u64) -> Self {
         let sets = (capacity.clamp(WAYS as u64, 1 << 24) as usize / WAYS).next_power_of_two();
         Self {
@@ -707,7 +750,15 @@ impl<V: Copy> TokenTable<V> {
             .iter()
             .flatten()
             .find(|s| s.tag == tag && same_token(&s.token, s.signature_at, token))
-            .map(|s| s.value)
+            .map(|s| s.value.clone())
+    }
+
+    /// Changes the value of `token`, if the table holds it.
+    fn update<R>(&self, token: &[u8], change: impl FnOnce(&mut V) -> R) -> Option<R> {
+        let (set, _) = self.locate(token);
+        let mut set = set.write().unwrap_or_else(|e| e.into_inner());
+        let slot = set.ways.iter_mut().flatten().find(|s| *s.token == *token)?;
+        Some(change(&mut slot.value))
     }
 
     fn insert(&self, token: &[u8], value: V) {

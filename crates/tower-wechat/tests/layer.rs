@@ -396,13 +396,16 @@ async fn token_of<St: wechat_token_cache::SessionStore>(
 }
 
 /// "A valid session does no I/O and no upstream call; a forged token never reads the store",
-/// counted: the store's lookups by kind, and the fake WeChat's calls.
+/// counted: the store's lookups by kind, and the fake WeChat's calls. A warm token finds its
+/// session's record kept beside it and reads the store only when the store says the record
+/// changed (a write of it) — and then sees the change at once.
 #[tokio::test]
 async fn the_hot_path_reads_no_store_future_and_calls_no_one() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
     use wechat_token_cache::{
-        CasOutcome, MokaStore, SessionId, SessionRecord, SessionStore, StoreError, UserId,
+        CasOutcome, MokaStore, ReadStamp, SessionId, SessionRecord, SessionStore, StoreError,
+        UserId,
     };
 
     #[derive(Clone, Default)]
@@ -419,6 +422,12 @@ async fn the_hot_path_reads_no_store_future_and_calls_no_one() {
         ) -> Option<Result<Option<Arc<SessionRecord>>, StoreError>> {
             self.lookups.fetch_add(1, Ordering::SeqCst);
             self.inner.get_now(sid, now)
+        }
+        fn read_stamp(&self, sid: &SessionId, now: std::time::SystemTime) -> Option<ReadStamp> {
+            self.inner.read_stamp(sid, now)
+        }
+        fn still_current(&self, stamp: &ReadStamp, now: std::time::SystemTime) -> bool {
+            self.inner.still_current(stamp, now)
         }
         async fn get(&self, sid: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
             self.waits.fetch_add(1, Ordering::SeqCst);
@@ -462,7 +471,7 @@ async fn the_hot_path_reads_no_store_future_and_calls_no_one() {
     let service = Router::new()
         .route(
             "/required",
-            get(|user: WeChatUser| async move { user.openid().to_string() }),
+            get(|user: WeChatUser| async move { user.session_id().to_string() }),
         )
         .layer(layer);
     for _ in 0..100 {
@@ -473,8 +482,8 @@ async fn the_hot_path_reads_no_store_future_and_calls_no_one() {
     }
     assert_eq!(
         store.lookups.load(Ordering::SeqCst),
-        100,
-        "one lookup per request"
+        1,
+        "the first request reads the store, the others find the record kept beside the token"
     );
     assert_eq!(
         store.waits.load(Ordering::SeqCst),
@@ -490,8 +499,114 @@ async fn the_hot_path_reads_no_store_future_and_calls_no_one() {
     }
     assert_eq!(
         store.lookups.load(Ordering::SeqCst),
-        100,
+        1,
         "forged tokens never read the store"
     );
     assert_eq!(store.waits.load(Ordering::SeqCst), waits);
+
+    // A write of the session (here its end) is seen by the next request.
+    let sid: SessionId = call(service.clone(), "/required", Some(&token))
+        .await
+        .1
+        .parse()
+        .unwrap();
+    assert!(store.inner.delete(&sid).await.unwrap());
+    assert_eq!(
+        call(service.clone(), "/required", Some(&token)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(store.lookups.load(Ordering::SeqCst), 2);
+}
+
+/// A record kept beside a token is admitted only while nothing is due: a refresh that falls
+/// due seconds after the request that kept it (well within the store's stamp) still happens on
+/// the next request.
+#[tokio::test]
+async fn a_kept_record_is_not_admitted_once_a_refresh_is_due() {
+    use std::sync::Arc;
+    use std::time::Duration;
+    use wechat_mock::Endpoint;
+    use wechat_token_cache::{Clock, ManualClock, SessionId, SessionStore};
+
+    let mock = MockWeChat::start(MockConfig::default()).await.unwrap();
+    let clock = ManualClock::starting_now();
+    let client = Client::builder(AppId::new(mock.appid()), AppSecret::new(mock.secret()))
+        .api_base(mock.base_url())
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    let layer = WeChatAuthLayer::builder(
+        client,
+        KeyRing::new(SigningKey::hs256("k1", &[42; 32]).unwrap()),
+    )
+    .cache(|c| c.refresh_window(Duration::from_secs(10), 0.0))
+    .build()
+    .unwrap();
+    let store = layer.cache().store().clone();
+    let token = token_of(&layer, &mock).await;
+    let service = Router::new()
+        .route(
+            "/required",
+            get(|user: WeChatUser| async move { user.openid().to_string() }),
+        )
+        .layer(layer);
+    // The access token lives two hours; its refresh falls due ten seconds before.
+    clock.advance(Duration::from_secs(2 * 3600 - 40));
+    let stamp = store.read_stamp(&SessionId::random(), clock.now());
+    assert!(stamp.is_some(), "the default store stamps its reads");
+    assert_eq!(
+        call(service.clone(), "/required", Some(&token)).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(mock.calls(Endpoint::RefreshToken), 0);
+    clock.advance(Duration::from_secs(35));
+    assert_eq!(
+        call(service.clone(), "/required", Some(&token)).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(mock.calls(Endpoint::RefreshToken), 1, "refreshed when due");
+}
+
+/// A session ends on time, to the second, also for a token whose session's record the layer
+/// kept from a request moments before.
+#[tokio::test]
+async fn a_kept_record_is_not_admitted_once_its_session_ended() {
+    use std::sync::Arc;
+    use std::time::Duration;
+    use wechat_token_cache::conformance::sample_record;
+    use wechat_token_cache::{ManualClock, SessionStore};
+
+    let mock = MockWeChat::start(MockConfig::default()).await.unwrap();
+    let clock = ManualClock::starting_now();
+    let client = Client::builder(AppId::new(mock.appid()), AppSecret::new(mock.secret()))
+        .api_base(mock.base_url())
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    let layer = WeChatAuthLayer::builder(
+        client,
+        KeyRing::new(SigningKey::hs256("k1", &[42; 32]).unwrap()),
+    )
+    .build()
+    .unwrap();
+    let mut record = sample_record(&clock, mock.appid(), "o_ends");
+    record.expires_at = wechat_token_cache::Clock::now(&clock) + Duration::from_secs(100);
+    let record = layer.cache().store().insert(record).await.unwrap();
+    let token = layer.tokens().issue(&record).unwrap().value;
+    let service = Router::new()
+        .route(
+            "/required",
+            get(|user: WeChatUser| async move { user.openid().to_string() }),
+        )
+        .layer(layer);
+    clock.advance(Duration::from_secs(70));
+    assert_eq!(
+        call(service.clone(), "/required", Some(&token)).await.0,
+        StatusCode::OK
+    );
+    // Ten seconds past the session's end: the token is within its leeway, the session is not.
+    clock.advance(Duration::from_secs(40));
+    let (status, body) = call(service.clone(), "/required", Some(&token)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("session_expired"), "{body}");
 }

@@ -72,6 +72,7 @@ pub mod metrics;
 mod moka_store;
 mod recent;
 mod record;
+mod stamp;
 mod store;
 #[cfg(test)]
 mod wait;
@@ -85,6 +86,7 @@ pub use moka_store::{DEFAULT_MAX_SESSIONS, MokaStore, MokaStoreBuilder, StoreExp
 pub use record::{
     Credentials, InvalidSessionId, MAX_USER_ID_LEN, SessionId, SessionRecord, UserId,
 };
+pub use stamp::{ReadStamp, WriteEpochs};
 pub use store::{CasOutcome, DEFAULT_MAX_SESSIONS_PER_USER, SessionStore, StoreError};
 pub use wechat_oauth::clock::{Clock, ManualClock, SharedClock, SystemClock};
 

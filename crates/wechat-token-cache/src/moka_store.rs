@@ -15,7 +15,9 @@
 //! slip between a compare-and-set's read and its write and be undone.)
 //!
 //! Reads go through [`RecentReads`] first: a warm session is answered without moka's per-read
-//! bookkeeping, and every write (and eviction) forgets the copy there once moka has it.
+//! bookkeeping, and every write (and eviction) forgets the copy there once moka has it, then
+//! bumps the session's [`WriteEpochs`] counter: a caller holding a record with a
+//! [`ReadStamp`] (the middleware's verified-token cache) then reads again.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -33,6 +35,7 @@ use wechat_oauth::clock::{SharedClock, system_clock};
 
 use crate::recent::RecentReads;
 use crate::record::{SessionId, SessionRecord, UserId};
+use crate::stamp::{ReadStamp, WriteEpochs};
 use crate::store::{CasOutcome, DEFAULT_MAX_SESSIONS_PER_USER, SessionStore, StoreError};
 
 /// The longest a warm session is read without moka hearing of it.
@@ -68,6 +71,7 @@ pub struct MokaStore {
     /// chosen keys, which nobody can choose here).
     records: Cache<SessionId, Arc<SessionRecord>, FxBuildHasher>,
     recent: Arc<RecentReads>,
+    epochs: Arc<WriteEpochs>,
     users: Arc<UserIndex>,
     max_sessions_per_user: usize,
     clock: SharedClock,
@@ -139,6 +143,10 @@ impl MokaStoreBuilder {
         };
         let recent = Arc::new(RecentReads::new(self.max_sessions, touch_every));
         let listener_recent = Arc::clone(&recent);
+        // A stamped read holds no longer than a remembered one: moka hears of a warm session's
+        // reads at least every two touch intervals (half its idle time at most).
+        let epochs = Arc::new(WriteEpochs::new(touch_every));
+        let listener_epochs = Arc::clone(&epochs);
         let builder = Cache::builder()
             .max_capacity(self.max_sessions)
             .eviction_policy(EvictionPolicy::lru());
@@ -156,6 +164,7 @@ impl MokaStoreBuilder {
                 move |sid: Arc<SessionId>, record: Arc<SessionRecord>, cause| {
                     if cause != RemovalCause::Replaced {
                         listener_recent.forget(&sid);
+                        listener_epochs.bump(&sid);
                         listener_index.remove(&record.user(), &sid);
                     }
                 },
@@ -164,6 +173,7 @@ impl MokaStoreBuilder {
         MokaStore {
             records,
             recent,
+            epochs,
             users,
             max_sessions_per_user: self.max_sessions_per_user,
             clock: self.clock,
@@ -218,7 +228,8 @@ impl MokaStore {
         }
     }
 
-    /// Writes `sid`'s record under moka's per-key lock, then forgets the copy read before.
+    /// Writes `sid`'s record under moka's per-key lock, then forgets the copy read before and
+    /// makes stamps taken before stale.
     fn write(
         &self,
         sid: SessionId,
@@ -226,6 +237,7 @@ impl MokaStore {
     ) -> CompResult<SessionId, Arc<SessionRecord>> {
         let result = self.records.entry(sid).and_compute_with(f);
         self.recent.forget(&sid);
+        self.epochs.bump(&sid);
         result
     }
 
@@ -266,6 +278,14 @@ impl SessionStore for MokaStore {
         now: SystemTime,
     ) -> Option<Result<Option<Arc<SessionRecord>>, StoreError>> {
         Some(Ok(self.read(sid, now)))
+    }
+
+    fn read_stamp(&self, sid: &SessionId, now: SystemTime) -> Option<ReadStamp> {
+        self.epochs.stamp(sid, now)
+    }
+
+    fn still_current(&self, stamp: &ReadStamp, now: SystemTime) -> bool {
+        self.epochs.still_current(stamp, now)
     }
 
     async fn insert(&self, record: SessionRecord) -> Result<Arc<SessionRecord>, StoreError> {

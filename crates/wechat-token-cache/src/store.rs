@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::record::{SessionId, SessionRecord, UserId};
+use crate::stamp::ReadStamp;
 
 /// The default bound on one user's sessions (see [`SessionStore::insert`]).
 pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 100;
@@ -81,6 +82,25 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> Option<Result<Option<Arc<SessionRecord>>, StoreError>> {
         let _ = (sid, now);
         None
+    }
+
+    /// A stamp taken at `now`, before a read of `sid`, that later tells (by
+    /// [`still_current`](Self::still_current)) whether what the read answered is still the
+    /// stored record, so the caller may keep the record instead of reading again. `None` (the
+    /// default) when the store cannot tell; a store that can keeps [`WriteEpochs`] and bumps
+    /// them after every write of a session, expiry and eviction included.
+    ///
+    /// [`WriteEpochs`]: crate::WriteEpochs
+    fn read_stamp(&self, sid: &SessionId, now: SystemTime) -> Option<ReadStamp> {
+        let _ = (sid, now);
+        None
+    }
+
+    /// Whether a record read after `stamp` was taken is still the stored one at `now` (no
+    /// write of it since, and the store need not hear of the read yet). The default is `false`.
+    fn still_current(&self, stamp: &ReadStamp, now: SystemTime) -> bool {
+        let _ = (stamp, now);
+        false
     }
 
     /// Stores a new session.
@@ -210,6 +230,14 @@ impl<S: SessionStore> SessionStore for Arc<S> {
         now: SystemTime,
     ) -> Option<Result<Option<Arc<SessionRecord>>, StoreError>> {
         (**self).get_now(sid, now)
+    }
+
+    fn read_stamp(&self, sid: &SessionId, now: SystemTime) -> Option<ReadStamp> {
+        (**self).read_stamp(sid, now)
+    }
+
+    fn still_current(&self, stamp: &ReadStamp, now: SystemTime) -> bool {
+        (**self).still_current(stamp, now)
     }
 
     fn insert(

@@ -87,6 +87,67 @@ async fn an_evicted_session_is_not_served_from_the_recent_copy() {
     assert!(s.holds(&a).await);
 }
 
+/// A stamp taken before a read says whether what was read is still the stored record: until any
+/// write of the session (compare-and-set, delete), and never past the touch interval, so the
+/// middleware that keeps the record beside a token reads again in time for moka to hear of it.
+#[tokio::test]
+async fn a_stamped_read_is_current_until_the_session_is_written() {
+    let s = TwoSessions::new().await;
+    let a = s.insert("a").await;
+    let stamped = async || {
+        let now = s.clock.now();
+        let stamp = s
+            .store
+            .read_stamp(&a, now)
+            .expect("MokaStore stamps its reads");
+        let record = s.store.get_now(&a, now).expect("in memory").unwrap();
+        (stamp, record)
+    };
+    let (stamp, record) = stamped().await;
+    let record = record.expect("stored");
+    assert!(s.store.still_current(&stamp, s.clock.now()));
+    let minute = Duration::from_secs(60);
+    assert!(
+        s.store
+            .still_current(&stamp, s.clock.now() + minute - Duration::from_secs(1))
+    );
+    assert!(
+        !s.store.still_current(&stamp, s.clock.now() + minute),
+        "moka must hear of reads"
+    );
+
+    let mut newer = (*record).clone();
+    newer.confirmed_at += Duration::from_secs(1);
+    let version = newer.version;
+    s.store.compare_and_set(version, newer).await.unwrap();
+    assert!(
+        !s.store.still_current(&stamp, s.clock.now()),
+        "a write makes it stale"
+    );
+
+    let (stamp, record) = stamped().await;
+    assert_eq!(record.expect("stored").version, version + 1);
+    assert!(s.store.still_current(&stamp, s.clock.now()));
+    s.store.delete(&a).await.unwrap();
+    assert!(
+        !s.store.still_current(&stamp, s.clock.now()),
+        "a delete makes it stale"
+    );
+}
+
+/// Eviction is a write too: the evicted session's stamp goes stale at once.
+#[tokio::test]
+async fn an_evicted_sessions_stamp_goes_stale() {
+    let s = TwoSessions::new().await;
+    let (a, b) = (s.insert("a").await, s.insert("b").await);
+    s.read(&[b, a]).await;
+    let stamp = s.store.read_stamp(&b, s.clock.now()).unwrap();
+    assert!(s.store.still_current(&stamp, s.clock.now()));
+    s.insert("c").await;
+    assert!(!s.holds(&b).await, "b was evicted");
+    assert!(!s.store.still_current(&stamp, s.clock.now()));
+}
+
 #[tokio::test]
 async fn capacity_eviction_drops_the_least_recently_used_sessions() {
     let (mock, clock, client) = start_mock(MockConfig::default()).await;

@@ -1,7 +1,10 @@
 //! [`Authenticator`]: who a request's user is. It owns every decision of the middleware —
 //! find and verify the token, admit a live session (and re-issue a token that nears its end),
 //! refuse (and clear a dead cookie) — for the synchronous path and the slow one alike; the
-//! service only carries the [`Outcome`] out. One clock read serves a whole request.
+//! service only carries the [`Outcome`] out. One clock read serves a whole request. A warm
+//! token brings its session's record, kept beside it when it was last read from a store that
+//! stamps its reads; while the store's stamp holds (no write of the session, and the store need
+//! not hear of the read yet) and nothing is due, it is admitted without a store lookup.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -15,7 +18,7 @@ use wechat_token_cache::{
 use super::future::Reissue;
 use super::source::{self, REISSUED_TOKEN_HEADER, SentBy, SessionCookie, TokenSource};
 use crate::rejection::AuthError;
-use crate::token::{TokenIssuer, VerifiedToken, unix};
+use crate::token::{Kept, TokenIssuer, VerifiedToken, unix};
 use crate::user::{Upstream, WeChatUser};
 
 /// What every request of one layer shares to authenticate.
@@ -84,16 +87,16 @@ impl<St: SessionStore> Authenticator<St> {
         };
         let now = self.cache.clock().now();
         let verified = match sent_by {
-            SentBy::Cookies => self.verify_one_cookie(headers, now),
+            SentBy::Cookies => self.verify_one_cookie(headers, now).map(|v| (v, None)),
             // A token that does not verify and has a space in it was malformed, not forged.
-            _ => self.tokens.verify_bytes_at(token, now).map_err(|error| {
+            _ => self.tokens.verify_keeping(token, now).map_err(|error| {
                 match token.contains(&b' ') {
                     true => AuthError::InvalidRequest,
                     false => error,
                 }
             }),
         };
-        let verified = match verified {
+        let (verified, kept) = match verified {
             Ok(verified) => verified,
             // Several cookies and not exactly one verifies: which is ours cannot be told, so
             // none is cleared (clearing could delete the user's own).
@@ -102,16 +105,34 @@ impl<St: SessionStore> Authenticator<St> {
                 return Step::Done(self.refuse(error, None, sent_by));
             }
         };
+        let store = self.cache.store();
+        // The record kept beside the token, while the store says it is still the stored one:
+        // nothing more to read.
+        if let Some(kept) = kept
+            && store.still_current(&kept.stamp, now)
+            && self.live(&kept.record, now)
+        {
+            return Step::Done(self.admit(kept.record, verified, sent_by, now));
+        }
+        // Of several cookies, `token` is the first, not necessarily the one that verified.
+        let keep = (sent_by != SentBy::Cookies).then_some(token);
         let sent_by = match sent_by {
             SentBy::Cookies => SentBy::Cookie,
             other => other,
         };
-        let Some(found) = self.cache.store().get_now(&verified.sid, now) else {
+        let stamp = store.read_stamp(&verified.sid, now);
+        let Some(found) = store.get_now(&verified.sid, now) else {
             // Not known without waiting.
             return Step::Slow(Pending { verified, sent_by });
         };
         match self.classify(found, now) {
-            Lookup::Live(record) => Step::Done(self.admit(record, verified, sent_by, now)),
+            Lookup::Live(record) => {
+                if let (Some(token), Some(stamp)) = (keep, stamp) {
+                    let record = Arc::clone(&record);
+                    self.tokens.keep(token, Kept { record, stamp });
+                }
+                Step::Done(self.admit(record, verified, sent_by, now))
+            }
             Lookup::NeedsUpstream => Step::Slow(Pending { verified, sent_by }),
             Lookup::Refused(error) => {
                 Step::Done(self.refuse(error.into(), Some(verified.sid), Some(sent_by)))
@@ -157,6 +178,12 @@ impl<St: SessionStore> Authenticator<St> {
             Ok(_) => Lookup::Refused(SessionError::NotFound),
             Err(error) => Lookup::Refused(SessionError::Store(error)),
         }
+    }
+
+    /// Whether a record kept from an earlier read (so ours) may be admitted at `now` without
+    /// the store: not expired, and nothing to ask WeChat first.
+    fn live(&self, record: &SessionRecord, now: SystemTime) -> bool {
+        !record.is_expired(now) && !self.cache.needs_upstream_at(record, now)
     }
 
     /// Several session cookies were sent (one may have been tossed by a sibling domain): trust
