@@ -279,6 +279,9 @@ pub struct VerifiedToken {
 pub(crate) struct Kept {
     pub(crate) record: Arc<SessionRecord>,
     pub(crate) stamp: ReadStamp,
+    /// Until when the record may be admitted as it is with this token: the first instant a
+    /// refresh or check falls due, the session ends or the token is to be re-issued.
+    pub(crate) until: SystemTime,
 }
 
 /// What the verified-token table holds for a token.
@@ -637,6 +640,26 @@ impl TokenIssuer {
                 .checked_add(Duration::from_secs(1))
                 .is_some_and(|later| session_end >= later)
     }
+
+    /// [`should_reissue`](Self::should_reissue) solved for the time: it is false exactly
+    /// before the instant returned (`None`: never true).
+    pub(crate) fn reissue_from(
+        &self,
+        expires_at: SystemTime,
+        session_end: SystemTime,
+    ) -> Option<SystemTime> {
+        let longer = expires_at
+            .checked_add(Duration::from_secs(1))
+            .is_some_and(|later| session_end >= later);
+        if self.config.reissue_before.is_zero() || !longer {
+            return None;
+        }
+        // `expires_at < now + reissue_before`: from a nanosecond past the window's edge.
+        Some(match expires_at.checked_sub(self.config.reissue_before) {
+            Some(edge) => edge + Duration::from_nanos(1),
+            None => SystemTime::UNIX_EPOCH,
+        })
+    }
 }
 
 /// Whether two tokens are equal, leaking through timing nothing about the signature: the part
@@ -803,6 +826,48 @@ mod tests {
 
     fn ring() -> KeyRing {
         KeyRing::new(SigningKey::hs256("k1", SECRET).unwrap())
+    }
+
+    /// `reissue_from` is `should_reissue` solved for the time, on either side of its edge, for
+    /// sessions that end before, at and after the token.
+    #[test]
+    fn reissue_from_is_the_first_instant_a_token_is_reissued() {
+        let clock = ManualClock::starting_now();
+        let nanos = Duration::from_nanos(1);
+        for reissue_before in [
+            Duration::ZERO,
+            Duration::from_secs(60),
+            Duration::from_secs(84 * 3600),
+        ] {
+            let config = TokenConfig {
+                reissue_before,
+                ..TokenConfig::default()
+            };
+            let tokens = TokenIssuer::new(ring(), config, Arc::new(clock.clone())).unwrap();
+            let expires_at = clock.now() + Duration::from_secs(7 * 24 * 3600);
+            let ends = [
+                Duration::ZERO,
+                Duration::from_secs(1),
+                Duration::from_secs(3600),
+            ];
+            for session_end in ends.map(|after| expires_at + after) {
+                let from = tokens.reissue_from(expires_at, session_end);
+                let edge = expires_at - reissue_before;
+                for now in [
+                    edge - nanos,
+                    edge,
+                    edge + nanos,
+                    edge + 2 * nanos,
+                    expires_at,
+                ] {
+                    assert_eq!(
+                        from.is_some_and(|from| now >= from),
+                        tokens.should_reissue(expires_at, session_end, now),
+                        "{reissue_before:?} {session_end:?} {now:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -610,3 +610,58 @@ async fn a_kept_record_is_not_admitted_once_its_session_ended() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(body.contains("session_expired"), "{body}");
 }
+
+/// A token that nears its end is re-issued on the first request past the re-issue edge, also
+/// when its session's record was kept beside it by a request moments before.
+#[tokio::test]
+async fn a_kept_record_does_not_delay_a_reissue() {
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tower_wechat::TokenConfig;
+    use wechat_token_cache::conformance::sample_record;
+    use wechat_token_cache::{ManualClock, SessionStore};
+
+    let mock = MockWeChat::start(MockConfig::default()).await.unwrap();
+    let clock = ManualClock::starting_now();
+    let client = Client::builder(AppId::new(mock.appid()), AppSecret::new(mock.secret()))
+        .api_base(mock.base_url())
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    let layer = WeChatAuthLayer::builder(
+        client,
+        KeyRing::new(SigningKey::hs256("k1", &[42; 32]).unwrap()),
+    )
+    .token_config({
+        let mut config = TokenConfig::default();
+        config.ttl = Duration::from_secs(3600);
+        config.reissue_before = Duration::from_secs(1800);
+        config
+    })
+    .build()
+    .unwrap();
+    let record = sample_record(&clock, mock.appid(), "o_reissue");
+    let record = layer.cache().store().insert(record).await.unwrap();
+    let token = layer.tokens().issue(&record).unwrap().value;
+    let service = Router::new()
+        .route("/required", get(|_: WeChatUser| async { "ok" }))
+        .layer(layer);
+    let reissued = |service: Router| {
+        let token = token.clone();
+        async move {
+            let request = Request::get("/required")
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(Body::empty())
+                .unwrap();
+            let response = service.oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            response.headers().contains_key("x-session-token")
+        }
+    };
+    // The token (ending an hour from now, in whole seconds) is re-issued from half an hour
+    // before its end.
+    clock.advance(Duration::from_secs(1800 - 30));
+    assert!(!reissued(service.clone()).await);
+    clock.advance(Duration::from_secs(31));
+    assert!(reissued(service.clone()).await, "re-issued when due");
+}

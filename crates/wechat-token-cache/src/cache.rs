@@ -527,6 +527,14 @@ impl<S: SessionStore> SessionCache<S> {
         self.inner.need(record, now) != Need::Nothing
     }
 
+    /// Until when `record` may be served as it is: before this instant it has not expired and
+    /// [`needs_upstream_at`](Self::needs_upstream_at) is false; from it on, one of them holds
+    /// (each only becomes true as time passes). A caller that keeps a record computes it once
+    /// and compares instead of reading the record on every request.
+    pub fn serve_until(&self, record: &SessionRecord) -> SystemTime {
+        self.inner.serve_until(record)
+    }
+
     /// The session with an access token valid for at least `min_valid`, refreshing if needed.
     /// For Mini Program sessions (no access token) the record is returned as is.
     pub async fn fresh(
@@ -647,6 +655,32 @@ impl<S: SessionStore> Inner<S> {
         // still, nothing here may panic on a bad float.
         let factor = (1.0 - self.config.refresh_jitter * sid.spread()).clamp(0.0, 1.0);
         Duration::try_from_secs_f64(window.as_secs_f64() * factor).unwrap_or(window)
+    }
+
+    /// The first instant at which `record` has expired or [`need`](Self::need) is not
+    /// `Nothing`: [`need`]'s three conditions solved for `now`.
+    fn serve_until(&self, record: &SessionRecord) -> SystemTime {
+        let mut until = record.expires_at;
+        if let Some((_, token_expires_at)) = record.access_token() {
+            // In the window (`token_expires_at <= now + window`) and within the margin
+            // (`token_expires_at - now <= margin`, or expired): the later of the two edges.
+            let lead = self
+                .config
+                .refresh_window
+                .min(self.refresh_margin(&record.sid));
+            let refresh = token_expires_at
+                .checked_sub(lead)
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            until = until.min(refresh);
+        }
+        if let Some(check) = self
+            .config
+            .check_interval
+            .and_then(|interval| record.confirmed_at.checked_add(interval))
+        {
+            until = until.min(check);
+        }
+        until
     }
 
     fn need(&self, record: &SessionRecord, now: SystemTime) -> Need {
@@ -1183,6 +1217,60 @@ mod tests {
     use wechat_oauth::{AppId, AppSecret, AuthCode, ManualClock, RetryPolicy};
 
     const EXPIRY: Duration = Duration::from_secs(7200);
+
+    /// `serve_until` is `need` and `is_expired` solved for the time: on either side of each
+    /// edge (a nanosecond apart), for windows, jitters and check intervals that put any of the
+    /// three first.
+    #[tokio::test]
+    async fn serve_until_is_the_first_instant_a_record_needs_upstream_or_ends() {
+        let (_mock, clock, _) = setup().await;
+        let client = |clock: &ManualClock| {
+            Client::builder(AppId::new("wx_until"), AppSecret::new("secret"))
+                .clock(Arc::new(clock.clone()))
+                .build()
+                .unwrap()
+        };
+        let nanos = Duration::from_nanos(1);
+        let configs = [
+            (Duration::from_secs(600), 0.0, None),
+            (
+                Duration::from_secs(600),
+                0.5,
+                Some(Duration::from_secs(300)),
+            ),
+            (
+                Duration::from_secs(7_000),
+                1.0,
+                Some(Duration::from_secs(3 * 3600)),
+            ),
+            (Duration::ZERO, 0.0, Some(Duration::from_secs(60))),
+        ];
+        for (window, jitter, check) in configs {
+            let cache = SessionCache::builder(client(&clock))
+                .refresh_window(window, jitter)
+                .check_interval(check)
+                .build();
+            for lifetime in [Duration::from_secs(30), Duration::from_secs(86_400)] {
+                let mut record = crate::conformance::sample_record(&clock, "wx_until", "o_until");
+                record.expires_at = record.created_at + lifetime;
+                let until = cache.serve_until(&record);
+                let servable = |now: SystemTime| {
+                    !record.is_expired(now) && !cache.needs_upstream_at(&record, now)
+                };
+                let edges = [
+                    until,
+                    record.expires_at,
+                    record.created_at + EXPIRY - window,
+                ];
+                for edge in edges {
+                    for now in [edge - nanos, edge, edge + nanos] {
+                        assert_eq!(now < until, servable(now), "{window:?} {jitter} {check:?}");
+                    }
+                }
+                assert!(until > record.created_at, "servable when kept");
+            }
+        }
+    }
 
     async fn setup() -> (MockWeChat, ManualClock, SessionCache) {
         let mock = MockWeChat::start(MockConfig::default()).await.unwrap();

@@ -106,13 +106,16 @@ impl<St: SessionStore> Authenticator<St> {
             }
         };
         let store = self.cache.store();
-        // The record kept beside the token, while the store says it is still the stored one:
+        // The record kept beside the token, while nothing is due (no refresh, check, end of
+        // the session or re-issue of the token) and the store says it is still the stored one:
         // nothing more to read.
         if let Some(kept) = kept
+            && now < kept.until
             && store.still_current(&kept.stamp, now)
-            && self.live(&kept.record, now)
         {
-            return Step::Done(self.admit(kept.record, verified, sent_by, now));
+            tracing::trace!(sid = %verified.sid, outcome = "authenticated", reissued = false);
+            let user = WeChatUser::new(kept.record, Arc::clone(&self.upstream));
+            return Step::Done(Outcome::User(user, None));
         }
         // Of several cookies, `token` is the first, not necessarily the one that verified.
         let keep = (sent_by != SentBy::Cookies).then_some(token);
@@ -128,8 +131,20 @@ impl<St: SessionStore> Authenticator<St> {
         match self.classify(found, now) {
             Lookup::Live(record) => {
                 if let (Some(token), Some(stamp)) = (keep, stamp) {
+                    let until = self.cache.serve_until(&record);
+                    let until = self
+                        .tokens
+                        .reissue_from(verified.expires_at, record.expires_at)
+                        .map_or(until, |from| until.min(from));
                     let record = Arc::clone(&record);
-                    self.tokens.keep(token, Kept { record, stamp });
+                    self.tokens.keep(
+                        token,
+                        Kept {
+                            record,
+                            stamp,
+                            until,
+                        },
+                    );
                 }
                 Step::Done(self.admit(record, verified, sent_by, now))
             }
@@ -178,12 +193,6 @@ impl<St: SessionStore> Authenticator<St> {
             Ok(_) => Lookup::Refused(SessionError::NotFound),
             Err(error) => Lookup::Refused(SessionError::Store(error)),
         }
-    }
-
-    /// Whether a record kept from an earlier read (so ours) may be admitted at `now` without
-    /// the store: not expired, and nothing to ask WeChat first.
-    fn live(&self, record: &SessionRecord, now: SystemTime) -> bool {
-        !record.is_expired(now) && !self.cache.needs_upstream_at(record, now)
     }
 
     /// Several session cookies were sent (one may have been tossed by a sibling domain): trust
