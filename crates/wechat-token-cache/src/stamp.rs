@@ -9,7 +9,7 @@
 //! a stamp (the counter's value and a deadline) *before* it reads; the record it read is
 //! current as long as the counter has not moved and the deadline has not passed. A write
 //! between stamp and read only makes the stamp stale early (a bucket is shared by about
-//! sessions / 4,096 ids, so an unrelated write costs one more store read, never a wrong
+//! sessions / 1,024 ids, so an unrelated write costs one more store read, never a wrong
 //! answer). The deadline is the store's: it bounds how long the store may go without hearing of
 //! reads (its LRU order and idle timer).
 
@@ -18,8 +18,10 @@ use std::time::{Duration, SystemTime};
 
 use crate::record::SessionId;
 
-/// Counters in a [`WriteEpochs`]: 32 KiB, eight to a cache line.
-const BUCKETS: usize = 4_096;
+/// Counters in a [`WriteEpochs`]: 8 KiB, eight to a cache line. Few enough that the table stays
+/// in the CPU's caches under load (every warm request reads one counter), many enough that a
+/// write (a login, a refresh every two hours per session) makes few other stamps stale.
+const BUCKETS: usize = 1_024;
 
 /// Taken by [`SessionStore::read_stamp`](crate::SessionStore::read_stamp) before a read;
 /// [`SessionStore::still_current`](crate::SessionStore::still_current) then tells whether
