@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use http::header::SET_COOKIE;
 use http::{HeaderMap, HeaderValue};
 use wechat_token_cache::{
-    SessionCache, SessionError, SessionId, SessionRecord, SessionStore, StoreError,
+    ReadStamp, SessionCache, SessionError, SessionId, SessionRecord, SessionStore, StoreError,
 };
 
 use super::future::Reissue;
@@ -131,20 +131,7 @@ impl<St: SessionStore> Authenticator<St> {
         match self.classify(found, now) {
             Lookup::Live(record) => {
                 if let (Some(token), Some(stamp)) = (keep, stamp) {
-                    let until = self.cache.serve_until(&record);
-                    let until = self
-                        .tokens
-                        .reissue_from(verified.expires_at, record.expires_at)
-                        .map_or(until, |from| until.min(from));
-                    let record = Arc::clone(&record);
-                    self.tokens.keep(
-                        token,
-                        Kept {
-                            record,
-                            stamp,
-                            until,
-                        },
-                    );
+                    self.keep(token, &verified, &record, stamp);
                 }
                 Step::Done(self.admit(record, verified, sent_by, now))
             }
@@ -153,6 +140,31 @@ impl<St: SessionStore> Authenticator<St> {
                 Step::Done(self.refuse(error.into(), Some(verified.sid), Some(sent_by)))
             }
         }
+    }
+
+    /// Keeps a live `record` beside the `token` that named it, until the first instant anything
+    /// is due for the pair: a refresh or check, the session's end, the token's re-issue.
+    fn keep(
+        &self,
+        token: &[u8],
+        verified: &VerifiedToken,
+        record: &Arc<SessionRecord>,
+        stamp: ReadStamp,
+    ) {
+        let until = self.cache.serve_until(record);
+        let until = self
+            .tokens
+            .reissue_from(verified.expires_at, record.expires_at)
+            .map_or(until, |from| until.min(from));
+        let record = Arc::clone(record);
+        self.tokens.keep(
+            token,
+            Kept {
+                record,
+                stamp,
+                until,
+            },
+        );
     }
 
     /// Finishes what [`authenticate`](Self::authenticate) could not: waits for the store, and
