@@ -518,38 +518,51 @@ async fn the_hot_path_reads_no_store_future_and_calls_no_one() {
     assert_eq!(store.lookups.load(Ordering::SeqCst), 2);
 }
 
+/// The fake WeChat and a layer on a clock the test drives, built with `configure`.
+async fn on_clock(
+    configure: impl FnOnce(
+        tower_wechat::WeChatAuthBuilder<wechat_token_cache::MokaStore>,
+    ) -> tower_wechat::WeChatAuthBuilder<wechat_token_cache::MokaStore>,
+) -> (MockWeChat, wechat_token_cache::ManualClock, WeChatAuthLayer) {
+    let mock = MockWeChat::start(MockConfig::default()).await.unwrap();
+    let clock = wechat_token_cache::ManualClock::starting_now();
+    let client = Client::builder(AppId::new(mock.appid()), AppSecret::new(mock.secret()))
+        .api_base(mock.base_url())
+        .clock(std::sync::Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    let builder = WeChatAuthLayer::builder(
+        client,
+        KeyRing::new(SigningKey::hs256("k1", &[42; 32]).unwrap()),
+    );
+    let layer = configure(builder).build().unwrap();
+    (mock, clock, layer)
+}
+
+/// `GET /required` answering the user's OpenID, behind `layer`.
+fn required(layer: WeChatAuthLayer) -> Router {
+    Router::new()
+        .route(
+            "/required",
+            get(|user: WeChatUser| async move { user.openid().to_string() }),
+        )
+        .layer(layer)
+}
+
 /// A record kept beside a token is admitted only while nothing is due: a refresh that falls
 /// due seconds after the request that kept it (well within the store's stamp) still happens on
 /// the next request.
 #[tokio::test]
 async fn a_kept_record_is_not_admitted_once_a_refresh_is_due() {
-    use std::sync::Arc;
     use std::time::Duration;
     use wechat_mock::Endpoint;
-    use wechat_token_cache::{Clock, ManualClock, SessionId, SessionStore};
+    use wechat_token_cache::{Clock, SessionId, SessionStore};
 
-    let mock = MockWeChat::start(MockConfig::default()).await.unwrap();
-    let clock = ManualClock::starting_now();
-    let client = Client::builder(AppId::new(mock.appid()), AppSecret::new(mock.secret()))
-        .api_base(mock.base_url())
-        .clock(Arc::new(clock.clone()))
-        .build()
-        .unwrap();
-    let layer = WeChatAuthLayer::builder(
-        client,
-        KeyRing::new(SigningKey::hs256("k1", &[42; 32]).unwrap()),
-    )
-    .cache(|c| c.refresh_window(Duration::from_secs(10), 0.0))
-    .build()
-    .unwrap();
+    let (mock, clock, layer) =
+        on_clock(|b| b.cache(|c| c.refresh_window(Duration::from_secs(10), 0.0))).await;
     let store = layer.cache().store().clone();
     let token = token_of(&layer, &mock).await;
-    let service = Router::new()
-        .route(
-            "/required",
-            get(|user: WeChatUser| async move { user.openid().to_string() }),
-        )
-        .layer(layer);
+    let service = required(layer);
     // The access token lives two hours; its refresh falls due ten seconds before.
     clock.advance(Duration::from_secs(2 * 3600 - 40));
     let stamp = store.read_stamp(&SessionId::random(), clock.now());
@@ -571,34 +584,16 @@ async fn a_kept_record_is_not_admitted_once_a_refresh_is_due() {
 /// kept from a request moments before.
 #[tokio::test]
 async fn a_kept_record_is_not_admitted_once_its_session_ended() {
-    use std::sync::Arc;
     use std::time::Duration;
     use wechat_token_cache::conformance::sample_record;
-    use wechat_token_cache::{ManualClock, SessionStore};
+    use wechat_token_cache::{Clock, SessionStore};
 
-    let mock = MockWeChat::start(MockConfig::default()).await.unwrap();
-    let clock = ManualClock::starting_now();
-    let client = Client::builder(AppId::new(mock.appid()), AppSecret::new(mock.secret()))
-        .api_base(mock.base_url())
-        .clock(Arc::new(clock.clone()))
-        .build()
-        .unwrap();
-    let layer = WeChatAuthLayer::builder(
-        client,
-        KeyRing::new(SigningKey::hs256("k1", &[42; 32]).unwrap()),
-    )
-    .build()
-    .unwrap();
+    let (mock, clock, layer) = on_clock(|b| b).await;
     let mut record = sample_record(&clock, mock.appid(), "o_ends");
-    record.expires_at = wechat_token_cache::Clock::now(&clock) + Duration::from_secs(100);
+    record.expires_at = clock.now() + Duration::from_secs(100);
     let record = layer.cache().store().insert(record).await.unwrap();
     let token = layer.tokens().issue(&record).unwrap().value;
-    let service = Router::new()
-        .route(
-            "/required",
-            get(|user: WeChatUser| async move { user.openid().to_string() }),
-        )
-        .layer(layer);
+    let service = required(layer);
     clock.advance(Duration::from_secs(70));
     assert_eq!(
         call(service.clone(), "/required", Some(&token)).await.0,
@@ -615,37 +610,19 @@ async fn a_kept_record_is_not_admitted_once_its_session_ended() {
 /// when its session's record was kept beside it by a request moments before.
 #[tokio::test]
 async fn a_kept_record_does_not_delay_a_reissue() {
-    use std::sync::Arc;
     use std::time::Duration;
     use tower_wechat::TokenConfig;
+    use wechat_token_cache::SessionStore;
     use wechat_token_cache::conformance::sample_record;
-    use wechat_token_cache::{ManualClock, SessionStore};
 
-    let mock = MockWeChat::start(MockConfig::default()).await.unwrap();
-    let clock = ManualClock::starting_now();
-    let client = Client::builder(AppId::new(mock.appid()), AppSecret::new(mock.secret()))
-        .api_base(mock.base_url())
-        .clock(Arc::new(clock.clone()))
-        .build()
-        .unwrap();
-    let layer = WeChatAuthLayer::builder(
-        client,
-        KeyRing::new(SigningKey::hs256("k1", &[42; 32]).unwrap()),
-    )
-    .token_config({
-        let mut config = TokenConfig::default();
-        config.ttl = Duration::from_secs(3600);
-        config.reissue_before = Duration::from_secs(1800);
-        config
-    })
-    .build()
-    .unwrap();
+    let mut config = TokenConfig::default();
+    config.ttl = Duration::from_secs(3600);
+    config.reissue_before = Duration::from_secs(1800);
+    let (mock, clock, layer) = on_clock(|b| b.token_config(config)).await;
     let record = sample_record(&clock, mock.appid(), "o_reissue");
     let record = layer.cache().store().insert(record).await.unwrap();
     let token = layer.tokens().issue(&record).unwrap().value;
-    let service = Router::new()
-        .route("/required", get(|_: WeChatUser| async { "ok" }))
-        .layer(layer);
+    let service = required(layer);
     let reissued = |service: Router| {
         let token = token.clone();
         async move {
