@@ -14,7 +14,9 @@
 //! another instance is served here for at most the maximum staleness after it ended. A copy is
 //! stamped with the time its read *started*, and is dropped again if an invalidation, a write of
 //! this instance or an interruption happened while it was read, so a read that an invalidation
-//! overtook never stays. After an interruption, copies count as trusted only from the first
+//! overtook never stays. A login on this instance makes the copies of that user's other
+//! sessions untrusted at once (the shared store may have ended the oldest under its per-user
+//! cap, and its invalidation may not have arrived yet). After an interruption, copies count as trusted only from the first
 //! message heard on the re-established subscription.
 
 use std::fmt;
@@ -59,6 +61,17 @@ pub trait Invalidations: SessionStore {
 struct LocalCopy {
     record: Arc<SessionRecord>,
     fetched_ms: u64,
+    /// The record's user's bucket in [`Local::users`], and its counter when the copy was kept.
+    user_bucket: usize,
+    user_epoch: u64,
+}
+
+/// Buckets of [`Local::users`].
+const USER_BUCKETS: usize = 1_024;
+
+fn user_bucket(user: &crate::record::UserId) -> usize {
+    use std::hash::BuildHasher;
+    rustc_hash::FxBuildHasher.hash_one(user) as usize % USER_BUCKETS
 }
 
 /// The local cache and what it knows of the channel.
@@ -76,6 +89,10 @@ struct Local {
     /// Bumped by every invalidation heard, every write of this instance (before and after) and
     /// every interruption: a copy read while it moved is dropped again.
     generation: AtomicU64,
+    /// Bumped, per bucket of users, after a login of this instance: the shared store may have
+    /// ended the user's oldest sessions (its per-user cap), and their copies here must not be
+    /// served before the invalidations arrive.
+    users: Box<[AtomicU64]>,
     /// Set by an interruption, cleared by the next message heard, which moves `recovered_ms`
     /// (the subscription is certainly active again only once something arrives on it).
     pending_recovery: std::sync::atomic::AtomicBool,
@@ -201,6 +218,7 @@ impl<S: Invalidations> CachedStoreBuilder<S> {
             heard_ms: AtomicU64::new(0),
             recovered_ms: AtomicU64::new(0),
             generation: AtomicU64::new(0),
+            users: (0..USER_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
             pending_recovery: std::sync::atomic::AtomicBool::new(false),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -270,11 +288,14 @@ impl<S> CachedStore<S> {
         let record = read.await?;
         match &record {
             Some(record) => {
+                let user_bucket = user_bucket(&record.user_id);
                 local.copies.insert(
                     sid,
                     LocalCopy {
                         record: Arc::clone(record),
                         fetched_ms: started_ms,
+                        user_bucket,
+                        user_epoch: local.users[user_bucket].load(Ordering::Acquire),
                     },
                 );
                 if local.generation.load(Ordering::Acquire) != seen {
@@ -303,7 +324,9 @@ impl<S> CachedStore<S> {
     fn local_hit_at(&self, sid: &SessionId, now: SystemTime) -> Option<Arc<SessionRecord>> {
         let local = &self.local;
         let copy = local.copies.get(sid)?;
-        (local.trusted(copy.fetched_ms, unix_ms(now)) && !copy.record.is_expired(now)).then(|| {
+        let users_wrote = local.users[copy.user_bucket].load(Ordering::Acquire) != copy.user_epoch;
+        let servable = local.trusted(copy.fetched_ms, unix_ms(now)) && !users_wrote;
+        (servable && !copy.record.is_expired(now)).then(|| {
             local.hits.fetch_add(1, Ordering::Relaxed);
             local.hit_counter.increment(1);
             copy.record
@@ -332,9 +355,27 @@ impl<S: Invalidations> SessionStore for CachedStore<S> {
     async fn insert(&self, record: SessionRecord) -> Result<Arc<SessionRecord>, StoreError> {
         let sid = record.sid;
         self.writing(&sid);
-        let insert = async { self.shared.insert(record).await.map(Some) };
-        let stored = self.read_through(sid, insert).await?;
-        stored.ok_or_else(|| StoreError::Unavailable("insert stored nothing".into()))
+        let local = &self.local;
+        let started_ms = local.now_ms();
+        let stored = self.shared.insert(record).await?;
+        // The shared store may have ended the user's oldest sessions (its per-user cap): their
+        // copies here are read again, and reads in flight keep nothing.
+        let bucket = user_bucket(&stored.user_id);
+        local.users[bucket].fetch_add(1, Ordering::AcqRel);
+        let seen = local.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        local.copies.insert(
+            sid,
+            LocalCopy {
+                record: Arc::clone(&stored),
+                fetched_ms: started_ms,
+                user_bucket: bucket,
+                user_epoch: local.users[bucket].load(Ordering::Acquire),
+            },
+        );
+        if local.generation.load(Ordering::Acquire) != seen {
+            local.copies.invalidate(&sid);
+        }
+        Ok(stored)
     }
 
     async fn compare_and_set(

@@ -127,3 +127,53 @@ async fn without_a_live_channel_no_copy_outlives_the_maximum_staleness() {
     }
     assert!(cached.holds(&sid));
 }
+
+/// A login over the per-user cap ends the user's least recently confirmed session in the shared
+/// store; this instance, which made the login, stops serving its copy at once, before any
+/// invalidation arrives (here none ever does).
+#[tokio::test]
+async fn a_login_over_the_cap_here_is_not_undone_by_a_local_copy() {
+    let clock = ManualClock::starting_now();
+    let shared = Shared {
+        inner: MokaStore::builder()
+            .clock(Arc::new(clock.clone()))
+            .max_sessions_per_user(2)
+            .build(),
+        sink: Arc::default(),
+        hold: Arc::default(),
+    };
+    let cached = CachedStore::builder(shared.clone())
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .await
+        .unwrap();
+    let mut sessions = Vec::new();
+    for age in [1, 2] {
+        let mut record = sample_record(&clock, "wxapp", "carol");
+        record.confirmed_at = wechat_token_cache::Clock::now(&clock) - Duration::from_secs(age);
+        sessions.push(cached.insert(record).await.unwrap().sid);
+    }
+    let other = cached
+        .insert(sample_record(&clock, "wxapp", "dave"))
+        .await
+        .unwrap()
+        .sid;
+    let oldest = sessions[1];
+    assert!(cached.get(&oldest).await.unwrap().is_some());
+    let newest = cached
+        .insert(sample_record(&clock, "wxapp", "carol"))
+        .await
+        .unwrap()
+        .sid;
+    assert!(
+        shared.inner.get(&oldest).await.unwrap().is_none(),
+        "the cap ended it"
+    );
+    assert!(
+        cached.get(&oldest).await.unwrap().is_none(),
+        "and it is not served here"
+    );
+    for sid in [sessions[0], newest, other] {
+        assert!(cached.get(&sid).await.unwrap().is_some());
+    }
+}
