@@ -16,8 +16,8 @@
 //! this instance or an interruption happened while it was read, so a read that an invalidation
 //! overtook never stays. A login on this instance makes the copies of that user's other
 //! sessions untrusted at once (the shared store may have ended the oldest under its per-user
-//! cap, and its invalidation may not have arrived yet). After an interruption, copies count as trusted only from the first
-//! message heard on the re-established subscription.
+//! cap, and its invalidation may not have arrived yet). After an interruption, copies count as
+//! trusted only from the first message heard on the re-established subscription.
 
 use std::fmt;
 use std::sync::Arc;
@@ -287,24 +287,29 @@ impl<S> CachedStore<S> {
         let started_ms = local.now_ms();
         let record = read.await?;
         match &record {
-            Some(record) => {
-                let user_bucket = user_bucket(&record.user_id);
-                local.copies.insert(
-                    sid,
-                    LocalCopy {
-                        record: Arc::clone(record),
-                        fetched_ms: started_ms,
-                        user_bucket,
-                        user_epoch: local.users[user_bucket].load(Ordering::Acquire),
-                    },
-                );
-                if local.generation.load(Ordering::Acquire) != seen {
-                    local.copies.invalidate(&sid);
-                }
-            }
+            Some(record) => self.keep_copy(record, started_ms, seen),
             None => local.copies.invalidate(&sid),
         }
         Ok(record)
+    }
+
+    /// Keeps `record`, read from `fetched_ms` on, as the local copy of its session, unless the
+    /// generation moved from `seen` (then what was read may be stale and is dropped again).
+    fn keep_copy(&self, record: &Arc<SessionRecord>, fetched_ms: u64, seen: u64) {
+        let local = &self.local;
+        let user_bucket = user_bucket(&record.user_id);
+        local.copies.insert(
+            record.sid,
+            LocalCopy {
+                record: Arc::clone(record),
+                fetched_ms,
+                user_bucket,
+                user_epoch: local.users[user_bucket].load(Ordering::Acquire),
+            },
+        );
+        if local.generation.load(Ordering::Acquire) != seen {
+            local.copies.invalidate(&record.sid);
+        }
     }
 
     /// Marks a write of this instance: in-flight reads of any session will not cache.
@@ -360,21 +365,9 @@ impl<S: Invalidations> SessionStore for CachedStore<S> {
         let stored = self.shared.insert(record).await?;
         // The shared store may have ended the user's oldest sessions (its per-user cap): their
         // copies here are read again, and reads in flight keep nothing.
-        let bucket = user_bucket(&stored.user_id);
-        local.users[bucket].fetch_add(1, Ordering::AcqRel);
+        local.users[user_bucket(&stored.user_id)].fetch_add(1, Ordering::AcqRel);
         let seen = local.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        local.copies.insert(
-            sid,
-            LocalCopy {
-                record: Arc::clone(&stored),
-                fetched_ms: started_ms,
-                user_bucket: bucket,
-                user_epoch: local.users[bucket].load(Ordering::Acquire),
-            },
-        );
-        if local.generation.load(Ordering::Acquire) != seen {
-            local.copies.invalidate(&sid);
-        }
+        self.keep_copy(&stored, started_ms, seen);
         Ok(stored)
     }
 

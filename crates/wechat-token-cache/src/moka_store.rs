@@ -15,9 +15,9 @@
 //! slip between a compare-and-set's read and its write and be undone.)
 //!
 //! Reads go through [`RecentReads`] first: a warm session is answered without moka's per-read
-//! bookkeeping, and every write (and eviction) forgets the copy there once moka has it, then
-//! bumps the session's [`WriteEpochs`] counter: a caller holding a record with a
-//! [`ReadStamp`] (the middleware's verified-token cache) then reads again.
+//! bookkeeping, and every write (and eviction) forgets the copy there once moka has it, which
+//! also makes stale the [`ReadStamp`]s taken before: a caller holding a record with one (the
+//! middleware's verified-token cache) then reads again.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -35,7 +35,7 @@ use wechat_oauth::clock::{SharedClock, system_clock};
 
 use crate::recent::RecentReads;
 use crate::record::{SessionId, SessionRecord, UserId};
-use crate::stamp::{ReadStamp, WriteEpochs};
+use crate::stamp::ReadStamp;
 use crate::store::{CasOutcome, DEFAULT_MAX_SESSIONS_PER_USER, SessionStore, StoreError};
 
 /// The longest a warm session is read without moka hearing of it.
@@ -71,7 +71,6 @@ pub struct MokaStore {
     /// chosen keys, which nobody can choose here).
     records: Cache<SessionId, Arc<SessionRecord>, FxBuildHasher>,
     recent: Arc<RecentReads>,
-    epochs: Arc<WriteEpochs>,
     users: Arc<UserIndex>,
     max_sessions_per_user: usize,
     clock: SharedClock,
@@ -142,11 +141,9 @@ impl MokaStoreBuilder {
             StoreExpiry::AtSessionEnd => TOUCH_EVERY,
         };
         let recent = Arc::new(RecentReads::new(self.max_sessions, touch_every));
-        let listener_recent = Arc::clone(&recent);
         // A stamped read holds no longer than a remembered one: moka hears of a warm session's
         // reads at least every two touch intervals (half its idle time at most).
-        let epochs = Arc::new(WriteEpochs::new(touch_every));
-        let listener_epochs = Arc::clone(&epochs);
+        let listener_recent = Arc::clone(&recent);
         let builder = Cache::builder()
             .max_capacity(self.max_sessions)
             .eviction_policy(EvictionPolicy::lru());
@@ -164,7 +161,6 @@ impl MokaStoreBuilder {
                 move |sid: Arc<SessionId>, record: Arc<SessionRecord>, cause| {
                     if cause != RemovalCause::Replaced {
                         listener_recent.forget(&sid);
-                        listener_epochs.bump(&sid);
                         listener_index.remove(&record.user(), &sid);
                     }
                 },
@@ -173,7 +169,6 @@ impl MokaStoreBuilder {
         MokaStore {
             records,
             recent,
-            epochs,
             users,
             max_sessions_per_user: self.max_sessions_per_user,
             clock: self.clock,
@@ -237,7 +232,6 @@ impl MokaStore {
     ) -> CompResult<SessionId, Arc<SessionRecord>> {
         let result = self.records.entry(sid).and_compute_with(f);
         self.recent.forget(&sid);
-        self.epochs.bump(&sid);
         result
     }
 
@@ -281,11 +275,11 @@ impl SessionStore for MokaStore {
     }
 
     fn read_stamp(&self, sid: &SessionId, now: SystemTime) -> Option<ReadStamp> {
-        self.epochs.stamp(sid, now)
+        self.recent.stamp(sid, now)
     }
 
     fn still_current(&self, stamp: &ReadStamp, now: SystemTime) -> bool {
-        self.epochs.still_current(stamp, now)
+        self.recent.still_current(stamp, now)
     }
 
     async fn insert(&self, record: SessionRecord) -> Result<Arc<SessionRecord>, StoreError> {

@@ -11,12 +11,17 @@
 //! older than the touch interval misses on purpose, and the read that follows goes to moka,
 //! which keeps its LRU order and idle timer right to within that interval.
 //!
+//! It also keeps the store's [`WriteEpochs`]: [`forget`] bumps the session's counter once its
+//! copy is gone, so a caller that holds a record with a stamp taken before reads again, and
+//! reads none of the forgotten copy.
+//!
 //! [`forget`]: RecentReads::forget
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use crate::record::{SessionId, SessionRecord};
+use crate::stamp::{ReadStamp, WriteEpochs};
 
 const WAYS: usize = 4;
 
@@ -29,6 +34,8 @@ pub(crate) struct RecentReads {
     mask: usize,
     /// How long a remembered read may answer before moka must be told of reads again.
     touch_every: Duration,
+    /// Stamps for callers that keep what they read (holding no longer than `touch_every`).
+    epochs: WriteEpochs,
 }
 
 /// A set starts a cache line: a hit reads the lock, generation and tags in the first line and
@@ -79,6 +86,7 @@ impl RecentReads {
             sets: (0..sets).map(|_| Aligned::default()).collect(),
             mask: sets - 1,
             touch_every,
+            epochs: WriteEpochs::new(touch_every),
         }
     }
 
@@ -171,8 +179,21 @@ impl RecentReads {
                 set.ways[way].take()
             })
         };
+        // Only now that no copy of the old record can be read: stamps taken before go stale.
+        self.epochs.bump(sid);
         // The record is dropped outside the lock.
         drop(forgotten);
+    }
+
+    /// A stamp for a read of `sid` about to start at `now` (see [`WriteEpochs`]).
+    pub(crate) fn stamp(&self, sid: &SessionId, now: SystemTime) -> Option<ReadStamp> {
+        self.epochs.stamp(sid, now)
+    }
+
+    /// Whether no write of `stamp`'s session was forgotten since it was taken, and it still
+    /// holds at `now`.
+    pub(crate) fn still_current(&self, stamp: &ReadStamp, now: SystemTime) -> bool {
+        self.epochs.still_current(stamp, now)
     }
 }
 
