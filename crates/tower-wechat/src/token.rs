@@ -21,6 +21,7 @@ use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use smallvec::SmallVec;
 use subtle::ConstantTimeEq;
 use wechat_token_cache::{ReadStamp, SessionId, SessionRecord, SharedClock};
 
@@ -245,8 +246,9 @@ pub struct TokenConfig {
     pub leeway: Duration,
     /// Longer tokens are refused unparsed (default 4096 bytes).
     pub max_len: usize,
-    /// How many verified token strings are remembered (rounded up to a power of two; default
-    /// 65,536).
+    /// How many token strings are remembered (rounded up to a power of two; default 65,536):
+    /// those that verified, and those refused for good where there is room (a refused one
+    /// never takes the place of one that verified).
     pub verified_capacity: u64,
 }
 
@@ -284,12 +286,49 @@ pub(crate) struct Kept {
     pub(crate) until: SystemTime,
 }
 
-/// What the verified-token table holds for a token.
+/// What the verified-token table holds for a token that verified: at most 64 bytes, read on
+/// every warm request with the token's bytes that follow it in the slot.
 #[derive(Clone)]
-struct Verified {
-    token: VerifiedToken,
-    /// Set once the token's session was read and admitted from a store that stamps its reads.
-    kept: Option<Kept>,
+pub(crate) struct Verified {
+    /// When the token expires (its `exp`).
+    pub(crate) expires_at: SystemTime,
+    pub(crate) session: Session,
+}
+
+/// The token's session, as far as it is known beside the token.
+#[derive(Clone)]
+pub(crate) enum Session {
+    /// The session the token names; its record was not kept.
+    Named(SessionId),
+    /// Its record, read and admitted from a store that stamps its reads (the id is the
+    /// record's).
+    Kept(Kept),
+}
+
+const _: () = assert!(
+    size_of::<Verified>() <= 64,
+    "a verified token's entry fits a line"
+);
+
+impl Verified {
+    pub(crate) fn named(token: VerifiedToken) -> Self {
+        Self {
+            expires_at: token.expires_at,
+            session: Session::Named(token.sid),
+        }
+    }
+
+    /// What the token says.
+    pub(crate) fn token(&self) -> VerifiedToken {
+        let sid = match &self.session {
+            Session::Named(sid) => *sid,
+            Session::Kept(kept) => kept.record.sid,
+        };
+        VerifiedToken {
+            sid,
+            expires_at: self.expires_at,
+        }
+    }
 }
 
 /// A token whose signature holds, before its times are checked.
@@ -299,12 +338,33 @@ struct Signed {
     iat: u64,
 }
 
-/// How many refused token strings are remembered.
-const REFUSED_CAPACITY: u64 = 4_096;
+/// What the table knows of a token string.
+#[derive(Clone)]
+enum Judged {
+    /// It verified.
+    Valid(Verified),
+    /// Refused for a reason no later time can change (bad signature, unknown key, malformed,
+    /// another issuer): a client that keeps sending it costs a lookup, not a MAC. `malformed`:
+    /// it has a space in it, so it was not sent as one token (400, not 401).
+    Refused { malformed: bool },
+}
 
-/// Longer refused tokens are not remembered (ours are about 300 bytes): the table stays small
-/// whatever is sent.
-const REFUSED_MAX_LEN: usize = 1_024;
+const _: () = assert!(size_of::<Judged>() <= 64, "a token's entry fits a line");
+
+impl Judged {
+    fn refusal(malformed: bool) -> AuthError {
+        match malformed {
+            true => AuthError::InvalidRequest,
+            false => AuthError::InvalidToken,
+        }
+    }
+}
+
+impl Entry for Judged {
+    fn yields(&self) -> bool {
+        matches!(self, Self::Refused { .. })
+    }
+}
 
 /// A key as the verifier holds it: recognised by the exact header segment we issue with it.
 struct VerifyingKey {
@@ -330,11 +390,8 @@ pub struct TokenIssuer {
     verifying: Vec<VerifyingKey>,
     config: TokenConfig,
     clock: SharedClock,
-    verified: TokenTable<Verified>,
-    /// Token strings refused for a reason no later time can change (bad signature, unknown
-    /// key, malformed, another issuer): a client that keeps sending one costs a lookup, not a
-    /// MAC. Apart from `verified`, so refused tokens never push out valid ones.
-    refused: TokenTable<()>,
+    /// Token strings judged before: one lookup answers for a valid token and a refused one.
+    judged: TokenTable<Judged>,
     /// Tokens re-issued in the last minute (by our clock), per session, with when they were
     /// issued: a client that keeps sending its old token gets the same new one instead of a
     /// signature per request.
@@ -407,12 +464,16 @@ impl TokenIssuer {
                 verifier,
             });
         }
+        let headers: Vec<&str> = verifying
+            .iter()
+            .map(|k| k.header_segment.as_str())
+            .collect();
+        let judged = TokenTable::new(config.verified_capacity, &headers);
         Ok(Self {
             signing_header: header_for(&keys.current),
             signing: keys.current,
             verifying,
-            verified: TokenTable::new(config.verified_capacity),
-            refused: TokenTable::new(REFUSED_CAPACITY),
+            judged,
             renewals: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(60))
@@ -500,55 +561,55 @@ impl TokenIssuer {
         now: SystemTime,
     ) -> Result<VerifiedToken, AuthError> {
         self.verify_keeping(token, now)
-            .map(|(verified, _)| verified)
+            .map(|verified| verified.token())
     }
 
-    /// [`verify_bytes_at`](Self::verify_bytes_at), and the session's record if one was
+    /// [`verify_bytes_at`](Self::verify_bytes_at), with the session's record if one was
     /// [`keep`](Self::keep)t beside the token.
     pub(crate) fn verify_keeping(
         &self,
         token: &[u8],
         now: SystemTime,
-    ) -> Result<(VerifiedToken, Option<Kept>), AuthError> {
+    ) -> Result<Verified, AuthError> {
         if token.len() > self.config.max_len {
             return Err(AuthError::InvalidRequest);
         }
-        let verified = match self.verified.get(token) {
-            Some(known) => known,
-            None if self.refused.get(token).is_some() => return Err(AuthError::InvalidToken),
+        let verified = match self.judged.get(token) {
+            Some(Judged::Valid(known)) => known,
+            Some(Judged::Refused { malformed }) => return Err(Judged::refusal(malformed)),
             None => {
                 let text = std::str::from_utf8(token).map_err(|_| AuthError::InvalidRequest)?;
                 let signed = match self.read_signed(text) {
                     Ok(signed) => signed,
-                    Err(error) => {
-                        if token.len() <= REFUSED_MAX_LEN {
-                            self.refused.insert(token, ());
-                        }
-                        return Err(error);
+                    Err(_) => {
+                        // A string with a space in it was not sent as one token.
+                        let malformed = token.contains(&b' ');
+                        self.judged.insert(token, Judged::Refused { malformed });
+                        return Err(Judged::refusal(malformed));
                     }
                 };
-                let token_says = self.check_times(signed, unix(now))?;
-                let verified = Verified {
-                    token: token_says,
-                    kept: None,
-                };
-                self.verified.insert(token, verified.clone());
+                let verified = Verified::named(self.check_times(signed, unix(now))?);
+                self.judged.insert(token, Judged::Valid(verified.clone()));
                 verified
             }
         };
-        if self.expired(verified.token.expires_at, now) {
+        if self.expired(verified.expires_at, now) {
             return Err(AuthError::TokenExpired);
         }
-        Ok((verified.token, verified.kept))
+        Ok(verified)
     }
 
     /// Keeps `kept` beside `token`, which verified: until its stamp goes stale, requests with
     /// the token find their session's record here.
     pub(crate) fn keep(&self, token: &[u8], kept: Kept) {
         // The record kept before is dropped outside the table's lock.
-        let replaced = self
-            .verified
-            .update(token, |verified| verified.kept.replace(kept));
+        let replaced = self.judged.update(token, |judged| match judged {
+            Judged::Valid(verified) => Some(std::mem::replace(
+                &mut verified.session,
+                Session::Kept(kept),
+            )),
+            Judged::Refused { .. } => None,
+        });
         drop(replaced);
     }
 
@@ -703,12 +764,25 @@ fn invalid<E>(_: E) -> AuthError {
 /// when five live tokens share it (for 1,000 tokens in the default 16,384 sets, about once in
 /// 10,000 runs), and then the oldest entry of the set is replaced. Expiry is checked on every hit
 /// by the caller.
+///
+/// A hit reads the set's line, then one allocation front to back: the slot's tag and value
+/// first, the token's bytes after. A token that starts with one of our header segments
+/// (the same bytes in every token a key signs) is held without it: the segment is compared
+/// against the key's copy, which every request shares.
 struct TokenTable<V> {
     sets: Box<[CacheLine<RwLock<TokenSet<V>>>]>,
     mask: usize,
+    /// The header segments of our keys, each with the `.` after it.
+    prefixes: Box<[Box<[u8]>]>,
 }
 
 const WAYS: usize = 4;
+
+/// What a [`TokenTable`] needs to know of its entries to choose which one a full set gives up.
+trait Entry: Clone {
+    /// Whether this entry gives way to any other (a refusal, to a token that verified).
+    fn yields(&self) -> bool;
+}
 
 /// A set on a cache line of its own (its lock and four way pointers fit in one): a lookup
 /// reads one line for the set, not two.
@@ -731,22 +805,45 @@ impl<V> Default for TokenSet<V> {
     }
 }
 
+/// Tokens up to this long (past a known header segment) are held in their slot's own
+/// allocation; ours are about 230 bytes there. A slot is then 448 bytes.
+const INLINE_TOKEN: usize = 360;
+
+/// No known header segment: the token is held whole.
+const WHOLE: u8 = u8::MAX;
+
+/// In declaration order (`repr(C)`): what a hit reads first — the tag, the value — leads, and
+/// the token's bytes follow, so a hit reads one run of about 310 bytes. Not aligned to a cache
+/// line: an over-aligned allocation goes through glibc's `memalign`, whose leftovers cost more
+/// per request (about 100 instructions in `malloc`, under callgrind) than the part of a line
+/// that alignment saves.
+#[repr(C)]
 struct TokenSlot<V> {
     /// The signature's tail, as hashed: compared before the token itself.
     tag: u64,
-    token: Box<[u8]>,
-    /// Where the signature starts (after the last `.`).
-    signature_at: usize,
     /// What the token was judged.
     value: V,
+    /// Where the signature starts in `rest` (after the last `.`).
+    signature_at: u32,
+    /// Which of the table's prefixes the token starts with, or [`WHOLE`].
+    prefix: u8,
+    /// The token past its prefix.
+    rest: SmallVec<[u8; INLINE_TOKEN]>,
 }
 
-impl<V: Clone> TokenTable<V> {
-    fn new(capacity: u64) -> Self {
+impl<V: Entry> TokenTable<V> {
+    /// A table for about `capacity` tokens, knowing the header segments of our keys.
+    fn new(capacity: u64, headers: &[&str]) -> Self {
         let sets = (capacity.clamp(WAYS as u64, 1 << 24) as usize / WAYS).next_power_of_two();
+        let prefixes = headers
+            .iter()
+            .take(usize::from(WHOLE))
+            .map(|header| [header.as_bytes(), b"."].concat().into())
+            .collect();
         Self {
             sets: (0..sets).map(|_| CacheLine::default()).collect(),
             mask: sets - 1,
+            prefixes,
         }
     }
 
@@ -761,6 +858,20 @@ impl<V: Clone> TokenTable<V> {
         (&self.sets[(hash >> 32) as usize & self.mask].0, tag)
     }
 
+    /// The token past the slot's prefix, if it starts with it.
+    fn past_prefix<'t>(&self, slot: &TokenSlot<V>, token: &'t [u8]) -> Option<&'t [u8]> {
+        match self.prefixes.get(usize::from(slot.prefix)) {
+            Some(prefix) => token.strip_prefix(&**prefix),
+            None => Some(token),
+        }
+    }
+
+    /// Whether `slot` holds exactly `token`.
+    fn holds(&self, slot: &TokenSlot<V>, token: &[u8]) -> bool {
+        self.past_prefix(slot, token)
+            .is_some_and(|rest| same_token(&slot.rest, slot.signature_at as usize, rest))
+    }
+
     fn get(&self, token: &[u8]) -> Option<V> {
         let (set, tag) = self.locate(token);
         let set = set.read().unwrap_or_else(|e| e.into_inner());
@@ -772,7 +883,7 @@ impl<V: Clone> TokenTable<V> {
         set.ways
             .iter()
             .flatten()
-            .find(|s| s.tag == tag && same_token(&s.token, s.signature_at, token))
+            .find(|s| s.tag == tag && self.holds(s, token))
             .map(|s| s.value.clone())
     }
 
@@ -780,28 +891,59 @@ impl<V: Clone> TokenTable<V> {
     fn update<R>(&self, token: &[u8], change: impl FnOnce(&mut V) -> R) -> Option<R> {
         let (set, _) = self.locate(token);
         let mut set = set.write().unwrap_or_else(|e| e.into_inner());
-        let slot = set.ways.iter_mut().flatten().find(|s| *s.token == *token)?;
+        let slot = set
+            .ways
+            .iter_mut()
+            .flatten()
+            .find(|s| self.past_prefix(s, token) == Some(&s.rest[..]))?;
         Some(change(&mut slot.value))
     }
 
     fn insert(&self, token: &[u8], value: V) {
-        let Some(dot) = token.iter().rposition(|&b| b == b'.') else {
+        let (prefix, rest) = match self.prefixes.iter().position(|p| token.starts_with(p)) {
+            Some(at) => (at as u8, &token[self.prefixes[at].len()..]),
+            None => (WHOLE, token),
+        };
+        let Some(signature_at) = rest
+            .iter()
+            .rposition(|&b| b == b'.')
+            .and_then(|dot| u32::try_from(dot + 1).ok())
+        else {
             return;
         };
+        // Whatever is sent, what yields takes no more than its slot.
+        if value.yields() && rest.len() > INLINE_TOKEN {
+            return;
+        }
         let (set, tag) = self.locate(token);
         let mut set = set.write().unwrap_or_else(|e| e.into_inner());
         // Two requests that judged the same new token at once: one way holds it.
-        if set.ways.iter().flatten().any(|s| *s.token == *token) {
+        if set
+            .ways
+            .iter()
+            .flatten()
+            .any(|s| self.past_prefix(s, token) == Some(&s.rest[..]))
+        {
             return;
         }
         let slot = Box::new(TokenSlot {
             tag,
-            token: token.into(),
-            signature_at: dot + 1,
             value,
+            signature_at,
+            prefix,
+            rest: SmallVec::from_slice(rest),
         });
-        let way = match set.ways.iter().position(Option::is_none) {
-            Some(free) => free,
+        let free = set.ways.iter().position(Option::is_none);
+        let yielding = || {
+            set.ways
+                .iter()
+                .position(|way| way.as_ref().is_some_and(|s| s.value.yields()))
+        };
+        let way = match free.or_else(yielding) {
+            // A free way, else the first whose entry yields (a refusal).
+            Some(way) => way,
+            // Every way holds a token that verified: a refusal is not remembered.
+            None if slot.value.yields() => return,
             None => {
                 let oldest = set.next;
                 set.next = (oldest + 1) % WAYS;
@@ -900,6 +1042,12 @@ mod tests {
         assert_eq!(other.verify(&issued.value), Err(AuthError::TokenExpired));
     }
 
+    impl Entry for VerifiedToken {
+        fn yields(&self) -> bool {
+            false
+        }
+    }
+
     fn remembered(sid: u8) -> VerifiedToken {
         VerifiedToken {
             sid: SessionId::from_bytes([sid; 16]),
@@ -909,23 +1057,59 @@ mod tests {
 
     #[test]
     fn cached_tokens_match_only_whole() {
-        let cache = TokenTable::<VerifiedToken>::new(64);
-        cache.insert(b"h.p.signature", remembered(1));
-        assert_eq!(cache.get(b"h.p.signature"), Some(remembered(1)));
-        for other in [
-            &b"h.p.signaturE"[..],
-            b"h.q.signature",
-            b"h.p.signatur",
-            b"h.psignature",
-            b"hh.p.signature",
-            b".p.signature",
-            b"signature",
-        ] {
-            assert_eq!(cache.get(other), None, "{}", String::from_utf8_lossy(other));
+        // Held whole, and held past a known header segment ("h", or a longer one it prefixes).
+        for headers in [&[][..], &["h"], &["hh", "h"]] {
+            let cache = TokenTable::<VerifiedToken>::new(64, headers);
+            cache.insert(b"h.p.signature", remembered(1));
+            assert_eq!(cache.get(b"h.p.signature"), Some(remembered(1)));
+            for other in [
+                &b"h.p.signaturE"[..],
+                b"h.q.signature",
+                b"h.p.signatur",
+                b"h.psignature",
+                b"hh.p.signature",
+                b"g.p.signature",
+                b".p.signature",
+                b"p.signature",
+                b"signature",
+            ] {
+                assert_eq!(
+                    cache.get(other),
+                    None,
+                    "{headers:?} {}",
+                    String::from_utf8_lossy(other)
+                );
+            }
+            // No dot: never remembered.
+            cache.insert(b"nodots", remembered(2));
+            assert_eq!(cache.get(b"nodots"), None);
         }
-        // No dot: never remembered.
-        cache.insert(b"nodots", remembered(2));
-        assert_eq!(cache.get(b"nodots"), None);
+    }
+
+    /// A remembered token is held in its slot without the header segment every token of the
+    /// key repeats, and found again, changed and told apart from a token of another header.
+    #[test]
+    fn a_known_header_segment_is_not_held_per_token() {
+        let cache = TokenTable::<VerifiedToken>::new(64, &["hdr"]);
+        cache.insert(b"hdr.p.signature", remembered(1));
+        cache.insert(b"other.p.signature", remembered(2));
+        let held = |token: &[u8]| {
+            let (set, _) = cache.locate(token);
+            let set = set.read().unwrap();
+            let rests: Vec<Vec<u8>> = set.ways.iter().flatten().map(|s| s.rest.to_vec()).collect();
+            rests
+        };
+        assert!(held(b"hdr.p.signature").contains(&b"p.signature".to_vec()));
+        assert!(held(b"other.p.signature").contains(&b"other.p.signature".to_vec()));
+        assert_eq!(cache.get(b"hdr.p.signature"), Some(remembered(1)));
+        assert_eq!(cache.get(b"other.p.signature"), Some(remembered(2)));
+        assert_eq!(
+            cache.update(b"hdr.p.signature", |v| std::mem::replace(v, remembered(3))),
+            Some(remembered(1))
+        );
+        assert_eq!(cache.get(b"hdr.p.signature"), Some(remembered(3)));
+        assert_eq!(cache.get(b"other.p.signature"), Some(remembered(2)));
+        assert_eq!(cache.update(b"hdrx.p.signature", |_| ()), None);
     }
 
     #[test]
@@ -952,7 +1136,7 @@ mod tests {
     #[test]
     fn tokens_sharing_a_set_are_all_remembered_until_a_fifth_replaces_the_oldest() {
         // The same last eight bytes: the same set (and tag), told apart by the whole token.
-        let cache = TokenTable::<VerifiedToken>::new(64);
+        let cache = TokenTable::<VerifiedToken>::new(64, &[]);
         let token = |i: u8| format!("h.p{i}.sig-tail-8").into_bytes();
         for i in 0..4 {
             cache.insert(&token(i), remembered(i));
@@ -1029,8 +1213,10 @@ mod tests {
         for _ in 0..2 {
             assert_eq!(tokens.verify(&forged), Err(AuthError::InvalidToken));
         }
-        assert!(tokens.refused.get(forged.as_bytes()).is_some());
-        assert!(tokens.verified.get(forged.as_bytes()).is_none());
+        assert!(matches!(
+            tokens.judged.get(forged.as_bytes()),
+            Some(Judged::Refused { malformed: false })
+        ));
         // The refusal is remembered for that string only: the genuine token still verifies,
         // and an expired one is not remembered as refused (it is answered `token_expired`).
         assert!(tokens.verify(&good).is_ok());
@@ -1040,7 +1226,59 @@ mod tests {
             .unwrap()
             .value;
         assert_eq!(tokens.verify(&expired), Err(AuthError::TokenExpired));
-        assert!(tokens.refused.get(expired.as_bytes()).is_none());
+        assert!(tokens.judged.get(expired.as_bytes()).is_none());
+        // A string with a space in it was not sent as one token: malformed, the first time
+        // and when remembered.
+        for _ in 0..2 {
+            assert_eq!(tokens.verify("not a.token"), Err(AuthError::InvalidRequest));
+        }
+        assert!(matches!(
+            tokens.judged.get(b"not a.token"),
+            Some(Judged::Refused { malformed: true })
+        ));
+    }
+
+    /// What a set gives up when full: a refusal before a token that verified, and a refusal
+    /// never takes the place of one.
+    #[test]
+    fn a_refusal_never_takes_the_place_of_a_token_that_verified() {
+        #[derive(Clone, Debug, PartialEq)]
+        enum Test {
+            Valid(u8),
+            Refused(u8),
+        }
+        impl Entry for Test {
+            fn yields(&self) -> bool {
+                matches!(self, Self::Refused(_))
+            }
+        }
+        let cache = TokenTable::<Test>::new(64, &[]);
+        // The same last eight bytes: one set.
+        let token = |i: u8| format!("h.p{i}.sig-tail-8").into_bytes();
+        cache.insert(&token(0), Test::Refused(0));
+        for i in 1..4 {
+            cache.insert(&token(i), Test::Valid(i));
+        }
+        // Full: a fifth valid token takes the refusal's way, not a valid one's.
+        cache.insert(&token(4), Test::Valid(4));
+        assert_eq!(cache.get(&token(0)), None);
+        for i in 1..5 {
+            assert_eq!(cache.get(&token(i)), Some(Test::Valid(i)), "way {i}");
+        }
+        // Full of valid tokens: a refusal is not remembered, and pushes none out.
+        cache.insert(&token(5), Test::Refused(5));
+        assert_eq!(cache.get(&token(5)), None);
+        for i in 1..5 {
+            assert_eq!(cache.get(&token(i)), Some(Test::Valid(i)), "way {i}");
+        }
+        // A refusal too long for its slot is not remembered (whatever is sent, a refusal
+        // takes one slot).
+        let other = TokenTable::<Test>::new(64, &[]);
+        let long = format!("h.{}.sig", "p".repeat(INLINE_TOKEN));
+        other.insert(long.as_bytes(), Test::Refused(6));
+        assert_eq!(other.get(long.as_bytes()), None);
+        other.insert(long.as_bytes(), Test::Valid(6));
+        assert_eq!(other.get(long.as_bytes()), Some(Test::Valid(6)));
     }
 
     #[test]
@@ -1119,9 +1357,10 @@ mod tests {
             jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(SECRET)).unwrap();
         assert_eq!(tokens.verify(&hs384), Err(AuthError::InvalidToken));
         // Garbage and oversize.
-        for junk in ["", "a.b.c", "not a token", "....", "eyJhbGciOiJIUzI1NiJ9"] {
+        for junk in ["", "a.b.c", "....", "eyJhbGciOiJIUzI1NiJ9"] {
             assert_eq!(tokens.verify(junk), Err(AuthError::InvalidToken), "{junk}");
         }
+        assert_eq!(tokens.verify("not a token"), Err(AuthError::InvalidRequest));
         assert_eq!(
             tokens.verify(&"a".repeat(5000)),
             Err(AuthError::InvalidRequest)

@@ -18,7 +18,7 @@ use wechat_token_cache::{
 use super::future::Reissue;
 use super::source::{self, REISSUED_TOKEN_HEADER, SentBy, SessionCookie, TokenSource};
 use crate::rejection::AuthError;
-use crate::token::{Kept, TokenIssuer, VerifiedToken, unix};
+use crate::token::{Kept, Session, TokenIssuer, Verified, VerifiedToken, unix};
 use crate::user::{Upstream, WeChatUser};
 
 /// What every request of one layer shares to authenticate.
@@ -87,16 +87,10 @@ impl<St: SessionStore> Authenticator<St> {
         };
         let now = self.cache.clock().now();
         let verified = match sent_by {
-            SentBy::Cookies => self.verify_one_cookie(headers, now).map(|v| (v, None)),
-            // A token that does not verify and has a space in it was malformed, not forged.
-            _ => self.tokens.verify_keeping(token, now).map_err(|error| {
-                match token.contains(&b' ') {
-                    true => AuthError::InvalidRequest,
-                    false => error,
-                }
-            }),
+            SentBy::Cookies => self.verify_one_cookie(headers, now).map(Verified::named),
+            _ => self.tokens.verify_keeping(token, now),
         };
-        let (verified, kept) = match verified {
+        let verified = match verified {
             Ok(verified) => verified,
             // Several cookies and not exactly one verifies: which is ours cannot be told, so
             // none is cleared (clearing could delete the user's own).
@@ -109,14 +103,18 @@ impl<St: SessionStore> Authenticator<St> {
         // The record kept beside the token, while nothing is due (no refresh, check, end of
         // the session or re-issue of the token) and the store says it is still the stored one:
         // nothing more to read.
-        if let Some(kept) = kept
-            && now < kept.until
-            && store.still_current(&kept.stamp, now)
-        {
-            tracing::trace!(sid = %verified.sid, outcome = "authenticated", reissued = false);
-            let user = WeChatUser::new(kept.record, Arc::clone(&self.upstream));
-            return Step::Done(Outcome::User(user, None));
-        }
+        let verified = match verified.session {
+            Session::Kept(kept) if now < kept.until && store.still_current(&kept.stamp, now) => {
+                tracing::trace!(sid = %kept.record.sid, outcome = "authenticated", reissued = false);
+                let user = WeChatUser::new(kept.record, Arc::clone(&self.upstream));
+                return Step::Done(Outcome::User(user, None));
+            }
+            session => Verified {
+                session,
+                ..verified
+            }
+            .token(),
+        };
         // Of several cookies, `token` is the first, not necessarily the one that verified.
         let keep = (sent_by != SentBy::Cookies).then_some(token);
         let sent_by = match sent_by {
