@@ -237,24 +237,36 @@ impl AuthError {
 
     /// The `WWW-Authenticate` challenge (RFC 6750), for refused or missing session
     /// credentials.
-    fn challenge(&self) -> Option<&'static str> {
+    fn challenge(&self) -> Option<HeaderValue> {
+        // Built at compile time: a refusal copies its header instead of checking its bytes.
+        macro_rules! value {
+            ($value:literal) => {
+                const { HeaderValue::from_static($value) }
+            };
+        }
         Some(match self {
-            Self::MissingToken => "Bearer",
-            Self::InvalidRequest => r#"Bearer error="invalid_request""#,
+            Self::MissingToken => value!("Bearer"),
+            Self::InvalidRequest => value!(r#"Bearer error="invalid_request""#),
             Self::InvalidToken => {
-                r#"Bearer error="invalid_token", error_description="invalid session token""#
+                value!(r#"Bearer error="invalid_token", error_description="invalid session token""#)
             }
             Self::TokenExpired => {
-                r#"Bearer error="invalid_token", error_description="the session token has expired""#
+                value!(
+                    r#"Bearer error="invalid_token", error_description="the session token has expired""#
+                )
             }
             Self::SessionExpired => {
-                r#"Bearer error="invalid_token", error_description="the session has ended""#
+                value!(r#"Bearer error="invalid_token", error_description="the session has ended""#)
             }
             Self::ReauthRequired => {
-                r#"Bearer error="invalid_token", error_description="log in with WeChat again""#
+                value!(
+                    r#"Bearer error="invalid_token", error_description="log in with WeChat again""#
+                )
             }
             Self::SessionKeyExpired => {
-                r#"Bearer error="invalid_token", error_description="call wx.login and log in again""#
+                value!(
+                    r#"Bearer error="invalid_token", error_description="call wx.login and log in again""#
+                )
             }
             _ => return None,
         })
@@ -317,12 +329,12 @@ impl AuthError {
         let mut response = Response::new(body);
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(
+            header::CACHE_CONTROL,
+            const { HeaderValue::from_static("no-store") },
+        );
         if let Some(challenge) = self.challenge() {
-            headers.insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(challenge),
-            );
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
         }
         if let Some(retry_after) = self.retry_after() {
             headers.insert(
@@ -340,7 +352,7 @@ impl AuthError {
         let mut response = self.with_body(B::from(self.json_body()));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
+            const { HeaderValue::from_static("application/json") },
         );
         response
     }
