@@ -118,13 +118,8 @@ pub enum Credentials {
 ///
 /// Records are versioned: every successful [`compare_and_set`](crate::SessionStore::compare_and_set)
 /// increments `version`, so concurrent writers cannot overwrite each other unnoticed.
-///
-/// Laid out in declaration order from the start of a cache line: in an `Arc`, the reference
-/// counts, `sid`, `appid` and `openid` share the first line, so a request that admits a kept
-/// record and reads who the user is touches one line of it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
-#[repr(C, align(64))]
 pub struct SessionRecord {
     /// The session's identifier.
     pub sid: SessionId,
@@ -342,18 +337,6 @@ impl fmt::Display for UserId {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// In an `Arc` (two counters first), a record's reference counts, id, app and openid share
-    /// its first cache line.
-    #[test]
-    fn who_the_user_is_shares_the_records_first_line() {
-        let counts = 2 * size_of::<usize>();
-        assert_eq!(align_of::<SessionRecord>(), 64);
-        assert!(counts + std::mem::offset_of!(SessionRecord, openid) + size_of::<OpenId>() <= 64);
-        assert!(
-            std::mem::offset_of!(SessionRecord, sid) < std::mem::offset_of!(SessionRecord, openid)
-        );
-    }
 
     #[test]
     fn session_ids_round_trip_and_reject_garbage() {
