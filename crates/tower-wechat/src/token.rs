@@ -895,7 +895,7 @@ impl<V: Entry> TokenTable<V> {
             .ways
             .iter_mut()
             .flatten()
-            .find(|s| self.past_prefix(s, token) == Some(&s.rest[..]))?;
+            .find(|s| self.holds(s, token))?;
         Some(change(&mut slot.value))
     }
 
@@ -918,12 +918,7 @@ impl<V: Entry> TokenTable<V> {
         let (set, tag) = self.locate(token);
         let mut set = set.write().unwrap_or_else(|e| e.into_inner());
         // Two requests that judged the same new token at once: one way holds it.
-        if set
-            .ways
-            .iter()
-            .flatten()
-            .any(|s| self.past_prefix(s, token) == Some(&s.rest[..]))
-        {
+        if set.ways.iter().flatten().any(|s| self.holds(s, token)) {
             return;
         }
         let slot = Box::new(TokenSlot {
