@@ -120,8 +120,9 @@ pub enum Credentials {
 /// increments `version`, so concurrent writers cannot overwrite each other unnoticed.
 ///
 /// Laid out in declaration order (`repr(C)`), `openid` first: in an `Arc` it follows the
-/// reference counts, so the middleware's hot path (count the record in, read who the user is)
-/// most often touches one line of the record instead of two.
+/// reference counts, and an openid's text is held inline, so the middleware's hot path (count
+/// the record in, read who the user is) most often touches one line of the record and nothing
+/// else of it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 #[repr(C)]
@@ -348,7 +349,10 @@ mod tests {
     #[test]
     fn the_openid_leads_the_record() {
         assert_eq!(std::mem::offset_of!(SessionRecord, openid), 0);
-        assert!(size_of::<SessionRecord>() <= 216);
+        // The openid's text is held inline (`wechat-oauth` tests that), and with the reference
+        // counts before it, it fits a line's 64 bytes.
+        assert!(16 + size_of::<OpenId>() <= 64);
+        assert!(size_of::<SessionRecord>() <= 240);
     }
 
     #[test]
