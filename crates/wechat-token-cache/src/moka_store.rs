@@ -410,17 +410,27 @@ struct UserIndex {
     shards: [Mutex<HashMap<u64, UserSessions>>; INDEX_SHARDS],
 }
 
-/// One user's sessions. Most users have one, held inline: no allocation per user.
+/// One user's sessions. Most users have one, held inline: no allocation per user. Several are
+/// boxed, so an index entry stays 32 bytes (a set inline would make every entry 64).
 enum UserSessions {
     One(SessionId),
-    Many(HashSet<SessionId>),
+    #[expect(
+        clippy::box_collection,
+        reason = "the box keeps every entry of the index small; the set is the rare case"
+    )]
+    Many(Box<HashSet<SessionId>>),
 }
+
+const _: () = assert!(
+    size_of::<UserSessions>() <= 24,
+    "an index entry stays small"
+);
 
 impl UserSessions {
     fn add(&mut self, sid: SessionId) {
         match self {
             Self::One(one) if *one == sid => {}
-            Self::One(one) => *self = Self::Many(HashSet::from([*one, sid])),
+            Self::One(one) => *self = Self::Many(Box::new(HashSet::from([*one, sid]))),
             Self::Many(many) => {
                 many.insert(sid);
             }
@@ -448,7 +458,7 @@ impl UserSessions {
     fn into_vec(self) -> Vec<SessionId> {
         match self {
             Self::One(one) => vec![one],
-            Self::Many(many) => many.into_iter().collect(),
+            Self::Many(many) => (*many).into_iter().collect(),
         }
     }
 }

@@ -306,7 +306,7 @@ pub(crate) fn add_capped(t: SystemTime, d: Duration) -> SystemTime {
 /// `<appid>:<openid>`. Logout-all ends every session of a user id. At most 256 bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct UserId(String);
+pub struct UserId(Box<str>);
 
 /// The longest [`UserId`] accepted.
 pub const MAX_USER_ID_LEN: usize = 256;
@@ -316,15 +316,15 @@ impl UserId {
     /// or longer than [`MAX_USER_ID_LEN`] bytes.
     pub fn new(id: impl Into<String>) -> Option<Self> {
         let id = id.into();
-        (!id.is_empty() && id.len() <= MAX_USER_ID_LEN).then_some(Self(id))
+        (!id.is_empty() && id.len() <= MAX_USER_ID_LEN).then(|| Self(id.into_boxed_str()))
     }
 
     /// The user id of a login without a hook: the unionid when there is one (the same person in
     /// every app bound to the Open Platform account), else `<appid>:<openid>`.
     pub fn default_for(appid: &AppId, openid: &OpenId, unionid: Option<&UnionId>) -> Self {
         match unionid {
-            Some(unionid) => Self(unionid.as_str().to_owned()),
-            None => Self(format!("{}:{}", appid.as_str(), openid.as_str())),
+            Some(unionid) => Self(unionid.as_str().into()),
+            None => Self(format!("{}:{}", appid.as_str(), openid.as_str()).into_boxed_str()),
         }
     }
 
