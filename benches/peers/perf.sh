@@ -4,7 +4,7 @@
 # samples it; the table gives each symbol's time per request (samples / rate / requests) and the
 # last variant's difference from the first. Needs perf (linux-perf) and a build (run.sh first).
 #   PROJECT=$PWD benches/peers/perf.sh bare noop_layer wechat_login
-#   SCRIPT=benches/peers/random.lua benches/peers/perf.sh wechat_login   # users in random order
+#   ORDER=random benches/peers/perf.sh wechat_login   # users in random order, not in a round
 #   perf annotate -i "$WORK/perf/wechat_login/perf.data" --stdio -s <symbol>   # where in a symbol
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")" && pwd)
@@ -12,7 +12,7 @@ PROJECT=${PROJECT:-$(cd "$ROOT/../.." && pwd)}
 WORK=${WORK:-$(cd "$PROJECT" && pwd)/target/peers-bench}
 BIN=$WORK/peers/target/release
 SERVER=${SERVER:-$BIN/server}
-SCRIPT=$(realpath "${SCRIPT:-$ROOT/cycle.lua}")
+ORDER=${ORDER:-}   # "random", or empty for cycle.lua's round
 DUR=${DUR:-12}; RATE=${RATE:-4999}; SERVER_CPU=${SERVER_CPU:-1}; CLIENT_CPU=${CLIENT_CPU:-0}
 command -v perf >/dev/null || { echo "perf not found: apt-get install -y linux-perf" >&2; exit 1; }
 [ -x "$SERVER" ] || { echo "build first: run.sh (with PROJECT set for wechat_login)" >&2; exit 1; }
@@ -24,8 +24,8 @@ for v in "$@"; do
   TOKENS_OUT=$out/wechat.txt taskset -c "$SERVER_CPU" "$SERVER" "$v" "$port" 2>"$out/server.log" &
   sp=$!
   for _ in $(seq 1 200); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.05; done
-  taskset -c "$CLIENT_CPU" wrk -t1 -c64 -d2s -s "$SCRIPT" "http://127.0.0.1:$port/me" -- "$hf" >/dev/null
-  taskset -c "$CLIENT_CPU" wrk -t1 -c64 -d"${DUR}s" -s "$SCRIPT" "http://127.0.0.1:$port/me" -- "$hf" >"$out/wrk.txt" &
+  taskset -c "$CLIENT_CPU" wrk -t1 -c64 -d2s -s "$ROOT/cycle.lua" "http://127.0.0.1:$port/me" -- "$hf" $ORDER >/dev/null
+  taskset -c "$CLIENT_CPU" wrk -t1 -c64 -d"${DUR}s" -s "$ROOT/cycle.lua" "http://127.0.0.1:$port/me" -- "$hf" $ORDER >"$out/wrk.txt" &
   wp=$!
   sleep 1
   # Sampled for DUR-3 seconds, inside the load.
