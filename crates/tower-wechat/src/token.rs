@@ -320,13 +320,19 @@ impl Verified {
 
     /// What the token says.
     pub(crate) fn token(&self) -> VerifiedToken {
-        let sid = match &self.session {
-            Session::Named(sid) => *sid,
-            Session::Kept(kept) => kept.record.sid,
-        };
         VerifiedToken {
-            sid,
+            sid: self.session.sid(),
             expires_at: self.expires_at,
+        }
+    }
+}
+
+impl Session {
+    /// The session's id.
+    pub(crate) fn sid(&self) -> SessionId {
+        match self {
+            Self::Named(sid) => *sid,
+            Self::Kept(kept) => kept.record.sid,
         }
     }
 }
@@ -944,13 +950,6 @@ impl<V: Entry> TokenTable<V> {
         if set.ways.iter().flatten().any(|s| self.holds(s, token)) {
             return;
         }
-        let slot = Box::new(TokenSlot {
-            tag,
-            value,
-            signature_at,
-            prefix,
-            rest: SmallVec::from_slice(rest),
-        });
         let free = set.ways.iter().position(Option::is_none);
         let yielding = || {
             set.ways
@@ -960,15 +959,21 @@ impl<V: Entry> TokenTable<V> {
         let way = match free.or_else(yielding) {
             // A free way, else the first whose entry yields (a refusal).
             Some(way) => way,
-            // Every way holds a token that verified: a refusal is not remembered.
-            None if slot.value.yields() => return,
+            // Every way holds a token that verified: a refusal is not remembered (nor copied).
+            None if value.yields() => return,
             None => {
                 let oldest = set.next;
                 set.next = (oldest + 1) % WAYS;
                 oldest
             }
         };
-        set.ways[way] = Some(slot);
+        set.ways[way] = Some(Box::new(TokenSlot {
+            tag,
+            value,
+            signature_at,
+            prefix,
+            rest: SmallVec::from_slice(rest),
+        }));
     }
 }
 

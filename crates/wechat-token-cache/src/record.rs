@@ -345,7 +345,7 @@ mod tests {
     use super::*;
 
     /// The openid leads the record, right after an `Arc`'s two counts (see the type's docs);
-    /// the record is no larger for it.
+    /// leading with it adds no padding.
     #[test]
     fn the_openid_leads_the_record() {
         assert_eq!(std::mem::offset_of!(SessionRecord, openid), 0);

@@ -109,11 +109,10 @@ impl<St: SessionStore> Authenticator<St> {
                 let user = WeChatUser::new(kept.record, Arc::clone(&self.upstream));
                 return Step::Done(Outcome::User(user, None));
             }
-            session => Verified {
-                session,
-                ..verified
-            }
-            .token(),
+            session => VerifiedToken {
+                sid: session.sid(),
+                expires_at: verified.expires_at,
+            },
         };
         // Of several cookies, `token` is the first, not necessarily the one that verified.
         let keep = (sent_by != SentBy::Cookies).then_some(token);
