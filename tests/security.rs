@@ -241,6 +241,122 @@ async fn failed_exchanges_are_limited_and_successes_go_through() {
     s.login("o_lena").await;
 }
 
+/// A client sending from `ip` (a loopback alias).
+fn client_from(ip: Ipv4Addr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(IpAddr::V4(ip))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn post_code(client: &reqwest::Client, base: &str, code: &str) -> StatusCode {
+    client
+        .post(format!("{base}/auth/wechat/login"))
+        .header("content-type", "application/json")
+        .body(json!({ "code": code }).to_string())
+        .send()
+        .await
+        .map_or(StatusCode::BAD_GATEWAY, |r| r.status())
+}
+
+#[tokio::test]
+async fn junk_codes_sent_all_at_once_ask_wechat_at_most_the_limit_and_others_log_in() {
+    // Room for the whole flood at the listener: this is about the login limits.
+    let serve = ServeLimits {
+        max_connections: 4_000,
+        max_connections_per_address: 4_000,
+        ..ServeLimits::default()
+    };
+    let s = start_configured(MockConfig::default(), LoginLimits::default(), serve).await;
+    // Slow exchanges, so the flood's submits are all in flight together.
+    s.mock.inject(
+        Endpoint::AccessToken,
+        Fault::Delay(Duration::from_millis(300)),
+        2_000,
+    );
+    let attacker = client_from(Ipv4Addr::new(127, 0, 0, 2));
+    let flood = futures::future::join_all(
+        (0..1_500).map(|i| post_code(&attacker, &s.base, Box::leak(format!("junk-{i}").into()))),
+    );
+    let honest = async {
+        let code = s.code("o_olga").await;
+        post_code(&client_from(Ipv4Addr::new(127, 0, 0, 3)), &s.base, &code).await
+    };
+    let (flooded, honest) = tokio::join!(flood, honest);
+    assert_eq!(
+        honest,
+        StatusCode::OK,
+        "a valid code from elsewhere logs in"
+    );
+    let limited = flooded
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert!(limited >= 1_480, "{limited} of 1,500 refused");
+    // The honest login's exchange and at most 20 of the flood's reached WeChat.
+    assert!(s.mock.calls(Endpoint::AccessToken) <= 21);
+}
+
+#[tokio::test]
+async fn past_the_global_limit_a_clean_client_still_logs_in() {
+    let limits = LoginLimits::default().failures(3, 5, Duration::from_secs(60));
+    let s = start_configured(MockConfig::default(), limits, ServeLimits::default()).await;
+    let (two, three) = (
+        client_from(Ipv4Addr::new(127, 0, 0, 2)),
+        client_from(Ipv4Addr::new(127, 0, 0, 3)),
+    );
+    for i in 0..3 {
+        assert_eq!(
+            post_code(&two, &s.base, &format!("junk-a{i}")).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    for i in 0..2 {
+        assert_eq!(
+            post_code(&three, &s.base, &format!("junk-b{i}")).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // Five failures in all: clients with failures wait, even with a valid code.
+    let code = s.code("o_pia").await;
+    assert_eq!(
+        post_code(&three, &s.base, &code).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let calls = s.mock.calls(Endpoint::AccessToken);
+    // A client with a clean record logs in.
+    let code = s.code("o_pia").await;
+    let four = client_from(Ipv4Addr::new(127, 0, 0, 4));
+    assert_eq!(post_code(&four, &s.base, &code).await, StatusCode::OK);
+    assert_eq!(s.mock.calls(Endpoint::AccessToken), calls + 1);
+}
+
+#[tokio::test]
+async fn a_refused_callback_writes_nothing() {
+    let limits = LoginLimits::default().failures(1, 100, Duration::from_secs(60));
+    let s = start_configured(MockConfig::default(), limits, ServeLimits::default()).await;
+    assert_eq!(
+        s.login_body("/auth/wechat/login", json!({ "code": "junk" }))
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    // Over its limit, the browser's callback is refused before its state is used.
+    let web = s.web_login("o_quinn").await;
+    let refused = callback_in(&s, &web.callback, Some(&web.binding)).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let store = s.auth.cache().store();
+    assert_eq!(
+        store
+            .get_value(&format!("state:{}", web.state))
+            .await
+            .unwrap(),
+        None,
+        "no used-state record was written"
+    );
+}
+
 /// Reads until the server closes the connection; what it sent before closing.
 async fn until_closed(stream: &mut TcpStream) -> Vec<u8> {
     let mut received = Vec::new();

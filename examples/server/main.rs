@@ -13,7 +13,8 @@
 //! `WECHAT_MP_APPID` + `WECHAT_MP_SECRET` (Mini Program) — none set: sandbox; `WECHAT_API_BASE`;
 //! `ACCOUNTS_DB` (the SQLite file of the application's accounts; in memory when unset); `SESSION_SECRET` (at least 32 bytes; random per start when
 //! unset), `PUBLIC_URL` (default `http://BIND`), `MAX_CONNECTIONS` (default 1,000),
-//! `HEADER_READ_TIMEOUT_SECS` (default 10; also the idle keep-alive timeout), `REDIS_URL`
+//! `MAX_CONNECTIONS_PER_ADDRESS` (default 64, IPv6 by /64), `HEADER_READ_TIMEOUT_SECS` (default
+//! 10; also the idle keep-alive timeout), `RESPONSE_TIMEOUT_SECS` (default 30), `REDIS_URL`
 //! (sessions in Redis; `redis-cluster://` for a cluster) with `STORE_KEY` (32 bytes, hex or
 //! base64), `STORE_KEY_ID`, `STORE_PREVIOUS_KEYS` and `REDIS_PREFIX`, `GRPC_BIND` (also serve
 //! the tonic service `demo.WhoAmI` there, behind the same layer), `METRICS` (`on`/`off`:
@@ -53,6 +54,14 @@ fn serve_limits() -> Result<serve::ServeLimits, app::BoxError> {
     let defaults = serve::ServeLimits::default();
     Ok(serve::ServeLimits {
         max_connections: number(env("MAX_CONNECTIONS"), defaults.max_connections)?,
+        max_connections_per_address: number(
+            env("MAX_CONNECTIONS_PER_ADDRESS"),
+            defaults.max_connections_per_address,
+        )?,
+        response_timeout: Duration::from_secs(number(
+            env("RESPONSE_TIMEOUT_SECS"),
+            defaults.response_timeout.as_secs(),
+        )?),
         header_read_timeout: Duration::from_secs(number(
             env("HEADER_READ_TIMEOUT_SECS"),
             defaults.header_read_timeout.as_secs(),

@@ -38,7 +38,8 @@
 //!   code is the duplicate-callback case above, with another code it is refused (400
 //!   `invalid_state`). Official Account states cannot be bound (WeChat's in-app browser drops
 //!   cookies); their callbacks get a 5 s retry window only.
-//! - Failed exchanges are limited per client and in total ([`LoginLimits`]); over a limit the
+//! - Exchanges failed or in flight are limited per client and in total ([`LoginLimits`]),
+//!   counted before they start; over a limit the
 //!   endpoints answer 429 with `Retry-After` without asking WeChat.
 
 use std::fmt;
@@ -60,7 +61,7 @@ use wechat_token_cache::{
 
 use crate::apps::{AppKind, Apps};
 use crate::auth::{SessionCookie, WeChatAuthLayer};
-use crate::limits::{LoginLimiter, LoginLimits};
+use crate::limits::{Admission, LoginLimiter, LoginLimits};
 use crate::rejection::AuthError;
 use crate::state::{STATE_TTL, StateError, StateSigner};
 use crate::token::{IssuedToken, TokenIssuer};
@@ -106,7 +107,7 @@ impl<'a> CodeLogin<'a> {
         self
     }
 
-    /// Who is asking, for the failed-attempt limits ([`LoginLimits`]): e.g. the client's IP.
+    /// Who is asking, for the login limits ([`LoginLimits`]): e.g. the client's IP.
     pub fn client(mut self, key: Option<&'a str>) -> Self {
         self.client = key;
         self
@@ -126,7 +127,7 @@ pub struct WebCallback<'a> {
     pub binding: Option<&'a str>,
     /// The `return_to` query parameter the start endpoint put in the callback URL.
     pub return_to: Option<&'a str>,
-    /// Who is asking, for the failed-attempt limits ([`LoginLimits`]).
+    /// Who is asking, for the login limits ([`LoginLimits`]).
     pub client: Option<&'a str>,
 }
 
@@ -153,7 +154,7 @@ impl<'a> WebCallback<'a> {
         }
     }
 
-    /// Who is asking, for the failed-attempt limits.
+    /// Who is asking, for the login limits.
     pub fn client(mut self, key: Option<&'a str>) -> Self {
         self.client = key;
         self
@@ -493,7 +494,7 @@ pub struct LoginEndpoints<St = MokaStore> {
     inner: Arc<Inner<St>>,
 }
 
-/// Who a login request is from, for the failed-attempt limits.
+/// Who a login request is from, for the login limits.
 pub type ClientKey = Arc<dyn Fn(&http::request::Parts) -> Option<String> + Send + Sync>;
 
 /// Everything the endpoints share; made once, by the layer's builder.
@@ -561,15 +562,16 @@ impl<St: SessionStore> Inner<St> {
     }
 }
 
-/// The default [`ClientKey`]: the peer's IP address, when the server records it (axum's
-/// `ConnectInfo<SocketAddr>`).
+/// The default [`ClientKey`]: the peer's address, when the server records it (axum's
+/// `ConnectInfo<SocketAddr>`), with IPv6 addresses grouped by their /64 network (one host
+/// usually holds a whole /64) — see [`address_group`](crate::address_group).
 fn peer_ip(parts: &http::request::Parts) -> Option<String> {
     #[cfg(feature = "axum")]
     {
         parts
             .extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|info| info.0.ip().to_string())
+            .map(|info| crate::limits::address_group(info.0.ip()).to_string())
     }
     #[cfg(not(feature = "axum"))]
     {
@@ -672,38 +674,50 @@ impl<St: SessionStore> LoginEndpoints<St> {
         if let Some(id) = request.request_id {
             binding = binding.proof(valid_request_id(id)?);
         }
-        self.exchange(&code, &binding, kind, request.client).await
+        let admission = self.admit(request.client, flow)?;
+        self.exchange(&code, &binding, kind, admission).await
     }
 
-    /// The one way a code becomes a session: the failed-attempt limits, then the exchange.
+    /// The limits' admission of an exchange for `client`: 429 `too_many_attempts` without
+    /// asking WeChat or writing anything when it is over a limit.
+    fn admit(&self, client: Option<&str>, flow: LoginFlow) -> Result<Admission, AuthError> {
+        self.inner.limiter.admit(client).map_err(|wait| {
+            tracing::warn!(
+                outcome = "login_limited",
+                ?flow,
+                "too many failed login attempts; refused without asking WeChat"
+            );
+            AuthError::TooManyAttempts(wait)
+        })
+    }
+
+    /// The one way a code becomes a session: the exchange, under an admission of the limits,
+    /// which a refused code (401 `invalid_code`) keeps taken.
     async fn exchange(
         &self,
         code: &AuthCode,
         binding: &LoginBinding<'_>,
         app: AppKind,
-        client: Option<&str>,
+        admission: Admission,
     ) -> Result<LoginSuccess, AuthError> {
-        if let Some(wait) = self.inner.limiter.check(client) {
-            tracing::warn!(
-                outcome = "login_limited",
-                flow = ?binding.flow(),
-                "too many failed login attempts; refused without asking WeChat"
-            );
-            return Err(AuthError::TooManyAttempts(wait));
-        }
         match self.inner.cache.login_bound(code, binding).await {
-            Ok(record) => self.issue(record, app),
+            Ok(record) => {
+                admission.succeeded();
+                self.issue(record, app)
+            }
             Err(error) => {
                 let failure = AuthError::from(error);
                 if matches!(failure, AuthError::InvalidCode(_)) {
-                    self.inner.limiter.failed(client);
+                    admission.failed();
+                } else {
+                    admission.succeeded();
                 }
                 Err(failure)
             }
         }
     }
 
-    /// The failed-attempt limits in force.
+    /// The login limits in force.
     pub fn login_limits(&self) -> LoginLimits {
         self.inner.limiter.limits()
     }
@@ -810,10 +824,17 @@ impl<St: SessionStore> LoginEndpoints<St> {
             .filter(|c| !c.is_empty())
             .ok_or(AuthError::AccessDenied(None))?;
         let code = valid_code(code)?;
-        self.consume_state(state, &code).await?;
-        let mut success = self
-            .exchange(&code, &binding, kind, callback.client)
-            .await?;
+        // Admitted before anything is written: a refused callback leaves its state unused.
+        let admission = self.admit(callback.client, binding.flow())?;
+        if let Err(refused) = self.consume_state(state, &code).await {
+            // A state used with another code counts against the client; a store outage not.
+            match refused {
+                AuthError::InvalidState(_) => admission.failed(),
+                _ => admission.succeeded(),
+            }
+            return Err(refused);
+        }
+        let mut success = self.exchange(&code, &binding, kind, admission).await?;
         let back = safe_return_to(return_to).unwrap_or(&web.after_login);
         success.return_to = Some(back.to_owned());
         Ok(success)

@@ -55,7 +55,7 @@ pub use endpoints::{
     WebCallback, WebFlow, WebStart, escape_html, safe_return_to, secure_page_headers, wants_html,
 };
 pub use grpc::{GrpcOrElse, GrpcRejection};
-pub use limits::LoginLimits;
+pub use limits::{LoginLimits, address_group};
 pub use rejection::{AuthError, JsonRejection, Rejection, RejectionResponse};
 pub use state::{STATE_TTL, StateError, StateSigner};
 pub use token::{

@@ -1,16 +1,22 @@
-//! [`LoginLimits`]: how many failed code exchanges the login endpoints accept before they answer
-//! 429, per client and in total, so a flood of junk codes cannot spend WeChat's quota (every
-//! exchange is an upstream call) or probe for valid codes.
+//! [`LoginLimits`]: how many code exchanges a client may have failed or still running before the
+//! login endpoints answer 429, per client and in total, so a flood of junk codes cannot spend
+//! WeChat's quota (every exchange is an upstream call), probe for valid codes, or lock honest
+//! users out.
 //!
-//! Only failures count: a code WeChat refused, or a used code submitted again. A successful login
-//! is never counted and never slowed; once a client (or everyone) is over a limit, its next
-//! submits are answered 429 with `Retry-After` until the window ends, without asking WeChat.
-//! Windows are fixed, start at the first failure, and are measured on the cache's clock. The
+//! An exchange is counted against its client *before* it starts: admission reserves a place,
+//! which a success gives back and a failure (a code WeChat refused, a used code submitted
+//! again, or an exchange abandoned midway) keeps until the window ends. A client with
+//! `per_client` exchanges failed or in flight is answered 429 without WeChat being asked, so
+//! submits sent all at once cannot race past the limit. Once all clients together reach
+//! `global`, only clients with a clean record in the window (no failure, nothing in flight) are
+//! admitted, one exchange at a time: junk spread over many addresses is shed first, and an honest
+//! user is not refused because of somebody else's failures.
+//!
+//! Windows are fixed, start at the first attempt, and are measured on the cache's clock. The
 //! per-client counters live in a bounded moka cache, so a spray of client keys costs bounded
-//! memory.
+//! memory; a refused request adds nothing to it.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use moka::sync::Cache;
@@ -18,17 +24,19 @@ use wechat_token_cache::SharedClock;
 
 use crate::token::unix;
 
-/// Limits on failed code exchanges. Defaults: 20 failures per client and 1,000 in total per
-/// minute, for at most 100,000 tracked clients.
+/// Limits on code exchanges that failed or are still running. Defaults: 20 per client and
+/// 1,000 in total per minute, for at most 100,000 tracked clients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LoginLimits {
-    /// Failed exchanges one client (see [`WeChatAuthBuilder::client_key`](crate::WeChatAuthBuilder::client_key))
-    /// may cause per window (0: no per-client limit).
+    /// Exchanges one client (see [`WeChatAuthBuilder::client_key`](crate::WeChatAuthBuilder::client_key))
+    /// may have failed or in flight per window (0: no per-client limit). Without a client key
+    /// (the server records no peer address) only the global limit applies.
     pub per_client: u32,
-    /// Failed exchanges all clients together may cause per window (0: no global limit). Protects
-    /// WeChat's quota against junk spread over many addresses; while it is exceeded every code
-    /// login waits for the window's end.
+    /// Exchanges all clients together may have failed or in flight per window (0: no global
+    /// limit). Protects WeChat's quota against junk spread over many addresses; past it, only
+    /// clients with a clean record in the window are admitted, one exchange at a time (and
+    /// requests without a client key are refused).
     pub global: u32,
     /// The window.
     pub window: Duration,
@@ -57,7 +65,7 @@ impl LoginLimits {
         }
     }
 
-    /// These limits with `per_client` and `global` failures per `window`.
+    /// These limits with `per_client` and `global` exchanges failed or in flight per `window`.
     pub fn failures(mut self, per_client: u32, global: u32, window: Duration) -> Self {
         self.per_client = per_client;
         self.global = global;
@@ -66,50 +74,99 @@ impl LoginLimits {
     }
 }
 
-/// A fixed window's failure count, one atomic word: when it started (Unix seconds, high 40
-/// bits) and how many failures so far (low 24 bits, saturating), so a reset and a count can
-/// never be seen half-done.
+/// One fixed window's count: when it started (Unix seconds), failures in it, and exchanges
+/// admitted and not yet settled (these carry over into the next window).
 #[derive(Default)]
-struct Window(AtomicU64);
-
-const COUNT_BITS: u32 = 24;
-const COUNT_MAX: u64 = (1 << COUNT_BITS) - 1;
-
-fn unpack(word: u64) -> (u64, u64) {
-    (word >> COUNT_BITS, word & COUNT_MAX)
+struct Window {
+    started: u64,
+    failures: u64,
+    in_flight: u64,
 }
 
 impl Window {
-    /// Seconds until this window ends if it is over `limit` at `now`; `None` when not limited.
-    fn blocked(&self, limit: u32, window: u64, now: u64) -> Option<u64> {
-        if limit == 0 {
-            return None;
+    /// This window at `now`: a new one (failures forgotten) once the old one has ended.
+    fn at(&mut self, window: u64, now: u64) -> &mut Self {
+        if now >= self.started.saturating_add(window) {
+            self.started = now;
+            self.failures = 0;
         }
-        let (started, failures) = unpack(self.0.load(Ordering::Acquire));
-        let ends = started.saturating_add(window);
-        (now < ends && failures >= u64::from(limit)).then(|| ends - now)
+        self
     }
 
-    fn record(&self, window: u64, now: u64) {
-        let _ = self
-            .0
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
-                let (started, failures) = unpack(word);
-                Some(if now >= started.saturating_add(window) {
-                    (now << COUNT_BITS) | 1
-                } else {
-                    (started << COUNT_BITS) | (failures + 1).min(COUNT_MAX)
-                })
-            });
+    fn used(&self) -> u64 {
+        self.failures + self.in_flight
     }
+
+    fn clean(&self) -> bool {
+        self.used() == 0
+    }
+
+    /// Seconds until the window ends (at least 1).
+    fn wait(&self, window: u64, now: u64) -> u64 {
+        self.started
+            .saturating_add(window)
+            .saturating_sub(now)
+            .max(1)
+    }
+}
+
+fn lock(window: &Mutex<Window>) -> MutexGuard<'_, Window> {
+    window
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The counters behind [`LoginLimits`].
 pub(crate) struct LoginLimiter {
     limits: LoginLimits,
     clock: SharedClock,
-    global: Window,
-    clients: Cache<String, Arc<Window>>,
+    global: Mutex<Window>,
+    clients: Cache<String, Arc<Mutex<Window>>>,
+}
+
+/// An admitted exchange's place in the limits: [`succeeded`](Self::succeeded) gives it back;
+/// [`failed`](Self::failed), or dropping it unsettled (the exchange was abandoned, and WeChat
+/// may have been asked), counts a failure.
+pub(crate) struct Admission {
+    limiter: Arc<LoginLimiter>,
+    client: Option<Arc<Mutex<Window>>>,
+    settled: bool,
+}
+
+impl Admission {
+    /// The exchange succeeded (or failed for a reason that is not the client's): its place is
+    /// given back.
+    pub(crate) fn succeeded(mut self) {
+        self.settle(false);
+    }
+
+    /// The exchange failed: the place stays taken until the window ends.
+    pub(crate) fn failed(mut self) {
+        self.settle(true);
+    }
+
+    fn settle(&mut self, failed: bool) {
+        if std::mem::replace(&mut self.settled, true) {
+            return;
+        }
+        let limiter = &self.limiter;
+        let (now, window) = (unix(limiter.clock.now()), limiter.limits.window.as_secs());
+        let windows = std::iter::once(&limiter.global).chain(self.client.as_deref());
+        for counted in windows {
+            let mut counted = lock(counted);
+            let counted = counted.at(window, now);
+            counted.in_flight = counted.in_flight.saturating_sub(1);
+            if failed {
+                counted.failures += 1;
+            }
+        }
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.settle(true);
+    }
 }
 
 impl LoginLimiter {
@@ -122,7 +179,7 @@ impl LoginLimiter {
                 .build(),
             limits,
             clock,
-            global: Window::default(),
+            global: Mutex::default(),
         }
     }
 
@@ -130,27 +187,58 @@ impl LoginLimiter {
         self.limits
     }
 
-    /// How long `client` must wait before its next attempt, if it (or everyone) is over a limit.
-    pub(crate) fn check(&self, client: Option<&str>) -> Option<Duration> {
+    /// Admits an exchange for `client`, or says how long it must wait (429 `Retry-After`).
+    /// A refused request changes no count and adds no client: only a client already counted
+    /// can be over a limit.
+    pub(crate) fn admit(self: &Arc<Self>, client: Option<&str>) -> Result<Admission, Duration> {
+        let LoginLimits {
+            per_client, global, ..
+        } = self.limits;
         let (now, window) = (unix(self.clock.now()), self.limits.window.as_secs());
-        let global = self.global.blocked(self.limits.global, window, now);
-        let own = client
-            .and_then(|c| self.clients.get(c))
-            .and_then(|w| w.blocked(self.limits.per_client, window, now));
-        global.max(own).map(Duration::from_secs)
-    }
-
-    /// Counts a failed exchange.
-    pub(crate) fn failed(&self, client: Option<&str>) {
-        let (now, window) = (unix(self.clock.now()), self.limits.window.as_secs());
-        self.global.record(window, now);
-        if let Some(client) = client
-            && self.limits.per_client > 0
+        // get_with: concurrent first submits of one client share one window.
+        let client = client
+            .filter(|_| per_client > 0 || global > 0)
+            .map(|key| self.clients.get_with_by_ref(key, Arc::default));
+        let mut own = client.as_deref().map(lock);
+        let own = own.as_deref_mut().map(|w| w.at(window, now));
+        if per_client > 0
+            && let Some(own) = &own
+            && own.used() >= u64::from(per_client)
         {
-            self.clients
-                .get_with_by_ref(client, Arc::default)
-                .record(window, now);
+            // Over its own limit: wait for the window's end, or only a moment if it is the
+            // exchanges still in flight that fill it.
+            let failed_out = own.failures >= u64::from(per_client);
+            let wait = if failed_out { own.wait(window, now) } else { 1 };
+            return Err(Duration::from_secs(wait));
         }
+        let mut everyone = lock(&self.global);
+        let everyone = everyone.at(window, now);
+        let clean = own.as_deref().is_some_and(Window::clean);
+        if global > 0 && everyone.used() >= u64::from(global) && !clean {
+            return Err(Duration::from_secs(everyone.wait(window, now)));
+        }
+        everyone.in_flight += 1;
+        if let Some(own) = own {
+            own.in_flight += 1;
+        }
+        Ok(Admission {
+            limiter: Arc::clone(self),
+            client: client.clone(),
+            settled: false,
+        })
+    }
+}
+
+/// The group an address belongs to for per-client limits: an IPv4 address itself (also when
+/// IPv4-mapped into IPv6), an IPv6 address's /64 network (its last 64 bits zeroed).
+pub fn address_group(ip: std::net::IpAddr) -> std::net::IpAddr {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
     }
 }
 
@@ -159,43 +247,132 @@ mod tests {
     use super::*;
     use wechat_token_cache::ManualClock;
 
-    #[test]
-    fn failures_are_limited_per_client_and_globally_per_window() {
+    fn limiter(per_client: u32, global: u32) -> (Arc<LoginLimiter>, ManualClock) {
         let clock = ManualClock::starting_now();
-        let limits = LoginLimits::default().failures(3, 5, Duration::from_secs(60));
-        let limiter = LoginLimiter::new(limits, Arc::new(clock.clone()));
-        for _ in 0..3 {
-            assert_eq!(limiter.check(Some("a")), None);
-            limiter.failed(Some("a"));
+        let limits = LoginLimits::default().failures(per_client, global, Duration::from_secs(60));
+        (
+            Arc::new(LoginLimiter::new(limits, Arc::new(clock.clone()))),
+            clock,
+        )
+    }
+
+    fn fail(limiter: &Arc<LoginLimiter>, client: &str) {
+        limiter.admit(Some(client)).expect("admitted").failed();
+    }
+
+    #[test]
+    fn failures_are_limited_per_client_and_successes_give_their_place_back() {
+        let (limiter, clock) = limiter(3, 100);
+        for _ in 0..10 {
+            limiter.admit(Some("a")).expect("admitted").succeeded();
         }
-        assert_eq!(limiter.check(Some("a")), Some(Duration::from_secs(60)));
+        for _ in 0..3 {
+            fail(&limiter, "a");
+        }
         assert_eq!(
-            limiter.check(Some("b")),
-            None,
+            limiter.admit(Some("a")).err(),
+            Some(Duration::from_secs(60))
+        );
+        assert!(
+            limiter.admit(Some("b")).is_ok(),
             "another client is not limited"
         );
-        limiter.failed(Some("b"));
-        limiter.failed(Some("c"));
-        assert!(limiter.check(Some("d")).is_some(), "5 failures in total");
-        assert!(limiter.check(None).is_some());
         clock.advance(Duration::from_secs(59));
-        assert_eq!(limiter.check(Some("a")), Some(Duration::from_secs(1)));
+        assert_eq!(limiter.admit(Some("a")).err(), Some(Duration::from_secs(1)));
         clock.advance(Duration::from_secs(1));
-        assert_eq!(limiter.check(Some("a")), None, "a new window");
-        assert_eq!(limiter.check(None), None);
-        limiter.failed(Some("a"));
-        assert_eq!(limiter.check(Some("a")), None, "the count starts again");
+        fail(&limiter, "a");
+        assert!(
+            limiter.admit(Some("a")).is_ok(),
+            "a new window: the count starts again"
+        );
+    }
+
+    #[test]
+    fn exchanges_in_flight_count_before_they_end() {
+        let (limiter, _clock) = limiter(3, 100);
+        let running: Vec<_> = (0..3).map(|_| limiter.admit(Some("a")).unwrap()).collect();
+        assert_eq!(
+            limiter.admit(Some("a")).err(),
+            Some(Duration::from_secs(1)),
+            "three in flight fill the limit: retry in a moment"
+        );
+        let mut running = running.into_iter();
+        running.next().unwrap().succeeded();
+        assert!(
+            limiter.admit(Some("a")).is_ok(),
+            "a success gives its place back"
+        );
+        // Two abandoned (dropped unsettled) count as failures, with the one just admitted.
+        drop(running);
+        assert_eq!(
+            limiter.admit(Some("a")).err(),
+            Some(Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn past_the_global_limit_only_clean_clients_get_in_one_at_a_time() {
+        let (limiter, clock) = limiter(20, 5);
+        for client in ["a", "b", "c", "d", "e"] {
+            fail(&limiter, client);
+        }
+        // The global window is full: clients with a failure wait for its end.
+        assert_eq!(
+            limiter.admit(Some("a")).err(),
+            Some(Duration::from_secs(60))
+        );
+        assert!(
+            limiter.admit(None).is_err(),
+            "a client that cannot be told apart is refused"
+        );
+        // A clean client still gets its exchange, but only one at a time.
+        let first = limiter
+            .admit(Some("honest"))
+            .expect("a clean record is admitted");
+        assert!(limiter.admit(Some("honest")).is_err());
+        first.succeeded();
+        let again = limiter
+            .admit(Some("honest"))
+            .expect("clean again after a success");
+        again.failed();
+        assert!(
+            limiter.admit(Some("honest")).is_err(),
+            "a failure makes it shed"
+        );
+        clock.advance(Duration::from_secs(60));
+        assert!(limiter.admit(Some("a")).is_ok(), "a new window");
+    }
+
+    #[test]
+    fn refused_requests_add_no_client() {
+        let (limiter, _clock) = limiter(1, 1);
+        fail(&limiter, "a");
+        limiter.clients.run_pending_tasks();
+        let tracked = limiter.clients.entry_count();
+        assert!(limiter.admit(Some("a")).is_err());
+        assert!(limiter.admit(None).is_err());
+        limiter.clients.run_pending_tasks();
+        assert_eq!(limiter.clients.entry_count(), tracked);
     }
 
     #[test]
     fn zero_means_no_limit() {
-        let limiter = LoginLimiter::new(
-            LoginLimits::unlimited(),
-            Arc::new(ManualClock::starting_now()),
-        );
+        let (limiter, _clock) = limiter(0, 0);
         for _ in 0..100 {
-            limiter.failed(Some("a"));
+            fail(&limiter, "a");
         }
-        assert_eq!(limiter.check(Some("a")), None);
+        assert!(limiter.admit(Some("a")).is_ok());
+        limiter.clients.run_pending_tasks();
+        assert_eq!(limiter.clients.entry_count(), 0, "nothing tracked");
+    }
+
+    #[test]
+    fn ipv6_addresses_are_grouped_by_their_64_bit_network() {
+        let group = |ip: &str| address_group(ip.parse().unwrap()).to_string();
+        assert_eq!(group("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::");
+        assert_eq!(group("2001:db8:1:2:ffff:1:2:3"), "2001:db8:1:2::");
+        assert_ne!(group("2001:db8:1:3::1"), "2001:db8:1:2::");
+        assert_eq!(group("::ffff:192.0.2.7"), "192.0.2.7", "IPv4-mapped");
+        assert_eq!(group("192.0.2.7"), "192.0.2.7");
     }
 }

@@ -315,7 +315,7 @@ impl<St: SessionStore> WeChatAuthBuilder<St> {
         self
     }
 
-    /// Limits on failed code exchanges (default [`LoginLimits::default`]).
+    /// Limits on code exchanges failed or in flight (default [`LoginLimits::default`]).
     pub fn login_limits(mut self, limits: LoginLimits) -> Self {
         self.login.limits = limits;
         self
