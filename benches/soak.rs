@@ -533,7 +533,12 @@ async fn soak(duration: Duration) {
     tokio::spawn(serve::serve(
         listener,
         built.router,
-        serve::ServeLimits::default(),
+        // The load generator is every client at once, from one address.
+        serve::ServeLimits {
+            max_connections: 10_000,
+            max_connections_per_address: 10_000,
+            ..serve::ServeLimits::default()
+        },
         std::future::pending(),
     ));
     // A token of ours, expired: issued by the same keys 30 days ago.

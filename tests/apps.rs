@@ -266,7 +266,7 @@ async fn the_login_hook_refuses_suspended_accounts_and_a_failing_database_stores
         upstream: common::Upstream::Sandbox(MockConfig::default()),
         clock: clock.clone(),
         login_limits: Default::default(),
-        serve_limits: Default::default(),
+        serve_limits: common::many_clients(),
         accounts: Some(accounts.clone()),
     };
     let s = start_instance(

@@ -13,8 +13,9 @@ use common::{Instance, Server, start_instance};
 use reqwest::StatusCode;
 use reqwest::header::RETRY_AFTER;
 use wechat_login::oauth::ManualClock;
-use wechat_login::redis_store::{RedisStore, SealingKey};
-use wechat_login::token_cache::CachedStore;
+use wechat_login::oauth::{Clock, SharedClock};
+use wechat_login::redis_store::{RedisStore, RedisStoreBuilder, SealingKey};
+use wechat_login::token_cache::{CachedStore, SessionStore, UserId};
 use wechat_mock::MockConfig;
 
 /// What an instance of the example app keeps sessions in with `REDIS_URL`.
@@ -23,10 +24,13 @@ type Store = CachedStore<RedisStore>;
 /// A store on `url` under `prefix`, sealed with `key`, on `clock`, with its own connections
 /// and local cache, as an instance of the example app has.
 async fn store(url: &str, prefix: &str, key: SealingKey, clock: &ManualClock) -> Store {
-    let clock: wechat_login::oauth::SharedClock = std::sync::Arc::new(clock.clone());
-    let shared = RedisStore::builder(url, key)
-        .unwrap()
-        .prefix(prefix)
+    let clock: SharedClock = std::sync::Arc::new(clock.clone());
+    store_with(RedisStore::builder(url, key).unwrap().prefix(prefix), clock).await
+}
+
+/// The store `builder` configures, on `clock`, as [`store`] makes it.
+async fn store_with(builder: RedisStoreBuilder, clock: SharedClock) -> Store {
+    let shared = builder
         .clock(clock.clone())
         .command_timeout(Duration::from_millis(500))
         .connect()
@@ -60,7 +64,7 @@ async fn first(store: Store, clock: &ManualClock) -> Server<Store> {
         upstream: common::Upstream::Sandbox(MockConfig::default()),
         clock: clock.clone(),
         login_limits: Default::default(),
-        serve_limits: Default::default(),
+        serve_limits: common::many_clients(),
         accounts: None,
     };
     start_instance(instance, store).await
@@ -290,7 +294,7 @@ async fn a_crashed_lease_holder_is_taken_over_once_its_lease_runs_out() {
         upstream: common::Upstream::Sandbox(mock_config),
         clock: clock.clone(),
         login_limits: Default::default(),
-        serve_limits: Default::default(),
+        serve_limits: common::many_clients(),
         accounts: None,
     };
     let a = start_instance(instance, a_store).await;
@@ -410,4 +414,210 @@ async fn a_state_used_on_one_instance_is_used_on_all() {
     assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
     let body: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(body["error"], "invalid_state");
+}
+
+/// A TCP proxy to `to` that passes what the client sends at once and, once told to, holds back
+/// what the server sends by a delay: a channel that is alive but late.
+struct DelayingProxy {
+    addr: std::net::SocketAddr,
+    delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Set once something held back has been delivered: the late stream is flowing.
+    late: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl DelayingProxy {
+    async fn start(to: std::net::SocketAddr) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let delay_ms = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let delay = std::sync::Arc::clone(&delay_ms);
+        let late = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let delivered_late = std::sync::Arc::clone(&late);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(to).await else {
+                    continue;
+                };
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_server, mut to_server) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut from_client, &mut to_server).await;
+                });
+                let (held, mut due) = tokio::sync::mpsc::unbounded_channel();
+                let delay = std::sync::Arc::clone(&delay);
+                tokio::spawn(async move {
+                    let mut buffer = vec![0; 64 * 1024];
+                    while let Ok(n @ 1..) = from_server.read(&mut buffer).await {
+                        let by = delay.load(std::sync::atomic::Ordering::Acquire);
+                        let at = tokio::time::Instant::now() + Duration::from_millis(by);
+                        if held.send((at, by > 0, buffer[..n].to_vec())).is_err() {
+                            return;
+                        }
+                    }
+                });
+                let delivered_late = std::sync::Arc::clone(&delivered_late);
+                tokio::spawn(async move {
+                    while let Some((at, delayed, bytes)) = due.recv().await {
+                        tokio::time::sleep_until(at).await;
+                        if to_client.write_all(&bytes).await.is_err() {
+                            return;
+                        }
+                        if delayed {
+                            delivered_late.store(true, std::sync::atomic::Ordering::Release);
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            delay_ms,
+            late,
+        }
+    }
+
+    fn delivering_late(&self) -> bool {
+        self.late.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn delay(&self, by: Duration) {
+        self.delay_ms
+            .store(by.as_millis() as u64, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// The address of a `redis://host:port` URL.
+fn redis_addr(url: &str) -> std::net::SocketAddr {
+    let url = reqwest::Url::parse(url).unwrap();
+    let host = url.host_str().unwrap();
+    let port = url.port().unwrap_or(6379);
+    std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .unwrap()
+        .next()
+        .unwrap()
+}
+
+/// Polls `done` every few ms, for at most 10 s: how long it took to hold.
+async fn time_until<F: Future<Output = bool>>(what: &str, done: impl Fn() -> F) -> Duration {
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        if done().await {
+            return started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_invalidation_stream_still_bounds_staleness() {
+    if redis::machine_redis().await.is_none() {
+        return;
+    }
+    let (url, prefix) = (redis::redis_url(), redis::random_prefix());
+    let clock = ManualClock::starting_now();
+    let shared: SharedClock = std::sync::Arc::new(clock.clone());
+    let builder = || {
+        RedisStore::builder(&url, redis::key("k1", 1))
+            .unwrap()
+            .prefix(&prefix)
+    };
+    let a = first(store_with(builder(), shared.clone()).await, &clock).await;
+    // B hears the invalidations through the proxy; its commands go to Redis directly.
+    let proxy = DelayingProxy::start(redis_addr(&url)).await;
+    let proxied = format!("redis://{}", proxy.addr);
+    let b_store = store_with(builder().invalidations_from(&proxied).unwrap(), shared).await;
+    let b = start_instance(Instance::sharing(&a.mock, &a.clock, &a.accounts), b_store).await;
+
+    // From here the instances' clock follows real time, in which the channel is late.
+    let (started, at_start) = (std::time::Instant::now(), a.clock.now());
+    let real_time = {
+        let clock = a.clock.clone();
+        tokio::spawn(async move {
+            loop {
+                clock.set(at_start + started.elapsed());
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    // B's channel stays up, but everything on it arrives 5 s late, steadily.
+    proxy.delay(Duration::from_secs(5));
+    while !proxy.delivering_late() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the late stream never flowed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let token = a.login("o_late").await;
+    assert_eq!(b.me(&token).await.0, StatusCode::OK, "B holds a local copy");
+    assert_eq!(a.post("/auth/logout", &token).await, StatusCode::NO_CONTENT);
+    let took = time_until("the logout on A is refused on B", || async {
+        b.me(&token).await.0 == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    real_time.abort();
+    // The bound, and the time a request takes on a loaded machine.
+    assert!(
+        took <= MAX_STALENESS + Duration::from_millis(500),
+        "served {took:?} after the logout"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_all_of_a_thousand_sessions_is_refused_on_the_other_instance_at_once() {
+    if redis::machine_redis().await.is_none() {
+        return;
+    }
+    let (url, prefix) = (redis::redis_url(), redis::random_prefix());
+    let clock = ManualClock::starting_now();
+    let shared: SharedClock = std::sync::Arc::new(clock.clone());
+    let builder = || {
+        RedisStore::builder(&url, redis::key("k1", 1))
+            .unwrap()
+            .prefix(&prefix)
+            .max_sessions_per_user(2_000)
+    };
+    let a = first(store_with(builder(), shared.clone()).await, &clock).await;
+    let b_store = store_with(builder(), shared).await;
+    let b = start_instance(Instance::sharing(&a.mock, &a.clock, &a.accounts), b_store).await;
+
+    let token = a.login("o_bulk").await;
+    let user = a.me(&token).await.1["user_id"].as_str().unwrap().to_owned();
+    // 999 more sessions of the user, each with a local copy on B.
+    let (on_a, on_b) = (a.auth.cache().store(), b.auth.cache().store());
+    let mut sids = Vec::new();
+    for i in 0..999 {
+        let mut record = wechat_login::token_cache::conformance::sample_record(
+            &clock,
+            a.appid(wechat_login::middleware::AppKind::MobileApp),
+            &format!("o_bulk_{i}"),
+        );
+        record.user_id = UserId::new(user.clone()).unwrap();
+        sids.push(on_a.insert(record).await.unwrap().sid);
+    }
+    for sid in &sids {
+        assert!(on_b.get(sid).await.unwrap().is_some());
+    }
+    assert_eq!(b.me(&token).await.0, StatusCode::OK);
+
+    assert_eq!(
+        a.post("/auth/logout/all", &token).await,
+        StatusCode::NO_CONTENT
+    );
+    let served_on_b = || {
+        let now = clock.now();
+        sids.iter()
+            .filter(|sid| matches!(on_b.get_now(sid, now), Some(Ok(Some(_)))))
+            .count()
+    };
+    let took = time_until("every session refused on B", || async {
+        served_on_b() == 0 && b.me(&token).await.0 == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert!(took <= Duration::from_millis(250), "took {took:?}");
+    for sid in sids.iter().step_by(100) {
+        assert!(on_b.get(sid).await.unwrap().is_none(), "read again: ended");
+    }
 }

@@ -39,12 +39,17 @@ pub async fn start() -> Server {
 }
 
 pub async fn start_with(mock_config: MockConfig) -> Server {
-    start_configured(
-        mock_config,
-        LoginLimits::default(),
-        serve::ServeLimits::default(),
-    )
-    .await
+    start_configured(mock_config, LoginLimits::default(), many_clients()).await
+}
+
+/// The listener's limits for tests that play many clients from one loopback address (thousands
+/// of concurrent requests): no per-address cap, and room for all of them.
+pub fn many_clients() -> serve::ServeLimits {
+    serve::ServeLimits {
+        max_connections: 10_000,
+        max_connections_per_address: 10_000,
+        ..serve::ServeLimits::default()
+    }
 }
 
 /// The example app on the example's listener, with these limits.
@@ -91,7 +96,7 @@ impl Instance {
             upstream: Upstream::Shared(mock.clone()),
             clock: clock.clone(),
             login_limits: LoginLimits::default(),
-            serve_limits: serve::ServeLimits::default(),
+            serve_limits: many_clients(),
             accounts: Some(accounts.clone()),
         }
     }

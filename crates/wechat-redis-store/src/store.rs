@@ -15,7 +15,7 @@
 //! | `<prefix>:lease:{<name>}` | string | the owner of a fleet-wide single flight (`refresh:<sid>`, `login:<code hash>`) | the lease's time (renewed while its flight runs) |
 //! | `<prefix>:v:{<key>}` | string | a shared value: a remembered login outcome (`login:<code hash>`), a used OAuth state (`state:<hash>`) | its time (10-12 minutes) |
 //! | `<prefix>:x:{<key>}` | string | a shared secret, sealed like a record: an app's access token (`apptoken:<appid>`), a Mini Program user's newest session key (`sessionkey:<appid>:<openid>`) | with the token (about 2 h) or the session (30 days) |
-//! | `<prefix>:invalidations` | pub/sub channel | ids of sessions written or ended; empty messages are heartbeats | |
+//! | `<prefix>:invalidations` | pub/sub channel | ids of sessions written or ended; `u:<user id>` for a user's sessions all ended; `h:<subscriber>:<Unix ms>` heartbeats, each subscriber's own | |
 //!
 //! # Atomicity
 //!
@@ -99,13 +99,13 @@ redis.call('PUBLISH', ARGV[5], ARGV[6])
 return {2}
 ";
 
-/// Deletes a record and publishes its id; 1 if it was live. KEYS: record. ARGV: now, channel,
-/// sid.
+/// Deletes a record and publishes its id (unless the channel is empty: a logout-all publishes
+/// its user once instead); 1 if it was live. KEYS: record. ARGV: now, channel, sid.
 const DELETE: &str = r"
 local current = redis.call('GET', KEYS[1])
 if not current then return 0 end
 redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', ARGV[2], ARGV[3])
+if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
 local _, e = parse(current)
 if e and e > tonumber(ARGV[1]) then return 1 end
 return 0
@@ -197,7 +197,7 @@ pub struct RedisStore {
 }
 
 struct Inner {
-    /// The connection settings, for the subscriber connection.
+    /// The subscriber connection's settings.
     config: Config,
     prefix: String,
     sealer: Sealer,
@@ -219,6 +219,8 @@ impl fmt::Debug for RedisStore {
 /// Configures a [`RedisStore`].
 pub struct RedisStoreBuilder {
     config: Config,
+    /// Where the invalidation channel is subscribed, when not at `config`.
+    invalidations: Option<Config>,
     key: SealingKey,
     previous: Vec<SealingKey>,
     prefix: String,
@@ -265,6 +267,15 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Subscribe to the invalidation channel at `url` instead of the store's own address: a
+    /// replica of it, say (Redis passes published messages on to its replicas), or a proxy.
+    pub fn invalidations_from(mut self, url: &str) -> Result<Self, RedisStoreError> {
+        let config = Config::from_url(url)
+            .map_err(|e| RedisStoreError::InvalidUrl(e.details().to_owned()))?;
+        self.invalidations = Some(config);
+        Ok(self)
+    }
+
     /// The clock that decides whether a record has ended (default: the system clock). Redis
     /// itself drops records at their end by its own clock.
     pub fn clock(mut self, clock: SharedClock) -> Self {
@@ -301,7 +312,7 @@ impl RedisStoreBuilder {
         RedisStore {
             client,
             inner: Arc::new(Inner {
-                config: self.config,
+                config: self.invalidations.unwrap_or(self.config),
                 prefix: self.prefix,
                 sealer: Sealer::new(&self.key, &self.previous),
                 scripts: Scripts::new(),
@@ -323,6 +334,7 @@ impl RedisStore {
             .map_err(|e| RedisStoreError::InvalidUrl(e.details().to_owned()))?;
         Ok(RedisStoreBuilder {
             config,
+            invalidations: None,
             key,
             previous: Vec::new(),
             prefix: DEFAULT_PREFIX.to_owned(),
@@ -375,8 +387,8 @@ impl RedisStore {
         aad
     }
 
-    /// The pub/sub channel of this store's invalidations (session ids; an empty message is a
-    /// heartbeat).
+    /// The pub/sub channel of this store's invalidations (session ids, `u:<user id>` for a
+    /// logout-all, `h:<subscriber>:<stamp>` heartbeats).
     pub fn channel(&self) -> String {
         format!("{}:invalidations", self.inner.prefix)
     }
@@ -446,11 +458,26 @@ impl RedisStore {
     }
 
     async fn delete_record(&self, sid: &SessionId, now: i64) -> Result<bool, StoreError> {
+        self.delete_record_publishing(sid, now, true).await
+    }
+
+    /// Deletes a record, publishing its id if `publish`.
+    async fn delete_record_publishing(
+        &self,
+        sid: &SessionId,
+        now: i64,
+        publish: bool,
+    ) -> Result<bool, StoreError> {
+        let channel = if publish {
+            self.channel()
+        } else {
+            String::new()
+        };
         let live: i64 = self
             .script(
                 &self.inner.scripts.delete,
                 self.record_key(sid),
-                vec![now.into(), self.channel().into(), sid.to_string().into()],
+                vec![now.into(), channel.into(), sid.to_string().into()],
             )
             .await?;
         Ok(live == 1)
@@ -732,7 +759,8 @@ impl RedisStore {
 
     async fn delete_user_op(&self, user: &UserId) -> Result<usize, StoreError> {
         // Read the index, delete the records, then unindex only what was deleted: a failure
-        // half-way leaves the rest indexed, so a retry finishes the job.
+        // half-way leaves the rest indexed, so a retry finishes the job. The instances hear of
+        // it once, as the user (one message, however many sessions), after the deletes.
         let index = self.user_key(user);
         let members: Vec<String> = self
             .client
@@ -744,7 +772,7 @@ impl RedisStore {
         let results: Vec<(String, Result<bool, StoreError>)> = stream::iter(members)
             .map(|member| async move {
                 let deleted = match member.parse::<SessionId>() {
-                    Ok(sid) => self.delete_record(&sid, now).await,
+                    Ok(sid) => self.delete_record_publishing(&sid, now, false).await,
                     Err(_) => Ok(false),
                 };
                 (member, deleted)
@@ -752,6 +780,14 @@ impl RedisStore {
             .buffer_unordered(256)
             .collect()
             .await;
+        let published: Result<i64, _> = self
+            .client
+            .publish(self.channel(), format!("{USER_MESSAGE}{user}"))
+            .await;
+        if let Err(error) = published {
+            // The other instances stop serving the ended sessions within the staleness bound.
+            tracing::warn!(%error, "a logout-all was not published to the other instances");
+        }
         let (mut ended, mut done, mut failure) = (0, Vec::with_capacity(results.len()), None);
         for (member, result) in results {
             match result {
@@ -849,10 +885,44 @@ impl SessionStore for RedisStore {
     }
 }
 
+/// A logout-all's message: this, then the user id.
+const USER_MESSAGE: &str = "u:";
+/// A heartbeat's message: this, the subscriber's tag, `:`, its stamp.
+const HEARTBEAT: &str = "h:";
+
+/// What a message on the invalidation channel says.
+#[derive(Debug, PartialEq, Eq)]
+enum Message {
+    Session(SessionId),
+    User(UserId),
+    Heartbeat {
+        tag: u64,
+        stamp: u64,
+    },
+    /// Something else (another version's format): ignored.
+    Other,
+}
+
+impl Message {
+    fn parse(text: &str) -> Self {
+        if let Some(user) = text.strip_prefix(USER_MESSAGE) {
+            return UserId::new(user).map_or(Self::Other, Self::User);
+        }
+        if let Some(beat) = text.strip_prefix(HEARTBEAT) {
+            let parsed = beat.split_once(':').and_then(|(tag, stamp)| {
+                Some((u64::from_str_radix(tag, 16).ok()?, stamp.parse().ok()?))
+            });
+            return parsed.map_or(Self::Other, |(tag, stamp)| Self::Heartbeat { tag, stamp });
+        }
+        text.parse().map_or(Self::Other, Self::Session)
+    }
+}
+
 impl Invalidations for RedisStore {
     /// Opens a subscriber connection to the invalidation channel (re-subscribed by itself after
-    /// a reconnect, which is reported as an interruption), and publishes a heartbeat every
-    /// `heartbeat` on the main connection.
+    /// a reconnect, which is reported as an interruption), and publishes the sink's stamped
+    /// heartbeat every `heartbeat` on the main connection, tagged so that only this
+    /// subscription hands it back.
     async fn subscribe(
         &self,
         sink: Arc<dyn InvalidationSink>,
@@ -862,6 +932,11 @@ impl Invalidations for RedisStore {
             .with_connection_config(|connection| {
                 connection.connection_timeout = Duration::from_secs(5);
                 connection.internal_command_timeout = Duration::from_secs(5);
+            })
+            .with_performance_config(|performance| {
+                // Room for bursts (many logouts at once) before the listener falls behind and
+                // has to report an interruption.
+                performance.broadcast_channel_capacity = 4_096;
             })
             .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
             .build_subscriber_client()
@@ -885,19 +960,25 @@ impl Invalidations for RedisStore {
             on_error.interrupted();
             async { Ok(()) }
         }));
+        let tag: u64 = rand::random();
+        let listening = Arc::clone(&sink);
         tokio::spawn(async move {
+            let sink = listening;
             // The subscriber lives as long as this task: as long as the runtime.
             let _subscriber = subscriber;
             loop {
                 match messages.recv().await {
-                    Ok(message) => match message.value.as_bytes() {
-                        Some(b"") | None => sink.heard(),
-                        Some(id) => match std::str::from_utf8(id).ok().and_then(|s| s.parse().ok())
-                        {
-                            Some(sid) => sink.invalidate(&sid),
-                            None => sink.heard(),
-                        },
-                    },
+                    Ok(message) => {
+                        let text = message.value.as_str();
+                        match text.as_deref().map(Message::parse) {
+                            Some(Message::Session(sid)) => sink.invalidate(&sid),
+                            Some(Message::User(user)) => sink.invalidate_user(&user),
+                            Some(Message::Heartbeat { tag: theirs, stamp }) if theirs == tag => {
+                                sink.heard(stamp)
+                            }
+                            _ => {}
+                        }
+                    }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => sink.interrupted(),
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => {
                         sink.interrupted();
@@ -911,7 +992,8 @@ impl Invalidations for RedisStore {
             let mut ticks = tokio::time::interval(heartbeat.max(Duration::from_millis(10)));
             loop {
                 ticks.tick().await;
-                let sent: Result<i64, _> = client.publish(channel.as_str(), "").await;
+                let beat = format!("{HEARTBEAT}{tag:x}:{}", sink.stamp());
+                let sent: Result<i64, _> = client.publish(channel.as_str(), beat).await;
                 if let Err(error) = sent {
                     tracing::debug!(%error, "invalidation heartbeat not sent");
                 }
@@ -955,4 +1037,29 @@ fn unix_ms(time: SystemTime) -> i64 {
     time.duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_messages_parse() {
+        let sid = SessionId::random();
+        assert_eq!(Message::parse(&sid.to_string()), Message::Session(sid));
+        assert_eq!(
+            Message::parse("u:wx:alice:1"),
+            Message::User(UserId::new("wx:alice:1").unwrap())
+        );
+        assert_eq!(
+            Message::parse("h:1f:1700000000123"),
+            Message::Heartbeat {
+                tag: 0x1f,
+                stamp: 1_700_000_000_123
+            }
+        );
+        for other in ["", "h:zz:1", "h:1f", "u:", "nonsense"] {
+            assert_eq!(Message::parse(other), Message::Other, "{other:?}");
+        }
+    }
 }

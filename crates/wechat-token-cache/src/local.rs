@@ -2,22 +2,28 @@
 //! any instance does no I/O, kept honest by the shared store's invalidations.
 //!
 //! Every write on any instance makes the shared store publish the session id ([`Invalidations`]);
-//! each instance drops its copy when it hears it. The channel also carries heartbeats, so an
-//! instance knows when it may have missed something:
+//! a logout-all publishes the user once. Each instance drops its copies when it hears them. Each
+//! instance also publishes heartbeats stamped with its own clock on the same channel, and hears
+//! its own come back: the channel delivers in order, so once a heartbeat stamped `t` is back,
+//! every invalidation published before `t` has been heard. That is what a copy's trust rests on:
 //!
-//! - a local copy is trusted while the channel has been heard within half the maximum
-//!   staleness and has not been interrupted since the copy was fetched;
+//! - a local copy is trusted while this instance's latest heartbeat back was stamped within half
+//!   the maximum staleness, and the channel has not been interrupted since the copy was
+//!   fetched;
 //! - otherwise it is served only if it was fetched within the maximum staleness
 //!   ([`CachedStoreBuilder::max_staleness`], default 2 s), else read again from the shared store.
 //!
-//! So however messages are lost (a disconnect, a reconnect, a silent network), a session ended on
-//! another instance is served here for at most the maximum staleness after it ended. A copy is
-//! stamped with the time its read *started*, and is dropped again if an invalidation, a write of
-//! this instance or an interruption happened while it was read, so a read that an invalidation
-//! overtook never stays. A login on this instance makes the copies of that user's other
-//! sessions untrusted at once (the shared store may have ended the oldest under its per-user
-//! cap, and its invalidation may not have arrived yet). After an interruption, copies count as
-//! trusted only from the first message heard on the re-established subscription.
+//! So however messages are lost or late (a disconnect, a reconnect, a silent network, a stream
+//! delayed by any amount), a session ended on another instance is served here for at most the
+//! maximum staleness after it ended: a delayed stream brings back old stamps, and copies fall
+//! back to re-reading. The stamps are read against the clock that made them, so no skew between
+//! instances enters. A copy is stamped with the time its read *started*, and is dropped again if
+//! an invalidation, a write of this instance or an interruption happened while it was read, so a
+//! read that an invalidation overtook never stays. A login on this instance makes the copies of
+//! that user's other sessions untrusted at once (the shared store may have ended the oldest
+//! under its per-user cap, and its invalidation may not have arrived yet); a user invalidation
+//! heard does the same. After an interruption, or heartbeats lost on the way, copies count as
+//! trusted only from the first heartbeat heard afterwards.
 
 use std::fmt;
 use std::sync::Arc;
@@ -35,20 +41,27 @@ use crate::store::{CasOutcome, SessionStore, StoreError};
 pub trait InvalidationSink: Send + Sync + 'static {
     /// A session was written or ended on some instance: drop the local copy.
     fn invalidate(&self, sid: &SessionId);
-    /// The channel delivered something (an invalidation or a heartbeat): it is alive.
-    fn heard(&self);
+    /// Every session of a user was ended on some instance (logout-all): drop their copies.
+    fn invalidate_user(&self, user: &UserId);
+    /// The stamp for a heartbeat to publish now: this subscriber's clock, in Unix ms.
+    fn stamp(&self) -> u64;
+    /// A heartbeat this subscriber published with `stamp` came back through the channel:
+    /// everything published before it has been delivered.
+    fn heard(&self, stamp: u64);
     /// The channel was interrupted (disconnected, reconnected): messages may have been lost.
     fn interrupted(&self);
 }
 
 /// A shared store that tells every instance when a session changes.
 ///
-/// Contract: every write that changes or ends a session (compare-and-set, delete, logout-all,
-/// per-user cap eviction) publishes its id to every subscriber, and the channel carries a
-/// heartbeat at least every `heartbeat` so subscribers can tell silence from loss.
+/// Contract: every write that changes or ends a session (compare-and-set, delete, per-user cap
+/// eviction) publishes its id to every subscriber, and a logout-all its user, after the
+/// sessions are ended; messages arrive in the order they were published. Every `heartbeat` the
+/// store publishes a heartbeat carrying [`InvalidationSink::stamp`] on the same channel, and
+/// hands it back to the sink that stamped it ([`InvalidationSink::heard`]) when it arrives.
 pub trait Invalidations: SessionStore {
-    /// Starts delivering events to `sink`, with heartbeats at least every `heartbeat`. Fails if
-    /// the channel cannot be opened now.
+    /// Starts delivering events to `sink` and publishing its heartbeats every `heartbeat`.
+    /// Fails if the channel cannot be opened now.
     fn subscribe(
         &self,
         sink: Arc<dyn InvalidationSink>,
@@ -79,12 +92,13 @@ struct Local {
     copies: Cache<SessionId, LocalCopy>,
     clock: SharedClock,
     max_staleness_ms: u64,
-    /// Silence longer than this means the channel may be down.
+    /// A copy is trusted beyond the staleness only while the latest heartbeat back was stamped
+    /// within this.
     silence_ms: u64,
-    /// When the channel was last heard.
+    /// The stamp of the latest heartbeat back.
     heard_ms: AtomicU64,
-    /// When the channel last came back from silence or an interruption: copies fetched before
-    /// it may have missed invalidations.
+    /// When the channel last came back from lost heartbeats or an interruption: copies fetched
+    /// before it may have missed invalidations.
     recovered_ms: AtomicU64,
     /// Bumped by every invalidation heard, every write of this instance (before and after) and
     /// every interruption: a copy read while it moved is dropped again.
@@ -93,7 +107,7 @@ struct Local {
     /// ended the user's oldest sessions (its per-user cap), and their copies here must not be
     /// served before the invalidations arrive.
     users: Box<[AtomicU64]>,
-    /// Set by an interruption, cleared by the next message heard, which moves `recovered_ms`
+    /// Set by an interruption, cleared by the next heartbeat heard, which moves `recovered_ms`
     /// (the subscription is certainly active again only once something arrives on it).
     pending_recovery: std::sync::atomic::AtomicBool,
     hits: AtomicU64,
@@ -125,15 +139,26 @@ impl InvalidationSink for Local {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.copies.invalidate(sid);
         self.invalidated_counter.increment(1);
-        self.heard();
     }
 
-    fn heard(&self) {
-        let now = self.now_ms();
-        let before = self.heard_ms.swap(now, Ordering::AcqRel);
+    fn invalidate_user(&self, user: &UserId) {
+        // Reads in flight keep nothing, and copies of the user's bucket are read again.
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.users[user_bucket(user)].fetch_add(1, Ordering::AcqRel);
+        self.invalidated_counter.increment(1);
+    }
+
+    fn stamp(&self) -> u64 {
+        self.now_ms()
+    }
+
+    fn heard(&self, stamp: u64) {
+        let before = self.heard_ms.fetch_max(stamp, Ordering::AcqRel);
         let after_interruption = self.pending_recovery.swap(false, Ordering::AcqRel);
-        if after_interruption || now.saturating_sub(before) > self.silence_ms {
-            self.recovered_ms.fetch_max(now, Ordering::AcqRel);
+        // Heartbeats go out every half of `silence_ms`: a longer gap between two that came
+        // back means some were lost on the way, and invalidations with them.
+        if after_interruption || stamp.saturating_sub(before) > self.silence_ms {
+            self.recovered_ms.fetch_max(self.now_ms(), Ordering::AcqRel);
         }
     }
 
@@ -190,7 +215,7 @@ impl<S: Invalidations> CachedStoreBuilder<S> {
     }
 
     /// The longest a session ended elsewhere may still be served here when invalidations are
-    /// lost (default 2 s, at least 100 ms). Heartbeats go every quarter of it.
+    /// lost or late (default 2 s, at least 100 ms). Heartbeats go every quarter of it.
     pub fn max_staleness(mut self, max: Duration) -> Self {
         self.max_staleness = max.max(Duration::from_millis(100));
         self
@@ -229,7 +254,7 @@ impl<S: Invalidations> CachedStoreBuilder<S> {
                 "result" => "invalidated"
             ),
         });
-        local.heard();
+        local.heard(local.stamp());
         let sink: Arc<dyn InvalidationSink> = Arc::clone(&local) as _;
         self.shared.subscribe(sink, self.max_staleness / 4).await?;
         Ok(CachedStore {

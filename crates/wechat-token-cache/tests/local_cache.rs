@@ -104,7 +104,10 @@ async fn without_a_live_channel_no_copy_outlives_the_maximum_staleness() {
     // Heartbeats keep arriving: the copy stays trusted past the staleness.
     for _ in 0..4 {
         clock.advance(Duration::from_millis(900));
-        shared.sink().heard();
+        {
+            let sink = shared.sink();
+            sink.heard(sink.stamp());
+        }
     }
     assert!(cached.holds(&sid), "a live channel vouches for the copy");
 
@@ -118,14 +121,94 @@ async fn without_a_live_channel_no_copy_outlives_the_maximum_staleness() {
     // only copies fetched after the first message on the new subscription are trusted beyond.
     shared.sink().interrupted();
     clock.advance(Duration::from_millis(2_100));
-    shared.sink().heard();
+    {
+        let sink = shared.sink();
+        sink.heard(sink.stamp());
+    }
     assert!(!cached.holds(&sid));
     assert!(cached.get(&sid).await.unwrap().is_some());
     for _ in 0..4 {
         clock.advance(Duration::from_millis(900));
-        shared.sink().heard();
+        {
+            let sink = shared.sink();
+            sink.heard(sink.stamp());
+        }
     }
     assert!(cached.holds(&sid));
+}
+
+#[tokio::test]
+async fn a_late_channel_vouches_for_nothing() {
+    let (cached, shared, clock) = setup().await;
+    let record = sample_record(&clock, "wxapp", "erin");
+    let sid = record.sid;
+    cached.insert(record).await.unwrap();
+    let sink = shared.sink();
+    // Heartbeats come back steadily, but each was stamped 1.5 s before it arrived.
+    let mut stamps = std::collections::VecDeque::new();
+    for _ in 0..12 {
+        stamps.push_back(sink.stamp());
+        clock.advance(Duration::from_millis(500));
+        if stamps.len() > 3 {
+            sink.heard(stamps.pop_front().unwrap());
+        }
+    }
+    assert!(
+        !cached.holds(&sid),
+        "older than the staleness, and the channel is 1.5 s behind"
+    );
+    assert!(
+        cached
+            .get_now(&sid, wechat_token_cache::Clock::now(&clock))
+            .is_none(),
+        "not served without a read"
+    );
+    // Caught up (the stamps in between were lost: copies read before now are suspect), then
+    // heartbeats back at once vouch again for copies read since.
+    sink.heard(sink.stamp());
+    assert!(cached.get(&sid).await.unwrap().is_some());
+    for _ in 0..6 {
+        clock.advance(Duration::from_millis(500));
+        sink.heard(sink.stamp());
+    }
+    assert!(cached.holds(&sid));
+}
+
+#[tokio::test]
+async fn a_user_invalidation_drops_every_copy_of_the_user() {
+    let (cached, shared, clock) = setup().await;
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        sessions.push(
+            cached
+                .insert(sample_record(&clock, "wxapp", "frank"))
+                .await
+                .unwrap(),
+        );
+    }
+    let user = sessions[0].user_id.clone();
+    for session in &sessions {
+        // Read again: each login here made the user's earlier copies suspect.
+        assert!(cached.get(&session.sid).await.unwrap().is_some());
+        assert!(
+            cached
+                .get_now(&session.sid, wechat_token_cache::Clock::now(&clock))
+                .is_some()
+        );
+    }
+    // Ended elsewhere, all at once: one message for the user.
+    for session in &sessions {
+        shared.inner.delete(&session.sid).await.unwrap();
+    }
+    shared.sink().invalidate_user(&user);
+    for session in &sessions {
+        assert!(
+            cached
+                .get_now(&session.sid, wechat_token_cache::Clock::now(&clock))
+                .is_none()
+        );
+        assert!(cached.get(&session.sid).await.unwrap().is_none());
+    }
 }
 
 /// A login over the per-user cap ends the user's least recently confirmed session in the shared
