@@ -135,7 +135,11 @@ async fn one_person_in_four_apps_is_one_user_with_four_sessions_each_refreshed_b
         users.push(me["user_id"].clone());
     }
     assert!(users.iter().all(|u| *u == users[0]), "{users:?}");
-    assert!(users[0].as_str().unwrap().starts_with("user-"));
+    let user = users[0].as_str().unwrap();
+    assert!(
+        user.len() == 34 && user.starts_with("u_"),
+        "a random public id: {user}"
+    );
     sessions.sort_by_key(Value::to_string);
     sessions.dedup();
     assert_eq!(sessions.len(), 4);

@@ -621,3 +621,54 @@ async fn a_logout_all_of_a_thousand_sessions_is_refused_on_the_other_instance_at
         assert!(on_b.get(sid).await.unwrap().is_none(), "read again: ended");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_ids_are_never_given_to_a_second_person_across_restarts_and_instances() {
+    if redis::machine_redis().await.is_none() {
+        return;
+    }
+    let (url, prefix) = (redis::redis_url(), redis::random_prefix());
+    let clock = ManualClock::starting_now();
+    // The worst placement: each instance's accounts in its own memory, lost at a restart.
+    let a = first(
+        store(&url, &prefix, redis::key("k1", 1), &clock).await,
+        &clock,
+    )
+    .await;
+    let own_accounts = || common::app::Accounts::open(None).unwrap();
+    let b_store = store(&url, &prefix, redis::key("k1", 1), &clock).await;
+    let b = start_instance(
+        Instance::sharing(&a.mock, &a.clock, &own_accounts()),
+        b_store,
+    )
+    .await;
+    let mut seen = Vec::new();
+    let first_token = a.login("o_first").await;
+    seen.push(a.me(&first_token).await.1["user_id"].clone());
+    let second_token = b.login("o_second").await;
+    seen.push(b.me(&second_token).await.1["user_id"].clone());
+    // A restarts with its memory gone, and a third person logs in there.
+    let mock = a.mock.clone();
+    a.stop().await;
+    let a2_store = store(&url, &prefix, redis::key("k1", 1), &clock).await;
+    let a2 = start_instance(Instance::sharing(&mock, &clock, &own_accounts()), a2_store).await;
+    let third_token = a2.login("o_third").await;
+    seen.push(a2.me(&third_token).await.1["user_id"].clone());
+    let mut distinct = seen.clone();
+    distinct.sort_by_key(|v| v.to_string());
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "three people, three ids: {seen:?}");
+    // The third person's logout-all ends only their own sessions.
+    assert_eq!(
+        a2.post("/auth/logout/all", &third_token).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(a2.me(&first_token).await.0, StatusCode::OK);
+    assert_eq!(b.me(&second_token).await.0, StatusCode::OK);
+
+    // And the example refuses that placement: sessions in Redis need shared accounts.
+    let refused = common::app::accounts::check_placement(true, None).unwrap_err();
+    assert!(refused.contains("ACCOUNTS_DB"), "{refused}");
+    assert!(common::app::accounts::check_placement(true, Some("accounts.db".as_ref())).is_ok());
+    assert!(common::app::accounts::check_placement(false, None).is_ok());
+}

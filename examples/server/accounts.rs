@@ -4,6 +4,12 @@
 //! (app, openid) seen first without a unionid is joined to the unionid's account when one
 //! appears later). Suspended accounts are refused (403 `account_suspended`); a database that
 //! cannot be reached (locked, gone) is a transient failure (503, nothing stored).
+//!
+//! The user id handed out is an account's random public id (`u_` and 32 hex digits), never a
+//! counter: sessions in a shared store outlive this process and are seen by every instance, so
+//! an id must never be given to a second person, whatever happens to a database (a restart
+//! with accounts in memory, another instance's database). Ids are stable for as long as the
+//! database keeps the account.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -22,7 +28,8 @@ pub struct Accounts {
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS accounts (
     id INTEGER PRIMARY KEY,
-    suspended INTEGER NOT NULL DEFAULT 0
+    suspended INTEGER NOT NULL DEFAULT 0,
+    public_id TEXT
 );
 CREATE TABLE IF NOT EXISTS identities (
     appid TEXT NOT NULL,
@@ -32,6 +39,13 @@ CREATE TABLE IF NOT EXISTS identities (
     PRIMARY KEY (appid, openid)
 );
 CREATE INDEX IF NOT EXISTS identities_by_unionid ON identities(unionid);
+";
+
+/// Gives every account a random public id (databases made before there were public ids get
+/// theirs here), unique by index.
+const PUBLIC_IDS: &str = "
+UPDATE accounts SET public_id = 'u_' || lower(hex(randomblob(16))) WHERE public_id IS NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS accounts_by_public_id ON accounts(public_id);
 ";
 
 /// How long a statement waits for a lock held by another connection before failing.
@@ -46,6 +60,11 @@ impl Accounts {
         };
         db.busy_timeout(BUSY_TIMEOUT)?;
         db.execute_batch(SCHEMA)?;
+        let has_public_ids = db.prepare("SELECT public_id FROM accounts LIMIT 0").is_ok();
+        if !has_public_ids {
+            db.execute_batch("ALTER TABLE accounts ADD COLUMN public_id TEXT")?;
+        }
+        db.execute_batch(PUBLIC_IDS)?;
         Ok(Self {
             db: Arc::new(Mutex::new(db)),
         })
@@ -71,7 +90,7 @@ impl Accounts {
         appid: String,
         openid: String,
         unionid: Option<String>,
-    ) -> rusqlite::Result<(i64, bool)> {
+    ) -> rusqlite::Result<(String, bool)> {
         self.with_db(move |db| {
             let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let known: Option<(i64, Option<String>)> = tx
@@ -110,7 +129,10 @@ impl Accounts {
                     account
                 }
                 (None, None) => {
-                    tx.execute("INSERT INTO accounts DEFAULT VALUES", [])?;
+                    tx.execute(
+                        "INSERT INTO accounts (public_id) VALUES ('u_' || lower(hex(randomblob(16))))",
+                        [],
+                    )?;
                     let account = tx.last_insert_rowid();
                     tx.execute(
                         "INSERT INTO identities (appid, openid, unionid, account) VALUES (?1, ?2, ?3, ?4)",
@@ -119,28 +141,23 @@ impl Accounts {
                     account
                 }
             };
-            let suspended: bool = tx.query_row(
-                "SELECT suspended FROM accounts WHERE id = ?1",
+            let (public_id, suspended): (String, bool) = tx.query_row(
+                "SELECT public_id, suspended FROM accounts WHERE id = ?1",
                 params![account],
-                |row| row.get(0),
+                |row| Ok((row.get(0)?, row.get(1)?)),
             )?;
             tx.commit()?;
-            Ok((account, suspended))
+            Ok((public_id, suspended))
         })
         .await
     }
 
     /// Suspends an account (its next logins are refused). `false` if there is none.
     pub async fn suspend(&self, user_id: &str) -> rusqlite::Result<bool> {
-        let Some(id) = user_id
-            .strip_prefix("user-")
-            .and_then(|n| n.parse::<i64>().ok())
-        else {
-            return Ok(false);
-        };
+        let id = user_id.to_owned();
         self.with_db(move |db| {
             db.execute(
-                "UPDATE accounts SET suspended = 1 WHERE id = ?1",
+                "UPDATE accounts SET suspended = 1 WHERE public_id = ?1",
                 params![id],
             )
             .map(|n| n == 1)
@@ -149,9 +166,20 @@ impl Accounts {
     }
 }
 
-/// The user id the application hands out: `user-<account id>`.
-fn user_id(account: i64) -> UserId {
-    UserId::new(format!("user-{account}")).expect("short and not empty")
+/// Where the application's accounts may live, given where sessions live: sessions in a shared
+/// store (Redis) outlive this process and are seen by every instance, so accounts kept in this
+/// process's memory would be lost at a restart and differ between instances — one person's
+/// sessions would then be counted, listed and ended with someone else's account. Refused.
+pub fn check_placement(sessions_shared: bool, accounts_db: Option<&Path>) -> Result<(), String> {
+    if sessions_shared && accounts_db.is_none() {
+        return Err(
+            "sessions are in a shared store (REDIS_URL), but the accounts would be in this \
+             process's memory: a restart or another instance would link people to the wrong \
+             account. Set ACCOUNTS_DB to an accounts database every instance shares"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 impl LoginHook for Accounts {
@@ -165,7 +193,12 @@ impl LoginHook for Accounts {
                     "account_suspended",
                     "this account is suspended",
                 )),
-                Ok((account, false)) => Ok(user_id(account)),
+                Ok((public_id, false)) => UserId::new(public_id).ok_or_else(|| {
+                    tracing::error!("an account has an unusable public id");
+                    HookError::Unavailable {
+                        retry_after: Duration::from_secs(1),
+                    }
+                }),
                 Err(error) => {
                     tracing::warn!(%error, "the accounts database failed; the login is refused for now");
                     Err(HookError::Unavailable {

@@ -250,6 +250,7 @@ async fn main() -> Result<(), app::BoxError> {
             .await;
         }
         Some(url) => {
+            app::accounts::check_placement(true, config.accounts_db.as_deref())?;
             let shared = redis_store(&url).await?;
             let described = format!(
                 "in Redis ({}), sealed with key id {:?}, with a local cache invalidated through Redis",

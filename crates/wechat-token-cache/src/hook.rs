@@ -87,6 +87,13 @@ impl HookError {
 /// Maps a WeChat login to the application's user. Called once per new login (a retried
 /// submit of the same code that gets the same session does not call it again).
 ///
+/// The user id it returns must name one person for good: the same id for that person on every
+/// instance and after every restart, and never an id another person had. Sessions in a shared
+/// store outlive the process and are seen by the whole fleet, and the id is what logout-all
+/// ends and the per-user session cap counts: an id reused for a second person (a counter kept
+/// in one process's memory, say) gives them the first person's sessions. Use the key of a
+/// database every instance shares, or a random id stored with the account.
+///
 /// ```
 /// use futures::future::BoxFuture;
 /// use wechat_token_cache::{HookError, LoginHook, NewLogin, UserId};
