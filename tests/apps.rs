@@ -55,6 +55,9 @@ async fn browser_login(
     if let Some(binding) = &binding {
         request = request.header("cookie", binding);
     }
+    if in_wechat {
+        request = request.header(USER_AGENT, IN_WECHAT);
+    }
     (request.send().await.unwrap(), binding)
 }
 
@@ -402,7 +405,13 @@ async fn a_snapshot_user_gets_no_session_and_is_told_to_open_the_real_page() {
         param(&authorize, "redirect_uri").unwrap(),
         param(&authorize, "state").unwrap()
     );
-    let json = s.http.get(&callback).send().await.unwrap();
+    let json = s
+        .http
+        .get(&callback)
+        .header(USER_AGENT, IN_WECHAT)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(json.status(), StatusCode::FORBIDDEN);
     assert!(session_cookie(&json).is_none());
     let body: Value = json.json().await.unwrap();
@@ -445,10 +454,11 @@ async fn a_base_scope_session_gets_the_url_that_upgrades_it_and_comes_back() {
         "{reauthorize}"
     );
 
-    // Following it (outside WeChat, even): the Official Account asks for the profile...
+    // Following it: the Official Account asks for the profile...
     let start = s
         .http
         .get(format!("{}{reauthorize}", s.base))
+        .header(USER_AGENT, IN_WECHAT)
         .send()
         .await
         .unwrap();
@@ -461,7 +471,13 @@ async fn a_base_scope_session_gets_the_url_that_upgrades_it_and_comes_back() {
     assert!(authorize.contains("connect_redirect=1"));
     // ...and comes back to the same page, with a session that may read it.
     let callback = approve(&s, &authorize, "o_base", None).await;
-    let upgraded = s.http.get(&callback).send().await.unwrap();
+    let upgraded = s
+        .http
+        .get(&callback)
+        .header(USER_AGENT, IN_WECHAT)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(upgraded.headers()[LOCATION], "/orders/7");
     let cookie = session_cookie(&upgraded).unwrap();
     let profile = s
@@ -521,4 +537,47 @@ async fn return_to_never_leaves_the_site_and_cannot_be_changed_on_the_way() {
         refused.json::<Value>().await.unwrap()["error"],
         "invalid_state"
     );
+}
+
+/// An Official Account callback carries no proof of the browser that started the login (WeChat's
+/// in-app browser drops cookies), so one opened outside WeChat — an attacker's own callback URL
+/// in a victim's desktop browser — is refused like a bad state, and used by nothing.
+#[tokio::test]
+async fn an_official_account_callback_outside_wechat_is_refused() {
+    let s = start().await;
+    let start = s
+        .http
+        .get(format!("{}/auth/wechat/web/start?app=oa", s.base))
+        .header(USER_AGENT, IN_WECHAT)
+        .send()
+        .await
+        .unwrap();
+    let authorize = start.headers()[LOCATION].to_str().unwrap().to_owned();
+    let callback = approve(&s, &authorize, "o_attacker", None).await;
+    let desktop = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/156.0 Safari/537.36";
+    for user_agent in [Some(desktop), None] {
+        let mut request = s.http.get(&callback);
+        if let Some(user_agent) = user_agent {
+            request = request.header(USER_AGENT, user_agent);
+        }
+        let refused = request.send().await.unwrap();
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+        assert!(session_cookie(&refused).is_none());
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_state");
+    }
+    assert_eq!(s.mock.calls(wechat_mock::Endpoint::AccessToken), 0);
+    // In WeChat's browser the same callback logs in.
+    let in_wechat = s
+        .http
+        .get(&callback)
+        .header(USER_AGENT, IN_WECHAT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(in_wechat.status(), StatusCode::FOUND);
+    let cookie = session_cookie(&in_wechat).unwrap();
+    let me = s.with_cookie(reqwest::Method::GET, "/me", &cookie).await;
+    let me: Value = me.json().await.unwrap();
+    assert_eq!(me["app"], "oa");
 }

@@ -72,14 +72,25 @@ async fn driver() -> Option<Driver> {
 }
 
 async fn browser(driver: &Driver) -> Client {
+    browser_as(driver, None).await
+}
+
+/// A browser session, with this User-Agent (WeChat's in-app browser, say) when given.
+async fn browser_as(driver: &Driver, user_agent: Option<&str>) -> Client {
+    let mut args = vec![
+        "--headless=new".to_owned(),
+        "--no-sandbox".into(),
+        "--disable-gpu".into(),
+        "--disable-dev-shm-usage".into(),
+        "--window-size=900,700".into(),
+    ];
+    if let Some(user_agent) = user_agent {
+        args.push(format!("--user-agent={user_agent}"));
+    }
     let mut capabilities = serde_json::Map::new();
     capabilities.insert(
         "goog:chromeOptions".into(),
-        json!({
-            "binary": CHROMIUM,
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                     "--disable-dev-shm-usage", "--window-size=900,700"],
-        }),
+        json!({ "binary": CHROMIUM, "args": args }),
     );
     ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
         .capabilities(capabilities)
@@ -343,14 +354,33 @@ async fn a_callback_url_opens_only_the_browser_that_started_it_and_returns_where
         .unwrap();
     assert_eq!(fetch_status(&second, "/me").await, 401);
 
-    // The Official Account flow in B: WeChat's in-app authorize page, approve, back to /me.
+    // The Official Account flow in B, a desktop browser: WeChat's authorize page, approve, and
+    // the callback is refused (a desktop browser cannot be told from a victim's).
+    let oa_start = format!("{}/auth/wechat/web/start?app=oa&return_to=/me", s.base);
+    second.goto(&oa_start).await.unwrap();
+    let approve = second
+        .wait()
+        .for_element(Locator::XPath("//button[text()='Approve']"))
+        .await
+        .unwrap();
+    approve.click().await.unwrap();
     second
-        .goto(&format!(
-            "{}/auth/wechat/web/start?app=oa&return_to=/me",
-            s.base
+        .wait()
+        .for_element(Locator::XPath(
+            "//h1[text()='This login link cannot be used']",
         ))
         .await
         .unwrap();
+    assert_eq!(fetch_status(&second, "/me").await, 401);
+    second.close().await.unwrap();
+
+    // In WeChat's own browser (its User-Agent): approve, back to /me, logged in.
+    let second = browser_as(
+        &driver,
+        Some("Mozilla/5.0 (iPhone) AppleWebKit/605.1.15 MicroMessenger/8.0.50"),
+    )
+    .await;
+    second.goto(&oa_start).await.unwrap();
     let approve = second
         .wait()
         .for_element(Locator::XPath("//button[text()='Approve']"))

@@ -129,6 +129,9 @@ pub struct WebCallback<'a> {
     pub return_to: Option<&'a str>,
     /// Who is asking, for the login limits ([`LoginLimits`]).
     pub client: Option<&'a str>,
+    /// Whether the browser is WeChat's own (`MicroMessenger` in its User-Agent): an Official
+    /// Account callback is refused from any other (see [`WebFlow::official_account_anywhere`]).
+    pub in_wechat: bool,
 }
 
 impl fmt::Debug for WebCallback<'_> {
@@ -138,8 +141,17 @@ impl fmt::Debug for WebCallback<'_> {
             .field("state", &self.state)
             .field("return_to", &self.return_to)
             .field("client", &self.client)
+            .field("in_wechat", &self.in_wechat)
             .finish_non_exhaustive()
     }
+}
+
+/// Whether a request comes from WeChat's in-app browser (`MicroMessenger` in its User-Agent).
+fn in_wechat(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ua| ua.contains("MicroMessenger"))
 }
 
 impl<'a> WebCallback<'a> {
@@ -151,7 +163,19 @@ impl<'a> WebCallback<'a> {
             binding,
             return_to: None,
             client: None,
+            in_wechat: false,
         }
+    }
+
+    /// Whether the browser is WeChat's own; [`from_headers`](Self::from_headers) sets it.
+    pub fn in_wechat(mut self, in_wechat: bool) -> Self {
+        self.in_wechat = in_wechat;
+        self
+    }
+
+    /// Sets [`in_wechat`](Self::in_wechat) from the request's User-Agent.
+    pub fn from_headers(self, headers: &http::HeaderMap) -> Self {
+        self.in_wechat(in_wechat(headers))
     }
 
     /// Who is asking, for the login limits.
@@ -188,12 +212,8 @@ impl<'a> StartRequest<'a> {
     /// A start request as a browser with these headers sends it: `in_wechat` from its
     /// User-Agent.
     pub fn from_headers(headers: &http::HeaderMap) -> Self {
-        let in_wechat = headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ua| ua.contains("MicroMessenger"));
         Self {
-            in_wechat,
+            in_wechat: in_wechat(headers),
             ..Self::default()
         }
     }
@@ -245,6 +265,9 @@ pub struct WebFlow {
     pub official_account_scope: OfficialAccountScope,
     /// Where the callback sends the browser after login when no `return_to` came (default `/`).
     pub after_login: String,
+    /// Accept Official Account callbacks from browsers other than WeChat's (default `false`;
+    /// see [`official_account_anywhere`](Self::official_account_anywhere)).
+    pub official_account_anywhere: bool,
 }
 
 impl WebFlow {
@@ -254,6 +277,7 @@ impl WebFlow {
             redirect_uri: redirect_uri.into(),
             official_account_scope: OfficialAccountScope::UserInfo,
             after_login: "/".into(),
+            official_account_anywhere: false,
         }
     }
 
@@ -273,6 +297,19 @@ impl WebFlow {
     /// Where to send the browser after login by default.
     pub fn after_login(mut self, path: impl Into<String>) -> Self {
         self.after_login = path.into();
+        self
+    }
+
+    /// Accept Official Account callbacks from any browser. By default one is refused (400
+    /// `invalid_state`, as for a bad state) unless its User-Agent says `MicroMessenger`: the
+    /// Official Account's state cannot be bound to a cookie (WeChat's in-app browser drops
+    /// them), so without this check an attacker's own callback URL, opened in a victim's
+    /// desktop browser, would log the victim in as the attacker. The check leaves a residual
+    /// risk: a User-Agent is not proof, so an attacker who gets a victim to open the link
+    /// inside WeChat itself (a chat message) can still do it; keep the callback's 5 s window
+    /// and show who is logged in.
+    pub fn official_account_anywhere(mut self) -> Self {
+        self.official_account_anywhere = true;
         self
     }
 }
@@ -811,6 +848,14 @@ impl<St: SessionStore> LoginEndpoints<St> {
                 .ok_or(AuthError::InvalidState(StateError::Invalid))?,
         };
         let kind = self.inner.states.verify(state, binding, return_to)?;
+        if kind == AppKind::OfficialAccount && !callback.in_wechat && !web.official_account_anywhere
+        {
+            tracing::warn!(
+                outcome = "oa_callback_outside_wechat",
+                "an Official Account callback came from a browser that is not WeChat's; refused"
+            );
+            return Err(AuthError::InvalidState(StateError::Invalid));
+        }
         let appid = self.app(kind)?;
         let binding = match kind {
             AppKind::OfficialAccount => {
@@ -1279,7 +1324,8 @@ mod router {
             endpoints.binding(&parts.headers),
         )
         .return_to(query.return_to.as_deref())
-        .client(client.as_deref());
+        .client(client.as_deref())
+        .from_headers(&parts.headers);
         match endpoints.web_callback(callback).await {
             Ok(success) => {
                 let mut response = redirect(success.return_to.as_deref().unwrap_or("/"));

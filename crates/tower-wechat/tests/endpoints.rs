@@ -76,7 +76,14 @@ async fn the_official_account_flow_uses_an_unbound_state() {
         scope: Some("snsapi_base".into()),
         ..grant(OA)
     });
-    let callback = WebCallback::new(Some(&code), Some(state), None);
+    // Opened outside WeChat's browser (an attacker's link on a desktop): refused, nothing used.
+    let desktop = WebCallback::new(Some(&code), Some(state), None);
+    assert_eq!(
+        endpoints.web_callback(desktop).await.unwrap_err(),
+        AuthError::InvalidState(StateError::Invalid)
+    );
+    assert_eq!(mock.calls(Endpoint::AccessToken), 0);
+    let callback = WebCallback::new(Some(&code), Some(state), None).in_wechat(true);
     let success = endpoints.web_callback(callback).await.unwrap();
     assert!(!success.record.scopes.allows_userinfo());
     assert_eq!(success.app, AppKind::OfficialAccount);
@@ -95,7 +102,7 @@ async fn the_official_account_flow_uses_an_unbound_state() {
     let other = mock.mint_code(grant(OA));
     assert_eq!(
         endpoints
-            .web_callback(WebCallback::new(Some(&other), Some(state), None))
+            .web_callback(WebCallback::new(Some(&other), Some(state), None).in_wechat(true))
             .await
             .unwrap_err(),
         AuthError::InvalidState(StateError::Used)
@@ -103,7 +110,7 @@ async fn the_official_account_flow_uses_an_unbound_state() {
     assert_eq!(mock.calls(Endpoint::AccessToken), 1);
     assert_eq!(
         endpoints
-            .web_callback(WebCallback::new(None, Some(state), None))
+            .web_callback(WebCallback::new(None, Some(state), None).in_wechat(true))
             .await
             .unwrap_err(),
         AuthError::AccessDenied(None)
