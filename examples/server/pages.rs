@@ -11,7 +11,7 @@ use axum::Extension;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use wechat_login::middleware::{LoginEndpoints, WeChatUser, escape_html};
+use wechat_login::middleware::{LoginEndpoints, SessionChanged, WeChatUser, escape_html};
 use wechat_login::oauth::Lang;
 use wechat_login::token_cache::SessionStore;
 
@@ -82,9 +82,14 @@ pub async fn home<St: SessionStore>(
     let profile = if user.scopes().allows_userinfo() && !user.is_snapshot_user() {
         match user.userinfo(Lang::ZhCn).await {
             Ok(info) => {
-                let avatar = info.headimgurl.as_deref().map_or(String::new(), |url| {
-                    format!(" (<a href=\"{}\">avatar</a>)", escape_html(url))
-                });
+                // Only a web address becomes a link (never `javascript:` or `data:`).
+                let avatar = info
+                    .headimgurl
+                    .as_deref()
+                    .filter(|url| web_address(url))
+                    .map_or(String::new(), |url| {
+                        format!(" (<a href=\"{}\">avatar</a>)", escape_html(url))
+                    });
                 format!(
                     "<p id=\"nickname\">Nickname: {}{avatar}</p>\n",
                     escape_html(&info.nickname)
@@ -113,6 +118,12 @@ pub async fn home<St: SessionStore>(
     page("Logged in with WeChat", &body)
 }
 
+/// Whether `url` is an `https:` or `http:` address (any case), fit for a link.
+fn web_address(url: &str) -> bool {
+    let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+    scheme.eq_ignore_ascii_case("https") || scheme.eq_ignore_ascii_case("http")
+}
+
 /// Whether a form POST comes from this site.
 fn same_site(headers: &HeaderMap, origin: &str) -> bool {
     let header = |name| {
@@ -129,6 +140,8 @@ fn same_site(headers: &HeaderMap, origin: &str) -> bool {
 /// 303 to `/`, clearing the session cookie.
 fn back_home<St: SessionStore>(pages: &Pages<St>) -> Response {
     let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
+    // The session ended here: the layer must not re-issue its token on this response.
+    response.extensions_mut().insert(SessionChanged);
     if let Some(clear) = pages.endpoints.clear_cookie() {
         response.headers_mut().insert(header::SET_COOKIE, clear);
     }
@@ -175,7 +188,7 @@ async fn end<St: SessionStore>(pages: &Pages<St>, request: Request, everywhere: 
             false => pages.endpoints.logout_session(sid).await,
         };
         if let Err(failure) = ended {
-            return failure.to_html_response();
+            return pages.endpoints.html_failure(&failure);
         }
     }
     back_home(pages)

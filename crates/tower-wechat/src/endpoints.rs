@@ -468,7 +468,8 @@ impl LoginSuccess {
 }
 
 /// Headers for pages a browser shows, and for the web callback (whose URL carries the code):
-/// a strict `Content-Security-Policy` (`default-src 'self'; frame-ancestors 'none'`),
+/// a strict `Content-Security-Policy` (`default-src 'self'; frame-ancestors 'none';
+/// form-action 'self' https:`),
 /// `Referrer-Policy: no-referrer` (the code must not leak through `Referer`), and
 /// `X-Content-Type-Options: nosniff`. Existing values are kept.
 pub fn secure_page_headers(headers: &mut http::HeaderMap) {
@@ -652,6 +653,17 @@ impl<St: SessionStore> LoginEndpoints<St> {
         Self {
             inner: Arc::clone(&layer.shared.login),
         }
+    }
+
+    /// The paths the endpoints answer at.
+    pub fn paths(&self) -> &LoginPaths {
+        &self.inner.paths
+    }
+
+    /// `failure` as an HTML page for a browser, linking to a new login at this application's
+    /// start path ([`AuthError::to_html_response`]).
+    pub fn html_failure<B: From<Bytes>>(&self, failure: &AuthError) -> http::Response<B> {
+        failure.to_html_response(&self.inner.paths.web_start)
     }
 
     /// The client key of a request, as the builder's
@@ -1294,7 +1306,7 @@ mod router {
                 }
                 response
             }
-            Err(failure) if super::wants_html(headers) => failure.to_html_response(),
+            Err(failure) if super::wants_html(headers) => endpoints.html_failure(&failure),
             Err(failure) => reject(failure, &parts),
         }
     }
@@ -1307,7 +1319,7 @@ mod router {
         let html = super::wants_html(&parts.headers);
         let fail = |failure: AuthError| {
             let mut response: Response = if html {
-                failure.to_html_response()
+                endpoints.html_failure(&failure)
             } else {
                 reject(failure, &parts)
             };

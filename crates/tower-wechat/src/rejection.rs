@@ -359,8 +359,9 @@ impl AuthError {
 
     /// The same answer as a small HTML page, for a browser (same status and headers), with the
     /// headers of [`secure_page_headers`](crate::secure_page_headers). It links back to `/`
-    /// and to a new login.
-    pub fn to_html_response<B: From<Bytes>>(&self) -> Response<B> {
+    /// and to a new login at `login_path` (the web start endpoint, e.g.
+    /// [`LoginPaths::web_start`](crate::LoginPaths::web_start)).
+    pub fn to_html_response<B: From<Bytes>>(&self, login_path: &str) -> Response<B> {
         let title = match self {
             Self::AccessDenied(None) => "Login cancelled",
             Self::AccessDenied(Some(_)) => "WeChat refused this login",
@@ -376,9 +377,10 @@ impl AuthError {
         let page = format!(
             "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
              <meta name=\"viewport\" content=\"width=device-width\"><title>{title}</title></head>\n\
-             <body><h1>{title}</h1>\n<p>{}</p>\n<p><a href=\"/auth/wechat/web/start\">Log in again</a> \
+             <body><h1>{title}</h1>\n<p>{}</p>\n<p><a href=\"{}\">Log in again</a> \
              · <a href=\"/\">Home</a></p></body></html>\n",
-            crate::escape_html(&self.to_string())
+            crate::escape_html(&self.to_string()),
+            crate::escape_html(login_path),
         );
         let mut response = self.with_body(B::from(Bytes::from(page)));
         response.headers_mut().insert(
@@ -670,7 +672,7 @@ mod tests {
                 error.retry_after().is_some(),
                 "{error:?}"
             );
-            let html: Response<Bytes> = error.to_html_response();
+            let html: Response<Bytes> = error.to_html_response("/auth/wechat/web/start");
             assert_eq!(html.status(), error.status());
         }
         let unavailable: Response<Bytes> = AuthError::UpstreamUnavailable {

@@ -89,6 +89,27 @@ async fn a_prefix_moves_every_route_and_the_scope_upgrade_url() {
             "{path}"
         );
     }
+    // A browser's failure page links to a new login at the prefixed start.
+    let page = app
+        .clone()
+        .oneshot(
+            Request::builder()
+                .uri("/api/auth/wechat/web/callback?state=bogus&code=c")
+                .header("accept", "text/html")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::BAD_REQUEST);
+    let page = axum::body::to_bytes(page.into_body(), 64 * 1024)
+        .await
+        .unwrap();
+    let page = String::from_utf8(page.to_vec()).unwrap();
+    assert!(
+        page.contains("<a href=\"/api/auth/wechat/web/start\">Log in again</a>"),
+        "{page}"
+    );
     let upgrade = LoginEndpoints::new(&layer)
         .reauthorize_url("/profile")
         .unwrap();
