@@ -26,6 +26,16 @@ fn param(url: &str, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
+/// `GET url` as WeChat's in-app browser sends it.
+async fn get_in_wechat(s: &Server, url: &str) -> reqwest::Response {
+    s.http
+        .get(url)
+        .header(USER_AGENT, IN_WECHAT)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// A browser login through the start endpoint (`query`, as WeChat's own browser when
 /// `in_wechat`), approved on the fake WeChat's page as `openid` (with `unionid`): the callback's
 /// response, not followed, and the binding cookie the browser held.
@@ -381,13 +391,7 @@ async fn a_unionid_revealed_later_is_recorded() {
 #[tokio::test]
 async fn a_snapshot_user_gets_no_session_and_is_told_to_open_the_real_page() {
     let s = start().await;
-    let start = s
-        .http
-        .get(format!("{}/auth/wechat/web/start", s.base))
-        .header(USER_AGENT, IN_WECHAT)
-        .send()
-        .await
-        .unwrap();
+    let start = get_in_wechat(&s, &format!("{}/auth/wechat/web/start", s.base)).await;
     let authorize = start.headers()[LOCATION].to_str().unwrap().to_owned();
     assert_eq!(
         param(&authorize, "appid").unwrap(),
@@ -405,13 +409,7 @@ async fn a_snapshot_user_gets_no_session_and_is_told_to_open_the_real_page() {
         param(&authorize, "redirect_uri").unwrap(),
         param(&authorize, "state").unwrap()
     );
-    let json = s
-        .http
-        .get(&callback)
-        .header(USER_AGENT, IN_WECHAT)
-        .send()
-        .await
-        .unwrap();
+    let json = get_in_wechat(&s, &callback).await;
     assert_eq!(json.status(), StatusCode::FORBIDDEN);
     assert!(session_cookie(&json).is_none());
     let body: Value = json.json().await.unwrap();
@@ -455,13 +453,7 @@ async fn a_base_scope_session_gets_the_url_that_upgrades_it_and_comes_back() {
     );
 
     // Following it: the Official Account asks for the profile...
-    let start = s
-        .http
-        .get(format!("{}{reauthorize}", s.base))
-        .header(USER_AGENT, IN_WECHAT)
-        .send()
-        .await
-        .unwrap();
+    let start = get_in_wechat(&s, &format!("{}{reauthorize}", s.base)).await;
     let authorize = start.headers()[LOCATION].to_str().unwrap().to_owned();
     assert_eq!(
         param(&authorize, "appid").unwrap(),
@@ -471,13 +463,7 @@ async fn a_base_scope_session_gets_the_url_that_upgrades_it_and_comes_back() {
     assert!(authorize.contains("connect_redirect=1"));
     // ...and comes back to the same page, with a session that may read it.
     let callback = approve(&s, &authorize, "o_base", None).await;
-    let upgraded = s
-        .http
-        .get(&callback)
-        .header(USER_AGENT, IN_WECHAT)
-        .send()
-        .await
-        .unwrap();
+    let upgraded = get_in_wechat(&s, &callback).await;
     assert_eq!(upgraded.headers()[LOCATION], "/orders/7");
     let cookie = session_cookie(&upgraded).unwrap();
     let profile = s
@@ -545,13 +531,7 @@ async fn return_to_never_leaves_the_site_and_cannot_be_changed_on_the_way() {
 #[tokio::test]
 async fn an_official_account_callback_outside_wechat_is_refused() {
     let s = start().await;
-    let start = s
-        .http
-        .get(format!("{}/auth/wechat/web/start?app=oa", s.base))
-        .header(USER_AGENT, IN_WECHAT)
-        .send()
-        .await
-        .unwrap();
+    let start = get_in_wechat(&s, &format!("{}/auth/wechat/web/start?app=oa", s.base)).await;
     let authorize = start.headers()[LOCATION].to_str().unwrap().to_owned();
     let callback = approve(&s, &authorize, "o_attacker", None).await;
     let desktop = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/156.0 Safari/537.36";
@@ -568,13 +548,7 @@ async fn an_official_account_callback_outside_wechat_is_refused() {
     }
     assert_eq!(s.mock.calls(wechat_mock::Endpoint::AccessToken), 0);
     // In WeChat's browser the same callback logs in.
-    let in_wechat = s
-        .http
-        .get(&callback)
-        .header(USER_AGENT, IN_WECHAT)
-        .send()
-        .await
-        .unwrap();
+    let in_wechat = get_in_wechat(&s, &callback).await;
     assert_eq!(in_wechat.status(), StatusCode::FOUND);
     let cookie = session_cookie(&in_wechat).unwrap();
     let me = s.with_cookie(reqwest::Method::GET, "/me", &cookie).await;

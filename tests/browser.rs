@@ -115,6 +115,15 @@ async fn snap(browser: &Client, name: &str) {
     }
 }
 
+/// The fake WeChat's consent button, once its page has loaded.
+async fn approve_button(browser: &Client) -> fantoccini::elements::Element {
+    browser
+        .wait()
+        .for_element(Locator::XPath("//button[text()='Approve']"))
+        .await
+        .unwrap()
+}
+
 async fn text(browser: &Client) -> String {
     browser
         .find(Locator::Css("body"))
@@ -146,11 +155,7 @@ async fn a_person_logs_in_and_out_in_a_browser() {
         .click()
         .await
         .unwrap();
-    let approve = browser
-        .wait()
-        .for_element(Locator::XPath("//button[text()='Approve']"))
-        .await
-        .unwrap();
+    let approve = approve_button(&browser).await;
     approve.click().await.unwrap();
     let openid = browser
         .wait()
@@ -296,11 +301,7 @@ async fn a_callback_url_opens_only_the_browser_that_started_it_and_returns_where
         .goto(&format!("{}/auth/wechat/web/start?return_to=/me", s.base))
         .await
         .unwrap();
-    first
-        .wait()
-        .for_element(Locator::XPath("//button[text()='Approve']"))
-        .await
-        .unwrap();
+    approve_button(&first).await;
     let consent = first.current_url().await.unwrap();
     let param = |name: &str| {
         consent
@@ -358,11 +359,7 @@ async fn a_callback_url_opens_only_the_browser_that_started_it_and_returns_where
     // the callback is refused (a desktop browser cannot be told from a victim's).
     let oa_start = format!("{}/auth/wechat/web/start?app=oa&return_to=/me", s.base);
     second.goto(&oa_start).await.unwrap();
-    let approve = second
-        .wait()
-        .for_element(Locator::XPath("//button[text()='Approve']"))
-        .await
-        .unwrap();
+    let approve = approve_button(&second).await;
     approve.click().await.unwrap();
     second
         .wait()
@@ -381,11 +378,7 @@ async fn a_callback_url_opens_only_the_browser_that_started_it_and_returns_where
     )
     .await;
     second.goto(&oa_start).await.unwrap();
-    let approve = second
-        .wait()
-        .for_element(Locator::XPath("//button[text()='Approve']"))
-        .await
-        .unwrap();
+    let approve = approve_button(&second).await;
     assert!(
         second
             .current_url()

@@ -655,11 +655,6 @@ impl<St: SessionStore> LoginEndpoints<St> {
         }
     }
 
-    /// The paths the endpoints answer at.
-    pub fn paths(&self) -> &LoginPaths {
-        &self.inner.paths
-    }
-
     /// `failure` as an HTML page for a browser, linking to a new login at this application's
     /// start path ([`AuthError::to_html_response`]).
     pub fn html_failure<B: From<Bytes>>(&self, failure: &AuthError) -> http::Response<B> {
@@ -740,8 +735,8 @@ impl<St: SessionStore> LoginEndpoints<St> {
         })
     }
 
-    /// The one way a code becomes a session: the exchange, under an admission of the limits,
-    /// which a refused code (401 `invalid_code`) keeps taken.
+    /// The one way a code becomes a session: the exchange, under an admission of the limits
+    /// (settled by [`settle_refused`] when it fails).
     async fn exchange(
         &self,
         code: &AuthCode,
@@ -756,11 +751,7 @@ impl<St: SessionStore> LoginEndpoints<St> {
             }
             Err(error) => {
                 let failure = AuthError::from(error);
-                if matches!(failure, AuthError::InvalidCode(_)) {
-                    admission.failed();
-                } else {
-                    admission.succeeded();
-                }
+                settle_refused(admission, &failure);
                 Err(failure)
             }
         }
@@ -884,11 +875,7 @@ impl<St: SessionStore> LoginEndpoints<St> {
         // Admitted before anything is written: a refused callback leaves its state unused.
         let admission = self.admit(callback.client, binding.flow())?;
         if let Err(refused) = self.consume_state(state, &code).await {
-            // A state used with another code counts against the client; a store outage not.
-            match refused {
-                AuthError::InvalidState(_) => admission.failed(),
-                _ => admission.succeeded(),
-            }
+            settle_refused(admission, &refused);
             return Err(refused);
         }
         let mut success = self.exchange(&code, &binding, kind, admission).await?;
@@ -1039,6 +1026,16 @@ impl<St: SessionStore> LoginEndpoints<St> {
         })?;
         tracing::info!(sid = %sid, ended, outcome = "logged_out_all", "all sessions of the user ended");
         Ok(ended)
+    }
+}
+
+/// Settles an admission whose login was refused with `failure`: a failure of the client's own
+/// (a code WeChat refused, a state used with another code) keeps its place in the limits;
+/// anything else (WeChat or the store unavailable, the login hook) gives it back.
+fn settle_refused(admission: Admission, failure: &AuthError) {
+    match failure {
+        AuthError::InvalidCode(_) | AuthError::InvalidState(_) => admission.failed(),
+        _ => admission.succeeded(),
     }
 }
 
