@@ -80,13 +80,10 @@ async fn redis_store(url: &str) -> Result<RedisStore, app::BoxError> {
     let kid = env("STORE_KEY_ID").unwrap_or_else(|| "k1".into());
     let key = SealingKey::parse(kid, &key).map_err(|e| format!("STORE_KEY: {e}"))?;
     let mut builder = RedisStore::builder(url, key)?;
-    for previous in env("STORE_PREVIOUS_KEYS").iter().flat_map(|v| v.split(',')) {
-        let (kid, key) = previous
-            .split_once(':')
-            .ok_or("STORE_PREVIOUS_KEYS: expected id:key,id:key")?;
-        builder = builder.previous_key(
-            SealingKey::parse(kid, key).map_err(|e| format!("STORE_PREVIOUS_KEYS: {e}"))?,
-        );
+    let previous = SealingKey::parse_list(&env("STORE_PREVIOUS_KEYS").unwrap_or_default())
+        .map_err(|e| format!("STORE_PREVIOUS_KEYS: {e}"))?;
+    for key in previous {
+        builder = builder.previous_key(key);
     }
     if let Some(prefix) = env("REDIS_PREFIX") {
         builder = builder.prefix(prefix);

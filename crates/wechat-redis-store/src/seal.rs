@@ -43,6 +43,12 @@ pub enum KeyError {
     /// The key is not 32 bytes (given as 64 hex digits or base64 of 32 bytes).
     #[error("a sealing key is 32 bytes: 64 hex digits, or base64")]
     BadKey,
+    /// An item of a key list is not `id:key`.
+    #[error("a key list is id:key,id:key")]
+    BadList,
+    /// A key list names one key id twice.
+    #[error("a key id appears twice in a key list")]
+    DuplicateKeyId,
 }
 
 impl SealingKey {
@@ -59,6 +65,26 @@ impl SealingKey {
     /// bytes — what `openssl rand -hex 32` or `openssl rand -base64 32` print.
     pub fn parse(kid: impl Into<String>, text: &str) -> Result<Self, KeyError> {
         Self::new(kid, decode_key(text.trim()).ok_or(KeyError::BadKey)?)
+    }
+
+    /// Keys from a list `id:key,id:key` (the form of the example server's
+    /// `STORE_PREVIOUS_KEYS`): whitespace around items is ignored, and so is an empty list or a
+    /// trailing comma; an item without `:`, a bad key or id, or an id given twice is refused.
+    pub fn parse_list(text: &str) -> Result<Vec<Self>, KeyError> {
+        let mut keys: Vec<Self> = Vec::new();
+        for item in text
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+        {
+            let (kid, key) = item.split_once(':').ok_or(KeyError::BadList)?;
+            let key = Self::parse(kid.trim(), key)?;
+            if keys.iter().any(|k| k.kid == key.kid) {
+                return Err(KeyError::DuplicateKeyId);
+            }
+            keys.push(key);
+        }
+        Ok(keys)
     }
 
     /// The key id.
@@ -302,5 +328,40 @@ mod tests {
         assert_eq!(SealingKey::parse("", &hex).unwrap_err(), KeyError::BadKeyId);
         let shown = format!("{:?}", SealingKey::parse("k", &hex).unwrap());
         assert!(!shown.contains("255") && !shown.contains("ff"), "{shown}");
+    }
+
+    /// Break to see it fail: `parse_list` not trimming, keeping empty items, or accepting an id
+    /// twice (the second key of an id would never be tried).
+    #[test]
+    fn key_lists_parse() {
+        let hex = "00".repeat(31) + "ff";
+        let b64 = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAP8=";
+        let kids = |text: &str| {
+            SealingKey::parse_list(text)
+                .unwrap()
+                .iter()
+                .map(|k| k.kid().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(kids(&format!("k0:{hex},k1:{b64}")), ["k0", "k1"]);
+        assert_eq!(kids(&format!(" k0 : {hex} ,\n k1:{b64}, ")), ["k0", "k1"]);
+        assert!(kids("").is_empty());
+        assert!(kids(" , ").is_empty());
+        assert_eq!(SealingKey::parse_list(&hex).unwrap_err(), KeyError::BadList);
+        assert_eq!(
+            SealingKey::parse_list(&format!("k0:{hex},k0:{b64}")).unwrap_err(),
+            KeyError::DuplicateKeyId
+        );
+        assert_eq!(
+            SealingKey::parse_list("k0:short").unwrap_err(),
+            KeyError::BadKey
+        );
+        assert_eq!(
+            SealingKey::parse_list(&format!(":{hex}")).unwrap_err(),
+            KeyError::BadKeyId
+        );
+        // A refused list never shows a key.
+        let error = SealingKey::parse_list(&format!("k0:{hex}x")).unwrap_err();
+        assert!(!error.to_string().contains(&hex));
     }
 }
