@@ -285,6 +285,7 @@ async fn the_login_hook_refuses_suspended_accounts_and_a_failing_database_stores
         login_limits: Default::default(),
         serve_limits: common::many_clients(),
         accounts: Some(accounts.clone()),
+        metrics: None,
     };
     let s = start_instance(
         instance,
@@ -554,4 +555,35 @@ async fn an_official_account_callback_outside_wechat_is_refused() {
     let me = s.with_cookie(reqwest::Method::GET, "/me", &cookie).await;
     let me: Value = me.json().await.unwrap();
     assert_eq!(me["app"], "oa");
+}
+
+/// An Official Account callback carries only its state as proof, so its retry window is short:
+/// WeChat's browser repeating the callback within 5 s gets the same session from the one
+/// exchange, and a millisecond later the URL opens nothing. Break to see it fail: the callback
+/// given the code's 60 s window (`callback_retry_window` ignored), or repeats not honoured.
+#[tokio::test]
+async fn an_official_account_callback_is_repeatable_for_five_seconds_only() {
+    let s = start().await;
+    let start = get_in_wechat(&s, &format!("{}/auth/wechat/web/start?app=oa", s.base)).await;
+    let authorize = start.headers()[LOCATION].to_str().unwrap().to_owned();
+    let callback = approve(&s, &authorize, "o_repeat", None).await;
+    let first = get_in_wechat(&s, &callback).await;
+    assert_eq!(first.status(), StatusCode::FOUND);
+    let session = me_by_cookie(&s, &session_cookie(&first).unwrap()).await.1["session_id"].clone();
+    assert!(session.is_string());
+
+    s.advance(Duration::from_secs(5));
+    let repeated = get_in_wechat(&s, &callback).await;
+    assert_eq!(repeated.status(), StatusCode::FOUND);
+    let again = me_by_cookie(&s, &session_cookie(&repeated).unwrap()).await;
+    assert_eq!(again.1["session_id"], session, "the same session");
+
+    s.advance(Duration::from_millis(1));
+    let late = get_in_wechat(&s, &callback).await;
+    let status = late.status();
+    assert!(session_cookie(&late).is_none());
+    let body: Value = late.json().await.unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"], "invalid_code");
+    assert_eq!(s.mock.calls(Endpoint::AccessToken), 1, "one exchange");
 }

@@ -5,10 +5,12 @@
 //! the example server and its fake WeChat. Screenshots of each step are written to
 //! `target/browser-screenshots/`; `UPDATE_README_SCREENSHOT=1` also refreshes the README's.
 //!
-//! Outside CI the test is skipped, with a message, when Chromium or its driver is missing; with
-//! `CI` set it fails instead.
+//! When Chromium or its driver is missing the tests fail, unless `WECHAT_LOGIN_SKIP=browser`
+//! opts out (and the skip is printed where it is seen).
 
 mod common;
+
+use common::redis::skip;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -35,14 +37,16 @@ impl Drop for Driver {
 }
 
 async fn driver() -> Option<Driver> {
-    if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
-        if std::env::var_os("CI").is_some() {
-            panic!("CI must run the browser test: install chromium and chromium-driver");
-        }
-        eprintln!(
-            "SKIPPED: {CHROMIUM} or {CHROMEDRIVER} missing (apt-get install chromium chromium-driver)"
-        );
+    if skip::opted_out("browser") {
         return None;
+    }
+    if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
+        skip::missing(
+            "Chromium and its WebDriver",
+            format_args!(
+                "{CHROMIUM} or {CHROMEDRIVER} missing (apt-get install chromium chromium-driver)"
+            ),
+        );
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -60,7 +64,10 @@ async fn driver() -> Option<Driver> {
         url: format!("http://127.0.0.1:{port}"),
     };
     // A separate process: nothing to wait on but its status endpoint (at most 20 s).
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
     for _ in 0..400 {
         let ready = http.get(format!("{}/status", driver.url)).send().await;
         if ready.is_ok_and(|r| r.status().is_success()) {

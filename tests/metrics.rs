@@ -1,6 +1,6 @@
 //! `GET /metrics` on the example server: after a login, a replayed code, a forged token and a
 //! refresh the counters have moved, the gauge counts the open session, and no label carries
-//! an openid, a token or a code.
+//! a session id, a user id, an openid, a token or a code.
 
 mod common;
 
@@ -84,6 +84,11 @@ async fn the_counters_move_and_no_label_carries_a_secret() {
         .await
         .unwrap();
     assert_eq!(me.status(), 200);
+    let me: Value = me.json().await.unwrap();
+    let (sid, user_id) = (
+        me["session_id"].as_str().unwrap(),
+        me["user_id"].as_str().unwrap(),
+    );
 
     let scraped = http.get(format!("{base}/metrics")).send().await.unwrap();
     assert_eq!(scraped.status(), 200);
@@ -129,7 +134,13 @@ async fn the_counters_move_and_no_label_carries_a_secret() {
         text.contains("wechat_upstream_request_duration_seconds"),
         "{text}"
     );
-    for secret in ["o_metrics_user", token.as_str(), code.as_str()] {
+    for secret in [
+        "o_metrics_user",
+        sid,
+        user_id,
+        token.as_str(),
+        code.as_str(),
+    ] {
         assert!(!text.contains(secret), "{secret} in the metrics");
     }
 }

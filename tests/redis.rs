@@ -4,8 +4,7 @@
 
 mod common;
 
-#[path = "../crates/wechat-redis-store/tests/common/mod.rs"]
-mod redis;
+use common::redis;
 
 use std::time::Duration;
 
@@ -46,19 +45,31 @@ async fn store_with(builder: RedisStoreBuilder, clock: SharedClock) -> Store {
 
 const MAX_STALENESS: Duration = Duration::from_secs(2);
 
-/// Polls `done` every few ms until it holds, for at most 10 s of real time, and says how long
-/// it took: invalidations travel through Redis, so another instance learns of a write a moment
-/// later.
-async fn eventually<F: Future<Output = bool>>(what: &str, done: impl Fn() -> F) -> Duration {
+/// Polls `done` every few ms until it holds, failing if that takes longer than `bound` of real
+/// time, and says how long it took: invalidations travel through Redis, so another instance
+/// learns of a write a moment later.
+async fn eventually<F: Future<Output = bool>>(
+    what: &str,
+    bound: Duration,
+    done: impl Fn() -> F,
+) -> Duration {
     let started = std::time::Instant::now();
-    while started.elapsed() < Duration::from_secs(10) {
+    loop {
         if done().await {
             return started.elapsed();
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        let took = started.elapsed();
+        assert!(took <= bound, "not within {bound:?} ({took:?}): {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    panic!("never happened: {what}");
 }
+
+/// The promise for an invalidation: the other instances refuse an ended session within this of
+/// the answer that ended it (it is a few milliseconds; the rest is room for a loaded machine).
+const PROPAGATION: Duration = Duration::from_millis(250);
+
+/// Redis's reconnection backoff (at most 2 s) and a resubscription.
+const RESUBSCRIBED: Duration = Duration::from_secs(5);
 
 /// The first instance of a fleet: it brings the (fake) WeChat the others share.
 async fn first(store: Store, clock: &ManualClock) -> Server<Store> {
@@ -68,6 +79,7 @@ async fn first(store: Store, clock: &ManualClock) -> Server<Store> {
         login_limits: Default::default(),
         serve_limits: common::many_clients(),
         accounts: None,
+        metrics: None,
     };
     start_instance(instance, store).await
 }
@@ -97,13 +109,13 @@ async fn instances_share_sessions_logout_is_fleet_wide_and_a_restart_keeps_them(
     assert_eq!(status, StatusCode::OK, "{on_b}");
     assert_eq!(on_a["session_id"], on_b["session_id"]);
 
-    // Log out on B: refused on B at once, and on A as soon as the invalidation arrives.
+    // Log out on B: refused on B at once, and on A within milliseconds of the 204.
     assert_eq!(b.post("/auth/logout", &token).await, StatusCode::NO_CONTENT);
-    assert_eq!(b.me(&token).await.0, StatusCode::UNAUTHORIZED);
-    eventually("the logout on B is refused on A", || async {
+    eventually("the logout on B is refused on A", PROPAGATION, || async {
         a.me(&token).await.1["error"] == "session_expired"
     })
     .await;
+    assert_eq!(b.me(&token).await.0, StatusCode::UNAUTHORIZED);
 
     // Logout-all on A ends the user's sessions made on B too (B had them cached).
     let phone = b.login("o_many").await;
@@ -113,11 +125,11 @@ async fn instances_share_sessions_logout_is_fleet_wide_and_a_restart_keeps_them(
         a.post("/auth/logout/all", &laptop).await,
         StatusCode::NO_CONTENT
     );
-    assert_eq!(a.me(&laptop).await.0, StatusCode::UNAUTHORIZED);
-    eventually("logout-all on A is refused on B", || async {
+    eventually("logout-all on A is refused on B", PROPAGATION, || async {
         b.me(&phone).await.0 == StatusCode::UNAUTHORIZED
     })
     .await;
+    assert_eq!(a.me(&laptop).await.0, StatusCode::UNAUTHORIZED);
 
     // A deploy: A stops, a new A starts on the same Redis; the session lives on.
     let kept = a.login("o_kept").await;
@@ -153,12 +165,36 @@ async fn a_record_no_instance_can_open_answers_503_and_is_kept() {
     assert!(response.headers().contains_key(RETRY_AFTER));
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"], "store_unavailable");
-    assert_eq!(a.me(&token).await.0, StatusCode::OK, "not deleted");
+    // Still in Redis (asked directly, not through A's local copy), and still served by A once
+    // A reads it again.
+    let sid = session_id(&a, &token).await;
+    let in_redis = a.auth.cache().store().shared();
+    assert!(in_redis.get(&sid).await.unwrap().is_some(), "not deleted");
+    a.advance(MAX_STALENESS + Duration::from_millis(1));
+    assert_eq!(a.me(&token).await.0, StatusCode::OK);
+    assert_eq!(
+        b.get("/me", &token).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+/// The session id behind `token`, as `instance` reports it.
+async fn session_id<St: SessionStore>(
+    instance: &Server<St>,
+    token: &str,
+) -> wechat_login::token_cache::SessionId {
+    instance.me(token).await.1["session_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_stopped_mid_traffic_answers_503_and_loses_nothing() {
-    let server = redis::RedisServer::start(&[]).await;
+    let Some(server) = redis::RedisServer::start(&[]).await else {
+        return;
+    };
     let clock = ManualClock::starting_now();
     let prefix = redis::random_prefix();
     let store = store(&server.url(), &prefix, redis::key("k1", 1), &clock).await;
@@ -190,6 +226,96 @@ async fn redis_stopped_mid_traffic_answers_503_and_loses_nothing() {
     let (status, after) = a.me(&token).await;
     assert_eq!(status, StatusCode::OK, "{after}");
     assert_eq!(after["session_id"], before["session_id"]);
+}
+
+/// Redis killed (`SIGKILL`, not paused): every request that needs it answers 503 — a logout and a
+/// logout-all too, never a 204 for a session that lives on — and once Redis is back (with what
+/// it had persisted) the sessions are served and the logouts go through. Break to see it fail:
+/// `logout_session` in `endpoints.rs` ignoring the store's error (a 204 for a session that
+/// lives on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_answers_503_even_to_logouts_and_a_restart_loses_nothing() {
+    let persist = ["--appendonly", "yes", "--appendfsync", "always"];
+    let Some(mut server) = redis::RedisServer::start(&persist).await else {
+        return;
+    };
+    let clock = ManualClock::starting_now();
+    let prefix = redis::random_prefix();
+    let store = store(&server.url(), &prefix, redis::key("k1", 1), &clock).await;
+    let a = first(store, &clock).await;
+    let token = a.login("o_killed").await;
+    let other = a.login("o_killed").await;
+    let session = session_id(&a, &token).await;
+
+    server.kill();
+    let unavailable = |response: reqwest::Response| async move {
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().contains_key(RETRY_AFTER));
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "store_unavailable", "never a logout");
+    };
+    // Within the staleness the local copy lets the requests through to the logout itself, which
+    // cannot end the session in Redis: 503, not 204.
+    for path in ["/auth/logout", "/auth/logout/all"] {
+        let response = a
+            .http
+            .post(format!("{}{path}", a.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        unavailable(response).await;
+    }
+    // The failed logout dropped the local copy: the session is read again, and cannot be.
+    unavailable(a.get("/me", &token).await).await;
+    a.advance(MAX_STALENESS + Duration::from_millis(1));
+    unavailable(a.get("/me", &other).await).await;
+
+    server.restart(&persist).await;
+    // The client reconnects by itself; the session, and the other one, are still there.
+    eventually("Redis answers again", RESUBSCRIBED, || async {
+        a.me(&token).await.0 == StatusCode::OK
+    })
+    .await;
+    assert_eq!(session_id(&a, &token).await, session);
+    assert_eq!(a.me(&other).await.0, StatusCode::OK);
+    assert_eq!(
+        a.post("/auth/logout/all", &token).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(a.me(&other).await.0, StatusCode::UNAUTHORIZED);
+}
+
+/// A session whose WeChat token ran out while Redis was down: 503 while Redis cannot be read
+/// (WeChat not asked: the refresh token is in Redis), then refreshed exactly once when it is
+/// back. Break to see it fail: a store error on the read taken as "no such session" (401).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_due_for_refresh_during_an_outage_is_refreshed_once_it_is_over() {
+    let Some(server) = redis::RedisServer::start(&[]).await else {
+        return;
+    };
+    let clock = ManualClock::starting_now();
+    let prefix = redis::random_prefix();
+    let store = store(&server.url(), &prefix, redis::key("k1", 1), &clock).await;
+    let a = first(store, &clock).await;
+    let token = a.login("o_due").await;
+    assert_eq!(a.me(&token).await.0, StatusCode::OK);
+
+    server.signal("STOP");
+    a.advance(common::HOUR * 2);
+    for _ in 0..3 {
+        let (status, body) = a.me(&token).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["error"], "store_unavailable");
+    }
+    assert_eq!(a.mock.calls(wechat_mock::Endpoint::RefreshToken), 0);
+
+    server.signal("CONT");
+    let (status, body) = a.me(&token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(a.mock.calls(wechat_mock::Endpoint::RefreshToken), 1);
+    assert_eq!(a.me(&token).await.0, StatusCode::OK);
+    assert_eq!(a.mock.calls(wechat_mock::Endpoint::RefreshToken), 1);
 }
 
 /// Two more instances next to `a`, on the same Redis, prefix and WeChat.
@@ -233,6 +359,8 @@ async fn an_expired_session_is_refreshed_once_for_the_whole_fleet() {
     );
 }
 
+/// Break to see it fail: the exchange not taken under the code's fleet-wide lease (`under_lease`
+/// in `login.rs` running the exchange directly), so each instance exchanges for itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_code_posted_to_two_instances_at_once_is_exchanged_once() {
     if redis::machine_redis().await.is_none() {
@@ -248,6 +376,12 @@ async fn a_code_posted_to_two_instances_at_once_is_exchanged_once() {
     let b = fleet_of(&a, &url, &prefix, 1).await.remove(0);
     for request_id in [Some("fleet-retry-0123456789"), None] {
         let code = a.code("o_twice").await;
+        // Held up at WeChat, so both submits are certainly in flight together.
+        a.mock.inject(
+            wechat_mock::Endpoint::AccessToken,
+            wechat_mock::Fault::Delay(Duration::from_millis(500)),
+            1,
+        );
         let body = match request_id {
             Some(id) => serde_json::json!({ "code": code, "request_id": id }),
             None => serde_json::json!({ "code": code }),
@@ -280,6 +414,8 @@ async fn a_code_posted_to_two_instances_at_once_is_exchanged_once() {
     }
 }
 
+/// Break to see it fail: `try_lease` answering `true` whoever holds the lease (leases ignored:
+/// the refresh then happens under the crashed instance's lease, before it runs out).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_lease_holder_is_taken_over_once_its_lease_runs_out() {
     let Some(client) = redis::machine_redis().await else {
@@ -298,6 +434,7 @@ async fn a_crashed_lease_holder_is_taken_over_once_its_lease_runs_out() {
         login_limits: Default::default(),
         serve_limits: common::many_clients(),
         accounts: None,
+        metrics: None,
     };
     let a = start_instance(instance, a_store).await;
     let token = a.login("o_crash").await;
@@ -324,8 +461,35 @@ async fn a_crashed_lease_holder_is_taken_over_once_its_lease_runs_out() {
     )
     .await
     .unwrap();
-    let (status, body) = a.me(&token).await;
+    // While the crashed instance's lease stands, nobody refreshes; the request waits it out.
+    let request = async {
+        let answer = a.me(&token).await;
+        (answer, std::time::Instant::now())
+    };
+    let watch = async {
+        let mut last_seen = None;
+        loop {
+            let holder: Option<String> = fred::prelude::KeysInterface::get(&client, &lease)
+                .await
+                .unwrap();
+            if holder.as_deref() != Some("crashed-instance") {
+                break last_seen.expect("the lease stood when the request came");
+            }
+            assert_eq!(
+                a.mock.calls(wechat_mock::Endpoint::RefreshToken),
+                0,
+                "no refresh under another instance's lease"
+            );
+            last_seen = Some(std::time::Instant::now());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let (((status, body), answered_at), lease_last_seen) = tokio::join!(request, watch);
     assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        answered_at > lease_last_seen,
+        "answered only after the lease ran out"
+    );
     assert_eq!(a.mock.calls(wechat_mock::Endpoint::RefreshToken), 1);
     // The one refresh token WeChat now honours is the one stored: the next refresh works.
     a.advance(common::HOUR * 2);
@@ -333,17 +497,30 @@ async fn a_crashed_lease_holder_is_taken_over_once_its_lease_runs_out() {
     assert_eq!(a.mock.calls(wechat_mock::Endpoint::RefreshToken), 2);
 }
 
+/// Both instances hear invalidations through a proxy that can refuse them, so a cut channel stays
+/// cut: B misses a logout on A and serves its copy up to the maximum staleness, to the
+/// millisecond, and no longer. Break to see it fail: `trusted` in `local.rs` comparing with
+/// `<` one more millisecond (or ignoring the staleness), or the subscriber not noticing the cut.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cut_invalidation_channel_bounds_staleness_and_recovers() {
-    let server = redis::RedisServer::start(&[]).await;
+async fn a_cut_invalidation_channel_bounds_staleness_to_the_millisecond_and_recovers() {
+    let Some(server) = redis::RedisServer::start(&[]).await else {
+        return;
+    };
     let (url, prefix) = (server.url(), redis::random_prefix());
+    let proxy = Proxy::start(redis_addr(&url)).await;
+    let proxied = format!("redis://{}", proxy.addr);
     let clock = ManualClock::starting_now();
-    let a = first(
-        store(&url, &prefix, redis::key("k1", 1), &clock).await,
-        &clock,
-    )
-    .await;
-    let b = fleet_of(&a, &url, &prefix, 1).await.remove(0);
+    let shared: SharedClock = std::sync::Arc::new(clock.clone());
+    let builder = || {
+        RedisStore::builder(&url, redis::key("k1", 1))
+            .unwrap()
+            .prefix(&prefix)
+            .invalidations_from(&proxied)
+            .unwrap()
+    };
+    let a = first(store_with(builder(), shared.clone()).await, &clock).await;
+    let b_store = store_with(builder(), shared).await;
+    let b = start_instance(Instance::sharing(&a.mock, &a.clock, &a.accounts), b_store).await;
     let channel = a.auth.cache().store().shared().channel();
     let subscribers = || {
         redis::cli(server.port, &["pubsub", "numsub", &channel])
@@ -354,27 +531,42 @@ async fn a_cut_invalidation_channel_bounds_staleness_and_recovers() {
             })
             .unwrap_or(0)
     };
+    assert_eq!(subscribers(), 2);
 
     let token = a.login("o_cut").await;
     assert_eq!(b.me(&token).await.0, StatusCode::OK, "B holds a local copy");
-    // Cut every subscriber connection, then log out on A at once: B may miss it.
-    redis::cli(server.port, &["client", "kill", "type", "pubsub"]);
+    // Cut both subscriber connections, and keep them from coming back.
+    proxy.refuse(true);
+    let killed = redis::cli(server.port, &["client", "kill", "type", "pubsub"]).unwrap();
+    assert!(
+        killed.trim().parse::<u32>().unwrap() >= 2,
+        "killed {killed}"
+    );
+    assert_eq!(subscribers(), 0, "the channel is cut");
     assert_eq!(a.post("/auth/logout", &token).await, StatusCode::NO_CONTENT);
-    // Past the maximum staleness, B no longer trusts its copy, whatever it heard.
-    a.advance(MAX_STALENESS + Duration::from_secs(1));
+    // B missed it: its copy is served up to the maximum staleness after B read it...
+    a.advance(MAX_STALENESS - Duration::from_millis(100));
+    assert_eq!(b.me(&token).await.0, StatusCode::OK, "within the staleness");
+    a.advance(Duration::from_millis(100));
+    assert_eq!(b.me(&token).await.0, StatusCode::OK, "at the staleness");
+    // ...and not a millisecond longer.
+    a.advance(Duration::from_millis(1));
     assert_eq!(b.me(&token).await.0, StatusCode::UNAUTHORIZED);
 
     // The subscribers come back by themselves, and invalidations flow again.
-    eventually("both instances resubscribed", || async {
-        subscribers() >= 2
+    proxy.refuse(false);
+    eventually("both instances resubscribed", RESUBSCRIBED, || async {
+        subscribers() == 2
     })
     .await;
     let again = a.login("o_cut").await;
     assert_eq!(b.me(&again).await.0, StatusCode::OK);
     assert_eq!(a.post("/auth/logout", &again).await, StatusCode::NO_CONTENT);
-    eventually("the logout reaches B without any clock moving", || async {
-        b.me(&again).await.0 == StatusCode::UNAUTHORIZED
-    })
+    eventually(
+        "the logout reaches B without any clock moving",
+        PROPAGATION,
+        || async { b.me(&again).await.0 == StatusCode::UNAUTHORIZED },
+    )
     .await;
 }
 
@@ -419,15 +611,17 @@ async fn a_state_used_on_one_instance_is_used_on_all() {
 }
 
 /// A TCP proxy to `to` that passes what the client sends at once and, once told to, holds back
-/// what the server sends by a delay: a channel that is alive but late.
-struct DelayingProxy {
+/// what the server sends by a delay (a channel that is alive but late), or refuses new
+/// connections (a channel that stays cut).
+struct Proxy {
     addr: std::net::SocketAddr,
     delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Set once something held back has been delivered: the late stream is flowing.
     late: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    refusing: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
-impl DelayingProxy {
+impl Proxy {
     async fn start(to: std::net::SocketAddr) -> Self {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -436,8 +630,13 @@ impl DelayingProxy {
         let delay = std::sync::Arc::clone(&delay_ms);
         let late = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let delivered_late = std::sync::Arc::clone(&late);
+        let refusing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let refuse = std::sync::Arc::clone(&refusing);
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if refuse.load(std::sync::atomic::Ordering::Acquire) {
+                    continue;
+                }
                 let Ok(server) = tokio::net::TcpStream::connect(to).await else {
                     continue;
                 };
@@ -476,7 +675,14 @@ impl DelayingProxy {
             addr,
             delay_ms,
             late,
+            refusing,
         }
+    }
+
+    /// Whether new connections are closed at once.
+    fn refuse(&self, refuse: bool) {
+        self.refusing
+            .store(refuse, std::sync::atomic::Ordering::Release);
     }
 
     fn delivering_late(&self) -> bool {
@@ -515,7 +721,7 @@ async fn a_late_invalidation_stream_still_bounds_staleness() {
     };
     let a = first(store_with(builder(), shared.clone()).await, &clock).await;
     // B hears the invalidations through the proxy; its commands go to Redis directly.
-    let proxy = DelayingProxy::start(redis_addr(&url)).await;
+    let proxy = Proxy::start(redis_addr(&url)).await;
     let proxied = format!("redis://{}", proxy.addr);
     let b_store = store_with(builder().invalidations_from(&proxied).unwrap(), shared).await;
     let b = start_instance(Instance::sharing(&a.mock, &a.clock, &a.accounts), b_store).await;
@@ -543,16 +749,13 @@ async fn a_late_invalidation_stream_still_bounds_staleness() {
     let token = a.login("o_late").await;
     assert_eq!(b.me(&token).await.0, StatusCode::OK, "B holds a local copy");
     assert_eq!(a.post("/auth/logout", &token).await, StatusCode::NO_CONTENT);
-    let took = eventually("the logout on A is refused on B", || async {
+    // The bound, and the time a request takes on a loaded machine.
+    let bound = MAX_STALENESS + Duration::from_millis(500);
+    eventually("the logout on A is refused on B", bound, || async {
         b.me(&token).await.0 == StatusCode::UNAUTHORIZED
     })
     .await;
     real_time.abort();
-    // The bound, and the time a request takes on a loaded machine.
-    assert!(
-        took <= MAX_STALENESS + Duration::from_millis(500),
-        "served {took:?} after the logout"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -602,11 +805,10 @@ async fn a_logout_all_of_a_thousand_sessions_is_refused_on_the_other_instance_at
             .filter(|sid| matches!(on_b.get_now(sid, now), Some(Ok(Some(_)))))
             .count()
     };
-    let took = eventually("every session refused on B", || async {
+    eventually("every session refused on B", PROPAGATION, || async {
         served_on_b() == 0 && b.me(&token).await.0 == StatusCode::UNAUTHORIZED
     })
     .await;
-    assert!(took <= Duration::from_millis(250), "took {took:?}");
     for sid in sids.iter().step_by(100) {
         assert!(on_b.get(sid).await.unwrap().is_none(), "read again: ended");
     }

@@ -4,6 +4,10 @@
 
 pub use wechat_login_example_server::{app, serve};
 
+/// The Redis servers, clusters and opt-outs of the Redis store's own tests.
+#[path = "../../crates/wechat-redis-store/tests/common/mod.rs"]
+pub mod redis;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,6 +70,7 @@ pub async fn start_configured(
         login_limits,
         serve_limits,
         accounts: None,
+        metrics: None,
     };
     start_instance(instance, store).await
 }
@@ -87,6 +92,8 @@ pub struct Instance {
     pub serve_limits: serve::ServeLimits,
     /// The accounts database of the fleet (`None`: a new one in memory).
     pub accounts: Option<app::Accounts>,
+    /// Serve `GET /metrics` from this recorder.
+    pub metrics: Option<app::Metrics>,
 }
 
 impl Instance {
@@ -98,6 +105,7 @@ impl Instance {
             login_limits: LoginLimits::default(),
             serve_limits: many_clients(),
             accounts: Some(accounts.clone()),
+            metrics: None,
         }
     }
 }
@@ -145,7 +153,7 @@ pub async fn start_instance<St: SessionStore>(instance: Instance, store: St) -> 
             login_limits: instance.login_limits,
             accounts_db: None,
             accounts: instance.accounts,
-            metrics: None,
+            metrics: instance.metrics,
         },
         store,
     )
@@ -175,6 +183,8 @@ pub async fn start_instance<St: SessionStore>(instance: Instance, store: St) -> 
         clock,
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // A request that hangs fails the test instead of hanging it.
+            .timeout(Duration::from_secs(30))
             .build()
             .unwrap(),
         auth: app.auth,

@@ -160,6 +160,15 @@ pub enum RedisStoreError {
     /// Redis did not answer when the store connected.
     #[error("could not connect to Redis: {0}")]
     Connect(String),
+    /// The server is older than Redis 7.0, whose commands (`PEXPIRETIME`) the store needs.
+    #[error("Redis {0} is too old: the store needs Redis 7.0 or later")]
+    Unsupported(String),
+}
+
+/// Whether a server of this version (major, minor) runs the store's scripts: `PEXPIRETIME`
+/// came with Redis 7.0. An unknown version is let through (the scripts then fail loudly).
+fn supported(version: Option<(u64, u64)>) -> bool {
+    version.is_none_or(|(major, _)| major >= 7)
 }
 
 /// The Lua scripts, each loaded once and called by SHA.
@@ -283,7 +292,8 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// Connects: fails if Redis does not answer within the connection timeout (5 s). Once
+    /// Connects: fails if Redis does not answer within the connection timeout (5 s), or is older
+    /// than 7.0 ([`RedisStoreError::Unsupported`]). Once
     /// connected, the client reconnects by itself, forever, with backoff up to 2 s.
     pub async fn connect(self) -> Result<RedisStore, RedisStoreError> {
         let timeout = self.command_timeout;
@@ -303,6 +313,12 @@ impl RedisStoreBuilder {
             .init()
             .await
             .map_err(|e| RedisStoreError::Connect(e.to_string()))?;
+        let version = client.server_version();
+        if !supported(version.as_ref().map(|v| (v.major, v.minor))) {
+            let _ = client.quit().await;
+            let version = version.map(|v| v.to_string()).unwrap_or_default();
+            return Err(RedisStoreError::Unsupported(version));
+        }
         Ok(self.with_client(client))
     }
 
@@ -1042,6 +1058,16 @@ fn unix_ms(time: SystemTime) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Break to see it fail: `supported` answering `true` always.
+    #[test]
+    fn servers_older_than_7_are_refused() {
+        assert!(!supported(Some((6, 2))));
+        assert!(!supported(Some((5, 0))));
+        assert!(supported(Some((7, 0))));
+        assert!(supported(Some((8, 2))));
+        assert!(supported(None));
+    }
 
     #[test]
     fn channel_messages_parse() {

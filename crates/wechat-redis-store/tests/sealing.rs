@@ -9,7 +9,7 @@ use fred::prelude::*;
 use wechat_oauth::{AccessToken, RefreshToken, SessionKey};
 use wechat_redis_store::RedisStore;
 use wechat_token_cache::conformance::sample_record;
-use wechat_token_cache::{Clock, Credentials, ManualClock, SessionStore, StoreError};
+use wechat_token_cache::{CasOutcome, Clock, Credentials, ManualClock, SessionStore, StoreError};
 
 fn store(client: &Client, prefix: &str, keys: &[(&str, u8)]) -> RedisStore {
     let mut builder = RedisStore::builder(&common::redis_url(), common::key(keys[0].0, keys[0].1))
@@ -72,6 +72,8 @@ async fn no_secret_is_readable_in_redis() {
     }
 }
 
+/// Break to see it fail: `Sealer` sealing with the key that opened the record (or the first
+/// previous key) instead of the current one.
 #[tokio::test]
 async fn keys_rotate_and_an_unknown_key_is_refused_without_deleting() {
     let Some(client) = common::machine_redis().await else {
@@ -87,6 +89,16 @@ async fn keys_rotate_and_an_unknown_key_is_refused_without_deleting() {
     let rotating = store(&client, &prefix, &[("k2", 2), ("k1", 1)]);
     let got = rotating.get(&record.sid).await.unwrap().unwrap();
     assert_eq!(*got, record);
+    let mut confirmed = (*got).clone();
+    confirmed.confirmed_at += Duration::from_secs(1);
+    let written = rotating
+        .compare_and_set(got.version, confirmed)
+        .await
+        .unwrap();
+    assert!(matches!(written, CasOutcome::Stored(_)));
+    let k2_only = store(&client, &prefix, &[("k2", 2)]);
+    let resealed = k2_only.get(&record.sid).await.unwrap().unwrap();
+    assert_eq!(resealed.version, got.version + 1, "resealed under k2");
     let unrotated = sample_record(&clock, "wxapp", "dave");
     old.insert(unrotated.clone()).await.unwrap();
 

@@ -130,7 +130,16 @@ impl Local {
         }
         let heard = self.heard_ms.load(Ordering::Acquire);
         let recovered = self.recovered_ms.load(Ordering::Acquire);
-        now.saturating_sub(heard) <= self.silence_ms && fetched_ms >= recovered
+        now.saturating_sub(heard) <= self.silence_ms && fetched_ms > recovered
+    }
+}
+
+impl Local {
+    /// Whether `copy` may be served at `now`: trusted, no login of its user here since it was
+    /// read, and not past its end.
+    fn servable(&self, copy: &LocalCopy, now: SystemTime) -> bool {
+        let users_wrote = self.users[copy.user_bucket].load(Ordering::Acquire) != copy.user_epoch;
+        self.trusted(copy.fetched_ms, unix_ms(now)) && !users_wrote && !copy.record.is_expired(now)
     }
 }
 
@@ -282,12 +291,14 @@ impl<S> CachedStore<S> {
         &self.shared
     }
 
-    /// Whether a live local copy of `sid` is held and would be served (for tests and metrics).
+    /// Whether a live local copy of `sid` is held and `get` would serve it without asking the
+    /// shared store (for tests and benchmarks; it counts no hit).
     pub fn holds(&self, sid: &SessionId) -> bool {
+        let now = self.local.clock.now();
         self.local
             .copies
             .get(sid)
-            .is_some_and(|c| self.local.trusted(c.fetched_ms, self.local.now_ms()))
+            .is_some_and(|copy| self.local.servable(&copy, now))
     }
 
     /// Local hits and misses of `get` so far.
@@ -354,9 +365,7 @@ impl<S> CachedStore<S> {
     fn local_hit_at(&self, sid: &SessionId, now: SystemTime) -> Option<Arc<SessionRecord>> {
         let local = &self.local;
         let copy = local.copies.get(sid)?;
-        let users_wrote = local.users[copy.user_bucket].load(Ordering::Acquire) != copy.user_epoch;
-        let servable = local.trusted(copy.fetched_ms, unix_ms(now)) && !users_wrote;
-        (servable && !copy.record.is_expired(now)).then(|| {
+        local.servable(&copy, now).then(|| {
             local.hits.fetch_add(1, Ordering::Relaxed);
             local.hit_counter.increment(1);
             copy.record

@@ -56,8 +56,11 @@ fn a_delete_is_never_undone_by_concurrent_compare_and_sets() {
                 });
             }
             s.spawn(|| {
-                // Let the writers get going, then delete in the middle of their writes.
+                // Let the writers get going, then delete in the middle of their writes (a store
+                // whose writes never land fails here instead of spinning for ever).
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
                 while get(&store, &sid).is_some_and(|r| r.version < 2) {
+                    assert!(std::time::Instant::now() < deadline, "no write ever landed");
                     std::hint::spin_loop();
                 }
                 assert!(now(store.delete(&sid)), "round {round}: delete found it");
@@ -79,7 +82,8 @@ fn a_delete_is_never_undone_by_concurrent_compare_and_sets() {
 
 /// One user with 100,000 sessions: logout-all completes, ends exactly those sessions, and
 /// another user's requests are answered while it runs (each operation holds an index lock for
-/// O(1) work). Completion is asserted, not time.
+/// O(1) work). Completion is asserted, not time. Break to see it fail: hold the user index's
+/// lock across `delete_user`'s whole loop (no other write then finishes while it runs).
 #[test]
 fn logout_all_of_a_huge_user_completes_and_does_not_block_other_users() {
     const SESSIONS: usize = 100_000;
@@ -93,24 +97,34 @@ fn logout_all_of_a_huge_user_completes_and_does_not_block_other_users() {
         now(store.insert(sample_record(&clock, "wxapp", "heavy")));
     }
     let other = now(store.insert(sample_record(&clock, "wxapp", "other")));
-    let done = AtomicBool::new(false);
-    let answered = std::thread::scope(|s| {
+    let (started, done) = (AtomicBool::new(false), AtomicBool::new(false));
+    let answered_during = std::thread::scope(|s| {
         let logout = s.spawn(|| {
+            started.store(true, Ordering::SeqCst);
             let ended = now(store.delete_user(&heavy));
             done.store(true, Ordering::SeqCst);
             ended
         });
-        // Another user's reads and logins go on while the logout-all runs.
-        let mut answered = 0usize;
-        while !done.load(Ordering::SeqCst) || answered == 0 {
+        while !started.load(Ordering::SeqCst) {
+            std::hint::spin_loop();
+        }
+        // Another user's reads and logins go on while the logout-all runs: count those that
+        // finished before it did.
+        let mut answered_during = 0usize;
+        while !done.load(Ordering::SeqCst) {
             assert!(get(&store, &other.sid).is_some());
             now(store.insert(sample_record(&clock, "wxapp", "newcomer")));
-            answered += 1;
+            if !done.load(Ordering::SeqCst) {
+                answered_during += 1;
+            }
         }
         assert_eq!(logout.join().unwrap(), SESSIONS);
-        answered
+        answered_during
     });
-    assert!(answered > 0);
+    assert!(
+        answered_during >= 10,
+        "only {answered_during} other requests finished during the logout-all"
+    );
     assert_eq!(now(store.delete_user(&heavy)), 0, "every session ended");
     assert!(get(&store, &other.sid).is_some(), "the other user stays");
 }

@@ -74,6 +74,7 @@ impl Harness {
     pub fn over(mock: MockWeChat) -> Self {
         let client = Client::builder()
             .redirect(Policy::none())
+            .timeout(std::time::Duration::from_secs(30))
             .build()
             .expect("client builds");
         Self { mock, client }

@@ -12,6 +12,8 @@ use fred::prelude::*;
 use wechat_redis_store::{RedisStore, SealingKey};
 use wechat_token_cache::SharedClock;
 
+pub mod skip;
+
 pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
@@ -27,24 +29,21 @@ pub async fn connect(url: &str) -> Result<Client, Error> {
     Ok(client)
 }
 
-/// The machine's Redis. Outside CI a missing server skips the test with a loud message; in CI
-/// (`CI` set) it fails the test: a skipped Redis test is not a passing one.
+/// The machine's Redis, or `None` when `WECHAT_LOGIN_SKIP=redis` opts out. A server that does
+/// not answer fails the test: a skipped Redis test is not a passing one.
 pub async fn machine_redis() -> Option<Client> {
+    if skip::opted_out("redis") {
+        return None;
+    }
     match connect(&redis_url()).await {
         Ok(client) => Some(client),
-        Err(error) if std::env::var_os("CI").is_some() => {
-            panic!(
-                "CI must run the Redis tests, but Redis at {} does not answer: {error}",
+        Err(error) => skip::missing(
+            "Redis",
+            format_args!(
+                "no Redis answers at {} ({error}); set REDIS_URL",
                 redis_url()
-            )
-        }
-        Err(error) => {
-            eprintln!(
-                "SKIPPED: no Redis at {} ({error}); set REDIS_URL",
-                redis_url()
-            );
-            None
-        }
+            ),
+        ),
     }
 }
 
@@ -66,12 +65,20 @@ pub fn store_on(client: &Client, clock: SharedClock) -> RedisStore {
         .with_client(client.clone())
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The highest port a server of the tests listens on: a cluster node also listens on its port
+/// + 10000 (the cluster bus), and `redis-server` refuses to start when that is past 65535.
+const MAX_PORT: u16 = 55_535;
+
+/// A loopback port that is free, and whose cluster-bus port (+ 10000) is free too.
+pub fn free_port() -> u16 {
+    for _ in 0..1_000 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        if port <= MAX_PORT && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port at or below {MAX_PORT} (with its +10000 free too)")
 }
 
 /// A `redis-server` of the test's own, stopped (and its files removed) when dropped.
@@ -82,31 +89,83 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    pub async fn start(extra: &[&str]) -> Self {
+    /// A server with these extra arguments, or `None` when `WECHAT_LOGIN_SKIP=redis` opts out.
+    /// A server that cannot start fails the test with what it said.
+    pub async fn start(extra: &[&str]) -> Option<Self> {
+        if skip::opted_out("redis") {
+            return None;
+        }
+        Some(Self::start_on(free_port(), extra).await)
+    }
+
+    /// A `redis-server` on `port` with these extra arguments, its log in its own directory,
+    /// ready to answer `PING`.
+    pub async fn start_on(port: u16, extra: &[&str]) -> Self {
+        let dir = Self::directory(port);
+        let command = Self::command(port, &dir, extra);
+        Self::spawn(port, dir, command).await
+    }
+
+    /// `redis-server` on `port`, keeping nothing on disk (unless `extra` says otherwise), with
+    /// its files in `dir`.
+    fn command(port: u16, dir: &std::path::Path, extra: &[&str]) -> Command {
+        let mut command = Command::new("redis-server");
+        command
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--dir", dir.to_str().unwrap()])
+            .args(["--logfile", dir.join("log").to_str().unwrap()])
+            .args(extra);
+        command
+    }
+
+    /// A Sentinel watching the primary on `primary` (named `mymaster`), or `None` when
+    /// `WECHAT_LOGIN_SKIP=redis` opts out.
+    pub async fn sentinel(primary: u16) -> Option<Self> {
+        if skip::opted_out("redis") {
+            return None;
+        }
         let port = free_port();
+        let dir = Self::directory(port);
+        // Sentinel reads (and rewrites) a configuration file of its own.
+        let config = dir.join("sentinel.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\nlogfile {}\n\
+                 sentinel monitor mymaster 127.0.0.1 {primary} 1\n",
+                dir.display(),
+                dir.join("log").display()
+            ),
+        )
+        .unwrap();
+        let mut command = Command::new("redis-server");
+        command.arg(&config).arg("--sentinel");
+        Some(Self::spawn(port, dir, command).await)
+    }
+
+    fn directory(port: u16) -> PathBuf {
         let dir =
             std::env::temp_dir().join(format!("wechat-redis-{port}-{}", rand::random::<u32>()));
         std::fs::create_dir_all(&dir).unwrap();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args(["--dir", dir.to_str().unwrap()])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (apt-get install redis-server)");
-        let server = Self { port, child, dir };
+        dir
+    }
+
+    async fn spawn(port: u16, dir: PathBuf, command: Command) -> Self {
+        let child = Self::run(&dir, command);
+        let mut server = Self { port, child, dir };
         server.wait_until_ready().await;
         server
+    }
+
+    /// Runs `command` with its stderr kept in `dir`.
+    fn run(dir: &std::path::Path, mut command: Command) -> Child {
+        let stderr = std::fs::File::create(dir.join("stderr")).unwrap();
+        command
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| skip::missing("redis-server", e))
     }
 
     pub fn url(&self) -> String {
@@ -117,25 +176,56 @@ impl RedisServer {
         self.child.id()
     }
 
+    /// What the server wrote to its log and stderr (for a failure message).
+    pub fn output(&self) -> String {
+        let read = |name: &str| std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
+        format!("stderr:\n{}\nlog:\n{}", read("stderr"), read("log"))
+    }
+
     /// Polls `PING` until the server answers (it is a separate process: there is nothing to
-    /// wait on but its socket), for at most 10 s.
-    async fn wait_until_ready(&self) {
+    /// wait on but its socket), failing at once with its output if it exits, or after 10 s.
+    async fn wait_until_ready(&mut self) {
         for _ in 0..200 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "redis-server on port {} exited ({status}):\n{}",
+                    self.port,
+                    self.output()
+                );
+            }
             if cli(self.port, &["ping"]).is_some_and(|out| out.contains("PONG")) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("redis-server on port {} did not start", self.port);
+        panic!(
+            "redis-server on port {} did not answer in 10 s:\n{}",
+            self.port,
+            self.output()
+        );
     }
 
-    /// Sends a signal (`STOP`, `CONT`) to the server process.
+    /// Sends a signal (`STOP`, `CONT`, `KILL`) to the server process.
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .args([&format!("-{signal}"), &self.pid().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    /// Kills the server (`SIGKILL`: no goodbye to its clients, nothing flushed) and waits until
+    /// it is gone.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Starts the server again, after [`kill`](Self::kill), on the same port and directory
+    /// (so with what it had persisted there), with these extra arguments.
+    pub async fn restart(&mut self, extra: &[&str]) {
+        self.child = Self::run(&self.dir, Self::command(self.port, &self.dir, extra));
+        self.wait_until_ready().await;
     }
 }
 
@@ -158,48 +248,65 @@ pub fn cli(port: u16, args: &[&str]) -> Option<String> {
     Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// A three-primary Redis Cluster of the test's own, on free loopback ports.
+/// A three-primary Redis Cluster of the test's own, on free loopback ports (each at most
+/// 55535, for its bus port).
 pub struct RedisCluster {
     pub nodes: Vec<RedisServer>,
 }
 
 impl RedisCluster {
-    pub async fn start() -> Self {
+    /// The cluster, or `None` when `WECHAT_LOGIN_SKIP=redis` opts out.
+    pub async fn start() -> Option<Self> {
+        if skip::opted_out("redis") {
+            return None;
+        }
         let mut nodes = Vec::new();
         for _ in 0..3 {
-            nodes.push(
-                RedisServer::start(&["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
-                    .await,
-            );
+            let args = ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"];
+            nodes.push(RedisServer::start_on(free_port(), &args).await);
         }
         let addrs: Vec<String> = nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
-        let status = Command::new("redis-cli")
+        let created = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
             .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("redis-cli is installed");
-        assert!(status.success(), "redis-cli --cluster create failed");
+            .output()
+            .unwrap_or_else(|e| skip::missing("redis-cli", e));
+        let outputs = |nodes: &[RedisServer]| {
+            nodes
+                .iter()
+                .map(|n| format!("node {}: {}", n.port, n.output()))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create failed:\n{}\n{}\n{}",
+            String::from_utf8_lossy(&created.stdout),
+            String::from_utf8_lossy(&created.stderr),
+            outputs(&nodes)
+        );
         // Every node must agree the cluster is up before clients use it.
         for node in &nodes {
-            let mut up = false;
+            let mut info = String::new();
             for _ in 0..200 {
-                if cli(node.port, &["cluster", "info"])
-                    .is_some_and(|i| i.contains("cluster_state:ok"))
-                {
-                    up = true;
+                info = cli(node.port, &["cluster", "info"]).unwrap_or_default();
+                if info.contains("cluster_state:ok") {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            assert!(up, "the cluster did not come up");
+            assert!(
+                info.contains("cluster_state:ok"),
+                "the cluster did not come up on {}:\n{info}\n{}",
+                node.port,
+                outputs(&nodes)
+            );
         }
-        Self { nodes }
+        Some(Self { nodes })
     }
 
     pub fn url(&self) -> String {
