@@ -84,6 +84,8 @@ async fn first(store: Store, clock: &ManualClock) -> Server<Store> {
     start_instance(instance, store).await
 }
 
+/// Break to see it fail: `DELETE` in `store.rs` not publishing (the other instance then serves
+/// its copy for the 2 s staleness, past the 250 ms bound).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_share_sessions_logout_is_fleet_wide_and_a_restart_keeps_them() {
     if redis::machine_redis().await.is_none() {
@@ -142,6 +144,8 @@ async fn instances_share_sessions_logout_is_fleet_wide_and_a_restart_keeps_them(
     assert_eq!(body["openid"], "o_kept");
 }
 
+/// Break to see it fail: `open` in the Redis store deleting a record that does not open (the
+/// check reads Redis itself, not A's local copy).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_no_instance_can_open_answers_503_and_is_kept() {
     if redis::machine_redis().await.is_none() {
@@ -758,6 +762,8 @@ async fn a_late_invalidation_stream_still_bounds_staleness() {
     real_time.abort();
 }
 
+/// Break to see it fail: `delete_user` in `store.rs` not publishing the user (`u:<user>`): B
+/// then serves its thousand copies until the staleness runs out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_logout_all_of_a_thousand_sessions_is_refused_on_the_other_instance_at_once() {
     if redis::machine_redis().await.is_none() {
