@@ -197,4 +197,32 @@ mod tests {
         longer.push(0);
         assert!(decode(mini.sid, mini.appid.clone(), 0, &longer).is_err());
     }
+
+    /// Break to see it fail: the format check letting an unknown first byte through, or the
+    /// first format's records (no user id) no longer read.
+    #[test]
+    fn both_formats_are_read_and_no_other() {
+        let clock = ManualClock::starting_now();
+        let mut record = sample_record(&clock, "wxapp", "carol");
+        record.unionid = None;
+        let v2 = encode(&record).unwrap();
+        for format in [0, 3, 255] {
+            let mut unknown = v2.clone();
+            unknown[0] = format;
+            assert_eq!(
+                decode(record.sid, record.appid.clone(), 0, &unknown),
+                Err(CodecError::Malformed),
+                "format {format}"
+            );
+        }
+        // The first format: the same fields without the user id, which reads back as the
+        // default one.
+        let user_id_at = 1 + 2 + record.openid.as_str().len() + 1;
+        let user_id_len = 2 + record.user_id.as_str().len();
+        let mut v1 = v2.clone();
+        v1.drain(user_id_at..user_id_at + user_id_len);
+        v1[0] = FORMAT_V1;
+        let read = decode(record.sid, record.appid.clone(), 0, &v1).unwrap();
+        assert_eq!(read, record);
+    }
 }

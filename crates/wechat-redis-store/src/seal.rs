@@ -330,6 +330,21 @@ mod tests {
         assert!(!shown.contains("255") && !shown.contains("ff"), "{shown}");
     }
 
+    /// Break to see it fail: `decode_key` taking 64 characters that are not all hex digits as
+    /// hex (or trying base64 on them).
+    #[test]
+    fn a_key_of_64_characters_must_be_all_hex() {
+        let almost = "00".repeat(31) + "fg";
+        assert_eq!(almost.len(), 64);
+        assert_eq!(
+            SealingKey::parse("k", &almost).unwrap_err(),
+            KeyError::BadKey
+        );
+        // 43 hex digits are no hex key, but they are base64 of 32 bytes.
+        let base64_of_digits = "0".repeat(43);
+        assert!(SealingKey::parse("k", &base64_of_digits).is_ok());
+    }
+
     /// Break to see it fail: `parse_list` not trimming, keeping empty items, or accepting an id
     /// twice (the second key of an id would never be tried).
     #[test]

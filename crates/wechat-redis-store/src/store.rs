@@ -985,14 +985,8 @@ impl Invalidations for RedisStore {
             loop {
                 match messages.recv().await {
                     Ok(message) => {
-                        let text = message.value.as_str();
-                        match text.as_deref().map(Message::parse) {
-                            Some(Message::Session(sid)) => sink.invalidate(&sid),
-                            Some(Message::User(user)) => sink.invalidate_user(&user),
-                            Some(Message::Heartbeat { tag: theirs, stamp }) if theirs == tag => {
-                                sink.heard(stamp)
-                            }
-                            _ => {}
+                        if let Some(text) = message.value.as_str() {
+                            deliver(&*sink, tag, &text);
                         }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => sink.interrupted(),
@@ -1020,6 +1014,18 @@ impl Invalidations for RedisStore {
 }
 
 /// Runs a store operation, recording its count by outcome and its duration.
+/// Hands one message of the channel to `sink`: a session or a user invalidated, a heartbeat
+/// heard if this subscription (`tag`) sent it — another instance's stamps are read against
+/// another clock —, anything else ignored.
+fn deliver(sink: &dyn InvalidationSink, tag: u64, text: &str) {
+    match Message::parse(text) {
+        Message::Session(sid) => sink.invalidate(&sid),
+        Message::User(user) => sink.invalidate_user(&user),
+        Message::Heartbeat { tag: theirs, stamp } if theirs == tag => sink.heard(stamp),
+        _ => {}
+    }
+}
+
 async fn measured<T>(
     op: &'static str,
     operation: impl std::future::Future<Output = Result<T, StoreError>>,
@@ -1058,6 +1064,76 @@ fn unix_ms(time: SystemTime) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `deliver` handed to the sink, in order.
+    #[derive(Default)]
+    struct Recorded(std::sync::Mutex<Vec<String>>);
+
+    impl InvalidationSink for Recorded {
+        fn invalidate(&self, sid: &SessionId) {
+            self.0.lock().unwrap().push(format!("session {sid}"));
+        }
+        fn invalidate_user(&self, user: &UserId) {
+            self.0.lock().unwrap().push(format!("user {user}"));
+        }
+        fn stamp(&self) -> u64 {
+            0
+        }
+        fn heard(&self, stamp: u64) {
+            self.0.lock().unwrap().push(format!("heard {stamp}"));
+        }
+        fn interrupted(&self) {
+            self.0.lock().unwrap().push("interrupted".into());
+        }
+    }
+
+    /// Break to see it fail: `deliver` dropping user messages, or hearing every heartbeat (or
+    /// none, or only the others').
+    #[test]
+    fn messages_reach_the_sink_and_only_this_subscriptions_heartbeats_are_heard() {
+        let sink = Recorded::default();
+        let sid = SessionId::random();
+        deliver(&sink, 0x1f, &sid.to_string());
+        deliver(&sink, 0x1f, "u:wx:alice:1");
+        deliver(&sink, 0x1f, "h:1f:1700000000123");
+        deliver(&sink, 0x1f, "h:2e:1700000009999");
+        deliver(&sink, 0x1f, "nonsense");
+        assert_eq!(
+            *sink.0.lock().unwrap(),
+            [
+                format!("session {sid}"),
+                "user wx:alice:1".to_owned(),
+                "heard 1700000000123".to_owned(),
+            ]
+        );
+    }
+
+    /// Break to see it fail: either `Debug` printing nothing, or printing a key.
+    #[test]
+    fn debug_names_the_configuration_and_never_a_key() {
+        let key = SealingKey::new("k1", [0xab; 32]).unwrap();
+        let builder = RedisStore::builder("redis://127.0.0.1:1", key)
+            .unwrap()
+            .prefix("my-prefix");
+        let shown = format!("{builder:?}");
+        assert!(
+            shown.contains("my-prefix") && shown.contains("k1"),
+            "{shown}"
+        );
+        let client = Builder::default_centralized().build().unwrap();
+        let store = builder.with_client(client);
+        let shown = format!("{store:?}");
+        assert!(
+            shown.contains("my-prefix") && shown.contains("k1"),
+            "{shown}"
+        );
+        for shown in [format!("{store:?}"), format!("{:?}", store.clone())] {
+            assert!(
+                !shown.contains("ab, ab") && !shown.contains("171"),
+                "{shown}"
+            );
+        }
+    }
 
     /// Break to see it fail: `supported` answering `true` always.
     #[test]

@@ -315,3 +315,131 @@ async fn the_store_works_through_sentinel() {
     let [a, b] = two_instances(&url, &common::random_prefix(), common::shared(&clock)).await;
     invalidations_travel(&a, &b, &clock).await;
 }
+
+/// The accessors operators and benchmarks read: the sealing key's id, the client (usable for
+/// commands of one's own), the channel (one per prefix, so deployments sharing a Redis do not
+/// hear each other), and a record's memory in Redis. Break to see it fail: any of them
+/// answering a constant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_accessors_answer_for_this_store() {
+    let Some(client) = common::machine_redis().await else {
+        return;
+    };
+    let clock = ManualClock::starting_now();
+    let prefix = common::random_prefix();
+    let store = RedisStore::builder(&common::redis_url(), common::key("k7", 7))
+        .unwrap()
+        .prefix(&prefix)
+        .clock(common::shared(&clock))
+        .with_client(client);
+    assert_eq!(store.sealing_key_id(), "k7");
+    let pong: String = store.client().ping(None).await.unwrap();
+    assert_eq!(pong, "PONG");
+    assert!(store.channel().starts_with(&prefix), "{}", store.channel());
+    let other = common::store_on(store.client(), common::shared(&clock));
+    assert_ne!(store.channel(), other.channel(), "one channel per prefix");
+    let record = store
+        .insert(sample_record(&clock, "wxapp", "measured"))
+        .await
+        .unwrap();
+    let bytes = store.memory_usage(&record.sid).await.unwrap().unwrap();
+    assert!(bytes > 100, "a sealed record takes {bytes} bytes");
+    let unknown = wechat_token_cache::SessionId::random();
+    assert_eq!(store.memory_usage(&unknown).await.unwrap(), None);
+}
+
+/// Shared values (a code's exchange, a used state): the first put wins and is what every
+/// instance reads; they expire. Break to see it fail: `get_value` answering `None`, or
+/// `PUT_IF_ABSENT` replacing a value that is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_value_is_put_once_read_by_all_and_expires() {
+    let Some(client) = common::machine_redis().await else {
+        return;
+    };
+    let clock = ManualClock::starting_now();
+    let store = common::store_on(&client, common::shared(&clock));
+    let minute = Duration::from_secs(60);
+    assert_eq!(store.get_value("code:x").await.unwrap(), None);
+    let first = store
+        .put_value_if_absent("code:x", b"first".to_vec(), minute)
+        .await
+        .unwrap();
+    assert_eq!(first, None, "nothing was there");
+    let second = store
+        .put_value_if_absent("code:x", b"second".to_vec(), minute)
+        .await
+        .unwrap();
+    assert_eq!(
+        second.as_deref(),
+        Some(&b"first"[..]),
+        "the first put stays"
+    );
+    assert_eq!(
+        store.get_value("code:x").await.unwrap().as_deref(),
+        Some(&b"first"[..])
+    );
+    let ttl: i64 = client.pttl(store.value_key("code:x")).await.unwrap();
+    assert!(ttl > 0 && ttl <= 60_000, "{ttl}");
+}
+
+/// A local cache in front of Redis passes the fleet's shared state straight through: leases,
+/// shared values, secrets, the shared record and deletes are Redis's, whichever instance asks.
+/// Break to see it fail: any of `CachedStore`'s forwarding methods answering for itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_cache_passes_the_fleets_shared_state_through() {
+    if common::machine_redis().await.is_none() {
+        return;
+    }
+    let clock = ManualClock::starting_now();
+    let [a, b] = two_instances(
+        &common::redis_url(),
+        &common::random_prefix(),
+        common::shared(&clock),
+    )
+    .await;
+    let minute = Duration::from_secs(60);
+    assert!(a.try_lease("refresh:y", "a", minute).await.unwrap());
+    assert!(!b.try_lease("refresh:y", "b", minute).await.unwrap());
+    assert!(a.renew_lease("refresh:y", "a", minute).await.unwrap());
+    assert!(!b.renew_lease("refresh:y", "b", minute).await.unwrap());
+    a.release_lease("refresh:y", "a").await.unwrap();
+    assert!(b.try_lease("refresh:y", "b", minute).await.unwrap());
+
+    assert_eq!(
+        a.put_value_if_absent("state:z", b"used".to_vec(), minute)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        b.get_value("state:z").await.unwrap().as_deref(),
+        Some(&b"used"[..])
+    );
+    a.put_secret("apptoken:w", b"APP-TOKEN".to_vec(), minute)
+        .await
+        .unwrap();
+    assert_eq!(
+        b.get_secret("apptoken:w").await.unwrap().as_deref(),
+        Some(&b"APP-TOKEN"[..])
+    );
+
+    let record = a
+        .insert(sample_record(&clock, "wxapp", "kate"))
+        .await
+        .unwrap();
+    assert!(b.get(&record.sid).await.unwrap().is_some());
+    // Ended in Redis behind B's back (no message): B's copy may still be served, but the
+    // shared read and the delete are Redis's.
+    assert!(b.shared().delete(&record.sid).await.unwrap());
+    assert!(b.get_shared(&record.sid).await.unwrap().is_none());
+    assert!(
+        !a.delete(&record.sid).await.unwrap(),
+        "already gone in Redis"
+    );
+    let live = a
+        .insert(sample_record(&clock, "wxapp", "lena"))
+        .await
+        .unwrap();
+    assert!(b.delete(&live.sid).await.unwrap(), "B ended it in Redis");
+    assert!(a.shared().get(&live.sid).await.unwrap().is_none());
+}

@@ -23,6 +23,12 @@ struct Shared {
     hold: Arc<Mutex<Option<Arc<Notify>>>>,
 }
 
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Shared")
+    }
+}
+
 impl Shared {
     fn sink(&self) -> Arc<dyn InvalidationSink> {
         self.sink.lock().unwrap().clone().expect("subscribed")
@@ -284,4 +290,139 @@ async fn a_login_over_the_cap_here_is_not_undone_by_a_local_copy() {
     for sid in [sessions[0], newest, other] {
         assert!(cached.get(&sid).await.unwrap().is_some());
     }
+}
+
+/// A user invalidation leaves other users' copies alone: they are still served without a read.
+/// Break to see it fail: `user_bucket` answering a constant (every user's copies re-read on
+/// anyone's logout-all).
+#[tokio::test]
+async fn a_user_invalidation_leaves_other_users_copies_served() {
+    let (cached, shared, clock) = setup().await;
+    let frank = cached
+        .insert(sample_record(&clock, "wxapp", "frank"))
+        .await
+        .unwrap();
+    let others: Vec<_> = ["dave", "erin", "gina"]
+        .into_iter()
+        .map(|openid| sample_record(&clock, "wxapp", openid))
+        .collect();
+    let mut sids = Vec::new();
+    for record in others {
+        sids.push(cached.insert(record).await.unwrap().sid);
+    }
+    for sid in &sids {
+        assert!(cached.get(sid).await.unwrap().is_some());
+    }
+    shared.sink().invalidate_user(&frank.user_id);
+    assert!(
+        !served_locally(&cached, &frank.sid, &clock),
+        "frank's copy is read again"
+    );
+    for sid in &sids {
+        assert!(
+            served_locally(&cached, sid, &clock),
+            "another user's copy is still served"
+        );
+    }
+}
+
+/// A copy read in the very millisecond the channel recovered may have been read before the
+/// subscription was back: it is trusted only within the staleness, however live the channel is
+/// afterwards. Break to see it fail: `trusted` comparing `fetched_ms >= recovered`.
+#[tokio::test]
+async fn a_copy_read_in_the_recoverys_millisecond_is_not_vouched_for() {
+    let (cached, shared, clock) = setup().await;
+    let record = sample_record(&clock, "wxapp", "hank");
+    let sid = record.sid;
+    shared.inner.insert(record).await.unwrap();
+    let sink = shared.sink();
+    sink.interrupted();
+    clock.advance(Duration::from_millis(10));
+    sink.heard(sink.stamp());
+    assert!(
+        cached.get(&sid).await.unwrap().is_some(),
+        "read in that millisecond"
+    );
+    for _ in 0..3 {
+        clock.advance(Duration::from_millis(900));
+        sink.heard(sink.stamp());
+    }
+    assert!(
+        !served_locally(&cached, &sid, &clock),
+        "past the staleness: read again"
+    );
+    assert!(cached.get(&sid).await.unwrap().is_some());
+    for _ in 0..3 {
+        clock.advance(Duration::from_millis(900));
+        sink.heard(sink.stamp());
+    }
+    assert!(
+        served_locally(&cached, &sid, &clock),
+        "a copy read after it is vouched for"
+    );
+}
+
+/// Heartbeats come back every 500 ms; one gap longer than the 1 s silence means some were lost
+/// on the way, and invalidations with them: copies read before it are vouched for no more. An
+/// interruption reported by the subscriber does the same, with no gap at all. Break to see it
+/// fail: `heard` not comparing the gap (`>` as `==`, `||` as `&&`), or `interrupted` doing
+/// nothing.
+#[tokio::test]
+async fn lost_heartbeats_and_interruptions_withdraw_the_vouching() {
+    for disturbance in ["gap", "interruption"] {
+        let (cached, shared, clock) = setup().await;
+        let record = sample_record(&clock, "wxapp", "ivan");
+        let sid = record.sid;
+        shared.inner.insert(record).await.unwrap();
+        let sink = shared.sink();
+        let beat = |times: u32, every: u64| {
+            for _ in 0..times {
+                clock.advance(Duration::from_millis(every));
+                sink.heard(sink.stamp());
+            }
+        };
+        beat(1, 500);
+        assert!(cached.get(&sid).await.unwrap().is_some());
+        beat(6, 500);
+        assert!(
+            served_locally(&cached, &sid, &clock),
+            "{disturbance}: vouched for"
+        );
+        match disturbance {
+            // 1.5 s between two heartbeats back: the one in between was lost.
+            "gap" => beat(1, 1_500),
+            _ => {
+                sink.interrupted();
+                beat(1, 500);
+            }
+        }
+        beat(2, 500);
+        assert!(
+            !served_locally(&cached, &sid, &clock),
+            "{disturbance}: read before it, past the staleness"
+        );
+        // A steady channel afterwards vouches for copies read since.
+        assert!(cached.get(&sid).await.unwrap().is_some());
+        beat(6, 500);
+        assert!(
+            served_locally(&cached, &sid, &clock),
+            "{disturbance}: vouched for again"
+        );
+    }
+}
+
+/// Break to see it fail: `hit_counts` answering a constant.
+#[tokio::test]
+async fn hits_and_misses_are_counted() {
+    let (cached, shared, clock) = setup().await;
+    let record = sample_record(&clock, "wxapp", "judy");
+    let sid = record.sid;
+    shared.inner.insert(record).await.unwrap();
+    assert_eq!(cached.hit_counts(), (0, 0));
+    assert!(cached.get(&sid).await.unwrap().is_some());
+    assert!(cached.get(&sid).await.unwrap().is_some());
+    assert!(cached.get(&sid).await.unwrap().is_some());
+    assert_eq!(cached.hit_counts(), (2, 1));
+    let shown = format!("{cached:?}");
+    assert!(shown.contains("CachedStore"), "{shown}");
 }
