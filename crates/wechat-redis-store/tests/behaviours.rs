@@ -440,6 +440,10 @@ async fn a_local_cache_passes_the_fleets_shared_state_through() {
         .insert(sample_record(&clock, "wxapp", "lena"))
         .await
         .unwrap();
+    assert_eq!(
+        b.get_shared(&live.sid).await.unwrap().unwrap().sid,
+        live.sid
+    );
     assert!(b.delete(&live.sid).await.unwrap(), "B ended it in Redis");
     assert!(a.shared().get(&live.sid).await.unwrap().is_none());
 }
