@@ -1218,6 +1218,16 @@ mod tests {
 
     const EXPIRY: Duration = Duration::from_secs(7200);
 
+    /// Every flight, on every instance, owns its leases under a name of its own: with a shared
+    /// owner a late flight could renew or release another's lease. Break to see it fail:
+    /// `lease_owner` answering a constant.
+    #[test]
+    fn every_flight_owns_its_lease_under_its_own_name() {
+        let owners: std::collections::HashSet<String> = (0..1_000).map(|_| lease_owner()).collect();
+        assert_eq!(owners.len(), 1_000);
+        assert!(owners.iter().all(|owner| owner.len() == 32));
+    }
+
     /// `serve_until` is `need` and `is_expired` solved for the time: on either side of each
     /// edge (a nanosecond apart), for windows, jitters and check intervals that put any of the
     /// three first.
