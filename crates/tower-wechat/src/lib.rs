@@ -27,6 +27,9 @@
 //!     .merge(login.router())
 //!     .layer(auth.optional());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! // The peer's address keys the per-client login limits (without it only the global one
+//! // applies).
+//! let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
 //! axum::serve(listener, app).await?;
 //! # Ok(()) }
 //! ```
