@@ -1218,6 +1218,121 @@ mod tests {
 
     const EXPIRY: Duration = Duration::from_secs(7200);
 
+    /// A store whose leases run out on tokio's clock (paused in the tests that use it).
+    #[derive(Default)]
+    struct ExpiringLeases {
+        inner: MokaStore,
+        leases: std::sync::Mutex<std::collections::HashMap<String, (String, tokio::time::Instant)>>,
+    }
+
+    impl SessionStore for ExpiringLeases {
+        async fn get(&self, sid: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+            self.inner.get(sid).await
+        }
+        async fn insert(&self, record: SessionRecord) -> Result<Arc<SessionRecord>, StoreError> {
+            self.inner.insert(record).await
+        }
+        async fn compare_and_set(
+            &self,
+            expected_version: u64,
+            record: SessionRecord,
+        ) -> Result<CasOutcome, StoreError> {
+            self.inner.compare_and_set(expected_version, record).await
+        }
+        async fn delete(&self, sid: &SessionId) -> Result<bool, StoreError> {
+            self.inner.delete(sid).await
+        }
+        async fn delete_user(&self, user: &UserId) -> Result<usize, StoreError> {
+            self.inner.delete_user(user).await
+        }
+        async fn try_lease(
+            &self,
+            name: &str,
+            owner: &str,
+            ttl: Duration,
+        ) -> Result<bool, StoreError> {
+            let now = tokio::time::Instant::now();
+            let mut leases = self.leases.lock().unwrap();
+            if leases.get(name).is_some_and(|(_, until)| *until > now) {
+                return Ok(false);
+            }
+            leases.insert(name.to_owned(), (owner.to_owned(), now + ttl));
+            Ok(true)
+        }
+        async fn renew_lease(
+            &self,
+            name: &str,
+            owner: &str,
+            ttl: Duration,
+        ) -> Result<bool, StoreError> {
+            let now = tokio::time::Instant::now();
+            let mut leases = self.leases.lock().unwrap();
+            match leases.get_mut(name) {
+                Some((holder, until)) if holder == owner && *until > now => {
+                    *until = now + ttl;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        }
+        async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+            let mut leases = self.leases.lock().unwrap();
+            if leases.get(name).is_some_and(|(holder, _)| holder == owner) {
+                leases.remove(name);
+            }
+            Ok(())
+        }
+    }
+
+    /// Work slower than the lease: its holder keeps renewing it, so a second flight of the same
+    /// name waits (it neither runs alongside nor gives up) and runs once the first is done.
+    /// Break to see it fail: `leased` renewing every `lease_ttl * 3` (the lease runs out under
+    /// the work and the second flight runs alongside), or `under_lease` giving up after
+    /// `lease_ttl / 3` instead of three lease times.
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_outlives_slow_work_and_the_next_flight_waits_for_it() {
+        let client = Client::builder(AppId::new("wx_lease"), AppSecret::new("secret"))
+            .build()
+            .unwrap();
+        let cache = SessionCache::builder(client)
+            .store(Arc::new(ExpiringLeases::default()))
+            .lease_ttl(Duration::from_millis(300))
+            .build();
+        let running = std::sync::atomic::AtomicBool::new(false);
+        let overlapped = std::sync::atomic::AtomicBool::new(false);
+        let work = |label: &'static str| {
+            let (running, overlapped) = (&running, &overlapped);
+            async move {
+                if running.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    overlapped.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                running.store(false, std::sync::atomic::Ordering::SeqCst);
+                label
+            }
+        };
+        let flight = |label: &'static str| {
+            cache.inner.under_lease(
+                "refresh:slow",
+                Box::pin(work(label)),
+                || async { None },
+                || "gave up",
+                |_| async { "store error" },
+            )
+        };
+        let first = flight("first");
+        let second = async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            flight("second").await
+        };
+        let (first, second) = tokio::join!(first, second);
+        assert_eq!((first, second), ("first", "second"));
+        assert!(
+            !overlapped.load(std::sync::atomic::Ordering::SeqCst),
+            "never both at once"
+        );
+    }
+
     /// Every flight, on every instance, owns its leases under a name of its own: with a shared
     /// owner a late flight could renew or release another's lease. Break to see it fail:
     /// `lease_owner` answering a constant.
