@@ -14,7 +14,7 @@ use std::time::Duration;
 use common::{Instance, app, start_instance};
 use reqwest::StatusCode;
 use wechat_login::middleware::AppKind;
-use wechat_login::oauth::{ManualClock, SharedClock};
+use wechat_login::oauth::ManualClock;
 use wechat_login::redis_store::RedisStore;
 use wechat_login::token_cache::CachedStore;
 use wechat_mock::{Endpoint, Fault, MockConfig};
@@ -27,20 +27,12 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 
 /// An instance's store: Redis under `prefix`, with a local cache, on `clock`.
 async fn store(prefix: &str, clock: &ManualClock) -> CachedStore<RedisStore> {
-    let clock: SharedClock = std::sync::Arc::new(clock.clone());
-    let shared = RedisStore::builder(&redis::redis_url(), redis::key("k1", 1))
+    let builder = RedisStore::builder(&redis::redis_url(), redis::key("k1", 1))
         .unwrap()
         .prefix(prefix)
-        .clock(clock.clone())
-        .command_timeout(Duration::from_millis(500))
-        .connect()
-        .await
-        .unwrap();
-    CachedStore::builder(shared)
-        .clock(clock)
-        .build()
-        .await
-        .unwrap()
+        .command_timeout(Duration::from_millis(500));
+    // The maximum staleness is the default, 2 s.
+    redis::cached_store(builder, redis::shared(clock), Duration::from_secs(2)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,18 +29,8 @@ async fn store(url: &str, prefix: &str, key: SealingKey, clock: &ManualClock) ->
 
 /// The store `builder` configures, on `clock`, as [`store`] makes it.
 async fn store_with(builder: RedisStoreBuilder, clock: SharedClock) -> Store {
-    let shared = builder
-        .clock(clock.clone())
-        .command_timeout(Duration::from_millis(500))
-        .connect()
-        .await
-        .expect("connect to Redis");
-    CachedStore::builder(shared)
-        .clock(clock)
-        .max_staleness(MAX_STALENESS)
-        .build()
-        .await
-        .expect("subscribe to invalidations")
+    let builder = builder.command_timeout(Duration::from_millis(500));
+    redis::cached_store(builder, clock, MAX_STALENESS).await
 }
 
 const MAX_STALENESS: Duration = Duration::from_secs(2);

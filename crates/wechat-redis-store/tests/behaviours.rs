@@ -222,20 +222,13 @@ async fn two_instances(
     prefix: &str,
     clock: SharedClock,
 ) -> [CachedStore<RedisStore>; 2] {
-    let instance = || async {
-        let shared = RedisStore::builder(url, common::key("k1", 1))
+    let instance = || {
+        let builder = RedisStore::builder(url, common::key("k1", 1))
             .unwrap()
             .prefix(prefix)
-            .clock(clock.clone())
-            .command_timeout(Duration::from_secs(2))
-            .connect()
-            .await
-            .unwrap();
-        CachedStore::builder(shared)
-            .clock(clock.clone())
-            .build()
-            .await
-            .unwrap()
+            .command_timeout(Duration::from_secs(2));
+        // The maximum staleness is the default, 2 s.
+        common::cached_store(builder, clock.clone(), Duration::from_secs(2))
     };
     [instance().await, instance().await]
 }

@@ -319,6 +319,26 @@ impl RedisCluster {
     }
 }
 
+/// What an instance of a fleet keeps sessions in: the store `builder` configures, on `clock`,
+/// connected, with a local cache in front that trusts a copy for `max_staleness`.
+pub async fn cached_store(
+    builder: wechat_redis_store::RedisStoreBuilder,
+    clock: SharedClock,
+    max_staleness: Duration,
+) -> wechat_token_cache::CachedStore<RedisStore> {
+    let shared = builder
+        .clock(clock.clone())
+        .connect()
+        .await
+        .expect("connect to Redis");
+    wechat_token_cache::CachedStore::builder(shared)
+        .clock(clock)
+        .max_staleness(max_staleness)
+        .build()
+        .await
+        .expect("subscribe to invalidations")
+}
+
 pub fn shared(clock: &wechat_token_cache::ManualClock) -> SharedClock {
     Arc::new(clock.clone())
 }
