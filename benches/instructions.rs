@@ -35,9 +35,9 @@ use axum::routing::get;
 use http_body_util::BodyExt;
 use serde::Serialize;
 use tower::Service;
-use wechat_login::middleware::CodeLogin;
+use wechat_login::middleware::TokenIssuer;
 use wechat_login::{
-    AppId, AppSecret, Client, KeyRing, LoginEndpoints, SigningKey, TokenConfig, TokenIssuer,
+    AppId, AppSecret, Client, CodeLogin, KeyRing, LoginEndpoints, SigningKey, TokenConfig,
     WeChatAuthLayer, WeChatUser,
 };
 use wechat_mock::{MockConfig, MockGrant, MockWeChat};

@@ -42,7 +42,7 @@ use wechat_login::middleware::{
 use wechat_login::oauth::ManualClock;
 use wechat_login::redis_store::{RedisStore, SealingKey};
 use wechat_login::token_cache::{CachedStore, Clock};
-use wechat_login_example_server::{app, serve};
+use wechat_login_example_server::app;
 use wechat_mock::{DEFAULT_APPID, DEFAULT_SECRET};
 
 const SECRET: &[u8] = b"soak-session-secret-0123456789abcdef";
@@ -486,7 +486,7 @@ fn main() {
 
 async fn soak(duration: Duration) {
     let metrics = app::Metrics::install().unwrap();
-    let handle = metrics.handle.clone();
+    let handle = metrics.clone();
     let redis = Redis::start();
     let clock = ManualClock::starting_now();
     let shared_clock: wechat_login::oauth::SharedClock = Arc::new(clock.clone());
@@ -530,17 +530,16 @@ async fn soak(duration: Duration) {
     )
     .await
     .unwrap();
-    tokio::spawn(serve::serve(
-        listener,
-        built.router,
-        // The load generator is every client at once, from one address.
-        serve::ServeLimits {
-            max_connections: 10_000,
-            max_connections_per_address: 10_000,
-            ..serve::ServeLimits::default()
-        },
-        std::future::pending(),
-    ));
+    tokio::spawn(
+        wechat_login::serve(listener, built.router)
+            // The load generator is every client at once, from one address.
+            .limits(wechat_login::ServeLimits {
+                max_connections: 10_000,
+                max_connections_per_address: 10_000,
+                ..wechat_login::ServeLimits::default()
+            })
+            .into_future(),
+    );
     // A token of ours, expired: issued by the same keys 30 days ago.
     let past = ManualClock::new(clock.now() - Duration::from_secs(30 * 24 * 3600));
     let old_issuer = TokenIssuer::new(

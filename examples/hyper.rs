@@ -17,7 +17,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tower::{ServiceBuilder, service_fn};
-use wechat_login::middleware::{KeyRing, LoginEndpoints, SigningKey, WeChatAuthLayer, WeChatUser};
+use wechat_login::middleware::{
+    AuthError, KeyRing, LoginEndpoints, SigningKey, WeChatAuthLayer, WeChatUser,
+};
 use wechat_login::oauth::{AppId, AppSecret, Client};
 use wechat_mock::{MockConfig, MockGrant, MockWeChat};
 
@@ -41,7 +43,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let fake = mock.clone();
 
     let app = ServiceBuilder::new()
-        .layer(auth.optional())
+        .layer(auth.clone())
         .service(service_fn(move |request: Request<Incoming>| {
             let (login, mock) = (Arc::clone(&login), fake.clone());
             async move {
@@ -54,10 +56,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                                 "session_id": user.session_id().to_string(),
                             }),
                         ),
-                        None => json(
-                            StatusCode::UNAUTHORIZED,
-                            serde_json::json!({"error": "missing_token"}),
-                        ),
+                        // No user: the layer left the reason in the extensions when
+                        // credentials were sent and refused (forged, expired, ended...);
+                        // none means none were sent.
+                        None => request
+                            .extensions()
+                            .get::<AuthError>()
+                            .unwrap_or(&AuthError::MissingToken)
+                            .to_response(),
                     },
                     ("GET", "/sandbox/code") => {
                         let code = mock.mint_code(MockGrant::default());

@@ -11,10 +11,12 @@
 //!   Redis or Redis Cluster, sealed at rest.
 //! - `mock` (feature `mock`, the `wechat-mock` crate): a fake WeChat for tests and local development.
 //!
-//! What an application needs is also at the top level: the layer and its endpoints, the
-//! rejection types (for a custom rejection), the store trait and record types (for a store of
-//! one's own), the login hook (for the application's accounts), and with `mock` the fake WeChat
-//! (for tests):
+//! What an application writes is also at the top level: the layer, its settings and its
+//! endpoints, the rejection types (for a custom rejection or gRPC), the hardened listener
+//! ([`serve`], feature `server`), [`security_headers`], the stores (in memory, Redis with a
+//! local cache in front), the store trait and record types (for a store of one's own), the login
+//! hook (for the application's accounts), the clocks, and with `mock` the fake WeChat (for
+//! tests):
 //!
 //! ```no_run
 //! use wechat_login::{AppId, AppSecret, Client, KeyRing, LoginEndpoints, SigningKey, WeChatAuthLayer};
@@ -37,24 +39,34 @@ pub use wechat_oauth as oauth;
 pub use wechat_redis_store as redis_store;
 pub use wechat_token_cache as token_cache;
 
-// The middleware, its endpoints and what a custom rejection is written with.
+// The middleware, its endpoints, its settings, and what a custom rejection is written with.
 pub use tower_wechat::{
-    AppKind, AuthError, BuildError, JsonRejection, KeyRing, LoginEndpoints, LoginLimits,
-    LoginPaths, Mode, Rejection, RejectionResponse, RequireUser, SessionCookie, SigningKey,
-    TokenConfig, TokenIssuer, TokenSource, WeChatAuthLayer, WeChatUser, WebFlow,
+    AppKind, AuthError, BuildError, CodeLogin, GrpcRejection, JsonAuthRejection, KeyRing,
+    LoginEndpoints, LoginLimits, LoginPaths, Rejection, RejectionResponse, RequireUserLayer,
+    SessionCookie, SigningKey, TokenConfig, TokenSource, WeChatAuthLayer, WeChatUser, WebFlow,
 };
+// The hardened listener, the headers every deployment wants, and `GET /metrics`.
+#[cfg(feature = "prometheus")]
+pub use tower_wechat::metrics::Prometheus;
+pub use tower_wechat::security_headers;
+#[cfg(feature = "server")]
+pub use tower_wechat::{Serve, ServeLimits, serve};
 // The protocol client.
 pub use wechat_oauth::{
     AppAccessToken, AppId, AppSecret, Client, EncryptedData, ErrCode, Error, Lang, PhoneCode,
     PhoneInfo,
 };
-// Sessions: the cache, a store of one's own (its conformance suite is
-// `token_cache::conformance`), the login hook, and the clock tests drive.
+// Sessions: the cache, the stores (in memory, a local cache in front of a shared one, Redis),
+// a store of one's own (its conformance suite is `token_cache::conformance`), the login hook,
+// and the clocks (tests drive a manual one).
+#[cfg(feature = "redis")]
+pub use wechat_redis_store::{RedisStore, SealingKey};
 pub use wechat_token_cache::{
-    AppTokenError, CallError, CasOutcome, GracePolicy, HookError, LoginHook, ManualClock,
-    MokaStore, NewLogin, SessionCache, SessionId, SessionRecord, SessionStore, StoreError, UserId,
+    AppTokenError, CachedStore, CallError, CasOutcome, GracePolicy, HookError, LoginHook,
+    ManualClock, MokaStore, NewLogin, SessionCache, SessionId, SessionRecord, SessionStore,
+    SharedClock, StoreError, SystemClock, UserId,
 };
-// The fake WeChat, for tests and local development.
+// The fake WeChat, for tests and local development (its faults: `mock::{Endpoint, Fault}`).
 #[cfg(feature = "mock")]
 pub use wechat_mock::{MockConfig, MockGrant, MockWeChat};
 

@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{SECRET, app, serve};
+use common::{SECRET, app};
 use serde_json::{Value, json};
 use wechat_login::middleware::LoginLimits;
 use wechat_login::oauth::ManualClock;
@@ -40,12 +40,7 @@ async fn the_counters_move_and_no_label_carries_a_secret() {
     .unwrap();
     let mock = built.sandbox.clone().unwrap();
     clock.set(mock.now());
-    tokio::spawn(serve::serve(
-        listener,
-        built.router,
-        serve::ServeLimits::default(),
-        std::future::pending(),
-    ));
+    tokio::spawn(wechat_login::serve(listener, built.router).into_future());
     let base = format!("http://{addr}");
     let http = reqwest::Client::new();
 

@@ -7,7 +7,7 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use common::{HOUR, Server, serve::ServeLimits, session_cookie, start, start_configured};
+use common::{HOUR, ServeLimits, Server, session_cookie, start, start_configured};
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, RETRY_AFTER, SET_COOKIE};
 use serde_json::{Value, json};
@@ -651,7 +651,7 @@ async fn the_content_security_policy_sent_is_the_one_the_readme_states() {
     let s = start().await;
     let home = s.http.get(format!("{}/", s.base)).send().await.unwrap();
     let csp = home.headers()["content-security-policy"].to_str().unwrap();
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../examples/server/README.md");
     assert!(
         readme.contains(&format!("`Content-Security-Policy: {csp}`")),
         "the README states another policy than {csp:?}"

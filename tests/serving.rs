@@ -8,7 +8,7 @@ mod common;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use common::{serve::ServeLimits, start_configured};
+use common::{ServeLimits, start_configured};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use wechat_login::middleware::LoginLimits;

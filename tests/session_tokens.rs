@@ -22,23 +22,18 @@ use wechat_mock::{Endpoint, Fault};
 async fn tokens_survive_key_rotation_until_the_old_key_is_dropped() {
     let s = start().await;
     let old = s.login("o_ivan").await;
-    let cache = s.auth.cache().clone();
-    let clock = Arc::new(s.clock.clone());
-    let rotated = TokenIssuer::new(
-        KeyRing::new(SigningKey::hs256("k2", &[7; 32]).unwrap())
-            .with_previous(SigningKey::hs256("k1", SECRET).unwrap()),
-        TokenConfig::default(),
-        clock.clone(),
-    )
-    .unwrap();
-    let dropped = TokenIssuer::new(
-        KeyRing::new(SigningKey::hs256("k2", &[7; 32]).unwrap()),
-        TokenConfig::default(),
-        clock,
-    )
-    .unwrap();
-    let serve = |tokens: TokenIssuer| {
-        let layer = WeChatAuthLayer::from_parts(cache.clone(), Arc::new(tokens)).required();
+    // Other layers over the same store and app, with rotated keys.
+    let store = s.auth.cache().store().clone();
+    let client = s.auth.cache().client().clone();
+    let rotated = KeyRing::new(SigningKey::hs256("k2", &[7; 32]).unwrap())
+        .with_previous(SigningKey::hs256("k1", SECRET).unwrap());
+    let dropped = KeyRing::new(SigningKey::hs256("k2", &[7; 32]).unwrap());
+    let serve = |keys: KeyRing| {
+        let layer = WeChatAuthLayer::builder(client.clone(), keys)
+            .store(store.clone())
+            .build()
+            .unwrap()
+            .required();
         let router = axum::Router::new()
             .route("/me", axum::routing::get(|| async { "ok" }))
             .layer(layer);

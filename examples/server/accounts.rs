@@ -15,7 +15,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use rusqlite::{Connection, OptionalExtension, params};
 use wechat_login::token_cache::{HookError, LoginHook, NewLogin, UserId};
 
@@ -183,29 +182,27 @@ pub fn check_placement(sessions_shared: bool, accounts_db: Option<&Path>) -> Res
 }
 
 impl LoginHook for Accounts {
-    fn user_id<'a>(&'a self, login: NewLogin<'a>) -> BoxFuture<'a, Result<UserId, HookError>> {
+    async fn user_id(&self, login: NewLogin<'_>) -> Result<UserId, HookError> {
         let appid = login.appid.as_str().to_owned();
         let openid = login.openid.as_str().to_owned();
         let unionid = login.unionid.map(|u| u.as_str().to_owned());
-        Box::pin(async move {
-            match self.account_for(appid, openid, unionid).await {
-                Ok((_, true)) => Err(HookError::refused(
-                    "account_suspended",
-                    "this account is suspended",
-                )),
-                Ok((public_id, false)) => UserId::new(public_id).ok_or_else(|| {
-                    tracing::error!("an account has an unusable public id");
-                    HookError::Unavailable {
-                        retry_after: Duration::from_secs(1),
-                    }
-                }),
-                Err(error) => {
-                    tracing::warn!(%error, "the accounts database failed; the login is refused for now");
-                    Err(HookError::Unavailable {
-                        retry_after: Duration::from_secs(1),
-                    })
+        match self.account_for(appid, openid, unionid).await {
+            Ok((_, true)) => Err(HookError::refused(
+                "account_suspended",
+                "this account is suspended",
+            )),
+            Ok((public_id, false)) => UserId::new(public_id).ok_or_else(|| {
+                tracing::error!("an account has an unusable public id");
+                HookError::Unavailable {
+                    retry_after: Duration::from_secs(1),
                 }
+            }),
+            Err(error) => {
+                tracing::warn!(%error, "the accounts database failed; the login is refused for now");
+                Err(HookError::Unavailable {
+                    retry_after: Duration::from_secs(1),
+                })
             }
-        })
+        }
     }
 }

@@ -10,24 +10,21 @@ use std::time::Duration;
 use std::path::PathBuf;
 
 use axum::extract::{Query, State};
-use axum::http::header;
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use wechat_login::middleware::{
-    AppKind, AuthError, KeyRing, LoginEndpoints, LoginLimits, SessionCookie, SigningKey,
-    WeChatAuthLayer, WeChatUser, WebFlow,
+    AppKind, AuthError, KeyRing, LoginEndpoints, LoginLimits, SigningKey, WeChatAuthLayer,
+    WeChatUser, WebFlow,
 };
 use wechat_login::oauth::{AppId, AppSecret, Client, EncryptedData, Lang, PhoneCode, SharedClock};
-use wechat_login::token_cache::{CallError, MokaStore, SessionStore};
+use wechat_login::token_cache::{MokaStore, SessionStore};
 use wechat_mock::{MockConfig, MockGrant, MockWeChat};
 
 #[path = "accounts.rs"]
@@ -102,28 +99,9 @@ pub struct Config {
     pub metrics: Option<Metrics>,
 }
 
-/// What `GET /metrics` serves: the Prometheus recorder's handle (install the recorder before
-/// building the app), and how to count the open sessions for the `wechat_login_sessions_open`
-/// gauge at each scrape (the in-memory store counts; a shared store is not asked).
-#[derive(Clone)]
-pub struct Metrics {
-    /// The installed recorder's handle.
-    pub handle: metrics_exporter_prometheus::PrometheusHandle,
-    /// Open sessions now, when the store can say cheaply.
-    pub sessions_open: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
-}
-
-impl Metrics {
-    /// Installs the Prometheus recorder as the process's `metrics` recorder (once per
-    /// process; the second call fails).
-    pub fn install() -> Result<Self, BoxError> {
-        let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
-        Ok(Self {
-            handle,
-            sessions_open: None,
-        })
-    }
-}
+/// What `GET /metrics` serves: the library's Prometheus recorder (install it before building
+/// the app).
+pub use wechat_login::Prometheus as Metrics;
 
 /// The built application.
 pub struct App<St = MokaStore> {
@@ -147,16 +125,15 @@ pub async fn build(mut config: Config) -> Result<App, BoxError> {
     let store = MokaStore::builder()
         .clock(Arc::clone(&config.clock))
         .build();
-    if let Some(metrics) = &mut config.metrics
-        && metrics.sessions_open.is_none()
-    {
+    // The in-memory store counts its sessions for the `wechat_login_sessions_open` gauge
+    // (moka counts lazily: settle its pending work first; a scrape is rare).
+    config.metrics = config.metrics.map(|metrics| {
         let counted = store.clone();
-        metrics.sessions_open = Some(Arc::new(move || {
-            // moka counts lazily: settle its pending work first (a scrape is rare).
+        metrics.sessions_open(move || {
             counted.run_pending_tasks();
             counted.session_count()
-        }));
-    }
+        })
+    });
     build_with_store(config, store).await
 }
 
@@ -214,23 +191,17 @@ pub async fn build_with_store<St: SessionStore>(
         .clone()
         .unwrap_or_else(|| rand::random::<[u8; 32]>().to_vec());
     let keys = KeyRing::new(SigningKey::hs256("k1", &secret)?);
-    let secure_cookie = config.public_url.starts_with("https://");
     let mut builder = WeChatAuthLayer::builder_for(first.kind, client(first)?, keys);
     for app in others {
         builder = builder.app(app.kind, client(app)?);
     }
-    let callback = format!(
-        "{}/auth/wechat/web/callback",
-        config.public_url.trim_end_matches('/')
-    );
     // Every instance derives the login flow's keys (OAuth states, code hashes) from the same
     // session secret, so a fleet sharing a store recognises each other's states and codes.
     let auth = builder
-        .cookie(SessionCookie::default().secure(secure_cookie))
         .store(store)
         .login_hook(accounts.clone())
         .login_limits(config.login_limits)
-        .web_flow(WebFlow::new(callback))
+        .web_flow(WebFlow::at(&config.public_url))
         .build()?;
     let endpoints = LoginEndpoints::new(&auth);
 
@@ -247,26 +218,6 @@ pub async fn build_with_store<St: SessionStore>(
         .route("/session/logout-all", post(pages::logout_all::<St>))
         .with_state(pages)
         .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/metrics",
-            get({
-                let metrics = config.metrics.clone();
-                move || async move {
-                    let Some(metrics) = metrics else {
-                        return StatusCode::NOT_FOUND.into_response();
-                    };
-                    if let Some(count) = &metrics.sessions_open {
-                        metrics::gauge!(wechat_login::token_cache::metrics::SESSIONS_OPEN)
-                            .set(count() as f64);
-                    }
-                    (
-                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                        metrics.handle.render(),
-                    )
-                        .into_response()
-                }
-            }),
-        )
         .route("/me", get(me))
         .route("/me/profile", get(profile::<St>))
         .route("/miniprogram/decrypt", post(decrypt))
@@ -274,6 +225,9 @@ pub async fn build_with_store<St: SessionStore>(
         .route("/miniprogram/check-session", post(check_session))
         .with_state(endpoints.clone())
         .merge(endpoints.router());
+    if let Some(metrics) = &config.metrics {
+        router = router.route("/metrics", metrics.route());
+    }
     if let Some(mock) = &sandbox {
         // The phone's part of wx.getPhoneNumber / getUserInfo: data sealed for a user's client
         // under their latest Mini Program session key.
@@ -347,7 +301,7 @@ pub async fn build_with_store<St: SessionStore>(
         );
     }
     let router = router
-        .layer(auth.optional())
+        .layer(auth.clone())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_secs(30),
@@ -357,25 +311,9 @@ pub async fn build_with_store<St: SessionStore>(
         .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
             tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
         }))
-        // Browser pages and the callback: no framing, no foreign resources, no Referer (the
-        // callback URL carries the code), no sniffing. Harmless on JSON answers.
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'; form-action 'self' https:"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(SetSensitiveRequestHeadersLayer::new([
-            axum::http::header::AUTHORIZATION,
-            axum::http::header::COOKIE,
-            HeaderName::from_static("x-session-token"),
-        ]));
+        // Credentials marked sensitive for every layer inside (the trace), and the page
+        // headers (no framing, no Referer: the callback URL carries the code).
+        .layer(wechat_login::security_headers());
     Ok(App {
         router,
         sandbox,
@@ -509,7 +447,7 @@ async fn profile<St: SessionStore>(
             "unionid": info.unionid.as_ref().map(|u| u.as_str()),
         }))
         .into_response(),
-        Err(CallError::NotPermitted) => {
+        Err(AuthError::ScopeInsufficient { .. }) => {
             // An Official Account login with snsapi_base can ask for the profile scope and
             // come back to the page it was on.
             let reauthorize = (user.app_kind() == Some(AppKind::OfficialAccount)
@@ -519,7 +457,7 @@ async fn profile<St: SessionStore>(
             AuthError::ScopeInsufficient { reauthorize }.into_response()
         }
         // The session's outcome, or WeChat's answer: one table of codes and statuses.
-        Err(error) => AuthError::from(error).into_response(),
+        Err(error) => error.into_response(),
     }
 }
 

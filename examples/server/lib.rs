@@ -2,10 +2,7 @@
 //! end-to-end tests drive (with a manual clock and a shared fake WeChat) without copying it.
 //!
 //! - [`app`]: configuration, the four apps, the accounts hook, the routes of the HTTP contract.
-//! - [`serve`]: the hardened HTTP/1 listener (header-read timeout, connection cap, graceful
-//!   shutdown).
 //! - [`grpc`]: a small tonic service (`demo.WhoAmI`) that reads the user the layer attached.
 
 pub mod app;
 pub mod grpc;
-pub mod serve;

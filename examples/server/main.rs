@@ -20,7 +20,8 @@
 //! the tonic service `demo.WhoAmI` there, behind the same layer), `METRICS` (`on`/`off`:
 //! `GET /metrics` in Prometheus text; on by default in the sandbox), `RUST_LOG`.
 
-use wechat_login_example_server::{app, serve};
+use wechat_login::ServeLimits;
+use wechat_login_example_server::app;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +30,7 @@ use tracing_subscriber::EnvFilter;
 use wechat_login::middleware::{AppKind, LoginLimits};
 use wechat_login::oauth::SystemClock;
 use wechat_login::redis_store::{RedisStore, SealingKey};
-use wechat_login::token_cache::{CachedStore, SessionStore};
+use wechat_login::token_cache::SessionStore;
 use wechat_mock::MockConfig;
 
 fn env(name: &str) -> Option<String> {
@@ -50,9 +51,9 @@ fn number<T: std::str::FromStr + PartialOrd + From<u8>>(
     }
 }
 
-fn serve_limits() -> Result<serve::ServeLimits, app::BoxError> {
-    let defaults = serve::ServeLimits::default();
-    Ok(serve::ServeLimits {
+fn serve_limits() -> Result<ServeLimits, app::BoxError> {
+    let defaults = ServeLimits::default();
+    Ok(ServeLimits {
         max_connections: number(env("MAX_CONNECTIONS"), defaults.max_connections)?,
         max_connections_per_address: number(
             env("MAX_CONNECTIONS_PER_ADDRESS"),
@@ -144,7 +145,7 @@ fn configured_apps() -> Result<Vec<app::AppConfig>, app::BoxError> {
 async fn run<St: SessionStore>(
     app: app::App<St>,
     listener: tokio::net::TcpListener,
-    limits: serve::ServeLimits,
+    limits: ServeLimits,
     store: String,
 ) {
     let addr = listener
@@ -172,11 +173,13 @@ async fn run<St: SessionStore>(
             Err(error) => tracing::error!(%error, grpc_bind, "GRPC_BIND could not be bound"),
         }
     }
-    serve::serve(listener, app.router, limits, async {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutting down");
-    })
-    .await;
+    wechat_login::serve(listener, app.router)
+        .limits(limits)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutting down");
+        })
+        .await;
 }
 
 #[tokio::main]
@@ -254,10 +257,7 @@ async fn main() -> Result<(), app::BoxError> {
                 redact_password(&url),
                 shared.sealing_key_id()
             );
-            let store = CachedStore::builder(shared)
-                .build()
-                .await
-                .map_err(|error| format!("Redis invalidation channel: {error}"))?;
+            let store = shared.with_local_cache().await?;
             let app = app::build_with_store(config, store).await?;
             run(app, listener, limits, described).await;
         }

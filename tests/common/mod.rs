@@ -2,7 +2,8 @@
 //! hardened listener) and the fake WeChat, over real HTTP on loopback.
 #![allow(dead_code)]
 
-pub use wechat_login_example_server::{app, serve};
+pub use wechat_login::ServeLimits;
+pub use wechat_login_example_server::app;
 
 /// The Redis servers, clusters and opt-outs of the Redis store's own tests.
 #[path = "../../crates/wechat-redis-store/tests/common/mod.rs"]
@@ -48,11 +49,11 @@ pub async fn start_with(mock_config: MockConfig) -> Server {
 
 /// The listener's limits for tests that play many clients from one loopback address (thousands
 /// of concurrent requests): no per-address cap, and room for all of them.
-pub fn many_clients() -> serve::ServeLimits {
-    serve::ServeLimits {
+pub fn many_clients() -> ServeLimits {
+    ServeLimits {
         max_connections: 10_000,
         max_connections_per_address: 10_000,
-        ..serve::ServeLimits::default()
+        ..ServeLimits::default()
     }
 }
 
@@ -60,7 +61,7 @@ pub fn many_clients() -> serve::ServeLimits {
 pub async fn start_configured(
     mock_config: MockConfig,
     login_limits: LoginLimits,
-    serve_limits: serve::ServeLimits,
+    serve_limits: ServeLimits,
 ) -> Server {
     let clock = ManualClock::starting_now();
     let store = MokaStore::builder().clock(Arc::new(clock.clone())).build();
@@ -89,7 +90,7 @@ pub struct Instance {
     pub upstream: Upstream,
     pub clock: ManualClock,
     pub login_limits: LoginLimits,
-    pub serve_limits: serve::ServeLimits,
+    pub serve_limits: ServeLimits,
     /// The accounts database of the fleet (`None`: a new one in memory).
     pub accounts: Option<app::Accounts>,
     /// Serve `GET /metrics` from this recorder.
@@ -169,14 +170,14 @@ pub async fn start_instance<St: SessionStore>(instance: Instance, store: St) -> 
         Upstream::Shared(mock) | Upstream::SharedApps(mock, _) => mock,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(serve::serve(
-        listener,
-        app.router,
-        instance.serve_limits,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let serving = tokio::spawn(
+        wechat_login::serve(listener, app.router)
+            .limits(instance.serve_limits)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .into_future(),
+    );
     Server {
         base: format!("http://{addr}"),
         mock,

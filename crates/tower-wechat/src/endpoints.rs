@@ -44,6 +44,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -255,11 +256,16 @@ pub fn safe_return_to(return_to: &str) -> Option<&str> {
 
 /// Settings of the browser flows (website QR login, Official Account). Which of them run is
 /// decided by the apps configured ([`AppKind::Website`], [`AppKind::OfficialAccount`]).
+///
+/// The flows call back to the site's public URL with the [`LoginPaths::web_callback`] path
+/// (register that URL's host with WeChat), and the session cookie is `Secure` exactly when the
+/// public URL is `https`: set the URL once, and neither can disagree with it.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct WebFlow {
-    /// The absolute URL of the callback endpoint, as registered with WeChat.
-    pub redirect_uri: String,
+    /// The site's public URL (`https://example.com`, or with a path prefix when the app is
+    /// mounted under one).
+    pub(crate) public_url: String,
     /// The scope the Official Account flow asks for unless the start asks otherwise (default
     /// `snsapi_userinfo`).
     pub official_account_scope: OfficialAccountScope,
@@ -271,27 +277,23 @@ pub struct WebFlow {
 }
 
 impl WebFlow {
-    /// The browser flows, calling back to `redirect_uri`.
-    pub fn new(redirect_uri: impl Into<String>) -> Self {
+    /// The browser flows of the site at `public_url` (`https://example.com`): their callback
+    /// is `public_url` + [`LoginPaths::web_callback`]. The URL is checked when the layer is
+    /// built (absolute `http` or `https`, no query or fragment).
+    pub fn at(public_url: impl Into<String>) -> Self {
         Self {
-            redirect_uri: redirect_uri.into(),
+            public_url: public_url.into().trim_end_matches('/').to_owned(),
             official_account_scope: OfficialAccountScope::UserInfo,
             after_login: "/".into(),
             official_account_anywhere: false,
         }
     }
 
-    /// The same as [`new`](Self::new): the website flow runs when a website app is configured.
-    pub fn website(redirect_uri: impl Into<String>) -> Self {
-        Self::new(redirect_uri)
-    }
-
-    /// [`new`](Self::new) with the Official Account flow asking for `scope` by default.
-    pub fn official_account(redirect_uri: impl Into<String>, scope: OfficialAccountScope) -> Self {
-        Self {
-            official_account_scope: scope,
-            ..Self::new(redirect_uri)
-        }
+    /// The scope the Official Account flow asks for when the start does not say (default
+    /// `snsapi_userinfo`; `snsapi_base` logs in without a consent page but gets no profile).
+    pub fn official_account_scope(mut self, scope: OfficialAccountScope) -> Self {
+        self.official_account_scope = scope;
+        self
     }
 
     /// Where to send the browser after login by default.
@@ -312,12 +314,45 @@ impl WebFlow {
         self.official_account_anywhere = true;
         self
     }
+
+    /// The site's public URL, as given to [`at`](Self::at) (without a trailing `/`).
+    pub fn public_url(&self) -> &str {
+        &self.public_url
+    }
+
+    /// Whether the public URL is `https` (the session cookie is then `Secure`).
+    pub fn is_https(&self) -> bool {
+        self.public_url.starts_with("https://")
+    }
+
+    /// The callback URL registered with WeChat: the public URL and `paths.web_callback`.
+    pub fn redirect_uri(&self, paths: &LoginPaths) -> String {
+        format!("{}{}", self.public_url, paths.web_callback)
+    }
+
+    /// The public URL is absolute `http(s)` with a host and no query or fragment.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let bad = || {
+            format!(
+                "the web flow's public URL must be an absolute http(s) URL without query or fragment, like https://example.com (got {:?})",
+                self.public_url
+            )
+        };
+        let url = url::Url::parse(&self.public_url).map_err(|_| bad())?;
+        let usable = matches!(url.scheme(), "http" | "https")
+            && url.host().is_some()
+            && url.query().is_none()
+            && url.fragment().is_none()
+            && url.username().is_empty()
+            && url.password().is_none();
+        if usable { Ok(()) } else { Err(bad()) }
+    }
 }
 
 /// The paths the login endpoints answer at ([`LoginEndpoints::router`]); set with
 /// [`WeChatAuthBuilder::login_paths`](crate::WeChatAuthBuilder::login_paths). The browser
-/// flow's [`redirect_uri`](WebFlow::redirect_uri) must end in [`web_callback`](Self::web_callback)
-/// (as the browser sees it), and the scope-upgrade URL starts at [`web_start`](Self::web_start).
+/// flow's [`redirect_uri`](WebFlow::redirect_uri) ends in [`web_callback`](Self::web_callback),
+/// and the scope-upgrade URL starts at [`web_start`](Self::web_start).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LoginPaths {
@@ -467,27 +502,6 @@ impl LoginSuccess {
     }
 }
 
-/// Headers for pages a browser shows, and for the web callback (whose URL carries the code):
-/// a strict `Content-Security-Policy` (`default-src 'self'; frame-ancestors 'none';
-/// form-action 'self' https:`),
-/// `Referrer-Policy: no-referrer` (the code must not leak through `Referer`), and
-/// `X-Content-Type-Options: nosniff`. Existing values are kept.
-pub fn secure_page_headers(headers: &mut http::HeaderMap) {
-    let wanted = [
-        (
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'self'; frame-ancestors 'none'; form-action 'self' https:",
-        ),
-        (header::REFERRER_POLICY, "no-referrer"),
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-    ];
-    for (name, value) in wanted {
-        headers
-            .entry(name)
-            .or_insert(HeaderValue::from_static(value));
-    }
-}
-
 /// Whether a request asks for HTML (a browser navigating).
 pub fn wants_html(headers: &http::HeaderMap) -> bool {
     headers
@@ -543,12 +557,16 @@ pub(crate) struct Inner<St> {
     cookie: SessionCookie,
     states: StateSigner,
     web: Option<WebFlow>,
+    /// The web flow's callback URL (its public URL and `paths.web_callback`).
+    redirect_uri: String,
     paths: LoginPaths,
     limiter: Arc<LoginLimiter>,
     client_key: ClientKey,
     /// States a callback has used, and a keyed hash of the code it used them with.
     used_states: Cache<String, [u8; 32]>,
     code_key: [u8; 32],
+    /// Whether a login without a client key has been warned about.
+    warned_no_client_key: AtomicBool,
 }
 
 /// The login settings of a layer's builder.
@@ -587,11 +605,17 @@ impl<St: SessionStore> Inner<St> {
         Self {
             states: StateSigner::from_secret(state_key, Arc::clone(&clock)),
             limiter: Arc::new(LoginLimiter::new(settings.limits, clock)),
+            redirect_uri: settings
+                .web
+                .as_ref()
+                .map(|web| web.redirect_uri(&settings.paths))
+                .unwrap_or_default(),
             web: settings.web,
             paths: settings.paths,
             client_key: settings.client_key,
             used_states: used_states(),
             code_key: used_state_key,
+            warned_no_client_key: AtomicBool::new(false),
             cache,
             apps,
             tokens,
@@ -662,9 +686,26 @@ impl<St: SessionStore> LoginEndpoints<St> {
     }
 
     /// The client key of a request, as the builder's
-    /// [`client_key`](crate::WeChatAuthBuilder::client_key) configures it.
+    /// [`client_key`](crate::WeChatAuthBuilder::client_key) configures it. The first request
+    /// without one, while a per-client limit is set, logs a warning (once per layer): the
+    /// server is not recording peer addresses (served without [`serve`](crate::serve) or
+    /// `into_make_service_with_connect_info`), so only the global login limit applies.
     pub fn client_of(&self, parts: &http::request::Parts) -> Option<String> {
-        (self.inner.client_key)(parts)
+        let key = (self.inner.client_key)(parts);
+        if key.is_none()
+            && self.inner.limiter.limits().per_client > 0
+            && !self
+                .inner
+                .warned_no_client_key
+                .swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                "a login request came without a client key, so the per-client login limit is off \
+                 and only the global one applies: serve with tower_wechat::serve (or axum's \
+                 into_make_service_with_connect_info), or set the builder's client_key behind a proxy"
+            );
+        }
+        key
     }
 
     fn issue(&self, record: Arc<SessionRecord>, app: AppKind) -> Result<LoginSuccess, AuthError> {
@@ -792,7 +833,7 @@ impl<St: SessionStore> LoginEndpoints<St> {
             .and_then(safe_return_to)
             .filter(|path| *path != web.after_login)
             .unwrap_or("");
-        let redirect_uri = with_return_to(&web.redirect_uri, return_to);
+        let redirect_uri = with_return_to(&self.inner.redirect_uri, return_to);
         let (url, binding_cookie) = match kind {
             AppKind::OfficialAccount => {
                 let state = self.inner.states.issue(kind, "", return_to);
@@ -1320,7 +1361,7 @@ mod router {
             } else {
                 reject(failure, &parts)
             };
-            super::secure_page_headers(response.headers_mut());
+            crate::headers::secure_page_headers(response.headers_mut());
             response
         };
         let Ok(Query(query)) = query else {
@@ -1345,7 +1386,7 @@ mod router {
                 for cookie in cookies.into_iter().flatten() {
                     response.headers_mut().append(header::SET_COOKIE, cookie);
                 }
-                super::secure_page_headers(response.headers_mut());
+                crate::headers::secure_page_headers(response.headers_mut());
                 response.extensions_mut().insert(SessionChanged);
                 response
             }

@@ -39,12 +39,12 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
 /// [`GrpcRejection::or_else`].
 ///
 /// ```
-/// use tower_wechat::{GrpcRejection, JsonRejection};
+/// use tower_wechat::{GrpcRejection, JsonAuthRejection};
 ///
 /// // tonic only:
 /// let grpc = GrpcRejection;
 /// // gRPC requests get a gRPC status, everything else the JSON answer:
-/// let mixed = GrpcRejection::or_else(JsonRejection);
+/// let mixed = GrpcRejection::or_else(JsonAuthRejection);
 /// # let _ = (grpc, mixed);
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
@@ -226,7 +226,7 @@ mod tests {
 
     #[test]
     fn or_else_chooses_by_content_type() {
-        let mixed = GrpcRejection::or_else(crate::JsonRejection);
+        let mixed = GrpcRejection::or_else(crate::JsonAuthRejection);
         let mut headers = HeaderMap::new();
         let json: Response<axum_like::Body> = mixed.response_to(&AuthError::InvalidToken, &headers);
         assert_eq!(json.status(), StatusCode::UNAUTHORIZED);

@@ -9,6 +9,9 @@
 //!   `OptionalFromRequestParts` for `Option<WeChatUser>`).
 //! - [`LoginEndpoints`]: code login, Mini Program login, website / Official Account start and
 //!   callback with a self-verifying state, logout and logout-all.
+//! - [`serve`] (feature `server`, default): the hardened listener; [`security_headers`]:
+//!   credentials marked sensitive, safe page headers; [`metrics::Prometheus`] (feature
+//!   `prometheus`): `GET /metrics`.
 //! - [`AuthError`]: stable machine codes, RFC 6750 challenges, customizable responses
 //!   ([`RejectionResponse`]).
 //!
@@ -25,12 +28,12 @@
 //! let app: Router = Router::new()
 //!     .route("/me", get(|user: WeChatUser| async move { user.openid().to_string() }))
 //!     .merge(login.router())
-//!     .layer(auth.optional());
+//!     .layer(auth.clone())
+//!     .layer(tower_wechat::security_headers());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-//! // The peer's address keys the per-client login limits (without it only the global one
-//! // applies).
-//! let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-//! axum::serve(listener, app).await?;
+//! // Timeouts and connection caps, and the peer's address (the per-client login limits key
+//! // on it) in every request.
+//! tower_wechat::serve(listener, app).await;
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
@@ -40,26 +43,32 @@ mod apps;
 mod auth;
 mod endpoints;
 pub mod grpc;
+mod headers;
 mod limits;
 pub mod metrics;
 mod rejection;
+#[cfg(feature = "server")]
+mod server;
 mod state;
 mod token;
 mod user;
 
 pub use apps::{AppKind, UnknownAppKind};
 pub use auth::{
-    BuildError, Mode, REISSUED_TOKEN_HEADER, RequireUser, RequireUserService, ResponseFuture,
+    BuildError, REISSUED_TOKEN_HEADER, RequireUserLayer, RequireUserService, ResponseFuture,
     SameSite, SessionChanged, SessionCookie, TokenSource, WeChatAuth, WeChatAuthBuilder,
     WeChatAuthLayer,
 };
 pub use endpoints::{
     BINDING_COOKIE, ClientKey, CodeLogin, LoginEndpoints, LoginPaths, LoginSuccess, StartRequest,
-    WebCallback, WebFlow, WebStart, escape_html, safe_return_to, secure_page_headers, wants_html,
+    WebCallback, WebFlow, WebStart, escape_html, safe_return_to, wants_html,
 };
 pub use grpc::{GrpcOrElse, GrpcRejection};
+pub use headers::{SENSITIVE_HEADERS, SecurityHeadersLayer, security_headers};
 pub use limits::{LoginLimits, address_group};
-pub use rejection::{AuthError, JsonRejection, Rejection, RejectionResponse};
+pub use rejection::{AuthError, JsonAuthRejection, Rejection, RejectionResponse};
+#[cfg(feature = "server")]
+pub use server::{Serve, ServeLimits, serve};
 pub use state::{STATE_TTL, StateError, StateSigner};
 pub use token::{
     Claims, IssuedToken, KeyError, KeyRing, MIN_HS256_SECRET, SigningKey, TokenConfig, TokenIssuer,

@@ -28,9 +28,10 @@ pub enum AuthError {
     /// No session token was sent. (401)
     #[error("no session token was sent")]
     MissingToken,
-    /// The credentials are malformed: not UTF-8, oversized, not a bearer token. (400)
+    /// The session credentials are malformed: not UTF-8, oversized, not a bearer token. (400,
+    /// code `invalid_request` with a `WWW-Authenticate` challenge, RFC 6750)
     #[error("malformed credentials")]
-    InvalidRequest,
+    MalformedCredentials,
     /// A login request is malformed (body, code, request id, query); the text says how. (400,
     /// code `invalid_request`)
     #[error("invalid request: {0}")]
@@ -152,16 +153,16 @@ impl AuthError {
     pub fn code(&self) -> &str {
         match self {
             Self::Refused { code, .. } => code,
-            other => other.static_code(),
+            other => other.metric_label(),
         }
     }
 
     /// The code of every variant but `Refused`, whose code is the application's (there:
     /// `"refused"`): a closed set, fit for a metric label.
-    pub fn static_code(&self) -> &'static str {
+    pub fn metric_label(&self) -> &'static str {
         match self {
             Self::MissingToken => "missing_token",
-            Self::InvalidRequest | Self::BadRequest(_) => "invalid_request",
+            Self::MalformedCredentials | Self::BadRequest(_) => "invalid_request",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::InvalidEncryptedData(_) => "invalid_encrypted_data",
             Self::InvalidPhoneCode => "invalid_phone_code",
@@ -188,10 +189,30 @@ impl AuthError {
         }
     }
 
+    /// WeChat's errcode, for the answers that carry one (`invalid_code`, `access_denied`,
+    /// `upstream_error`).
+    pub fn errcode(&self) -> Option<ErrCode> {
+        match self {
+            Self::InvalidCode(code)
+            | Self::AccessDenied(Some(code))
+            | Self::UpstreamError(Some(code)) => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// For `scope_insufficient`: where to send the browser to grant more and come back, when
+    /// there is such a URL.
+    pub fn reauthorize(&self) -> Option<&str> {
+        match self {
+            Self::ScopeInsufficient { reauthorize } => reauthorize.as_deref(),
+            _ => None,
+        }
+    }
+
     /// The HTTP status this error answers with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::InvalidRequest
+            Self::MalformedCredentials
             | Self::BadRequest(_)
             | Self::InvalidState(_)
             | Self::InvalidEncryptedData(_)
@@ -226,7 +247,7 @@ impl AuthError {
     pub fn is_bad_credentials(&self) -> bool {
         matches!(
             self,
-            Self::InvalidRequest
+            Self::MalformedCredentials
                 | Self::InvalidToken
                 | Self::TokenExpired
                 | Self::SessionExpired
@@ -246,7 +267,7 @@ impl AuthError {
         }
         Some(match self {
             Self::MissingToken => value!("Bearer"),
-            Self::InvalidRequest => value!(r#"Bearer error="invalid_request""#),
+            Self::MalformedCredentials => value!(r#"Bearer error="invalid_request""#),
             Self::InvalidToken => {
                 value!(r#"Bearer error="invalid_token", error_description="invalid session token""#)
             }
@@ -295,7 +316,7 @@ impl AuthError {
         }
         match self {
             Self::MissingToken => body!("missing_token", "no session token was sent"),
-            Self::InvalidRequest => body!("invalid_request", "malformed credentials"),
+            Self::MalformedCredentials => body!("invalid_request", "malformed credentials"),
             Self::InvalidToken => body!("invalid_token", "invalid session token"),
             Self::TokenExpired => body!("token_expired", "the session token has expired"),
             Self::SessionExpired => body!("session_expired", "the session has ended"),
@@ -346,7 +367,7 @@ impl AuthError {
         response
     }
 
-    /// The default answer ([`JsonRejection`]'s): [`with_body`](Self::with_body) and the JSON
+    /// The default answer ([`JsonAuthRejection`]'s): [`with_body`](Self::with_body) and the JSON
     /// body.
     pub fn to_response<B: From<Bytes>>(&self) -> Response<B> {
         let mut response = self.with_body(B::from(self.json_body()));
@@ -358,7 +379,7 @@ impl AuthError {
     }
 
     /// The same answer as a small HTML page, for a browser (same status and headers), with the
-    /// headers of [`secure_page_headers`](crate::secure_page_headers). It links back to `/`
+    /// headers of [`security_headers`](crate::security_headers). It links back to `/`
     /// and to a new login at `login_path` (the web start endpoint, e.g.
     /// [`LoginPaths::web_start`](crate::LoginPaths::web_start)).
     pub fn to_html_response<B: From<Bytes>>(&self, login_path: &str) -> Response<B> {
@@ -387,7 +408,7 @@ impl AuthError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/html; charset=utf-8"),
         );
-        crate::secure_page_headers(response.headers_mut());
+        crate::headers::secure_page_headers(response.headers_mut());
         response
     }
 }
@@ -519,9 +540,9 @@ pub trait RejectionResponse<B>: Clone + Send + Sync + 'static {
 
 /// The default rejection: [`AuthError::to_response`].
 #[derive(Clone, Copy, Debug, Default)]
-pub struct JsonRejection;
+pub struct JsonAuthRejection;
 
-impl<B: From<Bytes>> RejectionResponse<B> for JsonRejection {
+impl<B: From<Bytes>> RejectionResponse<B> for JsonAuthRejection {
     fn response(&self, error: &AuthError) -> Response<B> {
         error.to_response()
     }
@@ -622,7 +643,7 @@ mod tests {
     fn bodies_are_valid_json_with_the_code() {
         let all = [
             AuthError::MissingToken,
-            AuthError::InvalidRequest,
+            AuthError::MalformedCredentials,
             AuthError::BadRequest("code must be printable"),
             AuthError::UnsupportedMediaType,
             AuthError::InvalidToken,

@@ -360,7 +360,7 @@ const _: () = assert!(size_of::<Judged>() <= 64, "a token's entry fits a line");
 impl Judged {
     fn refusal(malformed: bool) -> AuthError {
         match malformed {
-            true => AuthError::InvalidRequest,
+            true => AuthError::MalformedCredentials,
             false => AuthError::InvalidToken,
         }
     }
@@ -593,13 +593,14 @@ impl TokenIssuer {
         now: SystemTime,
     ) -> Result<Verified, AuthError> {
         if token.len() > self.config.max_len {
-            return Err(AuthError::InvalidRequest);
+            return Err(AuthError::MalformedCredentials);
         }
         let verified = match self.judged.get(token) {
             Some(Judged::Valid(known)) => known,
             Some(Judged::Refused { malformed }) => return Err(Judged::refusal(malformed)),
             None => {
-                let text = std::str::from_utf8(token).map_err(|_| AuthError::InvalidRequest)?;
+                let text =
+                    std::str::from_utf8(token).map_err(|_| AuthError::MalformedCredentials)?;
                 let signed = match self.read_signed(text) {
                     Ok(signed) => signed,
                     Err(_) => {
@@ -1253,7 +1254,10 @@ mod tests {
         // A string with a space in it was not sent as one token: malformed, the first time
         // and when remembered.
         for _ in 0..2 {
-            assert_eq!(tokens.verify("not a.token"), Err(AuthError::InvalidRequest));
+            assert_eq!(
+                tokens.verify("not a.token"),
+                Err(AuthError::MalformedCredentials)
+            );
         }
         assert!(matches!(
             tokens.judged.get(b"not a.token"),
@@ -1383,10 +1387,13 @@ mod tests {
         for junk in ["", "a.b.c", "....", "eyJhbGciOiJIUzI1NiJ9"] {
             assert_eq!(tokens.verify(junk), Err(AuthError::InvalidToken), "{junk}");
         }
-        assert_eq!(tokens.verify("not a token"), Err(AuthError::InvalidRequest));
+        assert_eq!(
+            tokens.verify("not a token"),
+            Err(AuthError::MalformedCredentials)
+        );
         assert_eq!(
             tokens.verify(&"a".repeat(5000)),
-            Err(AuthError::InvalidRequest)
+            Err(AuthError::MalformedCredentials)
         );
     }
 

@@ -236,16 +236,17 @@ impl WeChatUser {
     }
 
     /// The user's WeChat profile (`/sns/userinfo`) with a fresh token, refreshing and retrying
-    /// once if WeChat refuses the token. [`CallError::NotPermitted`] for `snsapi_base` grants,
-    /// snapshot users and Mini Program sessions.
-    pub async fn userinfo(&self, lang: Lang) -> Result<UserInfo, CallError> {
-        self.upstream.userinfo(self.record.sid, lang).await
+    /// once if WeChat refuses the token. 403 `scope_insufficient` for `snsapi_base` grants,
+    /// snapshot users and Mini Program sessions (without a re-authorization URL: an Official
+    /// Account page adds [`LoginEndpoints::reauthorize_url`](crate::LoginEndpoints::reauthorize_url)).
+    pub async fn userinfo(&self, lang: Lang) -> Result<UserInfo, AuthError> {
+        Ok(self.upstream.userinfo(self.record.sid, lang).await?)
     }
 
     /// A WeChat access token valid for at least a minute, for calling other WeChat APIs on the
     /// user's behalf. Keep it on the server.
-    pub async fn access_token(&self) -> Result<AccessToken, CallError> {
-        self.upstream.access_token(self.record.sid).await
+    pub async fn access_token(&self) -> Result<AccessToken, AuthError> {
+        Ok(self.upstream.access_token(self.record.sid).await?)
     }
 }
 

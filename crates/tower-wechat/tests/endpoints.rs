@@ -40,7 +40,8 @@ async fn setup() -> (LoginEndpoints, MockWeChat) {
             client(&mock, MP, "mp-secret-0123456789"),
         )
         .web_flow(
-            WebFlow::official_account("https://app.example/cb", OfficialAccountScope::Base)
+            WebFlow::at("https://app.example")
+                .official_account_scope(OfficialAccountScope::Base)
                 .after_login("/home"),
         )
         .build()

@@ -70,7 +70,7 @@ async fn call(app: Router, path: &str, token: Option<&str>) -> (StatusCode, Stri
 async fn optional_mode_follows_the_extractor_contract() {
     let (layer, mock) = layer().await;
     let token = token(&layer, &mock).await;
-    let app = app(layer.optional());
+    let app = app(layer.clone());
     assert_eq!(
         call(app.clone(), "/optional", None).await,
         (StatusCode::OK, "anonymous".into())
@@ -187,7 +187,7 @@ async fn a_custom_rejection_applies_in_optional_mode_through_the_extractor_and_t
             get(|user: Option<WeChatUser>| async move { user.is_some().to_string() }),
         )
         .merge(login.router())
-        .layer(layer.optional().with_rejection_response(Problem));
+        .layer(layer.clone().with_rejection_response(Problem));
     let send = |request: Request<Body>| {
         let app = app.clone();
         async move {
@@ -253,15 +253,15 @@ async fn a_custom_rejection_applies_in_optional_mode_through_the_extractor_and_t
 async fn require_user_protects_a_group_of_routes_next_to_the_login_routes() {
     let (layer, mock) = layer().await;
     let token = token(&layer, &mock).await;
-    // The handler reads no user: only RequireUser stands in the way.
+    // The handler reads no user: only RequireUserLayer stands in the way.
     let protected = Router::new()
         .route("/orders", get(|| async { "orders" }))
-        .route_layer(tower_wechat::RequireUser);
+        .route_layer(tower_wechat::RequireUserLayer);
     let app = Router::new()
         .merge(protected)
         .route("/public", get(|| async { "hello" }))
         .merge(LoginEndpoints::new(&layer).router())
-        .layer(layer.optional());
+        .layer(layer.clone());
     assert_eq!(
         call(app.clone(), "/public", None).await,
         (StatusCode::OK, "hello".into())
@@ -292,7 +292,7 @@ async fn require_user_protects_a_group_of_routes_next_to_the_login_routes() {
     // Without a layer in front: 500 missing_layer.
     let bare = Router::new()
         .route("/orders", get(|| async { "unreachable" }))
-        .route_layer(tower_wechat::RequireUser);
+        .route_layer(tower_wechat::RequireUserLayer);
     let (status, body) = call(bare, "/orders", None).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(body.contains("missing_layer"));

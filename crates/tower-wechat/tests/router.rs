@@ -26,9 +26,7 @@ async fn layer(paths: LoginPaths) -> Result<(WeChatAuthLayer, MockWeChat), Build
             AppKind::OfficialAccount,
             client(&mock, OA, "oa-secret-0123456789"),
         )
-        .web_flow(WebFlow::new(
-            "https://app.example/api/auth/wechat/web/callback",
-        ))
+        .web_flow(WebFlow::at("https://app.example"))
         .login_paths(paths)
         .build()?;
     Ok((layer, mock))
@@ -147,4 +145,56 @@ async fn paths_that_cannot_be_routes_are_a_build_error() {
         let error = layer(paths).await.expect_err("refused");
         assert!(matches!(error, BuildError::Paths(_)), "{error}");
     }
+}
+
+/// The web flow's public URL decides the callback (with the login paths) and the session
+/// cookie's `Secure`. Breaks if the callback ignores a path prefix, if `Secure` stays on over
+/// plain HTTP (browsers then drop the cookie: the login loops) or off over HTTPS, or if a URL
+/// that cannot be a callback is accepted.
+#[tokio::test]
+async fn the_public_url_decides_the_callback_and_the_cookies_secure() {
+    let mock = MockWeChat::start(MockConfig::default().with_app(OA, "oa-secret-0123456789"))
+        .await
+        .unwrap();
+    let build = |url: &str| {
+        let keys = KeyRing::new(SigningKey::hs256("k1", &[3; 32]).unwrap());
+        WeChatAuthLayer::builder(client(&mock, mock.appid(), mock.secret()), keys)
+            .app(
+                AppKind::OfficialAccount,
+                client(&mock, OA, "oa-secret-0123456789"),
+            )
+            .web_flow(WebFlow::at(url))
+            .login_paths(LoginPaths::default().prefixed("/api"))
+            .build()
+    };
+    for (url, secure) in [
+        ("https://app.example/", true),
+        ("http://127.0.0.1:3000", false),
+    ] {
+        let layer = build(url).unwrap();
+        assert_eq!(layer.cookie().secure, secure, "{url}");
+        let start = status_and_location(&app(&layer), "/api/auth/wechat/web/start?app=oa").await;
+        let redirect = format!("{}/api/auth/wechat/web/callback", url.trim_end_matches('/'));
+        let encoded: String = url::form_urlencoded::byte_serialize(redirect.as_bytes()).collect();
+        assert!(
+            start.contains(&format!("redirect_uri={encoded}")),
+            "{start}"
+        );
+    }
+    for bad in [
+        "example.com",
+        "ftp://example.com",
+        "https://example.com/?a=b",
+        "https://",
+    ] {
+        let error = build(bad).expect_err(bad);
+        assert!(matches!(error, BuildError::WebFlow(_)), "{bad}: {error}");
+    }
+}
+
+async fn status_and_location(app: &Router, path: &str) -> String {
+    let request = Request::builder().uri(path).body(Body::empty()).unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::FOUND, "{path}");
+    response.headers()["location"].to_str().unwrap().to_owned()
 }

@@ -51,8 +51,8 @@ use fred::types::scripts::Script;
 use futures::{StreamExt, stream};
 use wechat_oauth::AppId;
 use wechat_token_cache::{
-    CasOutcome, DEFAULT_MAX_SESSIONS_PER_USER, InvalidationSink, Invalidations, SessionId,
-    SessionRecord, SessionStore, SharedClock, StoreError, SystemClock, UserId,
+    CachedStore, CasOutcome, DEFAULT_MAX_SESSIONS_PER_USER, InvalidationSink, Invalidations,
+    SessionId, SessionRecord, SessionStore, SharedClock, StoreError, SystemClock, UserId,
 };
 
 use crate::codec;
@@ -358,6 +358,32 @@ impl RedisStore {
             max_sessions_per_user: DEFAULT_MAX_SESSIONS_PER_USER,
             clock: Arc::new(SystemClock),
         })
+    }
+
+    /// This store with a local cache in front ([`CachedStore`] with its defaults: up to
+    /// 1,000,000 sessions, 2 s at most of staleness while the invalidation channel is silent),
+    /// on the store's own clock: what each instance of a fleet serves from, in one line.
+    ///
+    /// ```no_run
+    /// # use wechat_redis_store::{RedisStore, SealingKey};
+    /// # async fn run(key: SealingKey) -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = RedisStore::builder("redis://127.0.0.1:6379", key)?
+    ///     .connect()
+    ///     .await?
+    ///     .with_local_cache()
+    ///     .await?;
+    /// # let _ = store; Ok(()) }
+    /// ```
+    ///
+    /// Fails when the invalidation channel cannot be subscribed
+    /// ([`RedisStoreError::Connect`]). Tune the cache with [`CachedStore::builder`] instead.
+    pub async fn with_local_cache(self) -> Result<CachedStore<RedisStore>, RedisStoreError> {
+        let clock = Arc::clone(&self.inner.clock);
+        CachedStore::builder(self)
+            .clock(clock)
+            .build()
+            .await
+            .map_err(|error| RedisStoreError::Connect(format!("the invalidation channel: {error}")))
     }
 
     /// The id of the key that seals new records.

@@ -27,7 +27,7 @@ use wechat_oauth::{
 use crate::app_token::AppTokens;
 use crate::error::{CallError, SessionError};
 use crate::flight::Flights;
-use crate::hook::LoginHook;
+use crate::hook::{DynLoginHook, LoginHook};
 use crate::login::Logins;
 use crate::moka_store::MokaStore;
 use crate::record::{Credentials, SessionId, SessionRecord, UserId, add_capped};
@@ -164,7 +164,7 @@ impl CacheConfig {
 pub struct SessionCacheBuilder<S> {
     /// The apps served; the first is the default app of [`SessionCache::login`].
     clients: Vec<Client>,
-    hook: Option<Arc<dyn LoginHook>>,
+    hook: Option<Arc<dyn DynLoginHook>>,
     store: S,
     clock: SharedClock,
     config: CacheConfig,
@@ -382,7 +382,7 @@ impl<S> fmt::Debug for SessionCache<S> {
 pub(crate) struct Inner<S> {
     /// The apps served; never empty, the first is the default app.
     pub(crate) clients: Vec<Client>,
-    pub(crate) hook: Option<Arc<dyn LoginHook>>,
+    pub(crate) hook: Option<Arc<dyn DynLoginHook>>,
     pub(crate) store: S,
     pub(crate) clock: SharedClock,
     pub(crate) config: CacheConfig,

@@ -95,29 +95,42 @@ impl HookError {
 /// database every instance shares, or a random id stored with the account.
 ///
 /// ```
-/// use futures::future::BoxFuture;
 /// use wechat_token_cache::{HookError, LoginHook, NewLogin, UserId};
 ///
 /// struct Accounts; // the application's database handle
 ///
 /// impl LoginHook for Accounts {
-///     fn user_id<'a>(&'a self, login: NewLogin<'a>) -> BoxFuture<'a, Result<UserId, HookError>> {
-///         Box::pin(async move {
-///             // Look the person up by unionid (the same in every app), else by app + openid,
-///             // creating an account on first sight.
-///             let key = match login.unionid {
-///                 Some(unionid) => format!("u:{unionid}"),
-///                 None => format!("o:{}:{}", login.appid, login.openid),
-///             };
-///             if key.contains("banned") {
-///                 return Err(HookError::refused("account_suspended", "this account is suspended"));
-///             }
-///             Ok(UserId::new(format!("account-for-{key}")).expect("short and not empty"))
-///         })
+///     async fn user_id(&self, login: NewLogin<'_>) -> Result<UserId, HookError> {
+///         // Look the person up by unionid (the same in every app), else by app + openid,
+///         // creating an account on first sight.
+///         let key = match login.unionid {
+///             Some(unionid) => format!("u:{unionid}"),
+///             None => format!("o:{}:{}", login.appid, login.openid),
+///         };
+///         if key.contains("banned") {
+///             return Err(HookError::refused("account_suspended", "this account is suspended"));
+///         }
+///         Ok(UserId::new(format!("account-for-{key}")).expect("short and not empty"))
 ///     }
 /// }
 /// ```
 pub trait LoginHook: Send + Sync + 'static {
-    /// The application's user id for this login, or why there is none.
+    /// The application's user id for this login, or why there is none. Write it as an
+    /// `async fn`; its future must be `Send`.
+    fn user_id(
+        &self,
+        login: NewLogin<'_>,
+    ) -> impl Future<Output = Result<UserId, HookError>> + Send;
+}
+
+/// [`LoginHook`] behind a pointer: the cache keeps `Arc<dyn DynLoginHook>`, and every hook is
+/// one (its future boxed).
+pub(crate) trait DynLoginHook: Send + Sync + 'static {
     fn user_id<'a>(&'a self, login: NewLogin<'a>) -> BoxFuture<'a, Result<UserId, HookError>>;
+}
+
+impl<H: LoginHook> DynLoginHook for H {
+    fn user_id<'a>(&'a self, login: NewLogin<'a>) -> BoxFuture<'a, Result<UserId, HookError>> {
+        Box::pin(LoginHook::user_id(self, login))
+    }
 }

@@ -275,7 +275,7 @@ impl<St: SessionStore> Authenticator<St> {
     fn refuse(&self, error: AuthError, sid: Option<SessionId>, sent_by: Option<SentBy>) -> Outcome {
         let dead = matches!(
             error,
-            AuthError::InvalidRequest
+            AuthError::MalformedCredentials
                 | AuthError::InvalidToken
                 | AuthError::TokenExpired
                 | AuthError::SessionExpired

@@ -12,13 +12,14 @@ use super::source::{SessionCookie, TokenSource};
 use crate::apps::{AppKind, Apps};
 use crate::endpoints::{LoginPaths, LoginSettings};
 use crate::limits::LoginLimits;
-use crate::rejection::JsonRejection;
+use crate::rejection::JsonAuthRejection;
 use crate::token::{KeyError, KeyRing, TokenConfig, TokenIssuer};
 use crate::user::UserContext;
 
-/// Whether a request without credentials reaches the handler.
+/// Whether a request without credentials reaches the handler (see
+/// [`WeChatAuthLayer::required`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Refuse requests without a valid session (401/503 from the layer).
     Required,
     /// Let every request through; the handler's extractor decides (`WeChatUser` answers 401,
@@ -29,9 +30,21 @@ pub enum Mode {
 /// The tower layer: validates our session token, keeps the user's WeChat tokens fresh, and
 /// attaches a [`WeChatUser`](crate::WeChatUser) to each request. Cheap to clone.
 ///
-/// The rejection response is the type parameter `R` ([`JsonRejection`] by default), swapped
+/// As built, it lets every request through to the handler, with the user attached when there
+/// is one: the handler's extractor decides (`WeChatUser` answers 401, `Option<WeChatUser>` is
+/// `None` without credentials and an error with bad ones), or a
+/// [`RequireUserLayer`](crate::RequireUserLayer) on the routes that need a user, so the login
+/// routes work under the same layer. [`required`](Self::required) refuses in the layer itself
+/// (for stacks without an extractor: tonic, plain hyper).
+///
+/// Without axum's extractor, read the request's extensions: a [`WeChatUser`](crate::WeChatUser)
+/// when there is a user; otherwise an [`AuthError`](crate::AuthError) when credentials were sent
+/// and refused (forged, expired, ended — answer with it), and neither when none were sent
+/// ([`AuthError::MissingToken`](crate::AuthError::MissingToken)). `examples/hyper.rs` does this.
+///
+/// The rejection response is the type parameter `R` ([`JsonAuthRejection`] by default), swapped
 /// with [`with_rejection_response`](Self::with_rejection_response).
-pub struct WeChatAuthLayer<St = MokaStore, R = JsonRejection> {
+pub struct WeChatAuthLayer<St = MokaStore, R = JsonAuthRejection> {
     pub(crate) shared: Arc<Shared<St>>,
     pub(crate) mode: Mode,
     pub(crate) rejection: R,
@@ -65,7 +78,7 @@ impl<St, R> std::fmt::Debug for WeChatAuthLayer<St, R> {
     }
 }
 
-impl WeChatAuthLayer<MokaStore, JsonRejection> {
+impl WeChatAuthLayer<MokaStore, JsonAuthRejection> {
     /// Starts configuring a layer whose mobile app is `client` (more apps with
     /// [`WeChatAuthBuilder::app`]), with the in-memory store.
     pub fn builder(client: Client, keys: KeyRing) -> WeChatAuthBuilder<MokaStore> {
@@ -94,62 +107,15 @@ impl WeChatAuthLayer<MokaStore, JsonRejection> {
     }
 }
 
-impl<St: SessionStore> WeChatAuthLayer<St, JsonRejection> {
-    /// A layer over an existing cache and token issuer (default sources: bearer, then cookie),
-    /// the cache's default app serving as the mobile app.
-    pub fn from_parts(cache: SessionCache<St>, tokens: Arc<TokenIssuer>) -> Self {
-        let mut apps = Apps::default();
-        apps.bind(AppKind::MobileApp, cache.client().appid().clone());
-        // No key ring here: the login flow's keys are random (one instance).
-        let login = crate::endpoints::Inner::new(
-            cache.clone(),
-            apps.clone(),
-            Arc::clone(&tokens),
-            SessionCookie::default(),
-            LoginSettings::default(),
-            &rand::random(),
-            rand::random(),
-        );
-        Self {
-            shared: Arc::new(Shared {
-                login: Arc::new(login),
-                auth: Authenticator {
-                    upstream: Arc::new(UserContext {
-                        cache: cache.clone(),
-                        apps: apps.clone(),
-                    }),
-                    cache,
-                    tokens,
-                    sources: vec![TokenSource::Bearer, TokenSource::Cookie],
-                    cookie_name: SessionCookie::default().full_name(),
-                    cookie: SessionCookie::default(),
-                },
-            }),
-            mode: Mode::Optional,
-            rejection: JsonRejection,
-        }
-    }
-}
-
 impl<St, R> WeChatAuthLayer<St, R> {
-    /// The same layer, refusing requests without a valid session.
+    /// The same layer, refusing requests without a valid session itself (401/503 with the
+    /// layer's rejection) instead of leaving it to the handler.
     pub fn required(&self) -> Self
     where
         R: Clone,
     {
         Self {
             mode: Mode::Required,
-            ..self.clone()
-        }
-    }
-
-    /// The same layer, letting requests without credentials through to the handler.
-    pub fn optional(&self) -> Self
-    where
-        R: Clone,
-    {
-        Self {
-            mode: Mode::Optional,
             ..self.clone()
         }
     }
@@ -177,11 +143,6 @@ impl<St, R> WeChatAuthLayer<St, R> {
     pub fn cookie(&self) -> &SessionCookie {
         &self.shared.auth.cookie
     }
-
-    /// The mode.
-    pub fn mode(&self) -> Mode {
-        self.mode
-    }
 }
 
 impl<S, St, R: Clone> Layer<S> for WeChatAuthLayer<St, R> {
@@ -202,6 +163,9 @@ pub enum BuildError {
     /// The [`LoginPaths`] are not usable routes (not absolute, captures, or two the same).
     #[error("{0}")]
     Paths(String),
+    /// The [`WebFlow`](crate::WebFlow)'s public URL is not an absolute `http(s)` URL.
+    #[error("{0}")]
+    WebFlow(String),
 }
 
 /// Configures a [`WeChatAuthLayer`] and its [`LoginEndpoints`](crate::LoginEndpoints).
@@ -293,16 +257,10 @@ impl<St: SessionStore> WeChatAuthBuilder<St> {
         self
     }
 
-    /// Optional (default: the user is attached when there is one, and the handler's
-    /// extractor or [`RequireUser`](crate::RequireUser) requires it, so the login routes work
-    /// under the same layer) or required (refused in the layer).
-    pub fn mode(mut self, mode: Mode) -> Self {
-        self.mode = mode;
-        self
-    }
-
     /// Enable the browser flows (website QR login and Official Account, for the apps of those
-    /// kinds) of the [`LoginEndpoints`](crate::LoginEndpoints).
+    /// kinds) of the [`LoginEndpoints`](crate::LoginEndpoints). The session cookie's `Secure`
+    /// attribute follows the flow's public URL (`https` → `Secure`), whatever
+    /// [`cookie`](Self::cookie) said.
     pub fn web_flow(mut self, web: crate::WebFlow) -> Self {
         self.login.web = Some(web);
         self
@@ -337,6 +295,11 @@ impl<St: SessionStore> WeChatAuthBuilder<St> {
     /// ([`KeyRing::derive`]), so every instance with the same keys agrees on them.
     pub fn build(self) -> Result<WeChatAuthLayer<St>, BuildError> {
         self.login.paths.check().map_err(BuildError::Paths)?;
+        let mut cookie = self.cookie;
+        if let Some(web) = &self.login.web {
+            web.check().map_err(BuildError::WebFlow)?;
+            cookie.secure = web.is_https();
+        }
         let state_key = self.keys.derive("tower-wechat oauth state");
         let used_state_key = self.keys.derive("tower-wechat used state code");
         let code_key = self.keys.derive("wechat-token-cache login code");
@@ -350,7 +313,7 @@ impl<St: SessionStore> WeChatAuthBuilder<St> {
             cache.clone(),
             self.apps.clone(),
             Arc::clone(&tokens),
-            self.cookie.clone(),
+            cookie.clone(),
             self.login,
             &state_key,
             used_state_key,
@@ -366,12 +329,12 @@ impl<St: SessionStore> WeChatAuthBuilder<St> {
                     cache,
                     tokens,
                     sources: self.sources,
-                    cookie_name: self.cookie.full_name(),
-                    cookie: self.cookie,
+                    cookie_name: cookie.full_name(),
+                    cookie,
                 },
             }),
             mode: self.mode,
-            rejection: JsonRejection,
+            rejection: JsonAuthRejection,
         })
     }
 }

@@ -1,6 +1,6 @@
 //! The middleware: [`WeChatAuthLayer`] (shared configuration and its builder), the
 //! authenticator (who a request's user is: every decision), [`WeChatAuth`] (the thin service
-//! carrying it out), [`ResponseFuture`], [`RequireUser`], and where tokens come from
+//! carrying it out), [`ResponseFuture`], [`RequireUserLayer`], and where tokens come from
 //! ([`TokenSource`]).
 //!
 //! ```no_run
@@ -26,7 +26,7 @@ mod service;
 pub(crate) mod source;
 
 pub use future::{ResponseFuture, SessionChanged};
-pub use layer::{BuildError, Mode, WeChatAuthBuilder, WeChatAuthLayer};
-pub use require::{RequireUser, RequireUserService};
+pub use layer::{BuildError, WeChatAuthBuilder, WeChatAuthLayer};
+pub use require::{RequireUserLayer, RequireUserService};
 pub use service::WeChatAuth;
 pub use source::{REISSUED_TOKEN_HEADER, SameSite, SessionCookie, TokenSource};

@@ -1,20 +1,20 @@
-//! [`RequireUser`]: requiring a user, apart from attaching one. The [`WeChatAuthLayer`] in
+//! [`RequireUserLayer`]: requiring a user, apart from attaching one. The [`WeChatAuthLayer`] in
 //! optional mode attaches the user (or the reason there is none) to every request; this layer
 //! refuses the requests that got none, so protecting a group of routes is one line (axum's
 //! `route_layer`) and the login routes next to them keep working.
 //!
 //! ```no_run
 //! use axum::{Router, routing::get};
-//! use tower_wechat::{LoginEndpoints, RequireUser, WeChatAuthLayer, WeChatUser};
+//! use tower_wechat::{LoginEndpoints, RequireUserLayer, WeChatAuthLayer, WeChatUser};
 //!
 //! fn app(auth: WeChatAuthLayer) -> Router {
 //!     let protected = Router::new()
 //!         .route("/orders", get(|user: WeChatUser| async move { user.openid().to_string() }))
-//!         .route_layer(RequireUser);
+//!         .route_layer(RequireUserLayer);
 //!     Router::new()
 //!         .merge(protected)
 //!         .merge(LoginEndpoints::new(&auth).router())
-//!         .layer(auth.optional())
+//!         .layer(auth.clone())
 //! }
 //! ```
 //!
@@ -36,9 +36,9 @@ use crate::user::{Anonymous, WeChatUser};
 /// 401 `missing_token` without credentials, 500 `missing_layer` without a layer; answered with
 /// the layer's rejection.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct RequireUser;
+pub struct RequireUserLayer;
 
-impl<S> Layer<S> for RequireUser {
+impl<S> Layer<S> for RequireUserLayer {
     type Service = RequireUserService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
@@ -46,7 +46,7 @@ impl<S> Layer<S> for RequireUser {
     }
 }
 
-/// The service made by [`RequireUser`].
+/// The service made by [`RequireUserLayer`].
 #[derive(Clone, Debug)]
 pub struct RequireUserService<S> {
     inner: S,

@@ -147,7 +147,7 @@ impl<St, R> WeChatAuthLayer<St, R> {
             },
             (Outcome::Refused(refusal), _) => refusal,
         };
-        metrics::counter!(crate::metrics::REJECTIONS, "code" => refusal.error.static_code())
+        metrics::counter!(crate::metrics::REJECTIONS, "code" => refusal.error.metric_label())
             .increment(1);
         match self.mode {
             Mode::Required => {

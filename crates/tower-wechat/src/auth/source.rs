@@ -59,7 +59,8 @@ pub struct SessionCookie {
     /// Prefix the name with `__Host-` when the cookie is `Secure` with `Path=/` (default true;
     /// this cookie never has a `Domain`).
     pub host_prefix: bool,
-    /// `Secure` (default true; browsers accept it on `http://localhost`).
+    /// `Secure` (default true; browsers accept it on `http://localhost`). With a
+    /// [`WebFlow`](crate::WebFlow), its public URL's scheme decides.
     pub secure: bool,
     /// `Path` (default `/`).
     pub path: String,
@@ -220,14 +221,14 @@ fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a st
         return Ok(None);
     };
     if values.next().is_some() {
-        return Err(AuthError::InvalidRequest);
+        return Err(AuthError::MalformedCredentials);
     }
     let token = value
         .to_str()
-        .map_err(|_| AuthError::InvalidRequest)?
+        .map_err(|_| AuthError::MalformedCredentials)?
         .trim();
     if token.is_empty() {
-        return Err(AuthError::InvalidRequest);
+        return Err(AuthError::MalformedCredentials);
     }
     Ok(Some(token))
 }
@@ -240,7 +241,7 @@ fn bearer<'a>(authorization: &Values<'a>) -> Result<Option<&'a [u8]>, AuthError>
         return Ok(None);
     };
     if authorization.more {
-        return Err(AuthError::InvalidRequest);
+        return Err(AuthError::MalformedCredentials);
     }
     let bytes = value.as_bytes();
     let scheme_ends = bytes.iter().position(|&b| b == b' ').unwrap_or(bytes.len());
@@ -250,7 +251,7 @@ fn bearer<'a>(authorization: &Values<'a>) -> Result<Option<&'a [u8]>, AuthError>
     }
     let token = bytes[scheme_ends..].trim_ascii();
     if token.is_empty() {
-        return Err(AuthError::InvalidRequest);
+        return Err(AuthError::MalformedCredentials);
     }
     Ok(Some(token))
 }
@@ -269,7 +270,7 @@ pub(crate) fn cookies<'h, 'n>(
             let token = pair.trim_ascii().strip_prefix(name.as_bytes())?;
             let token = token.strip_prefix(b"=")?;
             match std::str::from_utf8(token) {
-                Err(_) => Some(Err(AuthError::InvalidRequest)),
+                Err(_) => Some(Err(AuthError::MalformedCredentials)),
                 Ok(token) => Some(Ok(token.trim_matches('"'))).filter(|t| t != &Ok("")),
             }
         })
@@ -334,7 +335,7 @@ mod tests {
             assert!(
                 matches!(
                     find(&bad, &ALL, "wechat_session"),
-                    Err((AuthError::InvalidRequest, _))
+                    Err((AuthError::MalformedCredentials, _))
                 ),
                 "{bad:?}"
             );
@@ -369,7 +370,7 @@ mod tests {
         let h = headers(&[("cookie", b"wechat_session=\xff")]);
         assert_eq!(
             find(&h, &ALL, "wechat_session"),
-            Err((AuthError::InvalidRequest, SentBy::Cookie))
+            Err((AuthError::MalformedCredentials, SentBy::Cookie))
         );
         // A tossed malformed cookie next to ours does not lock the user out.
         let h = headers(&[("cookie", b"wechat_session=\xff; wechat_session=good")]);

@@ -33,5 +33,7 @@ pub fn opted_out(what: &str) -> bool {
 
 /// The failure for a test whose `what` is missing and not opted out of.
 pub fn missing(what: &str, why: impl std::fmt::Display) -> ! {
-    panic!("this test needs {what}: {why}; install or start it, or set {VARIABLE}={what} to skip")
+    panic!(
+        "this test needs {what}: {why}; install or start it, or opt out with {VARIABLE}=redis, browser or all"
+    )
 }

@@ -1,6 +1,18 @@
-//! The example server's listener: HTTP/1.1 on hyper with the limits a public server needs, so
-//! no client — idle, slow to send, slow to read, or opening connections as fast as it can —
-//! can keep others out.
+//! The hardened listener (feature `server`): [`serve`] runs an axum [`Router`] over HTTP/1.1
+//! on hyper with the limits a public server needs, so no client — idle, slow to send, slow to
+//! read, or opening connections as fast as it can — can keep others out, and with the peer's
+//! address in every request, which the login endpoints' per-client limits key on.
+//!
+//! ```no_run
+//! # async fn run(app: axum::Router) -> std::io::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! tower_wechat::serve(listener, app)
+//!     .with_graceful_shutdown(async { let _ = tokio::signal::ctrl_c().await; })
+//!     .await;
+//! # Ok(()) }
+//! ```
+//!
+//! What it enforces ([`ServeLimits`]):
 //!
 //! - **Header-read timeout**: a client must send a request's whole header within it. In hyper
 //!   the same timer runs while a kept-alive connection waits for its next request, so it is
@@ -8,7 +20,8 @@
 //! - **Response timeout**: from the moment a request is handed to the app until its response
 //!   has been taken in full for sending. A client that stops reading (its answers pile up
 //!   unsent, pipelined requests behind them) holds the request open past it, and its
-//!   connection is closed; the app's own handler timeout (tower-http, `app.rs`) sits inside it.
+//!   connection is closed. A handler timeout of the app's own (tower-http's `TimeoutLayer`)
+//!   sits inside it.
 //! - **Requests per connection**: after this many, the response says `Connection: close`, so
 //!   one connection cannot pipeline without end.
 //! - **Connections per address** (IPv6 grouped by /64, as the login limits group them): past
@@ -24,11 +37,14 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::{Future, IntoFuture};
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::address_group;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -41,9 +57,10 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tower::ServiceExt;
-use wechat_login::middleware::address_group;
 
-/// The listener's limits.
+/// The listener's limits. Every field has a default fit for a public server; change the ones
+/// you need with struct update syntax (`ServeLimits { max_connections: 10_000,
+/// ..ServeLimits::default() }`).
 #[derive(Clone, Copy, Debug)]
 pub struct ServeLimits {
     /// How long a client may take to send a request's header, and how long a kept-alive
@@ -245,8 +262,72 @@ impl Registry {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` completes.
-pub async fn serve(
+/// Serves `router` on `listener` with [`ServeLimits::default`], until the process ends or the
+/// [graceful shutdown](Serve::with_graceful_shutdown) signal completes. Await the returned
+/// [`Serve`] to run it.
+pub fn serve(listener: TcpListener, router: Router) -> Serve {
+    Serve {
+        listener,
+        router,
+        limits: ServeLimits::default(),
+        shutdown: std::future::pending(),
+    }
+}
+
+/// A server being set up: [`serve`]'s answer. Await it to run it.
+#[must_use = "a Serve does nothing until awaited"]
+pub struct Serve<F = std::future::Pending<()>> {
+    listener: TcpListener,
+    router: Router,
+    limits: ServeLimits,
+    shutdown: F,
+}
+
+impl<F> std::fmt::Debug for Serve<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Serve")
+            .field("listener", &self.listener.local_addr().ok())
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F> Serve<F> {
+    /// Serves with these limits instead of the defaults.
+    pub fn limits(mut self, limits: ServeLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Stops when `signal` completes: no new connection is accepted, kept-alive connections
+    /// are closed after their request in progress, and the server returns once every
+    /// connection has closed or [`ServeLimits::shutdown_grace`] has passed.
+    pub fn with_graceful_shutdown<G>(self, signal: G) -> Serve<G>
+    where
+        G: Future<Output = ()> + Send + 'static,
+    {
+        Serve {
+            listener: self.listener,
+            router: self.router,
+            limits: self.limits,
+            shutdown: signal,
+        }
+    }
+}
+
+impl<F> IntoFuture for Serve<F>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    type Output = ();
+    type IntoFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(run(self.listener, self.router, self.limits, self.shutdown))
+    }
+}
+
+async fn run(
     listener: TcpListener,
     router: Router,
     limits: ServeLimits,
