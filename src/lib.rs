@@ -19,12 +19,12 @@
 //! tests):
 //!
 //! ```no_run
-//! use wechat_login::{AppId, AppSecret, Client, KeyRing, LoginEndpoints, SigningKey, WeChatAuthLayer};
+//! use wechat_login::{Client, LoginEndpoints, SigningKey, WeChatAuthLayer};
 //!
 //! # fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let client = Client::builder(AppId::new("wx123"), AppSecret::new("secret")).build()?;
-//! let keys = KeyRing::new(SigningKey::hs256("k1", b"a secret of at least 32 bytes....")?);
-//! let auth = WeChatAuthLayer::builder(client, keys).build()?;
+//! let client = Client::builder("wx123", "secret").build()?;
+//! let key = SigningKey::hs256("k1", b"a secret of at least 32 bytes....")?;
+//! let auth = WeChatAuthLayer::builder(client, key).build()?;
 //! let endpoints = LoginEndpoints::new(&auth);
 //! # let _ = endpoints; Ok(()) }
 //! ```
@@ -63,8 +63,8 @@ pub use wechat_oauth::{
 pub use wechat_redis_store::{RedisStore, SealingKey};
 pub use wechat_token_cache::{
     AppTokenError, CachedStore, CallError, CasOutcome, GracePolicy, HookError, LoginHook,
-    ManualClock, MokaStore, NewLogin, SessionCache, SessionId, SessionRecord, SessionStore,
-    SharedClock, StoreError, SystemClock, UserId,
+    ManualClock, MokaStore, NewLogin, SessionCache, SessionConfig, SessionId, SessionRecord,
+    SessionStore, SharedClock, StoreError, SystemClock, UserId,
 };
 // The fake WeChat, for tests and local development (its faults: `mock::{Endpoint, Fault}`).
 #[cfg(feature = "mock")]

@@ -17,13 +17,13 @@
 //!
 //! ```no_run
 //! use axum::{Json, Router, routing::get};
-//! use tower_wechat::{KeyRing, LoginEndpoints, SigningKey, WeChatAuthLayer, WeChatUser};
-//! use wechat_oauth::{AppId, AppSecret, Client};
+//! use tower_wechat::{LoginEndpoints, SigningKey, WeChatAuthLayer, WeChatUser};
+//! use wechat_oauth::Client;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let client = Client::builder(AppId::new("wx123"), AppSecret::new("secret")).build()?;
-//! let keys = KeyRing::new(SigningKey::hs256("k1", b"a secret of at least 32 bytes....")?);
-//! let auth = WeChatAuthLayer::builder(client, keys).build()?;
+//! let client = Client::builder("wx123", "secret").build()?;
+//! let key = SigningKey::hs256("k1", b"a secret of at least 32 bytes....")?;
+//! let auth = WeChatAuthLayer::builder(client, key).build()?;
 //! let login = LoginEndpoints::new(&auth);
 //! let app: Router = Router::new()
 //!     .route("/me", get(|user: WeChatUser| async move { user.openid().to_string() }))

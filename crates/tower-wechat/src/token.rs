@@ -163,8 +163,14 @@ pub struct KeyRing {
     previous: Vec<SigningKey>,
 }
 
+impl From<SigningKey> for KeyRing {
+    fn from(key: SigningKey) -> Self {
+        Self::new(key)
+    }
+}
+
 impl KeyRing {
-    /// A ring with one key.
+    /// A ring with one key (a [`SigningKey`] converts into one: `builder(client, key)`).
     pub fn new(current: SigningKey) -> Self {
         Self {
             current,

@@ -13,6 +13,7 @@ use tower_wechat::{
 };
 use wechat_mock::{MockConfig, MockGrant, MockWeChat};
 use wechat_oauth::{AppId, AppSecret, Client};
+use wechat_token_cache::SessionConfig;
 
 async fn layer() -> (WeChatAuthLayer, MockWeChat) {
     let mock = MockWeChat::start(MockConfig::default()).await.unwrap();
@@ -558,8 +559,10 @@ async fn a_kept_record_is_not_admitted_once_a_refresh_is_due() {
     use wechat_mock::Endpoint;
     use wechat_token_cache::{Clock, SessionId, SessionStore};
 
-    let (mock, clock, layer) =
-        on_clock(|b| b.cache(|c| c.refresh_window(Duration::from_secs(10), 0.0))).await;
+    let (mock, clock, layer) = on_clock(|b| {
+        b.sessions(SessionConfig::default().refresh_window(Duration::from_secs(10), 0.0))
+    })
+    .await;
     let store = layer.cache().store().clone();
     let token = token_of(&layer, &mock).await;
     let service = required(layer);

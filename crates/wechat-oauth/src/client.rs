@@ -335,11 +335,12 @@ impl Endpoint {
 }
 
 impl Client {
-    /// Starts configuring a client for one application.
-    pub fn builder(appid: AppId, secret: AppSecret) -> ClientBuilder {
+    /// Starts configuring a client for one application (`Client::builder("wx...", secret)`:
+    /// strings convert, or pass an [`AppId`] and [`AppSecret`]).
+    pub fn builder(appid: impl Into<AppId>, secret: impl Into<AppSecret>) -> ClientBuilder {
         ClientBuilder {
-            appid,
-            secret,
+            appid: appid.into(),
+            secret: secret.into(),
             api_base: DEFAULT_API_BASE.to_owned(),
             open_base: authorize::DEFAULT_OPEN_BASE.to_owned(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,

@@ -9,7 +9,7 @@
 //! upstream call per expiry serves every instance. Normal mode (`force_refresh: false`) is
 //! always tried first: after another party forced a refresh it answers the new token. Only when
 //! WeChat refused a token (40001/40014/42001) and normal mode still answers that token is a
-//! forced refresh made, at most once per [`CacheConfig::forced_refresh_interval`] for the whole
+//! forced refresh made, at most once per [`SessionConfig::forced_refresh_interval`] for the whole
 //! fleet (WeChat allows a few a day).
 //!
 //! A Mini Program user's session key changes with every `wx.login` (and with a reset); the
@@ -27,7 +27,7 @@ use wechat_oauth::{
     PhoneInfo, SessionKey,
 };
 
-use crate::cache::{CacheConfig, Inner, SessionCache};
+use crate::cache::{Inner, SessionCache, SessionConfig};
 use crate::error::{AppTokenError, CallError, SessionError};
 use crate::flight::Flights;
 use crate::local::unix_ms;
@@ -144,7 +144,7 @@ pub(crate) struct AppTokens {
 }
 
 impl AppTokens {
-    pub(crate) fn new(config: &CacheConfig) -> Self {
+    pub(crate) fn new(config: &SessionConfig) -> Self {
         Self {
             held: Mutex::default(),
             flights: Arc::new(Flights::named("app_token")),

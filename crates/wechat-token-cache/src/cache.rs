@@ -33,10 +33,10 @@ use crate::moka_store::MokaStore;
 use crate::record::{Credentials, SessionId, SessionRecord, UserId, add_capped};
 use crate::store::{CasOutcome, SessionStore, StoreError};
 
-/// The longest [`CacheConfig::refresh_window`] honoured: an access token lives 7200 s, so a
+/// The longest [`SessionConfig::refresh_window`] honoured: an access token lives 7200 s, so a
 /// window near or above that would refresh on every request.
 pub const MAX_REFRESH_WINDOW: Duration = Duration::from_secs(3600);
-/// The longest [`CacheConfig::code_ttl`] honoured (a code lives 10 minutes at most).
+/// The longest [`SessionConfig::code_ttl`] honoured (a code lives 10 minutes at most).
 const MAX_CODE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How often an instance waiting for another's flight looks at the shared record.
 const LEASE_POLL: Duration = Duration::from_millis(20);
@@ -61,12 +61,14 @@ pub enum GracePolicy {
     FailClosed,
 }
 
-/// Tunables of a [`SessionCache`], as it runs with them ([`SessionCache::config`]); each is set
-/// by the [`SessionCacheBuilder`] method its field names. Every duration is measured with the
-/// cache's clock.
+/// The session settings: how sessions are refreshed, checked and remembered, as a
+/// [`SessionCache`] runs with them ([`SessionCache::config`]). Set each with the method its
+/// field names (`SessionConfig::default().refresh_window(..)`), and hand the whole to
+/// [`SessionCacheBuilder::config`] (or the layer builder's `sessions`). Every duration is
+/// measured with the cache's clock.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
-pub struct CacheConfig {
+pub struct SessionConfig {
     /// How long a refresh token lives, hence an OAuth session (default 30 days; the mobile-app
     /// documentation says 180). WeChat answering 42002/40030 ends a session earlier.
     pub refresh_horizon: Duration,
@@ -121,7 +123,7 @@ pub struct CacheConfig {
     pub forced_refresh_interval: Duration,
 }
 
-impl Default for CacheConfig {
+impl Default for SessionConfig {
     fn default() -> Self {
         Self {
             refresh_horizon: Duration::from_secs(30 * 24 * 3600),
@@ -143,7 +145,82 @@ impl Default for CacheConfig {
     }
 }
 
-impl CacheConfig {
+impl SessionConfig {
+    /// Sets [`SessionConfig::refresh_horizon`].
+    pub fn refresh_horizon(mut self, horizon: Duration) -> Self {
+        self.refresh_horizon = horizon;
+        self
+    }
+
+    /// Sets [`SessionConfig::refresh_window`] and [`SessionConfig::refresh_jitter`].
+    pub fn refresh_window(mut self, window: Duration, jitter: f64) -> Self {
+        self.refresh_window = window;
+        self.refresh_jitter = jitter;
+        self
+    }
+
+    /// Sets [`SessionConfig::check_interval`].
+    pub fn check_interval(mut self, interval: Option<Duration>) -> Self {
+        self.check_interval = interval;
+        self
+    }
+
+    /// Sets [`SessionConfig::grace`].
+    pub fn grace(mut self, grace: GracePolicy) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Sets [`SessionConfig::failure_cooldown`].
+    pub fn failure_cooldown(mut self, cooldown: Duration) -> Self {
+        self.failure_cooldown = cooldown;
+        self
+    }
+
+    /// Sets [`SessionConfig::code_ttl`] and [`SessionConfig::remembered_logins`].
+    pub fn remember_logins(mut self, ttl: Duration, capacity: u64) -> Self {
+        self.code_ttl = ttl;
+        self.remembered_logins = capacity;
+        self
+    }
+
+    /// Sets [`SessionConfig::code_retry_window`] and [`SessionConfig::callback_retry_window`].
+    pub fn code_retry_windows(mut self, code: Duration, callback: Duration) -> Self {
+        self.code_retry_window = code;
+        self.callback_retry_window = callback;
+        self
+    }
+
+    /// Sets [`SessionConfig::lease_ttl`].
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
+        self
+    }
+
+    /// Sets [`SessionConfig::mini_program_session_ttl`].
+    pub fn mini_program_session_ttl(mut self, ttl: Duration) -> Self {
+        self.mini_program_session_ttl = ttl;
+        self
+    }
+
+    /// Sets [`SessionConfig::app_token_refresh_window`] and
+    /// [`SessionConfig::forced_refresh_interval`].
+    pub fn app_tokens(
+        mut self,
+        refresh_window: Duration,
+        forced_refresh_interval: Duration,
+    ) -> Self {
+        self.app_token_refresh_window = refresh_window;
+        self.forced_refresh_interval = forced_refresh_interval;
+        self
+    }
+
+    /// Sets [`SessionConfig::snapshot_sessions`].
+    pub fn snapshot_sessions(mut self, allowed: bool) -> Self {
+        self.snapshot_sessions = allowed;
+        self
+    }
+
     /// This configuration with values that would misbehave or panic made safe (see
     /// [`SessionCacheBuilder::build`]).
     fn validated(mut self) -> Self {
@@ -167,7 +244,7 @@ pub struct SessionCacheBuilder<S> {
     hook: Option<Arc<dyn DynLoginHook>>,
     store: S,
     clock: SharedClock,
-    config: CacheConfig,
+    config: SessionConfig,
     /// The key of login code hashes; random unless shared.
     code_key: [u8; 32],
 }
@@ -194,48 +271,9 @@ impl<S: SessionStore> SessionCacheBuilder<S> {
         }
     }
 
-    /// See [`CacheConfig::refresh_horizon`].
-    pub fn refresh_horizon(mut self, horizon: Duration) -> Self {
-        self.config.refresh_horizon = horizon;
-        self
-    }
-
-    /// See [`CacheConfig::refresh_window`] and [`CacheConfig::refresh_jitter`].
-    pub fn refresh_window(mut self, window: Duration, jitter: f64) -> Self {
-        self.config.refresh_window = window;
-        self.config.refresh_jitter = jitter;
-        self
-    }
-
-    /// See [`CacheConfig::check_interval`].
-    pub fn check_interval(mut self, interval: Option<Duration>) -> Self {
-        self.config.check_interval = interval;
-        self
-    }
-
-    /// See [`CacheConfig::grace`].
-    pub fn grace(mut self, grace: GracePolicy) -> Self {
-        self.config.grace = grace;
-        self
-    }
-
-    /// See [`CacheConfig::failure_cooldown`].
-    pub fn failure_cooldown(mut self, cooldown: Duration) -> Self {
-        self.config.failure_cooldown = cooldown;
-        self
-    }
-
-    /// See [`CacheConfig::code_ttl`] and [`CacheConfig::remembered_logins`].
-    pub fn remember_logins(mut self, ttl: Duration, capacity: u64) -> Self {
-        self.config.code_ttl = ttl;
-        self.config.remembered_logins = capacity;
-        self
-    }
-
-    /// See [`CacheConfig::code_retry_window`] and [`CacheConfig::callback_retry_window`].
-    pub fn code_retry_windows(mut self, code: Duration, callback: Duration) -> Self {
-        self.config.code_retry_window = code;
-        self.config.callback_retry_window = callback;
+    /// The session settings (default [`SessionConfig::default`]).
+    pub fn config(mut self, config: SessionConfig) -> Self {
+        self.config = config;
         self
     }
 
@@ -248,18 +286,6 @@ impl<S: SessionStore> SessionCacheBuilder<S> {
             .expect("HMAC takes keys of any length");
         mac.update(b"wechat-token-cache login code key v1");
         self.code_key = mac.finalize().into_bytes().into();
-        self
-    }
-
-    /// See [`CacheConfig::lease_ttl`].
-    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
-        self.config.lease_ttl = ttl;
-        self
-    }
-
-    /// See [`CacheConfig::mini_program_session_ttl`].
-    pub fn mini_program_session_ttl(mut self, ttl: Duration) -> Self {
-        self.config.mini_program_session_ttl = ttl;
         self
     }
 
@@ -282,24 +308,6 @@ impl<S: SessionStore> SessionCacheBuilder<S> {
     /// user id is the unionid when WeChat sends one, else app + openid.
     pub fn login_hook(mut self, hook: impl LoginHook) -> Self {
         self.hook = Some(Arc::new(hook));
-        self
-    }
-
-    /// See [`CacheConfig::app_token_refresh_window`] and
-    /// [`CacheConfig::forced_refresh_interval`].
-    pub fn app_tokens(
-        mut self,
-        refresh_window: Duration,
-        forced_refresh_interval: Duration,
-    ) -> Self {
-        self.config.app_token_refresh_window = refresh_window;
-        self.config.forced_refresh_interval = forced_refresh_interval;
-        self
-    }
-
-    /// See [`CacheConfig::snapshot_sessions`].
-    pub fn snapshot_sessions(mut self, allowed: bool) -> Self {
-        self.config.snapshot_sessions = allowed;
         self
     }
 
@@ -385,7 +393,7 @@ pub(crate) struct Inner<S> {
     pub(crate) hook: Option<Arc<dyn DynLoginHook>>,
     pub(crate) store: S,
     pub(crate) clock: SharedClock,
-    pub(crate) config: CacheConfig,
+    pub(crate) config: SessionConfig,
     pub(crate) logins: Logins,
     /// App access tokens and each Mini Program user's newest session key.
     pub(crate) app_tokens: AppTokens,
@@ -445,7 +453,7 @@ impl SessionCache<MokaStore> {
             clients: vec![client],
             hook: None,
             clock,
-            config: CacheConfig::default(),
+            config: SessionConfig::default(),
             code_key: rand::random(),
         }
     }
@@ -488,7 +496,7 @@ impl<S: SessionStore> SessionCache<S> {
     }
 
     /// The configuration.
-    pub fn config(&self) -> &CacheConfig {
+    pub fn config(&self) -> &SessionConfig {
         &self.inner.config
     }
 
@@ -1296,7 +1304,7 @@ mod tests {
             .unwrap();
         let cache = SessionCache::builder(client)
             .store(Arc::new(ExpiringLeases::default()))
-            .lease_ttl(Duration::from_millis(300))
+            .config(SessionConfig::default().lease_ttl(Duration::from_millis(300)))
             .build();
         let running = std::sync::atomic::AtomicBool::new(false);
         let overlapped = std::sync::atomic::AtomicBool::new(false);
@@ -1372,8 +1380,11 @@ mod tests {
         ];
         for (window, jitter, check) in configs {
             let cache = SessionCache::builder(client(&clock))
-                .refresh_window(window, jitter)
-                .check_interval(check)
+                .config(
+                    SessionConfig::default()
+                        .refresh_window(window, jitter)
+                        .check_interval(check),
+                )
                 .build();
             for lifetime in [Duration::from_secs(30), Duration::from_secs(86_400)] {
                 let mut record = crate::conformance::sample_record(&clock, "wx_until", "o_until");

@@ -18,7 +18,7 @@
 //!
 //! # Grace policy
 //!
-//! With [`CacheConfig::check_interval`] set, a session whose grant WeChat last confirmed longer
+//! With [`SessionConfig::check_interval`] set, a session whose grant WeChat last confirmed longer
 //! ago than the interval is checked (`/sns/auth`) before it is served. If that check fails
 //! transiently, [`GracePolicy::ServeFor`] keeps serving until that long after the last
 //! confirmation; [`GracePolicy::FailClosed`] answers [`SessionError::Unavailable`] at once.
@@ -46,7 +46,7 @@
 //! [`SessionCache::app_token`] keeps each app's own access token (`stable_token`): one per app,
 //! refreshed before it expires, one upstream call per expiry for the whole fleet (single flight
 //! and a lease, the token shared sealed through the store), forced only after WeChat refused it
-//! and at most once per [`CacheConfig::forced_refresh_interval`]; [`SessionCache::with_app_token`]
+//! and at most once per [`SessionConfig::forced_refresh_interval`]; [`SessionCache::with_app_token`]
 //! retries a call once after WeChat refused the token. On it: [`SessionCache::phone_number`],
 //! [`SessionCache::check_session_key`], [`SessionCache::reset_session_key`]. Each Mini Program
 //! user's newest session key ([`SessionCache::session_key`]) replaces older sessions' keys.
@@ -77,7 +77,9 @@ mod store;
 #[cfg(test)]
 mod wait;
 
-pub use cache::{CacheConfig, GracePolicy, MAX_REFRESH_WINDOW, SessionCache, SessionCacheBuilder};
+pub use cache::{
+    GracePolicy, MAX_REFRESH_WINDOW, SessionCache, SessionCacheBuilder, SessionConfig,
+};
 pub use error::{AppTokenError, CallError, LoginError, SessionError};
 pub use hook::{HookError, LoginHook, NewLogin};
 pub use local::{CachedStore, CachedStoreBuilder, InvalidationSink, Invalidations};

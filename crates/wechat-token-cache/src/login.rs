@@ -10,8 +10,8 @@
 //! - submits in flight together share one exchange (single flight); each gets the session only
 //!   if its binding equals the first submit's;
 //! - after the exchange, a repeat gets the existing session only with the same binding, a proof
-//!   in it, and within a short window ([`CacheConfig::code_retry_window`], 60 s; for Official
-//!   Account callbacks [`CacheConfig::callback_retry_window`], 5 s). Anything else — another
+//!   in it, and within a short window ([`SessionConfig::code_retry_window`], 60 s; for Official
+//!   Account callbacks [`SessionConfig::callback_retry_window`], 5 s). Anything else — another
 //!   flow, another client, no proof, too late — is refused like WeChat's 40163 "code used", with
 //!   a warn-level "code replayed" log line that holds no secret;
 //! - WeChat's definitive refusals (40029, 40163, 42003, a denied user) are remembered apart from
@@ -33,7 +33,7 @@ use moka::sync::Cache;
 use sha2::Sha256;
 use wechat_oauth::{AppId, AuthCode, ErrCode, ErrorClass};
 
-use crate::cache::{CacheConfig, SessionCache};
+use crate::cache::{SessionCache, SessionConfig};
 use crate::error::LoginError;
 use crate::flight::Flights;
 use crate::hook::NewLogin;
@@ -170,7 +170,7 @@ pub(crate) struct Logins {
 }
 
 impl Logins {
-    pub(crate) fn new(config: &CacheConfig, key: [u8; 32]) -> Self {
+    pub(crate) fn new(config: &SessionConfig, key: [u8; 32]) -> Self {
         let refusal_capacity =
             (config.remembered_logins / REFUSALS_PER_SUCCESS).max(MIN_REMEMBERED_REFUSALS);
         Self {

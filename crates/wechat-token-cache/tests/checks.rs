@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use wechat_mock::{Endpoint, Fault, MockConfig, MockGrant};
 use wechat_oauth::Lang;
-use wechat_token_cache::{CallError, Clock, GracePolicy, SessionError, SessionStore};
+use wechat_token_cache::{
+    CallError, Clock, GracePolicy, SessionConfig, SessionError, SessionStore,
+};
 
 mod common;
 
@@ -14,7 +16,7 @@ use common::*;
 #[tokio::test]
 async fn a_due_check_confirms_the_grant_once_per_interval() {
     let h = harness_with(MockConfig::default(), |b| {
-        b.check_interval(Some(Duration::from_secs(300)))
+        b.config(SessionConfig::default().check_interval(Some(Duration::from_secs(300))))
     })
     .await;
     let session = h.login().await;
@@ -36,7 +38,7 @@ async fn a_due_check_confirms_the_grant_once_per_interval() {
 #[tokio::test]
 async fn a_check_that_finds_the_grant_revoked_ends_the_session() {
     let h = harness_with(MockConfig::default(), |b| {
-        b.check_interval(Some(Duration::from_secs(300)))
+        b.config(SessionConfig::default().check_interval(Some(Duration::from_secs(300))))
     })
     .await;
     let session = h.login().await;
@@ -53,10 +55,13 @@ async fn a_check_that_finds_the_grant_revoked_ends_the_session() {
 #[tokio::test]
 async fn grace_serves_through_failed_checks_until_it_runs_out() {
     let h = harness_with(MockConfig::default(), |b| {
-        b.check_interval(Some(Duration::from_secs(300)))
-            .grace(GracePolicy::ServeFor(Duration::from_secs(900)))
-            // Keep the access token out of its refresh window for this test.
-            .refresh_window(Duration::from_secs(60), 0.0)
+        b.config(
+            SessionConfig::default()
+                .check_interval(Some(Duration::from_secs(300)))
+                .grace(GracePolicy::ServeFor(Duration::from_secs(900)))
+                // Keep the access token out of its refresh window for this test.
+                .refresh_window(Duration::from_secs(60), 0.0),
+        )
     })
     .await;
     let session = h.login().await;
@@ -81,8 +86,11 @@ async fn grace_serves_through_failed_checks_until_it_runs_out() {
 #[tokio::test]
 async fn fail_closed_answers_unavailable_at_the_first_failed_check() {
     let h = harness_with(MockConfig::default(), |b| {
-        b.check_interval(Some(Duration::from_secs(300)))
-            .grace(GracePolicy::FailClosed)
+        b.config(
+            SessionConfig::default()
+                .check_interval(Some(Duration::from_secs(300)))
+                .grace(GracePolicy::FailClosed),
+        )
     })
     .await;
     let session = h.login().await;

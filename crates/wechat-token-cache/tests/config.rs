@@ -8,8 +8,8 @@ use wechat_mock::{Endpoint, Fault, MockConfig, MockGrant};
 use wechat_oauth::{AppId, AuthCode};
 use wechat_token_cache::conformance::sample_record;
 use wechat_token_cache::{
-    Clock, ManualClock, MokaStore, SessionCache, SessionError, SessionId, SessionRecord,
-    SessionStore, UserId,
+    Clock, ManualClock, MokaStore, SessionCache, SessionConfig, SessionError, SessionId,
+    SessionRecord, SessionStore, UserId,
 };
 
 mod common;
@@ -202,9 +202,12 @@ async fn capacity_eviction_drops_the_least_recently_used_sessions() {
 #[tokio::test]
 async fn absurd_durations_are_capped_instead_of_panicking() {
     let h = harness_with(MockConfig::default(), |b| {
-        b.refresh_horizon(Duration::MAX)
-            .mini_program_session_ttl(Duration::MAX)
-            .failure_cooldown(Duration::MAX)
+        b.config(
+            SessionConfig::default()
+                .refresh_horizon(Duration::MAX)
+                .mini_program_session_ttl(Duration::MAX)
+                .failure_cooldown(Duration::MAX),
+        )
     })
     .await;
     let session = h.login().await;
@@ -237,7 +240,7 @@ async fn the_refresh_configuration_is_made_safe_at_build() {
         (Duration::from_secs(600), f64::INFINITY, 1.0),
     ] {
         let cache = SessionCache::builder(client.clone())
-            .refresh_window(window, jitter)
+            .config(SessionConfig::default().refresh_window(window, jitter))
             .build();
         assert_eq!(cache.config().refresh_jitter, expected_jitter);
         assert!(cache.config().refresh_window <= Duration::from_secs(3600));

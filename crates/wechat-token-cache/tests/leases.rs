@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use wechat_mock::MockConfig;
 use wechat_token_cache::{
-    MokaStore, SessionCache, SessionError, SessionRecord, SessionStore, StoreError,
+    MokaStore, SessionCache, SessionConfig, SessionError, SessionRecord, SessionStore, StoreError,
 };
 
 mod common;
@@ -65,8 +65,11 @@ async fn a_lease_taken_behind_a_timeout_is_released_by_the_next_flight() {
     });
     let cache = SessionCache::builder(client)
         .store(Arc::clone(&store))
-        .lease_ttl(Duration::from_millis(200))
-        .failure_cooldown(Duration::ZERO)
+        .config(
+            SessionConfig::default()
+                .lease_ttl(Duration::from_millis(200))
+                .failure_cooldown(Duration::ZERO),
+        )
         .build();
     let h = Harness { mock, clock, cache };
     let session = h.login().await;

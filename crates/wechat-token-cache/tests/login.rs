@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use wechat_mock::{Endpoint, Fault, MockConfig, MockGrant, MockWeChat};
 use wechat_oauth::{AppId, AppSecret, AuthCode, Client, ErrCode};
-use wechat_token_cache::{LoginBinding, LoginError, LoginFlow, SessionCache, SessionRecord};
+use wechat_token_cache::{
+    LoginBinding, LoginError, LoginFlow, SessionCache, SessionConfig, SessionRecord,
+};
 
 mod common;
 
@@ -200,7 +202,7 @@ async fn a_double_submit_after_logout_is_told_the_code_was_used() {
 #[tokio::test]
 async fn a_double_submit_gets_the_session_as_it_is_now() {
     let h = harness_with(MockConfig::default(), |b| {
-        b.code_retry_windows(EXPIRY, Duration::from_secs(5))
+        b.config(SessionConfig::default().code_retry_windows(EXPIRY, Duration::from_secs(5)))
     })
     .await;
     let code = AuthCode::new(h.mock.mint_code(MockGrant::default()));
@@ -230,7 +232,7 @@ async fn a_double_submit_gets_the_session_as_it_is_now() {
 async fn a_junk_code_flood_does_not_evict_a_remembered_login() {
     // Successes: 100; refusals: max(100 / 10, 1,000) = 1,000.
     let h = harness_with(MockConfig::default(), |b| {
-        b.remember_logins(Duration::from_secs(600), 100)
+        b.config(SessionConfig::default().remember_logins(Duration::from_secs(600), 100))
     })
     .await;
     let code = AuthCode::new(h.mock.mint_code(MockGrant::default()));

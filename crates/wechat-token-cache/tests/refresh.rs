@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use wechat_mock::{Endpoint, Fault, MockConfig, MockGrant};
 use wechat_oauth::{AuthCode, ErrCode};
-use wechat_token_cache::{CasOutcome, Clock, Credentials, SessionError, SessionStore};
+use wechat_token_cache::{
+    CasOutcome, Clock, Credentials, SessionConfig, SessionError, SessionStore,
+};
 
 mod common;
 
@@ -115,7 +117,7 @@ async fn each_grant_gone_errcode_ends_the_session() {
         );
     }
     let h = harness_with(MockConfig::default(), |b| {
-        b.check_interval(Some(Duration::from_secs(60)))
+        b.config(SessionConfig::default().check_interval(Some(Duration::from_secs(60))))
     })
     .await;
     let session = h.login().await;
@@ -321,7 +323,10 @@ async fn a_refresh_is_stored_even_if_the_record_claims_a_later_expiry() {
 
 #[tokio::test]
 async fn sessions_end_at_the_refresh_horizon() {
-    let h = harness_with(MockConfig::default(), |b| b.refresh_horizon(24 * HOUR)).await;
+    let h = harness_with(MockConfig::default(), |b| {
+        b.config(SessionConfig::default().refresh_horizon(24 * HOUR))
+    })
+    .await;
     let session = h.login().await;
     h.advance(24 * HOUR);
     assert!(matches!(

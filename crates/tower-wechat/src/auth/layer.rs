@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 use wechat_oauth::Client;
-use wechat_token_cache::{LoginHook, MokaStore, SessionCache, SessionCacheBuilder, SessionStore};
+use wechat_token_cache::{
+    LoginHook, MokaStore, SessionCache, SessionCacheBuilder, SessionConfig, SessionStore,
+};
 
 use super::authenticator::Authenticator;
 use super::service::WeChatAuth;
@@ -81,7 +83,7 @@ impl<St, R> std::fmt::Debug for WeChatAuthLayer<St, R> {
 impl WeChatAuthLayer<MokaStore, JsonAuthRejection> {
     /// Starts configuring a layer whose mobile app is `client` (more apps with
     /// [`WeChatAuthBuilder::app`]), with the in-memory store.
-    pub fn builder(client: Client, keys: KeyRing) -> WeChatAuthBuilder<MokaStore> {
+    pub fn builder(client: Client, keys: impl Into<KeyRing>) -> WeChatAuthBuilder<MokaStore> {
         Self::builder_for(AppKind::MobileApp, client, keys)
     }
 
@@ -90,7 +92,7 @@ impl WeChatAuthLayer<MokaStore, JsonAuthRejection> {
     pub fn builder_for(
         kind: AppKind,
         client: Client,
-        keys: KeyRing,
+        keys: impl Into<KeyRing>,
     ) -> WeChatAuthBuilder<MokaStore> {
         let mut apps = Apps::default();
         apps.bind(kind, client.appid().clone());
@@ -98,7 +100,7 @@ impl WeChatAuthLayer<MokaStore, JsonAuthRejection> {
             apps,
             login: LoginSettings::default(),
             cache: SessionCache::builder(client),
-            keys,
+            keys: keys.into(),
             token_config: TokenConfig::default(),
             sources: vec![TokenSource::Bearer, TokenSource::Cookie],
             cookie: SessionCookie::default(),
@@ -217,25 +219,15 @@ impl<St: SessionStore> WeChatAuthBuilder<St> {
     }
 
     /// Map each new login to the application's own user (see [`LoginHook`]).
-    pub fn login_hook(self, hook: impl LoginHook) -> Self {
-        self.cache(|c| c.login_hook(hook))
+    pub fn login_hook(mut self, hook: impl LoginHook) -> Self {
+        self.cache = self.cache.login_hook(hook);
+        self
     }
 
-    /// Whether WeChat's snapshot-mode virtual users get a session (default false: their login
-    /// is answered 403 `snapshot_user`).
-    pub fn snapshot_sessions(self, allowed: bool) -> Self {
-        self.cache(|c| c.snapshot_sessions(allowed))
-    }
-
-    /// Adjust the session cache: refresh window and horizon, checks and grace, remembered
-    /// logins... (see [`SessionCacheBuilder`]). Its apps, login hook and snapshot policy are
-    /// set on this builder ([`app`](Self::app), [`login_hook`](Self::login_hook),
-    /// [`snapshot_sessions`](Self::snapshot_sessions)), which binds them to the endpoints.
-    pub fn cache(
-        mut self,
-        f: impl FnOnce(SessionCacheBuilder<St>) -> SessionCacheBuilder<St>,
-    ) -> Self {
-        self.cache = f(self.cache);
+    /// The session settings: refresh window and horizon, checks and grace, remembered
+    /// logins, snapshot users... (default [`SessionConfig::default`]).
+    pub fn sessions(mut self, config: SessionConfig) -> Self {
+        self.cache = self.cache.config(config);
         self
     }
 
