@@ -4,9 +4,9 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
+use wechat_login_test_support::Captured;
 
 use common::{HOUR, SECRET, start};
 use reqwest::StatusCode;
@@ -397,16 +397,8 @@ async fn trace_logs_and_responses_hold_no_secret() {
         }
     }
 
-    // A global subscriber: a thread-scoped one can miss events when another test thread fixed
-    // a callsite's interest first. Other tests' logs land here too, which only widens the check.
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    tracing::subscriber::set_global_default(subscriber).expect("only this test sets one");
+    // Other tests' logs land here too, which only widens the check.
+    let captured = Captured::install_global();
 
     let s = start().await;
     let mut responses = String::new();
@@ -521,7 +513,7 @@ async fn trace_logs_and_responses_hold_no_secret() {
         ]
     };
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(logs.contains("new session"), "logs were captured");
 
     let binding = web.binding.split('=').nth(1).unwrap().to_owned();
@@ -542,17 +534,5 @@ async fn trace_logs_and_responses_hold_no_secret() {
             !responses.contains(secret.as_str()),
             "{secret:.12}... leaked into a response"
         );
-    }
-}
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }

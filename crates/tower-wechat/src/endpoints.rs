@@ -201,7 +201,7 @@ pub struct StartRequest<'a> {
     /// Whether the browser is WeChat's own (`MicroMessenger` in its User-Agent): then the
     /// Official Account flow is chosen when one is configured.
     pub in_wechat: bool,
-    /// The page to come back to: a path on this site (see [`safe_return_to`]); anything else
+    /// The page to come back to: a path on this site (one `/`, no `//` or backslash, visible ASCII, at most 512 bytes); anything else
     /// falls back to [`WebFlow::after_login`].
     pub return_to: Option<&'a str>,
     /// The Official Account scope to ask for (default [`WebFlow::official_account_scope`]):
@@ -245,7 +245,7 @@ const MAX_RETURN_TO: usize = 512;
 /// browsers read as another host), holds no backslash and only visible ASCII (browsers drop
 /// tabs and newlines, turning `/\t/evil` into `//evil`), and is at most 512 bytes. `None`
 /// otherwise: the caller falls back to its default page. No open redirect.
-pub fn safe_return_to(return_to: &str) -> Option<&str> {
+pub(crate) fn safe_return_to(return_to: &str) -> Option<&str> {
     let bytes = return_to.as_bytes();
     let well_formed = bytes.first() == Some(&b'/')
         && !matches!(bytes.get(1), Some(b'/' | b'\\'))
@@ -503,7 +503,8 @@ impl LoginSuccess {
 }
 
 /// Whether a request asks for HTML (a browser navigating).
-pub fn wants_html(headers: &http::HeaderMap) -> bool {
+#[cfg(feature = "axum")]
+pub(crate) fn wants_html(headers: &http::HeaderMap) -> bool {
     headers
         .get_all(header::ACCEPT)
         .iter()
@@ -626,7 +627,7 @@ impl<St: SessionStore> Inner<St> {
 
 /// The default [`ClientKey`]: the peer's address, when the server records it (axum's
 /// `ConnectInfo<SocketAddr>`), with IPv6 addresses grouped by their /64 network (one host
-/// usually holds a whole /64) — see [`address_group`](crate::address_group).
+/// usually holds a whole /64).
 fn peer_ip(parts: &http::request::Parts) -> Option<String> {
     #[cfg(feature = "axum")]
     {

@@ -61,15 +61,15 @@ pub use auth::{
 };
 pub use endpoints::{
     BINDING_COOKIE, ClientKey, CodeLogin, LoginEndpoints, LoginPaths, LoginSuccess, StartRequest,
-    WebCallback, WebFlow, WebStart, escape_html, safe_return_to, wants_html,
+    WebCallback, WebFlow, WebStart, escape_html,
 };
 pub use grpc::{GrpcOrElse, GrpcRejection};
 pub use headers::{SENSITIVE_HEADERS, SecurityHeadersLayer, security_headers};
-pub use limits::{LoginLimits, address_group};
+pub use limits::LoginLimits;
 pub use rejection::{AuthError, JsonAuthRejection, Rejection, RejectionResponse};
 #[cfg(feature = "server")]
 pub use server::{Serve, ServeLimits, serve};
-pub use state::{STATE_TTL, StateError, StateSigner};
+pub use state::{StateError, StateSigner};
 pub use token::{
     Claims, IssuedToken, KeyError, KeyRing, MIN_HS256_SECRET, SigningKey, TokenConfig, TokenIssuer,
     VerifiedToken,

@@ -231,7 +231,8 @@ impl LoginLimiter {
 
 /// The group an address belongs to for per-client limits: an IPv4 address itself (also when
 /// IPv4-mapped into IPv6), an IPv6 address's /64 network (its last 64 bits zeroed).
-pub fn address_group(ip: std::net::IpAddr) -> std::net::IpAddr {
+#[cfg(feature = "axum")]
+pub(crate) fn address_group(ip: std::net::IpAddr) -> std::net::IpAddr {
     use std::net::IpAddr;
     match ip {
         IpAddr::V4(v4) => IpAddr::V4(v4),

@@ -44,7 +44,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::address_group;
+use crate::limits::address_group;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;

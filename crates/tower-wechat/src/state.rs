@@ -26,7 +26,7 @@ use crate::token::unix;
 type HmacSha256 = Hmac<Sha256>;
 
 /// How long a state is accepted.
-pub const STATE_TTL: Duration = Duration::from_secs(600);
+pub(crate) const STATE_TTL: Duration = Duration::from_secs(600);
 /// Tolerated clock skew between instances for a state's timestamp.
 const SKEW: u64 = 60;
 /// The length of a state: payload (10 + 16 + 1) and MAC (32).

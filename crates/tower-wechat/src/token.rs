@@ -435,11 +435,7 @@ impl fmt::Debug for TokenIssuer {
     }
 }
 
-pub(crate) fn unix(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub(crate) use wechat_oauth::clock::unix_secs as unix;
 
 fn header_for(key: &SigningKey) -> Header {
     let mut header = Header::new(key.algorithm);

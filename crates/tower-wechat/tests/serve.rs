@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -13,6 +11,7 @@ use axum::body::Body;
 use http::{Request, StatusCode};
 use tower::ServiceExt;
 use tower_wechat::{KeyRing, LoginEndpoints, LoginLimits, SigningKey, WeChatAuthLayer, serve};
+use wechat_login_test_support::Captured;
 use wechat_mock::{MockConfig, MockWeChat};
 
 /// One failed exchange per client and no global limit: a second junk code from the same
@@ -69,13 +68,7 @@ async fn serve_records_the_peer_so_the_per_client_limit_applies() {
 #[tokio::test]
 async fn a_server_without_peer_addresses_is_warned_once() {
     let (router, _mock) = app().await;
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = Captured::install_global();
     for _ in 0..3 {
         let response = router.clone().oneshot(junk_login()).await.unwrap();
         // No client key: only the (absent) global limit applies, so each is refused by WeChat.
@@ -87,23 +80,4 @@ async fn a_server_without_peer_addresses_is_warned_once() {
         1,
         "{log}"
     );
-}
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }

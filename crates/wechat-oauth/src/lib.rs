@@ -65,6 +65,7 @@ pub use user_data::{DecryptError, EncryptedData, decrypt_user_data};
 
 /// Entry points for the fuzz targets (`fuzz/`): the answer parser behind every call. Not a
 /// stable API.
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing {
     use std::time::{Duration, UNIX_EPOCH};

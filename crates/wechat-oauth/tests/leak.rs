@@ -1,9 +1,8 @@
 //! No secret in `Debug`, `Display` or logs: every public type and error is formatted, real calls
 //! are made with debug logging captured, and none of the output contains a secret.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use wechat_login_test_support::Captured;
 
 use wechat_mock::{Endpoint, Fault, MockConfig, MockGrant, MockWeChat};
 use wechat_oauth::{
@@ -13,19 +12,6 @@ use wechat_oauth::{
 };
 
 const SECRET: &str = "APPSECRET-0123456789abcdef0123456";
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn assert_clean(shown: &str, secrets: &[&str]) {
     for secret in secrets {
@@ -82,15 +68,7 @@ fn secret_types_redact_themselves() {
 
 #[tokio::test]
 async fn real_calls_leak_nothing_into_values_errors_or_debug_logs() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    // Global, not thread-scoped: another test thread may fix a callsite's interest first.
-    tracing::subscriber::set_global_default(subscriber).expect("only this test sets one");
+    let captured = Captured::install_global();
 
     let mock = MockWeChat::start(MockConfig::new("wxleaktest", SECRET))
         .await
@@ -220,7 +198,7 @@ async fn real_calls_leak_nothing_into_values_errors_or_debug_logs() {
         shown += &format!("{error} {error:?} ");
     }
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(logs.contains("wechat call"), "logging was captured: {logs}");
     let secrets = [
         SECRET,

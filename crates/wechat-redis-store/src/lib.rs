@@ -36,6 +36,7 @@ mod store;
 pub use seal::{KeyError, SealingKey};
 
 /// Entry points for the fuzz targets (`fuzz/`). Not a stable API.
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing {
     use wechat_oauth::AppId;

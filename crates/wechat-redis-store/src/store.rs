@@ -44,7 +44,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use fred::prelude::*;
 use fred::types::scripts::Script;
@@ -1082,9 +1082,7 @@ fn millis(duration: Duration) -> i64 {
 }
 
 fn unix_ms(time: SystemTime) -> i64 {
-    time.duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    i64::try_from(wechat_oauth::clock::unix_millis(time)).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

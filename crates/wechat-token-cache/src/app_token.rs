@@ -103,6 +103,7 @@ impl HeldToken {
 
 /// Decodes a shared app token and, if it decodes, checks that encoding is stable (for the fuzz
 /// targets).
+#[cfg(feature = "fuzzing")]
 pub(crate) fn fuzz_shared_token(bytes: &[u8]) {
     if let Some(held) = HeldToken::decode(bytes) {
         let once = held.encode();

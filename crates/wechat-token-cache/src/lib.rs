@@ -54,7 +54,7 @@
 //! # Stores
 //!
 //! [`SessionStore`] is the storage contract; [`MokaStore`] the embedded default (bounded, LRU,
-//! per-record expiry at the refresh horizon). [`conformance::run`] checks any backend.
+//! per-record expiry at the refresh horizon). `conformance::run` (feature `conformance`) checks any backend.
 //! [`CachedStore`] puts a local cache in front of a shared store that publishes
 //! [`Invalidations`], so a fleet's hot path does no I/O.
 #![forbid(unsafe_code)]
@@ -62,6 +62,7 @@
 
 mod app_token;
 mod cache;
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod error;
 mod flight;
@@ -94,6 +95,7 @@ pub use wechat_oauth::clock::{Clock, ManualClock, SharedClock, SystemClock};
 
 /// Entry points for the fuzz targets (`fuzz/`): the decoders of what this crate keeps in a
 /// shared store. Not a stable API.
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing {
     /// Decodes a shared login outcome and a shared app token from `bytes`; panics only if a

@@ -28,7 +28,7 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
@@ -494,9 +494,4 @@ impl<S: Invalidations> SessionStore for CachedStore<S> {
     }
 }
 
-/// Milliseconds since the Unix epoch (0 before it).
-pub(crate) fn unix_ms(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub(crate) use wechat_oauth::clock::unix_millis as unix_ms;

@@ -672,6 +672,7 @@ fn login_error(error: wechat_oauth::Error) -> LoginError {
 
 /// Decodes a shared login outcome and, if it decodes, checks that encoding is stable (for the
 /// fuzz targets: never a panic, whatever the store holds).
+#[cfg(feature = "fuzzing")]
 pub(crate) fn fuzz_shared_outcome(bytes: &[u8]) {
     if let Some(decoded) = Shared::decode(bytes) {
         let once = decoded.encode();

@@ -1,6 +1,6 @@
 //! The [`SessionStore`] trait: where session records live. Small on purpose (get, insert-new,
 //! compare-and-set, delete, delete-all-of-a-user) so an in-memory, Redis or SQL backend can
-//! implement it; [`crate::conformance`] holds the suite every backend must pass.
+//! implement it; `conformance` (feature `conformance`) holds the suite every backend must pass.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -46,7 +46,7 @@ pub enum CasOutcome {
 
 /// Storage for session records.
 ///
-/// Contract (checked by [`crate::conformance::run`]):
+/// Contract (checked by `conformance::run`, feature `conformance`):
 /// - `get` returns `None` for unknown sessions and for records whose `expires_at` has passed by
 ///   the store's clock.
 /// - `insert` stores a new record as given (its version included) and fails with

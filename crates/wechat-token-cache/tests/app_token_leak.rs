@@ -5,39 +5,16 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use wechat_login_test_support::Captured;
 
 use common::harness;
 use wechat_mock::{Endpoint, Fault, MockGrant};
 use wechat_oauth::{AppId, AuthCode, PhoneCode};
 use wechat_token_cache::Credentials;
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn app_token_paths_leak_no_secret() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    tracing::subscriber::set_global_default(
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish(),
-    )
-    .unwrap();
+    let captured = Captured::install_global();
 
     let h = harness().await;
     let appid = AppId::new(h.mock.appid());
@@ -91,7 +68,7 @@ async fn app_token_paths_leak_no_secret() {
         Credentials::MiniProgram { session_key } => session_key.secret().to_owned(),
         _ => unreachable!(),
     };
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(
         logs.contains("app_token_fetched") && logs.contains("forced_refresh"),
         "{logs}"

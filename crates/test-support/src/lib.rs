@@ -1,0 +1,50 @@
+//! What the workspace's tests share, so that no test file carries its own copy: the log
+//! capture the leak tests read every line of. Not published (`publish = false`): the crates
+//! name it as a path-only dev-dependency, which packaging drops.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+/// Everything logged while it is installed, as text: every level, no colours.
+#[derive(Clone, Default)]
+pub struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    /// Installs a capture as the process's global `tracing` subscriber, at TRACE. Global, not
+    /// thread-scoped: a thread-scoped one misses events whose callsite another test thread
+    /// reached first. Once per test binary: a second call panics.
+    pub fn install_global() -> Self {
+        let captured = Self::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("one test per binary installs the global subscriber");
+        captured
+    }
+
+    /// What was logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.lock()).into_owned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.lock().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
