@@ -41,9 +41,10 @@ pub use wechat_token_cache as token_cache;
 
 // The middleware, its endpoints, its settings, and what a custom rejection is written with.
 pub use tower_wechat::{
-    AppKind, AuthError, BuildError, CodeLogin, GrpcRejection, JsonAuthRejection, KeyRing,
-    LoginEndpoints, LoginLimits, LoginPaths, Rejection, RejectionResponse, RequireUserLayer,
-    SessionCookie, SigningKey, TokenConfig, TokenSource, WeChatAuthLayer, WeChatUser, WebFlow,
+    AppKind, AuthError, BuildError, BuiltinPages, CodeLogin, ErrorPages, GrpcRejection,
+    JsonAuthRejection, KeyRing, LoginEndpoints, LoginLimits, LoginPaths, Rejection,
+    RejectionResponse, RequireUserLayer, SessionCookie, SigningKey, TokenConfig, TokenSource,
+    WeChatAuthLayer, WeChatUser, WebFlow,
 };
 // The hardened listener, the headers every deployment wants, and `GET /metrics`.
 #[cfg(feature = "prometheus")]

@@ -188,7 +188,7 @@ async fn end<St: SessionStore>(pages: &Pages<St>, request: Request, everywhere: 
             false => pages.endpoints.logout_session(sid).await,
         };
         if let Err(failure) = ended {
-            return pages.endpoints.html_failure(&failure);
+            return pages.endpoints.html_failure(&failure, &parts.headers);
         }
     }
     back_home(pages)

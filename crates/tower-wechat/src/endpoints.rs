@@ -63,6 +63,7 @@ use wechat_token_cache::{
 use crate::apps::{AppKind, Apps};
 use crate::auth::{SessionCookie, WeChatAuthLayer};
 use crate::limits::{Admission, LoginLimiter, LoginLimits};
+use crate::pages::{BuiltinPages, ErrorPages};
 use crate::rejection::AuthError;
 use crate::state::{STATE_TTL, StateError, StateSigner};
 use crate::token::{IssuedToken, TokenIssuer};
@@ -568,6 +569,8 @@ pub(crate) struct Inner<St> {
     code_key: [u8; 32],
     /// Whether a login without a client key has been warned about.
     warned_no_client_key: AtomicBool,
+    /// Writes the browser's failure pages.
+    pages: Arc<dyn ErrorPages>,
 }
 
 /// The login settings of a layer's builder.
@@ -577,6 +580,7 @@ pub(crate) struct LoginSettings {
     pub(crate) paths: LoginPaths,
     pub(crate) limits: LoginLimits,
     pub(crate) client_key: ClientKey,
+    pub(crate) pages: Arc<dyn ErrorPages>,
 }
 
 impl Default for LoginSettings {
@@ -586,6 +590,7 @@ impl Default for LoginSettings {
             paths: LoginPaths::default(),
             limits: LoginLimits::default(),
             client_key: Arc::new(peer_ip),
+            pages: Arc::new(BuiltinPages::default()),
         }
     }
 }
@@ -617,6 +622,7 @@ impl<St: SessionStore> Inner<St> {
             used_states: used_states(),
             code_key: used_state_key,
             warned_no_client_key: AtomicBool::new(false),
+            pages: settings.pages,
             cache,
             apps,
             tokens,
@@ -681,9 +687,18 @@ impl<St: SessionStore> LoginEndpoints<St> {
     }
 
     /// `failure` as an HTML page for a browser, linking to a new login at this application's
-    /// start path ([`AuthError::to_html_response`]).
-    pub fn html_failure<B: From<Bytes>>(&self, failure: &AuthError) -> http::Response<B> {
-        failure.to_html_response(&self.inner.paths.web_start)
+    /// start path, written by the builder's [`ErrorPages`] for a browser that sent `request`
+    /// (its `Accept-Language` chooses the built-in pages' language).
+    pub fn html_failure<B: From<Bytes>>(
+        &self,
+        failure: &AuthError,
+        request: &http::HeaderMap,
+    ) -> http::Response<B> {
+        let page = self
+            .inner
+            .pages
+            .page(failure, &self.inner.paths.web_start, request);
+        failure.html_response(page)
     }
 
     /// The client key of a request, as the builder's
@@ -1345,7 +1360,7 @@ mod router {
                 }
                 response
             }
-            Err(failure) if super::wants_html(headers) => endpoints.html_failure(&failure),
+            Err(failure) if super::wants_html(headers) => endpoints.html_failure(&failure, headers),
             Err(failure) => reject(failure, &parts),
         }
     }
@@ -1358,7 +1373,7 @@ mod router {
         let html = super::wants_html(&parts.headers);
         let fail = |failure: AuthError| {
             let mut response: Response = if html {
-                endpoints.html_failure(&failure)
+                endpoints.html_failure(&failure, &parts.headers)
             } else {
                 reject(failure, &parts)
             };

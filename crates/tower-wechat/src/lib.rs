@@ -46,6 +46,7 @@ pub mod grpc;
 mod headers;
 mod limits;
 pub mod metrics;
+mod pages;
 mod rejection;
 #[cfg(feature = "server")]
 mod server;
@@ -66,6 +67,7 @@ pub use endpoints::{
 pub use grpc::{GrpcOrElse, GrpcRejection};
 pub use headers::{SENSITIVE_HEADERS, SecurityHeadersLayer, security_headers};
 pub use limits::LoginLimits;
+pub use pages::{BuiltinPages, ErrorPages};
 pub use rejection::{AuthError, JsonAuthRejection, Rejection, RejectionResponse};
 #[cfg(feature = "server")]
 pub use server::{Serve, ServeLimits, serve};

@@ -378,31 +378,10 @@ impl AuthError {
         response
     }
 
-    /// The same answer as a small HTML page, for a browser (same status and headers), with the
-    /// headers of [`security_headers`](crate::security_headers). It links back to `/`
-    /// and to a new login at `login_path` (the web start endpoint, e.g.
-    /// [`LoginPaths::web_start`](crate::LoginPaths::web_start)).
-    pub fn to_html_response<B: From<Bytes>>(&self, login_path: &str) -> Response<B> {
-        let title = match self {
-            Self::AccessDenied(None) => "Login cancelled",
-            Self::AccessDenied(Some(_)) => "WeChat refused this login",
-            Self::InvalidState(_) => "This login link cannot be used",
-            Self::SnapshotUser => "Open this page in WeChat to log in",
-            Self::Refused { .. } => "This account cannot log in",
-            Self::UpstreamUnavailable { .. }
-            | Self::StoreUnavailable
-            | Self::AccountsUnavailable(_) => "Login is unavailable right now",
-            Self::TooManyAttempts(_) => "Too many attempts",
-            _ => "Login failed",
-        };
-        let page = format!(
-            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-             <meta name=\"viewport\" content=\"width=device-width\"><title>{title}</title></head>\n\
-             <body><h1>{title}</h1>\n<p>{}</p>\n<p><a href=\"{}\">Log in again</a> \
-             · <a href=\"/\">Home</a></p></body></html>\n",
-            crate::escape_html(&self.to_string()),
-            crate::escape_html(login_path),
-        );
+    /// The same answer with `page` (HTML, e.g. from [`ErrorPages`](crate::ErrorPages)) as its
+    /// body, for a browser: same status and headers, with the page headers of
+    /// [`security_headers`](crate::security_headers).
+    pub fn html_response<B: From<Bytes>>(&self, page: String) -> Response<B> {
         let mut response = self.with_body(B::from(Bytes::from(page)));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -494,7 +473,9 @@ impl From<CallError> for AuthError {
 
 /// Writes the response for a refused request. Implement it to change the answer; the layer
 /// puts the [`AuthError`] in the response's extensions either way. Call
-/// [`AuthError::with_body`] to replace only the body and keep the standard headers.
+/// [`AuthError::with_body`] to replace only the body and keep the standard headers. A handler
+/// that gets an `AuthError` from a call on the user's behalf (`user.decrypt()`,
+/// `phone_number()`, `userinfo()`) answers it the same way with `rejection.response(&error)`.
 ///
 /// ```
 /// use bytes::Bytes;
@@ -693,7 +674,13 @@ mod tests {
                 error.retry_after().is_some(),
                 "{error:?}"
             );
-            let html: Response<Bytes> = error.to_html_response("/auth/wechat/web/start");
+            let page = crate::ErrorPages::page(
+                &crate::BuiltinPages::English,
+                &error,
+                "/auth/wechat/web/start",
+                &http::HeaderMap::new(),
+            );
+            let html: Response<Bytes> = error.html_response(page);
             assert_eq!(html.status(), error.status());
         }
         let unavailable: Response<Bytes> = AuthError::UpstreamUnavailable {

@@ -198,3 +198,58 @@ async fn status_and_location(app: &Router, path: &str) -> String {
     assert_eq!(response.status(), StatusCode::FOUND, "{path}");
     response.headers()["location"].to_str().unwrap().to_owned()
 }
+
+/// The browser's failure page speaks the browser's language, and an application's own pages
+/// replace the built-in ones while the status stays the library's. Breaks if negotiation is
+/// dropped (a Chinese browser gets English) or if `error_pages` is ignored.
+#[tokio::test]
+async fn failure_pages_follow_the_browsers_language_or_the_applications_own() {
+    struct Branded;
+    impl tower_wechat::ErrorPages for Branded {
+        fn page(
+            &self,
+            error: &tower_wechat::AuthError,
+            again: &str,
+            _: &http::HeaderMap,
+        ) -> String {
+            format!("<p>branded {} {again}</p>", error.code())
+        }
+    }
+    let page = |app: Router, language: &'static str| async move {
+        let response = app
+            .oneshot(
+                Request::builder()
+                    .uri("/auth/wechat/web/callback?state=bogus&code=c")
+                    .header("accept", "text/html")
+                    .header("accept-language", language)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+            .await
+            .unwrap();
+        String::from_utf8(body.to_vec()).unwrap()
+    };
+    let (layer, _mock) = layer(LoginPaths::default()).await.unwrap();
+    let chinese = page(app(&layer), "zh-CN,zh;q=0.9,en;q=0.8").await;
+    assert!(chinese.contains("此登录链接无法使用"), "{chinese}");
+    let english = page(app(&layer), "en-GB").await;
+    assert!(
+        english.contains("This login link cannot be used"),
+        "{english}"
+    );
+
+    let mock = MockWeChat::start(MockConfig::default()).await.unwrap();
+    let keys = KeyRing::new(SigningKey::hs256("k1", &[3; 32]).unwrap());
+    let branded = WeChatAuthLayer::builder(client(&mock, mock.appid(), mock.secret()), keys)
+        .app(AppKind::Website, client(&mock, mock.appid(), mock.secret()))
+        .web_flow(WebFlow::at("https://app.example"))
+        .error_pages(Branded)
+        .build()
+        .unwrap();
+    let own = page(app(&branded), "zh-CN").await;
+    assert_eq!(own, "<p>branded invalid_state /auth/wechat/web/start</p>");
+}

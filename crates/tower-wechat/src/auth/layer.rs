@@ -265,6 +265,15 @@ impl<St: SessionStore> WeChatAuthBuilder<St> {
         self
     }
 
+    /// The pages a browser sees when a web login fails (default [`BuiltinPages::Negotiated`]:
+    /// English or Simplified Chinese by `Accept-Language`).
+    ///
+    /// [`BuiltinPages::Negotiated`]: crate::BuiltinPages::Negotiated
+    pub fn error_pages(mut self, pages: impl crate::ErrorPages) -> Self {
+        self.login.pages = Arc::new(pages);
+        self
+    }
+
     /// Limits on code exchanges failed or in flight (default [`LoginLimits::default`]).
     pub fn login_limits(mut self, limits: LoginLimits) -> Self {
         self.login.limits = limits;
