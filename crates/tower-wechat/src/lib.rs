@@ -73,8 +73,8 @@ pub use rejection::{AuthError, JsonAuthRejection, Rejection, RejectionResponse};
 pub use server::{Serve, ServeLimits, serve};
 pub use state::{StateError, StateSigner};
 pub use token::{
-    Claims, IssuedToken, KeyError, KeyRing, MIN_HS256_SECRET, SigningKey, TokenConfig, TokenIssuer,
-    VerifiedToken,
+    Claims, IssuedToken, KeyRing, MIN_HS256_SECRET, SigningKey, SigningKeyError, TokenConfig,
+    TokenIssuer, VerifiedToken,
 };
 pub use user::WeChatUser;
 

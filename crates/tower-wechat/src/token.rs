@@ -37,7 +37,7 @@ const RENEWAL_REUSE: Duration = Duration::from_secs(60);
 /// Why a key could not be used.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum KeyError {
+pub enum SigningKeyError {
     /// An HS256 secret shorter than [`MIN_HS256_SECRET`] bytes.
     #[error("an HS256 secret must be at least {MIN_HS256_SECRET} bytes")]
     SecretTooShort,
@@ -74,9 +74,9 @@ impl fmt::Debug for SigningKey {
 
 impl SigningKey {
     /// An HMAC-SHA256 key (the default). Refuses secrets shorter than 32 bytes.
-    pub fn hs256(kid: impl Into<String>, secret: &[u8]) -> Result<Self, KeyError> {
+    pub fn hs256(kid: impl Into<String>, secret: &[u8]) -> Result<Self, SigningKeyError> {
         if secret.len() < MIN_HS256_SECRET {
-            return Err(KeyError::SecretTooShort);
+            return Err(SigningKeyError::SecretTooShort);
         }
         let mut key = Self::new(
             kid,
@@ -86,7 +86,8 @@ impl SigningKey {
             secret,
         )?;
         key.hmac = Some(
-            <HmacSha256 as Mac>::new_from_slice(secret).map_err(|_| KeyError::SecretTooShort)?,
+            <HmacSha256 as Mac>::new_from_slice(secret)
+                .map_err(|_| SigningKeyError::SecretTooShort)?,
         );
         Ok(key)
     }
@@ -96,7 +97,7 @@ impl SigningKey {
         kid: impl Into<String>,
         private_pem: &[u8],
         public_pem: &[u8],
-    ) -> Result<Self, KeyError> {
+    ) -> Result<Self, SigningKeyError> {
         let (encoding, decoding) = pem_pair(
             EncodingKey::from_ed_pem(private_pem),
             DecodingKey::from_ed_pem(public_pem),
@@ -109,7 +110,7 @@ impl SigningKey {
         kid: impl Into<String>,
         private_pem: &[u8],
         public_pem: &[u8],
-    ) -> Result<Self, KeyError> {
+    ) -> Result<Self, SigningKeyError> {
         let (encoding, decoding) = pem_pair(
             EncodingKey::from_rsa_pem(private_pem),
             DecodingKey::from_rsa_pem(public_pem),
@@ -123,13 +124,13 @@ impl SigningKey {
         encoding: EncodingKey,
         decoding: DecodingKey,
         secret_material: &[u8],
-    ) -> Result<Self, KeyError> {
+    ) -> Result<Self, SigningKeyError> {
         let kid = kid.into();
         if kid.is_empty() {
-            return Err(KeyError::BadKeyId);
+            return Err(SigningKeyError::BadKeyId);
         }
         let mut mac = <HmacSha256 as Mac>::new_from_slice(secret_material)
-            .map_err(|_| KeyError::SecretTooShort)?;
+            .map_err(|_| SigningKeyError::SecretTooShort)?;
         mac.update(b"tower-wechat derived keys v1");
         Ok(Self {
             kid,
@@ -151,8 +152,8 @@ impl SigningKey {
 fn pem_pair(
     encoding: jsonwebtoken::errors::Result<EncodingKey>,
     decoding: jsonwebtoken::errors::Result<DecodingKey>,
-) -> Result<(EncodingKey, DecodingKey), KeyError> {
-    let bad = |e: jsonwebtoken::errors::Error| KeyError::InvalidKey(e.to_string());
+) -> Result<(EncodingKey, DecodingKey), SigningKeyError> {
+    let bad = |e: jsonwebtoken::errors::Error| SigningKeyError::InvalidKey(e.to_string());
     Ok((encoding.map_err(bad)?, decoding.map_err(bad)?))
 }
 
@@ -452,7 +453,7 @@ impl TokenIssuer {
         keys: KeyRing,
         mut config: TokenConfig,
         clock: SharedClock,
-    ) -> Result<Self, KeyError> {
+    ) -> Result<Self, SigningKeyError> {
         config.ttl = config.ttl.min(Duration::from_secs(10 * 365 * 24 * 3600));
         config.leeway = config.leeway.min(Duration::from_secs(3600));
         config.reissue_before = config.reissue_before.min(config.ttl / 2);
@@ -460,10 +461,10 @@ impl TokenIssuer {
         let mut kids = std::collections::HashSet::new();
         for key in std::iter::once(&keys.current).chain(&keys.previous) {
             if !kids.insert(key.kid.as_str()) {
-                return Err(KeyError::BadKeyId);
+                return Err(SigningKeyError::BadKeyId);
             }
             let header_json = serde_json::to_vec(&header_for(key))
-                .map_err(|e| KeyError::InvalidKey(e.to_string()))?;
+                .map_err(|e| SigningKeyError::InvalidKey(e.to_string()))?;
             let verifier = match &key.hmac {
                 Some(hmac) => Verifier::Hmac(hmac.clone()),
                 None => {
@@ -513,11 +514,15 @@ impl TokenIssuer {
 
     /// Issues a token for a session: valid for the configured lifetime, but never beyond the
     /// session's end.
-    pub fn issue(&self, record: &SessionRecord) -> Result<IssuedToken, KeyError> {
+    pub fn issue(&self, record: &SessionRecord) -> Result<IssuedToken, SigningKeyError> {
         self.issue_at(record, self.clock.now())
     }
 
-    fn issue_at(&self, record: &SessionRecord, now: SystemTime) -> Result<IssuedToken, KeyError> {
+    fn issue_at(
+        &self,
+        record: &SessionRecord,
+        now: SystemTime,
+    ) -> Result<IssuedToken, SigningKeyError> {
         let expires_at = now
             .checked_add(self.config.ttl)
             .map_or(record.expires_at, |end| end.min(record.expires_at));
@@ -531,7 +536,7 @@ impl TokenIssuer {
             uid: record.unionid.as_ref().map(ToString::to_string),
         };
         let token = jsonwebtoken::encode(&self.signing_header, &claims, &self.signing.encoding)
-            .map_err(|e| KeyError::InvalidKey(e.to_string()))?;
+            .map_err(|e| SigningKeyError::InvalidKey(e.to_string()))?;
         Ok(IssuedToken {
             value: token,
             expires_at,
@@ -549,7 +554,7 @@ impl TokenIssuer {
         &self,
         record: &SessionRecord,
         now: SystemTime,
-    ) -> Result<IssuedToken, KeyError> {
+    ) -> Result<IssuedToken, SigningKeyError> {
         let recent = |at: SystemTime| now.duration_since(at).is_ok_and(|age| age < RENEWAL_REUSE);
         match self.renewals.get(&record.sid) {
             Some((at, issued)) if recent(at) && issued.expires_at <= record.expires_at => {
@@ -1042,7 +1047,7 @@ mod tests {
     fn short_secrets_and_duplicate_kids_are_refused() {
         assert_eq!(
             SigningKey::hs256("k", b"short").unwrap_err(),
-            KeyError::SecretTooShort
+            SigningKeyError::SecretTooShort
         );
         let clock = ManualClock::starting_now();
         let dup = ring().with_previous(SigningKey::hs256("k1", &[7; 32]).unwrap());

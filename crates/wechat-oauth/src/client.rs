@@ -82,7 +82,7 @@ impl RetryPolicy {
 /// Why a [`Client`] could not be built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum BuildError {
+pub enum ClientBuildError {
     /// A base URL is not an absolute http(s) URL.
     #[error("invalid base URL {0:?}: it must be an absolute http or https URL")]
     InvalidBaseUrl(String),
@@ -189,7 +189,7 @@ impl ClientBuilder {
     }
 
     /// Builds the client.
-    pub fn build(self) -> Result<Client, BuildError> {
+    pub fn build(self) -> Result<Client, ClientBuildError> {
         let api_base = parse_base(&self.api_base)?;
         let open_base = parse_base(&self.open_base)?;
         let http = match self.http {
@@ -200,7 +200,7 @@ impl ClientBuilder {
                 .timeout(self.timeout)
                 .user_agent(concat!("wechat-oauth/", env!("CARGO_PKG_VERSION")))
                 .build()
-                .map_err(|e| BuildError::Http(e.without_url().to_string()))?,
+                .map_err(|e| ClientBuildError::Http(e.without_url().to_string()))?,
         };
         Ok(Client {
             inner: Arc::new(Inner {
@@ -217,7 +217,7 @@ impl ClientBuilder {
     }
 }
 
-fn parse_base(raw: &str) -> Result<String, BuildError> {
+fn parse_base(raw: &str) -> Result<String, ClientBuildError> {
     let trimmed = raw.trim_end_matches('/');
     match Url::parse(trimmed) {
         Ok(url)
@@ -228,7 +228,7 @@ fn parse_base(raw: &str) -> Result<String, BuildError> {
         {
             Ok(trimmed.to_owned())
         }
-        _ => Err(BuildError::InvalidBaseUrl(raw.to_owned())),
+        _ => Err(ClientBuildError::InvalidBaseUrl(raw.to_owned())),
     }
 }
 

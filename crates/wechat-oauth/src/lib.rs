@@ -51,8 +51,8 @@ mod wire;
 
 pub use authorize::{AuthorizeUrlError, OfficialAccountScope, State};
 pub use client::{
-    BuildError, Client, ClientBuilder, DEFAULT_API_BASE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT,
-    RetryPolicy,
+    Client, ClientBuildError, ClientBuilder, DEFAULT_API_BASE, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_TIMEOUT, RetryPolicy,
 };
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use error::{ApiError, ErrCode, Error, ErrorClass, RedactedBody, TransportErrorKind};

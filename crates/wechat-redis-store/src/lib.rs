@@ -33,7 +33,7 @@ pub mod metrics;
 mod seal;
 mod store;
 
-pub use seal::{KeyError, SealingKey};
+pub use seal::{SealingKey, SealingKeyError};
 
 /// Entry points for the fuzz targets (`fuzz/`). Not a stable API.
 #[cfg(feature = "fuzzing")]

@@ -36,7 +36,7 @@ impl fmt::Debug for SealingKey {
 /// A key that cannot be used.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum KeyError {
+pub enum SealingKeyError {
     /// The key id is empty or longer than 64 bytes.
     #[error("a key id is 1 to 64 bytes")]
     BadKeyId,
@@ -53,34 +53,34 @@ pub enum KeyError {
 
 impl SealingKey {
     /// A key from its 32 bytes.
-    pub fn new(kid: impl Into<String>, key: [u8; 32]) -> Result<Self, KeyError> {
+    pub fn new(kid: impl Into<String>, key: [u8; 32]) -> Result<Self, SealingKeyError> {
         let kid = kid.into();
         if kid.is_empty() || kid.len() > 64 {
-            return Err(KeyError::BadKeyId);
+            return Err(SealingKeyError::BadKeyId);
         }
         Ok(Self { kid, key })
     }
 
     /// A key from text: 64 hex digits, or standard or URL-safe base64 (padded or not) of 32
     /// bytes — what `openssl rand -hex 32` or `openssl rand -base64 32` print.
-    pub fn parse(kid: impl Into<String>, text: &str) -> Result<Self, KeyError> {
-        Self::new(kid, decode_key(text.trim()).ok_or(KeyError::BadKey)?)
+    pub fn parse(kid: impl Into<String>, text: &str) -> Result<Self, SealingKeyError> {
+        Self::new(kid, decode_key(text.trim()).ok_or(SealingKeyError::BadKey)?)
     }
 
     /// Keys from a list `id:key,id:key` (the form of the example server's
     /// `STORE_PREVIOUS_KEYS`): whitespace around items is ignored, and so is an empty list or a
     /// trailing comma; an item without `:`, a bad key or id, or an id given twice is refused.
-    pub fn parse_list(text: &str) -> Result<Vec<Self>, KeyError> {
+    pub fn parse_list(text: &str) -> Result<Vec<Self>, SealingKeyError> {
         let mut keys: Vec<Self> = Vec::new();
         for item in text
             .split(',')
             .map(str::trim)
             .filter(|item| !item.is_empty())
         {
-            let (kid, key) = item.split_once(':').ok_or(KeyError::BadList)?;
+            let (kid, key) = item.split_once(':').ok_or(SealingKeyError::BadList)?;
             let key = Self::parse(kid.trim(), key)?;
             if keys.iter().any(|k| k.kid == key.kid) {
-                return Err(KeyError::DuplicateKeyId);
+                return Err(SealingKeyError::DuplicateKeyId);
             }
             keys.push(key);
         }
@@ -323,9 +323,12 @@ mod tests {
         assert_eq!(SealingKey::parse("k", b64).unwrap().key, expected);
         assert_eq!(
             SealingKey::parse("k", "short").unwrap_err(),
-            KeyError::BadKey
+            SealingKeyError::BadKey
         );
-        assert_eq!(SealingKey::parse("", &hex).unwrap_err(), KeyError::BadKeyId);
+        assert_eq!(
+            SealingKey::parse("", &hex).unwrap_err(),
+            SealingKeyError::BadKeyId
+        );
         let shown = format!("{:?}", SealingKey::parse("k", &hex).unwrap());
         assert!(!shown.contains("255") && !shown.contains("ff"), "{shown}");
     }
@@ -338,7 +341,7 @@ mod tests {
         assert_eq!(almost.len(), 64);
         assert_eq!(
             SealingKey::parse("k", &almost).unwrap_err(),
-            KeyError::BadKey
+            SealingKeyError::BadKey
         );
         // 43 hex digits are no hex key, but they are base64 of 32 bytes.
         let base64_of_digits = "0".repeat(43);
@@ -362,18 +365,21 @@ mod tests {
         assert_eq!(kids(&format!(" k0 : {hex} ,\n k1:{b64}, ")), ["k0", "k1"]);
         assert!(kids("").is_empty());
         assert!(kids(" , ").is_empty());
-        assert_eq!(SealingKey::parse_list(&hex).unwrap_err(), KeyError::BadList);
+        assert_eq!(
+            SealingKey::parse_list(&hex).unwrap_err(),
+            SealingKeyError::BadList
+        );
         assert_eq!(
             SealingKey::parse_list(&format!("k0:{hex},k0:{b64}")).unwrap_err(),
-            KeyError::DuplicateKeyId
+            SealingKeyError::DuplicateKeyId
         );
         assert_eq!(
             SealingKey::parse_list("k0:short").unwrap_err(),
-            KeyError::BadKey
+            SealingKeyError::BadKey
         );
         assert_eq!(
             SealingKey::parse_list(&format!(":{hex}")).unwrap_err(),
-            KeyError::BadKeyId
+            SealingKeyError::BadKeyId
         );
         // A refused list never shows a key.
         let error = SealingKey::parse_list(&format!("k0:{hex}x")).unwrap_err();

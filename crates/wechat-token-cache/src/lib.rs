@@ -62,14 +62,17 @@
 
 mod app_token;
 mod cache;
+mod config;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod error;
 mod flight;
 mod hook;
+mod lease;
 mod local;
 mod login;
 pub mod metrics;
+mod mini_program;
 mod moka_store;
 mod recent;
 mod record;
@@ -78,9 +81,8 @@ mod store;
 #[cfg(test)]
 mod wait;
 
-pub use cache::{
-    GracePolicy, MAX_REFRESH_WINDOW, SessionCache, SessionCacheBuilder, SessionConfig,
-};
+pub use cache::{SessionCache, SessionCacheBuilder};
+pub use config::{GracePolicy, MAX_REFRESH_WINDOW, SessionConfig};
 pub use error::{AppTokenError, CallError, LoginError, SessionError};
 pub use hook::{HookError, LoginHook, NewLogin};
 pub use local::{CachedStore, CachedStoreBuilder, InvalidationSink, Invalidations};

@@ -33,7 +33,8 @@ use moka::sync::Cache;
 use sha2::Sha256;
 use wechat_oauth::{AppId, AuthCode, ErrCode, ErrorClass};
 
-use crate::cache::{SessionCache, SessionConfig};
+use crate::cache::SessionCache;
+use crate::config::SessionConfig;
 use crate::error::LoginError;
 use crate::flight::Flights;
 use crate::hook::NewLogin;

@@ -15,7 +15,7 @@ use crate::apps::{AppKind, Apps};
 use crate::endpoints::{LoginPaths, LoginSettings};
 use crate::limits::LoginLimits;
 use crate::rejection::JsonAuthRejection;
-use crate::token::{KeyError, KeyRing, TokenConfig, TokenIssuer};
+use crate::token::{KeyRing, SigningKeyError, TokenConfig, TokenIssuer};
 use crate::user::UserContext;
 
 /// Whether a request without credentials reaches the handler (see
@@ -161,7 +161,7 @@ impl<S, St, R: Clone> Layer<S> for WeChatAuthLayer<St, R> {
 pub enum BuildError {
     /// A key of the key ring cannot be used.
     #[error(transparent)]
-    Key(#[from] KeyError),
+    Key(#[from] SigningKeyError),
     /// The [`LoginPaths`] are not usable routes (not absolute, captures, or two the same).
     #[error("{0}")]
     Paths(String),
