@@ -10,7 +10,7 @@
 //! - [`LoginEndpoints`]: code login, Mini Program login, website / Official Account start and
 //!   callback with a self-verifying state, logout and logout-all.
 //! - [`serve`] (feature `server`, default): the hardened listener; [`security_headers`]:
-//!   credentials marked sensitive, safe page headers; [`metrics::Prometheus`] (feature
+//!   credentials marked sensitive, safe page headers; `metrics::Prometheus` (feature
 //!   `prometheus`): `GET /metrics`.
 //! - [`AuthError`]: stable machine codes, RFC 6750 challenges, customizable responses
 //!   ([`RejectionResponse`]).

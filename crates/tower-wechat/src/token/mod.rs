@@ -12,190 +12,28 @@
 //! store says the record is unchanged.
 
 use std::fmt;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use hmac::Mac;
+use jsonwebtoken::{DecodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
-use smallvec::SmallVec;
 use subtle::ConstantTimeEq;
 use wechat_token_cache::{ReadStamp, SessionId, SessionRecord, SharedClock};
 
 use crate::rejection::AuthError;
 
-type HmacSha256 = Hmac<Sha256>;
+mod keys;
+mod table;
 
-/// The shortest HS256 secret accepted, in bytes.
-pub const MIN_HS256_SECRET: usize = 32;
+use keys::HmacSha256;
+pub use keys::{KeyRing, MIN_HS256_SECRET, SigningKey, SigningKeyError};
+use table::{Entry, TokenTable};
+
 /// How long a re-issued token is handed out again to a client that keeps sending its old one.
 const RENEWAL_REUSE: Duration = Duration::from_secs(60);
-
-/// Why a key could not be used.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum SigningKeyError {
-    /// An HS256 secret shorter than [`MIN_HS256_SECRET`] bytes.
-    #[error("an HS256 secret must be at least {MIN_HS256_SECRET} bytes")]
-    SecretTooShort,
-    /// A PEM key could not be parsed.
-    #[error("the key could not be parsed: {0}")]
-    InvalidKey(String),
-    /// A key id is empty or used twice in one ring.
-    #[error("key ids must be non-empty and unique")]
-    BadKeyId,
-}
-
-/// One signing key with its id and algorithm.
-#[derive(Clone)]
-pub struct SigningKey {
-    kid: String,
-    algorithm: Algorithm,
-    encoding: EncodingKey,
-    decoding: DecodingKey,
-    /// HS256 only: the MAC keyed once, cloned per verification.
-    hmac: Option<HmacSha256>,
-    /// A key derived from the secret material, for the other secrets of the login flow
-    /// ([`KeyRing::derive`]).
-    derived: [u8; 32],
-}
-
-impl fmt::Debug for SigningKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SigningKey")
-            .field("kid", &self.kid)
-            .field("algorithm", &self.algorithm)
-            .finish_non_exhaustive()
-    }
-}
-
-impl SigningKey {
-    /// An HMAC-SHA256 key (the default). Refuses secrets shorter than 32 bytes.
-    pub fn hs256(kid: impl Into<String>, secret: &[u8]) -> Result<Self, SigningKeyError> {
-        if secret.len() < MIN_HS256_SECRET {
-            return Err(SigningKeyError::SecretTooShort);
-        }
-        let mut key = Self::new(
-            kid,
-            Algorithm::HS256,
-            EncodingKey::from_secret(secret),
-            DecodingKey::from_secret(secret),
-            secret,
-        )?;
-        key.hmac = Some(
-            <HmacSha256 as Mac>::new_from_slice(secret)
-                .map_err(|_| SigningKeyError::SecretTooShort)?,
-        );
-        Ok(key)
-    }
-
-    /// An Ed25519 (EdDSA) key pair from PEM.
-    pub fn ed25519_pem(
-        kid: impl Into<String>,
-        private_pem: &[u8],
-        public_pem: &[u8],
-    ) -> Result<Self, SigningKeyError> {
-        let (encoding, decoding) = pem_pair(
-            EncodingKey::from_ed_pem(private_pem),
-            DecodingKey::from_ed_pem(public_pem),
-        )?;
-        Self::new(kid, Algorithm::EdDSA, encoding, decoding, private_pem)
-    }
-
-    /// An RSA (RS256) key pair from PEM.
-    pub fn rs256_pem(
-        kid: impl Into<String>,
-        private_pem: &[u8],
-        public_pem: &[u8],
-    ) -> Result<Self, SigningKeyError> {
-        let (encoding, decoding) = pem_pair(
-            EncodingKey::from_rsa_pem(private_pem),
-            DecodingKey::from_rsa_pem(public_pem),
-        )?;
-        Self::new(kid, Algorithm::RS256, encoding, decoding, private_pem)
-    }
-
-    fn new(
-        kid: impl Into<String>,
-        algorithm: Algorithm,
-        encoding: EncodingKey,
-        decoding: DecodingKey,
-        secret_material: &[u8],
-    ) -> Result<Self, SigningKeyError> {
-        let kid = kid.into();
-        if kid.is_empty() {
-            return Err(SigningKeyError::BadKeyId);
-        }
-        let mut mac = <HmacSha256 as Mac>::new_from_slice(secret_material)
-            .map_err(|_| SigningKeyError::SecretTooShort)?;
-        mac.update(b"tower-wechat derived keys v1");
-        Ok(Self {
-            kid,
-            algorithm,
-            encoding,
-            decoding,
-            hmac: None,
-            derived: mac.finalize().into_bytes().into(),
-        })
-    }
-
-    /// The key id (`kid`).
-    pub fn kid(&self) -> &str {
-        &self.kid
-    }
-}
-
-/// Both halves of a PEM key pair, or why one could not be parsed.
-fn pem_pair(
-    encoding: jsonwebtoken::errors::Result<EncodingKey>,
-    decoding: jsonwebtoken::errors::Result<DecodingKey>,
-) -> Result<(EncodingKey, DecodingKey), SigningKeyError> {
-    let bad = |e: jsonwebtoken::errors::Error| SigningKeyError::InvalidKey(e.to_string());
-    Ok((encoding.map_err(bad)?, decoding.map_err(bad)?))
-}
-
-/// The keys: the current one signs, previous ones still verify (for rotation).
-#[derive(Clone, Debug)]
-pub struct KeyRing {
-    current: SigningKey,
-    previous: Vec<SigningKey>,
-}
-
-impl From<SigningKey> for KeyRing {
-    fn from(key: SigningKey) -> Self {
-        Self::new(key)
-    }
-}
-
-impl KeyRing {
-    /// A ring with one key (a [`SigningKey`] converts into one: `builder(client, key)`).
-    pub fn new(current: SigningKey) -> Self {
-        Self {
-            current,
-            previous: Vec::new(),
-        }
-    }
-
-    /// Also accept tokens signed by `key` (a key being rotated out).
-    pub fn with_previous(mut self, key: SigningKey) -> Self {
-        self.previous.push(key);
-        self
-    }
-
-    /// A 256-bit key for `purpose`, derived from the current signing key's secret material:
-    /// the other secrets of the login flow (the OAuth state's MAC, the hash of login codes)
-    /// come from the one secret every instance already shares. Changes when the current key
-    /// does (a login in progress across a key rotation starts again).
-    pub fn derive(&self, purpose: &str) -> [u8; 32] {
-        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.current.derived)
-            .expect("HMAC takes keys of any length");
-        mac.update(purpose.as_bytes());
-        mac.finalize().into_bytes().into()
-    }
-}
 
 /// The claims of a session token.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -785,209 +623,11 @@ fn invalid<E>(_: E) -> AuthError {
     AuthError::InvalidToken
 }
 
-/// Token strings already judged, so an identical string is not verified again (one table for
-/// what verified, another for what was refused for good): a set-associative table (four ways per
-/// set, like a CPU cache) indexed by the tail of the signature (random for tokens we signed),
-/// where a hit requires the whole token to match byte for byte (the signature in constant time).
-/// Four ways make a hit independent of which tokens a run happens to hold: a set overflows only
-/// when five live tokens share it (for 1,000 tokens in the default 16,384 sets, about once in
-/// 10,000 runs), and then the oldest entry of the set is replaced. Expiry is checked on every hit
-/// by the caller.
-///
-/// A hit reads the set's line, then one allocation front to back: the slot's tag and value
-/// first, the token's bytes after. A token that starts with one of our header segments
-/// (the same bytes in every token a key signs) is held without it: the segment is compared
-/// against the key's copy, which every request shares.
-struct TokenTable<V> {
-    sets: Box<[CacheLine<RwLock<TokenSet<V>>>]>,
-    mask: usize,
-    /// The header segments of our keys, each with the `.` after it.
-    prefixes: Box<[Box<[u8]>]>,
-}
-
-const WAYS: usize = 4;
-
-/// What a [`TokenTable`] needs to know of its entries to choose which one a full set gives up.
-trait Entry: Clone {
-    /// Whether this entry gives way to any other (a refusal, to a token that verified).
-    fn yields(&self) -> bool;
-
-    /// Starts reading what a hit on this entry goes on to read, while its token is compared.
-    fn warm(&self) {}
-}
-
-/// A set on a cache line of its own (its lock and four way pointers fit in one): a lookup
-/// reads one line for the set, not two.
-#[derive(Default)]
-#[repr(align(64))]
-struct CacheLine<T>(T);
-
-struct TokenSet<V> {
-    ways: [Option<Box<TokenSlot<V>>>; WAYS],
-    /// The way the next insertion replaces when none is free (the oldest).
-    next: usize,
-}
-
-impl<V> Default for TokenSet<V> {
-    fn default() -> Self {
-        Self {
-            ways: std::array::from_fn(|_| None),
-            next: 0,
-        }
-    }
-}
-
-/// Tokens up to this long (past a known header segment) are held in their slot's own
-/// allocation; ours are about 230 bytes there. A slot is then 448 bytes.
-const INLINE_TOKEN: usize = 360;
-
-/// No known header segment: the token is held whole.
-const WHOLE: u8 = u8::MAX;
-
-/// In declaration order (`repr(C)`): what a hit reads first — the tag, the value — leads, and
-/// the token's bytes follow, so a hit reads one run of about 310 bytes. Not aligned to a cache
-/// line: an over-aligned allocation goes through glibc's `memalign`, whose leftovers cost more
-/// per request (about 100 instructions in `malloc`, under callgrind) than the part of a line
-/// that alignment saves.
-#[repr(C)]
-struct TokenSlot<V> {
-    /// The signature's tail, as hashed: compared before the token itself.
-    tag: u64,
-    /// What the token was judged.
-    value: V,
-    /// Where the signature starts in `rest` (after the last `.`).
-    signature_at: u32,
-    /// Which of the table's prefixes the token starts with, or [`WHOLE`].
-    prefix: u8,
-    /// The token past its prefix.
-    rest: SmallVec<[u8; INLINE_TOKEN]>,
-}
-
-impl<V: Entry> TokenTable<V> {
-    /// A table for about `capacity` tokens, knowing the header segments of our keys.
-    fn new(capacity: u64, headers: &[&str]) -> Self {
-        let sets = (capacity.clamp(WAYS as u64, 1 << 24) as usize / WAYS).next_power_of_two();
-        let prefixes = headers
-            .iter()
-            .take(usize::from(WHOLE))
-            .map(|header| [header.as_bytes(), b"."].concat().into())
-            .collect();
-        Self {
-            sets: (0..sets).map(|_| CacheLine::default()).collect(),
-            mask: sets - 1,
-            prefixes,
-        }
-    }
-
-    /// The set of a token and its tag (from its last eight bytes).
-    fn locate(&self, token: &[u8]) -> (&RwLock<TokenSet<V>>, u64) {
-        let tag = match token.len().checked_sub(8) {
-            Some(start) => word(&token[start..]),
-            // Too short to be ours: any set does.
-            None => 0,
-        };
-        let hash = tag.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        (&self.sets[(hash >> 32) as usize & self.mask].0, tag)
-    }
-
-    /// The token past the slot's prefix, if it starts with it.
-    fn past_prefix<'t>(&self, slot: &TokenSlot<V>, token: &'t [u8]) -> Option<&'t [u8]> {
-        match self.prefixes.get(usize::from(slot.prefix)) {
-            Some(prefix) => token.strip_prefix(&**prefix),
-            None => Some(token),
-        }
-    }
-
-    /// Whether `slot` holds exactly `token`.
-    fn holds(&self, slot: &TokenSlot<V>, token: &[u8]) -> bool {
-        self.past_prefix(slot, token)
-            .is_some_and(|rest| same_token(&slot.rest, slot.signature_at as usize, rest))
-    }
-
-    fn get(&self, token: &[u8]) -> Option<V> {
-        let (set, tag) = self.locate(token);
-        let set = set.read().unwrap_or_else(|e| e.into_inner());
-        // The set is public (it follows from the token), so a plain comparison would let a
-        // caller learn a cached token byte by byte. Header and payload are readable from the
-        // token anyway and useless without its MAC: compared plainly; the signature in constant
-        // time. The tag is the signature's last bytes: a mismatch there tells only that the
-        // candidate's signature differs, which the caller knows.
-        set.ways
-            .iter()
-            .flatten()
-            .find(|s| {
-                s.tag == tag && {
-                    s.value.warm();
-                    self.holds(s, token)
-                }
-            })
-            .map(|s| s.value.clone())
-    }
-
-    /// Changes the value of `token`, if the table holds it.
-    fn update<R>(&self, token: &[u8], change: impl FnOnce(&mut V) -> R) -> Option<R> {
-        let (set, _) = self.locate(token);
-        let mut set = set.write().unwrap_or_else(|e| e.into_inner());
-        let slot = set
-            .ways
-            .iter_mut()
-            .flatten()
-            .find(|s| self.holds(s, token))?;
-        Some(change(&mut slot.value))
-    }
-
-    fn insert(&self, token: &[u8], value: V) {
-        let (prefix, rest) = match self.prefixes.iter().position(|p| token.starts_with(p)) {
-            Some(at) => (at as u8, &token[self.prefixes[at].len()..]),
-            None => (WHOLE, token),
-        };
-        let Some(signature_at) = rest
-            .iter()
-            .rposition(|&b| b == b'.')
-            .and_then(|dot| u32::try_from(dot + 1).ok())
-        else {
-            return;
-        };
-        // Whatever is sent, what yields takes no more than its slot.
-        if value.yields() && rest.len() > INLINE_TOKEN {
-            return;
-        }
-        let (set, tag) = self.locate(token);
-        let mut set = set.write().unwrap_or_else(|e| e.into_inner());
-        // Two requests that judged the same new token at once: one way holds it.
-        if set.ways.iter().flatten().any(|s| self.holds(s, token)) {
-            return;
-        }
-        let free = set.ways.iter().position(Option::is_none);
-        let yielding = || {
-            set.ways
-                .iter()
-                .position(|way| way.as_ref().is_some_and(|s| s.value.yields()))
-        };
-        let way = match free.or_else(yielding) {
-            // A free way, else the first whose entry yields (a refusal).
-            Some(way) => way,
-            // Every way holds a token that verified: a refusal is not remembered (nor copied).
-            None if value.yields() => return,
-            None => {
-                let oldest = set.next;
-                set.next = (oldest + 1) % WAYS;
-                oldest
-            }
-        };
-        set.ways[way] = Some(Box::new(TokenSlot {
-            tag,
-            value,
-            signature_at,
-            prefix,
-            rest: SmallVec::from_slice(rest),
-        }));
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::table::INLINE_TOKEN;
     use super::*;
+    use jsonwebtoken::{Algorithm, EncodingKey};
     use std::sync::Arc;
     use wechat_token_cache::{Clock, ManualClock, conformance::sample_record};
 
@@ -1124,12 +764,7 @@ mod tests {
         let cache = TokenTable::<VerifiedToken>::new(64, &["hdr"]);
         cache.insert(b"hdr.p.signature", remembered(1));
         cache.insert(b"other.p.signature", remembered(2));
-        let held = |token: &[u8]| {
-            let (set, _) = cache.locate(token);
-            let set = set.read().unwrap();
-            let rests: Vec<Vec<u8>> = set.ways.iter().flatten().map(|s| s.rest.to_vec()).collect();
-            rests
-        };
+        let held = |token: &[u8]| cache.rests_in_set_of(token);
         assert!(held(b"hdr.p.signature").contains(&b"p.signature".to_vec()));
         assert!(held(b"other.p.signature").contains(&b"other.p.signature".to_vec()));
         assert_eq!(cache.get(b"hdr.p.signature"), Some(remembered(1)));

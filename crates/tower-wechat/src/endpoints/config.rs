@@ -1,0 +1,230 @@
+//! The endpoints' settings, set on the layer's builder: the browser flows ([`WebFlow`]), the
+//! routes' paths ([`LoginPaths`]), and how a client is told apart for the login limits.
+
+use std::sync::Arc;
+
+use wechat_oauth::OfficialAccountScope;
+
+use crate::limits::LoginLimits;
+use crate::pages::{BuiltinPages, ErrorPages};
+
+/// Settings of the browser flows (website QR login, Official Account). Which of them run is
+/// decided by the apps configured ([`AppKind::Website`](crate::AppKind::Website), [`AppKind::OfficialAccount`](crate::AppKind::OfficialAccount)).
+///
+/// The flows call back to the site's public URL with the [`LoginPaths::web_callback`] path
+/// (register that URL's host with WeChat), and the session cookie is `Secure` exactly when the
+/// public URL is `https`: set the URL once, and neither can disagree with it.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct WebFlow {
+    /// The site's public URL (`https://example.com`, or with a path prefix when the app is
+    /// mounted under one).
+    pub(crate) public_url: String,
+    /// The scope the Official Account flow asks for unless the start asks otherwise (default
+    /// `snsapi_userinfo`).
+    pub official_account_scope: OfficialAccountScope,
+    /// Where the callback sends the browser after login when no `return_to` came (default `/`).
+    pub after_login: String,
+    /// Accept Official Account callbacks from browsers other than WeChat's (default `false`;
+    /// see [`official_account_anywhere`](Self::official_account_anywhere)).
+    pub official_account_anywhere: bool,
+}
+
+impl WebFlow {
+    /// The browser flows of the site at `public_url` (`https://example.com`): their callback
+    /// is `public_url` + [`LoginPaths::web_callback`]. The URL is checked when the layer is
+    /// built (absolute `http` or `https`, no query or fragment).
+    pub fn at(public_url: impl Into<String>) -> Self {
+        Self {
+            public_url: public_url.into().trim_end_matches('/').to_owned(),
+            official_account_scope: OfficialAccountScope::UserInfo,
+            after_login: "/".into(),
+            official_account_anywhere: false,
+        }
+    }
+
+    /// The scope the Official Account flow asks for when the start does not say (default
+    /// `snsapi_userinfo`; `snsapi_base` logs in without a consent page but gets no profile).
+    pub fn official_account_scope(mut self, scope: OfficialAccountScope) -> Self {
+        self.official_account_scope = scope;
+        self
+    }
+
+    /// Where to send the browser after login by default.
+    pub fn after_login(mut self, path: impl Into<String>) -> Self {
+        self.after_login = path.into();
+        self
+    }
+
+    /// Accept Official Account callbacks from any browser. By default one is refused (400
+    /// `invalid_state`, as for a bad state) unless its User-Agent says `MicroMessenger`: the
+    /// Official Account's state cannot be bound to a cookie (WeChat's in-app browser drops
+    /// them), so without this check an attacker's own callback URL, opened in a victim's
+    /// desktop browser, would log the victim in as the attacker. The check leaves a residual
+    /// risk: a User-Agent is not proof, so an attacker who gets a victim to open the link
+    /// inside WeChat itself (a chat message) can still do it; keep the callback's 5 s window
+    /// and show who is logged in.
+    pub fn official_account_anywhere(mut self) -> Self {
+        self.official_account_anywhere = true;
+        self
+    }
+
+    /// The site's public URL, as given to [`at`](Self::at) (without a trailing `/`).
+    pub fn public_url(&self) -> &str {
+        &self.public_url
+    }
+
+    /// Whether the public URL is `https` (the session cookie is then `Secure`).
+    pub fn is_https(&self) -> bool {
+        self.public_url.starts_with("https://")
+    }
+
+    /// The callback URL registered with WeChat: the public URL and `paths.web_callback`.
+    pub fn redirect_uri(&self, paths: &LoginPaths) -> String {
+        format!("{}{}", self.public_url, paths.web_callback)
+    }
+
+    /// The public URL is absolute `http(s)` with a host and no query or fragment.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let bad = || {
+            format!(
+                "the web flow's public URL must be an absolute http(s) URL without query or fragment, like https://example.com (got {:?})",
+                self.public_url
+            )
+        };
+        let url = url::Url::parse(&self.public_url).map_err(|_| bad())?;
+        let usable = matches!(url.scheme(), "http" | "https")
+            && url.host().is_some()
+            && url.query().is_none()
+            && url.fragment().is_none()
+            && url.username().is_empty()
+            && url.password().is_none();
+        if usable { Ok(()) } else { Err(bad()) }
+    }
+}
+
+/// The paths the login endpoints answer at ([`LoginEndpoints::router`](crate::LoginEndpoints::router)); set with
+/// [`WeChatAuthBuilder::login_paths`](crate::WeChatAuthBuilder::login_paths). The browser
+/// flow's [`redirect_uri`](WebFlow::redirect_uri) ends in [`web_callback`](Self::web_callback),
+/// and the scope-upgrade URL starts at [`web_start`](Self::web_start).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LoginPaths {
+    /// `POST`, the mobile app's JSON code login (default `/auth/wechat/login`).
+    pub login: String,
+    /// `POST`, the Mini Program's JSON code login (default `/auth/wechat/miniprogram/login`).
+    pub mini_program_login: String,
+    /// `GET`, the start of a browser login (default `/auth/wechat/web/start`).
+    pub web_start: String,
+    /// `GET`, the browser flows' callback (default `/auth/wechat/web/callback`).
+    pub web_callback: String,
+    /// `POST`, ends this session (default `/auth/logout`).
+    pub logout: String,
+    /// `POST`, ends every session of this user (default `/auth/logout/all`).
+    pub logout_all: String,
+}
+
+impl Default for LoginPaths {
+    fn default() -> Self {
+        Self {
+            login: "/auth/wechat/login".into(),
+            mini_program_login: "/auth/wechat/miniprogram/login".into(),
+            web_start: "/auth/wechat/web/start".into(),
+            web_callback: "/auth/wechat/web/callback".into(),
+            logout: "/auth/logout".into(),
+            logout_all: "/auth/logout/all".into(),
+        }
+    }
+}
+
+impl LoginPaths {
+    /// Every path under `prefix` (`"/api"` turns `/auth/logout` into `/api/auth/logout`; a
+    /// trailing `/` of the prefix is dropped).
+    pub fn prefixed(self, prefix: &str) -> Self {
+        let prefix = prefix.trim_end_matches('/');
+        let under = |path: String| format!("{prefix}{path}");
+        Self {
+            login: under(self.login),
+            mini_program_login: under(self.mini_program_login),
+            web_start: under(self.web_start),
+            web_callback: under(self.web_callback),
+            logout: under(self.logout),
+            logout_all: under(self.logout_all),
+        }
+    }
+
+    /// Each path, with the route it names, for checking them.
+    fn all(&self) -> [(&'static str, &str); 6] {
+        [
+            ("login", &self.login),
+            ("mini_program_login", &self.mini_program_login),
+            ("web_start", &self.web_start),
+            ("web_callback", &self.web_callback),
+            ("logout", &self.logout),
+            ("logout_all", &self.logout_all),
+        ]
+    }
+
+    /// Every path starts with `/`, has no query, fragment or wildcard, and no two are equal
+    /// (a router would panic on either).
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let all = self.all();
+        for (i, (name, path)) in all.iter().enumerate() {
+            let bad = !path.starts_with('/')
+                || path.contains(['?', '#', '{', '}', '*', ':'])
+                || path.bytes().any(|b| !b.is_ascii_graphic());
+            if bad {
+                return Err(format!(
+                    "login path {name} must be an absolute path without query, fragment or captures"
+                ));
+            }
+            if let Some((other, _)) = all[..i].iter().find(|(_, p)| p == path) {
+                return Err(format!("login paths {other} and {name} are the same"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Who a login request is from, for the login limits.
+pub type ClientKey = Arc<dyn Fn(&http::request::Parts) -> Option<String> + Send + Sync>;
+
+/// The login settings of a layer's builder.
+#[derive(Clone)]
+pub(crate) struct LoginSettings {
+    pub(crate) web: Option<WebFlow>,
+    pub(crate) paths: LoginPaths,
+    pub(crate) limits: LoginLimits,
+    pub(crate) client_key: ClientKey,
+    pub(crate) pages: Arc<dyn ErrorPages>,
+}
+
+impl Default for LoginSettings {
+    fn default() -> Self {
+        Self {
+            web: None,
+            paths: LoginPaths::default(),
+            limits: LoginLimits::default(),
+            client_key: Arc::new(peer_ip),
+            pages: Arc::new(BuiltinPages::default()),
+        }
+    }
+}
+
+/// The default [`ClientKey`]: the peer's address, when the server records it (axum's
+/// `ConnectInfo<SocketAddr>`), with IPv6 addresses grouped by their /64 network (one host
+/// usually holds a whole /64).
+fn peer_ip(parts: &http::request::Parts) -> Option<String> {
+    #[cfg(feature = "axum")]
+    {
+        parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| crate::limits::address_group(info.0.ip()).to_string())
+    }
+    #[cfg(not(feature = "axum"))]
+    {
+        let _ = parts;
+        None
+    }
+}
