@@ -1,9 +1,41 @@
-//! What the workspace's tests share, so that no test file carries its own copy: the log
-//! capture the leak tests read every line of. Not published (`publish = false`): the crates
-//! name it as a path-only dev-dependency, which packaging drops.
+//! What the workspace's tests share, so that no test file carries its own copy: the fake
+//! WeChat with a client on one manual clock, and the log capture the leak tests read every
+//! line of. Not published (`publish = false`): the crates name it as a path-only
+//! dev-dependency, which packaging drops.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wechat_mock::{MockConfig, MockWeChat};
+use wechat_oauth::clock::ManualClock;
+use wechat_oauth::{Client, RetryPolicy};
+
+/// The fake WeChat started with `config`, and a manual clock at the fake's time: advance both
+/// to move time for the code under test and for WeChat alike.
+pub async fn fake_wechat(config: MockConfig) -> (MockWeChat, ManualClock) {
+    let mock = MockWeChat::start(config)
+        .await
+        .expect("start the fake WeChat");
+    let clock = ManualClock::new(mock.now());
+    (mock, clock)
+}
+
+/// A client of the app `appid` (with `secret`) at `mock` (API and consent pages), on `clock`,
+/// retrying fast: three attempts, 1–2 ms apart, so a test of retries takes no time.
+pub fn client_at(mock: &MockWeChat, appid: &str, secret: &str, clock: &ManualClock) -> Client {
+    Client::builder(appid, secret)
+        .api_base(mock.base_url())
+        .open_base(mock.base_url())
+        .clock(Arc::new(clock.clone()))
+        .retry(RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(2),
+        })
+        .build()
+        .expect("a client of the fake WeChat")
+}
 
 /// Everything logged while it is installed, as text: every level, no colours.
 #[derive(Clone, Default)]

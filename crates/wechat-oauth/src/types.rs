@@ -10,6 +10,24 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use smallstr::SmallString;
 
+/// `From<String>` and `From<&str>` for a type with `new(impl Into<String>)`, so builders can
+/// take `impl Into<AppId>` and a string is enough.
+macro_rules! from_strings {
+    ($name:ident) => {
+        impl From<String> for $name {
+            fn from(value: String) -> Self {
+                Self::new(value)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(value: &str) -> Self {
+                Self::new(value)
+            }
+        }
+    };
+}
+
 macro_rules! secret_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -43,17 +61,7 @@ macro_rules! secret_type {
             }
         }
 
-        impl From<String> for $name {
-            fn from(value: String) -> Self {
-                Self::new(value)
-            }
-        }
-
-        impl From<&str> for $name {
-            fn from(value: &str) -> Self {
-                Self::new(value)
-            }
-        }
+        from_strings!($name);
     };
 }
 
@@ -86,17 +94,7 @@ macro_rules! id_type {
             }
         }
 
-        impl From<String> for $name {
-            fn from(value: String) -> Self {
-                Self::new(value)
-            }
-        }
-
-        impl From<&str> for $name {
-            fn from(value: &str) -> Self {
-                Self::new(value)
-            }
-        }
+        from_strings!($name);
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

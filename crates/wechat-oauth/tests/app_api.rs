@@ -2,14 +2,10 @@
 //! `stable_token` in normal and forced mode (and the fake's older `/cgi-bin/token`, which
 //! replaces the token), phone numbers by single-use code, and the session key's check and reset.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use wechat_mock::{Endpoint, Fault, MockConfig, MockGrant, MockWeChat};
-use wechat_oauth::{
-    AppId, AppSecret, AuthCode, Client, ErrCode, Error, ErrorClass, ManualClock, PhoneCode,
-    RetryPolicy,
-};
+use wechat_oauth::{AppId, AuthCode, Client, ErrCode, Error, ErrorClass, ManualClock, PhoneCode};
 
 const OTHER_APP: &str = "wxothermini0000001";
 
@@ -22,16 +18,7 @@ async fn setup(config: MockConfig) -> (MockWeChat, Client) {
 }
 
 fn client_for(mock: &MockWeChat, appid: &str, secret: &str) -> Client {
-    Client::builder(AppId::new(appid), AppSecret::new(secret))
-        .api_base(mock.base_url())
-        .retry(RetryPolicy {
-            max_attempts: 3,
-            initial_backoff: Duration::from_millis(1),
-            max_backoff: Duration::from_millis(2),
-        })
-        .clock(Arc::new(ManualClock::new(mock.now())))
-        .build()
-        .unwrap()
+    wechat_login_test_support::client_at(mock, appid, secret, &ManualClock::new(mock.now()))
 }
 
 fn errcode(result: Result<impl std::fmt::Debug, Error>) -> i64 {

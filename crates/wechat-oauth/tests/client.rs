@@ -27,12 +27,8 @@ fn builder(mock: &MockWeChat) -> ClientBuilder {
 }
 
 async fn setup() -> (MockWeChat, Client, ManualClock) {
-    let mock = MockWeChat::start(MockConfig::default()).await.unwrap();
-    let clock = ManualClock::new(mock.now());
-    let client = builder(&mock)
-        .clock(Arc::new(clock.clone()))
-        .build()
-        .unwrap();
+    let (mock, clock) = wechat_login_test_support::fake_wechat(MockConfig::default()).await;
+    let client = wechat_login_test_support::client_at(&mock, mock.appid(), mock.secret(), &clock);
     (mock, client, clock)
 }
 

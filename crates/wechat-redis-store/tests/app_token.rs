@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use wechat_mock::{Endpoint, Fault, MockConfig, MockGrant, MockWeChat};
-use wechat_oauth::{AppId, AppSecret, AuthCode, Client, PhoneCode};
+use wechat_oauth::{AppId, AuthCode, PhoneCode};
 use wechat_redis_store::RedisStore;
 use wechat_token_cache::{Credentials, ManualClock, SessionCache};
 
@@ -23,15 +23,11 @@ struct Fleet {
 
 async fn fleet() -> Option<Fleet> {
     let redis = common::machine_redis().await?;
-    let mock = MockWeChat::start(MockConfig::default()).await.unwrap();
-    let clock = ManualClock::new(mock.now());
+    let (mock, clock) = wechat_login_test_support::fake_wechat(MockConfig::default()).await;
     let prefix = common::random_prefix();
     let instance = || {
-        let client = Client::builder(AppId::new(mock.appid()), AppSecret::new(mock.secret()))
-            .api_base(mock.base_url())
-            .clock(Arc::new(clock.clone()))
-            .build()
-            .unwrap();
+        let client =
+            wechat_login_test_support::client_at(&mock, mock.appid(), mock.secret(), &clock);
         let store = RedisStore::builder(&common::redis_url(), common::key("k1", 1))
             .unwrap()
             .prefix(&prefix)

@@ -340,20 +340,10 @@ pub(crate) fn wants_html(headers: &http::HeaderMap) -> bool {
         .any(|v| v.contains("text/html"))
 }
 
-/// `text` with the five HTML special characters escaped.
+/// `text` with the five HTML special characters escaped (`&`, `<`, `>`, `"`, `'`): safe in
+/// element content and in quoted attribute values.
 pub fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+    html_escape::encode_quoted_attribute(text).into_owned()
 }
 
 #[cfg(feature = "axum")]

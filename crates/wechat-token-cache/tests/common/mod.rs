@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wechat_mock::{MockConfig, MockGrant, MockWeChat};
-use wechat_oauth::{AppId, AppSecret, AuthCode, Client, RetryPolicy};
+use wechat_oauth::{AuthCode, Client};
 use wechat_token_cache::{
     Credentials, ManualClock, MokaStore, SessionCache, SessionCacheBuilder, SessionRecord,
     SessionStore,
@@ -21,20 +21,8 @@ pub struct Harness<S: SessionStore = MokaStore> {
 }
 
 pub async fn start_mock(config: MockConfig) -> (MockWeChat, ManualClock, Client) {
-    let mock = MockWeChat::start(config)
-        .await
-        .expect("start the fake WeChat");
-    let clock = ManualClock::new(mock.now());
-    let client = Client::builder(AppId::new(mock.appid()), AppSecret::new(mock.secret()))
-        .api_base(mock.base_url())
-        .clock(Arc::new(clock.clone()))
-        .retry(RetryPolicy {
-            max_attempts: 3,
-            initial_backoff: Duration::from_millis(1),
-            max_backoff: Duration::from_millis(2),
-        })
-        .build()
-        .unwrap();
+    let (mock, clock) = wechat_login_test_support::fake_wechat(config).await;
+    let client = wechat_login_test_support::client_at(&mock, mock.appid(), mock.secret(), &clock);
     (mock, clock, client)
 }
 
