@@ -1,18 +1,15 @@
-//! The example's listener under hostile load, over real TCP on loopback: floods of slow-reading
-//! and idle connections from one address (127.0.0.2) while a client at another address
-//! (127.0.0.3) is answered; the longest-idle connection closed to admit a new one at the cap;
-//! the response timeout and the per-connection request cap.
-
-mod common;
+//! The hardened listener ([`serve`]) under hostile load, over real TCP on loopback: floods of
+//! slow-reading and idle connections from one address (127.0.0.2) while a client at another
+//! address (127.0.0.3) is answered; the longest-idle connection closed to admit a new one at
+//! the cap; the response timeout and the per-connection request cap.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use common::{ServeLimits, start_configured};
+use axum::routing::get;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
-use wechat_login::middleware::LoginLimits;
-use wechat_mock::MockConfig;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tower_wechat::{ServeLimits, serve};
 
 const ATTACKER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 const HONEST: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
@@ -39,10 +36,6 @@ async fn slow_reader(to: SocketAddr) -> std::io::Result<TcpStream> {
     socket.connect(to).await
 }
 
-fn addr_of(base: &str) -> SocketAddr {
-    base.trim_start_matches("http://").parse().unwrap()
-}
-
 /// A `GET /healthz` from the honest address on a new connection: its status line.
 async fn probe(to: SocketAddr) -> String {
     let answer = async {
@@ -64,8 +57,20 @@ async fn probe(to: SocketAddr) -> String {
         .expect("the honest client is answered within 1 s")
 }
 
-async fn start_with(limits: ServeLimits) -> common::Server {
-    start_configured(MockConfig::default(), LoginLimits::default(), limits).await
+/// One line of an answer of about 2 KiB (25 of them): a slow reader's pipelined requests fill
+/// its receive buffer quickly.
+const LINE: &str =
+    "body { margin: 0 auto; max-width: 40rem; font-family: sans-serif; color: #222; }\n";
+
+/// [`serve`] with `limits` on a loopback port, answering `GET /healthz` and `GET /style.css`.
+async fn start_with(limits: ServeLimits) -> SocketAddr {
+    let router = axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/style.css", get(|| async { LINE.repeat(25) }));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve(listener, router).limits(limits).into_future());
+    addr
 }
 
 /// Opens `n` slow-reading connections from the attacker's address, each sending `send` (the
@@ -107,7 +112,7 @@ fn pipelined(requests: usize) -> &'static [u8] {
 async fn a_slow_read_flood_from_one_address_does_not_keep_others_out() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let s = start_with(ServeLimits::default()).await;
-    let to = addr_of(&s.base);
+    let to = s;
     let _flood = flood(to, 1_000, pipelined(100)).await;
     for _ in 0..5 {
         assert_eq!(probe(to).await, "HTTP/1.1 200 OK");
@@ -118,7 +123,7 @@ async fn a_slow_read_flood_from_one_address_does_not_keep_others_out() {
 async fn an_idle_flood_from_one_address_does_not_keep_others_out() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let s = start_with(ServeLimits::default()).await;
-    let to = addr_of(&s.base);
+    let to = s;
     let _flood = flood(to, 1_000, b"").await;
     for _ in 0..5 {
         assert_eq!(probe(to).await, "HTTP/1.1 200 OK");
@@ -133,7 +138,7 @@ async fn at_the_cap_the_longest_idle_connection_makes_room() {
         ..ServeLimits::default()
     })
     .await;
-    let to = addr_of(&s.base);
+    let to = s;
     let mut idle = Vec::new();
     for _ in 0..4 {
         idle.push(connect_from(ATTACKER, to).await.unwrap());
@@ -164,7 +169,7 @@ async fn a_client_that_stops_reading_is_closed_after_the_response_timeout() {
         ..ServeLimits::default()
     })
     .await;
-    let mut stream = slow_reader(addr_of(&s.base)).await.unwrap();
+    let mut stream = slow_reader(s).await.unwrap();
     let requests = pipelined(100);
     // Writes pipelined requests, never reading the answers, until the server closes.
     let written = tokio::time::timeout(Duration::from_secs(30), async {
@@ -185,7 +190,7 @@ async fn a_connection_serves_at_most_its_requests() {
         ..ServeLimits::default()
     })
     .await;
-    let mut stream = connect_from(HONEST, addr_of(&s.base)).await.unwrap();
+    let mut stream = connect_from(HONEST, s).await.unwrap();
     stream
         .write_all(
             &"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
