@@ -1,5 +1,6 @@
-//! The SessionStore conformance suite on Redis: the machine's server, and a three-node Redis
-//! Cluster the test starts itself. Each store runs under a random prefix, so runs never collide.
+//! The SessionStore conformance suite on Redis, and the fleet's (`run_shared`: leases, shared
+//! values, secrets): the machine's server, and a three-node Redis Cluster the test starts
+//! itself. Each store runs under a random prefix, so runs never collide.
 
 mod common;
 
@@ -11,6 +12,7 @@ async fn redis_store_passes_the_conformance_suite() {
         return;
     };
     conformance::run(|clock| common::store_on(&client, clock)).await;
+    conformance::run_shared(|clock| common::store_on(&client, clock)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,6 +24,7 @@ async fn redis_store_passes_the_conformance_suite_on_a_cluster() {
         .await
         .expect("connect to the cluster");
     conformance::run(|clock| common::store_on(&client, clock)).await;
+    conformance::run_shared(|clock| common::store_on(&client, clock)).await;
     // The keys really spread over the nodes: each primary holds some.
     let spread = cluster
         .nodes
@@ -37,7 +40,7 @@ async fn a_local_cache_in_front_passes_the_conformance_suite() {
     let Some(client) = common::machine_redis().await else {
         return;
     };
-    conformance::run(|clock| {
+    let cached = |clock: wechat_token_cache::SharedClock| {
         let shared = common::store_on(&client, clock.clone());
         let build = wechat_token_cache::CachedStore::builder(shared)
             .clock(clock)
@@ -45,6 +48,8 @@ async fn a_local_cache_in_front_passes_the_conformance_suite() {
         // The suite's factory is synchronous; subscribing is not.
         tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(build))
             .expect("subscribe to invalidations")
-    })
-    .await;
+    };
+    conformance::run(cached).await;
+    // The fleet's methods go straight to Redis.
+    conformance::run_shared(cached).await;
 }

@@ -10,6 +10,11 @@
 //! ```
 //!
 //! Each check panics with a message naming the broken rule of the [`SessionStore`] contract.
+//!
+//! A store that several instances share must also pass [`run_shared`]: the fleet's leases,
+//! shared values and secrets. A store of one process (the moka store) keeps the trait's
+//! defaults there — every lease granted, nothing shared — which are right only because the
+//! cache's in-process flights and memory already do the job; it does not pass `run_shared`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -51,6 +56,142 @@ where
     concurrent_compare_and_set_has_one_winner(Arc::new(s), &c).await;
     let (s, c) = fresh();
     a_delete_is_never_undone_by_concurrent_writers(Arc::new(s), &c).await;
+}
+
+/// Runs the checks of the fleet methods (leases, shared values, secrets, reading past a local
+/// copy) on a fresh store from `make_store`: what a store shared by several instances must
+/// do so that one instance's flight, login or app token is every instance's. A lease's expiry
+/// is the store's own (real time): the check waits up to 10 s for a 100 ms lease to end.
+pub async fn run_shared<S, F>(make_store: F)
+where
+    S: SessionStore,
+    F: Fn(SharedClock) -> S,
+{
+    let clock = ManualClock::starting_now();
+    let store = make_store(Arc::new(clock.clone()));
+    leases_have_one_owner(&store).await;
+    a_lease_ends_with_its_time(&store).await;
+    values_are_written_once(&store).await;
+    secrets_are_replaced(&store).await;
+    shared_reads_see_writes(&store, &clock).await;
+}
+
+/// A name no other check or run uses.
+fn unique(what: &str) -> String {
+    format!("conformance-{what}-{}", SessionId::random())
+}
+
+async fn leases_have_one_owner<S: SessionStore>(store: &S) {
+    let name = unique("lease");
+    let ttl = Duration::from_secs(30);
+    assert!(
+        store.try_lease(&name, "a", ttl).await.unwrap(),
+        "a free lease is taken"
+    );
+    assert!(
+        !store.try_lease(&name, "b", ttl).await.unwrap(),
+        "a held lease is not taken by another owner"
+    );
+    assert!(
+        !store.renew_lease(&name, "b", ttl).await.unwrap(),
+        "only the owner renews a lease"
+    );
+    store.release_lease(&name, "b").await.unwrap();
+    assert!(
+        !store.try_lease(&name, "c", ttl).await.unwrap(),
+        "only the owner releases a lease"
+    );
+    assert!(
+        store.renew_lease(&name, "a", ttl).await.unwrap(),
+        "the owner renews its lease"
+    );
+    store.release_lease(&name, "a").await.unwrap();
+    assert!(
+        store.try_lease(&name, "b", ttl).await.unwrap(),
+        "a released lease is free"
+    );
+    store.release_lease(&name, "b").await.unwrap();
+}
+
+async fn a_lease_ends_with_its_time<S: SessionStore>(store: &S) {
+    let name = unique("expiring-lease");
+    assert!(
+        store
+            .try_lease(&name, "crashed", Duration::from_millis(100))
+            .await
+            .unwrap()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if store
+            .try_lease(&name, "next", Duration::from_secs(30))
+            .await
+            .unwrap()
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a lease whose holder stopped renewing ends with its time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !store
+            .renew_lease(&name, "crashed", Duration::from_secs(30))
+            .await
+            .unwrap(),
+        "the old holder no longer renews it"
+    );
+    store.release_lease(&name, "next").await.unwrap();
+}
+
+async fn values_are_written_once<S: SessionStore>(store: &S) {
+    let key = unique("value");
+    let ttl = Duration::from_secs(60);
+    assert_eq!(
+        store
+            .put_value_if_absent(&key, b"first".to_vec(), ttl)
+            .await
+            .unwrap(),
+        None,
+        "a free key takes the value"
+    );
+    assert_eq!(
+        store
+            .put_value_if_absent(&key, b"second".to_vec(), ttl)
+            .await
+            .unwrap(),
+        Some(b"first".to_vec()),
+        "a taken key answers the value already there"
+    );
+    assert_eq!(
+        store.get_value(&key).await.unwrap(),
+        Some(b"first".to_vec()),
+        "the first value stays"
+    );
+    assert_eq!(store.get_value(&unique("absent")).await.unwrap(), None);
+}
+
+async fn secrets_are_replaced<S: SessionStore>(store: &S) {
+    let key = unique("secret");
+    let ttl = Duration::from_secs(60);
+    store.put_secret(&key, b"one".to_vec(), ttl).await.unwrap();
+    assert_eq!(store.get_secret(&key).await.unwrap(), Some(b"one".to_vec()));
+    store.put_secret(&key, b"two".to_vec(), ttl).await.unwrap();
+    assert_eq!(
+        store.get_secret(&key).await.unwrap(),
+        Some(b"two".to_vec()),
+        "a secret is replaced"
+    );
+    assert_eq!(store.get_secret(&unique("absent")).await.unwrap(), None);
+}
+
+async fn shared_reads_see_writes<S: SessionStore>(store: &S, clock: &ManualClock) {
+    let record = sample_record(clock, "wx_conformance", "o_shared");
+    store.insert(record.clone()).await.unwrap();
+    let read = store.get_shared(&record.sid).await.unwrap();
+    assert_eq!(read.map(|r| r.version), Some(record.version));
 }
 
 /// A sample OAuth record for `openid` of `appid`, living a day from the clock's now.

@@ -21,6 +21,14 @@ async fn moka_store_with_exact_expiry_passes_the_conformance_suite() {
     .await;
 }
 
+/// The fleet's suite bites: the moka store keeps the trait's single-process defaults (every
+/// lease granted), which a shared store must not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[should_panic(expected = "a held lease is not taken by another owner")]
+async fn the_fleet_suite_refuses_a_single_process_store() {
+    conformance::run_shared(|clock| MokaStore::builder().clock(clock).build()).await;
+}
+
 mod broken {
     //! Stores that break the contract on purpose: the suite must fail on each.
 
