@@ -22,7 +22,7 @@ use std::time::Duration;
 use moka::sync::Cache;
 use wechat_token_cache::SharedClock;
 
-use crate::token::unix;
+use wechat_oauth::clock::unix_secs;
 
 /// Limits on code exchanges that failed or are still running. Defaults: 20 per client and
 /// 1,000 in total per minute, for at most 100,000 tracked clients.
@@ -150,7 +150,10 @@ impl Admission {
             return;
         }
         let limiter = &self.limiter;
-        let (now, window) = (unix(limiter.clock.now()), limiter.limits.window.as_secs());
+        let (now, window) = (
+            unix_secs(limiter.clock.now()),
+            limiter.limits.window.as_secs(),
+        );
         let windows = std::iter::once(&limiter.global).chain(self.client.as_deref());
         for counted in windows {
             let mut counted = lock(counted);
@@ -194,7 +197,7 @@ impl LoginLimiter {
         let LoginLimits {
             per_client, global, ..
         } = self.limits;
-        let (now, window) = (unix(self.clock.now()), self.limits.window.as_secs());
+        let (now, window) = (unix_secs(self.clock.now()), self.limits.window.as_secs());
         // get_with: concurrent first submits of one client share one window.
         let client = client
             .filter(|_| per_client > 0 || global > 0)

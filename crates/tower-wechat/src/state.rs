@@ -21,7 +21,7 @@ use wechat_oauth::State;
 use wechat_token_cache::SharedClock;
 
 use crate::apps::AppKind;
-use crate::token::unix;
+use wechat_oauth::clock::unix_secs;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -82,7 +82,7 @@ impl StateSigner {
     }
 
     fn now(&self) -> u64 {
-        unix(self.clock.now())
+        unix_secs(self.clock.now())
     }
 
     fn mac(&self, payload: &str, binding: &str, return_to: &str) -> String {

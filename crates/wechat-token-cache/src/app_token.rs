@@ -21,8 +21,8 @@ use wechat_oauth::{AppAccessToken, AppId, AppTokenGrant, ErrCode, ErrorClass};
 use crate::cache::{Inner, SessionCache};
 use crate::error::{AppTokenError, CallError};
 use crate::flight::Flights;
-use crate::local::unix_ms;
 use crate::store::SessionStore;
+use wechat_oauth::clock::unix_millis;
 
 /// A fresh token is never fetched again sooner than this after it was fetched, even if WeChat
 /// handed it out close to its expiry (normal mode may answer an old token for a while).
@@ -70,8 +70,8 @@ impl HeldToken {
     fn encode(&self) -> Vec<u8> {
         format!(
             "{}:{}:{}",
-            unix_ms(self.expires_at),
-            unix_ms(self.refresh_at),
+            unix_millis(self.expires_at),
+            unix_millis(self.refresh_at),
             self.token.secret()
         )
         .into_bytes()
@@ -364,7 +364,7 @@ impl<S: SessionStore> Inner<S> {
         let marker = format!("apptoken-forced:{appid}");
         match self
             .store
-            .put_value_if_absent(&marker, unix_ms(now).to_string().into_bytes(), interval)
+            .put_value_if_absent(&marker, unix_millis(now).to_string().into_bytes(), interval)
             .await
         {
             Ok(None) => Ok(()),

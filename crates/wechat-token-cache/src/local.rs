@@ -120,7 +120,7 @@ struct Local {
 
 impl Local {
     fn now_ms(&self) -> u64 {
-        unix_ms(self.clock.now())
+        unix_millis(self.clock.now())
     }
 
     /// Whether a copy fetched at `fetched_ms` may be served at `now`.
@@ -139,7 +139,9 @@ impl Local {
     /// read, and not past its end.
     fn servable(&self, copy: &LocalCopy, now: SystemTime) -> bool {
         let users_wrote = self.users[copy.user_bucket].load(Ordering::Acquire) != copy.user_epoch;
-        self.trusted(copy.fetched_ms, unix_ms(now)) && !users_wrote && !copy.record.is_expired(now)
+        self.trusted(copy.fetched_ms, unix_millis(now))
+            && !users_wrote
+            && !copy.record.is_expired(now)
     }
 }
 
@@ -494,4 +496,4 @@ impl<S: Invalidations> SessionStore for CachedStore<S> {
     }
 }
 
-pub(crate) use wechat_oauth::clock::unix_millis as unix_ms;
+use wechat_oauth::clock::unix_millis;

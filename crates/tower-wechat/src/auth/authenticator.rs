@@ -18,8 +18,9 @@ use wechat_token_cache::{
 use super::future::Reissue;
 use super::source::{self, REISSUED_TOKEN_HEADER, SentBy, SessionCookie, TokenSource};
 use crate::rejection::AuthError;
-use crate::token::{Kept, Session, TokenIssuer, Verified, VerifiedToken, unix};
+use crate::token::{Kept, Session, TokenIssuer, Verified, VerifiedToken};
 use crate::user::{Upstream, WeChatUser};
+use wechat_oauth::clock::unix_secs;
 
 /// What every request of one layer shares to authenticate.
 pub(crate) struct Authenticator<St> {
@@ -256,7 +257,7 @@ impl<St: SessionStore> Authenticator<St> {
         tracing::debug!(sid = %record.sid, outcome = "reissued", "session token re-issued");
         match sent_by {
             SentBy::Cookie | SentBy::Cookies => {
-                let max_age = unix(issued.expires_at).saturating_sub(unix(now));
+                let max_age = unix_secs(issued.expires_at).saturating_sub(unix_secs(now));
                 Some(Reissue::new(
                     SET_COOKIE,
                     self.cookie.set(&issued.value, max_age)?,

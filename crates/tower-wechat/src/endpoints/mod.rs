@@ -373,8 +373,6 @@ pub(crate) struct Inner<St> {
     cookie: SessionCookie,
     states: StateSigner,
     web: Option<WebFlow>,
-    /// The web flow's callback URL (its public URL and `paths.web_callback`).
-    redirect_uri: String,
     paths: LoginPaths,
     limiter: Arc<LoginLimiter>,
     client_key: ClientKey,
@@ -403,11 +401,6 @@ impl<St: SessionStore> Inner<St> {
         Self {
             states: StateSigner::from_secret(state_key, Arc::clone(&clock)),
             limiter: Arc::new(LoginLimiter::new(settings.limits, clock)),
-            redirect_uri: settings
-                .web
-                .as_ref()
-                .map(|web| web.redirect_uri(&settings.paths))
-                .unwrap_or_default(),
             web: settings.web,
             paths: settings.paths,
             client_key: settings.client_key,
@@ -623,7 +616,7 @@ impl<St: SessionStore> LoginEndpoints<St> {
             .and_then(safe_return_to)
             .filter(|path| *path != web.after_login)
             .unwrap_or("");
-        let redirect_uri = with_return_to(&self.inner.redirect_uri, return_to);
+        let redirect_uri = with_return_to(&web.redirect_uri(&self.inner.paths), return_to);
         let (url, binding_cookie) = match kind {
             AppKind::OfficialAccount => {
                 let state = self.inner.states.issue(kind, "", return_to);

@@ -274,7 +274,7 @@ impl fmt::Debug for TokenIssuer {
     }
 }
 
-pub(crate) use wechat_oauth::clock::unix_secs as unix;
+use wechat_oauth::clock::unix_secs;
 
 fn header_for(key: &SigningKey) -> Header {
     let mut header = Header::new(key.algorithm);
@@ -369,8 +369,8 @@ impl TokenIssuer {
             sub: record.openid.to_string(),
             iss: self.config.issuer.clone(),
             aud: self.config.audience.clone(),
-            iat: unix(now),
-            exp: unix(expires_at),
+            iat: unix_secs(now),
+            exp: unix_secs(expires_at),
             uid: record.unionid.as_ref().map(ToString::to_string),
         };
         let token = jsonwebtoken::encode(&self.signing_header, &claims, &self.signing.encoding)
@@ -455,7 +455,7 @@ impl TokenIssuer {
                         return Err(Judged::refusal(malformed));
                     }
                 };
-                let verified = Verified::named(self.check_times(signed, unix(now))?);
+                let verified = Verified::named(self.check_times(signed, unix_secs(now))?);
                 self.judged.insert(token, Judged::Valid(verified.clone()));
                 verified
             }
