@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use wechat_oauth::{AppAccessToken, AppId, AppTokenGrant, ErrCode, ErrorClass};
 
-use crate::cache::{Inner, SessionCache};
+use crate::env::Env;
 use crate::error::{AppTokenError, CallError};
 use crate::flight::Flights;
 use crate::store::SessionStore;
@@ -152,23 +152,26 @@ impl AppTokens {
     }
 }
 
-impl<S: SessionStore> SessionCache<S> {
-    /// App `appid`'s access token, for WeChat APIs this crate does not wrap: this instance's
-    /// copy while fresh, else one refresh for the whole fleet (see the module docs). While a
-    /// refresh fails transiently, a copy that has not expired is still answered.
-    pub async fn app_token(&self, appid: &AppId) -> Result<AppAccessToken, AppTokenError> {
-        let inner = self.inner();
-        let now = inner.clock.now();
-        let held = inner.app_tokens.held(appid);
+/// The app token part at work: the tokens held, with the shared [`Env`].
+pub(crate) struct AppTokenCalls<'a, S> {
+    pub(crate) tokens: &'a Arc<AppTokens>,
+    pub(crate) env: &'a Arc<Env<S>>,
+}
+
+impl<S: SessionStore> AppTokenCalls<'_, S> {
+    /// See [`SessionCache::app_token`](crate::SessionCache::app_token).
+    pub(crate) async fn app_token(&self, appid: &AppId) -> Result<AppAccessToken, AppTokenError> {
+        let now = self.env.clock.now();
+        let held = self.tokens.held(appid);
         if let Some(held) = &held
             && held.fresh(now)
         {
             return Ok(held.token.clone());
         }
-        match inner.renew_app_token(appid, None).await {
+        match self.renew(appid, None).await {
             Ok(token) => Ok(token),
             Err(AppTokenError::Unavailable { .. })
-                if held.as_ref().is_some_and(|h| h.valid(inner.clock.now())) =>
+                if held.as_ref().is_some_and(|h| h.valid(self.env.clock.now())) =>
             {
                 tracing::debug!(appid = %appid, "app token refresh failed; serving the copy until it expires");
                 Ok(held.map(|h| h.token).expect("checked above"))
@@ -177,10 +180,12 @@ impl<S: SessionStore> SessionCache<S> {
         }
     }
 
-    /// Calls WeChat with app `appid`'s access token. If WeChat answers that the token is
-    /// invalid or expired (40001, 40014, 42001), gets a new one once (the fleet's, or a forced
-    /// refresh, see the module docs) and calls again.
-    pub async fn with_app_token<T, F, Fut>(&self, appid: &AppId, call: F) -> Result<T, CallError>
+    /// See [`SessionCache::with_app_token`](crate::SessionCache::with_app_token).
+    pub(crate) async fn with_app_token<T, F, Fut>(
+        &self,
+        appid: &AppId,
+        call: F,
+    ) -> Result<T, CallError>
     where
         F: Fn(AppAccessToken) -> Fut,
         Fut: Future<Output = Result<T, wechat_oauth::Error>>,
@@ -189,33 +194,36 @@ impl<S: SessionStore> SessionCache<S> {
         match call(first.clone()).await {
             Err(error) if error.class() == ErrorClass::RefreshAndRetry => {
                 tracing::info!(appid = %appid, errcode = ?error.errcode(), "WeChat refused the app token; renewing once");
-                let second = self.inner().renew_app_token(appid, Some(first)).await?;
+                let second = self.renew(appid, Some(first)).await?;
                 Ok(call(second).await?)
             }
             other => Ok(other?),
         }
     }
-}
 
-impl<S: SessionStore> Inner<S> {
     /// A token other than `refused` (when given), fresh, in one flight per app.
-    pub(crate) async fn renew_app_token(
-        self: &Arc<Self>,
+    async fn renew(
+        &self,
         appid: &AppId,
         refused: Option<AppAccessToken>,
     ) -> Result<AppAccessToken, AppTokenError> {
-        if self.client_for(appid).is_none() {
+        if self.env.client_for(appid).is_none() {
             return Err(AppTokenError::AppNotConfigured);
         }
         // A caller that found a token wanting may join a flight that started before it did and
         // brings back that token: then it flies once more, with its own reason.
         for _ in 0..2 {
-            let (inner, key, refusing) = (Arc::clone(self), appid.clone(), refused.clone());
+            let (tokens, env) = (Arc::clone(self.tokens), Arc::clone(self.env));
+            let (key, refusing) = (appid.clone(), refused.clone());
             let result = self
-                .app_tokens
+                .tokens
                 .flights
                 .run(appid.clone(), move || async move {
-                    inner.fly_app_token(&key, refusing.as_ref()).await
+                    let calls = AppTokenCalls {
+                        tokens: &tokens,
+                        env: &env,
+                    };
+                    calls.fly(&key, refusing.as_ref()).await
                 })
                 .await
                 .unwrap_or(Err(AppTokenError::Unavailable {
@@ -232,38 +240,39 @@ impl<S: SessionStore> Inner<S> {
 
     /// One flight, under the fleet-wide lease: the holder adopts the shared copy or asks
     /// WeChat; the others wait for the shared copy, or the lease.
-    async fn fly_app_token(
+    async fn fly(
         &self,
         appid: &AppId,
         refused: Option<&AppAccessToken>,
     ) -> Result<HeldToken, AppTokenError> {
-        if let Some(held) = self.app_tokens.held(appid)
-            && held.usable(refused, self.clock.now())
+        if let Some(held) = self.tokens.held(appid)
+            && held.usable(refused, self.env.clock.now())
         {
             return Ok(held);
         }
-        self.under_lease(
-            &token_key(appid),
-            Box::pin(self.fly_app_token_holding(appid, refused)),
-            move || async move {
-                let shared = self.shared_app_token(appid).await?;
-                shared.usable(refused, self.clock.now()).then(|| {
-                    self.app_tokens.hold(appid, &shared);
-                    Ok(shared)
-                })
-            },
-            || {
-                Err(AppTokenError::Unavailable {
-                    retry_after: Duration::from_secs(1),
-                })
-            },
-            // Without the store the fleet cannot agree; normal mode is safe to ask.
-            |error| async move {
-                tracing::warn!(%error, "no app token lease; asking WeChat without it");
-                self.fetch_app_token(appid, refused).await
-            },
-        )
-        .await
+        self.env
+            .under_lease(
+                &token_key(appid),
+                Box::pin(self.fly_app_token_holding(appid, refused)),
+                move || async move {
+                    let shared = self.shared_app_token(appid).await?;
+                    shared.usable(refused, self.env.clock.now()).then(|| {
+                        self.tokens.hold(appid, &shared);
+                        Ok(shared)
+                    })
+                },
+                || {
+                    Err(AppTokenError::Unavailable {
+                        retry_after: Duration::from_secs(1),
+                    })
+                },
+                // Without the store the fleet cannot agree; normal mode is safe to ask.
+                |error| async move {
+                    tracing::warn!(%error, "no app token lease; asking WeChat without it");
+                    self.fetch_app_token(appid, refused).await
+                },
+            )
+            .await
     }
 
     async fn fly_app_token_holding(
@@ -272,11 +281,11 @@ impl<S: SessionStore> Inner<S> {
         refused: Option<&AppAccessToken>,
     ) -> Result<HeldToken, AppTokenError> {
         if let Some(shared) = self.shared_app_token(appid).await
-            && shared.usable(refused, self.clock.now())
+            && shared.usable(refused, self.env.clock.now())
         {
             app_token_metric(appid, "adopted");
             tracing::debug!(appid = %appid, outcome = "adopted", "another instance fetched the app token");
-            self.app_tokens.hold(appid, &shared);
+            self.tokens.hold(appid, &shared);
             return Ok(shared);
         }
         self.fetch_app_token(appid, refused).await
@@ -284,7 +293,7 @@ impl<S: SessionStore> Inner<S> {
 
     /// The fleet's copy, if the store shares one that opens.
     async fn shared_app_token(&self, appid: &AppId) -> Option<HeldToken> {
-        match self.store.get_secret(&token_key(appid)).await {
+        match self.env.store.get_secret(&token_key(appid)).await {
             Ok(Some(bytes)) => HeldToken::decode(&bytes),
             Ok(None) => None,
             Err(error) => {
@@ -302,15 +311,16 @@ impl<S: SessionStore> Inner<S> {
         refused: Option<&AppAccessToken>,
     ) -> Result<HeldToken, AppTokenError> {
         let client = self
+            .env
             .client_for(appid)
             .ok_or(AppTokenError::AppNotConfigured)?;
-        let window = self.config.app_token_refresh_window;
+        let window = self.env.config.app_token_refresh_window;
         let failed = |error| {
             app_token_metric(appid, "failed");
             app_token_error(error)
         };
         let grant = client.stable_token(false).await.map_err(failed)?;
-        let mut held = HeldToken::new(grant, self.clock.now(), window);
+        let mut held = HeldToken::new(grant, self.env.clock.now(), window);
         if Some(&held.token) == refused {
             if let Err(limited) = self.may_force(appid).await {
                 app_token_metric(appid, "force_limited");
@@ -318,18 +328,19 @@ impl<S: SessionStore> Inner<S> {
             }
             tracing::warn!(appid = %appid, outcome = "forced_refresh", "WeChat refused its own current app token; forcing a new one");
             let grant = client.stable_token(true).await.map_err(failed)?;
-            held = HeldToken::new(grant, self.clock.now(), window);
+            held = HeldToken::new(grant, self.env.clock.now(), window);
             app_token_metric(appid, "forced");
         } else {
             app_token_metric(appid, "fetched");
         }
-        self.app_tokens.hold(appid, &held);
+        self.tokens.hold(appid, &held);
         let ttl = held
             .expires_at
-            .duration_since(self.clock.now())
+            .duration_since(self.env.clock.now())
             .unwrap_or_default();
         if !ttl.is_zero()
             && let Err(error) = self
+                .env
                 .store
                 .put_secret(&token_key(appid), held.encode(), ttl)
                 .await
@@ -343,11 +354,11 @@ impl<S: SessionStore> Inner<S> {
     /// Whether a forced refresh may be made now: not within the interval of the last one made
     /// by this instance, nor by any instance sharing the store.
     async fn may_force(&self, appid: &AppId) -> Result<(), AppTokenError> {
-        let interval = self.config.forced_refresh_interval;
-        let now = self.clock.now();
+        let interval = self.env.config.forced_refresh_interval;
+        let now = self.env.clock.now();
         {
             let mut last = self
-                .app_tokens
+                .tokens
                 .last_forced
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
@@ -363,6 +374,7 @@ impl<S: SessionStore> Inner<S> {
         }
         let marker = format!("apptoken-forced:{appid}");
         match self
+            .env
             .store
             .put_value_if_absent(&marker, unix_millis(now).to_string().into_bytes(), interval)
             .await

@@ -21,20 +21,23 @@ use std::time::{Duration, SystemTime};
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 use wechat_oauth::{
-    AccessToken, Client, ErrCode, ErrorClass, Lang, OpenId, UserInfo, clock::SharedClock,
+    AccessToken, AppAccessToken, AppId, AuthCode, Client, ErrCode, ErrorClass, Lang, OpenId,
+    PhoneCode, PhoneInfo, SessionKey, UserInfo, clock::SharedClock,
 };
 
-use crate::app_token::AppTokens;
+use crate::app_token::{AppTokenCalls, AppTokens};
 use crate::config::{GracePolicy, SessionConfig};
-use crate::error::{CallError, SessionError};
+use crate::env::Env;
+use crate::error::{AppTokenError, CallError, LoginError, SessionError};
 use crate::flight::Flights;
+use crate::flow::LoginFlow;
 use crate::hook::{DynLoginHook, LoginHook};
 use crate::lease::Leases;
-use crate::login::Logins;
-use crate::mini_program::SessionKeys;
+use crate::login::{LoginBinding, LoginCalls, Logins};
+use crate::mini_program::{MiniProgramCalls, SessionKeys};
 use crate::moka_store::MokaStore;
 use crate::record::{Credentials, SessionId, SessionRecord, UserId, add_capped};
-use crate::store::{CasOutcome, SessionStore, StoreError};
+use crate::store::{CasOutcome, SessionStore};
 
 /// How long WeChat is not asked again for a session after it rejected our configuration.
 const MISCONFIGURED_COOLDOWN: Duration = Duration::from_secs(60);
@@ -127,21 +130,23 @@ impl<S: SessionStore> SessionCacheBuilder<S> {
             .min(Duration::from_secs(7 * 24 * 3600));
         SessionCache {
             inner: Arc::new(Inner {
-                logins: Logins::new(&config, self.code_key),
-                app_tokens: AppTokens::new(),
-                session_keys: SessionKeys::new(&config),
+                logins: Arc::new(Logins::new(&config, self.code_key)),
+                app_tokens: Arc::new(AppTokens::new()),
+                session_keys: Arc::new(SessionKeys::new(&config)),
                 cooldown: Cache::builder()
                     .max_capacity(100_000)
                     .eviction_policy(EvictionPolicy::lru())
                     .time_to_live(cooldown_ttl)
                     .build(),
                 flights: Arc::new(Flights::named("session")),
-                leases: Leases::new(config.lease_ttl),
-                clients: self.clients,
-                hook: self.hook,
-                store: self.store,
-                clock: self.clock,
-                config,
+                env: Arc::new(Env {
+                    leases: Leases::new(config.lease_ttl),
+                    clients: self.clients,
+                    hook: self.hook,
+                    store: self.store,
+                    clock: self.clock,
+                    config,
+                }),
             }),
         }
     }
@@ -181,31 +186,25 @@ impl<S> Clone for SessionCache<S> {
 impl<S> fmt::Debug for SessionCache<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionCache")
-            .field("clients", &self.inner.clients)
-            .field("config", &self.inner.config)
+            .field("clients", &self.inner.env.clients)
+            .field("config", &self.inner.env.config)
             .finish_non_exhaustive()
     }
 }
 
-pub(crate) struct Inner<S> {
-    /// The apps served; never empty, the first is the default app.
-    pub(crate) clients: Vec<Client>,
-    pub(crate) hook: Option<Arc<dyn DynLoginHook>>,
-    pub(crate) store: S,
-    pub(crate) clock: SharedClock,
-    pub(crate) config: SessionConfig,
-    pub(crate) logins: Logins,
+/// The coordinator: what it works with, its parts, and the refresh flights' own state.
+struct Inner<S> {
+    env: Arc<Env<S>>,
+    logins: Arc<Logins>,
     /// App access tokens.
-    pub(crate) app_tokens: AppTokens,
+    app_tokens: Arc<AppTokens>,
     /// Each Mini Program user's newest session key.
-    pub(crate) session_keys: SessionKeys,
+    session_keys: Arc<SessionKeys>,
     /// Refreshes and checks in progress, one per session.
     flights: Arc<Flights<SessionId, Flown>>,
     /// Recent failures per session (transient, misconfigured, denied), until when they are
     /// reused.
     cooldown: Cache<SessionId, (SystemTime, SessionError)>,
-    /// The fleet-wide leases of this cache's flights.
-    leases: Leases,
 }
 
 /// What a flight brings back: its result, and whether it refreshed the access token (which may
@@ -258,44 +257,40 @@ impl SessionCache<MokaStore> {
 }
 
 impl<S: SessionStore> SessionCache<S> {
-    pub(crate) fn inner(&self) -> &Arc<Inner<S>> {
-        &self.inner
-    }
-
     /// The store.
     pub fn store(&self) -> &S {
-        &self.inner.store
+        &self.inner.env.store
     }
 
     /// The default app's WeChat client (the first one configured).
     pub fn client(&self) -> &Client {
-        &self.inner.clients[0]
+        &self.inner.env.clients[0]
     }
 
     /// The client of app `appid`, if this cache serves it.
     pub fn client_for(&self, appid: &wechat_oauth::AppId) -> Option<&Client> {
-        self.inner.client_for(appid)
+        self.inner.env.client_for(appid)
     }
 
     /// Every app served, the default one first.
     pub fn clients(&self) -> &[Client] {
-        &self.inner.clients
+        &self.inner.env.clients
     }
 
     /// Whether this cache serves the app a session belongs to (a store shared by several
     /// applications may hold sessions of apps it does not).
     pub fn serves(&self, record: &SessionRecord) -> bool {
-        self.inner.client_for(&record.appid).is_some()
+        self.inner.env.client_for(&record.appid).is_some()
     }
 
     /// The clock.
     pub fn clock(&self) -> &SharedClock {
-        &self.inner.clock
+        &self.inner.env.clock
     }
 
     /// The configuration.
     pub fn config(&self) -> &SessionConfig {
-        &self.inner.config
+        &self.inner.env.config
     }
 
     /// The session for a request: served as is when its access token is valid beyond the
@@ -307,7 +302,7 @@ impl<S: SessionStore> SessionCache<S> {
     /// [`SessionError::Unavailable`] otherwise.
     pub async fn session(&self, sid: &SessionId) -> Result<Arc<SessionRecord>, SessionError> {
         let record = self.inner.load(sid).await?;
-        let now = self.inner.clock.now();
+        let now = self.inner.env.clock.now();
         let need = self.inner.need(&record, now);
         if need == Need::Nothing {
             return Ok(record);
@@ -324,7 +319,7 @@ impl<S: SessionStore> SessionCache<S> {
     /// When it does not, [`session`](Self::session) would return the record as is; callers
     /// holding a record (the middleware's hot path) use this to skip the call.
     pub fn needs_upstream(&self, record: &SessionRecord) -> bool {
-        self.needs_upstream_at(record, self.inner.clock.now())
+        self.needs_upstream_at(record, self.inner.env.clock.now())
     }
 
     /// [`needs_upstream`](Self::needs_upstream) at a given time, for callers that read the
@@ -351,7 +346,7 @@ impl<S: SessionStore> SessionCache<S> {
         let record = self.inner.load(sid).await?;
         match record.access_token() {
             Some((token, _))
-                if record.access_token_remaining(self.inner.clock.now()) < Some(min_valid) =>
+                if record.access_token_remaining(self.inner.env.clock.now()) < Some(min_valid) =>
             {
                 self.inner.maintain(*sid, Some(token)).await
             }
@@ -391,6 +386,7 @@ impl<S: SessionStore> SessionCache<S> {
         }
         let client = self
             .inner
+            .env
             .client_for(&record.appid)
             .ok_or(SessionError::NotFound)?
             .clone();
@@ -408,43 +404,141 @@ impl<S: SessionStore> SessionCache<S> {
 
     /// Ends one session. `true` if it existed.
     pub async fn logout(&self, sid: &SessionId) -> Result<bool, SessionError> {
-        Ok(self.inner.store.delete(sid).await?)
+        Ok(self.inner.env.store.delete(sid).await?)
     }
 
     /// Ends every session of a user. Returns how many there were.
     pub async fn logout_all(&self, user: &UserId) -> Result<usize, SessionError> {
-        Ok(self.inner.store.delete_user(user).await?)
+        Ok(self.inner.env.store.delete_user(user).await?)
     }
-}
 
-impl<S> Inner<S> {
-    pub(crate) fn client_for(&self, appid: &wechat_oauth::AppId) -> Option<&Client> {
-        // A handful of apps at most: a scan beats hashing the AppID.
-        self.clients.iter().find(|client| client.appid() == appid)
+    // Logins (`login.rs`).
+
+    /// Logs in with a code from a mobile app, website or Official Account page, with no proof
+    /// of the client: concurrent submits share one exchange, any later repeat is refused. See
+    /// [`login_bound`](Self::login_bound).
+    pub async fn login(&self, code: &AuthCode) -> Result<Arc<SessionRecord>, LoginError> {
+        self.login_bound(code, &LoginBinding::new(LoginFlow::Code))
+            .await
+    }
+
+    /// Logs in with a Mini Program `wx.login()` code via `jscode2session`, with no proof of the
+    /// client. The session holds the session key (never returned) and has no refresh.
+    pub async fn login_mini_program(
+        &self,
+        code: &AuthCode,
+    ) -> Result<Arc<SessionRecord>, LoginError> {
+        self.login_bound(code, &LoginBinding::new(LoginFlow::MiniProgram))
+            .await
+    }
+
+    /// Logs in with a code submitted as `binding` describes: exchanges it (once, however often
+    /// it is submitted) and stores a new session.
+    ///
+    /// A repeat of a code that logged in gets that session as it is now only with an equal
+    /// binding holding a proof, within the retry window of its flow; otherwise, or once the
+    /// session has ended, [`LoginError::InvalidCode`] with errcode 40163 ("code used").
+    pub async fn login_bound(
+        &self,
+        code: &AuthCode,
+        binding: &LoginBinding<'_>,
+    ) -> Result<Arc<SessionRecord>, LoginError> {
+        self.login_part().login_bound(code, binding).await
+    }
+
+    pub(crate) fn login_part(&self) -> LoginCalls<'_, S> {
+        LoginCalls {
+            logins: &self.inner.logins,
+            env: &self.inner.env,
+            keys: &self.inner.session_keys,
+        }
+    }
+
+    // The app access token (`app_token.rs`).
+
+    /// App `appid`'s access token, for WeChat APIs this crate does not wrap: this instance's
+    /// copy while fresh, else one refresh for the whole fleet (see the crate docs). While a
+    /// refresh fails transiently, a copy that has not expired is still answered.
+    pub async fn app_token(&self, appid: &AppId) -> Result<AppAccessToken, AppTokenError> {
+        self.app_tokens().app_token(appid).await
+    }
+
+    /// Calls WeChat with app `appid`'s access token. If WeChat answers that the token is
+    /// invalid or expired (40001, 40014, 42001), gets a new one once (the fleet's, or a forced
+    /// refresh, see the crate docs) and calls again.
+    pub async fn with_app_token<T, F, Fut>(&self, appid: &AppId, call: F) -> Result<T, CallError>
+    where
+        F: Fn(AppAccessToken) -> Fut,
+        Fut: Future<Output = Result<T, wechat_oauth::Error>>,
+    {
+        self.app_tokens().with_app_token(appid, call).await
+    }
+
+    fn app_tokens(&self) -> AppTokenCalls<'_, S> {
+        AppTokenCalls {
+            tokens: &self.inner.app_tokens,
+            env: &self.inner.env,
+        }
+    }
+
+    // Mini Program calls (`mini_program.rs`).
+
+    /// The phone number behind a Mini Program phone-number button's `code`, redeemed with the
+    /// session's app. Only Mini Program sessions ([`CallError::NotPermitted`] otherwise).
+    pub async fn phone_number(
+        &self,
+        sid: &SessionId,
+        code: &PhoneCode,
+    ) -> Result<PhoneInfo, CallError> {
+        self.mini_program(sid).await?.phone_number(code).await
+    }
+
+    /// Asks WeChat whether the session's user's newest session key is still valid
+    /// (`checksession`). [`CallError::SessionKeyInvalid`] when WeChat says it is not (87009):
+    /// the Mini Program must `wx.login` again.
+    pub async fn check_session_key(&self, sid: &SessionId) -> Result<(), CallError> {
+        self.mini_program(sid).await?.check_session_key().await
+    }
+
+    /// Replaces the session's user's session key at WeChat (`resetusersessionkey`) and keeps
+    /// the new one (for this session and as the user's newest). The client's data produced
+    /// before the reset no longer decrypts.
+    pub async fn reset_session_key(&self, sid: &SessionId) -> Result<(), CallError> {
+        self.mini_program(sid).await?.reset_session_key().await
+    }
+
+    /// The session key data from this session's user is sealed under: the newest one known for
+    /// the user in this app (a newer `wx.login` or a reset replaces it), else the session's
+    /// own. `None` for sessions that are not Mini Program sessions.
+    pub async fn session_key(
+        &self,
+        record: &SessionRecord,
+    ) -> Result<Option<SessionKey>, SessionError> {
+        self.inner
+            .session_keys
+            .newest(&self.inner.env, record)
+            .await
+    }
+
+    /// The Mini Program calls on session `sid`, served as [`session`](Self::session) serves it;
+    /// [`CallError::NotPermitted`] for a session that is not a Mini Program's.
+    async fn mini_program(&self, sid: &SessionId) -> Result<MiniProgramCalls<'_, S>, CallError> {
+        let record = self.session(sid).await?;
+        if !matches!(record.credentials, Credentials::MiniProgram { .. }) {
+            return Err(CallError::NotPermitted);
+        }
+        Ok(MiniProgramCalls {
+            env: &self.inner.env,
+            tokens: &self.inner.app_tokens,
+            keys: &self.inner.session_keys,
+            record,
+        })
     }
 }
 
 impl<S: SessionStore> Inner<S> {
-    /// Runs `work` under the fleet-wide lease `name` (see [`Leases::under`]).
-    pub(crate) async fn under_lease<T, E, EF>(
-        &self,
-        name: &str,
-        work: impl Future<Output = T>,
-        elsewhere: impl FnMut() -> E,
-        gave_up: impl FnOnce() -> T,
-        on_error: impl FnOnce(StoreError) -> EF,
-    ) -> T
-    where
-        E: Future<Output = Option<T>>,
-        EF: Future<Output = T>,
-    {
-        self.leases
-            .under(&self.store, name, work, elsewhere, gave_up, on_error)
-            .await
-    }
-
     async fn load(&self, sid: &SessionId) -> Result<Arc<SessionRecord>, SessionError> {
-        self.store.get(sid).await?.ok_or(SessionError::NotFound)
+        self.env.store.get(sid).await?.ok_or(SessionError::NotFound)
     }
 
     /// Records a unionid WeChat revealed for a session that lacked it (a Mini Program gets one
@@ -474,10 +568,10 @@ impl<S: SessionStore> Inner<S> {
     /// The access token must be refreshed when it has less than this left: the refresh window
     /// less a per-session share of the jitter.
     fn refresh_margin(&self, sid: &SessionId) -> Duration {
-        let window = self.config.refresh_window;
+        let window = self.env.config.refresh_window;
         // Jitter is in 0..=1 and spread in 0..1 (validated at build), so the factor is in 0..=1;
         // still, nothing here may panic on a bad float.
-        let factor = (1.0 - self.config.refresh_jitter * sid.spread()).clamp(0.0, 1.0);
+        let factor = (1.0 - self.env.config.refresh_jitter * sid.spread()).clamp(0.0, 1.0);
         Duration::try_from_secs_f64(window.as_secs_f64() * factor).unwrap_or(window)
     }
 
@@ -489,6 +583,7 @@ impl<S: SessionStore> Inner<S> {
             // In the window (`token_expires_at <= now + window`) and within the margin
             // (`token_expires_at - now <= margin`, or expired): the later of the two edges.
             let lead = self
+                .env
                 .config
                 .refresh_window
                 .min(self.refresh_margin(&record.sid));
@@ -498,6 +593,7 @@ impl<S: SessionStore> Inner<S> {
             until = until.min(refresh);
         }
         if let Some(check) = self
+            .env
             .config
             .check_interval
             .and_then(|interval| record.confirmed_at.checked_add(interval))
@@ -514,7 +610,7 @@ impl<S: SessionStore> Inner<S> {
         // Times are compared, not subtracted, on this path (every request). The margin is at
         // most the window: beyond it (nearly always) no jitter is computed.
         let in_window = now
-            .checked_add(self.config.refresh_window)
+            .checked_add(self.env.config.refresh_window)
             .is_none_or(|edge| token_expires_at <= edge);
         if in_window
             && record.access_token_remaining(now).unwrap_or_default()
@@ -522,7 +618,7 @@ impl<S: SessionStore> Inner<S> {
         {
             return Need::Refresh;
         }
-        match self.config.check_interval {
+        match self.env.config.check_interval {
             Some(interval)
                 if record
                     .confirmed_at
@@ -548,7 +644,7 @@ impl<S: SessionStore> Inner<S> {
             Need::Refresh => record
                 .access_token_remaining(now)
                 .is_some_and(|left| left > Duration::ZERO),
-            Need::Check => match self.config.grace {
+            Need::Check => match self.env.config.grace {
                 GracePolicy::FailClosed => false,
                 GracePolicy::ServeFor(grace) => {
                     now.duration_since(record.confirmed_at).unwrap_or_default() <= grace
@@ -576,7 +672,7 @@ impl<S: SessionStore> Inner<S> {
 
     /// Remembers a failure for this session until `now + for_how_long`.
     fn cool_down(&self, sid: SessionId, for_how_long: Duration, error: &SessionError) {
-        let until = add_capped(self.clock.now(), for_how_long);
+        let until = add_capped(self.env.clock.now(), for_how_long);
         self.cooldown.insert(sid, (until, error.clone()));
     }
 
@@ -592,7 +688,7 @@ impl<S: SessionStore> Inner<S> {
         sid: SessionId,
         force: Option<&AccessToken>,
     ) -> Result<Arc<SessionRecord>, SessionError> {
-        if let Some(error) = self.cooling_down(&sid, self.clock.now()) {
+        if let Some(error) = self.cooling_down(&sid, self.env.clock.now()) {
             return Err(error);
         }
         // A forced caller may join a flight that had nothing to do; then it flies its own.
@@ -623,7 +719,7 @@ impl<S: SessionStore> Inner<S> {
         if holds(&current, seen) {
             tracing::warn!(sid = %sid, outcome = "upstream_unavailable", "forced refresh did not happen; not serving the refused token");
             Err(SessionError::Unavailable {
-                retry_after: self.config.failure_cooldown,
+                retry_after: self.env.config.failure_cooldown,
             })
         } else {
             Ok(current)
@@ -648,7 +744,7 @@ impl<S: SessionStore> Inner<S> {
     /// took off), re-read, decide; if WeChat must be asked, do it under the session's lease so
     /// that one instance of the fleet asks at a time.
     async fn fly(&self, sid: SessionId, force: Option<&AccessToken>) -> Flown {
-        let now = self.clock.now();
+        let now = self.env.clock.now();
         if let Some(error) = self.cooling_down(&sid, now) {
             return Flown::untouched(Err(error));
         }
@@ -668,14 +764,14 @@ impl<S: SessionStore> Inner<S> {
     /// longer needs the work, or take the lease once it is free (a crashed holder's lease runs
     /// out). Compare-and-set still guards every write.
     async fn fly_leased(&self, sid: SessionId, force: Option<&AccessToken>) -> Flown {
-        self.under_lease(
+        self.env.under_lease(
             &format!("refresh:{sid}"),
             Box::pin(self.fly_holding(sid, force)),
             move || async move {
-                match self.store.get_shared(&sid).await {
+                match self.env.store.get_shared(&sid).await {
                     Ok(None) => Some(Flown::untouched(Err(SessionError::NotFound))),
                     Ok(Some(record))
-                        if self.need_for(&record, force, self.clock.now()) == Need::Nothing =>
+                        if self.need_for(&record, force, self.env.clock.now()) == Need::Nothing =>
                     {
                         tracing::debug!(sid = %sid, outcome = "done_elsewhere", "another instance brought the session up to date");
                         // A forced caller's token was replaced: that is the refresh it wanted.
@@ -699,12 +795,12 @@ impl<S: SessionStore> Inner<S> {
 
     /// Holding the lease: re-read from the shared store, decide again, call WeChat.
     async fn fly_holding(&self, sid: SessionId, force: Option<&AccessToken>) -> Flown {
-        let record = match self.store.get_shared(&sid).await {
+        let record = match self.env.store.get_shared(&sid).await {
             Ok(Some(record)) => record,
             Ok(None) => return Flown::untouched(Err(SessionError::NotFound)),
             Err(error) => return Flown::untouched(Err(error.into())),
         };
-        match self.need_for(&record, force, self.clock.now()) {
+        match self.need_for(&record, force, self.env.clock.now()) {
             Need::Nothing => Flown {
                 refreshed: force.is_some(),
                 result: Ok(record),
@@ -718,12 +814,12 @@ impl<S: SessionStore> Inner<S> {
         let Credentials::OAuth { refresh_token, .. } = &record.credentials else {
             return Flown::untouched(Ok(record));
         };
-        let Some(client) = self.client_for(&record.appid) else {
+        let Some(client) = self.env.client_for(&record.appid) else {
             return Flown::untouched(Err(SessionError::NotFound));
         };
         match client.refresh_token(refresh_token).await {
             Ok(grant) => {
-                let now = self.clock.now();
+                let now = self.env.clock.now();
                 let written = self
                     .write_back(record, |current, conflicted| {
                         // First pass: what WeChat just said, refresh token included, is stored.
@@ -750,7 +846,7 @@ impl<S: SessionStore> Inner<S> {
         let Some((access_token, _)) = record.access_token() else {
             return Flown::untouched(Ok(record));
         };
-        let Some(client) = self.client_for(&record.appid) else {
+        let Some(client) = self.env.client_for(&record.appid) else {
             return Flown::untouched(Err(SessionError::NotFound));
         };
         match client
@@ -758,7 +854,7 @@ impl<S: SessionStore> Inner<S> {
             .await
         {
             Ok(()) => {
-                let now = self.clock.now();
+                let now = self.env.clock.now();
                 let written = self
                     .write_back(record, |current, _| {
                         let mut next = current.clone();
@@ -795,7 +891,12 @@ impl<S: SessionStore> Inner<S> {
             let Some(next) = update(&current, conflicted) else {
                 return Ok(current);
             };
-            match self.store.compare_and_set(current.version, next).await? {
+            match self
+                .env
+                .store
+                .compare_and_set(current.version, next)
+                .await?
+            {
                 CasOutcome::Stored(written) => return Ok(written),
                 CasOutcome::Conflict {
                     current: Some(newer),
@@ -837,14 +938,14 @@ impl<S: SessionStore> Inner<S> {
                 tracing::warn!(sid = %sid, call = call.name(), errcode = errcode.0, outcome = "denied", "WeChat denied the user");
                 (
                     SessionError::Denied { errcode },
-                    self.config.failure_cooldown,
+                    self.env.config.failure_cooldown,
                 )
             }
             _ => {
                 let retry_after = error
                     .retry_after()
-                    .unwrap_or(self.config.failure_cooldown)
-                    .max(self.config.failure_cooldown);
+                    .unwrap_or(self.env.config.failure_cooldown)
+                    .max(self.env.config.failure_cooldown);
                 crate::metrics::maintenance(call.name(), "unavailable", class);
                 tracing::warn!(sid = %sid, call = call.name(), error = %error, outcome = "upstream_unavailable", "WeChat unavailable; keeping the session");
                 (SessionError::Unavailable { retry_after }, retry_after)
@@ -866,7 +967,7 @@ impl<S: SessionStore> Inner<S> {
     ) -> Flown {
         let sid = record.sid;
         // From the shared store itself: a local copy could still hold the refused credential.
-        match self.store.get_shared(&sid).await {
+        match self.env.store.get_shared(&sid).await {
             Ok(None) => {
                 return Flown::untouched(Err(SessionError::Reauthorize { errcode }));
             }
@@ -888,7 +989,7 @@ impl<S: SessionStore> Inner<S> {
         }
         crate::metrics::maintenance(call.name(), "grant_gone", class);
         tracing::info!(sid = %sid, call = call.name(), errcode = errcode.0, outcome = "grant_gone", "WeChat ended the grant; deleting the session");
-        if let Err(e) = self.store.delete(&sid).await {
+        if let Err(e) = self.env.store.delete(&sid).await {
             tracing::warn!(sid = %sid, error = %e, "could not delete an ended session");
         }
         Flown::untouched(Err(SessionError::Reauthorize { errcode }))
@@ -933,6 +1034,7 @@ fn refresh_token(record: &SessionRecord) -> Option<&wechat_oauth::RefreshToken> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::StoreError;
     use crate::wait::until;
     use wechat_mock::{Endpoint, Fault, MockConfig, MockGrant, MockWeChat};
     use wechat_oauth::{AppId, AppSecret, AuthCode, ManualClock, RetryPolicy};
@@ -1033,7 +1135,7 @@ mod tests {
             }
         };
         let flight = |label: &'static str| {
-            cache.inner.under_lease(
+            cache.inner.env.under_lease(
                 "refresh:slow",
                 Box::pin(work(label)),
                 || async { None },

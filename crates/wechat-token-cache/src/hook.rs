@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use wechat_oauth::{AppId, OpenId, Scopes, UnionId};
 
-use crate::login::LoginFlow;
+use crate::flow::LoginFlow;
 use crate::record::UserId;
 
 /// A login WeChat has just accepted, as the hook sees it.

@@ -65,8 +65,10 @@ mod cache;
 mod config;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+mod env;
 mod error;
 mod flight;
+mod flow;
 mod hook;
 mod lease;
 mod local;
@@ -84,9 +86,10 @@ mod wait;
 pub use cache::{SessionCache, SessionCacheBuilder};
 pub use config::{GracePolicy, MAX_REFRESH_WINDOW, SessionConfig};
 pub use error::{AppTokenError, CallError, LoginError, SessionError};
+pub use flow::LoginFlow;
 pub use hook::{HookError, LoginHook, NewLogin};
 pub use local::{CachedStore, CachedStoreBuilder, InvalidationSink, Invalidations};
-pub use login::{LoginBinding, LoginFlow};
+pub use login::LoginBinding;
 pub use moka_store::{DEFAULT_MAX_SESSIONS, MokaStore, MokaStoreBuilder, StoreExpiry};
 pub use record::{
     Credentials, InvalidSessionId, MAX_USER_ID_LEN, SessionId, SessionRecord, UserId,

@@ -33,11 +33,13 @@ use moka::sync::Cache;
 use sha2::Sha256;
 use wechat_oauth::{AppId, AuthCode, ErrCode, ErrorClass};
 
-use crate::cache::SessionCache;
 use crate::config::SessionConfig;
+use crate::env::Env;
 use crate::error::LoginError;
 use crate::flight::Flights;
+use crate::flow::LoginFlow;
 use crate::hook::NewLogin;
+use crate::mini_program::SessionKeys;
 use crate::record::{Credentials, SessionId, SessionRecord};
 use crate::store::{SessionStore, StoreError};
 
@@ -48,34 +50,6 @@ type Outcome = Result<Arc<SessionRecord>, LoginError>;
 const REFUSALS_PER_SUCCESS: u64 = 10;
 /// ...but never fewer than this many.
 const MIN_REMEMBERED_REFUSALS: u64 = 1_000;
-
-/// The way a code reached the server. A code used through one flow never opens a session
-/// through another.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum LoginFlow {
-    /// A code a client posts (mobile app, or a website's own front end), exchanged at
-    /// `/sns/oauth2/access_token`.
-    Code,
-    /// A Mini Program `wx.login()` code, exchanged at `/sns/jscode2session`.
-    MiniProgram,
-    /// The website (QR login) callback.
-    WebCallback,
-    /// The Official Account callback (inside WeChat, where no binding cookie survives).
-    OfficialAccountCallback,
-}
-
-impl LoginFlow {
-    /// The flow's metric label.
-    fn label(self) -> &'static str {
-        match self {
-            Self::Code => "code",
-            Self::MiniProgram => "mini_program",
-            Self::WebCallback => "website",
-            Self::OfficialAccountCallback => "official_account",
-        }
-    }
-}
 
 /// Counts a login outcome of a configured app.
 fn login_metric(appid: &AppId, flow: LoginFlow, outcome: &'static str) {
@@ -213,27 +187,6 @@ impl Logins {
     }
 }
 
-impl LoginFlow {
-    fn to_byte(self) -> u8 {
-        match self {
-            Self::Code => 0,
-            Self::MiniProgram => 1,
-            Self::WebCallback => 2,
-            Self::OfficialAccountCallback => 3,
-        }
-    }
-
-    fn from_byte(byte: u8) -> Option<Self> {
-        Some(match byte {
-            0 => Self::Code,
-            1 => Self::MiniProgram,
-            2 => Self::WebCallback,
-            3 => Self::OfficialAccountCallback,
-            _ => return None,
-        })
-    }
-}
-
 /// A code's outcome as every instance of a fleet shares it (through the store's shared values).
 enum Shared {
     Used(Used),
@@ -340,39 +293,32 @@ fn replayed(flow: LoginFlow) -> LoginError {
     }
 }
 
-impl<S: SessionStore> SessionCache<S> {
-    /// Logs in with a code from a mobile app, website or Official Account page, with no proof
-    /// of the client: concurrent submits share one exchange, any later repeat is refused. See
-    /// [`login_bound`](Self::login_bound).
-    pub async fn login(&self, code: &AuthCode) -> Result<Arc<SessionRecord>, LoginError> {
-        self.login_bound(code, &LoginBinding::new(LoginFlow::Code))
-            .await
-    }
+/// The login part at work: the logins' state, with what it needs of the coordinator (the
+/// shared [`Env`], and the session keys a Mini Program login replaces).
+pub(crate) struct LoginCalls<'a, S> {
+    pub(crate) logins: &'a Arc<Logins>,
+    pub(crate) env: &'a Arc<Env<S>>,
+    pub(crate) keys: &'a Arc<SessionKeys>,
+}
 
-    /// Logs in with a Mini Program `wx.login()` code via `jscode2session`, with no proof of the
-    /// client. The session holds the session key (never returned) and has no refresh.
-    pub async fn login_mini_program(
-        &self,
-        code: &AuthCode,
-    ) -> Result<Arc<SessionRecord>, LoginError> {
-        self.login_bound(code, &LoginBinding::new(LoginFlow::MiniProgram))
-            .await
+impl<S> Clone for LoginCalls<'_, S> {
+    fn clone(&self) -> Self {
+        *self
     }
+}
 
-    /// Logs in with a code submitted as `binding` describes: exchanges it (once, however often
-    /// it is submitted) and stores a new session.
-    ///
-    /// A repeat of a code that logged in gets that session as it is now only with an equal
-    /// binding holding a proof, within the retry window of its flow; otherwise, or once the
-    /// session has ended, [`LoginError::InvalidCode`] with errcode 40163 ("code used").
-    pub async fn login_bound(
+impl<S> Copy for LoginCalls<'_, S> {}
+
+impl<S: SessionStore> LoginCalls<'_, S> {
+    /// See [`SessionCache::login_bound`](crate::SessionCache::login_bound).
+    pub(crate) async fn login_bound(
         &self,
         code: &AuthCode,
         binding: &LoginBinding<'_>,
     ) -> Result<Arc<SessionRecord>, LoginError> {
         let Some(client) = (match binding.app {
-            Some(appid) => self.client_for(appid),
-            None => Some(self.client()),
+            Some(appid) => self.env.client_for(appid),
+            None => self.env.clients.first(),
         }) else {
             metrics::counter!(
                 crate::metrics::LOGINS,
@@ -398,7 +344,7 @@ impl<S: SessionStore> SessionCache<S> {
         code: &AuthCode,
         binding: &LoginBinding<'_>,
     ) -> Result<Arc<SessionRecord>, LoginError> {
-        let logins = &self.inner().logins;
+        let logins = self.logins;
         let key = logins.code_key(client.appid().as_str(), code);
         let claim = logins.claim(binding);
         let appid = client.appid().clone();
@@ -408,12 +354,21 @@ impl<S: SessionStore> SessionCache<S> {
             }
             return outcome;
         }
-        let cache = self.clone();
+        let (logins_, env, keys) = (
+            Arc::clone(self.logins),
+            Arc::clone(self.env),
+            Arc::clone(self.keys),
+        );
         let code = code.clone();
         let flown = logins
             .flights
             .run(key, move || async move {
-                let outcome = cache.exchange_in_flight(&appid, key, claim, &code).await;
+                let login = LoginCalls {
+                    logins: &logins_,
+                    env: &env,
+                    keys: &keys,
+                };
+                let outcome = login.exchange_in_flight(&appid, key, claim, &code).await;
                 (outcome, claim)
             })
             .await;
@@ -434,7 +389,7 @@ impl<S: SessionStore> SessionCache<S> {
     /// A submit that `joined` an exchange in flight (on another instance) shares its outcome
     /// on an equal binding alone, as it would joining a flight here.
     async fn remembered(&self, key: &CodeKey, claim: Claim, joined: bool) -> Option<Outcome> {
-        let logins = &self.inner().logins;
+        let logins = self.logins;
         if let Some(used) = logins.successes.get(key) {
             return Some(self.answer_used(used, claim, joined).await);
         }
@@ -446,7 +401,7 @@ impl<S: SessionStore> SessionCache<S> {
             return Some(Err(refusal));
         }
         // Another instance of the fleet may have seen it.
-        match self.store().get_value(&shared_name(key)).await {
+        match self.env.store.get_value(&shared_name(key)).await {
             Ok(Some(bytes)) => match Shared::decode(&bytes)? {
                 Shared::Used(used) => {
                     logins.successes.insert(*key, used);
@@ -466,11 +421,12 @@ impl<S: SessionStore> SessionCache<S> {
     /// refused as replayed.
     async fn answer_used(&self, used: Used, claim: Claim, joined: bool) -> Outcome {
         let window = match used.claim.flow {
-            LoginFlow::OfficialAccountCallback => self.config().callback_retry_window,
-            _ => self.config().code_retry_window,
+            LoginFlow::OfficialAccountCallback => self.env.config.callback_retry_window,
+            _ => self.env.config.code_retry_window,
         };
         let age = self
-            .clock()
+            .env
+            .clock
             .now()
             .duration_since(used.at)
             .unwrap_or_default();
@@ -482,7 +438,7 @@ impl<S: SessionStore> SessionCache<S> {
             outcome = "remembered",
             "login code retried by its client; same session"
         );
-        match self.store().get(&used.sid).await {
+        match self.env.store.get(&used.sid).await {
             Ok(Some(record)) => Ok(record),
             Ok(None) => Err(LoginError::InvalidCode {
                 errcode: ErrCode::CODE_USED,
@@ -510,7 +466,7 @@ impl<S: SessionStore> SessionCache<S> {
                 None => self.exchange_and_remember(appid, key, claim, code).await,
             }
         });
-        self.inner()
+        self.env
             .under_lease(
                 &shared_name(&key),
                 work,
@@ -535,13 +491,13 @@ impl<S: SessionStore> SessionCache<S> {
         code: &AuthCode,
     ) -> Outcome {
         let outcome = self.exchange(appid, claim.flow, code).await;
-        let logins = &self.inner().logins;
+        let logins = self.logins;
         let shared = match &outcome {
             Ok(record) => {
                 let used = Used {
                     sid: record.sid,
                     claim,
-                    at: self.clock().now(),
+                    at: self.env.clock.now(),
                 };
                 logins.successes.insert(key, used);
                 Some(Shared::Used(used))
@@ -565,9 +521,10 @@ impl<S: SessionStore> SessionCache<S> {
             (_, shared) => shared,
         };
         if let Some(shared) = shared {
-            let ttl = self.config().code_ttl;
+            let ttl = self.env.config.code_ttl;
             if let Err(error) = self
-                .store()
+                .env
+                .store
                 .put_value_if_absent(&shared_name(&key), shared.encode(), ttl)
                 .await
             {
@@ -580,19 +537,22 @@ impl<S: SessionStore> SessionCache<S> {
     /// Exchanges the code with app `appid`'s credentials, then (for a real user, or a snapshot
     /// user when allowed) asks the login hook for the user id, then stores the session.
     async fn exchange(&self, appid: &AppId, flow: LoginFlow, code: &AuthCode) -> Outcome {
-        let client = self.client_for(appid).ok_or(LoginError::AppNotConfigured)?;
-        let config = self.config();
+        let client = self
+            .env
+            .client_for(appid)
+            .ok_or(LoginError::AppNotConfigured)?;
+        let config = &self.env.config;
         let mut record = match flow {
             LoginFlow::MiniProgram => {
                 let session = client.jscode2session(code).await.map_err(login_error)?;
-                let now = self.clock().now();
+                let now = self.env.clock.now();
                 let lifetime = config.mini_program_session_ttl;
                 let appid = appid.clone();
                 SessionRecord::from_mini_program(SessionId::random(), appid, session, now, lifetime)
             }
             _ => {
                 let grant = client.exchange_code(code).await.map_err(login_error)?;
-                let now = self.clock().now();
+                let now = self.env.clock.now();
                 SessionRecord::from_grant(
                     SessionId::random(),
                     appid.clone(),
@@ -609,7 +569,7 @@ impl<S: SessionStore> SessionCache<S> {
             );
             return Err(LoginError::SnapshotUser);
         }
-        if let Some(hook) = &self.inner().hook {
+        if let Some(hook) = &self.env.hook {
             let login = NewLogin {
                 appid,
                 flow,
@@ -626,19 +586,20 @@ impl<S: SessionStore> SessionCache<S> {
                 }
             }
         }
-        let stored = match self.store().insert(record.clone()).await {
+        let stored = match self.env.store.insert(record.clone()).await {
             // 128 random bits do not collide; if the generator misbehaves, try one other id.
             Err(StoreError::AlreadyExists) => {
                 let mut again = record;
                 again.sid = SessionId::random();
-                self.store().insert(again).await?
+                self.env.store.insert(again).await?
             }
             other => other?,
         };
         if let Credentials::MiniProgram { session_key } = &stored.credentials {
             // The newest wx.login's key is the one the client's data is sealed under from now
             // on, for this user's older sessions too.
-            self.remember_session_key(&stored.appid, &stored.openid, session_key)
+            self.keys
+                .remember(self.env, &stored.appid, &stored.openid, session_key)
                 .await;
         }
         login_metric(appid, flow, "logged_in");
@@ -687,7 +648,7 @@ pub(crate) fn fuzz_shared_outcome(bytes: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
+    use crate::SessionCache;
     use wechat_mock::{Endpoint, MockConfig, MockGrant, MockWeChat};
     use wechat_oauth::{AppSecret, Client, ManualClock};
 
@@ -705,11 +666,12 @@ mod tests {
         let session = cache.login_bound(&code, &binding).await.unwrap();
         // A submit that missed the remembered outcome just before the first flight landed, and
         // so starts a flight of its own, gets the same session without a second exchange...
-        let logins = &cache.inner().logins;
+        let login = cache.login_part();
+        let logins = login.logins;
         let key = logins.code_key(mock.appid(), &code);
         let claim = logins.claim(&binding);
         let appid = AppId::new(mock.appid());
-        let again = cache
+        let again = login
             .exchange_in_flight(&appid, key, claim, &code)
             .await
             .unwrap();
@@ -717,7 +679,7 @@ mod tests {
         // ...and one from another client is refused there too.
         let stranger = logins.claim(&LoginBinding::new(LoginFlow::Code));
         assert!(matches!(
-            cache.exchange_in_flight(&appid, key, stranger, &code).await,
+            login.exchange_in_flight(&appid, key, stranger, &code).await,
             Err(LoginError::InvalidCode { errcode }) if errcode == ErrCode::CODE_USED
         ));
         assert_eq!(mock.calls(Endpoint::AccessToken), 1);
@@ -726,7 +688,7 @@ mod tests {
         assert!(cache.login(&junk).await.is_err());
         let key = logins.code_key(mock.appid(), &junk);
         assert!(matches!(
-            cache.exchange_in_flight(&appid, key, stranger, &junk).await,
+            login.exchange_in_flight(&appid, key, stranger, &junk).await,
             Err(LoginError::InvalidCode { errcode }) if errcode == ErrCode::INVALID_CODE
         ));
         assert_eq!(

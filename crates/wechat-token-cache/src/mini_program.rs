@@ -14,10 +14,11 @@ use wechat_oauth::{
     AppAccessToken, AppId, Client, ErrCode, OpenId, PhoneCode, PhoneInfo, SessionKey,
 };
 
-use crate::cache::SessionCache;
+use crate::app_token::{AppTokenCalls, AppTokens};
 use crate::config::SessionConfig;
+use crate::env::Env;
 use crate::error::{CallError, SessionError};
-use crate::record::{Credentials, SessionId, SessionRecord};
+use crate::record::{Credentials, SessionRecord};
 use crate::store::{CasOutcome, SessionStore};
 
 /// Each Mini Program user's newest session key known to this instance, by (app, openid).
@@ -45,77 +46,18 @@ fn session_key_key(appid: &AppId, openid: &OpenId) -> String {
     format!("sessionkey:{appid}:{openid}")
 }
 
-impl<S: SessionStore> SessionCache<S> {
-    /// The phone number behind a Mini Program phone-number button's `code`, redeemed with the
-    /// session's app. Only Mini Program sessions ([`CallError::NotPermitted`] otherwise).
-    pub async fn phone_number(
+impl SessionKeys {
+    /// See [`SessionCache::session_key`](crate::SessionCache::session_key).
+    pub(crate) async fn newest<S: SessionStore>(
         &self,
-        sid: &SessionId,
-        code: &PhoneCode,
-    ) -> Result<PhoneInfo, CallError> {
-        let (record, client) = self.mini_program_session(sid).await?;
-        let appid = record.appid.clone();
-        self.with_app_token(&appid, |token| {
-            let client = client.clone();
-            async move { client.phone_number(&token, code).await }
-        })
-        .await
-    }
-
-    /// Asks WeChat whether the session's user's newest session key is still valid
-    /// (`checksession`). [`CallError::SessionKeyInvalid`] when WeChat says it is not (87009):
-    /// the Mini Program must `wx.login` again.
-    pub async fn check_session_key(&self, sid: &SessionId) -> Result<(), CallError> {
-        self.with_session_key(sid, |client, token, openid, key| async move {
-            client.check_session_key(&token, &openid, &key).await
-        })
-        .await
-        .map(drop)
-    }
-
-    /// Replaces the session's user's session key at WeChat (`resetusersessionkey`) and keeps
-    /// the new one (for this session and as the user's newest). The client's data produced
-    /// before the reset no longer decrypts.
-    pub async fn reset_session_key(&self, sid: &SessionId) -> Result<(), CallError> {
-        let (record, new_key) = self
-            .with_session_key(sid, |client, token, openid, key| async move {
-                client.reset_session_key(&token, &openid, &key).await
-            })
-            .await?;
-        self.remember_session_key(&record.appid, &record.openid, &new_key)
-            .await;
-        // This session's own copy too, so it holds the key even after the shared one expires.
-        let mut updated = (*record).clone();
-        updated.credentials = Credentials::MiniProgram {
-            session_key: new_key,
-        };
-        match self
-            .store()
-            .compare_and_set(record.version, updated)
-            .await
-            .map_err(SessionError::from)?
-        {
-            CasOutcome::Stored(_) => {}
-            CasOutcome::Conflict { .. } => {
-                tracing::debug!(sid = %sid, "session changed during a key reset; the newest key is kept per user")
-            }
-        }
-        Ok(())
-    }
-
-    /// The session key data from this session's user is sealed under: the newest one known for
-    /// the user in this app (a newer `wx.login` or a reset replaces it), else the session's
-    /// own. `None` for sessions that are not Mini Program sessions.
-    pub async fn session_key(
-        &self,
+        env: &Env<S>,
         record: &SessionRecord,
     ) -> Result<Option<SessionKey>, SessionError> {
         let Credentials::MiniProgram { session_key } = &record.credentials else {
             return Ok(None);
         };
-        let inner = self.inner();
         let key = (record.appid.clone(), record.openid.clone());
-        match inner
+        match env
             .store
             .get_secret(&session_key_key(&record.appid, &record.openid))
             .await
@@ -130,78 +72,129 @@ impl<S: SessionStore> SessionCache<S> {
             }
         }
         Ok(Some(
-            inner
-                .session_keys
-                .0
-                .get(&key)
-                .unwrap_or_else(|| session_key.clone()),
+            self.0.get(&key).unwrap_or_else(|| session_key.clone()),
         ))
     }
 
     /// Remembers `key` as the user's newest session key in `appid`, here and in the store.
-    pub(crate) async fn remember_session_key(
+    pub(crate) async fn remember<S: SessionStore>(
         &self,
+        env: &Env<S>,
         appid: &AppId,
         openid: &OpenId,
         key: &SessionKey,
     ) {
-        let inner = self.inner();
-        inner
-            .session_keys
-            .0
-            .insert((appid.clone(), openid.clone()), key.clone());
-        if let Err(error) = inner
+        self.0.insert((appid.clone(), openid.clone()), key.clone());
+        if let Err(error) = env
             .store
             .put_secret(
                 &session_key_key(appid, openid),
                 key.secret().as_bytes().to_vec(),
-                inner.config.mini_program_session_ttl,
+                env.config.mini_program_session_ttl,
             )
             .await
         {
             tracing::warn!(%error, "the newest session key was not shared; other instances use theirs");
         }
     }
+}
 
-    /// Calls WeChat with a Mini Program session's user, newest session key and app token
-    /// (renewed once if refused); 87009 is [`CallError::SessionKeyInvalid`]. Returns the
-    /// session as read, with the answer.
-    async fn with_session_key<T, F, Fut>(
-        &self,
-        sid: &SessionId,
-        call: F,
-    ) -> Result<(Arc<SessionRecord>, T), CallError>
+/// The Mini Program calls at work on one session (read and checked to be a Mini Program's by
+/// the caller), with the app tokens and session keys they use.
+pub(crate) struct MiniProgramCalls<'a, S> {
+    pub(crate) env: &'a Arc<Env<S>>,
+    pub(crate) tokens: &'a Arc<AppTokens>,
+    pub(crate) keys: &'a SessionKeys,
+    pub(crate) record: Arc<SessionRecord>,
+}
+
+impl<S: SessionStore> MiniProgramCalls<'_, S> {
+    /// See [`SessionCache::phone_number`](crate::SessionCache::phone_number).
+    pub(crate) async fn phone_number(&self, code: &PhoneCode) -> Result<PhoneInfo, CallError> {
+        let client = self.client()?;
+        self.app_tokens()
+            .with_app_token(&self.record.appid, |token| {
+                let client = client.clone();
+                async move { client.phone_number(&token, code).await }
+            })
+            .await
+    }
+
+    /// See [`SessionCache::check_session_key`](crate::SessionCache::check_session_key).
+    pub(crate) async fn check_session_key(&self) -> Result<(), CallError> {
+        self.with_session_key(|client, token, openid, key| async move {
+            client.check_session_key(&token, &openid, &key).await
+        })
+        .await
+        .map(drop)
+    }
+
+    /// See [`SessionCache::reset_session_key`](crate::SessionCache::reset_session_key).
+    pub(crate) async fn reset_session_key(&self) -> Result<(), CallError> {
+        let new_key = self
+            .with_session_key(|client, token, openid, key| async move {
+                client.reset_session_key(&token, &openid, &key).await
+            })
+            .await?;
+        let record = &self.record;
+        self.keys
+            .remember(self.env, &record.appid, &record.openid, &new_key)
+            .await;
+        // This session's own copy too, so it holds the key even after the shared one expires.
+        let mut updated = (**record).clone();
+        updated.credentials = Credentials::MiniProgram {
+            session_key: new_key,
+        };
+        match self
+            .env
+            .store
+            .compare_and_set(record.version, updated)
+            .await
+            .map_err(SessionError::from)?
+        {
+            CasOutcome::Stored(_) => {}
+            CasOutcome::Conflict { .. } => {
+                tracing::debug!(sid = %record.sid, "session changed during a key reset; the newest key is kept per user")
+            }
+        }
+        Ok(())
+    }
+
+    fn client(&self) -> Result<Client, CallError> {
+        Ok(self
+            .env
+            .client_for(&self.record.appid)
+            .ok_or(SessionError::NotFound)?
+            .clone())
+    }
+
+    fn app_tokens(&self) -> AppTokenCalls<'_, S> {
+        AppTokenCalls {
+            tokens: self.tokens,
+            env: self.env,
+        }
+    }
+
+    /// Calls WeChat with the session's user, newest session key and app token (renewed once
+    /// if refused); 87009 is [`CallError::SessionKeyInvalid`].
+    async fn with_session_key<T, F, Fut>(&self, call: F) -> Result<T, CallError>
     where
         F: Fn(Client, AppAccessToken, OpenId, SessionKey) -> Fut,
         Fut: Future<Output = Result<T, wechat_oauth::Error>>,
     {
-        let (record, client) = self.mini_program_session(sid).await?;
+        let client = self.client()?;
+        let record = &self.record;
         let key = self
-            .session_key(&record)
+            .keys
+            .newest(self.env, record)
             .await?
             .ok_or(CallError::NotPermitted)?;
-        let answer = self
+        self.app_tokens()
             .with_app_token(&record.appid, |token| {
                 call(client.clone(), token, record.openid.clone(), key.clone())
             })
             .await
-            .map_err(session_key_error)?;
-        Ok((record, answer))
-    }
-
-    async fn mini_program_session(
-        &self,
-        sid: &SessionId,
-    ) -> Result<(Arc<SessionRecord>, Client), CallError> {
-        let record = self.session(sid).await?;
-        if !matches!(record.credentials, Credentials::MiniProgram { .. }) {
-            return Err(CallError::NotPermitted);
-        }
-        let client = self
-            .client_for(&record.appid)
-            .ok_or(SessionError::NotFound)?
-            .clone();
-        Ok((record, client))
+            .map_err(session_key_error)
     }
 }
 
