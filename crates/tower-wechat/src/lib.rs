@@ -41,6 +41,7 @@
 
 mod apps;
 mod auth;
+mod cookie;
 mod endpoints;
 pub mod grpc;
 mod headers;
@@ -57,17 +58,17 @@ mod user;
 pub use apps::{AppKind, UnknownAppKind};
 pub use auth::{
     BuildError, REISSUED_TOKEN_HEADER, RequireUserLayer, RequireUserService, ResponseFuture,
-    SameSite, SessionChanged, SessionCookie, TokenSource, WeChatAuth, WeChatAuthBuilder,
-    WeChatAuthLayer,
+    TokenSource, WeChatAuth, WeChatAuthBuilder, WeChatAuthLayer,
 };
+pub use cookie::{SameSite, SessionCookie};
 pub use endpoints::{
-    BINDING_COOKIE, ClientKey, CodeLogin, LoginEndpoints, LoginPaths, LoginSuccess, StartRequest,
-    WebCallback, WebFlow, WebStart, escape_html,
+    BINDING_COOKIE, ClientKey, CodeLogin, LoginEndpoints, LoginPaths, LoginSuccess, SessionChanged,
+    StartRequest, WebCallback, WebFlow, WebStart,
 };
 pub use grpc::{GrpcOrElse, GrpcRejection};
 pub use headers::{SENSITIVE_HEADERS, SecurityHeadersLayer, security_headers};
 pub use limits::LoginLimits;
-pub use pages::{BuiltinPages, ErrorPages};
+pub use pages::{BuiltinPages, ErrorPages, escape_html};
 pub use rejection::{AuthError, JsonAuthRejection, Rejection, RejectionResponse};
 #[cfg(feature = "server")]
 pub use server::{Serve, ServeLimits, serve};

@@ -7,6 +7,12 @@ use http::HeaderMap;
 
 use crate::rejection::AuthError;
 
+/// `text` with the five HTML special characters escaped (`&`, `<`, `>`, `"`, `'`): safe in
+/// element content and in quoted attribute values.
+pub fn escape_html(text: &str) -> String {
+    html_escape::encode_quoted_attribute(text).into_owned()
+}
+
 /// Writes the HTML page for a failed browser login. Set it with
 /// [`WeChatAuthBuilder::error_pages`](crate::WeChatAuthBuilder::error_pages); the default is
 /// [`BuiltinPages::Negotiated`].
@@ -68,8 +74,8 @@ impl ErrorPages for BuiltinPages {
              <meta name=\"viewport\" content=\"width=device-width\"><title>{title}</title></head>\n\
              <body><h1>{title}</h1>\n<p>{}</p>\n<p><a href=\"{}\">{again}</a> \
              · <a href=\"/\">{home}</a></p></body></html>\n",
-            crate::escape_html(&text),
-            crate::escape_html(login_again),
+            escape_html(&text),
+            escape_html(login_again),
         )
     }
 }

@@ -16,7 +16,8 @@ use wechat_token_cache::{
 };
 
 use super::future::Reissue;
-use super::source::{self, REISSUED_TOKEN_HEADER, SentBy, SessionCookie, TokenSource};
+use super::source::{self, REISSUED_TOKEN_HEADER, SentBy, TokenSource};
+use crate::cookie::SessionCookie;
 use crate::rejection::AuthError;
 use crate::token::{Kept, Session, TokenIssuer, Verified, VerifiedToken};
 use crate::user::{Upstream, WeChatUser};

@@ -10,15 +10,12 @@ use http::header::CACHE_CONTROL;
 use http::{HeaderName, HeaderValue, Response};
 use pin_project_lite::pin_project;
 
+use crate::endpoints::SessionChanged;
+
 /// A header to add to the response: a re-issued session token, or a cookie cleared. Boxed: it
 /// is rare, and the response future that carries it stays small to move.
 #[derive(Clone, Debug)]
 pub(crate) struct Reissue(Box<(HeaderName, HeaderValue)>);
-
-/// Put in a response's extensions by a handler that changed the session itself (login,
-/// logout): the layer then adds no re-issued token for the old session to that response.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SessionChanged;
 
 impl Reissue {
     pub(crate) fn new(name: HeaderName, value: HeaderValue) -> Self {

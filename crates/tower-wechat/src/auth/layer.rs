@@ -2,17 +2,16 @@
 
 use std::sync::Arc;
 
-use tower_layer::Layer;
 use wechat_oauth::Client;
 use wechat_token_cache::{
     LoginHook, MokaStore, SessionCache, SessionCacheBuilder, SessionConfig, SessionStore,
 };
 
 use super::authenticator::Authenticator;
-use super::service::WeChatAuth;
-use super::source::{SessionCookie, TokenSource};
+use super::source::TokenSource;
 use crate::apps::{AppKind, Apps};
-use crate::endpoints::{LoginPaths, LoginSettings};
+use crate::cookie::SessionCookie;
+use crate::endpoints::{LoginEndpoints, LoginPaths, LoginSettings};
 use crate::limits::LoginLimits;
 use crate::rejection::JsonAuthRejection;
 use crate::token::{KeyRing, SigningKeyError, TokenConfig, TokenIssuer};
@@ -144,14 +143,6 @@ impl<St, R> WeChatAuthLayer<St, R> {
     /// The session cookie's attributes.
     pub fn cookie(&self) -> &SessionCookie {
         &self.shared.auth.cookie
-    }
-}
-
-impl<S, St, R: Clone> Layer<S> for WeChatAuthLayer<St, R> {
-    type Service = WeChatAuth<S, St, R>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        WeChatAuth::new(inner, self.clone())
     }
 }
 
@@ -337,5 +328,17 @@ impl<St: SessionStore> WeChatAuthBuilder<St> {
             mode: self.mode,
             rejection: JsonAuthRejection,
         })
+    }
+}
+
+impl<St: SessionStore> LoginEndpoints<St> {
+    /// The login endpoints of `layer`: its apps, session cache, tokens and cookie, and the
+    /// login settings of its builder ([`web_flow`](crate::WeChatAuthBuilder::web_flow),
+    /// [`login_limits`](crate::WeChatAuthBuilder::login_limits),
+    /// [`client_key`](crate::WeChatAuthBuilder::client_key)); OAuth states are signed with a
+    /// key derived from its key ring. Every call returns the same endpoints (one limiter, one
+    /// record of used states).
+    pub fn new<R>(layer: &WeChatAuthLayer<St, R>) -> Self {
+        Self::from_state(Arc::clone(&layer.shared.login))
     }
 }

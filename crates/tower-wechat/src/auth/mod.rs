@@ -25,8 +25,8 @@ mod require;
 mod service;
 pub(crate) mod source;
 
-pub use future::{ResponseFuture, SessionChanged};
+pub use future::ResponseFuture;
 pub use layer::{BuildError, WeChatAuthBuilder, WeChatAuthLayer};
 pub use require::{RequireUserLayer, RequireUserService};
 pub use service::WeChatAuth;
-pub use source::{REISSUED_TOKEN_HEADER, SameSite, SessionCookie, TokenSource};
+pub use source::{REISSUED_TOKEN_HEADER, TokenSource};

@@ -13,9 +13,19 @@ use wechat_token_cache::SessionStore;
 
 use super::authenticator::{Outcome, Refusal, Step};
 use super::future::{Reissue, ResponseFuture};
+use tower_layer::Layer;
+
 use super::layer::{Mode, WeChatAuthLayer};
 use crate::rejection::{AuthError, RejectionResponse, Render};
 use crate::user::{Anonymous, VerifiedSession};
+
+impl<S, St, R: Clone> Layer<S> for WeChatAuthLayer<St, R> {
+    type Service = WeChatAuth<S, St, R>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        WeChatAuth::new(inner, self.clone())
+    }
+}
 
 /// The middleware service made by [`WeChatAuthLayer`].
 pub struct WeChatAuth<S, St, R> {

@@ -61,7 +61,7 @@ use wechat_token_cache::{
 };
 
 use crate::apps::{AppKind, Apps};
-use crate::auth::{SessionCookie, WeChatAuthLayer};
+use crate::cookie::{SameSite, SessionCookie, cookies};
 use crate::limits::{Admission, LoginLimiter, LoginLimits};
 use crate::pages::ErrorPages;
 use crate::rejection::AuthError;
@@ -340,12 +340,6 @@ pub(crate) fn wants_html(headers: &http::HeaderMap) -> bool {
         .any(|v| v.contains("text/html"))
 }
 
-/// `text` with the five HTML special characters escaped (`&`, `<`, `>`, `"`, `'`): safe in
-/// element content and in quoted attribute values.
-pub fn escape_html(text: &str) -> String {
-    html_escape::encode_quoted_attribute(text).into_owned()
-}
-
 #[cfg(feature = "axum")]
 fn json_response<B: From<Bytes>>(status: http::StatusCode, body: Vec<u8>) -> http::Response<B> {
     let mut response = http::Response::new(B::from(Bytes::from(body)));
@@ -440,17 +434,16 @@ impl<St> fmt::Debug for LoginEndpoints<St> {
     }
 }
 
+/// Put in a response's extensions by a handler that changed the session itself (login,
+/// logout): the layer then adds no re-issued token for the old session to that response.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SessionChanged;
+
 impl<St: SessionStore> LoginEndpoints<St> {
-    /// The login endpoints of `layer`: its apps, session cache, tokens and cookie, and the
-    /// login settings of its builder ([`web_flow`](crate::WeChatAuthBuilder::web_flow),
-    /// [`login_limits`](crate::WeChatAuthBuilder::login_limits),
-    /// [`client_key`](crate::WeChatAuthBuilder::client_key)); OAuth states are signed with a
-    /// key derived from its key ring. Every call returns the same endpoints (one limiter, one
-    /// record of used states).
-    pub fn new<R>(layer: &WeChatAuthLayer<St, R>) -> Self {
-        Self {
-            inner: Arc::clone(&layer.shared.login),
-        }
+    /// The endpoints over their shared state (see [`LoginEndpoints::new`], in the layer's
+    /// module: the layer's builder makes that state).
+    pub(crate) fn from_state(inner: Arc<Inner<St>>) -> Self {
+        Self { inner }
     }
 
     /// `failure` as an HTML page for a browser, linking to a new login at this application's
@@ -773,7 +766,7 @@ impl<St: SessionStore> LoginEndpoints<St> {
     fn binding_cookie(&self) -> SessionCookie {
         let mut cookie = self.inner.cookie.with_name(BINDING_COOKIE);
         cookie.path = "/".into();
-        cookie.same_site = crate::auth::SameSite::Lax;
+        cookie.same_site = SameSite::Lax;
         cookie
     }
 
@@ -785,7 +778,7 @@ impl<St: SessionStore> LoginEndpoints<St> {
     /// The binding cookie's value in a request, if exactly one was sent.
     pub fn binding<'a>(&self, headers: &'a http::HeaderMap) -> Option<&'a str> {
         let name = self.binding_cookie().full_name();
-        let mut values = crate::auth::source::cookies(headers, &name);
+        let mut values = cookies(headers, &name);
         match (values.next(), values.next()) {
             (Some(Ok(one)), None) => Some(one),
             _ => None,

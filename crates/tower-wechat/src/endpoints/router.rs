@@ -18,10 +18,10 @@ use wechat_oauth::OfficialAccountScope;
 use wechat_token_cache::SessionStore;
 
 use super::{
-    AuthError, CodeLogin, LoginEndpoints, LoginSuccess, StartRequest, WebCallback, json_response,
+    AuthError, CodeLogin, LoginEndpoints, LoginSuccess, SessionChanged, StartRequest, WebCallback,
+    json_response,
 };
 use crate::apps::AppKind;
-use crate::auth::SessionChanged;
 use crate::rejection::Rejection;
 use crate::user::{Anonymous, VerifiedSession, WeChatUser};
 

@@ -20,7 +20,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::Mac;
 use jsonwebtoken::{DecodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq;
 use wechat_token_cache::{ReadStamp, SessionId, SessionRecord, SharedClock};
 
 use crate::rejection::AuthError;
@@ -590,34 +589,6 @@ impl TokenIssuer {
     }
 }
 
-/// Whether two tokens are equal, leaking through timing nothing about the signature: the part
-/// up to the last `.` is compared plainly, the signature in constant time.
-fn same_token(known: &[u8], signature_at: usize, candidate: &[u8]) -> bool {
-    if known.len() != candidate.len() {
-        return false;
-    }
-    let (known_signed, known_signature) = known.split_at(signature_at);
-    let (signed, signature) = candidate.split_at(signature_at);
-    // Eight bytes at a time, the rest a byte at a time, folded into one word compared once: no
-    // branch on the content.
-    let (known_words, signature_words) =
-        (known_signature.chunks_exact(8), signature.chunks_exact(8));
-    let tail = known_words
-        .remainder()
-        .iter()
-        .zip(signature_words.remainder())
-        .fold(0u64, |acc, (a, b)| acc | u64::from(a ^ b));
-    let difference = known_words
-        .zip(signature_words)
-        .fold(tail, |acc, (a, b)| acc | (word(a) ^ word(b)));
-    known_signed == signed && bool::from(difference.ct_eq(&0))
-}
-
-/// Eight bytes as a word.
-fn word(bytes: &[u8]) -> u64 {
-    u64::from_le_bytes(bytes.try_into().unwrap_or_default())
-}
-
 /// Any failure to read a token says only "invalid": no detail that could help a forger.
 fn invalid<E>(_: E) -> AuthError {
     AuthError::InvalidToken
@@ -625,7 +596,7 @@ fn invalid<E>(_: E) -> AuthError {
 
 #[cfg(test)]
 mod tests {
-    use super::table::INLINE_TOKEN;
+    use super::table::{INLINE_TOKEN, same_token};
     use super::*;
     use jsonwebtoken::{Algorithm, EncodingKey};
     use std::sync::Arc;
