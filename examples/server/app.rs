@@ -447,17 +447,14 @@ async fn profile<St: SessionStore>(
             "unionid": info.unionid.as_ref().map(|u| u.as_str()),
         }))
         .into_response(),
-        Err(AuthError::ScopeInsufficient { .. }) => {
-            // An Official Account login with snsapi_base can ask for the profile scope and
-            // come back to the page it was on.
-            let reauthorize = (user.app_kind() == Some(AppKind::OfficialAccount)
-                && !user.is_snapshot_user())
-            .then(|| endpoints.reauthorize_url(query.return_to.as_deref().unwrap_or("/")))
-            .flatten();
-            AuthError::ScopeInsufficient { reauthorize }.into_response()
+        // An Official Account login with snsapi_base is told where to ask for the profile
+        // scope and come back; otherwise the session's outcome, or WeChat's answer.
+        Err(error) => {
+            let return_to = query.return_to.as_deref().unwrap_or("/");
+            endpoints
+                .offer_reauthorize(&user, error, return_to)
+                .into_response()
         }
-        // The session's outcome, or WeChat's answer: one table of codes and statuses.
-        Err(error) => error.into_response(),
     }
 }
 

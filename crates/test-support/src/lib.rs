@@ -3,6 +3,9 @@
 //! line of. Not published (`publish = false`): the crates name it as a path-only
 //! dev-dependency, which packaging drops.
 
+#[cfg(feature = "site")]
+pub mod site;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -651,6 +651,39 @@ impl<St: SessionStore> LoginEndpoints<St> {
         Some(format!("{}?{}", self.inner.paths.web_start, query.finish()))
     }
 
+    /// `error` as `user`'s handler should answer it: an [`AuthError::ScopeInsufficient`] of an
+    /// Official Account session (not a snapshot user) carries the
+    /// [`reauthorize_url`](Self::reauthorize_url) that asks for the profile scope and comes
+    /// back to `return_to`; any other error is returned as it is.
+    ///
+    /// ```no_run
+    /// # use tower_wechat::{AuthError, LoginEndpoints, WeChatUser};
+    /// # async fn profile(endpoints: LoginEndpoints, user: WeChatUser) -> Result<String, AuthError> {
+    /// let info = user
+    ///     .userinfo(wechat_oauth::Lang::ZhCn)
+    ///     .await
+    ///     .map_err(|error| endpoints.offer_reauthorize(&user, error, "/profile"))?;
+    /// # Ok(info.nickname) }
+    /// ```
+    pub fn offer_reauthorize(
+        &self,
+        user: &WeChatUser,
+        error: AuthError,
+        return_to: &str,
+    ) -> AuthError {
+        match error {
+            AuthError::ScopeInsufficient { reauthorize: None }
+                if user.app_kind() == Some(AppKind::OfficialAccount)
+                    && !user.is_snapshot_user() =>
+            {
+                AuthError::ScopeInsufficient {
+                    reauthorize: self.reauthorize_url(return_to),
+                }
+            }
+            other => other,
+        }
+    }
+
     /// Handles WeChat's redirect back: verifies the state (for the website flow, against the
     /// binding cookie's value; always against the `return_to` it was issued with) and consumes
     /// it, exchanges the code with the state's app and opens a session. No code means the user

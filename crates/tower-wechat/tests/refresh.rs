@@ -116,17 +116,13 @@ async fn refresh_failures_and_scope_map_to_their_http_answers() {
     }
 
     // A snsapi_base grant asking for the profile.
-    let code = s
-        .get_json(
-            "/sandbox/code",
-            &[("openid", "o_base"), ("scope", "snsapi_base")],
-        )
-        .await;
+    let code = s.mock.mint_code(wechat_mock::MockGrant {
+        openid: Some("o_base".into()),
+        scope: Some("snsapi_base".into()),
+        ..Default::default()
+    });
     let (status, body) = s
-        .post_login(
-            "/auth/wechat/login",
-            json!({ "code": code["code"] }).to_string(),
-        )
+        .post_login("/auth/wechat/login", json!({ "code": code }).to_string())
         .await;
     assert_eq!(status, StatusCode::OK);
     let response = s.get("/me/profile", body["token"].as_str().unwrap()).await;

@@ -12,11 +12,9 @@ use common::{HOUR, SECRET, start};
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, COOKIE, SET_COOKIE};
 use serde_json::{Value, json};
-use wechat_login::middleware::{
-    AppKind, KeyRing, SigningKey, TokenConfig, TokenIssuer, WeChatAuthLayer,
-};
-use wechat_login::token_cache::{SessionRecord, SessionStore};
+use tower_wechat::{AppKind, KeyRing, SigningKey, TokenConfig, TokenIssuer, WeChatAuthLayer};
 use wechat_mock::{Endpoint, Fault};
+use wechat_token_cache::{SessionRecord, SessionStore};
 
 #[tokio::test]
 async fn tokens_survive_key_rotation_until_the_old_key_is_dropped() {
@@ -377,11 +375,11 @@ async fn logout_works_while_wechat_is_down() {
 #[tokio::test]
 async fn trace_logs_and_responses_hold_no_secret() {
     /// The WeChat credentials a session holds now (read from the store), by value.
-    async fn credentials(s: &common::Server, sid: &Value, into: &mut Vec<String>) {
+    async fn credentials(s: &common::Site, sid: &Value, into: &mut Vec<String>) {
         let sid = sid.as_str().unwrap().parse().unwrap();
         if let Some(record) = s.auth.cache().store().get(&sid).await.unwrap() {
             match &record.credentials {
-                wechat_login::token_cache::Credentials::OAuth {
+                wechat_token_cache::Credentials::OAuth {
                     access_token,
                     refresh_token,
                     ..
@@ -389,7 +387,7 @@ async fn trace_logs_and_responses_hold_no_secret() {
                     into.push(access_token.secret().to_owned());
                     into.push(refresh_token.secret().to_owned());
                 }
-                wechat_login::token_cache::Credentials::MiniProgram { session_key } => {
+                wechat_token_cache::Credentials::MiniProgram { session_key } => {
                     into.push(session_key.secret().to_owned());
                 }
                 _ => {}
