@@ -91,7 +91,8 @@ use wechat_login::oauth::{AppId, AppSecret, Client};
 use wechat_login::redis_store::{RedisStore, SealingKey};
 use wechat_login::token_cache::CachedStore;
 use wechat_login::token_cache::{
-    CasOutcome, MokaStore, SessionId, SessionRecord, SessionStore, StoreError, UserId,
+    CasOutcome, MokaStore, SessionId, SessionRecord, SessionStore, SharedStore, SingleProcess,
+    StoreError, SystemClock, UserId,
 };
 use wechat_mock::{MockConfig, MockGrant, MockWeChat};
 
@@ -345,7 +346,7 @@ async fn redis_store(records: &[Arc<SessionRecord>]) -> Result<RedisStore, BoxEr
 }
 
 /// The same layer over `store`.
-fn layer_over<St: SessionStore>(
+fn layer_over<St: SharedStore>(
     mock: &MockWeChat,
     store: St,
 ) -> Result<WeChatAuthLayer<St>, BoxError> {
@@ -372,7 +373,8 @@ async fn setup() -> Result<Setup, BoxError> {
         client,
         KeyRing::new(SigningKey::hs256("k1", &SESSION_SECRET)?),
     )
-    .store(store)
+    // Counting stands in for a store of one process: its leases and values are in memory.
+    .store(SingleProcess::new(store, Arc::new(SystemClock)))
     .build()?
     .required();
 

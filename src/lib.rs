@@ -65,7 +65,7 @@ pub use wechat_redis_store::{RedisStore, SealingKey};
 pub use wechat_token_cache::{
     AppTokenError, CachedStore, CallError, CasOutcome, GracePolicy, HookError, LoginHook,
     ManualClock, MokaStore, NewLogin, SessionCache, SessionConfig, SessionId, SessionRecord,
-    SessionStore, SharedClock, StoreError, SystemClock, UserId,
+    SessionStore, SharedClock, SharedStore, SingleProcess, StoreError, SystemClock, UserId,
 };
 // The fake WeChat, for tests and local development (its faults: `mock::{Endpoint, Fault}`).
 #[cfg(feature = "mock")]

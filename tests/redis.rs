@@ -14,7 +14,7 @@ use reqwest::header::RETRY_AFTER;
 use wechat_login::oauth::ManualClock;
 use wechat_login::oauth::{Clock, SharedClock};
 use wechat_login::redis_store::{RedisStore, RedisStoreBuilder, SealingKey};
-use wechat_login::token_cache::{CachedStore, SessionStore, UserId};
+use wechat_login::token_cache::{CachedStore, SessionStore, SharedStore, UserId};
 use wechat_mock::MockConfig;
 
 /// What an instance of the example app keeps sessions in with `REDIS_URL`.
@@ -173,7 +173,7 @@ async fn a_record_no_instance_can_open_answers_503_and_is_kept() {
 }
 
 /// The session id behind `token`, as `instance` reports it.
-async fn session_id<St: SessionStore>(
+async fn session_id<St: SharedStore>(
     instance: &Server<St>,
     token: &str,
 ) -> wechat_login::token_cache::SessionId {

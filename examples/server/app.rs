@@ -24,7 +24,7 @@ use wechat_login::middleware::{
     WeChatUser, WebFlow,
 };
 use wechat_login::oauth::{AppId, AppSecret, Client, EncryptedData, Lang, PhoneCode, SharedClock};
-use wechat_login::token_cache::{MokaStore, SessionStore};
+use wechat_login::token_cache::{MokaStore, SharedStore};
 use wechat_mock::{MockConfig, MockGrant, MockWeChat};
 
 #[path = "accounts.rs"]
@@ -138,7 +138,7 @@ pub async fn build(mut config: Config) -> Result<App, BoxError> {
 }
 
 /// The app with sessions in `store`.
-pub async fn build_with_store<St: SessionStore>(
+pub async fn build_with_store<St: SharedStore>(
     config: Config,
     store: St,
 ) -> Result<App<St>, BoxError> {
@@ -434,7 +434,7 @@ struct ProfileQuery {
     return_to: Option<String>,
 }
 
-async fn profile<St: SessionStore>(
+async fn profile<St: SharedStore>(
     State(endpoints): State<LoginEndpoints<St>>,
     Query(query): Query<ProfileQuery>,
     user: WeChatUser,

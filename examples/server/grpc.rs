@@ -99,7 +99,7 @@ impl tower::Service<http::Request<Body>> for WhoAmI {
 /// Serves `demo.WhoAmI` on `listener` behind `layer` — required mode, refusals as gRPC
 /// statuses ([`GrpcRejection`](wechat_login::middleware::GrpcRejection)) — until `shutdown`
 /// completes. The example server runs it on `GRPC_BIND`.
-pub async fn serve<St: wechat_login::SessionStore>(
+pub async fn serve<St: wechat_login::SharedStore>(
     layer: &wechat_login::WeChatAuthLayer<St>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()>,

@@ -30,7 +30,7 @@ use tracing_subscriber::EnvFilter;
 use wechat_login::middleware::{AppKind, LoginLimits};
 use wechat_login::oauth::SystemClock;
 use wechat_login::redis_store::{RedisStore, SealingKey};
-use wechat_login::token_cache::SessionStore;
+use wechat_login::token_cache::SharedStore;
 use wechat_mock::MockConfig;
 
 fn env(name: &str) -> Option<String> {
@@ -142,7 +142,7 @@ fn configured_apps() -> Result<Vec<app::AppConfig>, app::BoxError> {
     Ok(apps)
 }
 
-async fn run<St: SessionStore>(
+async fn run<St: SharedStore>(
     app: app::App<St>,
     listener: tokio::net::TcpListener,
     limits: ServeLimits,

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use wechat_login::middleware::{LoginEndpoints, SessionChanged, WeChatUser, escape_html};
 use wechat_login::oauth::Lang;
-use wechat_login::token_cache::SessionStore;
+use wechat_login::token_cache::SharedStore;
 
 /// What the pages need.
 pub struct Pages<St> {
@@ -57,7 +57,7 @@ overflow-x:auto;font-size:.85rem}";
 }
 
 /// `GET /`: the logged-in user, or the way to log in.
-pub async fn home<St: SessionStore>(
+pub async fn home<St: SharedStore>(
     State(pages): State<Pages<St>>,
     user: Option<Extension<WeChatUser>>,
 ) -> Html<String> {
@@ -138,7 +138,7 @@ fn same_site(headers: &HeaderMap, origin: &str) -> bool {
 }
 
 /// 303 to `/`, clearing the session cookie.
-fn back_home<St: SessionStore>(pages: &Pages<St>) -> Response {
+fn back_home<St: SharedStore>(pages: &Pages<St>) -> Response {
     let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
     // The session ended here: the layer must not re-issue its token on this response.
     response.extensions_mut().insert(SessionChanged);
@@ -160,15 +160,12 @@ fn cross_site() -> Response {
 }
 
 /// `POST /session/logout`: ends this browser's session, back to `/`.
-pub async fn logout<St: SessionStore>(
-    State(pages): State<Pages<St>>,
-    request: Request,
-) -> Response {
+pub async fn logout<St: SharedStore>(State(pages): State<Pages<St>>, request: Request) -> Response {
     end(&pages, request, false).await
 }
 
 /// `POST /session/logout-all`: ends every session of the user, back to `/`.
-pub async fn logout_all<St: SessionStore>(
+pub async fn logout_all<St: SharedStore>(
     State(pages): State<Pages<St>>,
     request: Request,
 ) -> Response {
@@ -177,7 +174,7 @@ pub async fn logout_all<St: SessionStore>(
 
 /// A logout form: refused across sites; otherwise ends this session (or all of the user's) —
 /// also while WeChat or the store cannot serve it — clears the cookie and goes back to `/`.
-async fn end<St: SessionStore>(pages: &Pages<St>, request: Request, everywhere: bool) -> Response {
+async fn end<St: SharedStore>(pages: &Pages<St>, request: Request, everywhere: bool) -> Response {
     let (parts, _) = request.into_parts();
     if !same_site(&parts.headers, &pages.origin) {
         return cross_site();

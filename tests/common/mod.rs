@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use wechat_login::middleware::{AppKind, LoginLimits};
 use wechat_login::oauth::ManualClock;
-use wechat_login::token_cache::{MokaStore, SessionStore};
+use wechat_login::token_cache::{MokaStore, SessionStore, SharedStore};
 use wechat_mock::{MockConfig, MockWeChat};
 
 pub const SECRET: &[u8] = b"e2e-session-secret-0123456789abcdef";
@@ -111,7 +111,7 @@ pub fn sandbox_apps(mock: &MockWeChat) -> Vec<app::AppConfig> {
 }
 
 /// Starts an instance with sessions in `store`.
-pub async fn start_instance<St: SessionStore>(instance: Instance, store: St) -> Server<St> {
+pub async fn start_instance<St: SharedStore>(instance: Instance, store: St) -> Server<St> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let clock = instance.clock;

@@ -15,7 +15,7 @@ use wechat_oauth::{
     SessionKey, UnionId, UserInfo, decrypt_user_data,
 };
 use wechat_token_cache::{
-    CallError, SessionCache, SessionError, SessionId, SessionRecord, SessionStore, UserId,
+    CallError, SessionCache, SessionError, SessionId, SessionRecord, SharedStore, UserId,
 };
 
 use crate::apps::{AppKind, Apps};
@@ -53,7 +53,7 @@ pub(crate) struct UserContext<S> {
     pub(crate) apps: Apps,
 }
 
-impl<S: SessionStore> Upstream for UserContext<S> {
+impl<S: SharedStore> Upstream for UserContext<S> {
     fn kind_of(&self, appid: &AppId) -> Option<AppKind> {
         self.apps.kind_of(appid)
     }

@@ -383,7 +383,7 @@ async fn a_session_of_another_app_in_a_shared_store_is_refused() {
     assert!(body.contains("session_expired"), "{body}");
 }
 
-async fn token_of<St: wechat_token_cache::SessionStore>(
+async fn token_of<St: wechat_token_cache::SharedStore>(
     layer: &WeChatAuthLayer<St>,
     mock: &MockWeChat,
 ) -> String {
@@ -405,8 +405,8 @@ async fn the_hot_path_reads_no_store_future_and_calls_no_one() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
     use wechat_token_cache::{
-        CasOutcome, MokaStore, ReadStamp, SessionId, SessionRecord, SessionStore, StoreError,
-        UserId,
+        CasOutcome, MokaStore, ReadStamp, SessionId, SessionRecord, SessionStore, SingleProcess,
+        StoreError, UserId,
     };
 
     #[derive(Clone, Default)]
@@ -462,7 +462,10 @@ async fn the_hot_path_reads_no_store_future_and_calls_no_one() {
         client,
         KeyRing::new(SigningKey::hs256("k1", &[42; 32]).unwrap()),
     )
-    .store(store.clone())
+    .store(SingleProcess::new(
+        store.clone(),
+        Arc::new(wechat_token_cache::SystemClock),
+    ))
     .build()
     .unwrap();
     let token = token_of(&layer, &mock).await;

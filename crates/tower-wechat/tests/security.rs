@@ -19,7 +19,7 @@ use tower_wechat::LoginLimits;
 use tower_wechat::ServeLimits;
 use wechat_mock::{Endpoint, Fault, MockConfig};
 use wechat_oauth::{AppId, OpenId};
-use wechat_token_cache::{SessionStore, UserId};
+use wechat_token_cache::{SessionStore, SharedStore, UserId};
 
 const REQUEST_ID: &str = "app-retry-0123456789";
 

@@ -20,6 +20,16 @@ pub fn unix_millis(time: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// The longest duration [`add_capped`] adds: 100 years (of 365 days).
+const MAX_ADDED: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// `t + d` for configured or upstream-supplied durations, which may be absurd
+/// (`Duration::MAX`): `d` is capped at 100 years and an addition that would still overflow
+/// `SystemTime` yields `t` (so the thing it times ends at once rather than never).
+pub fn add_capped(t: SystemTime, d: Duration) -> SystemTime {
+    t.checked_add(d.min(MAX_ADDED)).unwrap_or(t)
+}
+
 /// A source of wall-clock time.
 pub trait Clock: Send + Sync + fmt::Debug + 'static {
     /// The current time.
@@ -97,4 +107,23 @@ pub type SharedClock = Arc<dyn Clock>;
 /// The system clock, shared.
 pub fn system_clock() -> SharedClock {
     Arc::new(SystemClock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adding_an_absurd_duration_is_capped_not_a_panic() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(
+            add_capped(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        assert_eq!(add_capped(now, Duration::MAX), now + MAX_ADDED);
+        if let Some(far) = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(i64::MAX as u64))
+        {
+            assert_eq!(add_capped(far, Duration::from_secs(1)), far);
+        }
+    }
 }

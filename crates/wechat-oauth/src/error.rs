@@ -399,6 +399,7 @@ impl Error {
 
     /// Whether the client retries this automatically for idempotent calls: `-1`, transport
     /// errors and 5xx. (45011 is transient too, but retrying within a second cannot help.)
+    #[cfg(feature = "client")]
     pub(crate) fn is_auto_retryable(&self) -> bool {
         match self {
             Self::Api(api) => api.code == ErrCode::SYSTEM_BUSY,

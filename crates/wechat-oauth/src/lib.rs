@@ -41,15 +41,18 @@
 #![deny(missing_docs)]
 
 pub mod authorize;
+#[cfg(feature = "client")]
 mod client;
 pub mod clock;
 mod error;
 pub mod metrics;
 mod types;
 pub mod user_data;
+#[cfg(any(feature = "client", feature = "fuzzing"))]
 mod wire;
 
 pub use authorize::{AuthorizeUrlError, OfficialAccountScope, State};
+#[cfg(feature = "client")]
 pub use client::{
     Client, ClientBuildError, ClientBuilder, DEFAULT_API_BASE, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_TIMEOUT, RetryPolicy,

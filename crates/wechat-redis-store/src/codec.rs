@@ -6,7 +6,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use wechat_oauth::{AccessToken, AppId, OpenId, RefreshToken, Scopes, SessionKey, UnionId};
-use wechat_token_cache::{Credentials, SessionId, SessionRecord, UserId};
+use wechat_session_store::{Credentials, SessionId, SessionRecord, UserId};
 
 /// The first format: no user id (records read back get the default one).
 const FORMAT_V1: u8 = 1;
@@ -167,8 +167,8 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wechat_token_cache::ManualClock;
-    use wechat_token_cache::conformance::sample_record;
+    use wechat_oauth::ManualClock;
+    use wechat_session_store::conformance::sample_record;
 
     #[test]
     fn records_round_trip_and_garbage_is_refused() {

@@ -1,7 +1,11 @@
-//! A Redis session store for [`wechat_token_cache`]: [`RedisStore`] implements
-//! [`SessionStore`](wechat_token_cache::SessionStore) on Redis, Redis Cluster or Sentinel (through
-//! [fred](https://docs.rs/fred)), so sessions outlive a process and are shared by every
-//! instance of a fleet.
+//! A Redis session store for `wechat-login`: [`RedisStore`] implements
+//! [`SessionStore`](wechat_session_store::SessionStore),
+//! [`SharedStore`](wechat_session_store::SharedStore) (the fleet's leases, values and secrets)
+//! and [`Invalidations`](wechat_session_store::Invalidations) on Redis, Redis Cluster or
+//! Sentinel (through [fred](https://docs.rs/fred)), so sessions outlive a process and are shared
+//! by every instance of a fleet. It depends on the store contract (`wechat-session-store`) only;
+//! [`RedisStore::with_local_cache`] (feature `local-cache`, on by default) puts
+//! `wechat-token-cache`'s local cache in front.
 //!
 //! - Atomic: insert-new, compare-and-set and delete are Lua scripts on one key; see
 //!   [`store`](crate::RedisStore) for what a cluster makes two steps, and why that is safe.
@@ -11,7 +15,7 @@
 //!   record that does not open is reported as corrupt (the request gets 503) and kept.
 //! - Expiring in Redis: every record carries `PEXPIREAT` at the session's end.
 //! - Bounded: every command has a timeout (default 50 ms); Redis down or slow is
-//!   [`StoreError::Unavailable`](wechat_token_cache::StoreError::Unavailable), and the client
+//!   [`StoreError::Unavailable`](wechat_session_store::StoreError::Unavailable), and the client
 //!   reconnects by itself.
 //!
 //! ```no_run
@@ -40,7 +44,7 @@ pub use seal::{SealingKey, SealingKeyError};
 #[doc(hidden)]
 pub mod fuzzing {
     use wechat_oauth::AppId;
-    use wechat_token_cache::SessionId;
+    use wechat_session_store::SessionId;
 
     /// Decodes `bytes` as a stored record's plaintext; a record that decodes re-encodes to
     /// bytes that decode to the same record. Panics only if that does not hold.

@@ -50,10 +50,13 @@ use fred::prelude::*;
 use fred::types::scripts::Script;
 use futures::{StreamExt, stream};
 use wechat_oauth::AppId;
-use wechat_token_cache::{
-    CachedStore, CasOutcome, DEFAULT_MAX_SESSIONS_PER_USER, InvalidationSink, Invalidations,
-    SessionId, SessionRecord, SessionStore, SharedClock, StoreError, SystemClock, UserId,
+use wechat_oauth::clock::{SharedClock, SystemClock};
+use wechat_session_store::{
+    CasOutcome, DEFAULT_MAX_SESSIONS_PER_USER, InvalidationSink, Invalidations, SessionId,
+    SessionRecord, SessionStore, SharedStore, StoreError, UserId,
 };
+#[cfg(feature = "local-cache")]
+use wechat_token_cache::CachedStore;
 
 use crate::codec;
 use crate::seal::{OpenError, Sealer, SealingKey};
@@ -377,6 +380,8 @@ impl RedisStore {
     ///
     /// Fails when the invalidation channel cannot be subscribed
     /// ([`RedisStoreError::Connect`]). Tune the cache with [`CachedStore::builder`] instead.
+    /// Feature `local-cache` (on by default).
+    #[cfg(feature = "local-cache")]
     pub async fn with_local_cache(self) -> Result<CachedStore<RedisStore>, RedisStoreError> {
         let clock = Arc::clone(&self.inner.clock);
         CachedStore::builder(self)
@@ -880,6 +885,17 @@ impl SessionStore for RedisStore {
         measured("delete", self.delete_op(sid)).await
     }
 
+    async fn delete_user(&self, user: &UserId) -> Result<usize, StoreError> {
+        measured("delete_user", self.delete_user_op(user)).await
+    }
+}
+
+/// The fleet's leases, values and secrets, in Redis; counted and timed like the records.
+impl SharedStore for RedisStore {
+    async fn get_shared(&self, sid: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+        self.get(sid).await
+    }
+
     async fn try_lease(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
         measured("try_lease", self.try_lease_op(name, owner, ttl)).await
     }
@@ -920,10 +936,6 @@ impl SessionStore for RedisStore {
 
     async fn get_secret(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         measured("get_secret", self.get_secret_op(key)).await
-    }
-
-    async fn delete_user(&self, user: &UserId) -> Result<usize, StoreError> {
-        measured("delete_user", self.delete_user_op(user)).await
     }
 }
 

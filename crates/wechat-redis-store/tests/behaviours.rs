@@ -13,7 +13,7 @@ use fred::prelude::*;
 use wechat_redis_store::RedisStore;
 use wechat_token_cache::conformance::sample_record;
 use wechat_token_cache::{
-    CachedStore, CasOutcome, Clock, ManualClock, SessionStore, SharedClock, StoreError,
+    CachedStore, CasOutcome, Clock, ManualClock, SessionStore, SharedClock, SharedStore, StoreError,
 };
 
 /// A subscriber of the test's own on `channel`: every message published there, in order.

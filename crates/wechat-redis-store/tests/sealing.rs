@@ -9,7 +9,9 @@ use fred::prelude::*;
 use wechat_oauth::{AccessToken, RefreshToken, SessionKey};
 use wechat_redis_store::RedisStore;
 use wechat_token_cache::conformance::sample_record;
-use wechat_token_cache::{CasOutcome, Clock, Credentials, ManualClock, SessionStore, StoreError};
+use wechat_token_cache::{
+    CasOutcome, Clock, Credentials, ManualClock, SessionStore, SharedStore, StoreError,
+};
 
 fn store(client: &Client, prefix: &str, keys: &[(&str, u8)]) -> RedisStore {
     let mut builder = RedisStore::builder(&common::redis_url(), common::key(keys[0].0, keys[0].1))

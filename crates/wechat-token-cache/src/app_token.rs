@@ -21,8 +21,8 @@ use wechat_oauth::{AppAccessToken, AppId, AppTokenGrant, ErrCode, ErrorClass};
 use crate::env::Env;
 use crate::error::{AppTokenError, CallError};
 use crate::flight::Flights;
-use crate::store::SessionStore;
 use wechat_oauth::clock::unix_millis;
+use wechat_session_store::SharedStore;
 
 /// A fresh token is never fetched again sooner than this after it was fetched, even if WeChat
 /// handed it out close to its expiry (normal mode may answer an old token for a while).
@@ -158,7 +158,7 @@ pub(crate) struct AppTokenCalls<'a, S> {
     pub(crate) env: &'a Arc<Env<S>>,
 }
 
-impl<S: SessionStore> AppTokenCalls<'_, S> {
+impl<S: SharedStore> AppTokenCalls<'_, S> {
     /// See [`SessionCache::app_token`](crate::SessionCache::app_token).
     pub(crate) async fn app_token(&self, appid: &AppId) -> Result<AppAccessToken, AppTokenError> {
         let now = self.env.clock.now();

@@ -36,8 +36,9 @@ use crate::lease::Leases;
 use crate::login::{LoginBinding, LoginCalls, Logins};
 use crate::mini_program::{MiniProgramCalls, SessionKeys};
 use crate::moka_store::MokaStore;
-use crate::record::{Credentials, SessionId, SessionRecord, UserId, add_capped};
-use crate::store::{CasOutcome, SessionStore};
+use wechat_oauth::clock::add_capped;
+use wechat_session_store::{CasOutcome, SharedStore};
+use wechat_session_store::{Credentials, SessionId, SessionRecord, UserId};
 
 /// How long WeChat is not asked again for a session after it rejected our configuration.
 const MISCONFIGURED_COOLDOWN: Duration = Duration::from_secs(60);
@@ -63,9 +64,9 @@ impl<S> fmt::Debug for SessionCacheBuilder<S> {
     }
 }
 
-impl<S: SessionStore> SessionCacheBuilder<S> {
+impl<S: SharedStore> SessionCacheBuilder<S> {
     /// Use another store (default: a [`MokaStore`] with default bounds, on the client's clock).
-    pub fn store<S2: SessionStore>(self, store: S2) -> SessionCacheBuilder<S2> {
+    pub fn store<S2: SharedStore>(self, store: S2) -> SessionCacheBuilder<S2> {
         SessionCacheBuilder {
             clients: self.clients,
             hook: self.hook,
@@ -256,7 +257,7 @@ impl SessionCache<MokaStore> {
     }
 }
 
-impl<S: SessionStore> SessionCache<S> {
+impl<S: SharedStore> SessionCache<S> {
     /// The store.
     pub fn store(&self) -> &S {
         &self.inner.env.store
@@ -536,7 +537,7 @@ impl<S: SessionStore> SessionCache<S> {
     }
 }
 
-impl<S: SessionStore> Inner<S> {
+impl<S: SharedStore> Inner<S> {
     async fn load(&self, sid: &SessionId) -> Result<Arc<SessionRecord>, SessionError> {
         self.env.store.get(sid).await?.ok_or(SessionError::NotFound)
     }
@@ -1034,10 +1035,10 @@ fn refresh_token(record: &SessionRecord) -> Option<&wechat_oauth::RefreshToken> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::StoreError;
     use crate::wait::until;
     use wechat_mock::{Endpoint, Fault, MockConfig, MockGrant, MockWeChat};
     use wechat_oauth::{AppId, AppSecret, AuthCode, ManualClock, RetryPolicy};
+    use wechat_session_store::{SessionStore, StoreError};
 
     const EXPIRY: Duration = Duration::from_secs(7200);
 
@@ -1067,6 +1068,37 @@ mod tests {
         }
         async fn delete_user(&self, user: &UserId) -> Result<usize, StoreError> {
             self.inner.delete_user(user).await
+        }
+    }
+
+    impl SharedStore for ExpiringLeases {
+        async fn get_shared(
+            &self,
+            sid: &SessionId,
+        ) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+            self.inner.get(sid).await
+        }
+        async fn put_value_if_absent(
+            &self,
+            key: &str,
+            value: Vec<u8>,
+            ttl: Duration,
+        ) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.put_value_if_absent(key, value, ttl).await
+        }
+        async fn get_value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get_value(key).await
+        }
+        async fn put_secret(
+            &self,
+            key: &str,
+            value: Vec<u8>,
+            ttl: Duration,
+        ) -> Result<(), StoreError> {
+            self.inner.put_secret(key, value, ttl).await
+        }
+        async fn get_secret(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get_secret(key).await
         }
         async fn try_lease(
             &self,
@@ -1192,7 +1224,8 @@ mod tests {
                 )
                 .build();
             for lifetime in [Duration::from_secs(30), Duration::from_secs(86_400)] {
-                let mut record = crate::conformance::sample_record(&clock, "wx_until", "o_until");
+                let mut record =
+                    wechat_session_store::conformance::sample_record(&clock, "wx_until", "o_until");
                 record.expires_at = record.created_at + lifetime;
                 let until = cache.serve_until(&record);
                 let servable = |now: SystemTime| {

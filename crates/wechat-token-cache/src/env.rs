@@ -12,7 +12,7 @@ use wechat_oauth::{AppId, Client};
 use crate::config::SessionConfig;
 use crate::hook::DynLoginHook;
 use crate::lease::Leases;
-use crate::store::{SessionStore, StoreError};
+use wechat_session_store::{SharedStore, StoreError};
 
 pub(crate) struct Env<S> {
     /// The apps served; never empty, the first is the default app.
@@ -33,7 +33,7 @@ impl<S> Env<S> {
     }
 }
 
-impl<S: SessionStore> Env<S> {
+impl<S: SharedStore> Env<S> {
     /// Runs `work` under the fleet-wide lease `name` (see [`Leases::under`]).
     pub(crate) async fn under_lease<T, E, EF>(
         &self,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use wechat_oauth::ErrCode;
 
-use crate::store::StoreError;
+use wechat_session_store::StoreError;
 
 /// Why a session cannot be served.
 #[derive(Clone, Debug, thiserror::Error)]

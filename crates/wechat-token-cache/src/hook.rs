@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use wechat_oauth::{AppId, OpenId, Scopes, UnionId};
 
 use crate::flow::LoginFlow;
-use crate::record::UserId;
+use wechat_session_store::UserId;
 
 /// A login WeChat has just accepted, as the hook sees it.
 #[derive(Clone, Copy, Debug)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use moka::sync::Cache;
 
-use crate::store::{SessionStore, StoreError};
+use wechat_session_store::{SharedStore, StoreError};
 
 /// How often an instance waiting for another's flight looks at the shared record.
 const LEASE_POLL: Duration = Duration::from_millis(20);
@@ -48,7 +48,7 @@ impl Leases {
     ///
     /// Callers pass `work` boxed: it lives across the lease's awaits, and flights' futures are
     /// large (unboxed, unoptimised builds overflowed a worker's stack).
-    pub(crate) async fn under<S: SessionStore, T, E, EF>(
+    pub(crate) async fn under<S: SharedStore, T, E, EF>(
         &self,
         store: &S,
         name: &str,
@@ -87,7 +87,7 @@ impl Leases {
     /// Takes the fleet-wide lease `name` as `owner` (see [`SessionStore::try_lease`]), first
     /// releasing one this instance may hold without meaning to (see `stale`). A lease the store
     /// did not confirm is remembered as such.
-    async fn take<S: SessionStore>(
+    async fn take<S: SharedStore>(
         &self,
         store: &S,
         name: &str,
@@ -111,7 +111,7 @@ impl Leases {
 
     /// Releases a lease this flight holds; if the store does not answer, the next flight of
     /// the same name releases it (else it runs out by itself).
-    async fn give_back<S: SessionStore>(&self, store: &S, name: &str, owner: &str) {
+    async fn give_back<S: SharedStore>(&self, store: &S, name: &str, owner: &str) {
         if let Err(error) = store.release_lease(name, owner).await {
             tracing::debug!(lease = name, %error, "a lease was not released; the next flight releases it");
             self.stale.insert(name.to_owned(), owner.to_owned());
@@ -119,7 +119,7 @@ impl Leases {
     }
 
     /// Runs `work`, renewing the lease every third of its time until it is done.
-    async fn hold<S: SessionStore, T>(
+    async fn hold<S: SharedStore, T>(
         &self,
         store: &S,
         name: &str,

@@ -53,18 +53,19 @@
 //!
 //! # Stores
 //!
-//! [`SessionStore`] is the storage contract; [`MokaStore`] the embedded default (bounded, LRU,
-//! per-record expiry at the refresh horizon). `conformance::run` (feature `conformance`) checks any backend.
-//! [`CachedStore`] puts a local cache in front of a shared store that publishes
-//! [`Invalidations`], so a fleet's hot path does no I/O.
+//! The store contract lives in `wechat-session-store` (re-exported here): [`SessionStore`] for the
+//! records and [`SharedStore`] for the fleet's leases, values and secrets, with no defaults, and
+//! `conformance::run` / `run_shared` (feature `conformance`) to check a backend.
+//! [`MokaStore`] is the embedded default (bounded, LRU, per-record expiry at the refresh
+//! horizon, its leases and values in memory); [`SingleProcess`] gives any store of one process
+//! the same in-memory [`SharedStore`]; [`CachedStore`] puts a local cache in front of a shared
+//! store that publishes [`Invalidations`], so a fleet's hot path does no I/O.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod app_token;
 mod cache;
 mod config;
-#[cfg(any(test, feature = "conformance"))]
-pub mod conformance;
 mod env;
 mod error;
 mod flight;
@@ -77,9 +78,7 @@ pub mod metrics;
 mod mini_program;
 mod moka_store;
 mod recent;
-mod record;
-mod stamp;
-mod store;
+mod single_process;
 #[cfg(test)]
 mod wait;
 
@@ -88,15 +87,18 @@ pub use config::{GracePolicy, MAX_REFRESH_WINDOW, SessionConfig};
 pub use error::{AppTokenError, CallError, LoginError, SessionError};
 pub use flow::LoginFlow;
 pub use hook::{HookError, LoginHook, NewLogin};
-pub use local::{CachedStore, CachedStoreBuilder, InvalidationSink, Invalidations};
+pub use local::{CachedStore, CachedStoreBuilder};
 pub use login::LoginBinding;
 pub use moka_store::{DEFAULT_MAX_SESSIONS, MokaStore, MokaStoreBuilder, StoreExpiry};
-pub use record::{
-    Credentials, InvalidSessionId, MAX_USER_ID_LEN, SessionId, SessionRecord, UserId,
-};
-pub use stamp::{ReadStamp, WriteEpochs};
-pub use store::{CasOutcome, DEFAULT_MAX_SESSIONS_PER_USER, SessionStore, StoreError};
+pub use single_process::SingleProcess;
 pub use wechat_oauth::clock::{Clock, ManualClock, SharedClock, SystemClock};
+#[cfg(feature = "conformance")]
+pub use wechat_session_store::conformance;
+pub use wechat_session_store::{
+    CasOutcome, Credentials, DEFAULT_MAX_SESSIONS_PER_USER, InvalidSessionId, InvalidationSink,
+    Invalidations, MAX_USER_ID_LEN, ReadStamp, SessionId, SessionRecord, SessionStore, SharedStore,
+    StoreError, UserId, WriteEpochs,
+};
 
 /// Entry points for the fuzz targets (`fuzz/`): the decoders of what this crate keeps in a
 /// shared store. Not a stable API.

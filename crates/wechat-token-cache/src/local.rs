@@ -34,40 +34,9 @@ use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 use wechat_oauth::clock::SharedClock;
 
-use crate::record::{SessionId, SessionRecord, UserId};
-use crate::store::{CasOutcome, SessionStore, StoreError};
-
-/// Where a shared store's invalidations go (implemented by [`CachedStore`]'s local cache).
-pub trait InvalidationSink: Send + Sync + 'static {
-    /// A session was written or ended on some instance: drop the local copy.
-    fn invalidate(&self, sid: &SessionId);
-    /// Every session of a user was ended on some instance (logout-all): drop their copies.
-    fn invalidate_user(&self, user: &UserId);
-    /// The stamp for a heartbeat to publish now: this subscriber's clock, in Unix ms.
-    fn stamp(&self) -> u64;
-    /// A heartbeat this subscriber published with `stamp` came back through the channel:
-    /// everything published before it has been delivered.
-    fn heard(&self, stamp: u64);
-    /// The channel was interrupted (disconnected, reconnected): messages may have been lost.
-    fn interrupted(&self);
-}
-
-/// A shared store that tells every instance when a session changes.
-///
-/// Contract: every write that changes or ends a session (compare-and-set, delete, per-user cap
-/// eviction) publishes its id to every subscriber, and a logout-all its user, after the
-/// sessions are ended; messages arrive in the order they were published. Every `heartbeat` the
-/// store publishes a heartbeat carrying [`InvalidationSink::stamp`] on the same channel, and
-/// hands it back to the sink that stamped it ([`InvalidationSink::heard`]) when it arrives.
-pub trait Invalidations: SessionStore {
-    /// Starts delivering events to `sink` and publishing its heartbeats every `heartbeat`.
-    /// Fails if the channel cannot be opened now.
-    fn subscribe(
-        &self,
-        sink: Arc<dyn InvalidationSink>,
-        heartbeat: Duration,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-}
+use crate::{InvalidationSink, Invalidations};
+use wechat_session_store::{CasOutcome, SessionStore, SharedStore, StoreError};
+use wechat_session_store::{SessionId, SessionRecord, UserId};
 
 /// A local copy and when it was fetched (Unix ms, store clock).
 #[derive(Clone)]
@@ -82,7 +51,7 @@ struct LocalCopy {
 /// Buckets of [`Local::users`].
 const USER_BUCKETS: usize = 1_024;
 
-fn user_bucket(user: &crate::record::UserId) -> usize {
+fn user_bucket(user: &wechat_session_store::UserId) -> usize {
     use std::hash::BuildHasher;
     rustc_hash::FxBuildHasher.hash_one(user) as usize % USER_BUCKETS
 }
@@ -440,6 +409,23 @@ impl<S: Invalidations> SessionStore for CachedStore<S> {
         deleted
     }
 
+    async fn delete_user(&self, user: &UserId) -> Result<usize, StoreError> {
+        self.local.generation.fetch_add(1, Ordering::AcqRel);
+        let ended = self.shared.delete_user(user).await;
+        self.local.generation.fetch_add(1, Ordering::AcqRel);
+        // This instance's copies go at once; the others' with the published invalidations.
+        let user = user.clone();
+        let _ = self
+            .local
+            .copies
+            .invalidate_entries_if(move |_, copy| copy.record.user_is(&user));
+        ended
+    }
+}
+
+/// The fleet's leases, values and secrets are the shared store's; a shared read refreshes the
+/// local copy.
+impl<S: Invalidations + SharedStore> SharedStore for CachedStore<S> {
     async fn get_shared(&self, sid: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
         self.read_through(*sid, self.shared.get_shared(sid)).await
     }
@@ -480,19 +466,6 @@ impl<S: Invalidations> SessionStore for CachedStore<S> {
 
     async fn get_secret(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.shared.get_secret(key).await
-    }
-
-    async fn delete_user(&self, user: &UserId) -> Result<usize, StoreError> {
-        self.local.generation.fetch_add(1, Ordering::AcqRel);
-        let ended = self.shared.delete_user(user).await;
-        self.local.generation.fetch_add(1, Ordering::AcqRel);
-        // This instance's copies go at once; the others' with the published invalidations.
-        let user = user.clone();
-        let _ = self
-            .local
-            .copies
-            .invalidate_entries_if(move |_, copy| copy.record.user_is(&user));
-        ended
     }
 }
 

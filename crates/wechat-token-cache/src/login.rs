@@ -40,8 +40,8 @@ use crate::flight::Flights;
 use crate::flow::LoginFlow;
 use crate::hook::NewLogin;
 use crate::mini_program::SessionKeys;
-use crate::record::{Credentials, SessionId, SessionRecord};
-use crate::store::{SessionStore, StoreError};
+use wechat_session_store::{Credentials, SessionId, SessionRecord};
+use wechat_session_store::{SharedStore, StoreError};
 
 type CodeKey = [u8; 32];
 type Outcome = Result<Arc<SessionRecord>, LoginError>;
@@ -309,7 +309,7 @@ impl<S> Clone for LoginCalls<'_, S> {
 
 impl<S> Copy for LoginCalls<'_, S> {}
 
-impl<S: SessionStore> LoginCalls<'_, S> {
+impl<S: SharedStore> LoginCalls<'_, S> {
     /// See [`SessionCache::login_bound`](crate::SessionCache::login_bound).
     pub(crate) async fn login_bound(
         &self,

@@ -18,8 +18,8 @@ use crate::app_token::{AppTokenCalls, AppTokens};
 use crate::config::SessionConfig;
 use crate::env::Env;
 use crate::error::{CallError, SessionError};
-use crate::record::{Credentials, SessionRecord};
-use crate::store::{CasOutcome, SessionStore};
+use wechat_session_store::{CasOutcome, SharedStore};
+use wechat_session_store::{Credentials, SessionRecord};
 
 /// Each Mini Program user's newest session key known to this instance, by (app, openid).
 pub(crate) struct SessionKeys(Cache<(AppId, OpenId), SessionKey>);
@@ -48,7 +48,7 @@ fn session_key_key(appid: &AppId, openid: &OpenId) -> String {
 
 impl SessionKeys {
     /// See [`SessionCache::session_key`](crate::SessionCache::session_key).
-    pub(crate) async fn newest<S: SessionStore>(
+    pub(crate) async fn newest<S: SharedStore>(
         &self,
         env: &Env<S>,
         record: &SessionRecord,
@@ -77,7 +77,7 @@ impl SessionKeys {
     }
 
     /// Remembers `key` as the user's newest session key in `appid`, here and in the store.
-    pub(crate) async fn remember<S: SessionStore>(
+    pub(crate) async fn remember<S: SharedStore>(
         &self,
         env: &Env<S>,
         appid: &AppId,
@@ -108,7 +108,7 @@ pub(crate) struct MiniProgramCalls<'a, S> {
     pub(crate) record: Arc<SessionRecord>,
 }
 
-impl<S: SessionStore> MiniProgramCalls<'_, S> {
+impl<S: SharedStore> MiniProgramCalls<'_, S> {
     /// See [`SessionCache::phone_number`](crate::SessionCache::phone_number).
     pub(crate) async fn phone_number(&self, code: &PhoneCode) -> Result<PhoneInfo, CallError> {
         let client = self.client()?;

@@ -34,9 +34,13 @@ use rustc_hash::FxBuildHasher;
 use wechat_oauth::clock::{SharedClock, system_clock};
 
 use crate::recent::RecentReads;
-use crate::record::{SessionId, SessionRecord, UserId};
-use crate::stamp::ReadStamp;
-use crate::store::{CasOutcome, DEFAULT_MAX_SESSIONS_PER_USER, SessionStore, StoreError};
+use wechat_session_store::ReadStamp;
+use wechat_session_store::{
+    CasOutcome, DEFAULT_MAX_SESSIONS_PER_USER, SessionStore, SharedStore, StoreError,
+};
+use wechat_session_store::{SessionId, SessionRecord, UserId};
+
+use crate::single_process::Memory;
 
 /// The longest a warm session is read without moka hearing of it.
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
@@ -74,6 +78,8 @@ pub struct MokaStore {
     users: Arc<UserIndex>,
     max_sessions_per_user: usize,
     clock: SharedClock,
+    /// The leases, values and secrets of the one process using this store.
+    memory: Arc<Memory>,
 }
 
 impl fmt::Debug for MokaStore {
@@ -171,6 +177,7 @@ impl MokaStoreBuilder {
             recent,
             users,
             max_sessions_per_user: self.max_sessions_per_user,
+            memory: Arc::new(Memory::new(Arc::clone(&self.clock))),
             clock: self.clock,
         }
     }
@@ -359,6 +366,53 @@ impl SessionStore for MokaStore {
             }
         }
         Ok(deleted)
+    }
+}
+
+/// One process uses a moka store: the fleet's leases, values and secrets are in its memory.
+impl SharedStore for MokaStore {
+    async fn get_shared(&self, sid: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+        self.get(sid).await
+    }
+
+    async fn try_lease(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        Ok(self.memory.try_lease(name, owner, ttl))
+    }
+
+    async fn renew_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        Ok(self.memory.renew_lease(name, owner, ttl))
+    }
+
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        self.memory.release_lease(name, owner);
+        Ok(())
+    }
+
+    async fn put_value_if_absent(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.memory.put_value_if_absent(key, value, ttl))
+    }
+
+    async fn get_value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.memory.get_value(key))
+    }
+
+    async fn put_secret(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
+        self.memory.put_secret(key, value, ttl);
+        Ok(())
+    }
+
+    async fn get_secret(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.memory.get_secret(key))
     }
 }
 

@@ -20,8 +20,8 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use crate::record::{SessionId, SessionRecord};
-use crate::stamp::{ReadStamp, WriteEpochs};
+use wechat_session_store::{ReadStamp, WriteEpochs};
+use wechat_session_store::{SessionId, SessionRecord};
 
 const WAYS: usize = 4;
 
@@ -201,7 +201,7 @@ impl RecentReads {
 mod tests {
     use super::*;
     use crate::ManualClock;
-    use crate::conformance::sample_record;
+    use wechat_session_store::conformance::sample_record;
 
     const MINUTE: Duration = Duration::from_secs(60);
 

@@ -1,6 +1,9 @@
-//! The SessionStore conformance suite on the embedded moka store, in both expiry modes.
+//! The store conformance suites on the embedded moka store (both expiry modes) and on a store
+//! wrapped in `SingleProcess`, and stores broken on purpose that each suite refuses.
 
-use wechat_token_cache::{MokaStore, StoreExpiry, conformance};
+use std::sync::Arc;
+
+use wechat_token_cache::{MokaStore, SingleProcess, StoreExpiry, conformance};
 
 #[macro_use]
 mod delegate;
@@ -21,20 +24,63 @@ async fn moka_store_with_exact_expiry_passes_the_conformance_suite() {
     .await;
 }
 
-/// The fleet's suite bites: the moka store keeps the trait's single-process defaults (every
-/// lease granted), which a shared store must not.
+/// The moka store keeps the fleet's leases, values and secrets in its memory, as right for one
+/// process as a shared backend's are for a fleet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moka_store_passes_the_fleet_suite() {
+    conformance::run_shared(|clock| MokaStore::builder().clock(clock).build()).await;
+}
+
+/// Any store of one process gets them in memory from `SingleProcess`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_process_store_passes_both_suites() {
+    let wrap = |clock: wechat_token_cache::SharedClock| {
+        SingleProcess::new(
+            MokaStore::builder().clock(Arc::clone(&clock)).build(),
+            clock,
+        )
+    };
+    conformance::run(wrap).await;
+    conformance::run_shared(wrap).await;
+}
+
+/// The fleet's suite bites: a store that grants every lease (what the store trait's defaults
+/// used to do) lets two instances refresh the same session at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[should_panic(expected = "a held lease is not taken by another owner")]
-async fn the_fleet_suite_refuses_a_single_process_store() {
-    conformance::run_shared(|clock| MokaStore::builder().clock(clock).build()).await;
+async fn the_fleet_suite_refuses_a_store_that_grants_every_lease() {
+    conformance::run_shared(|clock| broken::Generous(MokaStore::builder().clock(clock).build()))
+        .await;
 }
 
 mod broken {
     //! Stores that break the contract on purpose: the suite must fail on each.
 
+    use std::time::Duration;
+
     use wechat_token_cache::{
-        CasOutcome, MokaStore, SessionId, SessionRecord, SessionStore, StoreError,
+        CasOutcome, MokaStore, SessionId, SessionRecord, SessionStore, SharedStore, StoreError,
     };
+
+    /// Every lease is granted, to every owner.
+    pub struct Generous(pub MokaStore);
+
+    impl SessionStore for Generous {
+        delegate!(0: get, insert, compare_and_set, delete, delete_user);
+    }
+
+    impl SharedStore for Generous {
+        delegate!(0: get_shared, values);
+        async fn try_lease(&self, _: &str, _: &str, _: Duration) -> Result<bool, StoreError> {
+            Ok(true)
+        }
+        async fn renew_lease(&self, _: &str, _: &str, _: Duration) -> Result<bool, StoreError> {
+            Ok(true)
+        }
+        async fn release_lease(&self, _: &str, _: &str) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
 
     /// Its delete says yes and keeps the record.
     pub struct Resurrecting(pub MokaStore);

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use wechat_mock::MockConfig;
 use wechat_token_cache::{
-    MokaStore, SessionCache, SessionConfig, SessionError, SessionRecord, SessionStore, StoreError,
+    MokaStore, SessionCache, SessionConfig, SessionError, SessionRecord, SessionStore, SharedStore,
+    StoreError,
 };
 
 mod common;
@@ -29,6 +30,10 @@ struct LeasingStore {
 
 impl SessionStore for LeasingStore {
     delegate!(inner: get, insert, compare_and_set, delete, delete_user);
+}
+
+impl SharedStore for LeasingStore {
+    delegate!(inner: get_shared, values);
     async fn try_lease(&self, name: &str, owner: &str, _: Duration) -> Result<bool, StoreError> {
         let mut leases = self.leases.lock().unwrap();
         if leases.contains_key(name) {

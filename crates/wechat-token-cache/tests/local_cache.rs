@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 use wechat_token_cache::conformance::sample_record;
 use wechat_token_cache::{
     CachedStore, InvalidationSink, Invalidations, ManualClock, MokaStore, SessionId, SessionRecord,
-    SessionStore, StoreError,
+    SessionStore, SharedStore, StoreError,
 };
 
 #[macro_use]
@@ -45,6 +45,13 @@ impl SessionStore for Shared {
         read
     }
     delegate!(inner: insert, compare_and_set, delete, delete_user);
+}
+
+impl SharedStore for Shared {
+    async fn get_shared(&self, sid: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+        self.get(sid).await
+    }
+    delegate!(inner: leases, values);
 }
 
 impl Invalidations for Shared {

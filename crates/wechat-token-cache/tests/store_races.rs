@@ -8,7 +8,7 @@ use wechat_mock::{Endpoint, MockConfig};
 use wechat_oauth::{Client, ErrCode};
 use wechat_token_cache::{
     CasOutcome, Clock, Credentials, ManualClock, MokaStore, SessionCache, SessionError, SessionId,
-    SessionRecord, SessionStore, StoreError,
+    SessionRecord, SessionStore, SharedStore, StoreError,
 };
 
 mod common;
@@ -50,6 +50,10 @@ impl SessionStore for RacingStore {
         }
         self.inner.compare_and_set(expected, record).await
     }
+}
+
+impl SharedStore for RacingStore {
+    delegate!(inner: shared);
 }
 
 async fn racing_harness() -> Harness<Arc<RacingStore>> {
@@ -225,6 +229,14 @@ impl SessionStore for InterleavingStore {
         Ok(read)
     }
     delegate!(inner: insert, compare_and_set, delete, delete_user);
+}
+
+/// A flight's shared read interleaves too.
+impl SharedStore for InterleavingStore {
+    async fn get_shared(&self, sid: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+        self.get(sid).await
+    }
+    delegate!(inner: leases, values);
 }
 
 #[tokio::test]

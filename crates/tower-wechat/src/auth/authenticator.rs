@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use http::header::SET_COOKIE;
 use http::{HeaderMap, HeaderValue};
 use wechat_token_cache::{
-    ReadStamp, SessionCache, SessionError, SessionId, SessionRecord, SessionStore, StoreError,
+    ReadStamp, SessionCache, SessionError, SessionId, SessionRecord, SharedStore, StoreError,
 };
 
 use super::future::Reissue;
@@ -76,7 +76,7 @@ pub(crate) enum Step {
     Slow(Pending),
 }
 
-impl<St: SessionStore> Authenticator<St> {
+impl<St: SharedStore> Authenticator<St> {
     /// Decides what it can without waiting: the token found (borrowed) and verified (a cache
     /// hit for a token seen before), the record read from the store's memory.
     pub(crate) fn authenticate(&self, headers: &HeaderMap) -> Step {

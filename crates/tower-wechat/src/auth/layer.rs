@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use wechat_oauth::Client;
 use wechat_token_cache::{
-    LoginHook, MokaStore, SessionCache, SessionCacheBuilder, SessionConfig, SessionStore,
+    LoginHook, MokaStore, SessionCache, SessionCacheBuilder, SessionConfig, SharedStore,
 };
 
 use super::authenticator::Authenticator;
@@ -183,9 +183,9 @@ impl<St> std::fmt::Debug for WeChatAuthBuilder<St> {
     }
 }
 
-impl<St: SessionStore> WeChatAuthBuilder<St> {
+impl<St: SharedStore> WeChatAuthBuilder<St> {
     /// Use another session store.
-    pub fn store<St2: SessionStore>(self, store: St2) -> WeChatAuthBuilder<St2> {
+    pub fn store<St2: SharedStore>(self, store: St2) -> WeChatAuthBuilder<St2> {
         WeChatAuthBuilder {
             apps: self.apps,
             login: self.login,
@@ -331,7 +331,7 @@ impl<St: SessionStore> WeChatAuthBuilder<St> {
     }
 }
 
-impl<St: SessionStore> LoginEndpoints<St> {
+impl<St: SharedStore> LoginEndpoints<St> {
     /// The login endpoints of `layer`: its apps, session cache, tokens and cookie, and the
     /// login settings of its builder ([`web_flow`](crate::WeChatAuthBuilder::web_flow),
     /// [`login_limits`](crate::WeChatAuthBuilder::login_limits),

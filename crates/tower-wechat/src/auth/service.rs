@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use tower_service::Service;
-use wechat_token_cache::SessionStore;
+use wechat_token_cache::SharedStore;
 
 use super::authenticator::{Outcome, Refusal, Step};
 use super::future::{Reissue, ResponseFuture};
@@ -82,7 +82,7 @@ where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    St: SessionStore,
+    St: SharedStore,
     R: RejectionResponse<ResB>,
     ReqB: Send + 'static,
     ResB: Send + 'static,

@@ -17,7 +17,7 @@ pub const REISSUED_TOKEN_HEADER: HeaderName = HeaderName::from_static("x-session
 pub enum TokenSource {
     /// `Authorization: Bearer <token>`.
     Bearer,
-    /// The session cookie (see [`SessionCookie`]).
+    /// The session cookie (see [`SessionCookie`](crate::SessionCookie)).
     Cookie,
     /// A custom header holding the bare token.
     Header(HeaderName),

@@ -56,8 +56,7 @@ use sha2::Sha256;
 use wechat_oauth::AppId;
 use wechat_oauth::{AuthCode, OfficialAccountScope};
 use wechat_token_cache::{
-    LoginBinding, LoginFlow, MokaStore, SessionCache, SessionId, SessionRecord, SessionStore,
-    UserId,
+    LoginBinding, LoginFlow, MokaStore, SessionCache, SessionId, SessionRecord, SharedStore, UserId,
 };
 
 use crate::apps::{AppKind, Apps};
@@ -379,7 +378,7 @@ pub(crate) struct Inner<St> {
     pages: Arc<dyn ErrorPages>,
 }
 
-impl<St: SessionStore> Inner<St> {
+impl<St: SharedStore> Inner<St> {
     /// The endpoints' state: `state_key` signs OAuth states and `used_state_key` hashes the
     /// code a state was used with (both the same on every instance of a fleet).
     pub(crate) fn new(
@@ -439,7 +438,7 @@ impl<St> fmt::Debug for LoginEndpoints<St> {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SessionChanged;
 
-impl<St: SessionStore> LoginEndpoints<St> {
+impl<St: SharedStore> LoginEndpoints<St> {
     /// The endpoints over their shared state (see [`LoginEndpoints::new`], in the layer's
     /// module: the layer's builder makes that state).
     pub(crate) fn from_state(inner: Arc<Inner<St>>) -> Self {

@@ -15,7 +15,7 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use wechat_oauth::OfficialAccountScope;
-use wechat_token_cache::SessionStore;
+use wechat_token_cache::SharedStore;
 
 use super::{
     AuthError, CodeLogin, LoginEndpoints, LoginSuccess, SessionChanged, StartRequest, WebCallback,
@@ -139,7 +139,7 @@ fn session_of(parts: &Parts) -> Option<wechat_token_cache::SessionId> {
 }
 
 /// A JSON code login to the app of `kind`.
-async fn submit<St: SessionStore>(
+async fn submit<St: SharedStore>(
     endpoints: LoginEndpoints<St>,
     kind: AppKind,
     parts: Parts,
@@ -161,7 +161,7 @@ async fn submit<St: SessionStore>(
     }
 }
 
-async fn code_login<St: SessionStore>(
+async fn code_login<St: SharedStore>(
     State(endpoints): State<LoginEndpoints<St>>,
     parts: Parts,
     body: Bytes,
@@ -169,7 +169,7 @@ async fn code_login<St: SessionStore>(
     submit(endpoints, AppKind::MobileApp, parts, body).await
 }
 
-async fn mini_program_login<St: SessionStore>(
+async fn mini_program_login<St: SharedStore>(
     State(endpoints): State<LoginEndpoints<St>>,
     parts: Parts,
     body: Bytes,
@@ -205,7 +205,7 @@ fn start_request<'a>(
         .scope(scope))
 }
 
-async fn web_start<St: SessionStore>(
+async fn web_start<St: SharedStore>(
     State(endpoints): State<LoginEndpoints<St>>,
     parts: Parts,
     query: Result<Query<StartQuery>, QueryRejection>,
@@ -230,7 +230,7 @@ async fn web_start<St: SessionStore>(
     }
 }
 
-async fn web_callback<St: SessionStore>(
+async fn web_callback<St: SharedStore>(
     State(endpoints): State<LoginEndpoints<St>>,
     parts: Parts,
     query: Result<Query<CallbackQuery>, QueryRejection>,
@@ -275,7 +275,7 @@ async fn web_callback<St: SessionStore>(
     }
 }
 
-async fn logout<St: SessionStore>(
+async fn logout<St: SharedStore>(
     State(endpoints): State<LoginEndpoints<St>>,
     request: Request,
 ) -> Response {
@@ -289,7 +289,7 @@ async fn logout<St: SessionStore>(
     }
 }
 
-async fn logout_all<St: SessionStore>(
+async fn logout_all<St: SharedStore>(
     State(endpoints): State<LoginEndpoints<St>>,
     request: Request,
 ) -> Response {
@@ -310,7 +310,7 @@ async fn logout_all<St: SessionStore>(
     }
 }
 
-impl<St: SessionStore> LoginEndpoints<St> {
+impl<St: SharedStore> LoginEndpoints<St> {
     /// The endpoints as an axum router, to merge into the application's. Its routes, at
     /// the [`LoginPaths`](super::LoginPaths) of the builder (these are the defaults):
     ///

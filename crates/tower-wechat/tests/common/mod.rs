@@ -18,7 +18,7 @@ use tower_wechat::{
 };
 use wechat_mock::{MockConfig, MockWeChat};
 use wechat_oauth::{AppId, AppSecret, Client, Lang, ManualClock};
-use wechat_token_cache::{MokaStore, SessionStore};
+use wechat_token_cache::{MokaStore, SessionStore, SharedStore};
 
 pub use wechat_login_test_support::site::{Site, SiteParts, many_clients, session_cookie};
 
@@ -78,7 +78,7 @@ pub async fn start_configured(
 }
 
 /// The site over `mock`, on `clock`, with sessions in `store`.
-pub async fn start_on<St: SessionStore>(
+pub async fn start_on<St: SharedStore>(
     mock: MockWeChat,
     clock: ManualClock,
     store: St,
@@ -152,7 +152,7 @@ struct ProfileQuery {
 
 /// The user's WeChat profile; a base-scope Official Account session is told where to ask for
 /// more.
-async fn profile<St: SessionStore>(
+async fn profile<St: SharedStore>(
     State(endpoints): State<LoginEndpoints<St>>,
     Query(query): Query<ProfileQuery>,
     user: WeChatUser,

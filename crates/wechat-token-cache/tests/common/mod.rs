@@ -8,13 +8,13 @@ use wechat_mock::{MockConfig, MockGrant, MockWeChat};
 use wechat_oauth::{AuthCode, Client};
 use wechat_token_cache::{
     Credentials, ManualClock, MokaStore, SessionCache, SessionCacheBuilder, SessionRecord,
-    SessionStore,
+    SharedStore,
 };
 
 pub const HOUR: Duration = Duration::from_secs(3600);
 pub const EXPIRY: Duration = Duration::from_secs(7200);
 
-pub struct Harness<S: SessionStore = MokaStore> {
+pub struct Harness<S: SharedStore = MokaStore> {
     pub mock: MockWeChat,
     pub clock: ManualClock,
     pub cache: SessionCache<S>,
@@ -39,7 +39,7 @@ pub async fn harness() -> Harness {
     harness_with(MockConfig::default(), |b| b).await
 }
 
-impl<S: SessionStore> Harness<S> {
+impl<S: SharedStore> Harness<S> {
     /// Moves our clock and WeChat's together.
     pub fn advance(&self, by: Duration) {
         self.clock.advance(by);

@@ -1,8 +1,9 @@
-//! `delegate!`: the `SessionStore` methods a test store passes unchanged to the store it wraps,
-//! so each wrapper writes out only the methods it changes.
+//! `delegate!`: the `SessionStore` and `SharedStore` methods a test store passes unchanged to
+//! the store it wraps, so each wrapper writes out only the methods it changes.
 
-/// In an `impl SessionStore`, `delegate!(field: get, insert, ...)` writes each named method as
-/// the same call on `self.field` (`inner`, or `0` for a tuple struct).
+/// In an `impl SessionStore` or `impl SharedStore`, `delegate!(field: get, insert, ...)` writes
+/// each named method as the same call on `self.field` (`inner`, or `0` for a tuple struct);
+/// `delegate!(field: shared)` writes every `SharedStore` method.
 macro_rules! delegate {
     (@ $field:tt get) => {
         async fn get(
@@ -50,6 +51,77 @@ macro_rules! delegate {
         ) -> Result<usize, ::wechat_token_cache::StoreError> {
             self.$field.delete_user(user).await
         }
+    };
+    (@ $field:tt get_shared) => {
+        async fn get_shared(
+            &self,
+            sid: &::wechat_token_cache::SessionId,
+        ) -> Result<
+            Option<::std::sync::Arc<::wechat_token_cache::SessionRecord>>,
+            ::wechat_token_cache::StoreError,
+        > {
+            self.$field.get_shared(sid).await
+        }
+    };
+    (@ $field:tt leases) => {
+        async fn try_lease(
+            &self,
+            name: &str,
+            owner: &str,
+            ttl: ::std::time::Duration,
+        ) -> Result<bool, ::wechat_token_cache::StoreError> {
+            self.$field.try_lease(name, owner, ttl).await
+        }
+        async fn renew_lease(
+            &self,
+            name: &str,
+            owner: &str,
+            ttl: ::std::time::Duration,
+        ) -> Result<bool, ::wechat_token_cache::StoreError> {
+            self.$field.renew_lease(name, owner, ttl).await
+        }
+        async fn release_lease(
+            &self,
+            name: &str,
+            owner: &str,
+        ) -> Result<(), ::wechat_token_cache::StoreError> {
+            self.$field.release_lease(name, owner).await
+        }
+    };
+    (@ $field:tt values) => {
+        async fn put_value_if_absent(
+            &self,
+            key: &str,
+            value: Vec<u8>,
+            ttl: ::std::time::Duration,
+        ) -> Result<Option<Vec<u8>>, ::wechat_token_cache::StoreError> {
+            self.$field.put_value_if_absent(key, value, ttl).await
+        }
+        async fn get_value(
+            &self,
+            key: &str,
+        ) -> Result<Option<Vec<u8>>, ::wechat_token_cache::StoreError> {
+            self.$field.get_value(key).await
+        }
+        async fn put_secret(
+            &self,
+            key: &str,
+            value: Vec<u8>,
+            ttl: ::std::time::Duration,
+        ) -> Result<(), ::wechat_token_cache::StoreError> {
+            self.$field.put_secret(key, value, ttl).await
+        }
+        async fn get_secret(
+            &self,
+            key: &str,
+        ) -> Result<Option<Vec<u8>>, ::wechat_token_cache::StoreError> {
+            self.$field.get_secret(key).await
+        }
+    };
+    (@ $field:tt shared) => {
+        delegate!(@ $field get_shared);
+        delegate!(@ $field leases);
+        delegate!(@ $field values);
     };
     ($field:tt: $($method:ident),+ $(,)?) => {
         $(delegate!(@ $field $method);)+

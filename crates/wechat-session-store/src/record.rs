@@ -1,7 +1,7 @@
 //! What a session is: [`SessionId`] (128 random bits) and [`SessionRecord`], one per login
 //! (device), holding the user's WeChat credentials, their expiries and a version for
-//! compare-and-set; and whose it is: [`UserId`], the application's user across its WeChat apps. Also [`add_capped`], the one way this crate adds a configured duration to a
-//! time (it cannot panic).
+//! compare-and-set; and whose it is: [`UserId`], the application's user across its WeChat
+//! apps.
 
 use std::fmt;
 use std::str::FromStr;
@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
+use wechat_oauth::clock::add_capped;
 use wechat_oauth::{
     AccessToken, AppId, MiniProgramSession, OpenId, RefreshToken, Scopes, SessionKey, TokenGrant,
     UnionId,
@@ -290,16 +291,6 @@ impl SessionRecord {
     }
 }
 
-/// The longest duration [`add_capped`] adds: 100 years (of 365 days).
-const MAX_ADDED: Duration = Duration::from_secs(100 * 365 * 86_400);
-
-/// `t + d` for configured or upstream-supplied durations, which may be absurd
-/// (`Duration::MAX`): `d` is capped at 100 years and an addition that would still overflow
-/// `SystemTime` yields `t` (so the thing it times ends at once rather than never).
-pub(crate) fn add_capped(t: SystemTime, d: Duration) -> SystemTime {
-    t.checked_add(d.min(MAX_ADDED)).unwrap_or(t)
-}
-
 /// The application's user: who a session belongs to across the application's WeChat apps
 /// (mobile app, website, Official Account, Mini Program). A login hook chooses it (the
 /// application's own account id); without one it is the unionid when WeChat sent one, else
@@ -371,19 +362,5 @@ mod tests {
         assert_ne!(SessionId::random(), SessionId::random());
         let spread = sid.spread();
         assert!((0.0..1.0).contains(&spread));
-    }
-
-    #[test]
-    fn adding_an_absurd_duration_is_capped_not_a_panic() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        assert_eq!(
-            add_capped(now, Duration::from_secs(5)),
-            now + Duration::from_secs(5)
-        );
-        assert_eq!(add_capped(now, Duration::MAX), now + MAX_ADDED);
-        if let Some(far) = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(i64::MAX as u64))
-        {
-            assert_eq!(add_capped(far, Duration::from_secs(1)), far);
-        }
     }
 }

@@ -2,19 +2,21 @@
 //! factory that builds an empty store on the given clock:
 //!
 //! ```
-//! use wechat_token_cache::{MokaStore, conformance};
+//! use wechat_oauth::clock::SharedClock;
+//! use wechat_session_store::{SharedStore, conformance};
 //!
-//! # #[tokio::main(flavor = "current_thread")] async fn main() {
-//! conformance::run(|clock| MokaStore::builder().clock(clock).build()).await;
-//! # }
+//! /// In the backend's tests: `check(|clock| MyStore::on(clock)).await`.
+//! async fn check<S: SharedStore>(make_store: impl Fn(SharedClock) -> S) {
+//!     conformance::run(&make_store).await;
+//!     conformance::run_shared(&make_store).await;
+//! }
 //! ```
 //!
 //! Each check panics with a message naming the broken rule of the [`SessionStore`] contract.
 //!
-//! A store that several instances share must also pass [`run_shared`]: the fleet's leases,
-//! shared values and secrets. A store of one process (the moka store) keeps the trait's
-//! defaults there — every lease granted, nothing shared — which are right only because the
-//! cache's in-process flights and memory already do the job; it does not pass `run_shared`.
+//! Every store the coordinator uses must also pass [`run_shared`]: the [`SharedStore`]'s
+//! leases, values written once, secrets and shared reads — kept by the shared backend for a
+//! fleet, in memory for one process (the moka store, `SingleProcess`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,7 +26,9 @@ use wechat_oauth::clock::{Clock, ManualClock, SharedClock};
 use wechat_oauth::{AccessToken, AppId, OpenId, RefreshToken, Scopes, SessionKey, UnionId};
 
 use crate::record::{Credentials, SessionId, SessionRecord, UserId};
-use crate::store::{CasOutcome, DEFAULT_MAX_SESSIONS_PER_USER, SessionStore, StoreError};
+use crate::store::{
+    CasOutcome, DEFAULT_MAX_SESSIONS_PER_USER, SessionStore, SharedStore, StoreError,
+};
 
 /// Runs every check, each on a fresh store from `make_store`, which must keep the default
 /// per-user cap ([`DEFAULT_MAX_SESSIONS_PER_USER`]).
@@ -61,16 +65,17 @@ where
 /// Runs the checks of the fleet methods (leases, shared values, secrets, reading past a local
 /// copy) on a fresh store from `make_store`: what a store shared by several instances must
 /// do so that one instance's flight, login or app token is every instance's. A lease's expiry
-/// is the store's own (real time): the check waits up to 10 s for a 100 ms lease to end.
+/// is by the store's clock or the backend's own (real time): the check moves the clock past a
+/// 100 ms lease and waits up to 10 s for it to end.
 pub async fn run_shared<S, F>(make_store: F)
 where
-    S: SessionStore,
+    S: SharedStore,
     F: Fn(SharedClock) -> S,
 {
     let clock = ManualClock::starting_now();
     let store = make_store(Arc::new(clock.clone()));
     leases_have_one_owner(&store).await;
-    a_lease_ends_with_its_time(&store).await;
+    a_lease_ends_with_its_time(&store, &clock).await;
     values_are_written_once(&store).await;
     secrets_are_replaced(&store).await;
     shared_reads_see_writes(&store, &clock).await;
@@ -81,7 +86,7 @@ fn unique(what: &str) -> String {
     format!("conformance-{what}-{}", SessionId::random())
 }
 
-async fn leases_have_one_owner<S: SessionStore>(store: &S) {
+async fn leases_have_one_owner<S: SharedStore>(store: &S) {
     let name = unique("lease");
     let ttl = Duration::from_secs(30);
     assert!(
@@ -113,7 +118,7 @@ async fn leases_have_one_owner<S: SessionStore>(store: &S) {
     store.release_lease(&name, "b").await.unwrap();
 }
 
-async fn a_lease_ends_with_its_time<S: SessionStore>(store: &S) {
+async fn a_lease_ends_with_its_time<S: SharedStore>(store: &S, clock: &ManualClock) {
     let name = unique("expiring-lease");
     assert!(
         store
@@ -121,6 +126,9 @@ async fn a_lease_ends_with_its_time<S: SessionStore>(store: &S) {
             .await
             .unwrap()
     );
+    // The lease's time passes on the store's clock (a store in memory) or in real time (a
+    // shared backend's own expiry).
+    clock.advance(Duration::from_millis(200));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         if store
@@ -146,7 +154,7 @@ async fn a_lease_ends_with_its_time<S: SessionStore>(store: &S) {
     store.release_lease(&name, "next").await.unwrap();
 }
 
-async fn values_are_written_once<S: SessionStore>(store: &S) {
+async fn values_are_written_once<S: SharedStore>(store: &S) {
     let key = unique("value");
     let ttl = Duration::from_secs(60);
     assert_eq!(
@@ -173,7 +181,7 @@ async fn values_are_written_once<S: SessionStore>(store: &S) {
     assert_eq!(store.get_value(&unique("absent")).await.unwrap(), None);
 }
 
-async fn secrets_are_replaced<S: SessionStore>(store: &S) {
+async fn secrets_are_replaced<S: SharedStore>(store: &S) {
     let key = unique("secret");
     let ttl = Duration::from_secs(60);
     store.put_secret(&key, b"one".to_vec(), ttl).await.unwrap();
@@ -187,7 +195,7 @@ async fn secrets_are_replaced<S: SessionStore>(store: &S) {
     assert_eq!(store.get_secret(&unique("absent")).await.unwrap(), None);
 }
 
-async fn shared_reads_see_writes<S: SessionStore>(store: &S, clock: &ManualClock) {
+async fn shared_reads_see_writes<S: SharedStore>(store: &S, clock: &ManualClock) {
     let record = sample_record(clock, "wx_conformance", "o_shared");
     store.insert(record.clone()).await.unwrap();
     let read = store.get_shared(&record.sid).await.unwrap();

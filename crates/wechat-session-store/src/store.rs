@@ -1,6 +1,10 @@
-//! The [`SessionStore`] trait: where session records live. Small on purpose (get, insert-new,
-//! compare-and-set, delete, delete-all-of-a-user) so an in-memory, Redis or SQL backend can
-//! implement it; `conformance` (feature `conformance`) holds the suite every backend must pass.
+//! The store traits. [`SessionStore`] is where session records live: small on purpose (get,
+//! insert-new, compare-and-set, delete, delete-all-of-a-user) so an in-memory, Redis or SQL
+//! backend can implement it. [`SharedStore`] is what the coordinator needs besides, for a fleet
+//! to act as one: leases, values written once and secrets. It has no defaults: a store shared
+//! by several processes implements it on the shared backend; a store of one process implements
+//! it in memory. `conformance` (feature `conformance`) holds the suites every backend must
+//! pass: `run` for the records, `run_shared` for the rest.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,9 +34,9 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// The result of [`SessionStore::compare_and_set`]. Non-exhaustive: more outcomes may be added.
+/// The result of [`SessionStore::compare_and_set`]: written, or not (a compare-and-set has no
+/// third outcome; a failure is a [`StoreError`]).
 #[derive(Clone, Debug)]
-#[non_exhaustive]
 pub enum CasOutcome {
     /// The record was written; it carries its new version.
     Stored(Arc<SessionRecord>),
@@ -121,32 +125,34 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Removes every session of one user; returns how many.
     fn delete_user(&self, user: &UserId) -> impl Future<Output = Result<usize, StoreError>> + Send;
+}
 
-    // Fleet coordination. A store shared by several instances implements these so that what
-    // holds on one instance holds on all; the defaults suit a store of one process, where the
-    // cache's in-process single flights and memory already do the job.
-
+/// What the coordinator needs of a store besides the records, so that what holds on one
+/// instance holds on every instance sharing the store: one refresh per expiry and one exchange
+/// per code (leases), a code's outcome and a used OAuth state remembered once (values), each
+/// app's access token and each Mini Program user's newest session key (secrets).
+///
+/// No method has a default: a store shared by several processes implements them on its shared
+/// backend; a store of one process implements them in memory (`MokaStore` does, and
+/// `wechat_token_cache::SingleProcess` gives any store of one process an in-memory set).
+/// `conformance::run_shared` (feature `conformance`) checks them.
+pub trait SharedStore: SessionStore {
     /// Loads a session from the shared store itself, past any local copy (a flight re-reads
-    /// this way after taking its lease). The default is [`get`](Self::get).
+    /// this way after taking its lease). A store without a local copy answers as [`get`](SessionStore::get).
     fn get_shared(
         &self,
         sid: &SessionId,
-    ) -> impl Future<Output = Result<Option<Arc<SessionRecord>>, StoreError>> + Send {
-        self.get(sid)
-    }
+    ) -> impl Future<Output = Result<Option<Arc<SessionRecord>>, StoreError>> + Send;
 
     /// Takes the lease `name` for `ttl` if no one holds it, as `owner`; `true` if taken. While
     /// it is held, no other instance takes it; it ends when released by its owner or when its
-    /// time runs out (a crashed holder). The default always grants it.
+    /// time runs out (a crashed holder).
     fn try_lease(
         &self,
         name: &str,
         owner: &str,
         ttl: Duration,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        let _ = (name, owner, ttl);
-        async { Ok(true) }
-    }
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Extends a lease `owner` holds to `ttl` from now; `false` if it no longer holds it.
     fn renew_lease(
@@ -154,66 +160,46 @@ pub trait SessionStore: Send + Sync + 'static {
         name: &str,
         owner: &str,
         ttl: Duration,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        let _ = (name, owner, ttl);
-        async { Ok(true) }
-    }
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Releases a lease, only if `owner` holds it.
     fn release_lease(
         &self,
         name: &str,
         owner: &str,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        let _ = (name, owner);
-        async { Ok(()) }
-    }
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Stores `value` under `key` for `ttl` unless a value is there; returns the value that
     /// was there (then nothing is written). Shared by every instance: remembered login
-    /// outcomes and used OAuth states. The default shares nothing (`Ok(None)`): the cache keeps
-    /// its own memory as well.
+    /// outcomes and used OAuth states.
     fn put_value_if_absent(
         &self,
         key: &str,
         value: Vec<u8>,
         ttl: Duration,
-    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send {
-        let _ = (key, value, ttl);
-        async { Ok(None) }
-    }
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
 
     /// The value under `key`, if any (see [`put_value_if_absent`](Self::put_value_if_absent)).
     fn get_value(
         &self,
         key: &str,
-    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send {
-        let _ = key;
-        async { Ok(None) }
-    }
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
 
     /// Stores the secret `value` under `key` for `ttl`, replacing what is there. Shared by
     /// every instance: each app's access token, each Mini Program user's newest session key. A
-    /// store that keeps data outside the process seals it as it seals records. The default
-    /// shares nothing: the cache keeps its own memory as well.
+    /// store that keeps data outside the process seals it as it seals records.
     fn put_secret(
         &self,
         key: &str,
         value: Vec<u8>,
         ttl: Duration,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        let _ = (key, value, ttl);
-        async { Ok(()) }
-    }
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The secret under `key`, if any (see [`put_secret`](Self::put_secret)).
     fn get_secret(
         &self,
         key: &str,
-    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send {
-        let _ = key;
-        async { Ok(None) }
-    }
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
 }
 
 impl<S: SessionStore> SessionStore for Arc<S> {
@@ -262,7 +248,9 @@ impl<S: SessionStore> SessionStore for Arc<S> {
     fn delete_user(&self, user: &UserId) -> impl Future<Output = Result<usize, StoreError>> + Send {
         (**self).delete_user(user)
     }
+}
 
+impl<S: SharedStore> SharedStore for Arc<S> {
     fn get_shared(
         &self,
         sid: &SessionId,
