@@ -85,7 +85,7 @@ async fn setup(scenario: &str) -> Result<(Router, Vec<Option<HeaderValue>>, Mock
     let forger = TokenIssuer::new(
         KeyRing::new(SigningKey::hs256("k1", &[9; 32])?),
         TokenConfig::default(),
-        Arc::clone(auth.cache().clock()),
+        Arc::clone(auth.sessions().clock()),
     )?;
     let mut headers = Vec::with_capacity(USERS);
     for i in 0..USERS {

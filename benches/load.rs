@@ -89,8 +89,8 @@ use wechat_login::middleware::{
 };
 use wechat_login::oauth::{AppId, AppSecret, Client};
 use wechat_login::redis_store::{RedisStore, SealingKey};
-use wechat_login::token_cache::CachedStore;
-use wechat_login::token_cache::{
+use wechat_login::sessions::CachedStore;
+use wechat_login::sessions::{
     CasOutcome, MokaStore, SessionId, SessionRecord, SessionStore, SharedStore, SingleProcess,
     StoreError, SystemClock, UserId,
 };
@@ -403,7 +403,7 @@ async fn setup() -> Result<Setup, BoxError> {
     let forger = TokenIssuer::new(
         KeyRing::new(SigningKey::hs256("k1", &FORGER_SECRET)?),
         TokenConfig::default(),
-        Arc::clone(auth.cache().clock()),
+        Arc::clone(auth.sessions().clock()),
     )?;
     let mut forged = Vec::with_capacity(USERS);
     for record in &records {

@@ -41,7 +41,7 @@ use wechat_login::middleware::{
 };
 use wechat_login::oauth::ManualClock;
 use wechat_login::redis_store::{RedisStore, SealingKey};
-use wechat_login::token_cache::{CachedStore, Clock};
+use wechat_login::sessions::{CachedStore, Clock};
 use wechat_login_example_server::app;
 use wechat_mock::{DEFAULT_APPID, DEFAULT_SECRET};
 
@@ -548,7 +548,7 @@ async fn soak(duration: Duration) {
         Arc::new(past.clone()),
     )
     .unwrap();
-    let record = wechat_login::token_cache::conformance::sample_record(&past, DEFAULT_APPID, "o_x");
+    let record = wechat_login::sessions::conformance::sample_record(&past, DEFAULT_APPID, "o_x");
     let expired_token = old_issuer.issue(&record).unwrap().value;
 
     let run = Arc::new(Run {

@@ -20,7 +20,7 @@ use criterion::Criterion;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use wechat_login::middleware::{Claims, KeyRing, SigningKey, TokenConfig, TokenIssuer};
 use wechat_login::oauth::ManualClock;
-use wechat_login::token_cache::conformance::sample_record;
+use wechat_login::sessions::conformance::sample_record;
 
 const SECRET: &[u8] = b"verify-bench-secret-0123456789abcdef";
 

@@ -125,7 +125,7 @@ pub fn oauth_state(data: &[u8]) {
 /// token — decoded, and re-encoded unchanged when they decode.
 pub fn stored_values(data: &[u8]) {
     wechat_redis_store::fuzzing::record(data);
-    wechat_token_cache::fuzzing::shared_values(data);
+    wechat_sessions::fuzzing::shared_values(data);
 }
 
 /// The Mini Program decryptor: `data` split into encryptedData, iv, rawData and signature.

@@ -3,7 +3,7 @@
 //! This crate re-exports the workspace's parts under one name:
 //!
 //! - [`oauth`] ([`wechat_oauth`]): the typed client for WeChat's OAuth endpoints.
-//! - [`token_cache`] ([`wechat_token_cache`]): session records, stores and the refresh
+//! - [`sessions`] ([`wechat_sessions`]): session records, stores and the refresh
 //!   coordinator.
 //! - [`middleware`] ([`tower_wechat`]): the middleware, the `WeChatUser` extractor, login and logout
 //!   endpoints.
@@ -37,7 +37,7 @@ pub use wechat_mock as mock;
 pub use wechat_oauth as oauth;
 #[cfg(feature = "redis")]
 pub use wechat_redis_store as redis_store;
-pub use wechat_token_cache as token_cache;
+pub use wechat_sessions as sessions;
 
 // The middleware, its endpoints, its settings, and what a custom rejection is written with.
 pub use tower_wechat::{
@@ -58,13 +58,13 @@ pub use wechat_oauth::{
     PhoneInfo,
 };
 // Sessions: the cache, the stores (in memory, a local cache in front of a shared one, Redis),
-// a store of one's own (its conformance suite is `token_cache::conformance`), the login hook,
+// a store of one's own (its conformance suite is `sessions::conformance`), the login hook,
 // and the clocks (tests drive a manual one).
 #[cfg(feature = "redis")]
 pub use wechat_redis_store::{RedisStore, SealingKey};
-pub use wechat_token_cache::{
+pub use wechat_sessions::{
     AppTokenError, CachedStore, CallError, CasOutcome, GracePolicy, HookError, LoginHook,
-    ManualClock, MokaStore, NewLogin, SessionCache, SessionConfig, SessionId, SessionRecord,
+    ManualClock, MokaStore, NewLogin, SessionConfig, SessionId, SessionManager, SessionRecord,
     SessionStore, SharedClock, SharedStore, SingleProcess, StoreError, SystemClock, UserId,
 };
 // The fake WeChat, for tests and local development (its faults: `mock::{Endpoint, Fault}`).

@@ -13,7 +13,7 @@ use reqwest::header::{LOCATION, RETRY_AFTER, SET_COOKIE, USER_AGENT};
 use serde_json::{Value, json};
 use wechat_login::middleware::AppKind;
 use wechat_login::oauth::{AppId, ManualClock, OpenId};
-use wechat_login::token_cache::{MokaStore, SessionStore, UserId};
+use wechat_login::sessions::{MokaStore, SessionStore, UserId};
 use wechat_mock::{Endpoint, MockConfig};
 
 const IN_WECHAT: &str = "Mozilla/5.0 (iPhone) AppleWebKit/605.1.15 MicroMessenger/8.0.50";
@@ -296,7 +296,7 @@ async fn the_login_hook_refuses_suspended_accounts_and_a_failing_database_stores
     );
     assert_eq!(
         s.auth
-            .cache()
+            .sessions()
             .store()
             .delete_user(&default_id)
             .await

@@ -16,7 +16,7 @@ use reqwest::StatusCode;
 use wechat_login::middleware::AppKind;
 use wechat_login::oauth::ManualClock;
 use wechat_login::redis_store::RedisStore;
-use wechat_login::token_cache::CachedStore;
+use wechat_login::sessions::CachedStore;
 use wechat_mock::{Endpoint, Fault, MockConfig};
 
 /// The value of the sample `name{labels}` (labels in Prometheus's order), if present.

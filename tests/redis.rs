@@ -14,7 +14,7 @@ use reqwest::header::RETRY_AFTER;
 use wechat_login::oauth::ManualClock;
 use wechat_login::oauth::{Clock, SharedClock};
 use wechat_login::redis_store::{RedisStore, RedisStoreBuilder, SealingKey};
-use wechat_login::token_cache::{CachedStore, SessionStore, SharedStore, UserId};
+use wechat_login::sessions::{CachedStore, SessionStore, SharedStore, UserId};
 use wechat_mock::MockConfig;
 
 /// What an instance of the example app keeps sessions in with `REDIS_URL`.
@@ -162,7 +162,7 @@ async fn a_record_no_instance_can_open_answers_503_and_is_kept() {
     // Still in Redis (asked directly, not through A's local copy), and still served by A once
     // A reads it again.
     let sid = session_id(&a, &token).await;
-    let in_redis = a.auth.cache().store().shared();
+    let in_redis = a.auth.sessions().store().shared();
     assert!(in_redis.get(&sid).await.unwrap().is_some(), "not deleted");
     a.advance(MAX_STALENESS + Duration::from_millis(1));
     assert_eq!(a.me(&token).await.0, StatusCode::OK);
@@ -176,7 +176,7 @@ async fn a_record_no_instance_can_open_answers_503_and_is_kept() {
 async fn session_id<St: SharedStore>(
     instance: &Server<St>,
     token: &str,
-) -> wechat_login::token_cache::SessionId {
+) -> wechat_login::sessions::SessionId {
     instance.me(token).await.1["session_id"]
         .as_str()
         .unwrap()
@@ -432,7 +432,7 @@ async fn a_crashed_lease_holder_is_taken_over_once_its_lease_runs_out() {
     };
     let a = start_instance(instance, a_store).await;
     let token = a.login("o_crash").await;
-    let sid: wechat_login::token_cache::SessionId = a.me(&token).await.1["session_id"]
+    let sid: wechat_login::sessions::SessionId = a.me(&token).await.1["session_id"]
         .as_str()
         .unwrap()
         .parse()
@@ -441,7 +441,7 @@ async fn a_crashed_lease_holder_is_taken_over_once_its_lease_runs_out() {
     // An instance took the refresh lease and died: the lease stays until it runs out.
     let lease = a
         .auth
-        .cache()
+        .sessions()
         .store()
         .shared()
         .lease_key(&format!("refresh:{sid}"));
@@ -515,7 +515,7 @@ async fn a_cut_invalidation_channel_bounds_staleness_to_the_millisecond_and_reco
     let a = first(store_with(builder(), shared.clone()).await, &clock).await;
     let b_store = store_with(builder(), shared).await;
     let b = start_instance(Instance::sharing(&a.mock, &a.clock, &a.accounts), b_store).await;
-    let channel = a.auth.cache().store().shared().channel();
+    let channel = a.auth.sessions().store().shared().channel();
     let subscribers = || {
         redis::cli(server.port, &["pubsub", "numsub", &channel])
             .and_then(|out| {
@@ -775,10 +775,10 @@ async fn a_logout_all_of_a_thousand_sessions_is_refused_on_the_other_instance_at
     let token = a.login("o_bulk").await;
     let user = a.me(&token).await.1["user_id"].as_str().unwrap().to_owned();
     // 999 more sessions of the user, each with a local copy on B.
-    let (on_a, on_b) = (a.auth.cache().store(), b.auth.cache().store());
+    let (on_a, on_b) = (a.auth.sessions().store(), b.auth.sessions().store());
     let mut sids = Vec::new();
     for i in 0..999 {
-        let mut record = wechat_login::token_cache::conformance::sample_record(
+        let mut record = wechat_login::sessions::conformance::sample_record(
             &clock,
             a.appid(wechat_login::middleware::AppKind::MobileApp),
             &format!("o_bulk_{i}"),

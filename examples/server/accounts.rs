@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use wechat_login::token_cache::{HookError, LoginHook, NewLogin, UserId};
+use wechat_login::sessions::{HookError, LoginHook, NewLogin, UserId};
 
 /// The accounts database. Cheap to clone.
 #[derive(Clone)]

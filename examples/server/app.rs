@@ -24,7 +24,7 @@ use wechat_login::middleware::{
     WeChatUser, WebFlow,
 };
 use wechat_login::oauth::{AppId, AppSecret, Client, EncryptedData, Lang, PhoneCode, SharedClock};
-use wechat_login::token_cache::{MokaStore, SharedStore};
+use wechat_login::sessions::{MokaStore, SharedStore};
 use wechat_mock::{MockConfig, MockGrant, MockWeChat};
 
 #[path = "accounts.rs"]
@@ -109,7 +109,7 @@ pub struct App<St = MokaStore> {
     pub router: Router,
     /// The embedded fake WeChat, in sandbox mode.
     pub sandbox: Option<MockWeChat>,
-    /// The auth layer (the end-to-end tests reach the session cache through it).
+    /// The auth layer (the end-to-end tests reach the sessions through it).
     pub auth: WeChatAuthLayer<St>,
     /// The application's accounts (the end-to-end tests suspend one).
     pub accounts: Accounts,

@@ -30,7 +30,7 @@ use tracing_subscriber::EnvFilter;
 use wechat_login::middleware::{AppKind, LoginLimits};
 use wechat_login::oauth::SystemClock;
 use wechat_login::redis_store::{RedisStore, SealingKey};
-use wechat_login::token_cache::SharedStore;
+use wechat_login::sessions::SharedStore;
 use wechat_mock::MockConfig;
 
 fn env(name: &str) -> Option<String> {

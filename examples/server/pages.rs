@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use wechat_login::middleware::{LoginEndpoints, SessionChanged, WeChatUser, escape_html};
 use wechat_login::oauth::Lang;
-use wechat_login::token_cache::SharedStore;
+use wechat_login::sessions::SharedStore;
 
 /// What the pages need.
 pub struct Pages<St> {

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use wechat_login::middleware::{AppKind, LoginLimits};
 use wechat_login::oauth::ManualClock;
-use wechat_login::token_cache::{MokaStore, SessionStore, SharedStore};
+use wechat_login::sessions::{MokaStore, SessionStore, SharedStore};
 use wechat_mock::{MockConfig, MockWeChat};
 
 pub const SECRET: &[u8] = b"e2e-session-secret-0123456789abcdef";

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tower_wechat::{AppKind, ServeLimits, WeChatAuthLayer};
 use wechat_mock::MockWeChat;
 use wechat_oauth::clock::ManualClock;
-use wechat_token_cache::MokaStore;
+use wechat_sessions::MokaStore;
 
 /// A site serving on loopback until stopped (or dropped with the test's runtime).
 pub struct Site<St = MokaStore> {

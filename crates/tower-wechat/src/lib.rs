@@ -1,7 +1,7 @@
 //! tower middleware for logging users in with WeChat.
 //!
 //! - [`WeChatAuthLayer`]: validates our session token (a JWT: [`TokenIssuer`]), keeps the
-//!   user's WeChat tokens fresh through the [`SessionCache`](wechat_token_cache::SessionCache), and
+//!   user's WeChat tokens fresh through the [`SessionManager`](wechat_sessions::SessionManager), and
 //!   attaches a [`WeChatUser`] to each request. Generic over `http::Request<B>`: axum, hyper,
 //!   tonic. An ordinary request (valid session, no refresh due) does no I/O and no upstream call,
 //!   and a token verified once is not verified again until it expires.

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use moka::sync::Cache;
-use wechat_token_cache::SharedClock;
+use wechat_sessions::SharedClock;
 
 use wechat_oauth::clock::unix_secs;
 
@@ -249,7 +249,7 @@ pub(crate) fn address_group(ip: std::net::IpAddr) -> std::net::IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wechat_token_cache::ManualClock;
+    use wechat_sessions::ManualClock;
 
     fn limiter(per_client: u32, global: u32) -> (Arc<LoginLimiter>, ManualClock) {
         let clock = ManualClock::starting_now();

@@ -1,6 +1,6 @@
 //! The metrics the layer records through the [`metrics`](https://docs.rs/metrics) facade (no
 //! exporter is chosen for you). The cache, the client and the Redis store record their own:
-//! see `wechat_token_cache::metrics`, `wechat_oauth::metrics`, `wechat_redis_store::metrics`.
+//! see `wechat_sessions::metrics`, `wechat_oauth::metrics`, `wechat_redis_store::metrics`.
 
 /// Counter: requests the layer refused or handed on without a user because their credentials
 /// were refused or missing. Label: `code` ([`AuthError::metric_label`](crate::AuthError::metric_label):
@@ -69,7 +69,7 @@ mod prometheus {
         /// The metrics now, in Prometheus' text format.
         pub fn render(&self) -> String {
             if let Some(count) = &self.sessions_open {
-                metrics::gauge!(wechat_token_cache::metrics::SESSIONS_OPEN).set(count() as f64);
+                metrics::gauge!(wechat_sessions::metrics::SESSIONS_OPEN).set(count() as f64);
             }
             self.handle.render()
         }

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use serde::Serialize;
 use wechat_oauth::{ErrCode, ErrorClass};
-use wechat_token_cache::{AppTokenError, CallError, LoginError, SessionError};
+use wechat_sessions::{AppTokenError, CallError, LoginError, SessionError};
 
 use crate::state::StateError;
 

@@ -18,7 +18,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use wechat_oauth::State;
-use wechat_token_cache::SharedClock;
+use wechat_sessions::SharedClock;
 
 use crate::apps::AppKind;
 use wechat_oauth::clock::unix_secs;
@@ -170,7 +170,7 @@ fn hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
     use std::sync::Arc;
-    use wechat_token_cache::ManualClock;
+    use wechat_sessions::ManualClock;
 
     #[test]
     fn states_verify_expire_and_resist_tampering() {

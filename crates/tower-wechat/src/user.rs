@@ -14,8 +14,8 @@ use wechat_oauth::{
     AccessToken, AppId, EncryptedData, ErrCode, Lang, OpenId, PhoneCode, PhoneInfo, Scopes,
     SessionKey, UnionId, UserInfo, decrypt_user_data,
 };
-use wechat_token_cache::{
-    CallError, SessionCache, SessionError, SessionId, SessionRecord, SharedStore, UserId,
+use wechat_sessions::{
+    CallError, SessionError, SessionId, SessionManager, SessionRecord, SharedStore, UserId,
 };
 
 use crate::apps::{AppKind, Apps};
@@ -47,9 +47,9 @@ pub(crate) trait Upstream: Send + Sync + 'static {
     fn reset_session_key(&self, sid: SessionId) -> BoxFuture<'static, Result<(), CallError>>;
 }
 
-/// What a [`WeChatUser`] reaches: the session cache and the apps.
+/// What a [`WeChatUser`] reaches: the sessions and the apps.
 pub(crate) struct UserContext<S> {
-    pub(crate) cache: SessionCache<S>,
+    pub(crate) cache: SessionManager<S>,
     pub(crate) apps: Apps,
 }
 

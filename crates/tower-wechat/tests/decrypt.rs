@@ -23,7 +23,7 @@ use tower_wechat::{
 };
 use wechat_mock::{MockConfig, MockGrant, MockWeChat};
 use wechat_oauth::EncryptedData;
-use wechat_token_cache::{Credentials, SessionStore};
+use wechat_sessions::{Credentials, SessionStore};
 
 const MP: &str = "wxminiprogram00001";
 const IV: [u8; 16] = *b"fedcba9876543210";
@@ -116,7 +116,7 @@ async fn a_mini_program_session_opens_its_own_data_and_refuses_the_rest() {
         .await
         .unwrap();
     let record = layer
-        .cache()
+        .sessions()
         .store()
         .get(&mp.record.sid)
         .await

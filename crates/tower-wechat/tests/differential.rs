@@ -22,7 +22,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use tower_wechat::{Claims, KeyRing, SigningKey, TokenConfig, TokenIssuer};
-use wechat_token_cache::{SessionId, SystemClock};
+use wechat_sessions::{SessionId, SystemClock};
 
 const SECRET: &[u8] = b"differential-secret-0123456789abcdef";
 const OTHER: &[u8] = b"another-secret-0123456789abcdef-xyz";
@@ -137,7 +137,7 @@ fn the_fast_verifier_accepts_exactly_what_jsonwebtoken_accepts() {
     )
     .unwrap();
     // The header segment exactly as we issue it.
-    let record = wechat_token_cache::conformance::sample_record(&SystemClock, "wxdiff", "o_diff");
+    let record = wechat_sessions::conformance::sample_record(&SystemClock, "wxdiff", "o_diff");
     let real = issuer.issue(&record).unwrap().value;
     let header_segment = real.split('.').next().unwrap().to_owned();
     let ours_header = header_segment.as_str();

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use tower_wechat::{AuthError, KeyRing, SigningKey, TokenConfig, TokenIssuer};
-use wechat_token_cache::{ManualClock, conformance::sample_record};
+use wechat_sessions::{ManualClock, conformance::sample_record};
 
 fn pem(name: &str) -> Vec<u8> {
     std::fs::read(format!("{}/tests/keys/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()

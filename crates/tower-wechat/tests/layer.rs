@@ -13,7 +13,7 @@ use tower_wechat::{
 };
 use wechat_mock::{MockConfig, MockGrant, MockWeChat};
 use wechat_oauth::{AppId, AppSecret, Client};
-use wechat_token_cache::SessionConfig;
+use wechat_sessions::SessionConfig;
 
 async fn layer() -> (WeChatAuthLayer, MockWeChat) {
     let mock = MockWeChat::start(MockConfig::default()).await.unwrap();
@@ -359,7 +359,7 @@ async fn the_default_session_cookie_carries_the_host_prefix() {
 #[tokio::test]
 async fn a_session_of_another_app_in_a_shared_store_is_refused() {
     let mock = MockWeChat::start(MockConfig::default()).await.unwrap();
-    let store = wechat_token_cache::MokaStore::default();
+    let store = wechat_sessions::MokaStore::default();
     let keys = || KeyRing::new(SigningKey::hs256("k1", &[42; 32]).unwrap());
     let layer_for = |appid: &str| {
         let client = Client::builder(AppId::new(appid), AppSecret::new(mock.secret()))
@@ -383,7 +383,7 @@ async fn a_session_of_another_app_in_a_shared_store_is_refused() {
     assert!(body.contains("session_expired"), "{body}");
 }
 
-async fn token_of<St: wechat_token_cache::SharedStore>(
+async fn token_of<St: wechat_sessions::SharedStore>(
     layer: &WeChatAuthLayer<St>,
     mock: &MockWeChat,
 ) -> String {
@@ -404,7 +404,7 @@ async fn token_of<St: wechat_token_cache::SharedStore>(
 async fn the_hot_path_reads_no_store_future_and_calls_no_one() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
-    use wechat_token_cache::{
+    use wechat_sessions::{
         CasOutcome, MokaStore, ReadStamp, SessionId, SessionRecord, SessionStore, SingleProcess,
         StoreError, UserId,
     };
@@ -464,7 +464,7 @@ async fn the_hot_path_reads_no_store_future_and_calls_no_one() {
     )
     .store(SingleProcess::new(
         store.clone(),
-        Arc::new(wechat_token_cache::SystemClock),
+        Arc::new(wechat_sessions::SystemClock),
     ))
     .build()
     .unwrap();
@@ -525,11 +525,11 @@ async fn the_hot_path_reads_no_store_future_and_calls_no_one() {
 /// The fake WeChat and a layer on a clock the test drives, built with `configure`.
 async fn on_clock(
     configure: impl FnOnce(
-        tower_wechat::WeChatAuthBuilder<wechat_token_cache::MokaStore>,
-    ) -> tower_wechat::WeChatAuthBuilder<wechat_token_cache::MokaStore>,
-) -> (MockWeChat, wechat_token_cache::ManualClock, WeChatAuthLayer) {
+        tower_wechat::WeChatAuthBuilder<wechat_sessions::MokaStore>,
+    ) -> tower_wechat::WeChatAuthBuilder<wechat_sessions::MokaStore>,
+) -> (MockWeChat, wechat_sessions::ManualClock, WeChatAuthLayer) {
     let mock = MockWeChat::start(MockConfig::default()).await.unwrap();
-    let clock = wechat_token_cache::ManualClock::starting_now();
+    let clock = wechat_sessions::ManualClock::starting_now();
     let client = Client::builder(AppId::new(mock.appid()), AppSecret::new(mock.secret()))
         .api_base(mock.base_url())
         .clock(std::sync::Arc::new(clock.clone()))
@@ -560,13 +560,13 @@ fn required(layer: WeChatAuthLayer) -> Router {
 async fn a_kept_record_is_not_admitted_once_a_refresh_is_due() {
     use std::time::Duration;
     use wechat_mock::Endpoint;
-    use wechat_token_cache::{Clock, SessionId, SessionStore};
+    use wechat_sessions::{Clock, SessionId, SessionStore};
 
     let (mock, clock, layer) = on_clock(|b| {
         b.sessions(SessionConfig::default().refresh_window(Duration::from_secs(10), 0.0))
     })
     .await;
-    let store = layer.cache().store().clone();
+    let store = layer.sessions().store().clone();
     let token = token_of(&layer, &mock).await;
     let service = required(layer);
     // The access token lives two hours; its refresh falls due ten seconds before.
@@ -591,13 +591,13 @@ async fn a_kept_record_is_not_admitted_once_a_refresh_is_due() {
 #[tokio::test]
 async fn a_kept_record_is_not_admitted_once_its_session_ended() {
     use std::time::Duration;
-    use wechat_token_cache::conformance::sample_record;
-    use wechat_token_cache::{Clock, SessionStore};
+    use wechat_sessions::conformance::sample_record;
+    use wechat_sessions::{Clock, SessionStore};
 
     let (mock, clock, layer) = on_clock(|b| b).await;
     let mut record = sample_record(&clock, mock.appid(), "o_ends");
     record.expires_at = clock.now() + Duration::from_secs(100);
-    let record = layer.cache().store().insert(record).await.unwrap();
+    let record = layer.sessions().store().insert(record).await.unwrap();
     let token = layer.tokens().issue(&record).unwrap().value;
     let service = required(layer);
     clock.advance(Duration::from_secs(70));
@@ -618,15 +618,15 @@ async fn a_kept_record_is_not_admitted_once_its_session_ended() {
 async fn a_kept_record_does_not_delay_a_reissue() {
     use std::time::Duration;
     use tower_wechat::TokenConfig;
-    use wechat_token_cache::SessionStore;
-    use wechat_token_cache::conformance::sample_record;
+    use wechat_sessions::SessionStore;
+    use wechat_sessions::conformance::sample_record;
 
     let mut config = TokenConfig::default();
     config.ttl = Duration::from_secs(3600);
     config.reissue_before = Duration::from_secs(1800);
     let (mock, clock, layer) = on_clock(|b| b.token_config(config)).await;
     let record = sample_record(&clock, mock.appid(), "o_reissue");
-    let record = layer.cache().store().insert(record).await.unwrap();
+    let record = layer.sessions().store().insert(record).await.unwrap();
     let token = layer.tokens().issue(&record).unwrap().value;
     let service = required(layer);
     let reissued = |service: Router| {

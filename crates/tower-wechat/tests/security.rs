@@ -19,7 +19,7 @@ use tower_wechat::LoginLimits;
 use tower_wechat::ServeLimits;
 use wechat_mock::{Endpoint, Fault, MockConfig};
 use wechat_oauth::{AppId, OpenId};
-use wechat_token_cache::{SessionStore, SharedStore, UserId};
+use wechat_sessions::{SessionStore, SharedStore, UserId};
 
 const REQUEST_ID: &str = "app-retry-0123456789";
 
@@ -362,7 +362,7 @@ async fn a_refused_callback_writes_nothing() {
     let web = s.web_login("o_quinn").await;
     let refused = callback_in(&s, &web.callback, Some(&web.binding)).await;
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
-    let store = s.auth.cache().store();
+    let store = s.auth.sessions().store();
     assert_eq!(
         store
             .get_value(&format!("state:{}", web.state))
@@ -565,7 +565,7 @@ async fn unusable_upstream_identities_are_bad_replies_and_store_nothing() {
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(response.headers().contains_key(RETRY_AFTER));
         let user = UserId::default_for(&AppId::new(appid.clone()), &OpenId::new(openid), None);
-        let stored = s.auth.cache().store().delete_user(&user).await.unwrap();
+        let stored = s.auth.sessions().store().delete_user(&user).await.unwrap();
         assert_eq!(stored, 0, "nothing stored");
     }
 }

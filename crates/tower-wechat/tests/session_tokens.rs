@@ -14,15 +14,15 @@ use reqwest::header::{AUTHORIZATION, COOKIE, SET_COOKIE};
 use serde_json::{Value, json};
 use tower_wechat::{AppKind, KeyRing, SigningKey, TokenConfig, TokenIssuer, WeChatAuthLayer};
 use wechat_mock::{Endpoint, Fault};
-use wechat_token_cache::{SessionRecord, SessionStore};
+use wechat_sessions::{SessionRecord, SessionStore};
 
 #[tokio::test]
 async fn tokens_survive_key_rotation_until_the_old_key_is_dropped() {
     let s = start().await;
     let old = s.login("o_ivan").await;
     // Other layers over the same store and app, with rotated keys.
-    let store = s.auth.cache().store().clone();
-    let client = s.auth.cache().client().clone();
+    let store = s.auth.sessions().store().clone();
+    let client = s.auth.sessions().client().clone();
     let rotated = KeyRing::new(SigningKey::hs256("k2", &[7; 32]).unwrap())
         .with_previous(SigningKey::hs256("k1", SECRET).unwrap());
     let dropped = KeyRing::new(SigningKey::hs256("k2", &[7; 32]).unwrap());
@@ -259,7 +259,7 @@ async fn bad_tokens_get_400_or_401_never_5xx() {
         .unwrap()
         .parse()
         .unwrap();
-    let record: Arc<SessionRecord> = s.auth.cache().store().get(&sid).await.unwrap().unwrap();
+    let record: Arc<SessionRecord> = s.auth.sessions().store().get(&sid).await.unwrap().unwrap();
     let mut config = TokenConfig::default();
     config.audience = "another-app".into();
     let other_audience = TokenIssuer::new(
@@ -377,9 +377,9 @@ async fn trace_logs_and_responses_hold_no_secret() {
     /// The WeChat credentials a session holds now (read from the store), by value.
     async fn credentials(s: &common::Site, sid: &Value, into: &mut Vec<String>) {
         let sid = sid.as_str().unwrap().parse().unwrap();
-        if let Some(record) = s.auth.cache().store().get(&sid).await.unwrap() {
+        if let Some(record) = s.auth.sessions().store().get(&sid).await.unwrap() {
             match &record.credentials {
-                wechat_token_cache::Credentials::OAuth {
+                wechat_sessions::Credentials::OAuth {
                     access_token,
                     refresh_token,
                     ..
@@ -387,7 +387,7 @@ async fn trace_logs_and_responses_hold_no_secret() {
                     into.push(access_token.secret().to_owned());
                     into.push(refresh_token.secret().to_owned());
                 }
-                wechat_token_cache::Credentials::MiniProgram { session_key } => {
+                wechat_sessions::Credentials::MiniProgram { session_key } => {
                     into.push(session_key.secret().to_owned());
                 }
                 _ => {}

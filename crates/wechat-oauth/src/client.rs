@@ -461,7 +461,7 @@ impl Client {
     /// (40001). Normal mode is retried on transient failures, forced mode never.
     ///
     /// Most servers want this through a cache that shares one token per app across a fleet
-    /// (`wechat-token-cache`'s `SessionCache::app_token`), not called per request.
+    /// (`wechat-sessions`'s `SessionManager::app_token`), not called per request.
     pub async fn stable_token(&self, force_refresh: bool) -> Result<AppTokenGrant, Error> {
         let sent_at = self.inner.clock.now();
         let body = serde_json::json!({

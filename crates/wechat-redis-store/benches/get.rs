@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use fred::prelude::*;
 use wechat_oauth::{AccessToken, AppId, OpenId, RefreshToken, Scopes, UnionId};
 use wechat_redis_store::{RedisStore, SealingKey};
-use wechat_token_cache::{Clock, Credentials, SessionId, SessionRecord, SessionStore, SystemClock};
+use wechat_sessions::{Clock, Credentials, SessionId, SessionRecord, SessionStore, SystemClock};
 
 const SESSIONS: usize = 1_000;
 const BLOCKS: usize = 20;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use wechat_oauth::{AccessToken, AppId, OpenId, RefreshToken};
 use wechat_redis_store::{RedisStore, SealingKey};
-use wechat_token_cache::{
+use wechat_sessions::{
     CachedStore, Clock, Credentials, SessionId, SessionRecord, SessionStore, SystemClock,
 };
 

@@ -5,7 +5,7 @@
 //! Sentinel (through [fred](https://docs.rs/fred)), so sessions outlive a process and are shared
 //! by every instance of a fleet. It depends on the store contract (`wechat-session-store`) only;
 //! [`RedisStore::with_local_cache`] (feature `local-cache`, on by default) puts
-//! `wechat-token-cache`'s local cache in front.
+//! `wechat-sessions`'s local cache in front.
 //!
 //! - Atomic: insert-new, compare-and-set and delete are Lua scripts on one key; see
 //!   [`store`](crate::RedisStore) for what a cluster makes two steps, and why that is safe.

@@ -56,7 +56,7 @@ use wechat_session_store::{
     SessionRecord, SessionStore, SharedStore, StoreError, UserId,
 };
 #[cfg(feature = "local-cache")]
-use wechat_token_cache::CachedStore;
+use wechat_sessions::CachedStore;
 
 use crate::codec;
 use crate::seal::{OpenError, Sealer, SealingKey};

@@ -12,13 +12,13 @@ use futures::future::join_all;
 use wechat_mock::{Endpoint, Fault, MockConfig, MockGrant, MockWeChat};
 use wechat_oauth::{AppId, AuthCode, PhoneCode};
 use wechat_redis_store::RedisStore;
-use wechat_token_cache::{Credentials, ManualClock, SessionCache};
+use wechat_sessions::{Credentials, ManualClock, SessionManager};
 
 struct Fleet {
     mock: MockWeChat,
     clock: ManualClock,
-    a: SessionCache<RedisStore>,
-    b: SessionCache<RedisStore>,
+    a: SessionManager<RedisStore>,
+    b: SessionManager<RedisStore>,
 }
 
 async fn fleet() -> Option<Fleet> {
@@ -33,7 +33,7 @@ async fn fleet() -> Option<Fleet> {
             .prefix(&prefix)
             .clock(Arc::new(clock.clone()))
             .with_client(redis.clone());
-        SessionCache::builder(client)
+        SessionManager::builder(client)
             .store(store)
             .shared_secret(b"fleet secret")
             .build()
@@ -74,7 +74,7 @@ async fn two_instances_make_one_upstream_call_per_expiry() {
 async fn a_refused_token_is_forced_once_for_the_fleet() {
     let Some(f) = fleet().await else { return };
     let appid = AppId::new(f.mock.appid());
-    let mini = |cache: &SessionCache<RedisStore>, openid: &str| {
+    let mini = |cache: &SessionManager<RedisStore>, openid: &str| {
         let code = AuthCode::new(f.mock.mint_code(MockGrant {
             openid: Some(openid.into()),
             ..MockGrant::default()
@@ -110,7 +110,7 @@ async fn a_refused_token_is_forced_once_for_the_fleet() {
 #[tokio::test]
 async fn the_newest_session_key_is_shared_by_the_fleet() {
     let Some(f) = fleet().await else { return };
-    let login = |cache: &SessionCache<RedisStore>| {
+    let login = |cache: &SessionManager<RedisStore>| {
         let code = AuthCode::new(f.mock.mint_code(MockGrant {
             openid: Some("oKey".into()),
             ..MockGrant::default()

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use fred::prelude::*;
 use wechat_redis_store::RedisStore;
-use wechat_token_cache::conformance::sample_record;
-use wechat_token_cache::{
+use wechat_sessions::conformance::sample_record;
+use wechat_sessions::{
     CachedStore, CasOutcome, Clock, ManualClock, SessionStore, SharedClock, SharedStore, StoreError,
 };
 
@@ -294,7 +294,7 @@ async fn the_store_works_through_sentinel() {
     let client = common::connect(&url)
         .await
         .expect("connect through the sentinel");
-    wechat_token_cache::conformance::run(|clock| common::store_on(&client, clock)).await;
+    wechat_sessions::conformance::run(|clock| common::store_on(&client, clock)).await;
     let stored: i64 = common::cli(primary.port, &["dbsize"])
         .unwrap()
         .trim()
@@ -337,7 +337,7 @@ async fn the_accessors_answer_for_this_store() {
         .unwrap();
     let bytes = store.memory_usage(&record.sid).await.unwrap().unwrap();
     assert!(bytes > 100, "a sealed record takes {bytes} bytes");
-    let unknown = wechat_token_cache::SessionId::random();
+    let unknown = wechat_sessions::SessionId::random();
     assert_eq!(store.memory_usage(&unknown).await.unwrap(), None);
 }
 

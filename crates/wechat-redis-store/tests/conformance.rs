@@ -4,7 +4,7 @@
 
 mod common;
 
-use wechat_token_cache::conformance;
+use wechat_sessions::conformance;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_store_passes_the_conformance_suite() {
@@ -40,9 +40,9 @@ async fn a_local_cache_in_front_passes_the_conformance_suite() {
     let Some(client) = common::machine_redis().await else {
         return;
     };
-    let cached = |clock: wechat_token_cache::SharedClock| {
+    let cached = |clock: wechat_sessions::SharedClock| {
         let shared = common::store_on(&client, clock.clone());
-        let build = wechat_token_cache::CachedStore::builder(shared)
+        let build = wechat_sessions::CachedStore::builder(shared)
             .clock(clock)
             .build();
         // The suite's factory is synchronous; subscribing is not.

@@ -8,8 +8,8 @@ use std::time::Duration;
 use fred::prelude::*;
 use wechat_oauth::{AccessToken, RefreshToken, SessionKey};
 use wechat_redis_store::RedisStore;
-use wechat_token_cache::conformance::sample_record;
-use wechat_token_cache::{
+use wechat_sessions::conformance::sample_record;
+use wechat_sessions::{
     CasOutcome, Clock, Credentials, ManualClock, SessionStore, SharedStore, StoreError,
 };
 

@@ -10,8 +10,8 @@ mod common;
 use std::process::Command;
 
 use wechat_redis_store::RedisStore;
-use wechat_token_cache::conformance::sample_record;
-use wechat_token_cache::{ManualClock, SessionStore};
+use wechat_sessions::conformance::sample_record;
+use wechat_sessions::{ManualClock, SessionStore};
 
 /// A self-signed CA and a server certificate for 127.0.0.1 it signed, in `dir`.
 fn certificates(dir: &std::path::Path) {

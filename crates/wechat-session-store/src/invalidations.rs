@@ -1,6 +1,6 @@
 //! How a shared store tells every instance that a session changed: [`Invalidations`] (the
 //! store's side) and [`InvalidationSink`] (where the events go: a local cache in front of the
-//! store, such as `wechat_token_cache::CachedStore`).
+//! store, such as `wechat_sessions::CachedStore`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::record::{SessionId, UserId};
 use crate::store::{SessionStore, StoreError};
 
-/// Where a shared store's invalidations go (`wechat_token_cache::CachedStore`'s local cache implements it).
+/// Where a shared store's invalidations go (`wechat_sessions::CachedStore`'s local cache implements it).
 pub trait InvalidationSink: Send + Sync + 'static {
     /// A session was written or ended on some instance: drop the local copy.
     fn invalidate(&self, sid: &SessionId);

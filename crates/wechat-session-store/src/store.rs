@@ -134,7 +134,7 @@ pub trait SessionStore: Send + Sync + 'static {
 ///
 /// No method has a default: a store shared by several processes implements them on its shared
 /// backend; a store of one process implements them in memory (`MokaStore` does, and
-/// `wechat_token_cache::SingleProcess` gives any store of one process an in-memory set).
+/// `wechat_sessions::SingleProcess` gives any store of one process an in-memory set).
 /// `conformance::run_shared` (feature `conformance`) checks them.
 pub trait SharedStore: SessionStore {
     /// Loads a session from the shared store itself, past any local copy (a flight re-reads

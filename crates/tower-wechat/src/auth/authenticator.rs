@@ -11,8 +11,8 @@ use std::time::SystemTime;
 
 use http::header::SET_COOKIE;
 use http::{HeaderMap, HeaderValue};
-use wechat_token_cache::{
-    ReadStamp, SessionCache, SessionError, SessionId, SessionRecord, SharedStore, StoreError,
+use wechat_sessions::{
+    ReadStamp, SessionError, SessionId, SessionManager, SessionRecord, SharedStore, StoreError,
 };
 
 use super::future::Reissue;
@@ -25,7 +25,7 @@ use wechat_oauth::clock::unix_secs;
 
 /// What every request of one layer shares to authenticate.
 pub(crate) struct Authenticator<St> {
-    pub(crate) cache: SessionCache<St>,
+    pub(crate) cache: SessionManager<St>,
     pub(crate) tokens: Arc<TokenIssuer>,
     pub(crate) upstream: Arc<dyn Upstream>,
     pub(crate) sources: Vec<TokenSource>,

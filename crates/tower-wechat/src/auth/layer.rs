@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use wechat_oauth::Client;
-use wechat_token_cache::{
-    LoginHook, MokaStore, SessionCache, SessionCacheBuilder, SessionConfig, SharedStore,
+use wechat_sessions::{
+    LoginHook, MokaStore, SessionConfig, SessionManager, SessionManagerBuilder, SharedStore,
 };
 
 use super::authenticator::Authenticator;
@@ -98,7 +98,7 @@ impl WeChatAuthLayer<MokaStore, JsonAuthRejection> {
         WeChatAuthBuilder {
             apps,
             login: LoginSettings::default(),
-            cache: SessionCache::builder(client),
+            cache: SessionManager::builder(client),
             keys: keys.into(),
             token_config: TokenConfig::default(),
             sources: vec![TokenSource::Bearer, TokenSource::Cookie],
@@ -130,8 +130,8 @@ impl<St, R> WeChatAuthLayer<St, R> {
         }
     }
 
-    /// The session cache (login, logout, calls on a user's behalf).
-    pub fn cache(&self) -> &SessionCache<St> {
+    /// The sessions (login, logout, calls on a user's behalf).
+    pub fn sessions(&self) -> &SessionManager<St> {
         &self.shared.auth.cache
     }
 
@@ -165,7 +165,7 @@ pub enum BuildError {
 pub struct WeChatAuthBuilder<St> {
     apps: Apps,
     login: LoginSettings,
-    cache: SessionCacheBuilder<St>,
+    cache: SessionManagerBuilder<St>,
     keys: KeyRing,
     token_config: TokenConfig,
     sources: Vec<TokenSource>,
@@ -294,6 +294,7 @@ impl<St: SharedStore> WeChatAuthBuilder<St> {
         }
         let state_key = self.keys.derive("tower-wechat oauth state");
         let used_state_key = self.keys.derive("tower-wechat used state code");
+        // A fixed label (the sessions crate's former name): changing it changes the key.
         let code_key = self.keys.derive("wechat-token-cache login code");
         let cache = self.cache.shared_secret(&code_key).build();
         let tokens = Arc::new(TokenIssuer::new(
@@ -332,7 +333,7 @@ impl<St: SharedStore> WeChatAuthBuilder<St> {
 }
 
 impl<St: SharedStore> LoginEndpoints<St> {
-    /// The login endpoints of `layer`: its apps, session cache, tokens and cookie, and the
+    /// The login endpoints of `layer`: its apps, sessions, tokens and cookie, and the
     /// login settings of its builder ([`web_flow`](crate::WeChatAuthBuilder::web_flow),
     /// [`login_limits`](crate::WeChatAuthBuilder::login_limits),
     /// [`client_key`](crate::WeChatAuthBuilder::client_key)); OAuth states are signed with a

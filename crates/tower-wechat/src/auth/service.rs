@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use tower_service::Service;
-use wechat_token_cache::SharedStore;
+use wechat_sessions::SharedStore;
 
 use super::authenticator::{Outcome, Refusal, Step};
 use super::future::{Reissue, ResponseFuture};

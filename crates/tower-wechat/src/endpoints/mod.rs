@@ -55,8 +55,9 @@ use serde::Serialize;
 use sha2::Sha256;
 use wechat_oauth::AppId;
 use wechat_oauth::{AuthCode, OfficialAccountScope};
-use wechat_token_cache::{
-    LoginBinding, LoginFlow, MokaStore, SessionCache, SessionId, SessionRecord, SharedStore, UserId,
+use wechat_sessions::{
+    LoginBinding, LoginFlow, MokaStore, SessionId, SessionManager, SessionRecord, SharedStore,
+    UserId,
 };
 
 use crate::apps::{AppKind, Apps};
@@ -360,7 +361,7 @@ pub struct LoginEndpoints<St = MokaStore> {
 
 /// Everything the endpoints share; made once, by the layer's builder.
 pub(crate) struct Inner<St> {
-    cache: SessionCache<St>,
+    cache: SessionManager<St>,
     apps: Apps,
     tokens: Arc<TokenIssuer>,
     cookie: SessionCookie,
@@ -382,7 +383,7 @@ impl<St: SharedStore> Inner<St> {
     /// The endpoints' state: `state_key` signs OAuth states and `used_state_key` hashes the
     /// code a state was used with (both the same on every instance of a fleet).
     pub(crate) fn new(
-        cache: SessionCache<St>,
+        cache: SessionManager<St>,
         apps: Apps,
         tokens: Arc<TokenIssuer>,
         cookie: SessionCookie,

@@ -15,7 +15,7 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use wechat_oauth::OfficialAccountScope;
-use wechat_token_cache::SharedStore;
+use wechat_sessions::SharedStore;
 
 use super::{
     AuthError, CodeLogin, LoginEndpoints, LoginSuccess, SessionChanged, StartRequest, WebCallback,
@@ -130,7 +130,7 @@ fn no_session(parts: &Parts) -> Response {
 
 /// The session a logout route ends: a live one, or one whose token verified but which
 /// could not be served (ended, WeChat or the store down).
-fn session_of(parts: &Parts) -> Option<wechat_token_cache::SessionId> {
+fn session_of(parts: &Parts) -> Option<wechat_sessions::SessionId> {
     let extensions = &parts.extensions;
     extensions
         .get::<WeChatUser>()

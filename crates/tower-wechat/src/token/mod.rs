@@ -20,7 +20,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::Mac;
 use jsonwebtoken::{DecodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use wechat_token_cache::{ReadStamp, SessionId, SessionRecord, SharedClock};
+use wechat_sessions::{ReadStamp, SessionId, SessionRecord, SharedClock};
 
 use crate::rejection::AuthError;
 
@@ -600,7 +600,7 @@ mod tests {
     use super::*;
     use jsonwebtoken::{Algorithm, EncodingKey};
     use std::sync::Arc;
-    use wechat_token_cache::{Clock, ManualClock, conformance::sample_record};
+    use wechat_sessions::{Clock, ManualClock, conformance::sample_record};
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 

@@ -18,7 +18,7 @@ use tower_wechat::{
 };
 use wechat_mock::{MockConfig, MockWeChat};
 use wechat_oauth::{AppId, AppSecret, Client, Lang, ManualClock};
-use wechat_token_cache::{MokaStore, SessionStore, SharedStore};
+use wechat_sessions::{MokaStore, SessionStore, SharedStore};
 
 pub use wechat_login_test_support::site::{Site, SiteParts, many_clients, session_cookie};
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use fred::prelude::*;
 use wechat_redis_store::{RedisStore, SealingKey};
-use wechat_token_cache::SharedClock;
+use wechat_sessions::SharedClock;
 
 pub mod skip;
 
@@ -325,13 +325,13 @@ pub async fn cached_store(
     builder: wechat_redis_store::RedisStoreBuilder,
     clock: SharedClock,
     max_staleness: Duration,
-) -> wechat_token_cache::CachedStore<RedisStore> {
+) -> wechat_sessions::CachedStore<RedisStore> {
     let shared = builder
         .clock(clock.clone())
         .connect()
         .await
         .expect("connect to Redis");
-    wechat_token_cache::CachedStore::builder(shared)
+    wechat_sessions::CachedStore::builder(shared)
         .clock(clock)
         .max_staleness(max_staleness)
         .build()
@@ -339,6 +339,6 @@ pub async fn cached_store(
         .expect("subscribe to invalidations")
 }
 
-pub fn shared(clock: &wechat_token_cache::ManualClock) -> SharedClock {
+pub fn shared(clock: &wechat_sessions::ManualClock) -> SharedClock {
     Arc::new(clock.clone())
 }

@@ -254,7 +254,7 @@ async fn build_wechat(r: Router, variant: &str) -> Router {
     let forger = TokenIssuer::new(
         KeyRing::new(SigningKey::hs256("k1", &[9; 32]).expect("key")),
         TokenConfig::default(),
-        std::sync::Arc::clone(auth.cache().clock()),
+        std::sync::Arc::clone(auth.sessions().clock()),
     )
     .expect("forger");
     let mut lines = String::new();
