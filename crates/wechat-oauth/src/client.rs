@@ -361,6 +361,27 @@ impl Client {
         &self.inner.clock
     }
 
+    /// This client on `clock` (sharing its HTTP connections): what a session manager does to
+    /// every app it serves, so one clock, the first client's, runs them all.
+    pub fn with_clock(&self, clock: SharedClock) -> Self {
+        if Arc::ptr_eq(&self.inner.clock, &clock) {
+            return self.clone();
+        }
+        let inner = &self.inner;
+        Self {
+            inner: Arc::new(Inner {
+                http: inner.http.clone(),
+                appid: inner.appid.clone(),
+                secret: inner.secret.clone(),
+                api_base: inner.api_base.clone(),
+                open_base: inner.open_base.clone(),
+                timeout: inner.timeout,
+                retry: inner.retry,
+                clock,
+            }),
+        }
+    }
+
     /// Exchanges a code from a mobile app, website or Official Account page
     /// (`/sns/oauth2/access_token`). Never retried: a code is single use.
     pub async fn exchange_code(&self, code: &AuthCode) -> Result<TokenGrant, Error> {

@@ -99,8 +99,10 @@ impl<S: SharedStore> SessionManagerBuilder<S> {
 
     /// Serve one more WeChat app (another AppID: a website, an Official Account, a Mini
     /// Program...). Its sessions are refreshed and checked with its own credentials. A client
-    /// for an AppID already served replaces that one.
+    /// for an AppID already served replaces that one. The client runs on the manager's clock
+    /// (the first client's), whatever clock it was built with.
     pub fn app(mut self, client: Client) -> Self {
+        let client = client.with_clock(Arc::clone(&self.clock));
         match self
             .clients
             .iter_mut()

@@ -248,3 +248,31 @@ async fn the_refresh_configuration_is_made_safe_at_build() {
         assert!(!cache.needs_upstream(&record), "{window:?} {jitter}");
     }
 }
+
+/// One clock runs everything: an app added with a client built on another clock (here the
+/// system's) runs on the manager's, the first client's. Break to see it fail: `app` keeping
+/// the client as given (its expiries then computed on the wall clock while the sessions age on
+/// the test's).
+#[tokio::test]
+async fn every_app_runs_on_the_first_clients_clock() {
+    let clock = ManualClock::new(std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1 << 30));
+    let first = wechat_oauth::Client::builder("wx_first_app_0001", "secret-one")
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    let second = wechat_oauth::Client::builder("wx_second_app_001", "secret-two")
+        .build()
+        .unwrap();
+    let manager = SessionManager::builder(first).app(second).build();
+    let added = manager
+        .client_for(&AppId::new("wx_second_app_001"))
+        .unwrap();
+    assert_eq!(added.clock().now(), clock.now());
+    clock.advance(Duration::from_secs(60));
+    assert_eq!(
+        added.clock().now(),
+        clock.now(),
+        "the same clock, not a copy"
+    );
+    assert_eq!(manager.clock().now(), clock.now());
+}
