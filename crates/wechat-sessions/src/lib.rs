@@ -79,6 +79,8 @@ pub mod metrics;
 mod mini_program;
 mod moka_store;
 mod recent;
+#[doc(hidden)]
+pub mod sets;
 mod single_process;
 #[cfg(test)]
 mod wait;

@@ -17,32 +17,25 @@
 //!
 //! [`forget`]: RecentReads::forget
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use wechat_session_store::{ReadStamp, WriteEpochs};
 use wechat_session_store::{SessionId, SessionRecord};
 
-const WAYS: usize = 4;
+use crate::sets::{Oldest, Sets, WAYS};
 
 /// Most records remembered at once: the hot set of an instance, not all of its sessions
 /// (8,192 sets of 320 bytes).
 const MAX_REMEMBERED: u64 = 32_768;
 
 pub(crate) struct RecentReads {
-    sets: Box<[Aligned<RwLock<Set>>]>,
-    mask: usize,
+    sets: Sets<Set>,
     /// How long a remembered read may answer before moka must be told of reads again.
     touch_every: Duration,
     /// Stamps for callers that keep what they read (holding no longer than `touch_every`).
     epochs: WriteEpochs,
 }
-
-/// A set starts a cache line: a hit reads the lock, generation and tags in the first line and
-/// (usually) its way in the next.
-#[derive(Default)]
-#[repr(align(64))]
-struct Aligned<T>(T);
 
 /// In this order (`repr(C)`): behind the lock's few bytes, generation and tags fill the set's
 /// first cache line.
@@ -53,8 +46,8 @@ struct Set {
     generation: u64,
     /// Each way's session id's first eight bytes (0: empty), compared before the way is read.
     tags: [u64; WAYS],
-    /// The way the next remembered read replaces when none is free (the oldest).
-    next: usize,
+    /// The way the next remembered read replaces when none is free.
+    next: Oldest,
     ways: [Option<Way>; WAYS],
 }
 
@@ -80,11 +73,8 @@ impl RecentReads {
     /// A table for a store of at most `max_sessions` sessions, telling moka of reads at least
     /// every `touch_every`.
     pub(crate) fn new(max_sessions: u64, touch_every: Duration) -> Self {
-        let capacity = max_sessions.clamp(WAYS as u64, MAX_REMEMBERED) as usize;
-        let sets = (capacity / WAYS).next_power_of_two();
         Self {
-            sets: (0..sets).map(|_| Aligned::default()).collect(),
-            mask: sets - 1,
+            sets: Sets::for_entries(max_sessions, MAX_REMEMBERED),
             touch_every,
             epochs: WriteEpochs::new(touch_every),
         }
@@ -99,7 +89,7 @@ impl RecentReads {
             eight.copy_from_slice(&bytes[at..at + 8]);
             u64::from_le_bytes(eight)
         };
-        let set = (word(8).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize & self.mask;
+        let set = self.sets.index(word(8));
         (set, word(0) | 1)
     }
 
@@ -108,7 +98,7 @@ impl RecentReads {
     /// read that follows with.
     pub(crate) fn get(&self, sid: &SessionId, now: SystemTime) -> Result<Arc<SessionRecord>, Miss> {
         let (index, tag) = self.locate(sid);
-        let set = self.sets[index].0.read().unwrap_or_else(|e| e.into_inner());
+        let set = self.sets.read(index);
         let hit = (0..WAYS)
             .filter(|&way| set.tags[way] == tag)
             .find_map(|way| set.ways[way].as_ref().filter(|w| w.sid == *sid));
@@ -132,10 +122,7 @@ impl RecentReads {
         let Some(touch_by) = now.checked_add(self.touch_every) else {
             return;
         };
-        let mut set = self.sets[miss.set]
-            .0
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut set = self.sets.write(miss.set);
         if set.generation != miss.generation {
             return;
         }
@@ -150,11 +137,7 @@ impl RecentReads {
             None => true,
         }) {
             Some(slot) => slot,
-            None => {
-                let oldest = set.next;
-                set.next = (oldest + 1) % WAYS;
-                oldest
-            }
+            None => set.next.replace(),
         };
         set.tags[slot] = miss.tag;
         set.ways[slot] = Some(way);
@@ -165,10 +148,7 @@ impl RecentReads {
     pub(crate) fn forget(&self, sid: &SessionId) {
         let (index, _) = self.locate(sid);
         let forgotten = {
-            let mut set = self.sets[index]
-                .0
-                .write()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut set = self.sets.write(index);
             set.generation = set.generation.wrapping_add(1);
             let way = set
                 .ways

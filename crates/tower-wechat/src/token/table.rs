@@ -1,9 +1,8 @@
 //! The table of token strings already judged (what verified, with its kept record, and what
 //! was refused for good), so an identical string is not verified again.
 
-use std::sync::RwLock;
-
 use smallvec::SmallVec;
+use wechat_sessions::sets::{Oldest, Sets, WAYS};
 
 use subtle::ConstantTimeEq;
 
@@ -21,13 +20,10 @@ use subtle::ConstantTimeEq;
 /// (the same bytes in every token a key signs) is held without it: the segment is compared
 /// against the key's copy, which every request shares.
 pub(super) struct TokenTable<V> {
-    sets: Box<[CacheLine<RwLock<TokenSet<V>>>]>,
-    mask: usize,
+    sets: Sets<TokenSet<V>>,
     /// The header segments of our keys, each with the `.` after it.
     prefixes: Box<[Box<[u8]>]>,
 }
-
-const WAYS: usize = 4;
 
 /// What a [`TokenTable`] needs to know of its entries to choose which one a full set gives up.
 pub(super) trait Entry: Clone {
@@ -38,23 +34,17 @@ pub(super) trait Entry: Clone {
     fn warm(&self) {}
 }
 
-/// A set on a cache line of its own (its lock and four way pointers fit in one): a lookup
-/// reads one line for the set, not two.
-#[derive(Default)]
-#[repr(align(64))]
-struct CacheLine<T>(T);
-
 struct TokenSet<V> {
     ways: [Option<Box<TokenSlot<V>>>; WAYS],
-    /// The way the next insertion replaces when none is free (the oldest).
-    next: usize,
+    /// The way the next insertion replaces when none is free.
+    next: Oldest,
 }
 
 impl<V> Default for TokenSet<V> {
     fn default() -> Self {
         Self {
             ways: std::array::from_fn(|_| None),
-            next: 0,
+            next: Oldest::default(),
         }
     }
 }
@@ -88,28 +78,25 @@ struct TokenSlot<V> {
 impl<V: Entry> TokenTable<V> {
     /// A table for about `capacity` tokens, knowing the header segments of our keys.
     pub(super) fn new(capacity: u64, headers: &[&str]) -> Self {
-        let sets = (capacity.clamp(WAYS as u64, 1 << 24) as usize / WAYS).next_power_of_two();
         let prefixes = headers
             .iter()
             .take(usize::from(WHOLE))
             .map(|header| [header.as_bytes(), b"."].concat().into())
             .collect();
         Self {
-            sets: (0..sets).map(|_| CacheLine::default()).collect(),
-            mask: sets - 1,
+            sets: Sets::for_entries(capacity, 1 << 24),
             prefixes,
         }
     }
 
     /// The set of a token and its tag (from its last eight bytes).
-    fn locate(&self, token: &[u8]) -> (&RwLock<TokenSet<V>>, u64) {
+    fn locate(&self, token: &[u8]) -> (usize, u64) {
         let tag = match token.len().checked_sub(8) {
             Some(start) => word(&token[start..]),
             // Too short to be ours: any set does.
             None => 0,
         };
-        let hash = tag.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        (&self.sets[(hash >> 32) as usize & self.mask].0, tag)
+        (self.sets.index(tag), tag)
     }
 
     /// The token past the slot's prefix, if it starts with it.
@@ -130,13 +117,13 @@ impl<V: Entry> TokenTable<V> {
     #[cfg(test)]
     pub(super) fn rests_in_set_of(&self, token: &[u8]) -> Vec<Vec<u8>> {
         let (set, _) = self.locate(token);
-        let set = set.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let set = self.sets.read(set);
         set.ways.iter().flatten().map(|s| s.rest.to_vec()).collect()
     }
 
     pub(super) fn get(&self, token: &[u8]) -> Option<V> {
         let (set, tag) = self.locate(token);
-        let set = set.read().unwrap_or_else(|e| e.into_inner());
+        let set = self.sets.read(set);
         // The set is public (it follows from the token), so a plain comparison would let a
         // caller learn a cached token byte by byte. Header and payload are readable from the
         // token anyway and useless without its MAC: compared plainly; the signature in constant
@@ -157,7 +144,7 @@ impl<V: Entry> TokenTable<V> {
     /// Changes the value of `token`, if the table holds it.
     pub(super) fn update<R>(&self, token: &[u8], change: impl FnOnce(&mut V) -> R) -> Option<R> {
         let (set, _) = self.locate(token);
-        let mut set = set.write().unwrap_or_else(|e| e.into_inner());
+        let mut set = self.sets.write(set);
         let slot = set
             .ways
             .iter_mut()
@@ -183,7 +170,7 @@ impl<V: Entry> TokenTable<V> {
             return;
         }
         let (set, tag) = self.locate(token);
-        let mut set = set.write().unwrap_or_else(|e| e.into_inner());
+        let mut set = self.sets.write(set);
         // Two requests that judged the same new token at once: one way holds it.
         if set.ways.iter().flatten().any(|s| self.holds(s, token)) {
             return;
@@ -199,11 +186,7 @@ impl<V: Entry> TokenTable<V> {
             Some(way) => way,
             // Every way holds a token that verified: a refusal is not remembered (nor copied).
             None if value.yields() => return,
-            None => {
-                let oldest = set.next;
-                set.next = (oldest + 1) % WAYS;
-                oldest
-            }
+            None => set.next.replace(),
         };
         set.ways[way] = Some(Box::new(TokenSlot {
             tag,
