@@ -7,93 +7,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Instance, Server, app, session_cookie, start, start_instance};
+use common::{Instance, app, session_cookie, start, start_instance};
 use reqwest::StatusCode;
-use reqwest::header::{LOCATION, RETRY_AFTER, SET_COOKIE, USER_AGENT};
+use reqwest::header::RETRY_AFTER;
 use serde_json::{Value, json};
 use wechat_login::middleware::AppKind;
 use wechat_login::oauth::{AppId, ManualClock, OpenId};
 use wechat_login::sessions::{MokaStore, SessionStore, UserId};
 use wechat_mock::{Endpoint, MockConfig};
-
-const IN_WECHAT: &str = "Mozilla/5.0 (iPhone) AppleWebKit/605.1.15 MicroMessenger/8.0.50";
-
-/// A query parameter of a URL.
-fn param(url: &str, name: &str) -> Option<String> {
-    reqwest::Url::parse(url)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
-/// A browser login through the start endpoint (`query`, as WeChat's own browser when
-/// `in_wechat`), approved on the fake WeChat's page as `openid` (with `unionid`): the callback's
-/// response, not followed, and the binding cookie the browser held.
-async fn browser_login(
-    s: &Server,
-    query: &[(&str, &str)],
-    in_wechat: bool,
-    openid: &str,
-    unionid: Option<&str>,
-) -> (reqwest::Response, Option<String>) {
-    let mut start = s
-        .http
-        .get(format!("{}/auth/wechat/web/start", s.base))
-        .query(query);
-    if in_wechat {
-        start = start.header(USER_AGENT, IN_WECHAT);
-    }
-    let start = start.send().await.unwrap();
-    assert_eq!(start.status(), StatusCode::FOUND);
-    let binding = start
-        .headers()
-        .get(SET_COOKIE)
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
-    let authorize = start.headers()[LOCATION].to_str().unwrap().to_owned();
-    let callback = approve(s, &authorize, openid, unionid).await;
-    let mut request = s.http.get(&callback);
-    if let Some(binding) = &binding {
-        request = request.header("cookie", binding);
-    }
-    if in_wechat {
-        request = request.header(USER_AGENT, IN_WECHAT);
-    }
-    (request.send().await.unwrap(), binding)
-}
-
-/// The user approves on the fake WeChat's consent page for the app and scope `authorize`
-/// names: the callback URL WeChat sends the browser to.
-async fn approve(s: &Server, authorize: &str, openid: &str, unionid: Option<&str>) -> String {
-    let (appid, scope) = (
-        param(authorize, "appid").unwrap(),
-        param(authorize, "scope").unwrap(),
-    );
-    let (redirect_uri, state) = (
-        param(authorize, "redirect_uri").unwrap(),
-        param(authorize, "state").unwrap(),
-    );
-    let approved = s
-        .http
-        .get(format!("{}/connect/mock/approve", s.mock.base_url()))
-        .query(&[
-            ("redirect_uri", redirect_uri.as_str()),
-            ("state", state.as_str()),
-            ("scope", scope.as_str()),
-            ("openid", openid),
-            ("appid", appid.as_str()),
-            ("unionid", unionid.unwrap_or("")),
-        ])
-        .send()
-        .await
-        .unwrap();
-    approved.headers()[LOCATION].to_str().unwrap().to_owned()
-}
-
-async fn me_by_cookie(s: &Server, cookie: &str) -> (StatusCode, Value) {
-    let me = s.with_cookie(reqwest::Method::GET, "/me", cookie).await;
-    (me.status(), me.json().await.unwrap_or(Value::Null))
-}
 
 /// A JSON login to the app of `kind`: the token, or the failure's status and body.
 #[tokio::test]
@@ -110,10 +31,10 @@ async fn one_person_in_four_apps_is_one_user_with_four_sessions_each_refreshed_b
         .json_login(AppKind::MiniProgram, "o_mp", Some(unionid))
         .await
         .unwrap();
-    let (web, _) = browser_login(&s, &[], false, "o_web", Some(unionid)).await;
+    let (web, _) = s.browser_login(&[], false, "o_web", Some(unionid)).await;
     assert_eq!(web.status(), StatusCode::FOUND);
     let web = session_cookie(&web).unwrap();
-    let (oa, binding) = browser_login(&s, &[], true, "o_oa", Some(unionid)).await;
+    let (oa, binding) = s.browser_login(&[], true, "o_oa", Some(unionid)).await;
     assert!(
         binding.is_none(),
         "the Official Account flow binds no cookie"
@@ -126,8 +47,8 @@ async fn one_person_in_four_apps_is_one_user_with_four_sessions_each_refreshed_b
     for (kind, me) in [
         (AppKind::MobileApp, s.me(&mobile).await),
         (AppKind::MiniProgram, s.me(&mini).await),
-        (AppKind::Website, me_by_cookie(&s, &web).await),
-        (AppKind::OfficialAccount, me_by_cookie(&s, &oa).await),
+        (AppKind::Website, s.me_by_cookie(&web).await),
+        (AppKind::OfficialAccount, s.me_by_cookie(&oa).await),
     ] {
         let (status, me) = me;
         assert_eq!(status, StatusCode::OK, "{me}");
@@ -151,8 +72,8 @@ async fn one_person_in_four_apps_is_one_user_with_four_sessions_each_refreshed_b
     // Two hours on: each OAuth app's session is refreshed once, with its own credentials.
     s.advance(Duration::from_secs(2 * 3600));
     assert_eq!(s.me(&mobile).await.0, StatusCode::OK);
-    assert_eq!(me_by_cookie(&s, &web).await.0, StatusCode::OK);
-    assert_eq!(me_by_cookie(&s, &oa).await.0, StatusCode::OK);
+    assert_eq!(s.me_by_cookie(&web).await.0, StatusCode::OK);
+    assert_eq!(s.me_by_cookie(&oa).await.0, StatusCode::OK);
     assert_eq!(s.me(&mini).await.0, StatusCode::OK);
     for kind in [
         AppKind::MobileApp,
@@ -174,8 +95,8 @@ async fn one_person_in_four_apps_is_one_user_with_four_sessions_each_refreshed_b
     );
     assert_eq!(s.me(&mobile).await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(s.me(&mini).await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(me_by_cookie(&s, &web).await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(me_by_cookie(&s, &oa).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(s.me_by_cookie(&web).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(s.me_by_cookie(&oa).await.0, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]

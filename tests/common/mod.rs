@@ -4,7 +4,9 @@
 
 pub use wechat_login::ServeLimits;
 pub use wechat_login_example_server::app;
-pub use wechat_login_test_support::site::{Site, SiteParts, many_clients, session_cookie};
+pub use wechat_login_test_support::site::{
+    IN_WECHAT, Site, SiteParts, many_clients, query_param, session_cookie,
+};
 
 /// The Redis servers, clusters and opt-outs of the Redis store's own tests.
 #[path = "../../crates/wechat-redis-store/tests/common/mod.rs"]

@@ -6,12 +6,24 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, COOKIE};
+use reqwest::header::{AUTHORIZATION, COOKIE, LOCATION, SET_COOKIE, USER_AGENT};
 use serde_json::{Value, json};
 use tower_wechat::{AppKind, ServeLimits, WeChatAuthLayer};
 use wechat_mock::MockWeChat;
 use wechat_oauth::clock::ManualClock;
 use wechat_sessions::MokaStore;
+
+/// A User-Agent of WeChat's in-app browser.
+pub const IN_WECHAT: &str = "Mozilla/5.0 (iPhone) AppleWebKit/605.1.15 MicroMessenger/8.0.50";
+
+/// A query parameter of a URL.
+pub fn query_param(url: &str, name: &str) -> Option<String> {
+    reqwest::Url::parse(url)
+        .ok()?
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
 
 /// A site serving on loopback until stopped (or dropped with the test's runtime).
 pub struct Site<St = MokaStore> {
@@ -284,6 +296,85 @@ impl<St> Site<St> {
             redirect_uri,
             state,
         }
+    }
+
+    /// `GET url` as WeChat's in-app browser sends it.
+    pub async fn get_in_wechat(&self, url: &str) -> reqwest::Response {
+        self.http
+            .get(url)
+            .header(USER_AGENT, IN_WECHAT)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A browser login through the start endpoint (`query`, as WeChat's own browser when
+    /// `in_wechat`), approved on the fake WeChat's page as `openid` (with `unionid`): the
+    /// callback's response, not followed, and the binding cookie the browser held.
+    pub async fn browser_login(
+        &self,
+        query: &[(&str, &str)],
+        in_wechat: bool,
+        openid: &str,
+        unionid: Option<&str>,
+    ) -> (reqwest::Response, Option<String>) {
+        let mut start = self
+            .http
+            .get(format!("{}/auth/wechat/web/start", self.base))
+            .query(query);
+        if in_wechat {
+            start = start.header(USER_AGENT, IN_WECHAT);
+        }
+        let start = start.send().await.unwrap();
+        assert_eq!(start.status(), StatusCode::FOUND);
+        let binding = start
+            .headers()
+            .get(SET_COOKIE)
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
+        let authorize = start.headers()[LOCATION].to_str().unwrap().to_owned();
+        let callback = self.approve_url(&authorize, openid, unionid).await;
+        let mut request = self.http.get(&callback);
+        if let Some(binding) = &binding {
+            request = request.header(COOKIE, binding);
+        }
+        if in_wechat {
+            request = request.header(USER_AGENT, IN_WECHAT);
+        }
+        (request.send().await.unwrap(), binding)
+    }
+
+    /// The user approves on the fake WeChat's consent page for the app and scope the authorize
+    /// URL `authorize` names: the callback URL WeChat sends the browser to.
+    pub async fn approve_url(
+        &self,
+        authorize: &str,
+        openid: &str,
+        unionid: Option<&str>,
+    ) -> String {
+        let param = |name| query_param(authorize, name).expect("an authorize URL's parameter");
+        let (appid, scope) = (param("appid"), param("scope"));
+        let (redirect_uri, state) = (param("redirect_uri"), param("state"));
+        let approved = self
+            .http
+            .get(format!("{}/connect/mock/approve", self.mock.base_url()))
+            .query(&[
+                ("redirect_uri", redirect_uri.as_str()),
+                ("state", state.as_str()),
+                ("scope", scope.as_str()),
+                ("openid", openid),
+                ("appid", appid.as_str()),
+                ("unionid", unionid.unwrap_or("")),
+            ])
+            .send()
+            .await
+            .unwrap();
+        approved.headers()[LOCATION].to_str().unwrap().to_owned()
+    }
+
+    /// `GET /me` as a browser holding `cookie`: the status and the JSON answer.
+    pub async fn me_by_cookie(&self, cookie: &str) -> (StatusCode, Value) {
+        let me = self.with_cookie(reqwest::Method::GET, "/me", cookie).await;
+        (me.status(), me.json().await.unwrap_or(Value::Null))
     }
 
     /// The user approves on WeChat's page: the callback URL with a fresh code and `state`.

@@ -6,101 +6,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Site, session_cookie, start};
+use common::{query_param, session_cookie, start};
 use reqwest::StatusCode;
 use reqwest::header::{LOCATION, SET_COOKIE, USER_AGENT};
 use serde_json::{Value, json};
 use tower_wechat::AppKind;
 use wechat_mock::{Endpoint, MockGrant};
-
-const IN_WECHAT: &str = "Mozilla/5.0 (iPhone) AppleWebKit/605.1.15 MicroMessenger/8.0.50";
-
-/// A query parameter of a URL.
-fn param(url: &str, name: &str) -> Option<String> {
-    reqwest::Url::parse(url)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
-/// `GET url` as WeChat's in-app browser sends it.
-async fn get_in_wechat(s: &Site, url: &str) -> reqwest::Response {
-    s.http
-        .get(url)
-        .header(USER_AGENT, IN_WECHAT)
-        .send()
-        .await
-        .unwrap()
-}
-
-/// A browser login through the start endpoint (`query`, as WeChat's own browser when
-/// `in_wechat`), approved on the fake WeChat's page as `openid` (with `unionid`): the callback's
-/// response, not followed, and the binding cookie the browser held.
-async fn browser_login(
-    s: &Site,
-    query: &[(&str, &str)],
-    in_wechat: bool,
-    openid: &str,
-    unionid: Option<&str>,
-) -> (reqwest::Response, Option<String>) {
-    let mut start = s
-        .http
-        .get(format!("{}/auth/wechat/web/start", s.base))
-        .query(query);
-    if in_wechat {
-        start = start.header(USER_AGENT, IN_WECHAT);
-    }
-    let start = start.send().await.unwrap();
-    assert_eq!(start.status(), StatusCode::FOUND);
-    let binding = start
-        .headers()
-        .get(SET_COOKIE)
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
-    let authorize = start.headers()[LOCATION].to_str().unwrap().to_owned();
-    let callback = approve(s, &authorize, openid, unionid).await;
-    let mut request = s.http.get(&callback);
-    if let Some(binding) = &binding {
-        request = request.header("cookie", binding);
-    }
-    if in_wechat {
-        request = request.header(USER_AGENT, IN_WECHAT);
-    }
-    (request.send().await.unwrap(), binding)
-}
-
-/// The user approves on the fake WeChat's consent page for the app and scope `authorize`
-/// names: the callback URL WeChat sends the browser to.
-async fn approve(s: &Site, authorize: &str, openid: &str, unionid: Option<&str>) -> String {
-    let (appid, scope) = (
-        param(authorize, "appid").unwrap(),
-        param(authorize, "scope").unwrap(),
-    );
-    let (redirect_uri, state) = (
-        param(authorize, "redirect_uri").unwrap(),
-        param(authorize, "state").unwrap(),
-    );
-    let approved = s
-        .http
-        .get(format!("{}/connect/mock/approve", s.mock.base_url()))
-        .query(&[
-            ("redirect_uri", redirect_uri.as_str()),
-            ("state", state.as_str()),
-            ("scope", scope.as_str()),
-            ("openid", openid),
-            ("appid", appid.as_str()),
-            ("unionid", unionid.unwrap_or("")),
-        ])
-        .send()
-        .await
-        .unwrap();
-    approved.headers()[LOCATION].to_str().unwrap().to_owned()
-}
-
-async fn me_by_cookie(s: &Site, cookie: &str) -> (StatusCode, Value) {
-    let me = s.with_cookie(reqwest::Method::GET, "/me", cookie).await;
-    (me.status(), me.json().await.unwrap_or(Value::Null))
-}
 
 /// A JSON login to the app of `kind`: the token, or the failure's status and body.
 #[tokio::test]
@@ -137,10 +48,12 @@ async fn a_code_only_opens_a_session_at_its_own_apps_endpoint() {
 #[tokio::test]
 async fn a_snapshot_user_gets_no_session_and_is_told_to_open_the_real_page() {
     let s = start().await;
-    let start = get_in_wechat(&s, &format!("{}/auth/wechat/web/start", s.base)).await;
+    let start = s
+        .get_in_wechat(&format!("{}/auth/wechat/web/start", s.base))
+        .await;
     let authorize = start.headers()[LOCATION].to_str().unwrap().to_owned();
     assert_eq!(
-        param(&authorize, "appid").unwrap(),
+        query_param(&authorize, "appid").unwrap(),
         s.appid(AppKind::OfficialAccount)
     );
     // WeChat's snapshot mode: the page was opened as a preview, the code is a virtual user's.
@@ -152,10 +65,10 @@ async fn a_snapshot_user_gets_no_session_and_is_told_to_open_the_real_page() {
     });
     let callback = format!(
         "{}?code={code}&state={}",
-        param(&authorize, "redirect_uri").unwrap(),
-        param(&authorize, "state").unwrap()
+        query_param(&authorize, "redirect_uri").unwrap(),
+        query_param(&authorize, "state").unwrap()
     );
-    let json = get_in_wechat(&s, &callback).await;
+    let json = s.get_in_wechat(&callback).await;
     assert_eq!(json.status(), StatusCode::FORBIDDEN);
     assert!(session_cookie(&json).is_none());
     let body: Value = json.json().await.unwrap();
@@ -172,14 +85,14 @@ async fn a_snapshot_user_gets_no_session_and_is_told_to_open_the_real_page() {
 #[tokio::test]
 async fn a_base_scope_session_gets_the_url_that_upgrades_it_and_comes_back() {
     let s = start().await;
-    let (done, _) = browser_login(
-        &s,
-        &[("scope", "snsapi_base"), ("return_to", "/orders/7")],
-        true,
-        "o_base",
-        None,
-    )
-    .await;
+    let (done, _) = s
+        .browser_login(
+            &[("scope", "snsapi_base"), ("return_to", "/orders/7")],
+            true,
+            "o_base",
+            None,
+        )
+        .await;
     assert_eq!(done.headers()[LOCATION], "/orders/7");
     let cookie = session_cookie(&done).unwrap();
     let profile = s
@@ -199,17 +112,17 @@ async fn a_base_scope_session_gets_the_url_that_upgrades_it_and_comes_back() {
     );
 
     // Following it: the Official Account asks for the profile...
-    let start = get_in_wechat(&s, &format!("{}{reauthorize}", s.base)).await;
+    let start = s.get_in_wechat(&format!("{}{reauthorize}", s.base)).await;
     let authorize = start.headers()[LOCATION].to_str().unwrap().to_owned();
     assert_eq!(
-        param(&authorize, "appid").unwrap(),
+        query_param(&authorize, "appid").unwrap(),
         s.appid(AppKind::OfficialAccount)
     );
-    assert_eq!(param(&authorize, "scope").unwrap(), "snsapi_userinfo");
+    assert_eq!(query_param(&authorize, "scope").unwrap(), "snsapi_userinfo");
     assert!(authorize.contains("connect_redirect=1"));
     // ...and comes back to the same page, with a session that may read it.
-    let callback = approve(&s, &authorize, "o_base", None).await;
-    let upgraded = get_in_wechat(&s, &callback).await;
+    let callback = s.approve_url(&authorize, "o_base", None).await;
+    let upgraded = s.get_in_wechat(&callback).await;
     assert_eq!(upgraded.headers()[LOCATION], "/orders/7");
     let cookie = session_cookie(&upgraded).unwrap();
     let profile = s
@@ -233,7 +146,9 @@ async fn return_to_never_leaves_the_site_and_cannot_be_changed_on_the_way() {
         ("/ok\r\nSet-Cookie: x=1", "/"),
         ("", "/"),
     ] {
-        let (done, _) = browser_login(&s, &[("return_to", asked)], false, "o_rt", None).await;
+        let (done, _) = s
+            .browser_login(&[("return_to", asked)], false, "o_rt", None)
+            .await;
         assert_eq!(done.status(), StatusCode::FOUND, "{asked:?}");
         assert_eq!(done.headers()[LOCATION], landed, "{asked:?}");
     }
@@ -253,8 +168,8 @@ async fn return_to_never_leaves_the_site_and_cannot_be_changed_on_the_way() {
         .unwrap()
         .to_owned();
     let authorize = start.headers()[LOCATION].to_str().unwrap().to_owned();
-    let callback = approve(&s, &authorize, "o_rt", None).await;
-    assert_eq!(param(&callback, "return_to").unwrap(), "/inbox");
+    let callback = s.approve_url(&authorize, "o_rt", None).await;
+    assert_eq!(query_param(&callback, "return_to").unwrap(), "/inbox");
     let tampered = callback.replace("return_to=%2Finbox", "return_to=%2F%2Fevil.example");
     assert_ne!(tampered, callback);
     let refused = s
@@ -277,9 +192,11 @@ async fn return_to_never_leaves_the_site_and_cannot_be_changed_on_the_way() {
 #[tokio::test]
 async fn an_official_account_callback_outside_wechat_is_refused() {
     let s = start().await;
-    let start = get_in_wechat(&s, &format!("{}/auth/wechat/web/start?app=oa", s.base)).await;
+    let start = s
+        .get_in_wechat(&format!("{}/auth/wechat/web/start?app=oa", s.base))
+        .await;
     let authorize = start.headers()[LOCATION].to_str().unwrap().to_owned();
-    let callback = approve(&s, &authorize, "o_attacker", None).await;
+    let callback = s.approve_url(&authorize, "o_attacker", None).await;
     let desktop = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/156.0 Safari/537.36";
     for user_agent in [Some(desktop), None] {
         let mut request = s.http.get(&callback);
@@ -294,7 +211,7 @@ async fn an_official_account_callback_outside_wechat_is_refused() {
     }
     assert_eq!(s.mock.calls(wechat_mock::Endpoint::AccessToken), 0);
     // In WeChat's browser the same callback logs in.
-    let in_wechat = get_in_wechat(&s, &callback).await;
+    let in_wechat = s.get_in_wechat(&callback).await;
     assert_eq!(in_wechat.status(), StatusCode::FOUND);
     let cookie = session_cookie(&in_wechat).unwrap();
     let me = s.with_cookie(reqwest::Method::GET, "/me", &cookie).await;
@@ -309,22 +226,24 @@ async fn an_official_account_callback_outside_wechat_is_refused() {
 #[tokio::test]
 async fn an_official_account_callback_is_repeatable_for_five_seconds_only() {
     let s = start().await;
-    let start = get_in_wechat(&s, &format!("{}/auth/wechat/web/start?app=oa", s.base)).await;
+    let start = s
+        .get_in_wechat(&format!("{}/auth/wechat/web/start?app=oa", s.base))
+        .await;
     let authorize = start.headers()[LOCATION].to_str().unwrap().to_owned();
-    let callback = approve(&s, &authorize, "o_repeat", None).await;
-    let first = get_in_wechat(&s, &callback).await;
+    let callback = s.approve_url(&authorize, "o_repeat", None).await;
+    let first = s.get_in_wechat(&callback).await;
     assert_eq!(first.status(), StatusCode::FOUND);
-    let session = me_by_cookie(&s, &session_cookie(&first).unwrap()).await.1["session_id"].clone();
+    let session = s.me_by_cookie(&session_cookie(&first).unwrap()).await.1["session_id"].clone();
     assert!(session.is_string());
 
     s.advance(Duration::from_secs(5));
-    let repeated = get_in_wechat(&s, &callback).await;
+    let repeated = s.get_in_wechat(&callback).await;
     assert_eq!(repeated.status(), StatusCode::FOUND);
-    let again = me_by_cookie(&s, &session_cookie(&repeated).unwrap()).await;
+    let again = s.me_by_cookie(&session_cookie(&repeated).unwrap()).await;
     assert_eq!(again.1["session_id"], session, "the same session");
 
     s.advance(Duration::from_millis(1));
-    let late = get_in_wechat(&s, &callback).await;
+    let late = s.get_in_wechat(&callback).await;
     let status = late.status();
     assert!(session_cookie(&late).is_none());
     let body: Value = late.json().await.unwrap();

@@ -40,7 +40,7 @@ use wechat_session_store::{
 };
 use wechat_session_store::{SessionId, SessionRecord, UserId};
 
-use crate::single_process::Memory;
+use crate::single_process::{Memory, in_memory};
 
 /// The longest a warm session is read without moka hearing of it.
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
@@ -375,45 +375,7 @@ impl SharedStore for MokaStore {
         self.get(sid).await
     }
 
-    async fn try_lease(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
-        Ok(self.memory.try_lease(name, owner, ttl))
-    }
-
-    async fn renew_lease(
-        &self,
-        name: &str,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        Ok(self.memory.renew_lease(name, owner, ttl))
-    }
-
-    async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError> {
-        self.memory.release_lease(name, owner);
-        Ok(())
-    }
-
-    async fn put_value_if_absent(
-        &self,
-        key: &str,
-        value: Vec<u8>,
-        ttl: Duration,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.memory.put_value_if_absent(key, value, ttl))
-    }
-
-    async fn get_value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.memory.get_value(key))
-    }
-
-    async fn put_secret(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
-        self.memory.put_secret(key, value, ttl);
-        Ok(())
-    }
-
-    async fn get_secret(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.memory.get_secret(key))
-    }
+    in_memory!(memory);
 }
 
 /// Moka expiry: each record lives until its `expires_at` by the store's clock.

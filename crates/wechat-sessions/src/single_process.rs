@@ -121,6 +121,63 @@ impl Memory {
     }
 }
 
+/// The [`SharedStore`] methods but `get_shared`, answered from the [`Memory`] in field `$memory`
+/// of a store of one process (the moka store, [`SingleProcess`]).
+macro_rules! in_memory {
+    ($memory:ident) => {
+        async fn try_lease(
+            &self,
+            name: &str,
+            owner: &str,
+            ttl: Duration,
+        ) -> Result<bool, StoreError> {
+            Ok(self.$memory.try_lease(name, owner, ttl))
+        }
+
+        async fn renew_lease(
+            &self,
+            name: &str,
+            owner: &str,
+            ttl: Duration,
+        ) -> Result<bool, StoreError> {
+            Ok(self.$memory.renew_lease(name, owner, ttl))
+        }
+
+        async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+            self.$memory.release_lease(name, owner);
+            Ok(())
+        }
+
+        async fn put_value_if_absent(
+            &self,
+            key: &str,
+            value: Vec<u8>,
+            ttl: Duration,
+        ) -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(self.$memory.put_value_if_absent(key, value, ttl))
+        }
+
+        async fn get_value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(self.$memory.get_value(key))
+        }
+
+        async fn put_secret(
+            &self,
+            key: &str,
+            value: Vec<u8>,
+            ttl: Duration,
+        ) -> Result<(), StoreError> {
+            self.$memory.put_secret(key, value, ttl);
+            Ok(())
+        }
+
+        async fn get_secret(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(self.$memory.get_secret(key))
+        }
+    };
+}
+pub(crate) use in_memory;
+
 /// A store used by one process only, given the fleet's capabilities ([`SharedStore`]) in
 /// memory: what an application's own single-instance backend (a SQLite file, say) is wrapped
 /// in to serve the coordinator. Several processes sharing the wrapped store would each have
@@ -220,43 +277,5 @@ impl<S: SessionStore> SharedStore for SingleProcess<S> {
         self.store.get(sid).await
     }
 
-    async fn try_lease(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
-        Ok(self.memory.try_lease(name, owner, ttl))
-    }
-
-    async fn renew_lease(
-        &self,
-        name: &str,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        Ok(self.memory.renew_lease(name, owner, ttl))
-    }
-
-    async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError> {
-        self.memory.release_lease(name, owner);
-        Ok(())
-    }
-
-    async fn put_value_if_absent(
-        &self,
-        key: &str,
-        value: Vec<u8>,
-        ttl: Duration,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.memory.put_value_if_absent(key, value, ttl))
-    }
-
-    async fn get_value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.memory.get_value(key))
-    }
-
-    async fn put_secret(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
-        self.memory.put_secret(key, value, ttl);
-        Ok(())
-    }
-
-    async fn get_secret(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.memory.get_secret(key))
-    }
+    in_memory!(memory);
 }

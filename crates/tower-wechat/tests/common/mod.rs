@@ -20,7 +20,9 @@ use wechat_mock::{MockConfig, MockWeChat};
 use wechat_oauth::{AppId, AppSecret, Client, Lang, ManualClock};
 use wechat_sessions::{MokaStore, SessionStore, SharedStore};
 
-pub use wechat_login_test_support::site::{Site, SiteParts, many_clients, session_cookie};
+pub use wechat_login_test_support::site::{
+    IN_WECHAT, Site, SiteParts, many_clients, query_param, session_cookie,
+};
 
 /// The session tokens' signing secret.
 pub const SECRET: &[u8] = b"e2e-session-secret-0123456789abcdef";
