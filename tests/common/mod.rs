@@ -8,9 +8,8 @@ pub use wechat_login_test_support::site::{
     IN_WECHAT, Site, SiteParts, many_clients, query_param, session_cookie,
 };
 
-/// The Redis servers, clusters and opt-outs of the Redis store's own tests.
-#[path = "../../crates/wechat-redis-store/tests/common/mod.rs"]
-pub mod redis;
+/// The Redis servers, clusters and opt-outs the Redis store's own tests use too.
+pub use wechat_login_test_support::redis;
 
 use std::sync::Arc;
 use std::time::Duration;

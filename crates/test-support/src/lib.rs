@@ -1,8 +1,11 @@
 //! What the workspace's tests share, so that no test file carries its own copy: the fake
-//! WeChat with a client on one manual clock, and the log capture the leak tests read every
-//! line of. Not published (`publish = false`): the crates name it as a path-only
-//! dev-dependency, which packaging drops.
+//! WeChat with a client on one manual clock, the log capture the leak tests read every line
+//! of, the Redis servers (feature `redis`) and a site served on loopback (feature `site`).
+//! Not published (`publish = false`): the crates name it as a path-only dev-dependency, which
+//! packaging drops.
 
+#[cfg(feature = "redis")]
+pub mod redis;
 #[cfg(feature = "site")]
 pub mod site;
 

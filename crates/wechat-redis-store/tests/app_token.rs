@@ -3,6 +3,10 @@
 //! WeChat refused is renewed once for both; each Mini Program user's newest session key is
 //! shared.
 
+// The fleet harness's futures (fred's client, two managers) nest deeper than rustc's default
+// layout depth when they come from the test-support crate.
+#![recursion_limit = "256"]
+
 mod common;
 
 use std::sync::Arc;

@@ -7,6 +7,23 @@
 //! access token shortly before it expires — once per session however many requests ask at once
 //! — and checking the grant with WeChat at a configurable interval.
 //!
+//! ```no_run
+//! use wechat_oauth::{AuthCode, Client};
+//! use wechat_sessions::{SessionError, SessionManager};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = Client::builder("wx1234567890abcdef", "app-secret").build()?;
+//! let sessions = SessionManager::builder(client).build(); // in memory; `.store(..)` for Redis
+//! let session = sessions.login(&AuthCode::new("code-from-the-app")).await?;
+//! // On each request carrying session.sid:
+//! match sessions.session(&session.sid).await {
+//!     Ok(record) => println!("user {}", record.openid),
+//!     Err(SessionError::Unavailable { retry_after }) => println!("retry in {retry_after:?}"),
+//!     Err(error) => println!("log in again: {error}"),
+//! }
+//! # Ok(()) }
+//! ```
+//!
 //! # Outcomes
 //!
 //! | WeChat says | the session | the caller gets |

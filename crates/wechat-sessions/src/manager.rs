@@ -166,10 +166,10 @@ impl<S: SharedStore> SessionManagerBuilder<S> {
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let client = Client::builder(AppId::new("wx123"), AppSecret::new("secret")).build()?;
-/// let cache = SessionManager::builder(client).build();
-/// let session = cache.login(&AuthCode::new("code-from-the-app")).await?;
+/// let sessions = SessionManager::builder(client).build();
+/// let session = sessions.login(&AuthCode::new("code-from-the-app")).await?;
 /// // Later, on each request carrying session.sid:
-/// match cache.session(&session.sid).await {
+/// match sessions.session(&session.sid).await {
 ///     Ok(record) => println!("user {}", record.openid),
 ///     Err(SessionError::Unavailable { retry_after }) => println!("try again in {retry_after:?}"),
 ///     Err(e) => println!("log in again: {e}"),

@@ -354,7 +354,12 @@ fn json_response<B: From<Bytes>>(status: http::StatusCode, body: Vec<u8>) -> htt
     response
 }
 
-/// The login and logout endpoints of one application. Cheap to clone.
+/// The login and logout endpoints of one application. Cheap to clone, whatever the store.
+///
+/// An application state that holds them with `#[derive(Clone)]` works for every store of this
+/// project (each is `Clone`); over a generic store type, `derive` asks that type to be `Clone`
+/// too (axum then reports "the trait `Handler` is not implemented" until it is): implement
+/// `Clone` for the state by hand, or bound the type.
 pub struct LoginEndpoints<St = MokaStore> {
     inner: Arc<Inner<St>>,
 }

@@ -237,10 +237,10 @@ async fn me_wechat_optional(user: Option<wechat_login::WeChatUser>) -> Response 
 /// - `wechat_login_anon`: no credentials, optional mode (the handler answers anonymously).
 #[cfg(feature = "project")]
 async fn build_wechat(r: Router, variant: &str) -> Router {
-    use wechat_login::middleware::CodeLogin;
+    use wechat_login::middleware::{CodeLogin, TokenIssuer};
     use wechat_login::mock::{MockConfig, MockGrant, MockWeChat};
     use wechat_login::{
-        AppId, AppSecret, Client, KeyRing, LoginEndpoints, SigningKey, TokenConfig, TokenIssuer,
+        AppId, AppSecret, Client, KeyRing, LoginEndpoints, SigningKey, TokenConfig,
         WeChatAuthLayer,
     };
     let mock = MockWeChat::start(MockConfig::default()).await.expect("fake WeChat");
