@@ -161,9 +161,17 @@ id_type!(
 );
 id_type!(
     /// A user's identifier across every app bound to one Open Platform account; only present for
-    /// `snsapi_userinfo` / `snsapi_login` grants of bound apps.
-    UnionId(Box<str>)
+    /// `snsapi_userinfo` / `snsapi_login` grants of bound apps. Clones share one allocation.
+    UnionId(std::sync::Arc<str>)
 );
+
+impl UnionId {
+    /// The identifier's text, shared with this value (a clone costs a reference count): what a
+    /// session's user id made from the unionid holds, so a session pays for the text once.
+    pub fn shared(&self) -> std::sync::Arc<str> {
+        std::sync::Arc::clone(&self.0)
+    }
+}
 
 secret_type!(
     /// The application's AppSecret. It travels in the query string of the code exchange, which is

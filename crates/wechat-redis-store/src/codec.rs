@@ -12,6 +12,9 @@ use wechat_session_store::{Credentials, SessionId, SessionRecord, UserId};
 const FORMAT_V1: u8 = 1;
 /// Adds the user id after the unionid.
 const FORMAT_V2: u8 = 2;
+/// The user id after the unionid only when it is not the default one (a byte says which): most
+/// sessions' is the unionid, which is then not stored twice.
+const FORMAT_V3: u8 = 3;
 const OAUTH: u8 = 0;
 const MINI_PROGRAM: u8 = 1;
 
@@ -29,7 +32,7 @@ pub(crate) enum CodecError {
 /// Encodes everything of `record` but its id, app and version.
 pub(crate) fn encode(record: &SessionRecord) -> Result<Vec<u8>, CodecError> {
     let mut out = Vec::with_capacity(256);
-    out.push(FORMAT_V2);
+    out.push(FORMAT_V3);
     put_str(&mut out, record.openid.as_str())?;
     match &record.unionid {
         Some(unionid) => {
@@ -38,7 +41,13 @@ pub(crate) fn encode(record: &SessionRecord) -> Result<Vec<u8>, CodecError> {
         }
         None => out.push(0),
     }
-    put_str(&mut out, record.user_id.as_str())?;
+    if record.user_id == UserId::default_for(&record.appid, &record.openid, record.unionid.as_ref())
+    {
+        out.push(0);
+    } else {
+        out.push(1);
+        put_str(&mut out, record.user_id.as_str())?;
+    }
     let scopes: Vec<&str> = record.scopes.iter().map(|s| s.as_str()).collect();
     put_str(&mut out, &scopes.join(","))?;
     out.push(u8::from(record.snapshot_user));
@@ -74,7 +83,7 @@ pub(crate) fn decode(
 ) -> Result<SessionRecord, CodecError> {
     let mut r = Reader(bytes);
     let format = r.byte()?;
-    if format != FORMAT_V1 && format != FORMAT_V2 {
+    if !matches!(format, FORMAT_V1 | FORMAT_V2 | FORMAT_V3) {
         return Err(CodecError::Malformed);
     }
     let openid = OpenId::new(r.str()?);
@@ -83,9 +92,20 @@ pub(crate) fn decode(
         1 => Some(UnionId::new(r.str()?)),
         _ => return Err(CodecError::Malformed),
     };
-    let user_id = match format {
+    let stored = match format {
         FORMAT_V1 => None,
-        _ => Some(UserId::new(r.str()?).ok_or(CodecError::Malformed)?),
+        FORMAT_V2 => Some(r.str()?),
+        _ => match r.byte()? {
+            0 => None,
+            1 => Some(r.str()?),
+            _ => return Err(CodecError::Malformed),
+        },
+    };
+    // The default (and a stored id equal to it) shares the unionid's text.
+    let default = UserId::default_for(&appid, &openid, unionid.as_ref());
+    let user_id = match stored {
+        Some(id) if id != default.as_str() => UserId::new(id).ok_or(CodecError::Malformed)?,
+        _ => default,
     };
     let scopes = Scopes::parse(r.str()?);
     let snapshot_user = r.byte()? == 1;
@@ -105,9 +125,7 @@ pub(crate) fn decode(
         return Err(CodecError::Malformed);
     }
     let mut record = SessionRecord::new(sid, appid, openid, credentials, created_at, expires_at);
-    if let Some(user_id) = user_id {
-        record.user_id = user_id;
-    }
+    record.user_id = user_id;
     record.unionid = unionid;
     record.scopes = scopes;
     record.snapshot_user = snapshot_user;
@@ -198,16 +216,18 @@ mod tests {
         assert!(decode(mini.sid, mini.appid.clone(), 0, &longer).is_err());
     }
 
-    /// Break to see it fail: the format check letting an unknown first byte through, or the
-    /// first format's records (no user id) no longer read.
+    /// Break to see it fail: the format check letting an unknown first byte through, the
+    /// earlier formats' records (no user id; the user id always stored) no longer read, or the
+    /// default user id stored again.
     #[test]
-    fn both_formats_are_read_and_no_other() {
+    fn every_format_is_read_and_no_other() {
         let clock = ManualClock::starting_now();
         let mut record = sample_record(&clock, "wxapp", "carol");
         record.unionid = None;
-        let v2 = encode(&record).unwrap();
-        for format in [0, 3, 255] {
-            let mut unknown = v2.clone();
+        record.user_id = UserId::default_for(&record.appid, &record.openid, None);
+        let v3 = encode(&record).unwrap();
+        for format in [0, 4, 255] {
+            let mut unknown = v3.clone();
             unknown[0] = format;
             assert_eq!(
                 decode(record.sid, record.appid.clone(), 0, &unknown),
@@ -215,14 +235,42 @@ mod tests {
                 "format {format}"
             );
         }
-        // The first format: the same fields without the user id, which reads back as the
-        // default one.
-        let user_id_at = 1 + 2 + record.openid.as_str().len() + 1;
-        let user_id_len = 2 + record.user_id.as_str().len();
-        let mut v1 = v2.clone();
-        v1.drain(user_id_at..user_id_at + user_id_len);
+        // After the openid and the unionid's absence, one byte: the default user id.
+        let flag_at = 1 + 2 + record.openid.as_str().len() + 1;
+        assert_eq!(v3[flag_at], 0, "the default user id is not stored");
+        // The second format: the user id stored, whatever it is.
+        let mut v2 = v3.clone();
+        let id = record.user_id.as_str();
+        let mut stored = (id.len() as u16).to_le_bytes().to_vec();
+        stored.extend_from_slice(id.as_bytes());
+        v2.splice(flag_at..=flag_at, stored);
+        v2[0] = FORMAT_V2;
+        assert_eq!(
+            decode(record.sid, record.appid.clone(), 0, &v2).unwrap(),
+            record
+        );
+        // The first format: no user id, which reads back as the default one.
+        let mut v1 = v3.clone();
+        v1.remove(flag_at);
         v1[0] = FORMAT_V1;
-        let read = decode(record.sid, record.appid.clone(), 0, &v1).unwrap();
-        assert_eq!(read, record);
+        assert_eq!(
+            decode(record.sid, record.appid.clone(), 0, &v1).unwrap(),
+            record
+        );
+        // A user id that is the unionid costs one byte, not the unionid again.
+        let mut with_unionid = sample_record(&clock, "wxapp", "dave");
+        let unionid = with_unionid
+            .unionid
+            .clone()
+            .expect("the sample has a unionid");
+        with_unionid.user_id =
+            UserId::default_for(&with_unionid.appid, &with_unionid.openid, Some(&unionid));
+        let bytes = encode(&with_unionid).unwrap();
+        assert_eq!(
+            decode(with_unionid.sid, with_unionid.appid.clone(), 0, &bytes).unwrap(),
+            with_unionid
+        );
+        let text = unionid.as_str().as_bytes();
+        assert_eq!(bytes.windows(text.len()).filter(|w| *w == text).count(), 1);
     }
 }

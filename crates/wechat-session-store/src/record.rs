@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
@@ -295,9 +296,24 @@ impl SessionRecord {
 /// (mobile app, website, Official Account, Mini Program). A login hook chooses it (the
 /// application's own account id); without one it is the unionid when WeChat sent one, else
 /// `<appid>:<openid>`. Logout-all ends every session of a user id. At most 256 bytes.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct UserId(Box<str>);
+///
+/// Clones share one allocation, and the default made from a unionid shares the unionid's: a
+/// session pays for the text once.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(Arc<str>);
+
+impl Serialize for UserId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for UserId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // As stored: a record's user id was checked when the session was made.
+        String::deserialize(deserializer).map(|id| Self(id.into()))
+    }
+}
 
 /// The longest [`UserId`] accepted.
 pub const MAX_USER_ID_LEN: usize = 256;
@@ -307,15 +323,15 @@ impl UserId {
     /// or longer than [`MAX_USER_ID_LEN`] bytes.
     pub fn new(id: impl Into<String>) -> Option<Self> {
         let id = id.into();
-        (!id.is_empty() && id.len() <= MAX_USER_ID_LEN).then(|| Self(id.into_boxed_str()))
+        (!id.is_empty() && id.len() <= MAX_USER_ID_LEN).then(|| Self(id.into()))
     }
 
     /// The user id of a login without a hook: the unionid when there is one (the same person in
     /// every app bound to the Open Platform account), else `<appid>:<openid>`.
     pub fn default_for(appid: &AppId, openid: &OpenId, unionid: Option<&UnionId>) -> Self {
         match unionid {
-            Some(unionid) => Self(unionid.as_str().into()),
-            None => Self(format!("{}:{}", appid.as_str(), openid.as_str()).into_boxed_str()),
+            Some(unionid) => Self(unionid.shared()),
+            None => Self(format!("{}:{}", appid.as_str(), openid.as_str()).into()),
         }
     }
 

@@ -28,7 +28,7 @@ use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 use wechat_oauth::{AccessToken, AppId, OpenId, RefreshToken, Scopes, UnionId};
 use wechat_sessions::{
-    Credentials, MokaStore, SessionId, SessionRecord, SessionStore, StoreExpiry,
+    Credentials, MokaStore, SessionId, SessionRecord, SessionStore, StoreExpiry, UserId,
 };
 
 /// The design target: at most 1 KiB per cached session.
@@ -90,7 +90,10 @@ fn realistic_record(chars: &mut Chars, appid: &str, now: SystemTime) -> SessionR
         now,
         now + Duration::from_secs(30 * 24 * 3600),
     );
-    record.unionid = Some(UnionId::new(chars.string("o6_bm", 28, ALNUM)));
+    let unionid = UnionId::new(chars.string("o6_bm", 28, ALNUM));
+    // As `SessionRecord::from_grant` makes it: without a login hook, the user is the unionid.
+    record.user_id = UserId::default_for(&record.appid, &record.openid, Some(&unionid));
+    record.unionid = Some(unionid);
     record.scopes = Scopes::parse("snsapi_userinfo");
     record
 }

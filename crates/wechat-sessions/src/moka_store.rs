@@ -417,119 +417,114 @@ impl Expiry<SessionId, Arc<SessionRecord>> for UntilSessionEnds {
 
 const INDEX_SHARDS: usize = 64;
 
-/// Sessions per user, keyed by a 64-bit hash of (AppID, OpenID) to keep the index small;
-/// collisions are harmless because [`MokaStore::delete_user`] checks each record. Every
-/// operation holds one shard's lock for O(1) work (logout-all moves the user's set out first),
-/// so one user with 100,000 sessions never stalls another user's login or logout.
+/// Sessions per user, keyed by 32 bits of a hash of the user id (the shard takes 6 others) to
+/// keep the index small; collisions are harmless because the store checks each record's user
+/// (logout-all puts back what another user's; the per-user cap counts only the user's own).
+/// Every operation holds one shard's lock for O(1) work (logout-all moves the user's set out
+/// first), so one user with 100,000 sessions never stalls another user's login or logout.
 struct UserIndex {
     hasher: RandomState,
-    shards: [Mutex<HashMap<u64, UserSessions>>; INDEX_SHARDS],
+    shards: [Mutex<Shard>; INDEX_SHARDS],
 }
 
-/// One user's sessions. Most users have one, held inline: no allocation per user. Several are
-/// boxed, so an index entry stays 32 bytes (a set inline would make every entry 64).
-enum UserSessions {
-    One(SessionId),
-    #[expect(
-        clippy::box_collection,
-        reason = "the box keeps every entry of the index small; the set is the rare case"
-    )]
-    Many(Box<HashSet<SessionId>>),
+/// One shard: most users have one session, held in an entry of 20 bytes; the few with several
+/// are in a map of their own.
+#[derive(Default)]
+struct Shard {
+    one: HashMap<u32, SessionId>,
+    many: HashMap<u32, HashSet<SessionId>>,
 }
 
 const _: () = assert!(
-    size_of::<UserSessions>() <= 24,
-    "an index entry stays small"
+    size_of::<(u32, SessionId)>() == 20,
+    "an index entry of a user with one session stays 20 bytes"
 );
-
-impl UserSessions {
-    fn add(&mut self, sid: SessionId) {
-        match self {
-            Self::One(one) if *one == sid => {}
-            Self::One(one) => *self = Self::Many(Box::new(HashSet::from([*one, sid]))),
-            Self::Many(many) => {
-                many.insert(sid);
-            }
-        }
-    }
-
-    /// Removes `sid`; `true` when none are left.
-    fn remove(&mut self, sid: &SessionId) -> bool {
-        match self {
-            Self::One(one) => one == sid,
-            Self::Many(many) => {
-                many.remove(sid);
-                many.is_empty()
-            }
-        }
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            Self::One(_) => 1,
-            Self::Many(many) => many.len(),
-        }
-    }
-
-    fn into_vec(self) -> Vec<SessionId> {
-        match self {
-            Self::One(one) => vec![one],
-            Self::Many(many) => (*many).into_iter().collect(),
-        }
-    }
-}
 
 impl Default for UserIndex {
     fn default() -> Self {
         Self {
             hasher: RandomState::new(),
-            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            shards: std::array::from_fn(|_| Mutex::default()),
         }
     }
 }
 
 impl UserIndex {
-    fn shard(&self, user: &UserId) -> (u64, MutexGuard<'_, HashMap<u64, UserSessions>>) {
+    fn shard(&self, user: &UserId) -> (u32, MutexGuard<'_, Shard>) {
         let hash = self.hasher.hash_one(user);
         let shard = &self.shards[(hash as usize) % INDEX_SHARDS];
-        (hash, shard.lock().unwrap_or_else(|e| e.into_inner()))
+        (
+            (hash >> 32) as u32,
+            shard.lock().unwrap_or_else(|e| e.into_inner()),
+        )
     }
 
     /// Adds a session; returns how many the user (hash) now has.
     fn add(&self, user: &UserId, sid: SessionId) -> usize {
-        let (hash, mut map) = self.shard(user);
-        let sessions = map
-            .entry(hash)
-            .and_modify(|sessions| sessions.add(sid))
-            .or_insert(UserSessions::One(sid));
-        sessions.len()
+        let (key, mut shard) = self.shard(user);
+        if let Some(many) = shard.many.get_mut(&key) {
+            many.insert(sid);
+            return many.len();
+        }
+        match shard.one.get(&key) {
+            None => {
+                shard.one.insert(key, sid);
+                1
+            }
+            Some(one) if *one == sid => 1,
+            Some(&one) => {
+                shard.one.remove(&key);
+                shard.many.insert(key, HashSet::from([one, sid]));
+                2
+            }
+        }
     }
 
     fn remove(&self, user: &UserId, sid: &SessionId) {
-        let (hash, mut map) = self.shard(user);
-        if map
-            .get_mut(&hash)
-            .is_some_and(|sessions| sessions.remove(sid))
-        {
-            map.remove(&hash);
+        let (key, mut shard) = self.shard(user);
+        if shard.one.get(&key) == Some(sid) {
+            shard.one.remove(&key);
+        } else if let Some(many) = shard.many.get_mut(&key) {
+            many.remove(sid);
+            match many.len() {
+                0 => {
+                    shard.many.remove(&key);
+                }
+                // Back to one: the compact entry again.
+                1 => {
+                    let last = many.iter().next().copied();
+                    shard.many.remove(&key);
+                    if let Some(last) = last {
+                        shard.one.insert(key, last);
+                    }
+                }
+                _ => {}
+            }
         }
     }
 
     /// A copy of the user's sessions (for the per-user cap: at most the cap and a few more).
     fn sessions(&self, user: &UserId) -> Vec<SessionId> {
-        let (hash, map) = self.shard(user);
-        match map.get(&hash) {
-            Some(UserSessions::One(one)) => vec![*one],
-            Some(UserSessions::Many(many)) => many.iter().copied().collect(),
-            None => Vec::new(),
+        let (key, shard) = self.shard(user);
+        match shard.one.get(&key) {
+            Some(one) => vec![*one],
+            None => shard
+                .many
+                .get(&key)
+                .map(|many| many.iter().copied().collect())
+                .unwrap_or_default(),
         }
     }
 
     /// Takes the user's sessions out of the index, in O(1) under the lock.
     fn take(&self, user: &UserId) -> Vec<SessionId> {
-        let (hash, mut map) = self.shard(user);
-        let taken = map.remove(&hash);
-        drop(map);
-        taken.map(UserSessions::into_vec).unwrap_or_default()
+        let (key, mut shard) = self.shard(user);
+        if let Some(one) = shard.one.remove(&key) {
+            return vec![one];
+        }
+        let many = shard.many.remove(&key);
+        drop(shard);
+        many.map(|many| many.into_iter().collect())
+            .unwrap_or_default()
     }
 }
