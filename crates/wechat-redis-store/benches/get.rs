@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use fred::prelude::*;
 use wechat_oauth::{AccessToken, AppId, OpenId, RefreshToken, Scopes, UnionId};
 use wechat_redis_store::{RedisStore, SealingKey};
-use wechat_sessions::{Clock, Credentials, SessionId, SessionRecord, SessionStore, SystemClock};
+use wechat_sessions::{
+    Clock, Credentials, SessionId, SessionRecord, SessionStore, SystemClock, UserId,
+};
 
 const SESSIONS: usize = 1_000;
 const BLOCKS: usize = 20;
@@ -39,7 +41,10 @@ fn record(i: usize) -> SessionRecord {
         now,
         now + Duration::from_secs(30 * 24 * 3600),
     );
-    record.unionid = Some(UnionId::new(format!("o6_bmasdasdsad6_2sgVt7hMZ{i:04}")));
+    let unionid = UnionId::new(format!("o6_bmasdasdsad6_2sgVt7hMZ{i:04}"));
+    // As `SessionRecord::from_grant` makes it: without a login hook, the user is the unionid.
+    record.user_id = UserId::default_for(&record.appid, &record.openid, Some(&unionid));
+    record.unionid = Some(unionid);
     record.scopes = Scopes::parse("snsapi_userinfo");
     record
 }
