@@ -1,9 +1,9 @@
 //! Where the session token comes from: `Authorization: Bearer`, a cookie, or a named header,
-//! tried in the configured order, each found by one lookup of its header; extraction borrows
-//! from the request: no allocation.
+//! tried in the configured order. One pass over the request's headers finds `Authorization` and
+//! `Cookie`; extraction borrows from the request: no allocation.
 
-use http::header::AUTHORIZATION;
-use http::{HeaderMap, HeaderName};
+use http::header::{AUTHORIZATION, COOKIE};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 pub(crate) use crate::cookie::cookies;
 use crate::rejection::AuthError;
@@ -47,11 +47,13 @@ pub(crate) fn find<'a>(
     sources: &[TokenSource],
     cookie_name: &str,
 ) -> Found<'a> {
+    let sent = Sent::scan(headers);
     for source in sources {
         let found = match source {
-            TokenSource::Bearer => bearer(headers)
+            TokenSource::Bearer => bearer(&sent.authorization)
                 .map_err(|e| (e, SentBy::Header))?
                 .map(|t| (t, SentBy::Header)),
+            TokenSource::Cookie if !sent.cookie => None,
             TokenSource::Cookie => {
                 let mut values = cookies(headers, cookie_name);
                 match (values.next(), values.next()) {
@@ -77,6 +79,40 @@ pub(crate) fn find<'a>(
     Ok(None)
 }
 
+/// The `Authorization` and `Cookie` headers of a request, found in one pass over its headers
+/// (cheaper than a lookup for each on the few headers a request has, and on a request with
+/// neither — the anonymous one — the only cost).
+struct Sent<'a> {
+    authorization: Values<'a>,
+    cookie: bool,
+}
+
+/// A header's first value, and whether it has more.
+#[derive(Default)]
+struct Values<'a> {
+    first: Option<&'a HeaderValue>,
+    more: bool,
+}
+
+impl<'a> Sent<'a> {
+    fn scan(headers: &'a HeaderMap) -> Self {
+        let mut sent = Sent {
+            authorization: Values::default(),
+            cookie: false,
+        };
+        for (name, value) in headers {
+            if name == AUTHORIZATION {
+                let values = &mut sent.authorization;
+                values.more |= values.first.is_some();
+                values.first = values.first.or(Some(value));
+            } else if name == COOKIE {
+                sent.cookie = true;
+            }
+        }
+        sent
+    }
+}
+
 fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a str>, AuthError> {
     let mut values = headers.get_all(name).iter();
     let Some(value) = values.next() else {
@@ -97,14 +133,12 @@ fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a st
 
 /// The token of an `Authorization: Bearer` header, as sent. Its bytes are checked where it is
 /// verified: a token seen before matches one that verified byte for byte; a new one must be
-/// UTF-8 without spaces (else 400), then verify. One lookup of the header (a standard name's
-/// is a few instructions), not a pass over every header the request has.
-fn bearer(headers: &HeaderMap) -> Result<Option<&[u8]>, AuthError> {
-    let mut values = headers.get_all(AUTHORIZATION).iter();
-    let Some(value) = values.next() else {
+/// UTF-8 without spaces (else 400), then verify.
+fn bearer<'a>(authorization: &Values<'a>) -> Result<Option<&'a [u8]>, AuthError> {
+    let Some(value) = authorization.first else {
         return Ok(None);
     };
-    if values.next().is_some() {
+    if authorization.more {
         return Err(AuthError::MalformedCredentials);
     }
     let bytes = value.as_bytes();
@@ -123,7 +157,6 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&[u8]>, AuthError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
 
     fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
         let mut map = HeaderMap::new();
