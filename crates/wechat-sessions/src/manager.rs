@@ -1042,104 +1042,20 @@ mod tests {
     use crate::wait::until;
     use wechat_mock::{Endpoint, Fault, MockConfig, MockGrant, MockWeChat};
     use wechat_oauth::{AppId, AppSecret, AuthCode, ManualClock, RetryPolicy};
-    use wechat_session_store::{SessionStore, StoreError};
 
     const EXPIRY: Duration = Duration::from_secs(7200);
 
-    /// A store whose leases run out on tokio's clock (paused in the tests that use it).
-    #[derive(Default)]
-    struct ExpiringLeases {
-        inner: MokaStore,
-        leases: std::sync::Mutex<std::collections::HashMap<String, (String, tokio::time::Instant)>>,
+    /// Tokio's clock (paused in the tests that use it) read as a wall clock: the moka store's
+    /// leases, kept in its memory, then run out on tokio's time.
+    #[derive(Debug)]
+    struct TokioClock {
+        started: tokio::time::Instant,
+        at: SystemTime,
     }
 
-    impl SessionStore for ExpiringLeases {
-        async fn get(&self, sid: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
-            self.inner.get(sid).await
-        }
-        async fn insert(&self, record: SessionRecord) -> Result<Arc<SessionRecord>, StoreError> {
-            self.inner.insert(record).await
-        }
-        async fn compare_and_set(
-            &self,
-            expected_version: u64,
-            record: SessionRecord,
-        ) -> Result<CasOutcome, StoreError> {
-            self.inner.compare_and_set(expected_version, record).await
-        }
-        async fn delete(&self, sid: &SessionId) -> Result<bool, StoreError> {
-            self.inner.delete(sid).await
-        }
-        async fn delete_user(&self, user: &UserId) -> Result<usize, StoreError> {
-            self.inner.delete_user(user).await
-        }
-    }
-
-    impl SharedStore for ExpiringLeases {
-        async fn get_shared(
-            &self,
-            sid: &SessionId,
-        ) -> Result<Option<Arc<SessionRecord>>, StoreError> {
-            self.inner.get(sid).await
-        }
-        async fn put_value_if_absent(
-            &self,
-            key: &str,
-            value: Vec<u8>,
-            ttl: Duration,
-        ) -> Result<Option<Vec<u8>>, StoreError> {
-            self.inner.put_value_if_absent(key, value, ttl).await
-        }
-        async fn get_value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-            self.inner.get_value(key).await
-        }
-        async fn put_secret(
-            &self,
-            key: &str,
-            value: Vec<u8>,
-            ttl: Duration,
-        ) -> Result<(), StoreError> {
-            self.inner.put_secret(key, value, ttl).await
-        }
-        async fn get_secret(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-            self.inner.get_secret(key).await
-        }
-        async fn try_lease(
-            &self,
-            name: &str,
-            owner: &str,
-            ttl: Duration,
-        ) -> Result<bool, StoreError> {
-            let now = tokio::time::Instant::now();
-            let mut leases = self.leases.lock().unwrap();
-            if leases.get(name).is_some_and(|(_, until)| *until > now) {
-                return Ok(false);
-            }
-            leases.insert(name.to_owned(), (owner.to_owned(), now + ttl));
-            Ok(true)
-        }
-        async fn renew_lease(
-            &self,
-            name: &str,
-            owner: &str,
-            ttl: Duration,
-        ) -> Result<bool, StoreError> {
-            let now = tokio::time::Instant::now();
-            let mut leases = self.leases.lock().unwrap();
-            match leases.get_mut(name) {
-                Some((holder, until)) if holder == owner && *until > now => {
-                    *until = now + ttl;
-                    Ok(true)
-                }
-                _ => Ok(false),
-            }
-        }
-        async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError> {
-            let mut leases = self.leases.lock().unwrap();
-            if leases.get(name).is_some_and(|(holder, _)| holder == owner) {
-                leases.remove(name);
-            }
-            Ok(())
+    impl wechat_oauth::Clock for TokioClock {
+        fn now(&self) -> SystemTime {
+            self.at + self.started.elapsed()
         }
     }
 
@@ -1153,8 +1069,12 @@ mod tests {
         let client = Client::builder(AppId::new("wx_lease"), AppSecret::new("secret"))
             .build()
             .unwrap();
+        let clock = Arc::new(TokioClock {
+            started: tokio::time::Instant::now(),
+            at: SystemTime::now(),
+        });
         let cache = SessionManager::builder(client)
-            .store(Arc::new(ExpiringLeases::default()))
+            .store(MokaStore::builder().clock(clock).build())
             .config(SessionConfig::default().lease_ttl(Duration::from_millis(300)))
             .build();
         let running = std::sync::atomic::AtomicBool::new(false);
