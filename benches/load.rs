@@ -191,6 +191,13 @@ impl SessionStore for CountingStore {
     fn delete_user(&self, user: &UserId) -> impl Future<Output = Result<usize, StoreError>> + Send {
         self.inner.delete_user(user)
     }
+
+    fn user_sessions(
+        &self,
+        user: &UserId,
+    ) -> impl Future<Output = Result<Vec<Arc<SessionRecord>>, StoreError>> + Send {
+        self.inner.user_sessions(user)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

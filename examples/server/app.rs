@@ -216,10 +216,12 @@ pub async fn build_with_store<St: SharedStore>(
         .route("/style.css", get(pages::style))
         .route("/session/logout", post(pages::logout::<St>))
         .route("/session/logout-all", post(pages::logout_all::<St>))
+        .route("/me/sessions/{id}/logout", post(pages::end_listed::<St>))
         .with_state(pages)
         .route("/healthz", get(|| async { "ok" }))
         .route("/me", get(me))
         .route("/me/profile", get(profile::<St>))
+        .route("/me/sessions", get(my_sessions::<St>))
         .route("/miniprogram/decrypt", post(decrypt))
         .route("/miniprogram/phone", post(phone))
         .route("/miniprogram/check-session", post(check_session))
@@ -427,6 +429,24 @@ async fn me(user: WeChatUser) -> Json<serde_json::Value> {
         "user_id": user.user_id().as_str(),
         "snapshot": user.is_snapshot_user(),
     }))
+}
+
+/// `GET /me/sessions`: the user's live sessions in every app, the current one flagged.
+async fn my_sessions<St: SharedStore>(
+    State(endpoints): State<LoginEndpoints<St>>,
+    user: WeChatUser,
+) -> Response {
+    match endpoints.sessions(&user).await {
+        Ok(list) => (
+            [
+                (axum::http::header::CONTENT_TYPE, "application/json"),
+                (axum::http::header::CACHE_CONTROL, "no-store"),
+            ],
+            list.to_json(),
+        )
+            .into_response(),
+        Err(error) => error.into_response(),
+    }
 }
 
 #[derive(Deserialize)]

@@ -1,16 +1,18 @@
-//! The example server's pages for people in browsers: the home page (`GET /`, who is logged in
-//! or how to log in) and the two logout forms behind it. Server-rendered HTML with no script and
+//! The example server's pages for people in browsers: the home page (`GET /`, who is logged in,
+//! where else they are logged in, or how to log in) and the logout forms behind it. Server-rendered HTML with no script and
 //! no external asset, so the strict Content-Security-Policy the app sends holds.
 //!
 //! The logout forms are `POST`s guarded against cross-site requests: the session cookie is
 //! `SameSite=Lax` (not sent on a cross-site POST), and the request must say it comes from this
 //! site (`Sec-Fetch-Site: same-origin`, or an `Origin` equal to ours when a browser does not send
-//! `Sec-Fetch-Site`); anything else is 403.
+//! `Sec-Fetch-Site`); anything else is 403. `POST /me/sessions/{id}/logout` is also an API
+//! route: a request that carries no cookie (a bearer token) needs no such proof.
 
 use axum::Extension;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
+use wechat_login::middleware::UserSessions;
 use wechat_login::middleware::{LoginEndpoints, SessionChanged, WeChatUser, escape_html};
 use wechat_login::oauth::Lang;
 use wechat_login::sessions::SharedStore;
@@ -103,12 +105,19 @@ pub async fn home<St: SharedStore>(
     } else {
         "<p>This login's grant does not include the profile.</p>\n".to_owned()
     };
+    let sessions = match pages.endpoints.sessions(&user).await {
+        Ok(list) => session_list(&list),
+        Err(error) => format!(
+            "<p>Your sessions cannot be listed right now ({}).</p>\n",
+            escape_html(&error.to_string())
+        ),
+    };
     let scopes: Vec<&str> = user.scopes().iter().map(|s| s.as_str()).collect();
     let body = format!(
         "<dl id=\"user\">\n<dt>openid</dt><dd id=\"openid\">{}</dd>\n<dt>unionid</dt><dd>{}</dd>\n\
          <dt>scope</dt><dd>{}</dd>\n<dt>app</dt><dd>{}</dd>\n<dt>session</dt><dd>{}</dd>\n</dl>\n{profile}\
          <form method=\"post\" action=\"/session/logout\"><button id=\"logout\" type=\"submit\">Log out</button></form>\n\
-         <form method=\"post\" action=\"/session/logout-all\"><button id=\"logout-all\" type=\"submit\">Log out everywhere</button></form>",
+         <form method=\"post\" action=\"/session/logout-all\"><button id=\"logout-all\" type=\"submit\">Log out everywhere</button></form>\n{sessions}",
         escape_html(user.openid().as_str()),
         escape_html(user.unionid().map_or("(none)", |u| u.as_str())),
         escape_html(&scopes.join(" ")),
@@ -116,6 +125,55 @@ pub async fn home<St: SharedStore>(
         escape_html(&user.session_id().to_string()),
     );
     page("Logged in with WeChat", &body)
+}
+
+/// "Where you're logged in": one row per session, each with its own logout form.
+fn session_list(list: &UserSessions) -> String {
+    let now = list.as_of;
+    let mut rows = String::new();
+    for record in &list.sessions {
+        let client = record.client.as_deref();
+        let id = record.sid.to_string();
+        let this = if record.sid == list.current {
+            " <strong>(this browser)</strong>"
+        } else {
+            ""
+        };
+        rows.push_str(&format!(
+            "<li class=\"session\" id=\"session-{id}\">{app}{this}<br><small>{agent} · {network} · \
+             logged in {created} · confirmed {confirmed}</small> \
+             <form method=\"post\" action=\"/me/sessions/{id}/logout\">\
+             <button class=\"end-session\" type=\"submit\">Log out</button></form></li>\n",
+            app = escape_html(
+                list.app_of(record)
+                    .map_or(record.appid.as_str(), |k| k.as_str())
+            ),
+            agent = escape_html(
+                client
+                    .and_then(|c| c.user_agent())
+                    .unwrap_or("unknown software")
+            ),
+            network = escape_html(
+                client
+                    .and_then(|c| c.network())
+                    .unwrap_or("unknown network")
+            ),
+            created = ago(record.created_at, now),
+            confirmed = ago(record.confirmed_at, now),
+        ));
+    }
+    format!("<h2>Where you're logged in</h2>\n<ul id=\"sessions\">\n{rows}</ul>")
+}
+
+/// How long before `now` `time` was, coarsely: "just now", "5 min ago", "3 h ago", "2 days ago".
+fn ago(time: std::time::SystemTime, now: std::time::SystemTime) -> String {
+    let secs = now.duration_since(time).map_or(0, |d| d.as_secs());
+    match secs {
+        0..60 => "just now".to_owned(),
+        60..3_600 => format!("{} min ago", secs / 60),
+        3_600..86_400 => format!("{} h ago", secs / 3_600),
+        _ => format!("{} days ago", secs / 86_400),
+    }
 }
 
 /// Whether `url` is an `https:` or `http:` address (any case), fit for a link.
@@ -170,6 +228,49 @@ pub async fn logout_all<St: SharedStore>(
     request: Request,
 ) -> Response {
     end(&pages, request, true).await
+}
+
+/// `POST /me/sessions/{id}/logout`: ends one of the user's own sessions (404
+/// `session_not_found` for any other id). From the home page's form: refused across sites, then
+/// back to `/` (clearing the cookie when it was this browser's session). From an API client
+/// (no cookie sent): 204.
+pub async fn end_listed<St: SharedStore>(
+    State(pages): State<Pages<St>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    let (parts, _) = request.into_parts();
+    let from_browser = parts.headers.contains_key(header::COOKIE);
+    if from_browser && !same_site(&parts.headers, &pages.origin) {
+        return cross_site();
+    }
+    let Some(user) = parts.extensions.get::<WeChatUser>() else {
+        let failure = pages
+            .endpoints
+            .session_in(&parts.extensions)
+            .map_or(wechat_login::middleware::AuthError::MissingToken, |_| {
+                wechat_login::middleware::AuthError::SessionExpired
+            });
+        return failure.into_response();
+    };
+    if let Err(failure) = pages.endpoints.logout_own_session(user, &id).await {
+        return match from_browser {
+            true => pages.endpoints.html_failure(&failure, &parts.headers),
+            false => failure.into_response(),
+        };
+    }
+    let this_one = user.session_id().to_string() == id;
+    match (from_browser, this_one) {
+        (true, true) => back_home(&pages),
+        (true, false) => (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response(),
+        (false, _) => {
+            let mut response = StatusCode::NO_CONTENT.into_response();
+            if this_one {
+                response.extensions_mut().insert(SessionChanged);
+            }
+            response
+        }
+    }
 }
 
 /// A logout form: refused across sites; otherwise ends this session (or all of the user's) —

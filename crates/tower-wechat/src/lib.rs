@@ -62,8 +62,8 @@ pub use auth::{
 };
 pub use cookie::{SameSite, SessionCookie};
 pub use endpoints::{
-    BINDING_COOKIE, ClientKey, CodeLogin, LoginEndpoints, LoginPaths, LoginSuccess, SessionChanged,
-    StartRequest, WebCallback, WebFlow, WebStart,
+    BINDING_COOKIE, ClientKey, CodeLogin, LoginClientOf, LoginEndpoints, LoginPaths, LoginSuccess,
+    SessionChanged, StartRequest, UserSessions, WebCallback, WebFlow, WebStart,
 };
 pub use grpc::{GrpcOrElse, GrpcRejection};
 pub use headers::{SENSITIVE_HEADERS, SecurityHeadersLayer, security_headers};

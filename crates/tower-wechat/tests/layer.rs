@@ -450,6 +450,12 @@ async fn the_hot_path_reads_no_store_future_and_calls_no_one() {
         async fn delete_user(&self, user: &UserId) -> Result<usize, StoreError> {
             self.inner.delete_user(user).await
         }
+        async fn user_sessions(
+            &self,
+            user: &UserId,
+        ) -> Result<Vec<Arc<SessionRecord>>, StoreError> {
+            self.inner.user_sessions(user).await
+        }
     }
 
     let mock = MockWeChat::start(MockConfig::default()).await.unwrap();

@@ -6,7 +6,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use wechat_oauth::{AccessToken, AppId, OpenId, RefreshToken, Scopes, SessionKey, UnionId};
-use wechat_session_store::{Credentials, SessionId, SessionRecord, UserId};
+use wechat_session_store::{Credentials, LoginClient, SessionId, SessionRecord, UserId};
 
 /// The first format: no user id (records read back get the default one).
 const FORMAT_V1: u8 = 1;
@@ -15,6 +15,9 @@ const FORMAT_V2: u8 = 2;
 /// The user id after the unionid only when it is not the default one (a byte says which): most
 /// sessions' is the unionid, which is then not stored twice.
 const FORMAT_V3: u8 = 3;
+/// Format 3, then where the login came from (user agent and network, each a flag byte and a
+/// string): written only for records that know it, so the others stay as short as before.
+const FORMAT_V4: u8 = 4;
 const OAUTH: u8 = 0;
 const MINI_PROGRAM: u8 = 1;
 
@@ -32,7 +35,10 @@ pub(crate) enum CodecError {
 /// Encodes everything of `record` but its id, app and version.
 pub(crate) fn encode(record: &SessionRecord) -> Result<Vec<u8>, CodecError> {
     let mut out = Vec::with_capacity(256);
-    out.push(FORMAT_V3);
+    out.push(match record.client {
+        Some(_) => FORMAT_V4,
+        None => FORMAT_V3,
+    });
     put_str(&mut out, record.openid.as_str())?;
     match &record.unionid {
         Some(unionid) => {
@@ -71,6 +77,17 @@ pub(crate) fn encode(record: &SessionRecord) -> Result<Vec<u8>, CodecError> {
     for time in [record.created_at, record.expires_at, record.confirmed_at] {
         put_time(&mut out, time);
     }
+    if let Some(client) = &record.client {
+        for part in [client.user_agent(), client.network()] {
+            match part {
+                Some(text) => {
+                    out.push(1);
+                    put_str(&mut out, text)?;
+                }
+                None => out.push(0),
+            }
+        }
+    }
     Ok(out)
 }
 
@@ -83,7 +100,7 @@ pub(crate) fn decode(
 ) -> Result<SessionRecord, CodecError> {
     let mut r = Reader(bytes);
     let format = r.byte()?;
-    if !matches!(format, FORMAT_V1 | FORMAT_V2 | FORMAT_V3) {
+    if !matches!(format, FORMAT_V1 | FORMAT_V2 | FORMAT_V3 | FORMAT_V4) {
         return Err(CodecError::Malformed);
     }
     let openid = OpenId::new(r.str()?);
@@ -121,6 +138,13 @@ pub(crate) fn decode(
         _ => return Err(CodecError::Malformed),
     };
     let (created_at, expires_at, confirmed_at) = (r.time()?, r.time()?, r.time()?);
+    let client = match format {
+        FORMAT_V4 => {
+            let (user_agent, network) = (r.optional_str()?, r.optional_str()?);
+            Some(Box::new(LoginClient::from_stored(user_agent, network)))
+        }
+        _ => None,
+    };
     if !r.0.is_empty() {
         return Err(CodecError::Malformed);
     }
@@ -131,6 +155,7 @@ pub(crate) fn decode(
     record.snapshot_user = snapshot_user;
     record.confirmed_at = confirmed_at;
     record.version = version;
+    record.client = client;
     Ok(record)
 }
 
@@ -168,6 +193,14 @@ impl<'a> Reader<'a> {
     fn str(&mut self) -> Result<&'a str, CodecError> {
         let len = u16::from_le_bytes(self.array()?) as usize;
         std::str::from_utf8(self.take(len)?).map_err(|_| CodecError::Malformed)
+    }
+
+    fn optional_str(&mut self) -> Result<Option<&'a str>, CodecError> {
+        match self.byte()? {
+            0 => Ok(None),
+            1 => self.str().map(Some),
+            _ => Err(CodecError::Malformed),
+        }
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N], CodecError> {
@@ -226,7 +259,7 @@ mod tests {
         record.unionid = None;
         record.user_id = UserId::default_for(&record.appid, &record.openid, None);
         let v3 = encode(&record).unwrap();
-        for format in [0, 4, 255] {
+        for format in [0, 5, 255] {
             let mut unknown = v3.clone();
             unknown[0] = format;
             assert_eq!(
@@ -272,5 +305,41 @@ mod tests {
         );
         let text = unionid.as_str().as_bytes();
         assert_eq!(bytes.windows(text.len()).filter(|w| *w == text).count(), 1);
+    }
+
+    /// Break to see it fail: the client not written, or read back in the wrong order.
+    #[test]
+    fn where_a_login_came_from_round_trips_and_costs_nothing_when_unknown() {
+        let clock = ManualClock::starting_now();
+        let mut record = sample_record(&clock, "wxapp", "erin");
+        let without = encode(&record).unwrap();
+        assert_eq!(without[0], FORMAT_V3, "no client, no new bytes");
+        for client in [
+            LoginClient::new(
+                Some("Mozilla/5.0 (iPhone)"),
+                Some("203.0.113.9".parse().unwrap()),
+            ),
+            LoginClient::new(None, Some("2001:db8::1".parse().unwrap())),
+            LoginClient::new(Some("curl/8"), None),
+        ] {
+            record.client = Some(Box::new(client));
+            let bytes = encode(&record).unwrap();
+            assert_eq!(bytes[0], FORMAT_V4);
+            assert_eq!(
+                decode(record.sid, record.appid.clone(), 0, &bytes).unwrap(),
+                record
+            );
+            let mut bad = bytes.clone();
+            let flag = bytes.len()
+                - 1
+                - record
+                    .client
+                    .as_ref()
+                    .unwrap()
+                    .network()
+                    .map_or(0, |n| n.len() + 2);
+            bad[flag] = 7;
+            assert!(decode(record.sid, record.appid.clone(), 0, &bad).is_err());
+        }
     }
 }

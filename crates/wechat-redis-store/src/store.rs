@@ -857,6 +857,27 @@ impl RedisStore {
             None => Ok(ended),
         }
     }
+
+    async fn user_sessions_op(&self, user: &UserId) -> Result<Vec<Arc<SessionRecord>>, StoreError> {
+        // The index may still name ended sessions (they leave it lazily): each is read, and
+        // only the live ones of this user are answered.
+        let members: Vec<String> = self
+            .client
+            .zrange(self.user_key(user), 0, -1, None, false, None, false)
+            .await
+            .map_err(unavailable)?;
+        let read: Vec<Result<Option<Arc<SessionRecord>>, StoreError>> = stream::iter(members)
+            .filter_map(|member| async move { member.parse::<SessionId>().ok() })
+            .map(|sid| async move { self.get_op(&sid).await })
+            .buffer_unordered(256)
+            .collect()
+            .await;
+        let mut sessions = Vec::with_capacity(read.len());
+        for record in read {
+            sessions.extend(record?.filter(|record| record.user_is(user)));
+        }
+        Ok(sessions)
+    }
 }
 
 /// Every operation counted and timed by name (see [`crate::metrics`]).
@@ -887,6 +908,10 @@ impl SessionStore for RedisStore {
 
     async fn delete_user(&self, user: &UserId) -> Result<usize, StoreError> {
         measured("delete_user", self.delete_user_op(user)).await
+    }
+
+    async fn user_sessions(&self, user: &UserId) -> Result<Vec<Arc<SessionRecord>>, StoreError> {
+        measured("user_sessions", self.user_sessions_op(user)).await
     }
 }
 

@@ -53,6 +53,8 @@ where
     let (s, c) = fresh();
     delete_user_removes_only_that_user(&s, &c).await;
     let (s, c) = fresh();
+    user_sessions_lists_only_that_users_live_sessions(&s, &c).await;
+    let (s, c) = fresh();
     a_user_over_the_cap_loses_the_least_recently_confirmed(&s, &c).await;
     let (s, c) = fresh();
     records_expire_by_the_clock(&s, &c).await;
@@ -392,6 +394,46 @@ async fn delete_user_removes_only_that_user<S: SessionStore>(store: &S, clock: &
     assert_eq!(
         expect("delete_user again", store.delete_user(&user)).await,
         0
+    );
+}
+
+async fn user_sessions_lists_only_that_users_live_sessions<S: SessionStore>(
+    store: &S,
+    clock: &ManualClock,
+) {
+    let user = UserId::default_for(&AppId::new("wxapp"), &OpenId::new("alice"), None);
+    assert!(
+        expect("user_sessions", store.user_sessions(&user))
+            .await
+            .is_empty(),
+        "a user without sessions has none listed"
+    );
+    let mut first = sample_record(clock, "wxapp", "alice");
+    first.client = Some(Box::new(crate::LoginClient::new(
+        Some("Mozilla/5.0 (Macintosh)"),
+        Some("203.0.113.7".parse().expect("an address")),
+    )));
+    let second = sample_record(clock, "wxapp", "alice");
+    let mut short = sample_record(clock, "wxapp", "alice");
+    short.expires_at = clock.now() + Duration::from_secs(60);
+    let bob = sample_record(clock, "wxapp", "bob");
+    let alice_elsewhere = sample_record(clock, "wxother", "alice");
+    for r in [&first, &second, &short, &bob, &alice_elsewhere] {
+        expect("insert", store.insert(r.clone())).await;
+    }
+    let ended = sample_record(clock, "wxapp", "alice");
+    expect("insert", store.insert(ended.clone())).await;
+    expect("delete", store.delete(&ended.sid)).await;
+    clock.advance(Duration::from_secs(61));
+    let mut listed = expect("user_sessions", store.user_sessions(&user)).await;
+    listed.sort_by_key(|r| r.sid);
+    let mut expected = vec![first.clone(), second.clone()];
+    expected.sort_by_key(|r| r.sid);
+    let listed: Vec<SessionRecord> = listed.iter().map(|r| (**r).clone()).collect();
+    assert_eq!(
+        listed, expected,
+        "user_sessions must list every live session of the user as stored (where it came from \
+         included), and no ended, expired or other user's session"
     );
 }
 

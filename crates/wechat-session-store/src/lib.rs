@@ -4,7 +4,8 @@
 //!
 //! - [`SessionRecord`], [`SessionId`], [`UserId`], [`Credentials`]: one record per login,
 //!   versioned for compare-and-set.
-//! - [`SessionStore`]: get, insert-new, compare-and-set, delete, delete-all-of-a-user (with
+//! - [`SessionStore`]: get, insert-new, compare-and-set, delete, delete-all-of-a-user, list a
+//!   user's sessions (with
 //!   optional read hints: [`get_now`](SessionStore::get_now), [`ReadStamp`]s).
 //! - [`SharedStore`]: leases, values written once and secrets, so a fleet sharing the store acts
 //!   as one. No defaults: implement it on the shared backend, or in memory for one process.
@@ -35,7 +36,7 @@ mod store;
 
 pub use invalidations::{InvalidationSink, Invalidations};
 pub use record::{
-    Credentials, InvalidSessionId, MAX_USER_ID_LEN, SessionId, SessionRecord, UserId,
+    Credentials, InvalidSessionId, LoginClient, MAX_USER_ID_LEN, SessionId, SessionRecord, UserId,
 };
 pub use stamp::{ReadStamp, WriteEpochs};
 pub use store::{CasOutcome, DEFAULT_MAX_SESSIONS_PER_USER, SessionStore, SharedStore, StoreError};

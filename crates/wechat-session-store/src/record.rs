@@ -1,9 +1,10 @@
 //! What a session is: [`SessionId`] (128 random bits) and [`SessionRecord`], one per login
 //! (device), holding the user's WeChat credentials, their expiries and a version for
-//! compare-and-set; and whose it is: [`UserId`], the application's user across its WeChat
-//! apps.
+//! compare-and-set; whose it is: [`UserId`], the application's user across its WeChat apps;
+//! and where it was opened: [`LoginClient`], for the user's own list of their sessions.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -155,6 +156,9 @@ pub struct SessionRecord {
     pub confirmed_at: SystemTime,
     /// Incremented by every successful compare-and-set.
     pub version: u64,
+    /// Where the login came from (the client's software and coarse network), shown to the user
+    /// in their list of sessions; `None` when not recorded.
+    pub client: Option<Box<LoginClient>>,
 }
 
 impl SessionRecord {
@@ -182,6 +186,7 @@ impl SessionRecord {
             expires_at,
             confirmed_at: created_at,
             version: 0,
+            client: None,
         }
     }
 
@@ -292,6 +297,86 @@ impl SessionRecord {
     }
 }
 
+/// Where a login came from, as the user sees it in their list of sessions ("Chrome on macOS,
+/// from 203.0.113.0/24"): the client's `User-Agent` and a coarse network, never the full
+/// address. Recorded at login (an application may opt out) and never changed afterwards.
+///
+/// Both parts are bounded and cleaned when made: the user agent to [`LoginClient::MAX_USER_AGENT`]
+/// bytes of printable text, the address to its /24 (IPv4) or /48 (IPv6) network.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginClient {
+    user_agent: Option<Box<str>>,
+    network: Option<Box<str>>,
+}
+
+impl LoginClient {
+    /// The longest user agent kept, in bytes.
+    pub const MAX_USER_AGENT: usize = 160;
+
+    /// A client as a login request shows it: its `User-Agent` header and its address.
+    pub fn new(user_agent: Option<&str>, address: Option<IpAddr>) -> Self {
+        Self {
+            user_agent: user_agent.and_then(clean_user_agent),
+            network: address.map(|ip| coarse_network(ip).into()),
+        }
+    }
+
+    /// A client as stored: both parts as [`user_agent`](Self::user_agent) and
+    /// [`network`](Self::network) answered them (cleaned again, so a store cannot widen them).
+    pub fn from_stored(user_agent: Option<&str>, network: Option<&str>) -> Self {
+        Self {
+            user_agent: user_agent.and_then(clean_user_agent),
+            network: network
+                .filter(|n| n.len() <= 64 && n.bytes().all(|b| b.is_ascii_graphic()))
+                .map(Into::into),
+        }
+    }
+
+    /// The client's `User-Agent`, bounded and without control characters.
+    pub fn user_agent(&self) -> Option<&str> {
+        self.user_agent.as_deref()
+    }
+
+    /// The client's network: `203.0.113.0/24` or `2001:db8:1::/48`.
+    pub fn network(&self) -> Option<&str> {
+        self.network.as_deref()
+    }
+
+    /// Whether nothing is known of the client.
+    pub fn is_empty(&self) -> bool {
+        self.user_agent.is_none() && self.network.is_none()
+    }
+}
+
+/// `ua` without control characters, cut to [`LoginClient::MAX_USER_AGENT`] bytes at a
+/// character boundary; `None` when nothing is left.
+fn clean_user_agent(ua: &str) -> Option<Box<str>> {
+    let mut out = String::with_capacity(ua.len().min(LoginClient::MAX_USER_AGENT));
+    for c in ua.trim().chars().filter(|c| !c.is_control()) {
+        if out.len() + c.len_utf8() > LoginClient::MAX_USER_AGENT {
+            break;
+        }
+        out.push(c);
+    }
+    (!out.is_empty()).then(|| out.into_boxed_str())
+}
+
+/// The network an address belongs to, coarse enough not to locate a person: IPv4 by its /24,
+/// IPv6 by its /48 (an IPv4-mapped IPv6 address as IPv4).
+fn coarse_network(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.0/24")
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let net = std::net::Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0);
+            format!("{net}/48")
+        }
+    }
+}
+
 /// The application's user: who a session belongs to across the application's WeChat apps
 /// (mobile app, website, Official Account, Mini Program). A login hook chooses it (the
 /// application's own account id); without one it is the unionid when WeChat sent one, else
@@ -360,6 +445,29 @@ mod tests {
         // counts before it, it fits a line's 64 bytes.
         assert!(16 + size_of::<OpenId>() <= 64);
         assert!(size_of::<SessionRecord>() <= 240);
+    }
+
+    #[test]
+    fn a_login_client_keeps_a_coarse_network_and_a_bounded_user_agent() {
+        let client = LoginClient::new(
+            Some("  Mozilla/5.0\r\nX-Evil: 1\u{7}  "),
+            Some("203.0.113.77".parse().unwrap()),
+        );
+        assert_eq!(client.user_agent(), Some("Mozilla/5.0X-Evil: 1"));
+        assert_eq!(client.network(), Some("203.0.113.0/24"));
+        let v6 = LoginClient::new(None, Some("2001:db8:1:2:3:4:5:6".parse().unwrap()));
+        assert_eq!(v6.network(), Some("2001:db8:1::/48"));
+        assert_eq!(v6.user_agent(), None);
+        let mapped = LoginClient::new(None, Some("::ffff:198.51.100.9".parse().unwrap()));
+        assert_eq!(mapped.network(), Some("198.51.100.0/24"));
+        let long = "é".repeat(200);
+        let cut = LoginClient::new(Some(&long), None);
+        let ua = cut.user_agent().unwrap();
+        assert!(
+            ua.len() <= LoginClient::MAX_USER_AGENT && ua.len() >= LoginClient::MAX_USER_AGENT - 1
+        );
+        assert!(LoginClient::new(Some(" \t "), None).is_empty());
+        assert_eq!(LoginClient::from_stored(Some(&long), Some("x y")), cut);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The store traits. [`SessionStore`] is where session records live: small on purpose (get,
-//! insert-new, compare-and-set, delete, delete-all-of-a-user) so an in-memory, Redis or SQL
+//! insert-new, compare-and-set, delete, delete-all-of-a-user, list-a-user's) so an in-memory, Redis or SQL
 //! backend can implement it. [`SharedStore`] is what the coordinator needs besides, for a fleet
 //! to act as one: leases, values written once and secrets. It has no defaults: a store shared
 //! by several processes implements it on the shared backend; a store of one process implements
@@ -64,6 +64,8 @@ pub enum CasOutcome {
 /// - `delete` reports whether a record was removed; `delete_user` removes every session of one
 ///   user and no other, and reports how many, in time proportional to that user's sessions and
 ///   without blocking other users' operations.
+/// - `user_sessions` answers every live session of one user and no other's (in no particular
+///   order), as `get` would answer each.
 ///
 /// Futures are `Send` so the store can be used from any tokio task. The middleware's hot path
 /// calls [`get_now`](SessionStore::get_now) and awaits `get` only when that has no answer.
@@ -125,6 +127,12 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Removes every session of one user; returns how many.
     fn delete_user(&self, user: &UserId) -> impl Future<Output = Result<usize, StoreError>> + Send;
+
+    /// Every live session of one user (what the user's "where you're logged in" page lists).
+    fn user_sessions(
+        &self,
+        user: &UserId,
+    ) -> impl Future<Output = Result<Vec<Arc<SessionRecord>>, StoreError>> + Send;
 }
 
 /// What the coordinator needs of a store besides the records, so that what holds on one
@@ -247,6 +255,13 @@ impl<S: SessionStore> SessionStore for Arc<S> {
 
     fn delete_user(&self, user: &UserId) -> impl Future<Output = Result<usize, StoreError>> + Send {
         (**self).delete_user(user)
+    }
+
+    fn user_sessions(
+        &self,
+        user: &UserId,
+    ) -> impl Future<Output = Result<Vec<Arc<SessionRecord>>, StoreError>> + Send {
+        (**self).user_sessions(user)
     }
 }
 

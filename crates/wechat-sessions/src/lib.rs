@@ -116,8 +116,8 @@ pub use wechat_oauth::clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use wechat_session_store::conformance;
 pub use wechat_session_store::{
     CasOutcome, Credentials, DEFAULT_MAX_SESSIONS_PER_USER, InvalidSessionId, InvalidationSink,
-    Invalidations, MAX_USER_ID_LEN, ReadStamp, SessionId, SessionRecord, SessionStore, SharedStore,
-    StoreError, UserId, WriteEpochs,
+    Invalidations, LoginClient, MAX_USER_ID_LEN, ReadStamp, SessionId, SessionRecord, SessionStore,
+    SharedStore, StoreError, UserId, WriteEpochs,
 };
 
 /// Entry points for the fuzz targets (`fuzz/`): the decoders of what this crate keeps in a

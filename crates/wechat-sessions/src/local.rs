@@ -421,6 +421,11 @@ impl<S: Invalidations> SessionStore for CachedStore<S> {
             .invalidate_entries_if(move |_, copy| copy.record.user_is(&user));
         ended
     }
+
+    /// From the shared store: a user's list is not worth a local copy.
+    async fn user_sessions(&self, user: &UserId) -> Result<Vec<Arc<SessionRecord>>, StoreError> {
+        self.shared.user_sessions(user).await
+    }
 }
 
 /// The fleet's leases, values and secrets are the shared store's; a shared read refreshes the

@@ -40,7 +40,7 @@ use crate::flight::Flights;
 use crate::flow::LoginFlow;
 use crate::hook::NewLogin;
 use crate::mini_program::SessionKeys;
-use wechat_session_store::{Credentials, SessionId, SessionRecord};
+use wechat_session_store::{Credentials, LoginClient, SessionId, SessionRecord};
 use wechat_session_store::{SharedStore, StoreError};
 
 type CodeKey = [u8; 32];
@@ -87,6 +87,7 @@ pub struct LoginBinding<'a> {
     flow: LoginFlow,
     proof: Option<&'a str>,
     app: Option<&'a AppId>,
+    client: Option<&'a LoginClient>,
 }
 
 impl<'a> LoginBinding<'a> {
@@ -97,6 +98,7 @@ impl<'a> LoginBinding<'a> {
             flow,
             proof: None,
             app: None,
+            client: None,
         }
     }
 
@@ -111,6 +113,13 @@ impl<'a> LoginBinding<'a> {
     /// request id, the state of an Official Account callback. Empty means none.
     pub fn proof(mut self, proof: &'a str) -> Self {
         self.proof = Some(proof).filter(|p| !p.is_empty());
+        self
+    }
+
+    /// Where the submit came from, recorded in the new session for the user's list of their
+    /// sessions (not part of what a retry must show again).
+    pub fn client(mut self, client: &'a LoginClient) -> Self {
+        self.client = Some(client).filter(|c| !c.is_empty());
         self
     }
 
@@ -360,6 +369,7 @@ impl<S: SharedStore> LoginCalls<'_, S> {
             Arc::clone(self.keys),
         );
         let code = code.clone();
+        let from = binding.client.cloned();
         let flown = logins
             .flights
             .run(key, move || async move {
@@ -368,7 +378,9 @@ impl<S: SharedStore> LoginCalls<'_, S> {
                     env: &env,
                     keys: &keys,
                 };
-                let outcome = login.exchange_in_flight(&appid, key, claim, &code).await;
+                let outcome = login
+                    .exchange_in_flight(&appid, key, claim, &code, from)
+                    .await;
                 (outcome, claim)
             })
             .await;
@@ -456,6 +468,7 @@ impl<S: SharedStore> LoginCalls<'_, S> {
         key: CodeKey,
         claim: Claim,
         code: &AuthCode,
+        from: Option<LoginClient>,
     ) -> Outcome {
         if let Some(outcome) = self.remembered(&key, claim, false).await {
             return outcome;
@@ -463,7 +476,10 @@ impl<S: SharedStore> LoginCalls<'_, S> {
         let work = Box::pin(async {
             match self.remembered(&key, claim, false).await {
                 Some(outcome) => outcome,
-                None => self.exchange_and_remember(appid, key, claim, code).await,
+                None => {
+                    self.exchange_and_remember(appid, key, claim, code, from)
+                        .await
+                }
             }
         });
         self.env
@@ -489,8 +505,9 @@ impl<S: SharedStore> LoginCalls<'_, S> {
         key: CodeKey,
         claim: Claim,
         code: &AuthCode,
+        from: Option<LoginClient>,
     ) -> Outcome {
-        let outcome = self.exchange(appid, claim.flow, code).await;
+        let outcome = self.exchange(appid, claim.flow, code, from).await;
         let logins = self.logins;
         let shared = match &outcome {
             Ok(record) => {
@@ -536,7 +553,13 @@ impl<S: SharedStore> LoginCalls<'_, S> {
 
     /// Exchanges the code with app `appid`'s credentials, then (for a real user, or a snapshot
     /// user when allowed) asks the login hook for the user id, then stores the session.
-    async fn exchange(&self, appid: &AppId, flow: LoginFlow, code: &AuthCode) -> Outcome {
+    async fn exchange(
+        &self,
+        appid: &AppId,
+        flow: LoginFlow,
+        code: &AuthCode,
+        from: Option<LoginClient>,
+    ) -> Outcome {
         let client = self
             .env
             .client_for(appid)
@@ -562,6 +585,7 @@ impl<S: SharedStore> LoginCalls<'_, S> {
                 )
             }
         };
+        record.client = from.map(Box::new);
         if record.snapshot_user && !config.snapshot_sessions {
             tracing::info!(
                 outcome = "snapshot_user",
@@ -672,14 +696,14 @@ mod tests {
         let claim = logins.claim(&binding);
         let appid = AppId::new(mock.appid());
         let again = login
-            .exchange_in_flight(&appid, key, claim, &code)
+            .exchange_in_flight(&appid, key, claim, &code, None)
             .await
             .unwrap();
         assert_eq!(again.sid, session.sid);
         // ...and one from another client is refused there too.
         let stranger = logins.claim(&LoginBinding::new(LoginFlow::Code));
         assert!(matches!(
-            login.exchange_in_flight(&appid, key, stranger, &code).await,
+            login.exchange_in_flight(&appid, key, stranger, &code, None).await,
             Err(LoginError::InvalidCode { errcode }) if errcode == ErrCode::CODE_USED
         ));
         assert_eq!(mock.calls(Endpoint::AccessToken), 1);
@@ -688,7 +712,7 @@ mod tests {
         assert!(cache.login(&junk).await.is_err());
         let key = logins.code_key(mock.appid(), &junk);
         assert!(matches!(
-            login.exchange_in_flight(&appid, key, stranger, &junk).await,
+            login.exchange_in_flight(&appid, key, stranger, &junk, None).await,
             Err(LoginError::InvalidCode { errcode }) if errcode == ErrCode::INVALID_CODE
         ));
         assert_eq!(

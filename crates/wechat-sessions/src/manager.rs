@@ -417,6 +417,35 @@ impl<S: SharedStore> SessionManager<S> {
         Ok(self.inner.env.store.delete_user(user).await?)
     }
 
+    /// Every live session of `user` (the "where you're logged in" list), the most recently
+    /// confirmed first. Each record says when it was created and last confirmed by WeChat, its
+    /// app and, when recorded at login, where it came from ([`SessionRecord::client`]).
+    pub async fn user_sessions(
+        &self,
+        user: &UserId,
+    ) -> Result<Vec<Arc<SessionRecord>>, SessionError> {
+        let mut sessions = self.inner.env.store.user_sessions(user).await?;
+        sessions.sort_by(|a, b| {
+            (b.confirmed_at, b.created_at, b.sid).cmp(&(a.confirmed_at, a.created_at, a.sid))
+        });
+        Ok(sessions)
+    }
+
+    /// Ends session `sid` if it is one of `user`'s: `true` if it was, and is now ended; `false`
+    /// if there is no such session of this user (none at all, or another user's, which is left
+    /// alone). A session's user is fixed at login, so the check cannot race with a write.
+    pub async fn logout_user_session(
+        &self,
+        user: &UserId,
+        sid: &SessionId,
+    ) -> Result<bool, SessionError> {
+        let store = &self.inner.env.store;
+        match store.get_shared(sid).await? {
+            Some(record) if record.user_is(user) => Ok(store.delete(sid).await?),
+            _ => Ok(false),
+        }
+    }
+
     // Logins (`login.rs`).
 
     /// Logs in with a code from a mobile app, website or Official Account page, with no proof

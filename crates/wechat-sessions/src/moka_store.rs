@@ -367,6 +367,18 @@ impl SessionStore for MokaStore {
         }
         Ok(deleted)
     }
+
+    async fn user_sessions(&self, user: &UserId) -> Result<Vec<Arc<SessionRecord>>, StoreError> {
+        let now = self.clock.now();
+        // The index is keyed by a hash: another user's sessions that share it are left out.
+        Ok(self
+            .users
+            .sessions(user)
+            .iter()
+            .filter_map(|sid| self.live(self.records.get(sid)?, now))
+            .filter(|record| record.user_is(user))
+            .collect())
+    }
 }
 
 /// One process uses a moka store: the fleet's leases, values and secrets are in its memory.
@@ -503,7 +515,8 @@ impl UserIndex {
         }
     }
 
-    /// A copy of the user's sessions (for the per-user cap: at most the cap and a few more).
+    /// A copy of the user's sessions (for the per-user cap and the user's list: at most the cap
+    /// and a few more).
     fn sessions(&self, user: &UserId) -> Vec<SessionId> {
         let (key, shard) = self.shard(user);
         match shard.one.get(&key) {

@@ -270,6 +270,10 @@ impl<S: SessionStore> SessionStore for SingleProcess<S> {
     async fn delete_user(&self, user: &UserId) -> Result<usize, StoreError> {
         self.store.delete_user(user).await
     }
+
+    async fn user_sessions(&self, user: &UserId) -> Result<Vec<Arc<SessionRecord>>, StoreError> {
+        self.store.user_sessions(user).await
+    }
 }
 
 impl<S: SessionStore> SharedStore for SingleProcess<S> {

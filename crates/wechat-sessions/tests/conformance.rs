@@ -66,7 +66,7 @@ mod broken {
     pub struct Generous(pub MokaStore);
 
     impl SessionStore for Generous {
-        delegate!(0: get, insert, compare_and_set, delete, delete_user);
+        delegate!(0: get, insert, compare_and_set, delete, delete_user, user_sessions);
     }
 
     impl SharedStore for Generous {
@@ -89,7 +89,7 @@ mod broken {
     pub struct VersionBlind(pub MokaStore);
 
     impl SessionStore for Resurrecting {
-        delegate!(0: get, insert, delete_user);
+        delegate!(0: get, insert, delete_user, user_sessions);
         async fn compare_and_set(
             &self,
             v: u64,
@@ -103,7 +103,7 @@ mod broken {
     }
 
     impl SessionStore for VersionBlind {
-        delegate!(0: get, insert, delete_user);
+        delegate!(0: get, insert, delete_user, user_sessions);
         async fn compare_and_set(
             &self,
             _: u64,

@@ -29,7 +29,7 @@ struct LeasingStore {
 }
 
 impl SessionStore for LeasingStore {
-    delegate!(inner: get, insert, compare_and_set, delete, delete_user);
+    delegate!(inner: get, insert, compare_and_set, delete, delete_user, user_sessions);
 }
 
 impl SharedStore for LeasingStore {

@@ -44,7 +44,7 @@ impl SessionStore for Shared {
         }
         read
     }
-    delegate!(inner: insert, compare_and_set, delete, delete_user);
+    delegate!(inner: insert, compare_and_set, delete, delete_user, user_sessions);
 }
 
 impl SharedStore for Shared {

@@ -27,7 +27,7 @@ struct RacingStore {
 }
 
 impl SessionStore for RacingStore {
-    delegate!(inner: get, insert, delete, delete_user);
+    delegate!(inner: get, insert, delete, delete_user, user_sessions);
     async fn compare_and_set(
         &self,
         expected: u64,
@@ -228,7 +228,7 @@ impl SessionStore for InterleavingStore {
         }
         Ok(read)
     }
-    delegate!(inner: insert, compare_and_set, delete, delete_user);
+    delegate!(inner: insert, compare_and_set, delete, delete_user, user_sessions);
 }
 
 /// A flight's shared read interleaves too.

@@ -282,6 +282,23 @@ impl<St: SharedStore> WeChatAuthBuilder<St> {
         self
     }
 
+    /// What a login records of where it came from, for the user's list of their sessions
+    /// ([`LoginEndpoints::sessions`](crate::LoginEndpoints::sessions)). Default: the request's
+    /// `User-Agent` and the peer's network (a /24 or /48, never the full address) from axum's
+    /// `ConnectInfo<SocketAddr>`. Behind a proxy, build it from the address the proxy forwards
+    /// (only a proxy you trust); `|_| None` records nothing (the list then shows the app and
+    /// times only).
+    pub fn login_client(
+        mut self,
+        of: impl Fn(&http::request::Parts) -> Option<wechat_sessions::LoginClient>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.login.login_client = Arc::new(of);
+        self
+    }
+
     /// Builds the layer and its login endpoints. The login flow's other secrets — the OAuth
     /// state's key, the keys that hash login codes — are derived from the key ring
     /// ([`KeyRing::derive`]), so every instance with the same keys agrees on them.

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use wechat_oauth::OfficialAccountScope;
+use wechat_sessions::LoginClient;
 
 use crate::limits::LoginLimits;
 use crate::pages::{BuiltinPages, ErrorPages};
@@ -189,6 +190,10 @@ impl LoginPaths {
 /// Who a login request is from, for the login limits.
 pub type ClientKey = Arc<dyn Fn(&http::request::Parts) -> Option<String> + Send + Sync>;
 
+/// Where a login request comes from, recorded in its session for the user's list of their
+/// sessions (see [`WeChatAuthBuilder::login_client`](crate::WeChatAuthBuilder::login_client)).
+pub type LoginClientOf = Arc<dyn Fn(&http::request::Parts) -> Option<LoginClient> + Send + Sync>;
+
 /// The login settings of a layer's builder.
 #[derive(Clone)]
 pub(crate) struct LoginSettings {
@@ -196,6 +201,7 @@ pub(crate) struct LoginSettings {
     pub(crate) paths: LoginPaths,
     pub(crate) limits: LoginLimits,
     pub(crate) client_key: ClientKey,
+    pub(crate) login_client: LoginClientOf,
     pub(crate) pages: Arc<dyn ErrorPages>,
 }
 
@@ -206,9 +212,27 @@ impl Default for LoginSettings {
             paths: LoginPaths::default(),
             limits: LoginLimits::default(),
             client_key: Arc::new(peer_ip),
+            login_client: Arc::new(user_agent_and_peer),
             pages: Arc::new(BuiltinPages::default()),
         }
     }
+}
+
+/// The default [`LoginClientOf`]: the request's `User-Agent` and the peer's address (axum's
+/// `ConnectInfo<SocketAddr>`, when the server records it), coarsened by [`LoginClient::new`].
+fn user_agent_and_peer(parts: &http::request::Parts) -> Option<LoginClient> {
+    let user_agent = parts
+        .headers
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    #[cfg(feature = "axum")]
+    let address = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip());
+    #[cfg(not(feature = "axum"))]
+    let address = None;
+    Some(LoginClient::new(user_agent, address)).filter(|client| !client.is_empty())
 }
 
 /// The default [`ClientKey`]: the peer's address, when the server records it (axum's

@@ -1,5 +1,6 @@
 //! The endpoints an application mounts: code login (mobile app / website), Mini Program login,
-//! website and Official Account start + callback, logout and logout-all.
+//! website and Official Account start + callback, logout and logout-all; and a user's list of
+//! their own sessions (`sessions.rs`).
 //!
 //! [`LoginEndpoints`] holds the logic, independent of any framework: each operation takes typed
 //! input and returns a typed outcome with its HTTP rendering ([`LoginSuccess::to_json`],
@@ -56,8 +57,8 @@ use sha2::Sha256;
 use wechat_oauth::AppId;
 use wechat_oauth::{AuthCode, OfficialAccountScope};
 use wechat_sessions::{
-    LoginBinding, LoginFlow, MokaStore, SessionId, SessionManager, SessionRecord, SharedStore,
-    UserId,
+    LoginBinding, LoginClient, LoginFlow, MokaStore, SessionId, SessionManager, SessionRecord,
+    SharedStore, UserId,
 };
 
 use crate::apps::{AppKind, Apps};
@@ -70,9 +71,11 @@ use crate::token::{IssuedToken, TokenIssuer};
 use crate::user::WeChatUser;
 
 mod config;
+mod sessions;
 
 pub(crate) use config::LoginSettings;
-pub use config::{ClientKey, LoginPaths, WebFlow};
+pub use config::{ClientKey, LoginClientOf, LoginPaths, WebFlow};
+pub use sessions::UserSessions;
 
 /// Longest login code accepted (WeChat's are about 32 characters).
 const MAX_CODE_LEN: usize = 256;
@@ -85,6 +88,7 @@ pub struct CodeLogin<'a> {
     code: &'a str,
     request_id: Option<&'a str>,
     client: Option<&'a str>,
+    from: Option<&'a LoginClient>,
 }
 
 impl fmt::Debug for CodeLogin<'_> {
@@ -93,6 +97,7 @@ impl fmt::Debug for CodeLogin<'_> {
             .field("code", &"[redacted]")
             .field("request_id", &self.request_id)
             .field("client", &self.client)
+            .field("from", &self.from)
             .finish()
     }
 }
@@ -104,6 +109,7 @@ impl<'a> CodeLogin<'a> {
             code,
             request_id: None,
             client: None,
+            from: None,
         }
     }
 
@@ -117,6 +123,13 @@ impl<'a> CodeLogin<'a> {
     /// Who is asking, for the login limits ([`LoginLimits`]): e.g. the client's IP.
     pub fn client(mut self, key: Option<&'a str>) -> Self {
         self.client = key;
+        self
+    }
+
+    /// Where the login comes from, recorded in its session (see
+    /// [`LoginEndpoints::login_client_of`]).
+    pub fn from(mut self, client: Option<&'a LoginClient>) -> Self {
+        self.from = client;
         self
     }
 }
@@ -139,6 +152,8 @@ pub struct WebCallback<'a> {
     /// Whether the browser is WeChat's own (`MicroMessenger` in its User-Agent): an Official
     /// Account callback is refused from any other (see [`WebFlow::official_account_anywhere`]).
     pub in_wechat: bool,
+    /// Where the login comes from, recorded in its session.
+    pub from: Option<&'a LoginClient>,
 }
 
 impl fmt::Debug for WebCallback<'_> {
@@ -171,6 +186,7 @@ impl<'a> WebCallback<'a> {
             return_to: None,
             client: None,
             in_wechat: false,
+            from: None,
         }
     }
 
@@ -194,6 +210,12 @@ impl<'a> WebCallback<'a> {
     /// The `return_to` query parameter of the callback.
     pub fn return_to(mut self, return_to: Option<&'a str>) -> Self {
         self.return_to = return_to;
+        self
+    }
+
+    /// Where the login comes from, recorded in its session.
+    pub fn from(mut self, client: Option<&'a LoginClient>) -> Self {
+        self.from = client;
         self
     }
 }
@@ -375,6 +397,7 @@ pub(crate) struct Inner<St> {
     paths: LoginPaths,
     limiter: Arc<LoginLimiter>,
     client_key: ClientKey,
+    login_client: config::LoginClientOf,
     /// States a callback has used, and a keyed hash of the code it used them with.
     used_states: Cache<String, [u8; 32]>,
     code_key: [u8; 32],
@@ -403,6 +426,7 @@ impl<St: SharedStore> Inner<St> {
             web: settings.web,
             paths: settings.paths,
             client_key: settings.client_key,
+            login_client: settings.login_client,
             used_states: used_states(),
             code_key: used_state_key,
             warned_no_client_key: AtomicBool::new(false),
@@ -489,6 +513,13 @@ impl<St: SharedStore> LoginEndpoints<St> {
         key
     }
 
+    /// Where a login request comes from, as the builder's
+    /// [`login_client`](crate::WeChatAuthBuilder::login_client) reads it: what the new session
+    /// records for the user's list of their sessions.
+    pub fn login_client_of(&self, parts: &http::request::Parts) -> Option<LoginClient> {
+        (self.inner.login_client)(parts)
+    }
+
     fn issue(&self, record: Arc<SessionRecord>, app: AppKind) -> Result<LoginSuccess, AuthError> {
         let token = self.inner.tokens.issue(&record).map_err(|error| {
             tracing::error!(%error, "could not sign a session token");
@@ -539,6 +570,9 @@ impl<St: SharedStore> LoginEndpoints<St> {
         let mut binding = LoginBinding::new(flow).app(appid);
         if let Some(id) = request.request_id {
             binding = binding.proof(valid_request_id(id)?);
+        }
+        if let Some(from) = request.from {
+            binding = binding.client(from);
         }
         let admission = self.admit(request.client, flow)?;
         self.exchange(&code, &binding, kind, admission).await
@@ -715,13 +749,16 @@ impl<St: SharedStore> LoginEndpoints<St> {
             return Err(AuthError::InvalidState(StateError::Invalid));
         }
         let appid = self.app(kind)?;
-        let binding = match kind {
+        let mut binding = match kind {
             AppKind::OfficialAccount => {
                 LoginBinding::new(LoginFlow::OfficialAccountCallback).proof(state)
             }
             _ => LoginBinding::new(LoginFlow::WebCallback).proof(binding),
         }
         .app(appid);
+        if let Some(from) = callback.from {
+            binding = binding.client(from);
+        }
         let code = callback
             .code
             .filter(|c| !c.is_empty())

@@ -152,9 +152,11 @@ async fn submit<St: SharedStore>(
     match parsed {
         Ok(body) => {
             let client = endpoints.client_of(&parts);
+            let from = endpoints.login_client_of(&parts);
             let request = CodeLogin::new(&body.code)
                 .request_id(body.request_id.as_deref())
-                .client(client.as_deref());
+                .client(client.as_deref())
+                .from(from.as_ref());
             answer(endpoints.login_through(kind, request).await, &parts)
         }
         Err(failure) => reject(failure, &parts),
@@ -249,6 +251,7 @@ async fn web_callback<St: SharedStore>(
         return fail(AuthError::BadRequest("malformed query"));
     };
     let client = endpoints.client_of(&parts);
+    let from = endpoints.login_client_of(&parts);
     let callback = WebCallback::new(
         query.code.as_deref(),
         query.state.as_deref(),
@@ -256,6 +259,7 @@ async fn web_callback<St: SharedStore>(
     )
     .return_to(query.return_to.as_deref())
     .client(client.as_deref())
+    .from(from.as_ref())
     .from_headers(&parts.headers);
     match endpoints.web_callback(callback).await {
         Ok(success) => {

@@ -52,6 +52,17 @@ macro_rules! delegate {
             self.$field.delete_user(user).await
         }
     };
+    (@ $field:tt user_sessions) => {
+        async fn user_sessions(
+            &self,
+            user: &::wechat_sessions::UserId,
+        ) -> Result<
+            Vec<::std::sync::Arc<::wechat_sessions::SessionRecord>>,
+            ::wechat_sessions::StoreError,
+        > {
+            self.$field.user_sessions(user).await
+        }
+    };
     (@ $field:tt get_shared) => {
         async fn get_shared(
             &self,
