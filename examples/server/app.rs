@@ -174,7 +174,7 @@ pub async fn build_with_store<St: SharedStore>(
         }
         if let Some(mock) = &sandbox {
             // The sandbox's consent pages stand in for open.weixin.qq.com.
-            client = client.open_base(mock.base_url());
+            client = client.open_base(mock.base_url()).mp_base(mock.base_url());
         }
         client.build()
     };

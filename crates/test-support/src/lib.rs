@@ -33,6 +33,7 @@ pub fn client_at(mock: &MockWeChat, appid: &str, secret: &str, clock: &ManualClo
     Client::builder(appid, secret)
         .api_base(mock.base_url())
         .open_base(mock.base_url())
+        .mp_base(mock.base_url())
         .clock(Arc::new(clock.clone()))
         .retry(RetryPolicy {
             max_attempts: 3,

@@ -63,7 +63,8 @@ pub use auth::{
 pub use cookie::{SameSite, SessionCookie};
 pub use endpoints::{
     BINDING_COOKIE, ClientKey, CodeLogin, LoginClientOf, LoginEndpoints, LoginPaths, LoginSuccess,
-    SessionChanged, StartRequest, UserSessions, WebCallback, WebFlow, WebStart,
+    SCAN_BINDING_COOKIE, ScanLogin, ScanPoll, ScanPushError, ScanStart, ScanStatus, SessionChanged,
+    StartRequest, UserSessions, WebCallback, WebFlow, WebStart,
 };
 pub use grpc::{GrpcOrElse, GrpcRejection};
 pub use headers::{SENSITIVE_HEADERS, SecurityHeadersLayer, security_headers};

@@ -131,6 +131,9 @@ pub enum AuthError {
     /// The user has no session with this id (none at all, or another user's). (404)
     #[error("you have no session with this id")]
     SessionNotFound,
+    /// Scan-to-log-in is not configured. (404)
+    #[error("scan login is not enabled")]
+    ScanLoginDisabled,
 }
 
 #[derive(Serialize)]
@@ -152,7 +155,8 @@ impl AuthError {
     /// `invalid_state`, `access_denied`, `snapshot_user`, `scope_insufficient`,
     /// `too_many_attempts`, `upstream_unavailable`, `store_unavailable`,
     /// `accounts_unavailable`, `upstream_error`, `misconfigured`, `missing_layer`,
-    /// `app_not_configured`, `web_login_disabled`, `session_not_found` — or the login hook's own code.
+    /// `app_not_configured`, `web_login_disabled`, `session_not_found`, `scan_login_disabled`
+    /// — or the login hook's own code.
     pub fn code(&self) -> &str {
         match self {
             Self::Refused { code, .. } => code,
@@ -190,6 +194,7 @@ impl AuthError {
             Self::AppNotConfigured => "app_not_configured",
             Self::WebLoginDisabled => "web_login_disabled",
             Self::SessionNotFound => "session_not_found",
+            Self::ScanLoginDisabled => "scan_login_disabled",
         }
     }
 
@@ -239,9 +244,10 @@ impl AuthError {
             | Self::AccountsUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamError(_) => StatusCode::BAD_GATEWAY,
             Self::Misconfigured | Self::MissingLayer => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::AppNotConfigured | Self::WebLoginDisabled | Self::SessionNotFound => {
-                StatusCode::NOT_FOUND
-            }
+            Self::AppNotConfigured
+            | Self::WebLoginDisabled
+            | Self::SessionNotFound
+            | Self::ScanLoginDisabled => StatusCode::NOT_FOUND,
         }
     }
 

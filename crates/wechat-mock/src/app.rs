@@ -1,5 +1,5 @@
-//! The route table: which path reaches which handler. Both WeChat hosts (`api.weixin.qq.com`
-//! and `open.weixin.qq.com`) and the control API are served from one router.
+//! The route table: which path reaches which handler. WeChat's hosts (`api.weixin.qq.com`,
+//! `open.weixin.qq.com`, `mp.weixin.qq.com`) and the control API are served from one router.
 
 use std::sync::Arc;
 
@@ -8,7 +8,7 @@ use axum::{
     routing::{get, post, put},
 };
 
-use crate::{control, pages, sns, state::Shared, wxa};
+use crate::{control, mp, pages, sns, state::Shared, wxa};
 
 /// The whole mock application over this shared state.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
@@ -23,6 +23,13 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/wxa/business/getuserphonenumber", post(wxa::phone_number))
         .route("/wxa/checksession", get(wxa::check_session))
         .route("/wxa/resetusersessionkey", get(wxa::reset_session_key))
+        .route("/cgi-bin/qrcode/create", post(mp::qrcode_create))
+        .route("/cgi-bin/showqrcode", get(mp::showqrcode))
+        .route("/cgi-bin/user/info", get(mp::user_info))
+        .route("/mock/apps/{appid}/push", put(mp::set_push))
+        .route("/mock/apps/{appid}/messages", post(mp::message))
+        .route("/mock/qr/{ticket}", get(mp::scan_page))
+        .route("/mock/qr/{ticket}/scan", post(mp::scan))
         .route("/connect/qrconnect", get(pages::qrconnect))
         .route("/connect/oauth2/authorize", get(pages::authorize))
         .route("/connect/mock/approve", get(pages::approve))

@@ -30,11 +30,15 @@ pub enum Endpoint {
     CheckSession,
     /// `GET /wxa/resetusersessionkey`.
     ResetSessionKey,
+    /// `POST /cgi-bin/qrcode/create`, an Official Account's parametric QR code.
+    QrCodeCreate,
+    /// `GET /cgi-bin/user/info`, an Official Account's follower.
+    FollowerInfo,
 }
 
 impl Endpoint {
     /// Every endpoint, in declaration order.
-    pub const ALL: [Endpoint; 12] = [
+    pub const ALL: [Endpoint; 14] = [
         Endpoint::AccessToken,
         Endpoint::RefreshToken,
         Endpoint::Auth,
@@ -47,12 +51,14 @@ impl Endpoint {
         Endpoint::PhoneNumber,
         Endpoint::CheckSession,
         Endpoint::ResetSessionKey,
+        Endpoint::QrCodeCreate,
+        Endpoint::FollowerInfo,
     ];
 
     /// The name used by the control API and [`crate::MockWeChat::stats`]:
     /// `access_token`, `refresh_token`, `auth`, `userinfo`, `jscode2session`, `qrconnect`,
     /// `authorize`, `stable_token`, `token`, `getuserphonenumber`, `checksession`,
-    /// `resetusersessionkey`.
+    /// `resetusersessionkey`, `qrcode_create`, `user_info`.
     pub fn name(&self) -> &'static str {
         match self {
             Endpoint::AccessToken => "access_token",
@@ -67,6 +73,8 @@ impl Endpoint {
             Endpoint::PhoneNumber => "getuserphonenumber",
             Endpoint::CheckSession => "checksession",
             Endpoint::ResetSessionKey => "resetusersessionkey",
+            Endpoint::QrCodeCreate => "qrcode_create",
+            Endpoint::FollowerInfo => "user_info",
         }
     }
 }

@@ -121,6 +121,42 @@ impl MockWeChat {
         &self.inner.shared.config.appid
     }
 
+    /// Where the Official Account `appid` pushes its events and messages (its server URL,
+    /// token and, for safe mode, EncodingAESKey), as its server configuration says.
+    pub fn set_push_target(&self, appid: &str, target: crate::MockPushTarget) {
+        self.inner.shared.set_push_target(appid, target);
+    }
+
+    /// The scene of a current QR code `ticket` (`None`: unknown or expired).
+    pub fn qr_scene(&self, ticket: &str) -> Option<String> {
+        self.inner.shared.qr_scene(ticket)
+    }
+
+    /// A user `openid` (with `unionid`) scans the QR code `ticket` with WeChat: the push is sent
+    /// to the account's server `deliveries` times (WeChat's retries send the same bytes); the
+    /// last answer's status and body.
+    pub async fn scan_qr(
+        &self,
+        ticket: &str,
+        openid: &str,
+        unionid: Option<&str>,
+        deliveries: u32,
+    ) -> Result<(u16, String), String> {
+        let push = self.inner.shared.scan(ticket, openid, unionid)?;
+        crate::mp::deliver(&push, deliveries).await
+    }
+
+    /// A user `openid` sends `content` to the Official Account `appid`: the push's answer.
+    pub async fn send_text(
+        &self,
+        appid: &str,
+        openid: &str,
+        content: &str,
+    ) -> Result<(u16, String), String> {
+        let push = self.inner.shared.text_message(appid, openid, content)?;
+        crate::mp::deliver(&push, 1).await
+    }
+
     /// The primary app's AppSecret.
     pub fn secret(&self) -> &str {
         &self.inner.shared.config.secret

@@ -7,8 +7,10 @@
 //! `{"errcode":N,"errmsg":"..., rid: ..."}`. It also keeps each app's access token
 //! (`/cgi-bin/stable_token`, and `/cgi-bin/token`, whose every call replaces the token) and the
 //! Mini Program APIs made with it: phone numbers by single-use code, `checksession` and
-//! `resetusersessionkey` against each user's current session key. A test drives it through [`MockWeChat`]: mint
-//! codes, move the mock clock, revoke users, inject faults and count calls.
+//! `resetusersessionkey` against each user's current session key; and an Official Account's
+//! parametric QR codes, followers and the signed (and, in safe mode, encrypted) pushes of scans
+//! and messages to the account's server URL. A test drives it through [`MockWeChat`]: mint
+//! codes, move the mock clock, revoke users, simulate scans, inject faults and count calls.
 //!
 //! ```
 //! use wechat_mock::{MockConfig, MockGrant, MockWeChat};
@@ -40,6 +42,7 @@ mod config;
 mod control;
 mod endpoint;
 mod handle;
+mod mp;
 mod pages;
 mod sns;
 mod state;
@@ -50,6 +53,7 @@ pub use config::{
 };
 pub use endpoint::{Endpoint, Fault, ParseEndpointError};
 pub use handle::MockWeChat;
+pub use mp::MockPushTarget;
 
 /// The README's Rust examples, compiled as doctests.
 #[cfg(doctest)]

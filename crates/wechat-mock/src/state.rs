@@ -415,6 +415,8 @@ pub(crate) struct Shared {
     started: SystemTime,
     started_instant: Instant,
     state: Mutex<State>,
+    /// The Official Accounts' QR codes, followers and server URLs (`mp.rs`).
+    pub(crate) mp: Mutex<crate::mp::OfficialAccounts>,
 }
 
 impl Shared {
@@ -424,6 +426,7 @@ impl Shared {
             started: SystemTime::now(),
             started_instant: Instant::now(),
             state: Mutex::new(State::default()),
+            mp: Mutex::default(),
         }
     }
 
@@ -440,6 +443,11 @@ impl Shared {
     /// the start, when the clock runs in real time).
     pub(crate) fn now(&self) -> SystemTime {
         self.started + self.lock().now()
+    }
+
+    /// The app an app access token belongs to: 40001 if unknown or replaced, 42001 if expired.
+    pub(crate) fn app_of_token(&self, token: &str) -> Result<String, SnsError> {
+        self.lock().app_of(token)
     }
 
     /// Moves the mock clock forward and returns the new time.
@@ -888,7 +896,7 @@ pub(crate) fn random_alphanumeric(len: usize) -> String {
 }
 
 /// An openid that looks like a real one: `o` and 27 alphanumerics.
-fn random_openid() -> String {
+pub(crate) fn random_openid() -> String {
     format!("o{}", random_alphanumeric(27))
 }
 

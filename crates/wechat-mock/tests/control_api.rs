@@ -97,7 +97,9 @@ async fn stats_over_http() {
             "token": 0,
             "getuserphonenumber": 0,
             "checksession": 0,
-            "resetusersessionkey": 0
+            "resetusersessionkey": 0,
+            "qrcode_create": 0,
+            "user_info": 0
         })
     );
 }

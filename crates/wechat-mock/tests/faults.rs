@@ -108,7 +108,7 @@ async fn clear_faults_drops_the_queue() {
 async fn stats_count_every_endpoint() {
     let h = Harness::start().await;
     let stats = h.mock.stats();
-    assert_eq!(stats.len(), 12);
+    assert_eq!(stats.len(), Endpoint::ALL.len());
     assert!(stats.values().all(|&calls| calls == 0));
 
     let login = h.login(user("o_s")).await;

@@ -17,14 +17,16 @@ use crate::authorize::{self, AuthorizeUrlError, OfficialAccountScope, State};
 use crate::clock::{SharedClock, system_clock};
 use crate::error::{Error, RedactedBody, TransportErrorKind};
 use crate::types::{
-    AccessToken, AppAccessToken, AppId, AppSecret, AppTokenGrant, AuthCode, Lang,
-    MiniProgramSession, OpenId, PhoneCode, PhoneInfo, RefreshToken, SessionKey, TokenGrant,
-    UserInfo,
+    AccessToken, AppAccessToken, AppId, AppSecret, AppTokenGrant, AuthCode, Follower, Lang,
+    MiniProgramSession, OpenId, PhoneCode, PhoneInfo, QrTicket, RefreshToken, SessionKey,
+    TokenGrant, UserInfo,
 };
 use crate::wire;
 
 /// WeChat's API base URL.
 pub const DEFAULT_API_BASE: &str = "https://api.weixin.qq.com";
+/// The default base of the Official Account's QR code images.
+pub const DEFAULT_MP_BASE: &str = "https://mp.weixin.qq.com";
 /// Default time allowed to establish a connection.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Default time allowed for a whole request, connect to last byte.
@@ -97,6 +99,7 @@ pub struct ClientBuilder {
     secret: AppSecret,
     api_base: String,
     open_base: String,
+    mp_base: String,
     connect_timeout: Duration,
     timeout: Duration,
     retry: RetryPolicy,
@@ -111,6 +114,7 @@ impl fmt::Debug for ClientBuilder {
             .field("secret", &self.secret)
             .field("api_base", &self.api_base)
             .field("open_base", &self.open_base)
+            .field("mp_base", &self.mp_base)
             .field("connect_timeout", &self.connect_timeout)
             .field("timeout", &self.timeout)
             .field("retry", &self.retry)
@@ -128,6 +132,13 @@ impl ClientBuilder {
     /// The base of the browser authorize URLs (default `https://open.weixin.qq.com`).
     pub fn open_base(mut self, url: impl Into<String>) -> Self {
         self.open_base = url.into();
+        self
+    }
+
+    /// The base of the Official Account's QR code images (default `https://mp.weixin.qq.com`,
+    /// see [`Client::qr_image_url`]).
+    pub fn mp_base(mut self, url: impl Into<String>) -> Self {
+        self.mp_base = url.into();
         self
     }
 
@@ -192,6 +203,7 @@ impl ClientBuilder {
     pub fn build(self) -> Result<Client, ClientBuildError> {
         let api_base = parse_base(&self.api_base)?;
         let open_base = parse_base(&self.open_base)?;
+        let mp_base = parse_base(&self.mp_base)?;
         let http = match self.http {
             Some(http) => http,
             None => reqwest::Client::builder()
@@ -209,6 +221,7 @@ impl ClientBuilder {
                 secret: self.secret,
                 api_base,
                 open_base,
+                mp_base,
                 timeout: self.timeout,
                 retry: self.retry,
                 clock: self.clock,
@@ -255,6 +268,7 @@ struct Inner {
     secret: AppSecret,
     api_base: String,
     open_base: String,
+    mp_base: String,
     timeout: Duration,
     retry: RetryPolicy,
     clock: SharedClock,
@@ -286,6 +300,8 @@ enum Endpoint {
     PhoneNumber,
     CheckSession,
     ResetSessionKey,
+    QrCodeCreate,
+    FollowerInfo,
 }
 
 impl Endpoint {
@@ -300,6 +316,8 @@ impl Endpoint {
             Self::PhoneNumber => "/wxa/business/getuserphonenumber",
             Self::CheckSession => "/wxa/checksession",
             Self::ResetSessionKey => "/wxa/resetusersessionkey",
+            Self::QrCodeCreate => "/cgi-bin/qrcode/create",
+            Self::FollowerInfo => "/cgi-bin/user/info",
         }
     }
 
@@ -316,6 +334,8 @@ impl Endpoint {
             Self::PhoneNumber => "getuserphonenumber",
             Self::CheckSession => "checksession",
             Self::ResetSessionKey => "resetusersessionkey",
+            Self::QrCodeCreate => "qrcode_create",
+            Self::FollowerInfo => "user_info",
         }
     }
 
@@ -330,6 +350,7 @@ impl Endpoint {
                 | Self::UserInfo
                 | Self::StableToken
                 | Self::CheckSession
+                | Self::FollowerInfo
         )
     }
 }
@@ -343,6 +364,7 @@ impl Client {
             secret: secret.into(),
             api_base: DEFAULT_API_BASE.to_owned(),
             open_base: authorize::DEFAULT_OPEN_BASE.to_owned(),
+            mp_base: DEFAULT_MP_BASE.to_owned(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             timeout: DEFAULT_TIMEOUT,
             retry: RetryPolicy::default(),
@@ -375,6 +397,7 @@ impl Client {
                 secret: inner.secret.clone(),
                 api_base: inner.api_base.clone(),
                 open_base: inner.open_base.clone(),
+                mp_base: inner.mp_base.clone(),
                 timeout: inner.timeout,
                 retry: inner.retry,
                 clock,
@@ -548,6 +571,67 @@ impl Client {
             .call_signed(Endpoint::ResetSessionKey, app_token, openid, session_key)
             .await?;
         wire.into_key()
+    }
+
+    /// A temporary parametric QR code of this Official Account (`POST /cgi-bin/qrcode/create`,
+    /// `QR_STR_SCENE`): scanning it pushes a `SCAN` event (or `subscribe`, for a new follower)
+    /// with `scene` to the account's server URL. `scene` is 1–64 characters; `expire` is at most
+    /// 30 days. Never retried (each call makes a new code). Needs a verified service account
+    /// (otherwise 48001).
+    pub async fn create_qr_scene(
+        &self,
+        app_token: &AppAccessToken,
+        scene: &str,
+        expire: Duration,
+    ) -> Result<QrTicket, Error> {
+        let body = serde_json::json!({
+            "expire_seconds": expire.as_secs().clamp(60, 2_592_000),
+            "action_name": "QR_STR_SCENE",
+            "action_info": { "scene": { "scene_str": scene } },
+        });
+        let sent_at = self.inner.clock.now();
+        let wire: wire::WireQrTicket = self
+            .call_with(
+                Endpoint::QrCodeCreate,
+                &[("access_token", app_token.secret())],
+                Some(&body),
+            )
+            .await?;
+        wire.into_ticket(sent_at)
+    }
+
+    /// The image of a QR code's `ticket` (`/cgi-bin/showqrcode` on `mp.weixin.qq.com`, no
+    /// token needed): what a page shows for the user to scan.
+    pub fn qr_image_url(&self, ticket: &str) -> String {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        query.append_pair("ticket", ticket);
+        format!(
+            "{}/cgi-bin/showqrcode?{}",
+            self.inner.mp_base,
+            query.finish()
+        )
+    }
+
+    /// A follower of this Official Account (`GET /cgi-bin/user/info`): whether they follow, and
+    /// their unionid when the account is bound to an Open Platform account. Retried on
+    /// transient failures.
+    pub async fn follower(
+        &self,
+        app_token: &AppAccessToken,
+        openid: &OpenId,
+    ) -> Result<Follower, Error> {
+        let wire: wire::WireFollower = self
+            .call_with(
+                Endpoint::FollowerInfo,
+                &[
+                    ("access_token", app_token.secret()),
+                    ("openid", openid.as_str()),
+                    ("lang", "zh_CN"),
+                ],
+                None,
+            )
+            .await?;
+        wire.into_follower()
     }
 
     /// A session key call: the app token, the user, and the key's signature.

@@ -5,6 +5,8 @@
 //!   session key check and reset); with timeouts, bounded retries for idempotent calls, and no URL (which carries the AppSecret) in
 //!   any log or error.
 //! - [`authorize`]: browser authorize URLs for the website and Official Account flows.
+//! - [`push`]: what WeChat pushes to an Official Account's server URL, its signature checked and
+//!   safe mode opened.
 //! - [`user_data`]: a Mini Program client's `encryptedData` opened with the session key, its
 //!   watermark and `rawData` signature checked.
 //! - [`Error`] and [`ErrCode`]: an open errcode with a [classification](ErrorClass) a caller can
@@ -46,6 +48,7 @@ mod client;
 pub mod clock;
 mod error;
 pub mod metrics;
+pub mod push;
 mod types;
 pub mod user_data;
 #[cfg(any(feature = "client", feature = "fuzzing"))]
@@ -55,14 +58,15 @@ pub use authorize::{AuthorizeUrlError, OfficialAccountScope, State};
 #[cfg(feature = "client")]
 pub use client::{
     Client, ClientBuildError, ClientBuilder, DEFAULT_API_BASE, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_TIMEOUT, RetryPolicy,
+    DEFAULT_MP_BASE, DEFAULT_TIMEOUT, RetryPolicy,
 };
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use error::{ApiError, ErrCode, Error, ErrorClass, RedactedBody, TransportErrorKind};
+pub use push::{PushError, PushMessage, PushMode, PushQuery, PushVerifier};
 pub use types::{
-    AccessToken, AppAccessToken, AppId, AppSecret, AppTokenGrant, AuthCode, Lang,
-    MiniProgramSession, OpenId, PhoneCode, PhoneInfo, RefreshToken, Scope, Scopes, ScopesIter,
-    SessionKey, TokenGrant, UnionId, UserInfo,
+    AccessToken, AppAccessToken, AppId, AppSecret, AppTokenGrant, AuthCode, Follower, Lang,
+    MiniProgramSession, OpenId, PhoneCode, PhoneInfo, QrTicket, RefreshToken, Scope, Scopes,
+    ScopesIter, SessionKey, TokenGrant, UnionId, UserInfo,
 };
 pub use user_data::{DecryptError, EncryptedData, decrypt_user_data};
 

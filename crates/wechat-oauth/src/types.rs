@@ -624,3 +624,28 @@ mod tests {
         assert_eq!(token.secret(), "ACCESS-abc");
     }
 }
+
+/// A temporary parametric QR code of an Official Account (see `Client::create_qr_scene`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QrTicket {
+    /// The ticket that shows the code's image (`Client::qr_image_url`). Not a secret: the image
+    /// is what the page shows.
+    pub ticket: String,
+    /// When the code stops working.
+    pub expires_at: SystemTime,
+    /// The URL the code encodes (`http://weixin.qq.com/q/...`).
+    pub url: String,
+}
+
+/// A user as an Official Account knows them (see `Client::follower`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Follower {
+    /// Their openid in the account.
+    pub openid: OpenId,
+    /// Whether they follow the account now.
+    pub subscribed: bool,
+    /// Their unionid, when the account is bound to an Open Platform account.
+    pub unionid: Option<UnionId>,
+}

@@ -15,8 +15,8 @@ use serde::de::{self, DeserializeOwned, Deserializer};
 
 use crate::error::{ApiError, ErrCode, Error, RedactedBody};
 use crate::types::{
-    AccessToken, AppAccessToken, AppId, AppTokenGrant, MiniProgramSession, OpenId, PhoneInfo,
-    RefreshToken, Scopes, SessionKey, TokenGrant, UnionId, UserInfo,
+    AccessToken, AppAccessToken, AppId, AppTokenGrant, Follower, MiniProgramSession, OpenId,
+    PhoneInfo, QrTicket, RefreshToken, Scopes, SessionKey, TokenGrant, UnionId, UserInfo,
 };
 
 /// The lifetime WeChat documents for an access token, used when `expires_in` is missing.
@@ -374,6 +374,62 @@ impl WireAppToken {
         Ok(AppTokenGrant {
             access_token: AppAccessToken::new(self.access_token),
             expires_at: expires_at(sent_at, self.expires_in),
+        })
+    }
+}
+
+/// The success body of `/cgi-bin/qrcode/create`.
+#[derive(Deserialize)]
+pub(crate) struct WireQrTicket {
+    ticket: String,
+    #[serde(default, deserialize_with = "optional_int")]
+    expire_seconds: Option<i64>,
+    #[serde(default)]
+    url: Option<String>,
+}
+
+impl WireQrTicket {
+    /// The ticket, its expiry counted from `sent_at`.
+    pub(crate) fn into_ticket(self, sent_at: SystemTime) -> Result<QrTicket, Error> {
+        bounded("ticket", &self.ticket, MAX_TOKEN_LEN)?;
+        if self.ticket.is_empty() {
+            return Err(Error::Decode {
+                reason: "the QR code's ticket is empty".to_owned(),
+                body: RedactedBody::new(""),
+            });
+        }
+        let seconds = u64::try_from(self.expire_seconds.unwrap_or(60)).unwrap_or(60);
+        Ok(QrTicket {
+            ticket: self.ticket,
+            expires_at: sent_at
+                .checked_add(Duration::from_secs(seconds))
+                .unwrap_or(sent_at),
+            url: self.url.unwrap_or_default(),
+        })
+    }
+}
+
+/// The success body of `/cgi-bin/user/info`.
+#[derive(Deserialize)]
+pub(crate) struct WireFollower {
+    #[serde(default, deserialize_with = "optional_int")]
+    subscribe: Option<i64>,
+    openid: String,
+    #[serde(default)]
+    unionid: Option<String>,
+}
+
+impl WireFollower {
+    pub(crate) fn into_follower(self) -> Result<Follower, Error> {
+        bounded("openid", &self.openid, 128)?;
+        let unionid = non_empty(self.unionid);
+        if let Some(unionid) = &unionid {
+            bounded("unionid", unionid, 128)?;
+        }
+        Ok(Follower {
+            openid: OpenId::new(self.openid),
+            subscribed: self.subscribe == Some(1),
+            unionid: unionid.map(UnionId::new),
         })
     }
 }

@@ -20,6 +20,7 @@ const FORMAT_V3: u8 = 3;
 const FORMAT_V4: u8 = 4;
 const OAUTH: u8 = 0;
 const MINI_PROGRAM: u8 = 1;
+const SCANNED: u8 = 2;
 
 /// Why a record could not be encoded or decoded.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -72,6 +73,7 @@ pub(crate) fn encode(record: &SessionRecord) -> Result<Vec<u8>, CodecError> {
             out.push(MINI_PROGRAM);
             put_str(&mut out, session_key.secret())?;
         }
+        Credentials::Scanned => out.push(SCANNED),
         _ => return Err(CodecError::UnknownCredentials),
     }
     for time in [record.created_at, record.expires_at, record.confirmed_at] {
@@ -135,6 +137,7 @@ pub(crate) fn decode(
         MINI_PROGRAM => Credentials::MiniProgram {
             session_key: SessionKey::new(r.str()?),
         },
+        SCANNED => Credentials::Scanned,
         _ => return Err(CodecError::Malformed),
     };
     let (created_at, expires_at, confirmed_at) = (r.time()?, r.time()?, r.time()?);
@@ -247,6 +250,13 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(decode(mini.sid, mini.appid.clone(), 0, &longer).is_err());
+        let mut scanned = sample_record(&clock, "wxoa", "carol");
+        scanned.credentials = Credentials::Scanned;
+        let bytes = encode(&scanned).unwrap();
+        assert_eq!(
+            decode(scanned.sid, scanned.appid.clone(), 0, &bytes).unwrap(),
+            scanned
+        );
     }
 
     /// Break to see it fail: the format check letting an unknown first byte through, the

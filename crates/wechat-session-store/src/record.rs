@@ -115,6 +115,9 @@ pub enum Credentials {
         /// The session key.
         session_key: SessionKey,
     },
+    /// A scan of an Official Account's QR code (or a keyword sent to it): WeChat's signed push
+    /// vouched for the openid once; there is no user token, nothing to refresh.
+    Scanned,
 }
 
 /// One login: who the user is, their WeChat credentials, and how long the session may live.
@@ -242,6 +245,29 @@ impl SessionRecord {
         record
     }
 
+    /// The record of a scan login (see [`Credentials::Scanned`]) of `openid` in the Official
+    /// Account `appid`, living `lifetime` from `now`.
+    pub fn from_scan(
+        sid: SessionId,
+        appid: AppId,
+        openid: OpenId,
+        unionid: Option<UnionId>,
+        now: SystemTime,
+        lifetime: Duration,
+    ) -> Self {
+        let mut record = Self::new(
+            sid,
+            appid,
+            openid,
+            Credentials::Scanned,
+            now,
+            add_capped(now, lifetime),
+        );
+        record.user_id = UserId::default_for(&record.appid, &record.openid, unionid.as_ref());
+        record.unionid = unionid;
+        record
+    }
+
     /// This record with a refresh's result applied: the new access token and expiry, the refresh
     /// token that came back (rotated or not), the scopes if WeChat listed any, the unionid if
     /// the record lacked it, confirmed `now`.
@@ -270,7 +296,7 @@ impl SessionRecord {
                 access_token_expires_at,
                 ..
             } => Some((access_token, *access_token_expires_at)),
-            Credentials::MiniProgram { .. } => None,
+            Credentials::MiniProgram { .. } | Credentials::Scanned => None,
         }
     }
 

@@ -66,6 +66,9 @@ pub struct SessionConfig {
     pub remembered_logins: u64,
     /// How long a Mini Program session lives (default 30 days).
     pub mini_program_session_ttl: Duration,
+    /// How long a scan login's session lives (default 7 days): nothing of WeChat's expires
+    /// with it, so this alone bounds it.
+    pub scan_session_ttl: Duration,
     /// Whether WeChat's "snapshot mode" virtual users (Official Account pages opened as a
     /// preview, `is_snapshotuser`) get a session (default false: the login is answered
     /// [`LoginError::SnapshotUser`](crate::LoginError::SnapshotUser), so the page asks the user to open the real page).
@@ -96,6 +99,7 @@ impl Default for SessionConfig {
             callback_retry_window: Duration::from_secs(5),
             remembered_logins: 100_000,
             mini_program_session_ttl: Duration::from_secs(30 * 24 * 3600),
+            scan_session_ttl: Duration::from_secs(7 * 24 * 3600),
             snapshot_sessions: false,
             lease_ttl: Duration::from_secs(10),
             app_token_refresh_window: Duration::from_secs(5 * 60),
@@ -159,6 +163,12 @@ impl SessionConfig {
     /// Sets [`SessionConfig::mini_program_session_ttl`].
     pub fn mini_program_session_ttl(mut self, ttl: Duration) -> Self {
         self.mini_program_session_ttl = ttl;
+        self
+    }
+
+    /// Sets [`SessionConfig::scan_session_ttl`].
+    pub fn scan_session_ttl(mut self, ttl: Duration) -> Self {
+        self.scan_session_ttl = ttl;
         self
     }
 

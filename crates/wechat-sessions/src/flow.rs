@@ -15,6 +15,9 @@ pub enum LoginFlow {
     WebCallback,
     /// The Official Account callback (inside WeChat, where no binding cookie survives).
     OfficialAccountCallback,
+    /// A scan of an Official Account's QR code (or a keyword sent to it), reported by WeChat's
+    /// signed push: no code, the openid vouched for by the push.
+    Scan,
 }
 
 impl LoginFlow {
@@ -25,6 +28,7 @@ impl LoginFlow {
             Self::MiniProgram => "mini_program",
             Self::WebCallback => "website",
             Self::OfficialAccountCallback => "official_account",
+            Self::Scan => "scan",
         }
     }
 
@@ -35,6 +39,7 @@ impl LoginFlow {
             Self::MiniProgram => 1,
             Self::WebCallback => 2,
             Self::OfficialAccountCallback => 3,
+            Self::Scan => 4,
         }
     }
 
@@ -45,6 +50,7 @@ impl LoginFlow {
             1 => Self::MiniProgram,
             2 => Self::WebCallback,
             3 => Self::OfficialAccountCallback,
+            4 => Self::Scan,
             _ => return None,
         })
     }

@@ -593,9 +593,46 @@ impl<S: SharedStore> LoginCalls<'_, S> {
             );
             return Err(LoginError::SnapshotUser);
         }
+        self.open_session(record, flow).await
+    }
+
+    /// Logs in the Official Account `appid`'s user `openid`, whom a verified push reported
+    /// (see [`SessionManager::login_scanned`](crate::SessionManager::login_scanned)).
+    pub(crate) async fn login_scanned(
+        &self,
+        appid: &AppId,
+        openid: wechat_oauth::OpenId,
+        unionid: Option<wechat_oauth::UnionId>,
+        from: Option<LoginClient>,
+    ) -> Outcome {
+        if self.env.client_for(appid).is_none() {
+            return Err(LoginError::AppNotConfigured);
+        }
+        let now = self.env.clock.now();
+        let lifetime = self.env.config.scan_session_ttl;
+        let mut record = SessionRecord::from_scan(
+            SessionId::random(),
+            appid.clone(),
+            openid,
+            unionid,
+            now,
+            lifetime,
+        );
+        record.client = from.map(Box::new);
+        let outcome = self.open_session(record, LoginFlow::Scan).await;
+        if outcome.is_err() {
+            login_metric(appid, LoginFlow::Scan, login_outcome(&outcome));
+        }
+        outcome
+    }
+
+    /// Opens the session of a login WeChat vouched for: asks the login hook for the user id
+    /// (if there is a hook), then stores the record.
+    async fn open_session(&self, mut record: SessionRecord, flow: LoginFlow) -> Outcome {
+        let appid = record.appid.clone();
         if let Some(hook) = &self.env.hook {
             let login = NewLogin {
-                appid,
+                appid: &appid,
                 flow,
                 openid: &record.openid,
                 unionid: record.unionid.as_ref(),
@@ -626,7 +663,7 @@ impl<S: SharedStore> LoginCalls<'_, S> {
                 .remember(self.env, &stored.appid, &stored.openid, session_key)
                 .await;
         }
-        login_metric(appid, flow, "logged_in");
+        login_metric(&appid, flow, "logged_in");
         tracing::info!(sid = %stored.sid, outcome = "logged_in", ?flow, "new session");
         Ok(stored)
     }

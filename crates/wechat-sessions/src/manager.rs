@@ -480,6 +480,25 @@ impl<S: SharedStore> SessionManager<S> {
         self.login_part().login_bound(code, binding).await
     }
 
+    /// Logs in `openid` of the Official Account `appid`, whom WeChat's signed push reported
+    /// scanning a QR code (or sending a keyword): a session of [`Credentials::Scanned`] that
+    /// lives [`SessionConfig::scan_session_ttl`], the login hook asked as for every login
+    /// (flow [`LoginFlow::Scan`]). The caller has verified the push and made the scan single
+    /// use; this opens a new session each time it is called.
+    ///
+    /// [`SessionConfig::scan_session_ttl`]: crate::SessionConfig::scan_session_ttl
+    pub async fn login_scanned(
+        &self,
+        appid: &AppId,
+        openid: wechat_oauth::OpenId,
+        unionid: Option<wechat_oauth::UnionId>,
+        from: Option<&wechat_session_store::LoginClient>,
+    ) -> Result<Arc<SessionRecord>, LoginError> {
+        self.login_part()
+            .login_scanned(appid, openid, unionid, from.cloned())
+            .await
+    }
+
     pub(crate) fn login_part(&self) -> LoginCalls<'_, S> {
         LoginCalls {
             logins: &self.inner.logins,

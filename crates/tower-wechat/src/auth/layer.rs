@@ -159,6 +159,10 @@ pub enum BuildError {
     /// The [`WebFlow`](crate::WebFlow)'s public URL is not an absolute `http(s)` URL.
     #[error("{0}")]
     WebFlow(String),
+    /// The [`ScanLogin`](crate::ScanLogin) cannot run: no Official Account app, no web flow,
+    /// or an EncodingAESKey that is not 43 characters of base64.
+    #[error("{0}")]
+    ScanLogin(String),
 }
 
 /// Configures a [`WeChatAuthLayer`] and its [`LoginEndpoints`](crate::LoginEndpoints).
@@ -282,6 +286,14 @@ impl<St: SharedStore> WeChatAuthBuilder<St> {
         self
     }
 
+    /// Scan-to-log-in with the Official Account's QR codes (see [`ScanLogin`](crate::ScanLogin)):
+    /// needs [`AppKind::OfficialAccount`](crate::AppKind::OfficialAccount) and a
+    /// [`web_flow`](Self::web_flow).
+    pub fn scan_login(mut self, scan: crate::ScanLogin) -> Self {
+        self.login.scan = Some(scan);
+        self
+    }
+
     /// What a login records of where it came from, for the user's list of their sessions
     /// ([`LoginEndpoints::sessions`](crate::LoginEndpoints::sessions)). Default: the request's
     /// `User-Agent` and the peer's network (a /24 or /48, never the full address) from axum's
@@ -309,6 +321,21 @@ impl<St: SharedStore> WeChatAuthBuilder<St> {
             web.check().map_err(BuildError::WebFlow)?;
             cookie.secure = web.is_https();
         }
+        if self.login.scan.is_some() {
+            let missing = if self.login.web.is_none() {
+                Some("scan login needs the web flow (web_flow), whose cookie carries the session")
+            } else if self.apps.app(crate::AppKind::OfficialAccount).is_none() {
+                Some(
+                    "scan login needs the Official Account app (app(AppKind::OfficialAccount, ..))",
+                )
+            } else {
+                None
+            };
+            if let Some(missing) = missing {
+                return Err(BuildError::ScanLogin(missing.to_owned()));
+            }
+        }
+        let scan_key = self.keys.derive("tower-wechat scan scene");
         let state_key = self.keys.derive("tower-wechat oauth state");
         let used_state_key = self.keys.derive("tower-wechat used state code");
         // A fixed label (the sessions crate's former name): changing it changes the key.
@@ -325,9 +352,13 @@ impl<St: SharedStore> WeChatAuthBuilder<St> {
             Arc::clone(&tokens),
             cookie.clone(),
             self.login,
-            &state_key,
-            used_state_key,
-        );
+            crate::endpoints::FlowKeys {
+                state: state_key,
+                used_state: used_state_key,
+                scan: scan_key,
+            },
+        )
+        .map_err(BuildError::ScanLogin)?;
         Ok(WeChatAuthLayer {
             shared: Arc::new(Shared {
                 login: Arc::new(login),

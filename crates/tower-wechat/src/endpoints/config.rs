@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use wechat_oauth::OfficialAccountScope;
+use wechat_oauth::{OfficialAccountScope, PushMode};
 use wechat_sessions::LoginClient;
 
 use crate::limits::LoginLimits;
@@ -123,6 +123,13 @@ pub struct LoginPaths {
     pub logout: String,
     /// `POST`, ends every session of this user (default `/auth/logout/all`).
     pub logout_all: String,
+    /// `GET`, the start of a scan login (default `/auth/wechat/scan/start`).
+    pub scan_start: String,
+    /// `GET` and `POST`, the Official Account's server URL: WeChat's pushes (default
+    /// `/auth/wechat/scan/events`).
+    pub scan_events: String,
+    /// `GET`, where the browser learns a scan's outcome (default `/auth/wechat/scan/status`).
+    pub scan_status: String,
 }
 
 impl Default for LoginPaths {
@@ -134,6 +141,9 @@ impl Default for LoginPaths {
             web_callback: "/auth/wechat/web/callback".into(),
             logout: "/auth/logout".into(),
             logout_all: "/auth/logout/all".into(),
+            scan_start: "/auth/wechat/scan/start".into(),
+            scan_events: "/auth/wechat/scan/events".into(),
+            scan_status: "/auth/wechat/scan/status".into(),
         }
     }
 }
@@ -151,11 +161,14 @@ impl LoginPaths {
             web_callback: under(self.web_callback),
             logout: under(self.logout),
             logout_all: under(self.logout_all),
+            scan_start: under(self.scan_start),
+            scan_events: under(self.scan_events),
+            scan_status: under(self.scan_status),
         }
     }
 
     /// Each path, with the route it names, for checking them.
-    fn all(&self) -> [(&'static str, &str); 6] {
+    fn all(&self) -> [(&'static str, &str); 9] {
         [
             ("login", &self.login),
             ("mini_program_login", &self.mini_program_login),
@@ -163,6 +176,9 @@ impl LoginPaths {
             ("web_callback", &self.web_callback),
             ("logout", &self.logout),
             ("logout_all", &self.logout_all),
+            ("scan_start", &self.scan_start),
+            ("scan_events", &self.scan_events),
+            ("scan_status", &self.scan_status),
         ]
     }
 
@@ -190,6 +206,74 @@ impl LoginPaths {
 /// Who a login request is from, for the login limits.
 pub type ClientKey = Arc<dyn Fn(&http::request::Parts) -> Option<String> + Send + Sync>;
 
+/// Scan-to-log-in with an Official Account (a service account): the website shows a temporary
+/// parametric QR code; the user scans it with WeChat (following the account if they did not);
+/// WeChat pushes the scan to the account's server URL
+/// ([`LoginPaths::scan_events`]: set it, the token and the EncodingAESKey in the account's
+/// settings, 基本配置 → 服务器配置); the browser that showed the code, and only it, then gets the
+/// session. Accounts that cannot make parametric codes (unverified) use the keyword mode: the
+/// page shows a short code the user sends to the account as a message.
+///
+/// Set on the layer's builder with [`scan_login`](crate::WeChatAuthBuilder::scan_login); it
+/// needs the Official Account app ([`AppKind::OfficialAccount`](crate::AppKind::OfficialAccount))
+/// and the [`WebFlow`] (the session comes as its cookie).
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct ScanLogin {
+    pub(crate) token: String,
+    pub(crate) aes_key: Option<(String, PushMode)>,
+    /// How long a code (QR or keyword) can be scanned or sent (default 5 minutes).
+    pub code_ttl: std::time::Duration,
+    /// The fake WeChat's base URL, in the sandbox only: the QR page links to its
+    /// "simulate scan" page.
+    pub sandbox_base: Option<String>,
+}
+
+impl std::fmt::Debug for ScanLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScanLogin")
+            .field("token", &"[redacted]")
+            .field("aes_key", &self.aes_key.as_ref().map(|(_, mode)| mode))
+            .field("code_ttl", &self.code_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ScanLogin {
+    /// Pushes signed with the server configuration's `token` (令牌), in plain mode.
+    pub fn new(token: impl Into<String>) -> Self {
+        Self {
+            token: token.into(),
+            aes_key: None,
+            code_ttl: std::time::Duration::from_secs(300),
+            sandbox_base: None,
+        }
+    }
+
+    /// The EncodingAESKey (消息加解密密钥, 43 characters; checked when the layer is built) and
+    /// the account's mode: [`PushMode::Safe`] (every push encrypted, recommended) or
+    /// [`PushMode::Compatible`].
+    pub fn encoding_aes_key(mut self, key: impl Into<String>, mode: PushMode) -> Self {
+        self.aes_key = Some((key.into(), mode));
+        self
+    }
+
+    /// How long a code can be scanned (60 s to 30 days).
+    pub fn code_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.code_ttl = ttl.clamp(
+            std::time::Duration::from_secs(60),
+            std::time::Duration::from_secs(2_592_000),
+        );
+        self
+    }
+
+    /// In the sandbox: link the QR page to the fake WeChat's "simulate scan" page.
+    pub fn sandbox(mut self, mock_base_url: impl Into<String>) -> Self {
+        self.sandbox_base = Some(mock_base_url.into());
+        self
+    }
+}
+
 /// Where a login request comes from, recorded in its session for the user's list of their
 /// sessions (see [`WeChatAuthBuilder::login_client`](crate::WeChatAuthBuilder::login_client)).
 pub type LoginClientOf = Arc<dyn Fn(&http::request::Parts) -> Option<LoginClient> + Send + Sync>;
@@ -203,6 +287,7 @@ pub(crate) struct LoginSettings {
     pub(crate) client_key: ClientKey,
     pub(crate) login_client: LoginClientOf,
     pub(crate) pages: Arc<dyn ErrorPages>,
+    pub(crate) scan: Option<ScanLogin>,
 }
 
 impl Default for LoginSettings {
@@ -214,6 +299,7 @@ impl Default for LoginSettings {
             client_key: Arc::new(peer_ip),
             login_client: Arc::new(user_agent_and_peer),
             pages: Arc::new(BuiltinPages::default()),
+            scan: None,
         }
     }
 }

@@ -71,10 +71,12 @@ use crate::token::{IssuedToken, TokenIssuer};
 use crate::user::WeChatUser;
 
 mod config;
+mod scan;
 mod sessions;
 
 pub(crate) use config::LoginSettings;
-pub use config::{ClientKey, LoginClientOf, LoginPaths, WebFlow};
+pub use config::{ClientKey, LoginClientOf, LoginPaths, ScanLogin, WebFlow};
+pub use scan::{SCAN_BINDING_COOKIE, ScanPoll, ScanPushError, ScanStart, ScanStatus};
 pub use sessions::UserSessions;
 
 /// Longest login code accepted (WeChat's are about 32 characters).
@@ -405,23 +407,43 @@ pub(crate) struct Inner<St> {
     warned_no_client_key: AtomicBool,
     /// Writes the browser's failure pages.
     pages: Arc<dyn ErrorPages>,
+    /// Scan-to-log-in, when configured.
+    scan: Option<scan::Scan>,
+}
+
+/// The login flows' keys, derived from the key ring (the same on every instance of a fleet):
+/// OAuth states are signed with `state`, the code a state was used with is hashed with
+/// `used_state`, scan scenes and their binding cookies are signed with `scan`.
+pub(crate) struct FlowKeys {
+    pub(crate) state: [u8; 32],
+    pub(crate) used_state: [u8; 32],
+    pub(crate) scan: [u8; 32],
 }
 
 impl<St: SharedStore> Inner<St> {
-    /// The endpoints' state: `state_key` signs OAuth states and `used_state_key` hashes the
-    /// code a state was used with (both the same on every instance of a fleet).
+    /// The endpoints' state, with the flows' `keys`; an error names a scan login setting that
+    /// cannot be used.
     pub(crate) fn new(
         cache: SessionManager<St>,
         apps: Apps,
         tokens: Arc<TokenIssuer>,
         cookie: SessionCookie,
         settings: LoginSettings,
-        state_key: &[u8; 32],
-        used_state_key: [u8; 32],
-    ) -> Self {
+        keys: FlowKeys,
+    ) -> Result<Self, String> {
+        let FlowKeys {
+            state: state_key,
+            used_state: used_state_key,
+            scan: scan_key,
+        } = keys;
         let clock = Arc::clone(cache.clock());
-        Self {
-            states: StateSigner::from_secret(state_key, Arc::clone(&clock)),
+        let scan = match (settings.scan, apps.app(AppKind::OfficialAccount)) {
+            (Some(config), Some(appid)) => Some(scan::Scan::new(config, appid.clone(), scan_key)?),
+            _ => None,
+        };
+        Ok(Self {
+            scan,
+            states: StateSigner::from_secret(&state_key, Arc::clone(&clock)),
             limiter: Arc::new(LoginLimiter::new(settings.limits, clock)),
             web: settings.web,
             paths: settings.paths,
@@ -435,7 +457,7 @@ impl<St: SharedStore> Inner<St> {
             apps,
             tokens,
             cookie,
-        }
+        })
     }
 }
 

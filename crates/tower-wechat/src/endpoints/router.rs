@@ -314,6 +314,183 @@ async fn logout_all<St: SharedStore>(
     }
 }
 
+#[derive(Deserialize)]
+struct ScanStartQuery {
+    keyword: Option<String>,
+    return_to: Option<String>,
+}
+
+/// `GET /auth/wechat/scan/start?keyword=1&return_to=`: the QR page (a browser) or
+/// `{"qr_image_url","keyword","expires_in","status_url"}`, with the binding cookie.
+async fn scan_start<St: SharedStore>(
+    State(endpoints): State<LoginEndpoints<St>>,
+    parts: Parts,
+    query: Result<Query<ScanStartQuery>, QueryRejection>,
+) -> Response {
+    let html = super::wants_html(&parts.headers);
+    let started = match &query {
+        Ok(Query(q)) => {
+            let keyword = matches!(q.keyword.as_deref(), Some("1" | "true"));
+            endpoints.scan_start(keyword, q.return_to.as_deref()).await
+        }
+        Err(_) => Err(AuthError::BadRequest("malformed query")),
+    };
+    let mut response: Response = match started {
+        Ok(start) if html => {
+            let ticket = start
+                .status_url
+                .split_once('?')
+                .and_then(|(_, q)| {
+                    url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "qr")
+                })
+                .map(|(_, v)| v.into_owned());
+            let mut page: Response = endpoints.scan_page(
+                ticket.as_deref(),
+                start.keyword.as_deref(),
+                &start.status_url,
+            );
+            if let Some(cookie) = start.binding_cookie {
+                page.headers_mut().append(header::SET_COOKIE, cookie);
+            }
+            page
+        }
+        Ok(start) => {
+            let mut json: Response = json_response(StatusCode::OK, start.to_json().to_vec());
+            if let Some(cookie) = start.binding_cookie {
+                json.headers_mut().append(header::SET_COOKIE, cookie);
+            }
+            json
+        }
+        Err(failure) if html => endpoints.html_failure(&failure, &parts.headers),
+        Err(failure) => reject(failure, &parts),
+    };
+    crate::headers::secure_page_headers(response.headers_mut());
+    response
+}
+
+#[derive(Deserialize)]
+struct ScanStatusQuery {
+    scene: Option<String>,
+    qr: Option<String>,
+    kw: Option<String>,
+    return_to: Option<String>,
+}
+
+/// `GET /auth/wechat/scan/status?scene=&qr=|kw=&return_to=`: for a browser, the QR page again
+/// while pending, a 303 with the session cookie once scanned; for a script
+/// `{"status":"pending"|"expired"|"logged_in"}` (with the cookie when logged in).
+async fn scan_status<St: SharedStore>(
+    State(endpoints): State<LoginEndpoints<St>>,
+    parts: Parts,
+    query: Result<Query<ScanStatusQuery>, QueryRejection>,
+) -> Response {
+    let html = super::wants_html(&parts.headers);
+    let fail = |failure: AuthError| -> Response {
+        let mut response: Response = if html {
+            endpoints.html_failure(&failure, &parts.headers)
+        } else {
+            reject(failure, &parts)
+        };
+        crate::headers::secure_page_headers(response.headers_mut());
+        response
+    };
+    let Ok(Query(query)) = query else {
+        return fail(AuthError::BadRequest("malformed query"));
+    };
+    let client = endpoints.client_of(&parts);
+    let from = endpoints.login_client_of(&parts);
+    let poll = super::ScanPoll::new(
+        query.scene.as_deref().unwrap_or(""),
+        endpoints.scan_binding(&parts.headers),
+    )
+    .return_to(query.return_to.as_deref())
+    .from(from.as_ref())
+    .client(client.as_deref());
+    let status_json = |status: &str| {
+        json_response::<Body>(
+            StatusCode::OK,
+            serde_json::json!({ "status": status })
+                .to_string()
+                .into_bytes(),
+        )
+    };
+    let mut response = match endpoints.scan_status(poll).await {
+        Ok(super::ScanStatus::Pending) if html => {
+            let url = parts.uri.path_and_query().map_or("", |p| p.as_str());
+            endpoints.scan_page(query.qr.as_deref(), query.kw.as_deref(), url)
+        }
+        Ok(super::ScanStatus::Pending) => status_json("pending"),
+        Ok(super::ScanStatus::Expired) if html => {
+            return fail(AuthError::InvalidState(crate::state::StateError::Expired));
+        }
+        Ok(super::ScanStatus::Expired) => status_json("expired"),
+        Ok(super::ScanStatus::LoggedIn(success)) => {
+            let mut response = if html {
+                let mut see_other = redirect(success.return_to.as_deref().unwrap_or("/"));
+                *see_other.status_mut() = StatusCode::SEE_OTHER;
+                see_other
+            } else {
+                status_json("logged_in")
+            };
+            let cookies = [
+                endpoints.session_cookie(&success),
+                endpoints.clear_scan_binding(),
+            ];
+            for cookie in cookies.into_iter().flatten() {
+                response.headers_mut().append(header::SET_COOKIE, cookie);
+            }
+            response.extensions_mut().insert(SessionChanged);
+            response
+        }
+        Err(failure) => return fail(failure),
+    };
+    crate::headers::secure_page_headers(response.headers_mut());
+    response
+}
+
+/// `GET` (the server URL handshake) and `POST` (a push) of the Official Account's server URL.
+async fn scan_events<St: SharedStore>(
+    State(endpoints): State<LoginEndpoints<St>>,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let pairs: Vec<(String, String)> = parts
+        .uri
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let query = wechat_oauth::PushQuery::from_pairs(&pairs);
+    let plain = |status: StatusCode, text: String| -> Response {
+        let mut response = (status, text).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
+    };
+    let outcome = if parts.method == http::Method::GET {
+        endpoints.scan_echo(&query).map(str::to_owned)
+    } else {
+        match axum::body::to_bytes(body, wechat_oauth::push::MAX_PUSH_BYTES).await {
+            Ok(bytes) => endpoints
+                .scan_push(&query, &bytes)
+                .await
+                .map(|()| "success".to_owned()),
+            Err(_) => Err(super::ScanPushError::Refused(
+                wechat_oauth::PushError::TooLarge,
+            )),
+        }
+    };
+    match outcome {
+        Ok(text) => plain(StatusCode::OK, text),
+        Err(error) => plain(error.status(), error.to_string()),
+    }
+}
+
 impl<St: SharedStore> LoginEndpoints<St> {
     /// The endpoints as an axum router, to merge into the application's. Its routes, at
     /// the [`LoginPaths`](super::LoginPaths) of the builder (these are the defaults):
@@ -326,6 +503,9 @@ impl<St: SharedStore> LoginEndpoints<St> {
     /// | `GET /auth/wechat/web/callback` | WeChat's redirect → session cookie, 302 to `return_to` |
     /// | `POST /auth/logout` | ends this session → 204 |
     /// | `POST /auth/logout/all` | ends every session of this user, all apps → 204 |
+    /// | `GET /auth/wechat/scan/start` | `?keyword=1&return_to=` → the QR page, or its JSON |
+    /// | `GET`/`POST /auth/wechat/scan/events` | the Official Account's server URL (WeChat's pushes) |
+    /// | `GET /auth/wechat/scan/status` | a scan's outcome → the page again, or 303 with the session cookie |
     ///
     /// The endpoints of an app that is not configured answer 404 `app_not_configured`.
     /// The logout routes read the [`WeChatUser`], so the
@@ -341,6 +521,12 @@ impl<St: SharedStore> LoginEndpoints<St> {
             .route(&paths.web_callback, get(web_callback::<St>))
             .route(&paths.logout, post(logout::<St>))
             .route(&paths.logout_all, post(logout_all::<St>))
+            .route(&paths.scan_start, get(scan_start::<St>))
+            .route(
+                &paths.scan_events,
+                get(scan_events::<St>).post(scan_events::<St>),
+            )
+            .route(&paths.scan_status, get(scan_status::<St>))
             .with_state(self)
     }
 }

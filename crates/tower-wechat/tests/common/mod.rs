@@ -13,16 +13,20 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 use tower_wechat::{
-    AppKind, AuthError, KeyRing, LoginEndpoints, LoginLimits, ServeLimits, SigningKey,
+    AppKind, AuthError, KeyRing, LoginEndpoints, LoginLimits, ScanLogin, ServeLimits, SigningKey,
     WeChatAuthLayer, WeChatUser, WebFlow, security_headers,
 };
-use wechat_mock::{MockConfig, MockWeChat};
-use wechat_oauth::{AppId, AppSecret, Client, Lang, ManualClock};
+use wechat_mock::{MockConfig, MockPushTarget, MockWeChat};
+use wechat_oauth::{AppId, AppSecret, Client, Lang, ManualClock, PushMode};
 use wechat_sessions::{MokaStore, SessionStore, SharedStore};
 
 pub use wechat_login_test_support::site::{
     IN_WECHAT, Site, SiteParts, many_clients, query_param, session_cookie,
 };
+
+/// The Official Account's server configuration: the token and EncodingAESKey (safe mode).
+pub const OA_TOKEN: &str = "scan-test-token";
+pub const OA_AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 
 /// The session tokens' signing secret.
 pub const SECRET: &[u8] = b"e2e-session-secret-0123456789abcdef";
@@ -52,6 +56,7 @@ pub fn client(mock: &MockWeChat, appid: &str, secret: &str) -> Client {
     Client::builder(AppId::new(appid), AppSecret::new(secret))
         .api_base(mock.base_url())
         .open_base(mock.base_url())
+        .mp_base(mock.base_url())
         .build()
         .unwrap()
 }
@@ -93,6 +98,7 @@ pub async fn start_on<St: SharedStore>(
         Client::builder(AppId::new(appid), AppSecret::new(secret))
             .api_base(mock.base_url())
             .open_base(mock.base_url())
+            .mp_base(mock.base_url())
             .clock(Arc::new(clock.clone()))
             .build()
             .unwrap()
@@ -108,8 +114,22 @@ pub async fn start_on<St: SharedStore>(
         .store(store)
         .login_limits(login_limits)
         .web_flow(WebFlow::at(&base))
+        .scan_login(
+            ScanLogin::new(OA_TOKEN)
+                .encoding_aes_key(OA_AES_KEY, PushMode::Safe)
+                .sandbox(mock.base_url()),
+        )
         .build()
         .unwrap();
+    // The Official Account's server URL, as its settings at WeChat name it.
+    mock.set_push_target(
+        OTHER_APPS[1].1,
+        MockPushTarget {
+            url: format!("{base}/auth/wechat/scan/events"),
+            token: OA_TOKEN.to_owned(),
+            encoding_aes_key: Some(OA_AES_KEY.to_owned()),
+        },
+    );
     let endpoints = LoginEndpoints::new(&auth);
     let router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
