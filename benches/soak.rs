@@ -525,6 +525,7 @@ async fn soak(duration: Duration) {
             accounts_db: None,
             accounts: None,
             metrics: Some(metrics),
+            official_account_server: None,
         },
         store,
     )

@@ -461,3 +461,86 @@ async fn browser_pages_and_the_callback_carry_security_headers() {
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"], "invalid_state");
 }
+
+/// Scan-to-log-in in a real browser, in the sandbox: the home page's "Scan with WeChat" shows
+/// the Official Account's QR code (its image allowed by the page's policy), a second browser
+/// plays the phone on the fake WeChat's "simulate scan" page, and the first browser, polling by
+/// itself, lands home logged in as the scanner — the second one never is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_logs_in_by_scanning_the_official_accounts_code() {
+    let Some(driver) = driver().await else {
+        return;
+    };
+    let s = common::start().await;
+    let desktop = browser(&driver).await;
+    desktop.goto(&format!("{}/", s.base)).await.unwrap();
+    desktop
+        .find(Locator::Id("scan-login"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    desktop.wait().for_element(Locator::Id("qr")).await.unwrap();
+    let loaded = desktop
+        .execute(
+            "const img = document.getElementById('qr'); return img.complete && img.naturalWidth > 0;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(loaded, json!(true), "the QR image is shown");
+    snap(&desktop, "scan-1-qr").await;
+    let simulate = desktop
+        .find(Locator::Id("simulate-scan"))
+        .await
+        .unwrap()
+        .attr("href")
+        .await
+        .unwrap()
+        .expect("the sandbox's simulate-scan link");
+
+    // The phone: the fake WeChat's page, one button.
+    let phone = browser(&driver).await;
+    phone.goto(&simulate).await.unwrap();
+    let openid = phone
+        .find(Locator::Css("input[name=openid]"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap();
+    phone
+        .find(Locator::Id("scan"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    phone
+        .wait()
+        .for_element(Locator::Id("scanned"))
+        .await
+        .unwrap();
+
+    // The desktop page goes on by itself and lands home, logged in as the scanner.
+    let shown = desktop
+        .wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::Id("openid"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(shown, openid);
+    assert_eq!(path(&desktop).await, "/");
+    snap(&desktop, "scan-2-logged-in").await;
+    // The phone's browser (which saw the simulate page only) is not logged in here.
+    phone.goto(&format!("{}/", s.base)).await.unwrap();
+    assert!(text(&phone).await.contains("Log in with WeChat"));
+
+    desktop.close().await.unwrap();
+    phone.close().await.unwrap();
+}

@@ -35,6 +35,7 @@ async fn the_counters_move_and_no_label_carries_a_secret() {
         accounts_db: None,
         accounts: None,
         metrics: Some(metrics),
+        official_account_server: None,
     })
     .await
     .unwrap();

@@ -20,10 +20,12 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use wechat_login::middleware::{
-    AppKind, AuthError, KeyRing, LoginEndpoints, LoginLimits, SigningKey, WeChatAuthLayer,
-    WeChatUser, WebFlow,
+    AppKind, AuthError, KeyRing, LoginEndpoints, LoginLimits, ScanLogin, SigningKey,
+    WeChatAuthLayer, WeChatUser, WebFlow,
 };
-use wechat_login::oauth::{AppId, AppSecret, Client, EncryptedData, Lang, PhoneCode, SharedClock};
+use wechat_login::oauth::{
+    AppId, AppSecret, Client, EncryptedData, Lang, PhoneCode, PushMode, SharedClock,
+};
 use wechat_login::sessions::{MokaStore, SharedStore};
 use wechat_mock::{MockConfig, MockGrant, MockWeChat};
 
@@ -65,6 +67,38 @@ pub const SANDBOX_APPS: [(AppKind, &str, &str); 3] = [
     ),
 ];
 
+/// The Official Account's server configuration (基本配置 → 服务器配置), for scan-to-log-in:
+/// its server URL is `PUBLIC_URL` + `/auth/wechat/scan/events`.
+#[derive(Clone)]
+pub struct OaServer {
+    /// The token (令牌): `WECHAT_OA_TOKEN`.
+    pub token: String,
+    /// The EncodingAESKey (消息加解密密钥), safe mode: `WECHAT_OA_AES_KEY`; `None`: plain mode.
+    pub encoding_aes_key: Option<String>,
+}
+
+impl std::fmt::Debug for OaServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OaServer")
+            .field("token", &"[redacted]")
+            .field(
+                "encoding_aes_key",
+                &self.encoding_aes_key.as_ref().map(|_| "[redacted]"),
+            )
+            .finish()
+    }
+}
+
+impl OaServer {
+    /// The sandbox's: its fake WeChat pushes with these, encrypted.
+    pub fn sandbox() -> Self {
+        Self {
+            token: "sandbox-oa-token".into(),
+            encoding_aes_key: Some("c2FuZGJveC1vYS1hZXMta2V5LTAxMjM0NTY3ODlhYmM".into()),
+        }
+    }
+}
+
 /// Where the app gets WeChat from.
 pub enum Upstream {
     /// A fake WeChat started in-process on an ephemeral loopback port, knowing all four apps.
@@ -97,6 +131,9 @@ pub struct Config {
     pub accounts: Option<Accounts>,
     /// Serve `GET /metrics` (Prometheus text) from this recorder; `None`: no route.
     pub metrics: Option<Metrics>,
+    /// Scan-to-log-in with the Official Account (needs its app): its server configuration.
+    /// The sandbox uses [`OaServer::sandbox`] when `None`.
+    pub official_account_server: Option<OaServer>,
 }
 
 /// What `GET /metrics` serves: the library's Prometheus recorder (install it before building
@@ -195,6 +232,22 @@ pub async fn build_with_store<St: SharedStore>(
     for app in others {
         builder = builder.app(app.kind, client(app)?);
     }
+    // Scan-to-log-in, with the Official Account and its server configuration.
+    let oa_server = config
+        .official_account_server
+        .clone()
+        .or_else(|| sandbox.as_ref().map(|_| OaServer::sandbox()));
+    let oa_app = apps.iter().find(|a| a.kind == AppKind::OfficialAccount);
+    if let (Some(server), Some(_)) = (&oa_server, oa_app) {
+        let mut scan = ScanLogin::new(server.token.clone());
+        if let Some(key) = &server.encoding_aes_key {
+            scan = scan.encoding_aes_key(key.clone(), PushMode::Safe);
+        }
+        if let Some(mock) = &sandbox {
+            scan = scan.sandbox(mock.base_url());
+        }
+        builder = builder.scan_login(scan);
+    }
     // Every instance derives the login flow's keys (OAuth states, code hashes) from the same
     // session secret, so a fleet sharing a store recognises each other's states and codes.
     let auth = builder
@@ -204,12 +257,25 @@ pub async fn build_with_store<St: SharedStore>(
         .web_flow(WebFlow::at(&config.public_url))
         .build()?;
     let endpoints = LoginEndpoints::new(&auth);
+    let scan = oa_server.is_some() && oa_app.is_some();
+    if let (Some(mock), Some(server), Some(oa)) = (&sandbox, &oa_server, oa_app) {
+        // The fake Official Account's server URL is this server, as its settings would say.
+        mock.set_push_target(
+            &oa.appid,
+            wechat_mock::MockPushTarget {
+                url: format!("{}/auth/wechat/scan/events", config.public_url),
+                token: server.token.clone(),
+                encoding_aes_key: server.encoding_aes_key.clone(),
+            },
+        );
+    }
 
     let origin = origin_of(&config.public_url);
     let pages = pages::Pages {
         endpoints: endpoints.clone(),
         origin,
         sandbox: sandbox.as_ref().map(MockWeChat::base_url),
+        scan,
     };
     let mut router = Router::new()
         .route("/", get(pages::home::<St>))

@@ -18,7 +18,8 @@
 //! (sessions in Redis; `redis-cluster://` for a cluster) with `STORE_KEY` (32 bytes, hex or
 //! base64), `STORE_KEY_ID`, `STORE_PREVIOUS_KEYS` and `REDIS_PREFIX`, `GRPC_BIND` (also serve
 //! the tonic service `demo.WhoAmI` there, behind the same layer), `METRICS` (`on`/`off`:
-//! `GET /metrics` in Prometheus text; on by default in the sandbox), `RUST_LOG`.
+//! `GET /metrics` in Prometheus text; on by default in the sandbox), `WECHAT_OA_TOKEN` and
+//! `WECHAT_OA_AES_KEY` (the Official Account's server configuration: scan-to-log-in), `RUST_LOG`.
 
 use wechat_login::ServeLimits;
 use wechat_login_example_server::app;
@@ -236,6 +237,10 @@ async fn main() -> Result<(), app::BoxError> {
         accounts_db: env("ACCOUNTS_DB").map(Into::into),
         accounts: None,
         metrics,
+        official_account_server: env("WECHAT_OA_TOKEN").map(|token| app::OaServer {
+            token,
+            encoding_aes_key: env("WECHAT_OA_AES_KEY"),
+        }),
     };
     let limits = serve_limits()?;
     match env("REDIS_URL") {

@@ -24,6 +24,8 @@ pub struct Pages<St> {
     pub origin: String,
     /// The fake WeChat's address, in sandbox mode.
     pub sandbox: Option<String>,
+    /// Whether scan-to-log-in (the Official Account's QR code) is on.
+    pub scan: bool,
 }
 
 impl<St> Clone for Pages<St> {
@@ -32,6 +34,7 @@ impl<St> Clone for Pages<St> {
             endpoints: self.endpoints.clone(),
             origin: self.origin.clone(),
             sandbox: self.sandbox.clone(),
+            scan: self.scan,
         }
     }
 }
@@ -73,11 +76,16 @@ pub async fn home<St: SharedStore>(
         });
         let body = format!(
             "<p>This server logs users in with WeChat and keeps their session.</p>\n{sandbox}\
-             <p><a id=\"login\" href=\"/auth/wechat/web/start\">Log in with WeChat</a></p>\n\
+             <p><a id=\"login\" href=\"/auth/wechat/web/start\">Log in with WeChat</a>{scan}</p>\n\
              <h2>For API clients</h2>\n<pre>CODE=... # from the WeChat SDK on the phone\n\
              curl -X POST {origin}/auth/wechat/login -H 'content-type: application/json' \
              -d '{{\"code\":\"'$CODE'\"}}'\ncurl {origin}/me -H \"authorization: Bearer $TOKEN\"</pre>",
             origin = escape_html(&pages.origin),
+            scan = if pages.scan {
+                " <a id=\"scan-login\" href=\"/auth/wechat/scan/start\">Scan with WeChat (Official Account)</a>"
+            } else {
+                ""
+            },
         );
         return page("wechat-login example", &body);
     };

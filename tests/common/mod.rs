@@ -137,6 +137,7 @@ pub async fn start_instance<St: SharedStore>(instance: Instance, store: St) -> S
             accounts_db: None,
             accounts: instance.accounts,
             metrics: instance.metrics,
+            official_account_server: Some(app::OaServer::sandbox()),
         },
         store,
     )

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, COOKIE, LOCATION, SET_COOKIE, USER_AGENT};
+use reqwest::header::{ACCEPT, AUTHORIZATION, COOKIE, LOCATION, SET_COOKIE, USER_AGENT};
 use serde_json::{Value, json};
 use tower_wechat::{AppKind, ServeLimits, WeChatAuthLayer};
 use wechat_mock::MockWeChat;
@@ -23,6 +23,18 @@ pub fn query_param(url: &str, name: &str) -> Option<String> {
         .query_pairs()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
+}
+
+/// A scan login as the browser that started it holds it (see [`Site::scan_start`]).
+pub struct ScanStarted {
+    /// The binding cookie, `name=value`.
+    pub binding: String,
+    /// Where to poll (a path with its query).
+    pub status_url: String,
+    /// The QR code's ticket (QR mode).
+    pub ticket: Option<String>,
+    /// The code to send (keyword mode).
+    pub keyword: Option<String>,
 }
 
 /// A site serving on loopback until stopped (or dropped with the test's runtime).
@@ -249,6 +261,58 @@ impl<St> Site<St> {
             .send()
             .await
             .unwrap()
+    }
+
+    /// Starts a scan login (`/auth/wechat/scan/start` + `query`) as a script in a browser:
+    /// the binding cookie it got, the status URL, the QR code's ticket or the keyword.
+    pub async fn scan_start(&self, query: &str) -> ScanStarted {
+        let response = self
+            .http
+            .get(format!("{}/auth/wechat/scan/start{query}", self.base))
+            .header(ACCEPT, "application/json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let binding = response.headers()[SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        let body: Value = response.json().await.unwrap();
+        let status_url = body["status_url"].as_str().unwrap().to_owned();
+        ScanStarted {
+            binding,
+            ticket: query_param(&format!("http://x{status_url}"), "qr"),
+            keyword: body["keyword"].as_str().map(str::to_owned),
+            status_url,
+        }
+    }
+
+    /// The browser holding `cookie` (a binding cookie, `name=value`) polls a scan's
+    /// `status_url`: the status, the JSON answer and the session cookie it got.
+    pub async fn scan_poll(
+        &self,
+        status_url: &str,
+        cookie: Option<&str>,
+    ) -> (StatusCode, Value, Option<String>) {
+        let mut request = self
+            .http
+            .get(format!("{}{status_url}", self.base))
+            .header(ACCEPT, "application/json");
+        if let Some(cookie) = cookie {
+            request = request.header(COOKIE, cookie);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let session = session_cookie(&response);
+        (
+            status,
+            response.json().await.unwrap_or(Value::Null),
+            session,
+        )
     }
 
     /// `GET /me` with `token`: the status and the JSON answer.

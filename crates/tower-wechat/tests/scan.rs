@@ -11,71 +11,12 @@ use std::time::Duration;
 use common::{OA_TOKEN, OTHER_APPS, Site, start};
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, COOKIE, SET_COOKIE};
-use serde_json::Value;
 use tower_wechat::LoginEndpoints;
 use wechat_mock::Endpoint;
 use wechat_oauth::Clock;
 use wechat_sessions::SharedStore;
 
 const OA: &str = OTHER_APPS[1].1;
-
-/// A started scan login, as the browser that started it holds it.
-struct Started {
-    binding: String,
-    status_url: String,
-    ticket: Option<String>,
-    keyword: Option<String>,
-}
-
-async fn start_scan(s: &Site, query: &str) -> Started {
-    let response = s
-        .http
-        .get(format!("{}/auth/wechat/scan/start{query}", s.base))
-        .header(ACCEPT, "application/json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let binding = response.headers()[SET_COOKIE]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let body: Value = response.json().await.unwrap();
-    let status_url = body["status_url"].as_str().unwrap().to_owned();
-    let ticket = common::query_param(&format!("http://x{status_url}"), "qr");
-    Started {
-        binding,
-        status_url,
-        ticket,
-        keyword: body["keyword"].as_str().map(str::to_owned),
-    }
-}
-
-/// The browser holding `cookie` polls `status_url`: the status, the JSON and a session cookie.
-async fn poll(
-    s: &Site,
-    status_url: &str,
-    cookie: Option<&str>,
-) -> (StatusCode, Value, Option<String>) {
-    let mut request = s
-        .http
-        .get(format!("{}{status_url}", s.base))
-        .header(ACCEPT, "application/json");
-    if let Some(cookie) = cookie {
-        request = request.header(COOKIE, cookie);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    let session = common::session_cookie(&response);
-    (
-        status,
-        response.json().await.unwrap_or(Value::Null),
-        session,
-    )
-}
 
 fn sessions_of(s: &Site) -> u64 {
     let store = s.auth.sessions().store();
@@ -89,11 +30,11 @@ fn sessions_of(s: &Site) -> u64 {
 #[tokio::test]
 async fn a_scan_logs_in_only_the_browser_that_showed_the_code_and_only_once() {
     let s = start().await;
-    let mine = start_scan(&s, "?return_to=/account").await;
+    let mine = s.scan_start("?return_to=/account").await;
     let ticket = mine.ticket.clone().expect("a QR code");
     assert!(s.mock.qr_scene(&ticket).is_some());
     assert_eq!(
-        poll(&s, &mine.status_url, Some(&mine.binding)).await.1["status"],
+        s.scan_poll(&mine.status_url, Some(&mine.binding)).await.1["status"],
         "pending"
     );
 
@@ -106,15 +47,15 @@ async fn a_scan_logs_in_only_the_browser_that_showed_the_code_and_only_once() {
     assert_eq!((status, reply.as_str()), (200, "success"));
 
     // Another browser — none, or one with its own scan's binding — gets nothing.
-    let other = start_scan(&s, "").await;
+    let other = s.scan_start("").await;
     for cookie in [None, Some(other.binding.as_str())] {
-        let (status, body, session) = poll(&s, &mine.status_url, cookie).await;
+        let (status, body, session) = s.scan_poll(&mine.status_url, cookie).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(body["error"], "invalid_state");
         assert!(session.is_none());
     }
     let before = sessions_of(&s);
-    let (status, body, session) = poll(&s, &mine.status_url, Some(&mine.binding)).await;
+    let (status, body, session) = s.scan_poll(&mine.status_url, Some(&mine.binding)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "logged_in");
     let session = session.expect("the session cookie");
@@ -127,12 +68,12 @@ async fn a_scan_logs_in_only_the_browser_that_showed_the_code_and_only_once() {
 
     // Once: the same browser polling again, and the user scanning again, open nothing more.
     assert_eq!(
-        poll(&s, &mine.status_url, Some(&mine.binding)).await.1["status"],
+        s.scan_poll(&mine.status_url, Some(&mine.binding)).await.1["status"],
         "expired"
     );
     let (status, _) = s.mock.scan_qr(&ticket, "o_scanner", None, 1).await.unwrap();
     assert_eq!(status, 200);
-    let (_, body, session) = poll(&s, &mine.status_url, Some(&mine.binding)).await;
+    let (_, body, session) = s.scan_poll(&mine.status_url, Some(&mine.binding)).await;
     assert_eq!(body["status"], "expired");
     assert!(session.is_none());
     assert_eq!(sessions_of(&s), before + 1);
@@ -220,7 +161,7 @@ async fn the_browser_page_polls_and_lands_where_it_asked() {
 #[tokio::test]
 async fn pushes_not_from_wechat_or_for_no_current_code_change_nothing() {
     let s = start().await;
-    let mine = start_scan(&s, "").await;
+    let mine = s.scan_start("").await;
     let events = format!("{}/auth/wechat/scan/events", s.base);
     // Not signed with the account's token: refused.
     let forged = s
@@ -308,15 +249,26 @@ async fn pushes_not_from_wechat_or_for_no_current_code_change_nothing() {
         .unwrap();
     assert!(written.is_none(), "a scene we did not sign is not written");
     assert_eq!(
-        poll(&s, &mine.status_url, Some(&mine.binding)).await.1["status"],
+        s.scan_poll(&mine.status_url, Some(&mine.binding)).await.1["status"],
         "pending"
     );
 
     // An expired code: the scan is ignored, the browser learns it expired.
     s.advance(Duration::from_secs(301));
     assert_eq!(
-        poll(&s, &mine.status_url, Some(&mine.binding)).await.1["status"],
+        s.scan_poll(&mine.status_url, Some(&mine.binding)).await.1["status"],
         "expired"
+    );
+}
+
+#[test]
+fn the_accounts_token_and_key_never_show() {
+    let scan = tower_wechat::ScanLogin::new(OA_TOKEN)
+        .encoding_aes_key(common::OA_AES_KEY, wechat_oauth::PushMode::Safe);
+    let shown = format!("{scan:?}");
+    assert!(
+        !shown.contains(OA_TOKEN) && !shown.contains(common::OA_AES_KEY),
+        "{shown}"
     );
 }
 
@@ -324,14 +276,14 @@ async fn pushes_not_from_wechat_or_for_no_current_code_change_nothing() {
 #[tokio::test]
 async fn the_keyword_mode_logs_in_the_sender_of_the_code() {
     let s = start().await;
-    let mine = start_scan(&s, "?keyword=1").await;
+    let mine = s.scan_start("?keyword=1").await;
     let code = mine.keyword.clone().expect("a keyword");
     assert_eq!(code.len(), 8);
     assert!(mine.ticket.is_none());
     // Another message (not a code) changes nothing.
     s.mock.send_text(OA, "o_writer", "hello").await.unwrap();
     assert_eq!(
-        poll(&s, &mine.status_url, Some(&mine.binding)).await.1["status"],
+        s.scan_poll(&mine.status_url, Some(&mine.binding)).await.1["status"],
         "pending"
     );
     let (status, reply) = s
@@ -340,7 +292,7 @@ async fn the_keyword_mode_logs_in_the_sender_of_the_code() {
         .await
         .unwrap();
     assert_eq!((status, reply.as_str()), (200, "success"));
-    let (_, body, session) = poll(&s, &mine.status_url, Some(&mine.binding)).await;
+    let (_, body, session) = s.scan_poll(&mine.status_url, Some(&mine.binding)).await;
     assert_eq!(body["status"], "logged_in");
     let (_, me) = s.me_by_cookie(&session.unwrap()).await;
     assert_eq!(me["openid"], "o_writer");
