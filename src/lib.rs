@@ -43,8 +43,8 @@ pub use wechat_sessions as sessions;
 pub use tower_wechat::{
     AppKind, AuthError, BuildError, BuiltinPages, CodeLogin, ErrorPages, GrpcRejection,
     JsonAuthRejection, KeyRing, LoginEndpoints, LoginLimits, LoginPaths, Rejection,
-    RejectionResponse, RequireUserLayer, SessionCookie, SigningKey, TokenConfig, TokenSource,
-    WeChatAuthLayer, WeChatUser, WebFlow,
+    RejectionResponse, RequireUserLayer, ScanLogin, SessionCookie, SigningKey, TokenConfig,
+    TokenSource, UserSessions, WeChatAuthLayer, WeChatUser, WebFlow,
 };
 // The hardened listener, the headers every deployment wants, and `GET /metrics`.
 #[cfg(feature = "prometheus")]
@@ -55,7 +55,7 @@ pub use tower_wechat::{Serve, ServeLimits, serve};
 // The protocol client.
 pub use wechat_oauth::{
     AppAccessToken, AppId, AppSecret, Client, EncryptedData, ErrCode, Error, Lang, PhoneCode,
-    PhoneInfo,
+    PhoneInfo, PushMode,
 };
 // Sessions: the cache, the stores (in memory, a local cache in front of a shared one, Redis),
 // a store of one's own (its conformance suite is `sessions::conformance`), the login hook,
@@ -63,9 +63,10 @@ pub use wechat_oauth::{
 #[cfg(feature = "redis")]
 pub use wechat_redis_store::{RedisStore, SealingKey};
 pub use wechat_sessions::{
-    AppTokenError, CachedStore, CallError, CasOutcome, GracePolicy, HookError, LoginHook,
-    ManualClock, MokaStore, NewLogin, SessionConfig, SessionId, SessionManager, SessionRecord,
-    SessionStore, SharedClock, SharedStore, SingleProcess, StoreError, SystemClock, UserId,
+    AppTokenError, CachedStore, CallError, CasOutcome, GracePolicy, HookError, LoginClient,
+    LoginHook, ManualClock, MokaStore, NewLogin, SessionConfig, SessionId, SessionManager,
+    SessionRecord, SessionStore, SharedClock, SharedStore, SingleProcess, StoreError, SystemClock,
+    UserId,
 };
 // The fake WeChat, for tests and local development (its faults: `mock::{Endpoint, Fault}`).
 #[cfg(feature = "mock")]
