@@ -15,9 +15,7 @@ use common::{Instance, app, start_instance};
 use reqwest::StatusCode;
 use wechat_login::middleware::AppKind;
 use wechat_login::oauth::ManualClock;
-use wechat_login::redis_store::RedisStore;
-use wechat_login::sessions::CachedStore;
-use wechat_mock::{Endpoint, Fault, MockConfig};
+use wechat_mock::{Endpoint, Fault};
 
 /// The value of the sample `name{labels}` (labels in Prometheus's order), if present.
 fn sample(text: &str, series: &str) -> Option<f64> {
@@ -26,13 +24,8 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 }
 
 /// An instance's store: Redis under `prefix`, with a local cache, on `clock`.
-async fn store(prefix: &str, clock: &ManualClock) -> CachedStore<RedisStore> {
-    let builder = RedisStore::builder(&redis::redis_url(), redis::key("k1", 1))
-        .unwrap()
-        .prefix(prefix)
-        .command_timeout(Duration::from_millis(500));
-    // The maximum staleness is the default, 2 s.
-    redis::cached_store(builder, redis::shared(clock), Duration::from_secs(2)).await
+async fn store(prefix: &str, clock: &ManualClock) -> common::FleetStore {
+    common::fleet_store(&redis::redis_url(), prefix, redis::key("k1", 1), clock).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -44,18 +37,8 @@ async fn the_fleet_series_move_and_no_label_carries_a_session_id() {
     let metrics = app::Metrics::install().unwrap();
     let prefix = redis::random_prefix();
     let clock = ManualClock::starting_now();
-    let a = start_instance(
-        Instance {
-            upstream: common::Upstream::Sandbox(MockConfig::default()),
-            clock: clock.clone(),
-            login_limits: Default::default(),
-            serve_limits: common::many_clients(),
-            accounts: None,
-            metrics: Some(metrics.clone()),
-        },
-        store(&prefix, &clock).await,
-    )
-    .await;
+    let a =
+        common::first_of_fleet(store(&prefix, &clock).await, &clock, Some(metrics.clone())).await;
     let b_store = store(&prefix, &a.clock).await;
     let b = start_instance(Instance::sharing(&a.mock, &a.clock, &a.accounts), b_store).await;
 

@@ -8,32 +8,24 @@ use common::redis;
 
 use std::time::Duration;
 
-use common::{Instance, Server, start_instance};
+use common::{Instance, MAX_STALENESS, Server, start_instance};
 use reqwest::StatusCode;
 use reqwest::header::RETRY_AFTER;
 use wechat_login::oauth::ManualClock;
 use wechat_login::oauth::{Clock, SharedClock};
-use wechat_login::redis_store::{RedisStore, RedisStoreBuilder, SealingKey};
-use wechat_login::sessions::{CachedStore, SessionStore, SharedStore, UserId};
+use wechat_login::redis_store::{RedisStore, SealingKey};
+use wechat_login::sessions::{SessionStore, SharedStore, UserId};
 use wechat_mock::MockConfig;
 
-/// What an instance of the example app keeps sessions in with `REDIS_URL`.
-type Store = CachedStore<RedisStore>;
+type Store = common::FleetStore;
 
-/// A store on `url` under `prefix`, sealed with `key`, on `clock`, with its own connections
-/// and local cache, as an instance of the example app has.
 async fn store(url: &str, prefix: &str, key: SealingKey, clock: &ManualClock) -> Store {
-    let clock: SharedClock = std::sync::Arc::new(clock.clone());
-    store_with(RedisStore::builder(url, key).unwrap().prefix(prefix), clock).await
+    common::fleet_store(url, prefix, key, clock).await
 }
 
-/// The store `builder` configures, on `clock`, as [`store`] makes it.
-async fn store_with(builder: RedisStoreBuilder, clock: SharedClock) -> Store {
-    let builder = builder.command_timeout(Duration::from_millis(500));
-    redis::cached_store(builder, clock, MAX_STALENESS).await
+async fn first(store: Store, clock: &ManualClock) -> Server<Store> {
+    common::first_of_fleet(store, clock, None).await
 }
-
-const MAX_STALENESS: Duration = Duration::from_secs(2);
 
 /// Polls `done` every few ms until it holds, failing if that takes longer than `bound` of real
 /// time, and says how long it took: invalidations travel through Redis, so another instance
@@ -60,19 +52,6 @@ const PROPAGATION: Duration = Duration::from_millis(250);
 
 /// Redis's reconnection backoff (at most 2 s) and a resubscription.
 const RESUBSCRIBED: Duration = Duration::from_secs(5);
-
-/// The first instance of a fleet: it brings the (fake) WeChat the others share.
-async fn first(store: Store, clock: &ManualClock) -> Server<Store> {
-    let instance = Instance {
-        upstream: common::Upstream::Sandbox(MockConfig::default()),
-        clock: clock.clone(),
-        login_limits: Default::default(),
-        serve_limits: common::many_clients(),
-        accounts: None,
-        metrics: None,
-    };
-    start_instance(instance, store).await
-}
 
 /// Break to see it fail: `DELETE` in `store.rs` not publishing (the other instance then serves
 /// its copy for the 2 s staleness, past the 250 ms bound).
@@ -512,8 +491,12 @@ async fn a_cut_invalidation_channel_bounds_staleness_to_the_millisecond_and_reco
             .invalidations_from(&proxied)
             .unwrap()
     };
-    let a = first(store_with(builder(), shared.clone()).await, &clock).await;
-    let b_store = store_with(builder(), shared).await;
+    let a = first(
+        common::fleet_store_with(builder(), shared.clone()).await,
+        &clock,
+    )
+    .await;
+    let b_store = common::fleet_store_with(builder(), shared).await;
     let b = start_instance(Instance::sharing(&a.mock, &a.clock, &a.accounts), b_store).await;
     let channel = a.auth.sessions().store().shared().channel();
     let subscribers = || {
@@ -713,11 +696,16 @@ async fn a_late_invalidation_stream_still_bounds_staleness() {
             .unwrap()
             .prefix(&prefix)
     };
-    let a = first(store_with(builder(), shared.clone()).await, &clock).await;
+    let a = first(
+        common::fleet_store_with(builder(), shared.clone()).await,
+        &clock,
+    )
+    .await;
     // B hears the invalidations through the proxy; its commands go to Redis directly.
     let proxy = Proxy::start(redis_addr(&url)).await;
     let proxied = format!("redis://{}", proxy.addr);
-    let b_store = store_with(builder().invalidations_from(&proxied).unwrap(), shared).await;
+    let b_store =
+        common::fleet_store_with(builder().invalidations_from(&proxied).unwrap(), shared).await;
     let b = start_instance(Instance::sharing(&a.mock, &a.clock, &a.accounts), b_store).await;
 
     // From here the instances' clock follows real time, in which the channel is late.
@@ -768,8 +756,12 @@ async fn a_logout_all_of_a_thousand_sessions_is_refused_on_the_other_instance_at
             .prefix(&prefix)
             .max_sessions_per_user(2_000)
     };
-    let a = first(store_with(builder(), shared.clone()).await, &clock).await;
-    let b_store = store_with(builder(), shared).await;
+    let a = first(
+        common::fleet_store_with(builder(), shared.clone()).await,
+        &clock,
+    )
+    .await;
+    let b_store = common::fleet_store_with(builder(), shared).await;
     let b = start_instance(Instance::sharing(&a.mock, &a.clock, &a.accounts), b_store).await;
 
     let token = a.login("o_bulk").await;

@@ -6,11 +6,10 @@
 
 mod common;
 
-use common::{Instance, redis, start, start_instance};
+use common::{Instance, first_of_fleet, fleet_store, redis, start, start_instance};
 use reqwest::StatusCode;
 use wechat_login::middleware::AppKind;
 use wechat_login::oauth::ManualClock;
-use wechat_mock::MockConfig;
 
 /// Break to see it fail: `follower_unionid` skipped (the scan would get another account).
 #[tokio::test]
@@ -57,34 +56,17 @@ async fn on_a_fleet_the_push_lands_on_one_instance_and_the_browser_polls_another
     let url = redis::redis_url();
     let prefix = redis::random_prefix();
     let clock = ManualClock::starting_now();
-    let store = |clock: &ManualClock| {
-        redis::cached_store(
-            wechat_login::redis_store::RedisStore::builder(&url, redis::key("k1", 1))
-                .unwrap()
-                .prefix(&prefix),
-            std::sync::Arc::new(clock.clone()),
-            std::time::Duration::from_secs(2),
-        )
-    };
     // A brings the fake WeChat, whose Official Account pushes to A.
-    let a = start_instance(
-        Instance {
-            upstream: common::Upstream::Sandbox(MockConfig::default()),
-            clock: clock.clone(),
-            login_limits: Default::default(),
-            serve_limits: common::many_clients(),
-            accounts: None,
-            metrics: None,
-        },
-        store(&clock).await,
+    let key = || redis::key("k1", 1);
+    let a = first_of_fleet(
+        fleet_store(&url, &prefix, key(), &clock).await,
+        &clock,
+        None,
     )
     .await;
     let clock = a.clock.clone();
-    let b = start_instance(
-        Instance::sharing(&a.mock, &clock, &a.accounts),
-        store(&clock).await,
-    )
-    .await;
+    let b_store = fleet_store(&url, &prefix, key(), &clock).await;
+    let b = start_instance(Instance::sharing(&a.mock, &clock, &a.accounts), b_store).await;
 
     // The browser starts on B and polls B; WeChat pushes the scan to A, three times.
     let started = b.scan_start("").await;

@@ -6,14 +6,16 @@
 
 mod common;
 
-use common::{Instance, Server, redis, session_cookie, start, start_instance};
+use common::{
+    Instance, MAX_STALENESS, Server, first_of_fleet, fleet_store, redis, session_cookie, start,
+    start_instance,
+};
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, COOKIE, USER_AGENT};
 use serde_json::{Value, json};
 use wechat_login::middleware::AppKind;
 use wechat_login::oauth::ManualClock;
 use wechat_login::sessions::SharedStore;
-use wechat_mock::MockConfig;
 
 const PHONE: &str = "ExampleApp/2.1 (iPhone; iOS 18.1)";
 
@@ -200,36 +202,14 @@ async fn on_redis_the_list_and_the_logout_hold_across_instances() {
     let url = redis::redis_url();
     let prefix = redis::random_prefix();
     let clock = ManualClock::starting_now();
-    let staleness = std::time::Duration::from_secs(2);
-    let a_store = redis::cached_store(
-        wechat_login::redis_store::RedisStore::builder(&url, redis::key("k1", 1))
-            .unwrap()
-            .prefix(&prefix),
-        std::sync::Arc::new(clock.clone()),
-        staleness,
-    )
-    .await;
-    let a = start_instance(
-        Instance {
-            upstream: common::Upstream::Sandbox(MockConfig::default()),
-            clock: clock.clone(),
-            login_limits: Default::default(),
-            serve_limits: common::many_clients(),
-            accounts: None,
-            metrics: None,
-        },
-        a_store,
+    let a = first_of_fleet(
+        fleet_store(&url, &prefix, redis::key("k1", 1), &clock).await,
+        &clock,
+        None,
     )
     .await;
     let clock = a.clock.clone();
-    let b_store = redis::cached_store(
-        wechat_login::redis_store::RedisStore::builder(&url, redis::key("k1", 1))
-            .unwrap()
-            .prefix(&prefix),
-        std::sync::Arc::new(clock.clone()),
-        staleness,
-    )
-    .await;
+    let b_store = fleet_store(&url, &prefix, redis::key("k1", 1), &clock).await;
     let b = start_instance(Instance::sharing(&a.mock, &clock, &a.accounts), b_store).await;
 
     let on_a = phone_login(&a, "o_dan_a", "u_dan").await;
@@ -259,7 +239,7 @@ async fn on_redis_the_list_and_the_logout_hold_across_instances() {
     assert_eq!(end(&b, &on_b, &a_sid).await.0, StatusCode::NO_CONTENT);
     // The delete is published: A refuses the session as soon as it hears (bounded by the
     // staleness when the message is late; the clock moving past it makes that certain).
-    clock.advance(staleness + std::time::Duration::from_millis(1));
+    clock.advance(MAX_STALENESS + std::time::Duration::from_millis(1));
     assert_eq!(a.me(&on_a).await.0, StatusCode::UNAUTHORIZED);
     let (_, list) = sessions(&a, &on_b).await;
     assert_eq!(list.len(), 1);

@@ -186,3 +186,51 @@ impl<St> std::ops::Deref for Server<St> {
         &self.site
     }
 }
+
+/// What an instance of the example app keeps sessions in with `REDIS_URL`.
+pub type FleetStore = wechat_login::sessions::CachedStore<wechat_login::redis_store::RedisStore>;
+
+/// How stale an instance's local copy may get when the invalidation channel is silent: the
+/// default, 2 s.
+pub const MAX_STALENESS: Duration = Duration::from_secs(2);
+
+/// A store on `url` under `prefix`, sealed with `key`, on `clock`, with its own connections
+/// and local cache, as an instance of the example app has.
+pub async fn fleet_store(
+    url: &str,
+    prefix: &str,
+    key: wechat_login::redis_store::SealingKey,
+    clock: &ManualClock,
+) -> FleetStore {
+    let builder = wechat_login::redis_store::RedisStore::builder(url, key)
+        .unwrap()
+        .prefix(prefix);
+    fleet_store_with(builder, redis::shared(clock)).await
+}
+
+/// The store `builder` configures, on `clock`, as [`fleet_store`] makes it.
+pub async fn fleet_store_with(
+    builder: wechat_login::redis_store::RedisStoreBuilder,
+    clock: wechat_login::oauth::SharedClock,
+) -> FleetStore {
+    let builder = builder.command_timeout(Duration::from_millis(500));
+    redis::cached_store(builder, clock, MAX_STALENESS).await
+}
+
+/// The first instance of a fleet, on `store`: it brings the (fake) WeChat the others share
+/// (`Instance::sharing`), and records metrics in `metrics` if given.
+pub async fn first_of_fleet<St: SharedStore>(
+    store: St,
+    clock: &ManualClock,
+    metrics: Option<app::Metrics>,
+) -> Server<St> {
+    let instance = Instance {
+        upstream: Upstream::Sandbox(MockConfig::default()),
+        clock: clock.clone(),
+        login_limits: Default::default(),
+        serve_limits: many_clients(),
+        accounts: None,
+        metrics,
+    };
+    start_instance(instance, store).await
+}

@@ -25,6 +25,17 @@ pub fn query_param(url: &str, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
+/// The first cookie a response sets, as a browser sends it back (`name=value`).
+pub fn first_cookie(response: &reqwest::Response) -> String {
+    response.headers()[SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
 /// A scan login as the browser that started it holds it (see [`Site::scan_start`]).
 pub struct ScanStarted {
     /// The binding cookie, `name=value`.
@@ -274,13 +285,7 @@ impl<St> Site<St> {
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
-        let binding = response.headers()[SET_COOKIE]
-            .to_str()
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_owned();
+        let binding = first_cookie(&response);
         let body: Value = response.json().await.unwrap();
         let status_url = body["status_url"].as_str().unwrap().to_owned();
         ScanStarted {

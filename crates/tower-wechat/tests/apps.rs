@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{query_param, session_cookie, start};
 use reqwest::StatusCode;
-use reqwest::header::{LOCATION, SET_COOKIE, USER_AGENT};
+use reqwest::header::{LOCATION, USER_AGENT};
 use serde_json::{Value, json};
 use tower_wechat::AppKind;
 use wechat_mock::{Endpoint, MockGrant};
@@ -160,13 +160,7 @@ async fn return_to_never_leaves_the_site_and_cannot_be_changed_on_the_way() {
         .send()
         .await
         .unwrap();
-    let binding = start.headers()[SET_COOKIE]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let binding = common::first_cookie(&start);
     let authorize = start.headers()[LOCATION].to_str().unwrap().to_owned();
     let callback = s.approve_url(&authorize, "o_rt", None).await;
     assert_eq!(query_param(&callback, "return_to").unwrap(), "/inbox");

@@ -103,13 +103,7 @@ async fn the_browser_page_polls_and_lands_where_it_asked() {
         csp.contains(&format!("img-src 'self' {}", s.mock.base_url())),
         "{csp}"
     );
-    let binding = page.headers()[SET_COOKIE]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let binding = common::first_cookie(&page);
     assert!(
         page.headers()[SET_COOKIE]
             .to_str()

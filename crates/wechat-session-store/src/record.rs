@@ -229,20 +229,18 @@ impl SessionRecord {
         now: SystemTime,
         lifetime: Duration,
     ) -> Self {
-        let mut record = Self::new(
+        let credentials = Credentials::MiniProgram {
+            session_key: session.session_key,
+        };
+        Self::unrefreshed(
             sid,
             appid,
             session.openid,
-            Credentials::MiniProgram {
-                session_key: session.session_key,
-            },
+            session.unionid,
+            credentials,
             now,
-            add_capped(now, lifetime),
-        );
-        record.user_id =
-            UserId::default_for(&record.appid, &record.openid, session.unionid.as_ref());
-        record.unionid = session.unionid;
-        record
+            lifetime,
+        )
     }
 
     /// The record of a scan login (see [`Credentials::Scanned`]) of `openid` in the Official
@@ -255,11 +253,32 @@ impl SessionRecord {
         now: SystemTime,
         lifetime: Duration,
     ) -> Self {
+        Self::unrefreshed(
+            sid,
+            appid,
+            openid,
+            unionid,
+            Credentials::Scanned,
+            now,
+            lifetime,
+        )
+    }
+
+    /// A login with nothing to refresh: it lives `lifetime` from `now`.
+    fn unrefreshed(
+        sid: SessionId,
+        appid: AppId,
+        openid: OpenId,
+        unionid: Option<UnionId>,
+        credentials: Credentials,
+        now: SystemTime,
+        lifetime: Duration,
+    ) -> Self {
         let mut record = Self::new(
             sid,
             appid,
             openid,
-            Credentials::Scanned,
+            credentials,
             now,
             add_capped(now, lifetime),
         );

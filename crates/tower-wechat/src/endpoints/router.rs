@@ -79,6 +79,22 @@ fn reject(failure: AuthError, parts: &Parts) -> Response {
     Rejection::new(failure, &parts.extensions).into_response()
 }
 
+/// A failure of a route a browser navigates to: the builder's page for a browser
+/// (`Accept: text/html`), the rejection otherwise; with the page headers either way.
+fn page_or_reject<St: SharedStore>(
+    endpoints: &LoginEndpoints<St>,
+    failure: AuthError,
+    parts: &Parts,
+) -> Response {
+    let mut response: Response = if super::wants_html(&parts.headers) {
+        endpoints.html_failure(&failure, &parts.headers)
+    } else {
+        reject(failure, parts)
+    };
+    crate::headers::secure_page_headers(response.headers_mut());
+    response
+}
+
 fn answer(result: Result<LoginSuccess, AuthError>, parts: &Parts) -> Response {
     match result {
         Ok(success) => {
@@ -237,16 +253,7 @@ async fn web_callback<St: SharedStore>(
     parts: Parts,
     query: Result<Query<CallbackQuery>, QueryRejection>,
 ) -> Response {
-    let html = super::wants_html(&parts.headers);
-    let fail = |failure: AuthError| {
-        let mut response: Response = if html {
-            endpoints.html_failure(&failure, &parts.headers)
-        } else {
-            reject(failure, &parts)
-        };
-        crate::headers::secure_page_headers(response.headers_mut());
-        response
-    };
+    let fail = |failure: AuthError| page_or_reject(&endpoints, failure, &parts);
     let Ok(Query(query)) = query else {
         return fail(AuthError::BadRequest("malformed query"));
     };
@@ -335,35 +342,22 @@ async fn scan_start<St: SharedStore>(
         }
         Err(_) => Err(AuthError::BadRequest("malformed query")),
     };
-    let mut response: Response = match started {
-        Ok(start) if html => {
-            let ticket = start
-                .status_url
-                .split_once('?')
-                .and_then(|(_, q)| {
-                    url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "qr")
-                })
-                .map(|(_, v)| v.into_owned());
-            let mut page: Response = endpoints.scan_page(
-                ticket.as_deref(),
-                start.keyword.as_deref(),
-                &start.status_url,
-            );
-            if let Some(cookie) = start.binding_cookie {
-                page.headers_mut().append(header::SET_COOKIE, cookie);
-            }
-            page
-        }
-        Ok(start) => {
-            let mut json: Response = json_response(StatusCode::OK, start.to_json().to_vec());
-            if let Some(cookie) = start.binding_cookie {
-                json.headers_mut().append(header::SET_COOKIE, cookie);
-            }
-            json
-        }
-        Err(failure) if html => endpoints.html_failure(&failure, &parts.headers),
-        Err(failure) => reject(failure, &parts),
+    let start = match started {
+        Ok(start) => start,
+        Err(failure) => return page_or_reject(&endpoints, failure, &parts),
     };
+    let mut response: Response = if html {
+        endpoints.scan_page(
+            start.ticket.as_deref(),
+            start.keyword.as_deref(),
+            &start.status_url,
+        )
+    } else {
+        json_response(StatusCode::OK, start.to_json().to_vec())
+    };
+    if let Some(cookie) = start.binding_cookie {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
     crate::headers::secure_page_headers(response.headers_mut());
     response
 }
@@ -385,15 +379,7 @@ async fn scan_status<St: SharedStore>(
     query: Result<Query<ScanStatusQuery>, QueryRejection>,
 ) -> Response {
     let html = super::wants_html(&parts.headers);
-    let fail = |failure: AuthError| -> Response {
-        let mut response: Response = if html {
-            endpoints.html_failure(&failure, &parts.headers)
-        } else {
-            reject(failure, &parts)
-        };
-        crate::headers::secure_page_headers(response.headers_mut());
-        response
-    };
+    let fail = |failure: AuthError| page_or_reject(&endpoints, failure, &parts);
     let Ok(Query(query)) = query else {
         return fail(AuthError::BadRequest("malformed query"));
     };

@@ -119,6 +119,8 @@ fn same_tag(a: &[u8], b: &[u8]) -> bool {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ScanStart {
+    /// The QR code's ticket, in QR mode.
+    pub ticket: Option<String>,
     /// The QR code's image (`showqrcode?ticket=`), in QR mode.
     pub qr_image_url: Option<String>,
     /// The code to send to the Official Account as a message, in keyword mode.
@@ -269,7 +271,7 @@ impl<St: SharedStore> LoginEndpoints<St> {
         let scene = scan.new_scene(expires);
         // The status URL's query: pairs until the end (a form serializer is not `Send`).
         let mut pairs = vec![("scene", scene.clone())];
-        let (mut qr_image_url, mut code) = (None, None);
+        let (mut qr_image_url, mut code, mut qr_ticket) = (None, None, None);
         if keyword {
             let store = self.inner.cache.store();
             for _ in 0..4 {
@@ -312,7 +314,8 @@ impl<St: SharedStore> LoginEndpoints<St> {
                     AuthError::from(error)
                 })?;
             qr_image_url = Some(client.qr_image_url(&ticket.ticket));
-            pairs.push(("qr", ticket.ticket));
+            pairs.push(("qr", ticket.ticket.clone()));
+            qr_ticket = Some(ticket.ticket);
         }
         if let Some(path) = return_to
             .and_then(safe_return_to)
@@ -327,6 +330,7 @@ impl<St: SharedStore> LoginEndpoints<St> {
             .scan_binding_cookie()
             .set(&scan.binding_of(&scene), scan.code_ttl.as_secs());
         Ok(ScanStart {
+            ticket: qr_ticket,
             qr_image_url,
             keyword: code,
             expires_in: scan.code_ttl.as_secs(),

@@ -21,7 +21,7 @@ use wechat_oauth::{AppId, AppSecret, Client, Lang, ManualClock, PushMode};
 use wechat_sessions::{MokaStore, SessionStore, SharedStore};
 
 pub use wechat_login_test_support::site::{
-    IN_WECHAT, Site, SiteParts, many_clients, query_param, session_cookie,
+    IN_WECHAT, Site, SiteParts, first_cookie, many_clients, query_param, session_cookie,
 };
 
 /// The Official Account's server configuration: the token and EncodingAESKey (safe mode).
