@@ -131,6 +131,17 @@ async fn approve_button(browser: &Client) -> fantoccini::elements::Element {
         .unwrap()
 }
 
+/// Clicks the element with this id.
+async fn click(browser: &Client, id: &str) {
+    browser
+        .find(Locator::Id(id))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
 async fn text(browser: &Client) -> String {
     browser
         .find(Locator::Css("body"))
@@ -155,13 +166,7 @@ async fn a_person_logs_in_and_out_in_a_browser() {
     snap(&browser, "1-home").await;
 
     // Log in: the fake WeChat's consent page, Approve, back home as the user.
-    browser
-        .find(Locator::Id("login"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "login").await;
     let approve = approve_button(&browser).await;
     approve.click().await.unwrap();
     let openid = browser
@@ -214,13 +219,7 @@ async fn a_person_logs_in_and_out_in_a_browser() {
     assert_eq!(me.status(), StatusCode::OK);
 
     // Log out: back home, logged out, and the session is over.
-    browser
-        .find(Locator::Id("logout"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "logout").await;
     browser
         .wait()
         .for_element(Locator::Id("login"))
@@ -231,13 +230,7 @@ async fn a_person_logs_in_and_out_in_a_browser() {
     assert_eq!(me.status(), StatusCode::UNAUTHORIZED);
 
     // Deny on WeChat's page: a page a person can read, with status 403.
-    browser
-        .find(Locator::Id("login"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "login").await;
     let deny = browser
         .wait()
         .for_element(Locator::XPath("//button[text()='Deny']"))
@@ -474,13 +467,7 @@ async fn a_person_logs_in_by_scanning_the_official_accounts_code() {
     let s = common::start().await;
     let desktop = browser(&driver).await;
     desktop.goto(&format!("{}/", s.base)).await.unwrap();
-    desktop
-        .find(Locator::Id("scan-login"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&desktop, "scan-login").await;
     desktop.wait().for_element(Locator::Id("qr")).await.unwrap();
     let loaded = desktop
         .execute(
@@ -511,13 +498,7 @@ async fn a_person_logs_in_by_scanning_the_official_accounts_code() {
         .await
         .unwrap()
         .unwrap();
-    phone
-        .find(Locator::Id("scan"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&phone, "scan").await;
     phone
         .wait()
         .for_element(Locator::Id("scanned"))
