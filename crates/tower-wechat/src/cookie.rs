@@ -79,7 +79,10 @@ impl SessionCookie {
 
     /// `Set-Cookie` value holding `token` for `max_age` seconds.
     pub fn set(&self, token: &str, max_age: u64) -> Option<HeaderValue> {
-        HeaderValue::try_from(self.render(token, max_age)).ok()
+        let mut value = HeaderValue::try_from(self.render(token, max_age)).ok()?;
+        // A credential: marked so that `Debug` of the headers and HTTP/2's HPACK keep it out.
+        value.set_sensitive(true);
+        Some(value)
     }
 
     /// The same attributes for another cookie name (e.g. the web flow's binding cookie).

@@ -266,6 +266,76 @@ fn the_accounts_token_and_key_never_show() {
     );
 }
 
+/// Without an EncodingAESKey the layer is not built unless plain pushes are allowed knowingly;
+/// then each signed query is taken with its first body only. Break to see it fail: the
+/// `push:` check in `scan_push` (a query seen once would carry any body for 5 minutes).
+#[tokio::test]
+async fn plain_pushes_need_an_explicit_yes_and_a_query_carries_one_body() {
+    use tower_wechat::{KeyRing, ScanLogin, SigningKey, WeChatAuthLayer, WebFlow};
+    let s = start().await;
+    let oa = || common::client(&s.mock, OA, OTHER_APPS[1].2);
+    let keys = || KeyRing::new(SigningKey::hs256("k1", common::SECRET).unwrap());
+    let layer = |scan: ScanLogin| {
+        WeChatAuthLayer::builder_for(tower_wechat::AppKind::OfficialAccount, oa(), keys())
+            .web_flow(WebFlow::at("https://example.com"))
+            .scan_login(scan)
+            .build()
+    };
+    let refused = layer(ScanLogin::new(OA_TOKEN)).unwrap_err().to_string();
+    assert!(refused.contains("EncodingAESKey"), "{refused}");
+    let plain = layer(ScanLogin::new(OA_TOKEN).allow_plain_pushes()).unwrap();
+    let endpoints = LoginEndpoints::new(&plain);
+    let now = s
+        .clock
+        .now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let mut parts = [OA_TOKEN, now.as_str(), "7"];
+    parts.sort_unstable();
+    let signature: String = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        parts.concat().as_bytes(),
+    )
+    .as_ref()
+    .iter()
+    .map(|b| format!("{b:02x}"))
+    .collect();
+    let pairs = vec![
+        ("signature".to_owned(), signature),
+        ("timestamp".to_owned(), now.clone()),
+        ("nonce".to_owned(), "7".to_owned()),
+    ];
+    let query = wechat_oauth::PushQuery::from_pairs(&pairs);
+    let body = |openid: &str| {
+        format!(
+            "<xml><FromUserName>{openid}</FromUserName><MsgType>event</MsgType><Event>SCAN</Event><EventKey>x</EventKey></xml>"
+        )
+    };
+    assert!(
+        endpoints
+            .scan_push(&query, body("o_first").as_bytes())
+            .await
+            .is_ok()
+    );
+    assert!(
+        endpoints
+            .scan_push(&query, body("o_first").as_bytes())
+            .await
+            .is_ok(),
+        "WeChat's retry"
+    );
+    assert_eq!(
+        endpoints
+            .scan_push(&query, body("o_attacker").as_bytes())
+            .await,
+        Err(tower_wechat::ScanPushError::Refused(
+            wechat_oauth::PushError::BadSignature
+        ))
+    );
+}
+
 /// Accounts without parametric codes: the page shows a code, the user sends it as a message.
 #[tokio::test]
 async fn the_keyword_mode_logs_in_the_sender_of_the_code() {
@@ -301,6 +371,12 @@ async fn a_thousand_codes_take_one_app_access_token() {
     for _ in 0..1_000 {
         let started = endpoints.scan_start(false, None).await.unwrap();
         assert!(started.qr_image_url.is_some());
+        let cookie = started.binding_cookie.as_ref().unwrap().to_str().unwrap();
+        let value = cookie.split(';').next().unwrap().split('=').nth(1).unwrap();
+        assert!(
+            !format!("{started:?}").contains(value),
+            "the binding never shows"
+        );
     }
     assert_eq!(s.mock.calls(Endpoint::QrCodeCreate), 1_000);
     assert_eq!(s.mock.calls(Endpoint::StableToken) - tokens_before, 1);

@@ -44,7 +44,8 @@ pub enum PushMode {
 }
 
 /// Why a push (or the echo handshake) was refused. Answer it with 403 (signature, time) or 400
-/// (the body); WeChat retries only on a timeout or a 5xx, so a refusal is final.
+/// (the body); WeChat retries only a push that got no answer within 5 s, so a refusal is
+/// final.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PushError {
@@ -318,9 +319,12 @@ fn decrypt(key: &[u8; 32], encrypt: &str, appid: &AppId) -> Result<Vec<u8>, Push
         .get(16..20)
         .and_then(|b| b.try_into().ok())
         .ok_or(PushError::Malformed)?;
-    let len = u32::from_be_bytes(len_bytes) as usize;
-    let message = content.get(20..20 + len).ok_or(PushError::Malformed)?;
-    let from = content.get(20 + len..).ok_or(PushError::Malformed)?;
+    let end = usize::try_from(u32::from_be_bytes(len_bytes))
+        .ok()
+        .and_then(|len| len.checked_add(20))
+        .ok_or(PushError::Malformed)?;
+    let message = content.get(20..end).ok_or(PushError::Malformed)?;
+    let from = content.get(end..).ok_or(PushError::Malformed)?;
     if from != appid.as_str().as_bytes() {
         return Err(PushError::WrongApp);
     }

@@ -367,7 +367,8 @@ impl LoginClient {
     }
 
     /// A client as stored: both parts as [`user_agent`](Self::user_agent) and
-    /// [`network`](Self::network) answered them (cleaned again, so a store cannot widen them).
+    /// [`network`](Self::network) answered them, checked again (the user agent cleaned and
+    /// bounded, the network at most 64 bytes of visible ASCII).
     pub fn from_stored(user_agent: Option<&str>, network: Option<&str>) -> Self {
         Self {
             user_agent: user_agent.and_then(clean_user_agent),
@@ -393,11 +394,17 @@ impl LoginClient {
     }
 }
 
-/// `ua` without control characters, cut to [`LoginClient::MAX_USER_AGENT`] bytes at a
+/// `ua` without control characters or the invisible ones that reorder or hide text (bidi
+/// controls, zero-width characters), cut to [`LoginClient::MAX_USER_AGENT`] bytes at a
 /// character boundary; `None` when nothing is left.
 fn clean_user_agent(ua: &str) -> Option<Box<str>> {
+    let invisible = |c: &char| matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}');
     let mut out = String::with_capacity(ua.len().min(LoginClient::MAX_USER_AGENT));
-    for c in ua.trim().chars().filter(|c| !c.is_control()) {
+    for c in ua
+        .trim()
+        .chars()
+        .filter(|c| !c.is_control() && !invisible(c))
+    {
         if out.len() + c.len_utf8() > LoginClient::MAX_USER_AGENT {
             break;
         }
@@ -495,7 +502,7 @@ mod tests {
     #[test]
     fn a_login_client_keeps_a_coarse_network_and_a_bounded_user_agent() {
         let client = LoginClient::new(
-            Some("  Mozilla/5.0\r\nX-Evil: 1\u{7}  "),
+            Some("  Mozilla/5.0\r\nX-Evil: 1\u{7}\u{202E}\u{200B}  "),
             Some("203.0.113.77".parse().unwrap()),
         );
         assert_eq!(client.user_agent(), Some("Mozilla/5.0X-Evil: 1"));

@@ -222,11 +222,12 @@ pub type ClientKey = Arc<dyn Fn(&http::request::Parts) -> Option<String> + Send 
 pub struct ScanLogin {
     pub(crate) token: String,
     pub(crate) aes_key: Option<(String, PushMode)>,
+    pub(crate) allow_plain: bool,
     /// How long a code (QR or keyword) can be scanned or sent (default 5 minutes).
-    pub code_ttl: std::time::Duration,
+    pub(crate) code_ttl: std::time::Duration,
     /// The fake WeChat's base URL, in the sandbox only: the QR page links to its
     /// "simulate scan" page.
-    pub sandbox_base: Option<String>,
+    pub(crate) sandbox_base: Option<String>,
 }
 
 impl std::fmt::Debug for ScanLogin {
@@ -240,19 +241,33 @@ impl std::fmt::Debug for ScanLogin {
 }
 
 impl ScanLogin {
-    /// Pushes signed with the server configuration's `token` (令牌), in plain mode.
+    /// Pushes signed with the server configuration's `token` (令牌); set the EncodingAESKey
+    /// with [`encoding_aes_key`](Self::encoding_aes_key) (or, knowingly,
+    /// [`allow_plain_pushes`](Self::allow_plain_pushes)).
     pub fn new(token: impl Into<String>) -> Self {
         Self {
             token: token.into(),
             aes_key: None,
+            allow_plain: false,
             code_ttl: std::time::Duration::from_secs(300),
             sandbox_base: None,
         }
     }
 
+    /// Accept plain (unencrypted) pushes, without an EncodingAESKey: the layer's build refuses
+    /// a scan login without a key unless this is set. In plain mode a push's signature does
+    /// not cover its body, so anyone who sees one signed query (a proxy's log, the wire of an
+    /// `http://` server URL) could post another body with it within 5 minutes; each query is
+    /// therefore taken with one body only, but the openid still travels readable. Use safe
+    /// mode and an `https://` server URL.
+    pub fn allow_plain_pushes(mut self) -> Self {
+        self.allow_plain = true;
+        self
+    }
+
     /// The EncodingAESKey (消息加解密密钥, 43 characters; checked when the layer is built) and
     /// the account's mode: [`PushMode::Safe`] (every push encrypted, recommended) or
-    /// [`PushMode::Compatible`].
+    /// [`PushMode::Compatible`] (which also takes plain pushes, each query with one body only).
     pub fn encoding_aes_key(mut self, key: impl Into<String>, mode: PushMode) -> Self {
         self.aes_key = Some((key.into(), mode));
         self

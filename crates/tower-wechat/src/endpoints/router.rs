@@ -406,10 +406,17 @@ async fn scan_status<St: SharedStore>(
             endpoints.scan_page(query.qr.as_deref(), query.kw.as_deref(), url)
         }
         Ok(super::ScanStatus::Pending) => status_json("pending"),
-        Ok(super::ScanStatus::Expired) if html => {
-            return fail(AuthError::InvalidState(crate::state::StateError::Expired));
+        Ok(super::ScanStatus::Expired) => {
+            // Done with this code either way: the browser forgets its binding.
+            let mut response = match html {
+                true => fail(AuthError::InvalidState(crate::state::StateError::Expired)),
+                false => status_json("expired"),
+            };
+            if let Some(clear) = endpoints.clear_scan_binding() {
+                response.headers_mut().append(header::SET_COOKIE, clear);
+            }
+            response
         }
-        Ok(super::ScanStatus::Expired) => status_json("expired"),
         Ok(super::ScanStatus::LoggedIn(success)) => {
             let mut response = if html {
                 let mut see_other = redirect(success.return_to.as_deref().unwrap_or("/"));

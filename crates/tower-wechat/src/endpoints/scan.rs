@@ -27,7 +27,7 @@ use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use http::HeaderValue;
 use serde::Serialize;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use wechat_oauth::{AppId, OpenId, PushError, PushQuery, PushVerifier};
 use wechat_sessions::{LoginClient, LoginFlow, SharedStore};
 
@@ -44,6 +44,12 @@ pub const SCAN_BINDING_COOKIE: &str = "wechat_login_scan";
 /// Keyword codes: 8 digits.
 const KEYWORD_DIGITS: u32 = 8;
 
+/// How long after a code's end its scan may still be collected by the browser.
+const USE_GRACE: Duration = Duration::from_secs(60);
+
+/// How long a plain push's query is remembered with the body it came with.
+const PLAIN_QUERY_TTL: Duration = Duration::from_secs(600);
+
 /// The scan flow's state: the push verifier, the scene key and the settings.
 pub(crate) struct Scan {
     verifier: PushVerifier,
@@ -57,16 +63,28 @@ impl Scan {
     /// The flow of the Official Account `appid`, its scenes signed with `key`.
     pub(crate) fn new(config: ScanLogin, appid: AppId, key: [u8; 32]) -> Result<Self, String> {
         let mut verifier = PushVerifier::new(appid.clone(), config.token);
-        if let Some((aes_key, mode)) = &config.aes_key {
-            verifier = verifier
-                .encoding_aes_key(aes_key, *mode)
-                .map_err(|e| e.to_string())?;
+        match &config.aes_key {
+            Some((aes_key, mode)) => {
+                verifier = verifier
+                    .encoding_aes_key(aes_key, *mode)
+                    .map_err(|e| e.to_string())?;
+            }
+            None if !config.allow_plain => {
+                return Err(
+                    "scan login needs the Official Account's EncodingAESKey (safe mode): \
+                    set ScanLogin::encoding_aes_key, or allow_plain_pushes knowingly"
+                        .to_owned(),
+                );
+            }
+            None => {}
         }
         Ok(Self {
             verifier,
             appid,
             key,
-            code_ttl: config.code_ttl,
+            code_ttl: config
+                .code_ttl
+                .clamp(Duration::from_secs(60), Duration::from_secs(2_592_000)),
             sandbox_base: config.sandbox_base,
         })
     }
@@ -115,8 +133,9 @@ fn same_tag(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
-/// A scan login started: what the page shows and where it asks for the outcome.
-#[derive(Clone, Debug)]
+/// A scan login started: what the page shows and where it asks for the outcome. Its `Debug`
+/// never shows the binding cookie.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct ScanStart {
     /// The QR code's ticket, in QR mode.
@@ -131,6 +150,21 @@ pub struct ScanStart {
     pub status_url: String,
     /// The `Set-Cookie` value of the binding cookie the outcome is for.
     pub binding_cookie: Option<HeaderValue>,
+}
+
+impl std::fmt::Debug for ScanStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScanStart")
+            .field("ticket", &self.ticket)
+            .field("keyword", &self.keyword)
+            .field("expires_in", &self.expires_in)
+            .field("status_url", &self.status_url)
+            .field(
+                "binding_cookie",
+                &self.binding_cookie.as_ref().map(|_| "[redacted]"),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Serialize)]
@@ -154,8 +188,9 @@ impl ScanStart {
     }
 }
 
-/// A browser's poll of a scan login (see [`LoginEndpoints::scan_status`]).
-#[derive(Clone, Copy, Debug, Default)]
+/// A browser's poll of a scan login (see [`LoginEndpoints::scan_status`]). Its `Debug` never
+/// shows the binding.
+#[derive(Clone, Copy, Default)]
 #[non_exhaustive]
 pub struct ScanPoll<'a> {
     /// The status URL's `scene`.
@@ -168,6 +203,17 @@ pub struct ScanPoll<'a> {
     pub from: Option<&'a LoginClient>,
     /// Who is asking, for the login limits.
     pub client: Option<&'a str>,
+}
+
+impl std::fmt::Debug for ScanPoll<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScanPoll")
+            .field("scene", &self.scene)
+            .field("binding", &self.binding.map(|_| "[redacted]"))
+            .field("return_to", &self.return_to)
+            .field("client", &self.client)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'a> ScanPoll<'a> {
@@ -211,15 +257,16 @@ pub enum ScanStatus {
     LoggedIn(LoginSuccess),
 }
 
-/// Why a push was not taken (WeChat's server URL gets the status: 403, 400, or 503 so WeChat
-/// retries).
+/// Why a push was not taken (WeChat's server URL gets the status: 403, 400, or 503). WeChat
+/// retries only a push that got no answer within 5 s, so a scan refused for a store outage
+/// is lost: the page stays pending until the code ends, and the user scans again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ScanPushError {
     /// Not WeChat's push for this account (signature, time, mode, body, app).
     #[error(transparent)]
     Refused(#[from] PushError),
-    /// The shared store did not answer: WeChat retries.
+    /// The shared store did not answer.
     #[error("the session store is unavailable")]
     StoreUnavailable,
     /// Scan login is not configured here.
@@ -379,6 +426,28 @@ impl<St: SharedStore> LoginEndpoints<St> {
             tracing::warn!(%error, outcome = "push_refused", "a push to the scan endpoint was refused");
         })?;
         let store = self.inner.cache.store();
+        if query.encrypt_type != Some("aes") {
+            // A plain push's signature does not cover its body: take each signed query with
+            // the first body it came with only (WeChat's retries send the same bytes).
+            let digest: [u8; 32] = Sha256::digest(body).into();
+            let key = format!(
+                "push:{}:{}:{}",
+                query.signature.unwrap_or(""),
+                query.timestamp.unwrap_or(""),
+                query.nonce.unwrap_or("")
+            );
+            let first = store
+                .put_value_if_absent(&key, digest.to_vec(), PLAIN_QUERY_TTL)
+                .await
+                .map_err(|_| ScanPushError::StoreUnavailable)?;
+            if first.is_some_and(|seen| seen != digest) {
+                tracing::warn!(
+                    outcome = "push_refused",
+                    "a signed push query came again with another body"
+                );
+                return Err(ScanPushError::Refused(PushError::BadSignature));
+            }
+        }
         let scene = match (message.qr_scene(), message.text()) {
             (Some(scene), _) => scene.to_owned(),
             (None, Some(text)) => {
@@ -410,7 +479,7 @@ impl<St: SharedStore> LoginEndpoints<St> {
             .put_value_if_absent(
                 &format!("scan:{scene}"),
                 message.from_user_name.as_str().as_bytes().to_vec(),
-                remaining(expires, now) + Duration::from_secs(60),
+                remaining(expires, now) + USE_GRACE,
             )
             .await
             .map_err(|_| ScanPushError::StoreUnavailable)?;
@@ -462,10 +531,16 @@ impl<St: SharedStore> LoginEndpoints<St> {
         {
             return Ok(ScanStatus::Expired);
         }
+        // Scanned in time, but the browser comes back long after the code's end: too late (the
+        // scan's own record is about to go).
+        if now > expires + USE_GRACE {
+            return Ok(ScanStatus::Expired);
+        }
         let openid = OpenId::new(openid);
         let unionid = self.follower_unionid(scan, &openid).await?;
         let admission = self.admit(client, LoginFlow::Scan)?;
-        let ttl = remaining(expires, now) + Duration::from_secs(60);
+        // Outlives the scan's record by far, whatever the skew between the instances' clocks.
+        let ttl = remaining(expires, now) + USE_GRACE + Duration::from_secs(600);
         match store
             .put_value_if_absent(&used_key, b"1".to_vec(), ttl)
             .await
