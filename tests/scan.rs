@@ -41,6 +41,21 @@ async fn a_scan_logs_in_to_the_same_account_as_the_persons_other_logins() {
         "one person, one account"
     );
 
+    // Starting codes is limited per client (10 a minute by default): the 11th from this
+    // address is 429 before WeChat is asked.
+    for _ in 0..9 {
+        s.scan_start("").await;
+    }
+    let limited = s
+        .http
+        .get(format!("{}/auth/wechat/scan/start", s.base))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(limited.headers().contains_key("retry-after"));
+
     // The home page offers the scan.
     let home = s.http.get(format!("{}/", s.base)).send().await.unwrap();
     assert!(home.text().await.unwrap().contains("id=\"scan-login\""));

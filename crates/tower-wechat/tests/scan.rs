@@ -336,6 +336,49 @@ async fn plain_pushes_need_an_explicit_yes_and_a_query_carries_one_body() {
     );
 }
 
+/// Every start spends the account's QR quota: a client past its start limit is answered 429
+/// before WeChat is asked, other clients are not. Break to see it fail: `scan_start` giving
+/// the place back after a code was made.
+#[tokio::test]
+async fn starting_codes_is_limited_per_client() {
+    use tower_wechat::{KeyRing, LoginLimits, ScanLogin, SigningKey, WeChatAuthLayer, WebFlow};
+    let s = start().await;
+    let scan = ScanLogin::new(OA_TOKEN)
+        .encoding_aes_key(common::OA_AES_KEY, wechat_oauth::PushMode::Safe)
+        .start_limits(LoginLimits::default().failures(2, 0, Duration::from_secs(60)));
+    let layer = WeChatAuthLayer::builder_for(
+        tower_wechat::AppKind::OfficialAccount,
+        common::client(&s.mock, OA, OTHER_APPS[1].2),
+        KeyRing::new(SigningKey::hs256("k1", common::SECRET).unwrap()),
+    )
+    .web_flow(WebFlow::at("https://example.com"))
+    .scan_login(scan)
+    .build()
+    .unwrap();
+    let endpoints = LoginEndpoints::new(&layer);
+    let made = s.mock.calls(Endpoint::QrCodeCreate);
+    for _ in 0..2 {
+        endpoints
+            .scan_start(false, None, Some("203.0.113.7"))
+            .await
+            .unwrap();
+    }
+    let refused = endpoints.scan_start(false, None, Some("203.0.113.7")).await;
+    assert!(
+        matches!(refused, Err(tower_wechat::AuthError::TooManyAttempts(_))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        s.mock.calls(Endpoint::QrCodeCreate) - made,
+        2,
+        "WeChat not asked"
+    );
+    endpoints
+        .scan_start(true, None, Some("198.51.100.1"))
+        .await
+        .unwrap();
+}
+
 /// Accounts without parametric codes: the page shows a code, the user sends it as a message.
 #[tokio::test]
 async fn the_keyword_mode_logs_in_the_sender_of_the_code() {
@@ -369,7 +412,7 @@ async fn a_thousand_codes_take_one_app_access_token() {
     let endpoints = LoginEndpoints::new(&s.auth);
     let tokens_before = s.mock.calls(Endpoint::StableToken);
     for _ in 0..1_000 {
-        let started = endpoints.scan_start(false, None).await.unwrap();
+        let started = endpoints.scan_start(false, None, None).await.unwrap();
         assert!(started.qr_image_url.is_some());
         let cookie = started.binding_cookie.as_ref().unwrap().to_str().unwrap();
         let value = cookie.split(';').next().unwrap().split('=').nth(1).unwrap();

@@ -223,6 +223,7 @@ pub struct ScanLogin {
     pub(crate) token: String,
     pub(crate) aes_key: Option<(String, PushMode)>,
     pub(crate) allow_plain: bool,
+    pub(crate) start_limits: LoginLimits,
     /// How long a code (QR or keyword) can be scanned or sent (default 5 minutes).
     pub(crate) code_ttl: std::time::Duration,
     /// The fake WeChat's base URL, in the sandbox only: the QR page links to its
@@ -236,6 +237,7 @@ impl std::fmt::Debug for ScanLogin {
             .field("token", &"[redacted]")
             .field("aes_key", &self.aes_key.as_ref().map(|(_, mode)| mode))
             .field("code_ttl", &self.code_ttl)
+            .field("start_limits", &self.start_limits)
             .finish_non_exhaustive()
     }
 }
@@ -249,6 +251,11 @@ impl ScanLogin {
             token: token.into(),
             aes_key: None,
             allow_plain: false,
+            start_limits: LoginLimits::default().failures(
+                10,
+                600,
+                std::time::Duration::from_secs(60),
+            ),
             code_ttl: std::time::Duration::from_secs(300),
             sandbox_base: None,
         }
@@ -270,6 +277,15 @@ impl ScanLogin {
     /// [`PushMode::Compatible`] (which also takes plain pushes, each query with one body only).
     pub fn encoding_aes_key(mut self, key: impl Into<String>, mode: PushMode) -> Self {
         self.aes_key = Some((key.into(), mode));
+        self
+    }
+
+    /// How many codes may be started (each one a QR code made with the account's quota, or a
+    /// keyword written to the store): every start counts against its client and all clients
+    /// for the window, as a failed exchange does in [`LoginLimits`]. Default: 10 per client and
+    /// 600 in total per minute; over it, 429 `too_many_attempts` with `Retry-After`.
+    pub fn start_limits(mut self, limits: LoginLimits) -> Self {
+        self.start_limits = limits;
         self
     }
 

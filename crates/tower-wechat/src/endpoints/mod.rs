@@ -438,7 +438,12 @@ impl<St: SharedStore> Inner<St> {
         } = keys;
         let clock = Arc::clone(cache.clock());
         let scan = match (settings.scan, apps.app(AppKind::OfficialAccount)) {
-            (Some(config), Some(appid)) => Some(scan::Scan::new(config, appid.clone(), scan_key)?),
+            (Some(config), Some(appid)) => Some(scan::Scan::new(
+                config,
+                appid.clone(),
+                scan_key,
+                Arc::clone(&clock),
+            )?),
             _ => None,
         };
         Ok(Self {

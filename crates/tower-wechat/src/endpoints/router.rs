@@ -338,7 +338,10 @@ async fn scan_start<St: SharedStore>(
     let started = match &query {
         Ok(Query(q)) => {
             let keyword = matches!(q.keyword.as_deref(), Some("1" | "true"));
-            endpoints.scan_start(keyword, q.return_to.as_deref()).await
+            let client = endpoints.client_of(&parts);
+            endpoints
+                .scan_start(keyword, q.return_to.as_deref(), client.as_deref())
+                .await
         }
         Err(_) => Err(AuthError::BadRequest("malformed query")),
     };

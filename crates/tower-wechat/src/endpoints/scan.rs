@@ -34,6 +34,7 @@ use wechat_sessions::{LoginClient, LoginFlow, SharedStore};
 use super::config::ScanLogin;
 use super::{LoginEndpoints, LoginSuccess, safe_return_to};
 use crate::apps::AppKind;
+use crate::limits::LoginLimiter;
 use crate::pages::escape_html;
 use crate::rejection::AuthError;
 use crate::state::StateError;
@@ -57,11 +58,19 @@ pub(crate) struct Scan {
     key: [u8; 32],
     code_ttl: Duration,
     sandbox_base: Option<String>,
+    /// The limits on starting codes.
+    starts: std::sync::Arc<LoginLimiter>,
 }
 
 impl Scan {
-    /// The flow of the Official Account `appid`, its scenes signed with `key`.
-    pub(crate) fn new(config: ScanLogin, appid: AppId, key: [u8; 32]) -> Result<Self, String> {
+    /// The flow of the Official Account `appid`, its scenes signed with `key`, its starts
+    /// counted on `clock`.
+    pub(crate) fn new(
+        config: ScanLogin,
+        appid: AppId,
+        key: [u8; 32],
+        clock: wechat_sessions::SharedClock,
+    ) -> Result<Self, String> {
         let mut verifier = PushVerifier::new(appid.clone(), config.token);
         match &config.aes_key {
             Some((aes_key, mode)) => {
@@ -86,6 +95,7 @@ impl Scan {
                 .code_ttl
                 .clamp(Duration::from_secs(60), Duration::from_secs(2_592_000)),
             sandbox_base: config.sandbox_base,
+            starts: std::sync::Arc::new(LoginLimiter::new(config.start_limits, clock)),
         })
     }
 
@@ -303,16 +313,43 @@ impl<St: SharedStore> LoginEndpoints<St> {
         AuthError::StoreUnavailable
     }
 
-    /// Starts a scan login: a QR code made with the account's app access token (or, with
-    /// `keyword`, a code to send to the account), the status URL (coming back to `return_to`,
-    /// a path on this site) and the binding cookie of this browser.
+    /// Starts a scan login for `client` (its key, as for the login limits): a QR code made with
+    /// the account's app access token (or, with `keyword`, a code to send to the account), the
+    /// status URL (coming back to `return_to`, a path on this site) and the binding cookie of
+    /// this browser. Each start counts against the client's and everyone's
+    /// [`start_limits`](crate::ScanLogin::start_limits): over them, 429 `too_many_attempts`.
     pub async fn scan_start(
         &self,
         keyword: bool,
         return_to: Option<&str>,
+        client: Option<&str>,
     ) -> Result<ScanStart, AuthError> {
         let scan = self.scan()?;
         let web = self.inner.web.as_ref().ok_or(AuthError::WebLoginDisabled)?;
+        let admission = scan.starts.admit(client).map_err(|wait| {
+            tracing::warn!(
+                outcome = "scan_start_limited",
+                "too many scan logins started; refused"
+            );
+            AuthError::TooManyAttempts(wait)
+        })?;
+        let started = self.make_code(scan, web, keyword, return_to).await;
+        // A code made keeps its place for the window; one that could not be made gives it back.
+        match &started {
+            Ok(_) => admission.failed(),
+            Err(_) => admission.succeeded(),
+        }
+        started
+    }
+
+    /// The code of a new scan login, with its status URL and binding cookie.
+    async fn make_code(
+        &self,
+        scan: &Scan,
+        web: &super::WebFlow,
+        keyword: bool,
+        return_to: Option<&str>,
+    ) -> Result<ScanStart, AuthError> {
         let now = self.inner.cache.clock().now();
         let expires = now + scan.code_ttl;
         let scene = scan.new_scene(expires);

@@ -117,6 +117,7 @@ pub async fn start_on<St: SharedStore>(
         .scan_login(
             ScanLogin::new(OA_TOKEN)
                 .encoding_aes_key(OA_AES_KEY, PushMode::Safe)
+                .start_limits(LoginLimits::unlimited())
                 .sandbox(mock.base_url()),
         )
         .build()
