@@ -566,8 +566,10 @@ pub fn banner(addr: SocketAddr, sandbox: Option<&MockWeChat>, store: &str) -> St
              \x20        -d \"{{\\\"code\\\":\\\"$CODE\\\"}}\" | sed 's/.*\"token\":\"\\([^\"]*\\)\".*/\\1/')\n\
              \x20 curl -s {base}/me -H \"authorization: Bearer $TOKEN\"\n\
              \x20 curl -s {base}/me/profile -H \"authorization: Bearer $TOKEN\"\n\
+             \x20 curl -s {base}/me/sessions -H \"authorization: Bearer $TOKEN\"\n\
              \x20 curl -s -X POST {base}/auth/logout -H \"authorization: Bearer $TOKEN\" -o /dev/null -w '%{{http_code}}\\n'\n\n\
-             Browser: open {base}/ and log in with the fake WeChat\n",
+             Browser: open {base}/ and log in with the fake WeChat, or with \"Scan with WeChat\"\n\
+             (the Official Account's QR code; its page links to the fake phone's \"Simulate scan\")\n",
             mock.base_url()
         )),
         None => text.push_str("talking to WeChat\n"),
