@@ -9,7 +9,7 @@
 //! route: a request that carries no cookie (a bearer token) needs no such proof.
 
 use axum::Extension;
-use axum::extract::{Path, Request, State};
+use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use wechat_login::middleware::UserSessions;
@@ -247,21 +247,17 @@ pub async fn end_listed<St: SharedStore>(
     Path(id): Path<String>,
     request: Request,
 ) -> Response {
-    let (parts, _) = request.into_parts();
+    let (mut parts, _) = request.into_parts();
     let from_browser = parts.headers.contains_key(header::COOKIE);
     if from_browser && !same_site(&parts.headers, &pages.origin) {
         return cross_site();
     }
-    let Some(user) = parts.extensions.get::<WeChatUser>() else {
-        let failure = pages
-            .endpoints
-            .session_in(&parts.extensions)
-            .map_or(wechat_login::middleware::AuthError::MissingToken, |_| {
-                wechat_login::middleware::AuthError::SessionExpired
-            });
-        return failure.into_response();
+    // The extractor's answer, after the cross-site check: the layer's refusal when no user.
+    let user = match WeChatUser::from_request_parts(&mut parts, &()).await {
+        Ok(user) => user,
+        Err(rejection) => return rejection.into_response(),
     };
-    if let Err(failure) = pages.endpoints.logout_own_session(user, &id).await {
+    if let Err(failure) = pages.endpoints.logout_own_session(&user, &id).await {
         return match from_browser {
             true => pages.endpoints.html_failure(&failure, &parts.headers),
             false => failure.into_response(),

@@ -93,6 +93,16 @@ impl SessionCookie {
         }
     }
 
+    /// This cookie's value in a request, if exactly one was sent (and it is UTF-8).
+    pub(crate) fn value_in<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
+        let name = self.full_name();
+        let mut values = cookies(headers, &name);
+        match (values.next(), values.next()) {
+            (Some(Ok(one)), None) => Some(one),
+            _ => None,
+        }
+    }
+
     /// `Set-Cookie` value that deletes the cookie.
     pub fn clear(&self) -> Option<HeaderValue> {
         HeaderValue::try_from(self.render("", 0)).ok()

@@ -18,6 +18,29 @@ use wechat_sessions::SharedStore;
 
 const OA: &str = OTHER_APPS[1].1;
 
+/// The site's time (Unix seconds) and WeChat's signature of it with `nonce` under the
+/// account's token: `sha1(sort(token, timestamp, nonce))`, computed here on its own.
+fn signed_now(s: &Site, nonce: &str) -> (String, String) {
+    let now = s
+        .clock
+        .now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let mut parts = [OA_TOKEN, now.as_str(), nonce];
+    parts.sort_unstable();
+    let signature = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        parts.concat().as_bytes(),
+    )
+    .as_ref()
+    .iter()
+    .map(|b| format!("{b:02x}"))
+    .collect();
+    (now, signature)
+}
+
 fn sessions_of(s: &Site) -> u64 {
     let store = s.auth.sessions().store();
     store.run_pending_tasks();
@@ -169,23 +192,7 @@ async fn pushes_not_from_wechat_or_for_no_current_code_change_nothing() {
         .unwrap();
     assert_eq!(forged.status(), StatusCode::FORBIDDEN);
     // The handshake answers the challenge only when signed.
-    let now = s
-        .clock
-        .now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        .to_string();
-    let mut parts = [OA_TOKEN, now.as_str(), "42"];
-    parts.sort_unstable();
-    let signature: String = aws_lc_rs::digest::digest(
-        &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
-        parts.concat().as_bytes(),
-    )
-    .as_ref()
-    .iter()
-    .map(|b| format!("{b:02x}"))
-    .collect();
+    let (now, signature) = signed_now(&s, "42");
     let echo = s
         .http
         .get(format!(
@@ -285,23 +292,7 @@ async fn plain_pushes_need_an_explicit_yes_and_a_query_carries_one_body() {
     assert!(refused.contains("EncodingAESKey"), "{refused}");
     let plain = layer(ScanLogin::new(OA_TOKEN).allow_plain_pushes()).unwrap();
     let endpoints = LoginEndpoints::new(&plain);
-    let now = s
-        .clock
-        .now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        .to_string();
-    let mut parts = [OA_TOKEN, now.as_str(), "7"];
-    parts.sort_unstable();
-    let signature: String = aws_lc_rs::digest::digest(
-        &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
-        parts.concat().as_bytes(),
-    )
-    .as_ref()
-    .iter()
-    .map(|b| format!("{b:02x}"))
-    .collect();
+    let (now, signature) = signed_now(&s, "7");
     let pairs = vec![
         ("signature".to_owned(), signature),
         ("timestamp".to_owned(), now.clone()),

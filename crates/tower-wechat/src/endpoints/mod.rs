@@ -62,7 +62,7 @@ use wechat_sessions::{
 };
 
 use crate::apps::{AppKind, Apps};
-use crate::cookie::{SameSite, SessionCookie, cookies};
+use crate::cookie::{SameSite, SessionCookie};
 use crate::limits::{Admission, LoginLimiter, LoginLimits};
 use crate::pages::ErrorPages;
 use crate::rejection::AuthError;
@@ -862,14 +862,20 @@ impl<St: SharedStore> LoginEndpoints<St> {
         self.inner.cookie.clear()
     }
 
-    /// The binding cookie's attributes: the session cookie's `Secure` and prefix, but always
-    /// `Path=/` and `SameSite=Lax`, so the browser sends it on WeChat's cross-site redirect to
-    /// the callback wherever that is mounted.
-    fn binding_cookie(&self) -> SessionCookie {
-        let mut cookie = self.inner.cookie.with_name(BINDING_COOKIE);
+    /// The attributes of a browser flow's cookie called `name` (the binding cookies): the
+    /// session cookie's `Secure` and prefix, but always `Path=/` and `SameSite=Lax`, so the
+    /// browser sends it on WeChat's cross-site redirect to the callback wherever that is
+    /// mounted.
+    pub(crate) fn flow_cookie(&self, name: &str) -> SessionCookie {
+        let mut cookie = self.inner.cookie.with_name(name);
         cookie.path = "/".into();
         cookie.same_site = SameSite::Lax;
         cookie
+    }
+
+    /// The website flow's binding cookie.
+    fn binding_cookie(&self) -> SessionCookie {
+        self.flow_cookie(BINDING_COOKIE)
     }
 
     /// The `Set-Cookie` value that clears the website flow's binding cookie.
@@ -879,12 +885,7 @@ impl<St: SharedStore> LoginEndpoints<St> {
 
     /// The binding cookie's value in a request, if exactly one was sent.
     pub fn binding<'a>(&self, headers: &'a http::HeaderMap) -> Option<&'a str> {
-        let name = self.binding_cookie().full_name();
-        let mut values = cookies(headers, &name);
-        match (values.next(), values.next()) {
-            (Some(Ok(one)), None) => Some(one),
-            _ => None,
-        }
+        self.binding_cookie().value_in(headers)
     }
 
     /// The session a request's token names, live or not (for logout routes of the app's own):

@@ -121,6 +121,20 @@ fn redirect(location: &str) -> Response {
     }
 }
 
+/// A browser flow's answer once it logged in: the session cookie set, the flow's binding
+/// cookie cleared, and the session marked changed (the layer re-issues no token on it).
+fn browser_logged_in(
+    mut response: Response,
+    session: Option<HeaderValue>,
+    clear_binding: Option<HeaderValue>,
+) -> Response {
+    for cookie in [session, clear_binding].into_iter().flatten() {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response.extensions_mut().insert(SessionChanged);
+    response
+}
+
 fn no_content(clear_cookie: Option<HeaderValue>) -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     if let Some(cookie) = clear_cookie {
@@ -270,16 +284,13 @@ async fn web_callback<St: SharedStore>(
     .from_headers(&parts.headers);
     match endpoints.web_callback(callback).await {
         Ok(success) => {
-            let mut response = redirect(success.return_to.as_deref().unwrap_or("/"));
-            let cookies = [
+            let response = redirect(success.return_to.as_deref().unwrap_or("/"));
+            let mut response = browser_logged_in(
+                response,
                 endpoints.session_cookie(&success),
                 endpoints.clear_binding_cookie(),
-            ];
-            for cookie in cookies.into_iter().flatten() {
-                response.headers_mut().append(header::SET_COOKIE, cookie);
-            }
+            );
             crate::headers::secure_page_headers(response.headers_mut());
-            response.extensions_mut().insert(SessionChanged);
             response
         }
         Err(failure) => fail(failure),
@@ -421,22 +432,18 @@ async fn scan_status<St: SharedStore>(
             response
         }
         Ok(super::ScanStatus::LoggedIn(success)) => {
-            let mut response = if html {
+            let response = if html {
                 let mut see_other = redirect(success.return_to.as_deref().unwrap_or("/"));
                 *see_other.status_mut() = StatusCode::SEE_OTHER;
                 see_other
             } else {
                 status_json("logged_in")
             };
-            let cookies = [
+            browser_logged_in(
+                response,
                 endpoints.session_cookie(&success),
                 endpoints.clear_scan_binding(),
-            ];
-            for cookie in cookies.into_iter().flatten() {
-                response.headers_mut().append(header::SET_COOKIE, cookie);
-            }
-            response.extensions_mut().insert(SessionChanged);
-            response
+            )
         }
         Err(failure) => return fail(failure),
     };

@@ -423,22 +423,14 @@ impl<St: SharedStore> LoginEndpoints<St> {
         })
     }
 
-    /// The scan flow's binding cookie: the session cookie's attributes, `Path=/`, `SameSite=Lax`.
+    /// The scan flow's binding cookie.
     fn scan_binding_cookie(&self) -> crate::cookie::SessionCookie {
-        let mut cookie = self.inner.cookie.with_name(SCAN_BINDING_COOKIE);
-        cookie.path = "/".into();
-        cookie.same_site = crate::cookie::SameSite::Lax;
-        cookie
+        self.flow_cookie(SCAN_BINDING_COOKIE)
     }
 
     /// The scan binding cookie's value in a request, if exactly one was sent.
     pub fn scan_binding<'a>(&self, headers: &'a http::HeaderMap) -> Option<&'a str> {
-        let name = self.scan_binding_cookie().full_name();
-        let mut values = crate::cookie::cookies(headers, &name);
-        match (values.next(), values.next()) {
-            (Some(Ok(one)), None) => Some(one),
-            _ => None,
-        }
+        self.scan_binding_cookie().value_in(headers)
     }
 
     /// The `Set-Cookie` value that clears the scan binding cookie.

@@ -2,10 +2,11 @@
 //! rendered as JSON), and ending one of them by id — only ever one of the user's own.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use serde::Serialize;
+use wechat_oauth::clock::unix_secs;
 use wechat_sessions::{SessionId, SessionRecord, SharedStore};
 
 use super::LoginEndpoints;
@@ -41,10 +42,6 @@ struct SessionBody<'a> {
     last_confirmed_at: u64,
     user_agent: Option<&'a str>,
     network: Option<&'a str>,
-}
-
-fn unix_secs(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 impl UserSessions {
