@@ -33,6 +33,7 @@
 #![deny(missing_docs)]
 
 mod codec;
+mod index;
 pub mod metrics;
 mod seal;
 mod store;

@@ -3,15 +3,16 @@
 //! # Key layout
 //!
 //! Every key starts with the configured prefix (default `wechat-login`), so deployments can
-//! share a Redis. A user's index is keyed by the application's user id (across its apps; by
-//! default the unionid, else `<appid>:<openid>`, which is what records of the first format,
-//! without a user id, are indexed by). Hash tags (`{..}`) put
-//! the keys one script touches in one cluster slot.
+//! share a Redis. A user's sessions are indexed by the application's user id (across its apps;
+//! by default the unionid, else `<appid>:<openid>`, which is what records of the first format,
+//! without a user id, are indexed by), in one of 65,536 buckets (see [`crate::index`]). Hash
+//! tags (`{..}`) put the keys one script touches in one cluster slot.
 //!
 //! | key | type | holds | expires |
 //! |---|---|---|---|
 //! | `<prefix>:s:{<sid>}` | string | `<version>:<end, Unix ms>:<sealed record>` | at the session's end (`PXAT`) |
-//! | `<prefix>:u:{<user id>}` | sorted set | the user's session ids, scored by last confirmation (Unix ms) | at the latest end of its sessions |
+//! | `<prefix>:i:{<bucket>}` | sorted set | the sessions of the users whose id hashes to the bucket (hex), each `<user hash><sid><end>` (binary, 28 bytes) at score 0 | at the latest end of its sessions |
+//! | `<prefix>:u:{<user id>}` | sorted set | written by versions before the buckets: the user's session ids; still read (listing, the cap, logout-all) until it expires with its sessions | at the latest end of its sessions |
 //! | `<prefix>:lease:{<name>}` | string | the owner of a fleet-wide single flight (`refresh:<sid>`, `login:<code hash>`) | the lease's time (renewed while its flight runs) |
 //! | `<prefix>:v:{<key>}` | string | a shared value: a remembered login outcome (`login:<code hash>`), a used OAuth state (`state:<hash>`) | its time (10-12 minutes) |
 //! | `<prefix>:x:{<key>}` | string | a shared secret, sealed like a record: an app's access token (`apptoken:<appid>`), a Mini Program user's newest session key (`sessionkey:<appid>:<openid>`) | with the token (about 2 h) or the session (30 days) |
@@ -36,11 +37,12 @@
 //! - the per-user cap runs after indexing, only when the index holds more than the cap: it drops
 //!   members whose record is gone, then ends the least recently confirmed live sessions (each a
 //!   record delete, itself atomic).
-//! - an index score is refreshed after a compare-and-set; a missed update only changes which
-//!   session the cap would end first.
+//! - the cap orders sessions by the confirmation their records hold, so a compare-and-set
+//!   touches only the record.
 //!
-//! Ended sessions leave the index lazily: when the cap is checked, at logout-all, and with the
-//! index key itself when its last session ends.
+//! Ended sessions leave the index lazily: when the cap is checked, at logout-all, when a login
+//! lands in their bucket after their end, and with the bucket itself when its last session
+//! ends.
 
 use std::fmt;
 use std::sync::Arc;
@@ -59,6 +61,7 @@ use wechat_session_store::{
 use wechat_sessions::CachedStore;
 
 use crate::codec;
+use crate::index::UserRange;
 use crate::seal::{OpenError, Sealer, SealingKey};
 
 /// Default key prefix.
@@ -114,19 +117,33 @@ if e and e > tonumber(ARGV[1]) then return 1 end
 return 0
 ";
 
-/// Indexes a session and keeps the index alive until its latest session ends; returns how many
-/// members the index has. KEYS: index. ARGV: sid, score, end.
+/// Indexes a session in its user's bucket and keeps the bucket alive until its latest session
+/// ends; purges ended members (the user's own, and a window of the bucket's, so the members of
+/// users who never come back go too); returns how many members the user has there.
+/// KEYS: bucket. ARGV: member, the user's range (min, max), end (Unix ms), now (Unix s), where
+/// the purged window starts.
 const INDEX: &str = r"
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-if redis.call('PEXPIRETIME', KEYS[1]) < tonumber(ARGV[3]) then
-  redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+redis.call('ZADD', KEYS[1], 0, ARGV[1])
+if redis.call('PEXPIRETIME', KEYS[1]) < tonumber(ARGV[4]) then
+  redis.call('PEXPIREAT', KEYS[1], ARGV[4])
 end
-return redis.call('ZCARD', KEYS[1])
+local now = tonumber(ARGV[5])
+local function purge(members)
+  for _, m in ipairs(members) do
+    if #m == 28 and struct.unpack('>I4', m, 25) <= now then redis.call('ZREM', KEYS[1], m) end
+  end
+end
+purge(redis.call('ZRANGE', KEYS[1], ARGV[2], ARGV[3], 'BYLEX'))
+local n = redis.call('ZCARD', KEYS[1])
+local from = 0
+if n > 32 then from = tonumber(ARGV[6]) % n end
+purge(redis.call('ZRANGE', KEYS[1], from, from + 31))
+return redis.call('ZLEXCOUNT', KEYS[1], ARGV[2], ARGV[3])
 ";
 
-/// Updates a member's score if it is still a member. KEYS: index. ARGV: sid, score.
-const RESCORE: &str = r"
-return redis.call('ZADD', KEYS[1], 'XX', ARGV[2], ARGV[1])
+/// A user's members of a bucket. KEYS: bucket. ARGV: the user's range (min, max).
+const USER_MEMBERS: &str = r"
+return redis.call('ZRANGE', KEYS[1], ARGV[1], ARGV[2], 'BYLEX')
 ";
 
 /// Extends a lease its owner holds. KEYS: lease. ARGV: owner, ttl ms.
@@ -180,7 +197,7 @@ struct Scripts {
     compare_and_set: Script,
     delete: Script,
     index: Script,
-    rescore: Script,
+    user_members: Script,
     renew_lease: Script,
     release_lease: Script,
     put_if_absent: Script,
@@ -193,7 +210,7 @@ impl Scripts {
             compare_and_set: Script::from_lua(format!("{PARSE}{COMPARE_AND_SET}")),
             delete: Script::from_lua(format!("{PARSE}{DELETE}")),
             index: Script::from_lua(INDEX),
-            rescore: Script::from_lua(RESCORE),
+            user_members: Script::from_lua(USER_MEMBERS),
             renew_lease: Script::from_lua(RENEW_LEASE),
             release_lease: Script::from_lua(RELEASE_LEASE),
             put_if_absent: Script::from_lua(PUT_IF_ABSENT),
@@ -406,7 +423,17 @@ impl RedisStore {
         format!("{}:s:{{{sid}}}", self.inner.prefix)
     }
 
-    /// The key of a user's index.
+    /// The key of the index bucket that holds a user's sessions (with other users').
+    pub fn index_key(&self, user: &UserId) -> String {
+        self.bucket_key(UserRange::of(user).bucket)
+    }
+
+    fn bucket_key(&self, bucket: u32) -> String {
+        format!("{}:i:{{{bucket:04x}}}", self.inner.prefix)
+    }
+
+    /// The key of a user's own index, as versions before the buckets wrote it: still read, never
+    /// written.
     pub fn user_key(&self, user: &UserId) -> String {
         format!("{}:u:{{{}}}", self.inner.prefix, user.as_str())
     }
@@ -530,46 +557,92 @@ impl RedisStore {
         Ok(live == 1)
     }
 
-    /// Ends the user's least recently confirmed sessions beyond the cap (never `keep`), after
-    /// dropping index members whose record is gone.
-    async fn enforce_user_cap(&self, index: &str, keep: &SessionId) -> Result<(), StoreError> {
-        let members: Vec<(String, f64)> = self
+    /// The sessions the index names for `user`: in their bucket (each with its member), then in
+    /// the index of versions before the buckets (without). Ended and other users' sessions may
+    /// be among them: whoever reads the records checks.
+    async fn indexed(
+        &self,
+        user: &UserId,
+    ) -> Result<(Vec<(SessionId, Vec<u8>)>, Vec<SessionId>), StoreError> {
+        let range = UserRange::of(user);
+        let members: Vec<Value> = self
+            .script(
+                &self.inner.scripts.user_members,
+                self.bucket_key(range.bucket),
+                vec![Value::from(&range.min[..]), Value::from(&range.max[..])],
+            )
+            .await?;
+        let bucketed = members
+            .iter()
+            .filter_map(Value::as_bytes)
+            .filter_map(|member| Some((range.sid(member)?, member.to_vec())))
+            .collect();
+        let legacy: Vec<String> = self
             .client
-            .zrange(index, 0, -1, None, false, None, true)
+            .zrange(self.user_key(user), 0, -1, None, false, None, false)
             .await
             .map_err(unavailable)?;
-        let mut live = Vec::with_capacity(members.len());
-        for (member, score) in members {
-            let Ok(sid) = member.parse::<SessionId>() else {
-                continue;
-            };
-            if sid == *keep {
-                continue;
-            }
-            let exists: bool = self
+        let legacy = legacy.iter().filter_map(|m| m.parse().ok()).collect();
+        Ok((bucketed, legacy))
+    }
+
+    /// Takes ended sessions' members out of the user's bucket and legacy index.
+    async fn unindex(
+        &self,
+        user: &UserId,
+        members: Vec<Vec<u8>>,
+        legacy: Vec<SessionId>,
+    ) -> Result<(), StoreError> {
+        for chunk in members.chunks(1_000) {
+            let members: Vec<Value> = chunk.iter().map(|m| Value::from(&m[..])).collect();
+            let _: i64 = self
                 .client
-                .exists(self.record_key(&sid))
+                .zrem(self.index_key(user), members)
                 .await
                 .map_err(unavailable)?;
-            if exists {
-                live.push((score, sid));
-            } else {
-                let _: i64 = self.client.zrem(index, member).await.map_err(unavailable)?;
+        }
+        for chunk in legacy.chunks(1_000) {
+            let sids: Vec<String> = chunk.iter().map(SessionId::to_string).collect();
+            let _: i64 = self
+                .client
+                .zrem(self.user_key(user), sids)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the user's least recently confirmed sessions beyond the cap (never `keep`), after
+    /// dropping index members whose record is gone.
+    async fn enforce_user_cap(&self, user: &UserId, keep: &SessionId) -> Result<(), StoreError> {
+        let (bucketed, legacy) = self.indexed(user).await?;
+        let named = bucketed
+            .into_iter()
+            .map(|(sid, member)| (sid, Some(member)))
+            .chain(legacy.into_iter().map(|sid| (sid, None)))
+            .filter(|(sid, _)| sid != keep);
+        let mut live = Vec::new();
+        let (mut gone, mut gone_legacy) = (Vec::new(), Vec::new());
+        for (sid, member) in named {
+            match self.get_op(&sid).await? {
+                Some(record) if record.user_is(user) => live.push((record.confirmed_at, sid)),
+                // Another user's whose id hashes alike: not ours to end or unindex.
+                Some(_) => {}
+                None => match member {
+                    Some(member) => gone.push(member),
+                    None => gone_legacy.push(sid),
+                },
             }
         }
+        self.unindex(user, gone, gone_legacy).await?;
         let excess = (live.len() + 1).saturating_sub(self.inner.max_sessions_per_user);
         if excess == 0 {
             return Ok(());
         }
-        live.sort_by(|a, b| a.0.total_cmp(&b.0));
+        live.sort();
         let now = self.now_ms();
         for (_, sid) in live.into_iter().take(excess) {
             self.delete_record(&sid, now).await?;
-            let _: i64 = self
-                .client
-                .zrem(index, sid.to_string())
-                .await
-                .map_err(unavailable)?;
             tracing::info!(sid = %sid, outcome = "session_cap", "the user's least recently confirmed session ended: too many sessions");
         }
         Ok(())
@@ -607,15 +680,19 @@ impl RedisStore {
         if inserted != 1 {
             return Err(StoreError::AlreadyExists);
         }
-        let index = self.user_key(&record.user());
+        let user = record.user();
+        let range = UserRange::of(&user);
         let indexed: Result<i64, StoreError> = self
             .script(
                 &self.inner.scripts.index,
-                index.clone(),
+                self.bucket_key(range.bucket),
                 vec![
-                    record.sid.to_string().into(),
-                    unix_ms(record.confirmed_at).into(),
+                    Value::Bytes(range.member(&record.sid, end).into()),
+                    Value::from(&range.min[..]),
+                    Value::from(&range.max[..]),
                     end.into(),
+                    (now / 1000).into(),
+                    i64::from(rand::random::<u32>()).into(),
                 ],
             )
             .await;
@@ -627,8 +704,11 @@ impl RedisStore {
                 return Err(error);
             }
         };
+        // Sessions indexed by an earlier version count too, while they live.
+        let legacy: Result<i64, _> = self.client.zcard(self.user_key(&user)).await;
+        let members = members + legacy.unwrap_or(0);
         if members > self.inner.max_sessions_per_user as i64
-            && let Err(error) = self.enforce_user_cap(&index, &record.sid).await
+            && let Err(error) = self.enforce_user_cap(&user, &record.sid).await
         {
             tracing::warn!(%error, "the per-user session cap could not be enforced now");
         }
@@ -665,23 +745,7 @@ impl RedisStore {
             }
         };
         match parts.first().and_then(Value::as_i64) {
-            Some(2) => {
-                // Best effort: the index score orders the per-user cap only.
-                let rescored: Result<Value, StoreError> = self
-                    .script(
-                        &self.inner.scripts.rescore,
-                        self.user_key(&record.user()),
-                        vec![
-                            record.sid.to_string().into(),
-                            unix_ms(record.confirmed_at).into(),
-                        ],
-                    )
-                    .await;
-                if let Err(error) = rescored {
-                    tracing::debug!(%error, "a session's index score was not updated");
-                }
-                Ok(CasOutcome::Stored(Arc::new(record)))
-            }
+            Some(2) => Ok(CasOutcome::Stored(Arc::new(record))),
             Some(1) => {
                 let current = match parts.get(1).and_then(Value::as_bytes) {
                     Some(value) => Some(Arc::new(self.open(record.sid, value)?)),
@@ -808,21 +872,34 @@ impl RedisStore {
         // Read the index, delete the records, then unindex only what was deleted: a failure
         // half-way leaves the rest indexed, so a retry finishes the job. The instances hear of
         // it once, as the user (one message, however many sessions), after the deletes.
-        let index = self.user_key(user);
-        let members: Vec<String> = self
-            .client
-            .zrange(&index, 0, -1, None, false, None, false)
-            .await
-            .map_err(unavailable)?;
+        let (bucketed, legacy) = self.indexed(user).await?;
         let now = self.now_ms();
-        // Concurrent deletes, pipelined on the connection, at most 256 in flight.
-        let results: Vec<(String, Result<bool, StoreError>)> = stream::iter(members)
-            .map(|member| async move {
-                let deleted = match member.parse::<SessionId>() {
-                    Ok(sid) => self.delete_record_publishing(&sid, now, false).await,
-                    Err(_) => Ok(false),
+        let named = bucketed
+            .into_iter()
+            .map(|(sid, member)| (sid, Some(member)))
+            .chain(legacy.into_iter().map(|sid| (sid, None)));
+        // Concurrent, pipelined on the connection, at most 256 in flight. A bucket's member is
+        // the user's only if its record says so (hashes collide); a legacy index is the user's
+        // own.
+        let results: Vec<_> = stream::iter(named)
+            .map(|(sid, member)| async move {
+                let ours = match &member {
+                    Some(_) => match self.get_op(&sid).await {
+                        Ok(record) => Ok(record.is_none_or(|record| record.user_is(user))),
+                        Err(StoreError::Corrupt(_)) => Ok(true),
+                        Err(error) => Err(error),
+                    },
+                    None => Ok(true),
                 };
-                (member, deleted)
+                let deleted = match ours {
+                    Ok(true) => self
+                        .delete_record_publishing(&sid, now, false)
+                        .await
+                        .map(Some),
+                    Ok(false) => Ok(None),
+                    Err(error) => Err(error),
+                };
+                (sid, member, deleted)
             })
             .buffer_unordered(256)
             .collect()
@@ -835,23 +912,22 @@ impl RedisStore {
             // The other instances stop serving the ended sessions within the staleness bound.
             tracing::warn!(%error, "a logout-all was not published to the other instances");
         }
-        let (mut ended, mut done, mut failure) = (0, Vec::with_capacity(results.len()), None);
-        for (member, result) in results {
+        let (mut ended, mut failure) = (0, None);
+        let (mut members, mut legacy) = (Vec::new(), Vec::new());
+        for (sid, member, result) in results {
             match result {
-                Ok(live) => {
+                Ok(Some(live)) => {
                     ended += usize::from(live);
-                    done.push(member);
+                    match member {
+                        Some(member) => members.push(member),
+                        None => legacy.push(sid),
+                    }
                 }
+                Ok(None) => {}
                 Err(error) => failure = Some(error),
             }
         }
-        for chunk in done.chunks(1_000) {
-            let _: i64 = self
-                .client
-                .zrem(&index, chunk.to_vec())
-                .await
-                .map_err(unavailable)?;
-        }
+        self.unindex(user, members, legacy).await?;
         match failure {
             Some(error) => Err(error),
             None => Ok(ended),
@@ -859,15 +935,12 @@ impl RedisStore {
     }
 
     async fn user_sessions_op(&self, user: &UserId) -> Result<Vec<Arc<SessionRecord>>, StoreError> {
-        // The index may still name ended sessions (they leave it lazily): each is read, and
-        // only the live ones of this user are answered.
-        let members: Vec<String> = self
-            .client
-            .zrange(self.user_key(user), 0, -1, None, false, None, false)
-            .await
-            .map_err(unavailable)?;
-        let read: Vec<Result<Option<Arc<SessionRecord>>, StoreError>> = stream::iter(members)
-            .filter_map(|member| async move { member.parse::<SessionId>().ok() })
+        // The index may still name ended sessions (they leave it lazily), and a bucket other
+        // users' whose id hashes alike: each is read, and only the live ones of this user are
+        // answered.
+        let (bucketed, legacy) = self.indexed(user).await?;
+        let sids = bucketed.into_iter().map(|(sid, _)| sid).chain(legacy);
+        let read: Vec<Result<Option<Arc<SessionRecord>>, StoreError>> = stream::iter(sids)
             .map(|sid| async move { self.get_op(&sid).await })
             .buffer_unordered(256)
             .collect()

@@ -75,8 +75,8 @@ async fn a_compare_and_set_publishes_the_session_it_wrote() {
     );
 }
 
-/// Break to see it fail: skip the `RESCORE` call after a stored compare-and-set (the index then
-/// orders sessions by login time, and the cap ends the session in use).
+/// Break to see it fail: the cap ordering sessions by their login (`created_at`) instead of the
+/// confirmation their records hold: it then ends the session in use.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cap_ends_the_least_recently_confirmed_session_not_the_oldest_login() {
     let Some(client) = common::machine_redis().await else {

@@ -53,17 +53,21 @@ async fn no_secret_is_readable_in_redis() {
         }
         keys
     };
-    assert_eq!(keys.len(), 4, "two records, two user indexes: {keys:?}");
+    assert_eq!(keys.len(), 4, "two records, two index buckets: {keys:?}");
     for key in keys {
         let kind: String = client.r#type(&key).await.unwrap();
         let bytes: Vec<u8> = match kind.as_str() {
             "string" => client.get(&key).await.unwrap(),
             _ => {
-                let members: Vec<String> = client
+                let members: Vec<fred::types::Value> = client
                     .zrange(&key, 0, -1, None, false, None, false)
                     .await
                     .unwrap();
-                members.join(",").into_bytes()
+                members
+                    .iter()
+                    .filter_map(|m| m.as_bytes())
+                    .flat_map(|m| m.iter().copied())
+                    .collect()
             }
         };
         let text = String::from_utf8_lossy(&bytes);

@@ -1,0 +1,245 @@
+//! The users' index on a real Redis: buckets shared by users whose ids hash alike, members that
+//! carry their end, and the per-user sorted sets earlier versions wrote. Each test's doc comment
+//! names the break that makes it fail.
+
+mod common;
+
+use std::time::Duration;
+
+use fred::prelude::*;
+use fred::types::Value;
+use wechat_redis_store::RedisStore;
+use wechat_sessions::conformance::sample_record;
+use wechat_sessions::{Clock, ManualClock, SessionId, SessionRecord, SessionStore, UserId};
+
+fn store(client: Client, clock: &ManualClock, max: usize) -> RedisStore {
+    RedisStore::builder(&common::redis_url(), common::key("k1", 1))
+        .unwrap()
+        .prefix(common::random_prefix())
+        .clock(common::shared(clock))
+        .max_sessions_per_user(max)
+        .with_client(client)
+}
+
+/// The members of `user`'s bucket, in order.
+async fn bucket(store: &RedisStore, user: &UserId) -> Vec<Vec<u8>> {
+    let members: Vec<Value> = store
+        .client()
+        .zrange(store.index_key(user), 0, -1, None, false, None, false)
+        .await
+        .unwrap();
+    members
+        .iter()
+        .map(|m| m.as_bytes().unwrap().to_vec())
+        .collect()
+}
+
+/// A member as the store writes them: user hash, session id, end (Unix s, big-endian).
+fn member(hash: &[u8], sid: &SessionId, end: u32) -> Value {
+    Value::Bytes([hash, sid.as_bytes(), &end.to_be_bytes()].concat().into())
+}
+
+async fn add(store: &RedisStore, user: &UserId, member: Value) {
+    let added: i64 = store
+        .client()
+        .zadd(
+            store.index_key(user),
+            None,
+            None,
+            false,
+            false,
+            (0.0, member),
+        )
+        .await
+        .unwrap();
+    assert_eq!(added, 1);
+}
+
+async fn insert(store: &RedisStore, clock: &ManualClock, openid: &str) -> SessionRecord {
+    (*store
+        .insert(sample_record(clock, "wxapp", openid))
+        .await
+        .unwrap())
+    .clone()
+}
+
+/// Break to see it fail: `delete_user` or `user_sessions` trusting a bucket member without
+/// checking the record's user (hashes collide), or the member's hash not compared when a
+/// range is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_users_session_in_the_range_is_never_listed_nor_ended() {
+    let Some(client) = common::machine_redis().await else {
+        return;
+    };
+    let clock = ManualClock::starting_now();
+    let store = store(client, &clock, 10);
+    let ivy = insert(&store, &clock, "ivy").await;
+    let jon = insert(&store, &clock, "jon").await;
+    let own = bucket(&store, &ivy.user()).await;
+    assert_eq!(own.len(), 1, "one 28-byte member: {own:?}");
+    assert_eq!(own[0].len(), 28);
+    assert_eq!(&own[0][8..24], ivy.sid.as_bytes());
+    // Jon's session under Ivy's hash: what a collision of the two ids' hashes would write.
+    let (hash, end) = (
+        &own[0][..8],
+        u32::from_be_bytes(own[0][24..].try_into().unwrap()),
+    );
+    add(&store, &ivy.user(), member(hash, &jon.sid, end)).await;
+
+    let listed: Vec<SessionId> = store
+        .user_sessions(&ivy.user())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.sid)
+        .collect();
+    assert_eq!(listed, [ivy.sid]);
+    assert_eq!(store.delete_user(&ivy.user()).await.unwrap(), 1);
+    assert!(store.get(&ivy.sid).await.unwrap().is_none());
+    assert!(
+        store.get(&jon.sid).await.unwrap().is_some(),
+        "Jon's lives on"
+    );
+    let left = bucket(&store, &ivy.user()).await;
+    assert!(
+        !left.iter().any(|m| &m[8..24] == ivy.sid.as_bytes()),
+        "Ivy's member went with her session"
+    );
+    assert_eq!(
+        store.user_sessions(&jon.user()).await.unwrap().len(),
+        1,
+        "Jon's own index still names it"
+    );
+}
+
+/// Break to see it fail: the index script not purging (either loop), comparing the end the wrong
+/// way, or the member's end written in the past (not rounded up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_members_leave_the_bucket_when_a_login_lands_in_it() {
+    let Some(client) = common::machine_redis().await else {
+        return;
+    };
+    let clock = ManualClock::starting_now();
+    let store = store(client, &clock, 10);
+    let kim = insert(&store, &clock, "kim").await;
+    let own = bucket(&store, &kim.user()).await;
+    let hash = own[0][..8].to_vec();
+    // Ended members: one of Kim's, and one of a user sharing the bucket (the same first two
+    // bytes of hash, which choose the bucket) who never came back.
+    let mut neighbour = hash.clone();
+    neighbour[7] ^= 0xff;
+    let ended = (clock
+        .now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 1) as u32;
+    let live = ended + 3_600;
+    let (stale_own, stale_other, live_other) = (
+        SessionId::random(),
+        SessionId::random(),
+        SessionId::random(),
+    );
+    add(&store, &kim.user(), member(&hash, &stale_own, ended)).await;
+    add(&store, &kim.user(), member(&neighbour, &stale_other, ended)).await;
+    add(&store, &kim.user(), member(&neighbour, &live_other, live)).await;
+    assert_eq!(bucket(&store, &kim.user()).await.len(), 4);
+
+    let second = insert(&store, &clock, "kim").await;
+    let sids: Vec<Vec<u8>> = bucket(&store, &kim.user())
+        .await
+        .iter()
+        .map(|m| m[8..24].to_vec())
+        .collect();
+    let mut expected = vec![
+        kim.sid.as_bytes().to_vec(),
+        second.sid.as_bytes().to_vec(),
+        live_other.as_bytes().to_vec(),
+    ];
+    let mut sorted = sids.clone();
+    sorted.sort();
+    expected.sort();
+    assert_eq!(
+        sorted, expected,
+        "the ended members are gone, the live ones stay"
+    );
+}
+
+/// Break to see it fail: the legacy per-user index no longer read by `user_sessions`,
+/// `delete_user` or the cap's count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_indexed_by_an_earlier_version_are_listed_capped_and_ended() {
+    let Some(client) = common::machine_redis().await else {
+        return;
+    };
+    let clock = ManualClock::starting_now();
+    let store = store(client.clone(), &clock, 2);
+    // A session as an earlier version indexed it: in the user's own sorted set.
+    let old = insert(&store, &clock, "lea").await;
+    let user = old.user();
+    let _: i64 = client.del(store.index_key(&user)).await.unwrap();
+    let _: i64 = client
+        .zadd(
+            store.user_key(&user),
+            None,
+            None,
+            false,
+            false,
+            (1.0, old.sid.to_string()),
+        )
+        .await
+        .unwrap();
+    let listed = store.user_sessions(&user).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].sid, old.sid);
+
+    // Two more logins: three sessions over a cap of two ends the least recently confirmed,
+    // the old one.
+    clock.advance(Duration::from_secs(1));
+    let second = insert(&store, &clock, "lea").await;
+    clock.advance(Duration::from_secs(1));
+    let third = insert(&store, &clock, "lea").await;
+    assert!(store.get(&old.sid).await.unwrap().is_none(), "capped");
+    let mut listed: Vec<SessionId> = store
+        .user_sessions(&user)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.sid)
+        .collect();
+    listed.sort();
+    let mut expected = vec![second.sid, third.sid];
+    expected.sort();
+    assert_eq!(listed, expected);
+
+    // Logout-all ends the legacy index's sessions too.
+    let legacy = insert(&store, &clock, "lea").await;
+    let _: i64 = client
+        .zadd(
+            store.user_key(&user),
+            None,
+            None,
+            false,
+            false,
+            (2.0, legacy.sid.to_string()),
+        )
+        .await
+        .unwrap();
+    let _: i64 = client
+        .zrem(
+            store.index_key(&user),
+            bucket(&store, &user)
+                .await
+                .into_iter()
+                .filter(|m| &m[8..24] == legacy.sid.as_bytes())
+                .map(|m| Value::Bytes(m.into()))
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    store.delete_user(&user).await.unwrap();
+    assert!(store.get(&legacy.sid).await.unwrap().is_none());
+    assert!(store.user_sessions(&user).await.unwrap().is_empty());
+    let left: i64 = client.zcard(store.user_key(&user)).await.unwrap();
+    assert_eq!(left, 0, "the legacy index emptied");
+}
