@@ -1,8 +1,9 @@
 //! `RedisStore::get` on loopback against a raw `GET` of the same keys on the same connection
-//! (the baseline, measured in the same run), and the Redis memory one session takes.
+//! (the baseline, measured in the same run), and the Redis memory one session takes at scale.
 //!
 //! ```sh
 //! cargo bench -p wechat-redis-store --bench get          # REDIS_URL, default redis://127.0.0.1:6379
+//! MEMORY_SESSIONS=100000 cargo bench -p wechat-redis-store --bench get   # default 1,000,000
 //! ```
 //!
 //! Sessions look like real ones: 86-character access and refresh tokens (what WeChat and the
@@ -13,6 +14,7 @@
 use std::time::{Duration, Instant};
 
 use fred::prelude::*;
+use futures::StreamExt;
 use wechat_oauth::{AccessToken, AppId, OpenId, RefreshToken, Scopes, UnionId};
 use wechat_redis_store::{RedisStore, SealingKey};
 use wechat_sessions::{
@@ -69,19 +71,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let keys: Vec<String> = sids.iter().map(|sid| store.record_key(sid)).collect();
     let client = store.client().clone();
 
-    let mut memory = 0u64;
-    for sid in &sids {
-        memory += store.memory_usage(sid).await?.unwrap_or(0);
-    }
-    let per_session = memory as f64 / SESSIONS as f64;
-    let mut index_memory = 0u64;
-    for i in 0..SESSIONS {
-        let user = record(i).user();
-        let bytes: Option<u64> = client.memory_usage(store.user_key(&user), Some(0)).await?;
-        index_memory += bytes.unwrap_or(0);
-    }
-    let per_index = index_memory as f64 / SESSIONS as f64;
-
     // Warm up both paths.
     for i in 0..SESSIONS {
         store.get(&sids[i]).await?;
@@ -116,25 +105,88 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("| RedisStore::get | {o50:.1} | {o99:.1} |");
     println!("| ratio | {:.2} | {:.2} |", o50 / r50, o99 / r99);
     println!();
-    println!(
-        "Redis memory per session record (MEMORY USAGE, mean of {SESSIONS}) = {per_session:.0} bytes (target <= 512) {}",
-        if per_session <= 512.0 { "PASS" } else { "FAIL" }
-    );
-    println!(
-        "Redis memory of a one-session user's index = {per_index:.0} bytes; record + index = {:.0} bytes {}",
-        per_session + per_index,
-        if per_session + per_index <= 512.0 {
-            "PASS"
-        } else {
-            "FAIL (over 512 with the index)"
-        }
-    );
-
     for sid in &sids {
         store.delete(sid).await?;
     }
     for i in 0..SESSIONS {
-        let _: i64 = client.del(store.user_key(&record(i).user())).await?;
+        let _: i64 = client.del(store.index_key(&record(i).user())).await?;
+    }
+
+    let n = std::env::var("MEMORY_SESSIONS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000_000);
+    memory(&store, n).await?;
+    Ok(())
+}
+
+/// Redis memory per session with `n` sessions of `n` users stored through the store: records and
+/// their index, by `MEMORY USAGE` of each kind of key and by the server's own `used_memory`
+/// (dictionaries, expiry entries and allocator classes included).
+async fn memory(store: &RedisStore, n: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let client = store.client().clone();
+    let used = || async {
+        let info: String = client.info(Some(fred::types::InfoKind::Memory)).await?;
+        let used = info
+            .lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or("no used_memory in INFO")?;
+        Ok::<u64, Box<dyn std::error::Error>>(used)
+    };
+    let before = used().await?;
+    let started = Instant::now();
+    let sids: Vec<SessionId> = futures::stream::iter(0..n)
+        .map(|i| async move { store.insert(record(i)).await.map(|r| r.sid) })
+        .buffer_unordered(256)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    let inserted_in = started.elapsed();
+    let after = used().await?;
+    let sample = n.min(1_000);
+    let mut records = 0u64;
+    for sid in &sids[..sample] {
+        records += store.memory_usage(sid).await?.unwrap_or(0);
+    }
+    let per_record = records as f64 / sample as f64;
+    let buckets: std::collections::BTreeSet<String> =
+        (0..n).map(|i| store.index_key(&record(i).user())).collect();
+    let mut index = 0u64;
+    for key in &buckets {
+        let bytes: Option<u64> = client.memory_usage(key, Some(0)).await?;
+        index += bytes.unwrap_or(0);
+    }
+    let per_index = index as f64 / n as f64;
+    let all_in = after.saturating_sub(before) as f64 / n as f64;
+    println!();
+    println!(
+        "Redis memory with {n} sessions of {n} users ({} index buckets in use; inserted in {:.1} s):",
+        buckets.len(),
+        inserted_in.as_secs_f64()
+    );
+    println!("  record (MEMORY USAGE, mean of {sample}) = {per_record:.0} bytes");
+    println!("  index (MEMORY USAGE of every bucket / sessions) = {per_index:.1} bytes");
+    println!(
+        "  record + index = {:.0} bytes (target <= 512) {}",
+        per_record + per_index,
+        if per_record + per_index <= 512.0 {
+            "PASS"
+        } else {
+            "FAIL"
+        }
+    );
+    println!(
+        "  used_memory grew by {all_in:.0} bytes a session (the server's own count: its dictionaries' tables and the expiry entries too)"
+    );
+    let keys: Vec<String> = sids.iter().map(|sid| store.record_key(sid)).collect();
+    for chunk in keys.chunks(10_000) {
+        let _: i64 = client.unlink(chunk.to_vec()).await?;
+    }
+    let buckets: Vec<String> = buckets.into_iter().collect();
+    for chunk in buckets.chunks(10_000) {
+        let _: i64 = client.unlink(chunk.to_vec()).await?;
     }
     Ok(())
 }
