@@ -142,12 +142,19 @@ fn bearer<'a>(authorization: &Values<'a>) -> Result<Option<&'a [u8]>, AuthError>
         return Err(AuthError::MalformedCredentials);
     }
     let bytes = value.as_bytes();
-    let scheme_ends = bytes.iter().position(|&b| b == b' ').unwrap_or(bytes.len());
-    if !bytes[..scheme_ends].eq_ignore_ascii_case(b"bearer") {
-        // Another scheme (Basic, ...) is not ours: try the next source.
-        return Ok(None);
+    // What clients send, checked at once; any other spelling of the scheme the long way.
+    let token = match bytes.strip_prefix(b"Bearer ") {
+        Some(token) => token,
+        None => {
+            let scheme_ends = bytes.iter().position(|&b| b == b' ').unwrap_or(bytes.len());
+            if !bytes[..scheme_ends].eq_ignore_ascii_case(b"bearer") {
+                // Another scheme (Basic, ...) is not ours: try the next source.
+                return Ok(None);
+            }
+            &bytes[scheme_ends..]
+        }
     }
-    let token = bytes[scheme_ends..].trim_ascii();
+    .trim_ascii();
     if token.is_empty() {
         return Err(AuthError::MalformedCredentials);
     }
@@ -198,6 +205,39 @@ mod tests {
         let h = headers(&[("cookie", b"wechat_session_other=x")]);
         assert_eq!(find(&h, &ALL, "wechat_session"), Ok(None));
         assert_eq!(find(&HeaderMap::new(), &ALL, "wechat_session"), Ok(None));
+    }
+
+    /// The scheme is case-insensitive and the token trimmed, whether the header takes the quick
+    /// way (`Bearer ` exactly) or not. Break to see it fail: the long way made case-sensitive,
+    /// or the quick way not trimming.
+    #[test]
+    fn the_bearer_scheme_in_any_spelling() {
+        for value in [
+            &b"Bearer abc"[..],
+            b"Bearer   abc ",
+            b"bearer abc",
+            b"BEARER abc",
+            b"BeArEr  abc",
+        ] {
+            let sent = headers(&[("authorization", value)]);
+            assert_eq!(
+                find(&sent, &ALL, "wechat_session"),
+                Ok(Some((&b"abc"[..], SentBy::Header))),
+                "{value:?}"
+            );
+        }
+        for other in [&b"Bearerabc"[..], b"Basic abc", b"Bear abc"] {
+            let sent = headers(&[("authorization", other)]);
+            assert_eq!(find(&sent, &ALL, "wechat_session"), Ok(None), "{other:?}");
+        }
+        for empty in [&b"Bearer"[..], b"bearer   ", b"Bearer \t"] {
+            let sent = headers(&[("authorization", empty)]);
+            assert_eq!(
+                find(&sent, &ALL, "wechat_session"),
+                Err((AuthError::MalformedCredentials, SentBy::Header)),
+                "{empty:?}"
+            );
+        }
     }
 
     #[test]
