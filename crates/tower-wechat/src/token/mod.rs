@@ -440,6 +440,13 @@ impl TokenIssuer {
             return Err(AuthError::MalformedCredentials);
         }
         let verified = match self.judged.get(token) {
+            // Kept no longer than the token is valid (see `keep`).
+            Some(Judged::Valid(
+                known @ Verified {
+                    session: Session::Kept(Kept { until, .. }),
+                    ..
+                },
+            )) if now < until => return Ok(known),
             Some(Judged::Valid(known)) => known,
             Some(Judged::Refused { malformed }) => return Err(Judged::refusal(malformed)),
             None => {
@@ -466,24 +473,33 @@ impl TokenIssuer {
     }
 
     /// Keeps `kept` beside `token`, which verified: until its stamp goes stale, requests with
-    /// the token find their session's record here.
-    pub(crate) fn keep(&self, token: &[u8], kept: Kept) {
+    /// the token find their session's record here. It is kept no longer than the token is
+    /// valid, so a request admitted on it before then needs no expiry check of its own.
+    pub(crate) fn keep(&self, token: &[u8], mut kept: Kept) {
         // The record kept before is dropped outside the table's lock.
         let replaced = self.judged.update(token, |judged| match judged {
-            Judged::Valid(verified) => Some(std::mem::replace(
-                &mut verified.session,
-                Session::Kept(kept),
-            )),
+            Judged::Valid(verified) => {
+                kept.until = kept.until.min(self.valid_until(verified.expires_at));
+                Some(std::mem::replace(
+                    &mut verified.session,
+                    Session::Kept(kept),
+                ))
+            }
             Judged::Refused { .. } => None,
         });
         drop(replaced);
     }
 
-    /// Whether a token expiring at `expires_at` is past it, leeway included, at `now`.
-    fn expired(&self, expires_at: SystemTime, now: SystemTime) -> bool {
+    /// The first instant a token expiring at `expires_at` is refused, leeway included.
+    fn valid_until(&self, expires_at: SystemTime) -> SystemTime {
         expires_at
             .checked_add(self.config.leeway)
-            .is_none_or(|end| end <= now)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+
+    /// Whether a token expiring at `expires_at` is past it, leeway included, at `now`.
+    fn expired(&self, expires_at: SystemTime, now: SystemTime) -> bool {
+        self.valid_until(expires_at) <= now
     }
 
     /// What a token says if its signature, key, issuer and audience hold: the same answer at
@@ -600,7 +616,7 @@ mod tests {
     use super::*;
     use jsonwebtoken::{Algorithm, EncodingKey};
     use std::sync::Arc;
-    use wechat_sessions::{Clock, ManualClock, conformance::sample_record};
+    use wechat_sessions::{Clock, ManualClock, WriteEpochs, conformance::sample_record};
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
@@ -768,6 +784,20 @@ mod tests {
                 String::from_utf8_lossy(other)
             );
         }
+        // Every byte of signatures shorter than a word, a word long, and as long as ours (43).
+        for len in [0, 1, 7, 8, 16, 43] {
+            let known: Vec<u8> = b"h.p."
+                .iter()
+                .copied()
+                .chain((0..len).map(|i| b'a' + i))
+                .collect();
+            assert!(same_token(&known, 4, &known));
+            for at in 4..known.len() {
+                let mut other = known.clone();
+                other[at] ^= 1;
+                assert!(!same_token(&known, 4, &other), "length {len}, byte {at}");
+            }
+        }
     }
 
     #[test]
@@ -815,6 +845,43 @@ mod tests {
             tokens(&clock, ring()).verify(&issued.value),
             Err(AuthError::TokenExpired)
         );
+    }
+
+    /// A record kept beside a token for longer than the token lives (its session ends later and
+    /// nothing re-issues the token) is admitted only while the token is: the kept path, which
+    /// skips the expiry check, ends where the leeway does. Break to see it fail: `keep` not
+    /// capping `until` by the token's validity.
+    #[test]
+    fn a_kept_record_outlives_no_token() {
+        let clock = ManualClock::starting_now();
+        let record = Arc::new(sample_record(&clock, "wx", "alice"));
+        let tokens = tokens(&clock, ring());
+        let issued = tokens.issue(&record).unwrap();
+        let token = issued.value.as_bytes();
+        let expires_at = tokens
+            .verify_keeping(token, clock.now())
+            .unwrap()
+            .expires_at;
+        let epochs = WriteEpochs::new(Duration::from_secs(10 * 24 * 3600));
+        tokens.keep(
+            token,
+            Kept {
+                record: Arc::clone(&record),
+                stamp: epochs.stamp(&record.sid, clock.now()).unwrap(),
+                until: expires_at + Duration::from_secs(3600),
+            },
+        );
+        let kept = |at| match tokens.verify_keeping(token, at) {
+            Ok(Verified {
+                session: Session::Kept(_),
+                ..
+            }) => Ok(()),
+            Ok(_) => panic!("the record was not kept"),
+            Err(error) => Err(error),
+        };
+        let leeway_ends = expires_at + TokenConfig::default().leeway;
+        assert_eq!(kept(leeway_ends - Duration::from_nanos(1)), Ok(()));
+        assert_eq!(kept(leeway_ends), Err(AuthError::TokenExpired));
     }
 
     #[test]

@@ -206,15 +206,19 @@ pub(super) fn same_token(known: &[u8], signature_at: usize, candidate: &[u8]) ->
     }
     let (known_signed, known_signature) = known.split_at(signature_at);
     let (signed, signature) = candidate.split_at(signature_at);
-    // Eight bytes at a time, the rest a byte at a time, folded into one word compared once: no
-    // branch on the content.
+    // Eight bytes at a time, folded into one word compared once: no branch on the content. The
+    // bytes past the last whole word are covered by the word that ends the signature (it
+    // overlaps the one before); a signature shorter than a word goes a byte at a time.
     let (known_words, signature_words) =
         (known_signature.chunks_exact(8), signature.chunks_exact(8));
-    let tail = known_words
-        .remainder()
-        .iter()
-        .zip(signature_words.remainder())
-        .fold(0u64, |acc, (a, b)| acc | u64::from(a ^ b));
+    let tail = match known_signature.len().checked_sub(8) {
+        Some(last) => word(&known_signature[last..]) ^ word(&signature[last..]),
+        None => known_words
+            .remainder()
+            .iter()
+            .zip(signature_words.remainder())
+            .fold(0u64, |acc, (a, b)| acc | u64::from(a ^ b)),
+    };
     let difference = known_words
         .zip(signature_words)
         .fold(tail, |acc, (a, b)| acc | (word(a) ^ word(b)));
