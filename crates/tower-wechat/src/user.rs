@@ -289,6 +289,9 @@ mod extract {
             parts: &mut Parts,
             _state: &S,
         ) -> Result<Self, Self::Rejection> {
+            if let Some(user) = parts.extensions.get::<WeChatUser>() {
+                return Ok(user.clone());
+            }
             lookup(parts)
                 .and_then(|user| user.ok_or(AuthError::MissingToken))
                 .map_err(|error| Rejection::new(error, &parts.extensions))

@@ -46,7 +46,13 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<F, B, E> {
+        /// The inner service's future, answered as it is (every warm request).
         Inner {
+            #[pin]
+            future: F,
+        },
+        /// The inner service's future, with a header to add to its response.
+        Reissuing {
             #[pin]
             future: F,
             reissue: Option<Reissue>,
@@ -63,7 +69,10 @@ pin_project! {
 impl<F, B, E> ResponseFuture<F, B, E> {
     pub(crate) fn inner(future: F, reissue: Option<Reissue>) -> Self {
         Self {
-            kind: Kind::Inner { future, reissue },
+            kind: match reissue {
+                None => Kind::Inner { future },
+                reissue => Kind::Reissuing { future, reissue },
+            },
         }
     }
 
@@ -90,7 +99,8 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Inner { future, reissue } => {
+            KindProj::Inner { future } => future.poll(cx),
+            KindProj::Reissuing { future, reissue } => {
                 let mut response = ready!(future.poll(cx))?;
                 if let Some(reissue) = reissue.take() {
                     reissue.apply(&mut response);
