@@ -275,7 +275,13 @@ async fn build_wechat(r: Router, variant: &str) -> Router {
     std::mem::forget(mock); // keep the fake alive for the process's life
     match variant {
         "wechat_login_anon" => r.route("/me", get(me_wechat_optional)).layer(auth),
-        "wechat_setup_bare" => r.route("/me", get(me_bare)),
+        "wechat_setup_bare" => {
+            // The layer lives on, off the route: its WeChat client keeps the connections the
+            // logins pooled and their idle timer (each park of the runtime then reads the
+            // clock), as it does in `wechat_login`.
+            std::mem::forget(auth);
+            r.route("/me", get(me_bare))
+        }
         _ => r.route("/me", get(me_wechat)).layer(auth.required()),
     }
 }
