@@ -796,8 +796,35 @@ mod tests {
                 let mut other = known.clone();
                 other[at] ^= 1;
                 assert!(!same_token(&known, 4, &other), "length {len}, byte {at}");
+                // Two bytes differing alike: differences are gathered, never cancelled.
+                if at > 4 {
+                    other[at - 1] ^= 1;
+                    assert!(
+                        !same_token(&known, 4, &other),
+                        "length {len}, bytes {at} and before"
+                    );
+                }
             }
         }
+    }
+
+    /// A token of `max_len` bytes is read (and refused for what it says); one byte more is
+    /// refused unread, as malformed.
+    #[test]
+    fn tokens_are_read_up_to_max_len() {
+        let clock = ManualClock::starting_now();
+        let tokens = tokens(&clock, ring());
+        let max = TokenConfig::default().max_len;
+        assert_eq!(
+            tokens.verify_keeping(&vec![b'a'; max], clock.now()).err(),
+            Some(AuthError::InvalidToken)
+        );
+        assert_eq!(
+            tokens
+                .verify_keeping(&vec![b'a'; max + 1], clock.now())
+                .err(),
+            Some(AuthError::MalformedCredentials)
+        );
     }
 
     #[test]
