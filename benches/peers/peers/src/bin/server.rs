@@ -1,5 +1,5 @@
 //! One binary, one variant per process:  server <variant> <port>
-//! variants: bare | noop_layer | jwt | jwt_moka | jwt_authorizer | tower_sessions | tower_sessions_moka
+//! variants: bare | noop_layer | extension_layer | jwt | jwt_moka | jwt_authorizer | tower_sessions | tower_sessions_moka
 //!           | wechat_login | wechat_login_forged | wechat_login_anon (the project's layer; needs
 //!           --features project)
 use axum::{
@@ -32,6 +32,14 @@ struct Me<'a> {
 // ---------------------------------------------------------------- bare
 async fn me_bare() -> Json<Me<'static>> {
     Json(Me { sub: "user-000000", ok: true })
+}
+
+/// A user as `extension_layer` attaches it.
+#[derive(Clone)]
+struct ExtUser(Arc<str>);
+
+async fn me_extension(Extension(user): Extension<ExtUser>) -> Response {
+    Json(Me { sub: &user.0, ok: true }).into_response()
 }
 
 // ---------------------------------------------------------------- jwt: minimal hand-written layer
@@ -297,6 +305,17 @@ async fn build(variant: &str) -> Router {
         "noop_layer" => r
             .route("/me", get(me_bare))
             .layer(tower::util::MapRequestLayer::new(|r: Request<Body>| r)),
+        // The least a middleware that attaches a user can cost: a layer that inserts a
+        // ready-made user into the request's extensions and a handler that extracts it (axum's
+        // `Extension`), nothing verified.
+        "extension_layer" => {
+            let user = ExtUser(Arc::from("o_peer_user_00000"));
+            r.route("/me", get(me_extension))
+                .layer(tower::util::MapRequestLayer::new(move |mut r: Request<Body>| {
+                    r.extensions_mut().insert(user.clone());
+                    r
+                }))
+        }
         "jwt" => r.route("/me", get(me_jwt)).layer(JwtLayer(Arc::new(JwtCfg::new()))),
         "jwt_moka" => {
             let cache: Cache<String, Arc<UserState>> = Cache::builder()
