@@ -624,14 +624,22 @@ impl RedisStore {
         let mut live = Vec::new();
         let (mut gone, mut gone_legacy) = (Vec::new(), Vec::new());
         for (sid, member) in named {
-            match self.get_op(&sid).await? {
-                Some(record) if record.user_is(user) => live.push((record.confirmed_at, sid)),
+            match self.get_op(&sid).await {
+                Ok(Some(record)) if record.user_is(user) => {
+                    live.push((record.confirmed_at, sid));
+                }
                 // Another user's whose id hashes alike: not ours to end or unindex.
-                Some(_) => {}
-                None => match member {
+                Ok(Some(_)) => {}
+                Ok(None) => match member {
                     Some(member) => gone.push(member),
                     None => gone_legacy.push(sid),
                 },
+                // Whose it is cannot be read (a dropped sealing key, a damaged value): left
+                // as it is, and the cap goes on with the others.
+                Err(StoreError::Corrupt(_)) => {
+                    tracing::warn!(sid = %sid, "a session the cap counted could not be read; skipped");
+                }
+                Err(error) => return Err(error),
             }
         }
         self.unindex(user, gone, gone_legacy).await?;

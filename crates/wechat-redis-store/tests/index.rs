@@ -243,3 +243,45 @@ async fn sessions_indexed_by_an_earlier_version_are_listed_capped_and_ended() {
     let left: i64 = client.zcard(store.user_key(&user)).await.unwrap();
     assert_eq!(left, 0, "the legacy index emptied");
 }
+
+/// A record that cannot be read (sealed with a key since dropped, or damaged) among a user's
+/// sessions leaves the cap working on the others. Break to see it fail: the cap returning the
+/// read's error instead of skipping the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_session_does_not_stop_the_cap() {
+    let Some(client) = common::machine_redis().await else {
+        return;
+    };
+    let clock = ManualClock::starting_now();
+    let store = store(client.clone(), &clock, 2);
+    let first = insert(&store, &clock, "max").await;
+    // A second session of the same user whose value no key opens.
+    let own = bucket(&store, &first.user()).await;
+    let (hash, end) = (
+        &own[0][..8],
+        u32::from_be_bytes(own[0][24..].try_into().unwrap()),
+    );
+    let damaged = SessionId::random();
+    let _: () = client
+        .set(
+            store.record_key(&damaged),
+            "5:99999999999999:not a sealed record",
+            None,
+            None,
+            false,
+        )
+        .await
+        .unwrap();
+    add(&store, &first.user(), member(hash, &damaged, end)).await;
+
+    clock.advance(Duration::from_secs(1));
+    let second = insert(&store, &clock, "max").await;
+    clock.advance(Duration::from_secs(1));
+    let third = insert(&store, &clock, "max").await;
+    assert!(
+        store.get(&first.sid).await.unwrap().is_none(),
+        "the least recently confirmed readable session ended"
+    );
+    assert!(store.get(&second.sid).await.unwrap().is_some());
+    assert!(store.get(&third.sid).await.unwrap().is_some());
+}
