@@ -16,7 +16,8 @@
 //! `MAX_CONNECTIONS_PER_ADDRESS` (default 64, IPv6 by /64), `HEADER_READ_TIMEOUT_SECS` (default
 //! 10; also the idle keep-alive timeout), `RESPONSE_TIMEOUT_SECS` (default 30), `REDIS_URL`
 //! (sessions in Redis; `redis-cluster://` for a cluster) with `STORE_KEY` (32 bytes, hex or
-//! base64), `STORE_KEY_ID`, `STORE_PREVIOUS_KEYS` and `REDIS_PREFIX`, `GRPC_BIND` (also serve
+//! base64), `STORE_KEY_ID`, `STORE_PREVIOUS_KEYS`, `REDIS_PREFIX` and `REDIS_LEGACY_WRITES`
+//! (`on` while a fleet changes over from a version before the index buckets), `GRPC_BIND` (also serve
 //! the tonic service `demo.WhoAmI` there, behind the same layer), `METRICS` (`on`/`off`:
 //! `GET /metrics` in Prometheus text; on by default in the sandbox), `WECHAT_OA_TOKEN` and
 //! `WECHAT_OA_AES_KEY` (the Official Account's server configuration: scan-to-log-in), `RUST_LOG`.
@@ -89,6 +90,13 @@ async fn redis_store(url: &str) -> Result<RedisStore, app::BoxError> {
     }
     if let Some(prefix) = env("REDIS_PREFIX") {
         builder = builder.prefix(prefix);
+    }
+    match env("REDIS_LEGACY_WRITES").as_deref() {
+        None | Some("off") => {}
+        Some("on") => builder = builder.legacy_writes(true),
+        Some(other) => {
+            return Err(format!("REDIS_LEGACY_WRITES: `on` or `off`, not `{other}`").into());
+        }
     }
     if env("SESSION_SECRET").is_none() {
         tracing::warn!(

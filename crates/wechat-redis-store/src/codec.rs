@@ -40,13 +40,14 @@ pub(crate) enum CodecError {
 }
 
 /// Encodes everything of `record` but its id, app and version, in the current format.
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn encode(record: &SessionRecord) -> Result<Vec<u8>, CodecError> {
     write(record, true)
 }
 
-/// Encodes in the current format, or (`packed` false, for the tests of reading old records) in
-/// format 3 or 4 as earlier versions wrote them.
-fn write(record: &SessionRecord, packed: bool) -> Result<Vec<u8>, CodecError> {
+/// Encodes in the current format, or (`packed` false: for a fleet changing over from versions
+/// before format 5, see `RedisStoreBuilder::legacy_writes`) in format 3 or 4 as they wrote it.
+pub(crate) fn write(record: &SessionRecord, packed: bool) -> Result<Vec<u8>, CodecError> {
     let mut out = Vec::with_capacity(256);
     out.push(match (packed, &record.client) {
         (true, _) => FORMAT_V5,

@@ -12,7 +12,7 @@
 //! |---|---|---|---|
 //! | `<prefix>:s:{<sid>}` | string | `<version>:<end, Unix ms>:<sealed record>` | at the session's end (`PXAT`) |
 //! | `<prefix>:i:{<bucket>}` | sorted set | the sessions of the users whose id hashes to the bucket (hex), each `<user hash><sid><end>` (binary, 28 bytes) at score 0 | at the latest end of its sessions |
-//! | `<prefix>:u:{<user id>}` | sorted set | written by versions before the buckets: the user's session ids; still read (listing, the cap, logout-all) until it expires with its sessions | at the latest end of its sessions |
+//! | `<prefix>:u:{<user id>}` | sorted set | the user's session ids, as versions before the buckets wrote them (and this one with [`RedisStoreBuilder::legacy_writes`]); always read (listing, the cap, logout-all) | at the latest end of its sessions |
 //! | `<prefix>:lease:{<name>}` | string | the owner of a fleet-wide single flight (`refresh:<sid>`, `login:<code hash>`) | the lease's time (renewed while its flight runs) |
 //! | `<prefix>:v:{<key>}` | string | a shared value: a remembered login outcome (`login:<code hash>`), a used OAuth state (`state:<hash>`) | its time (10-12 minutes) |
 //! | `<prefix>:x:{<key>}` | string | a shared secret, sealed like a record: an app's access token (`apptoken:<appid>`), a Mini Program user's newest session key (`sessionkey:<appid>:<openid>`) | with the token (about 2 h) or the session (30 days) |
@@ -141,6 +141,17 @@ purge(redis.call('ZRANGE', KEYS[1], from, from + 31))
 return redis.call('ZLEXCOUNT', KEYS[1], ARGV[2], ARGV[3])
 ";
 
+/// Indexes a session in its user's own sorted set, as versions before the buckets did, and keeps
+/// the set alive until its latest session ends; returns how many members it has. KEYS: the
+/// user's set. ARGV: sid, score (last confirmation, Unix ms), end (Unix ms).
+const LEGACY_INDEX: &str = r"
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+if redis.call('PEXPIRETIME', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+end
+return redis.call('ZCARD', KEYS[1])
+";
+
 /// A user's members of a bucket. KEYS: bucket. ARGV: the user's range (min, max).
 const USER_MEMBERS: &str = r"
 return redis.call('ZRANGE', KEYS[1], ARGV[1], ARGV[2], 'BYLEX')
@@ -197,6 +208,7 @@ struct Scripts {
     compare_and_set: Script,
     delete: Script,
     index: Script,
+    legacy_index: Script,
     user_members: Script,
     renew_lease: Script,
     release_lease: Script,
@@ -210,6 +222,7 @@ impl Scripts {
             compare_and_set: Script::from_lua(format!("{PARSE}{COMPARE_AND_SET}")),
             delete: Script::from_lua(format!("{PARSE}{DELETE}")),
             index: Script::from_lua(INDEX),
+            legacy_index: Script::from_lua(LEGACY_INDEX),
             user_members: Script::from_lua(USER_MEMBERS),
             renew_lease: Script::from_lua(RENEW_LEASE),
             release_lease: Script::from_lua(RELEASE_LEASE),
@@ -233,6 +246,8 @@ struct Inner {
     scripts: Scripts,
     clock: SharedClock,
     max_sessions_per_user: usize,
+    /// Also write what versions before the buckets read (see [`RedisStoreBuilder::legacy_writes`]).
+    legacy_writes: bool,
 }
 
 impl fmt::Debug for RedisStore {
@@ -256,6 +271,7 @@ pub struct RedisStoreBuilder {
     command_timeout: Duration,
     max_sessions_per_user: usize,
     clock: SharedClock,
+    legacy_writes: bool,
 }
 
 impl fmt::Debug for RedisStoreBuilder {
@@ -293,6 +309,17 @@ impl RedisStoreBuilder {
     /// [`DEFAULT_MAX_SESSIONS_PER_USER`], at least 1).
     pub fn max_sessions_per_user(mut self, max: usize) -> Self {
         self.max_sessions_per_user = max.max(1);
+        self
+    }
+
+    /// Also write what versions before the shared index buckets read (default off): records in
+    /// codec format 3 or 4 instead of 5, and each new session in its user's own sorted set
+    /// (`<prefix>:u:{<user id>}`) as well as in its bucket. For a fleet changing over from
+    /// such a version (or back to it): while old and new instances share a Redis, turn it on
+    /// in the new ones, so the old ones read every session and a logout-all on any instance
+    /// ends them all; turn it off once no old instance is left.
+    pub fn legacy_writes(mut self, on: bool) -> Self {
+        self.legacy_writes = on;
         self
     }
 
@@ -354,6 +381,7 @@ impl RedisStoreBuilder {
                 scripts: Scripts::new(),
                 clock: self.clock,
                 max_sessions_per_user: self.max_sessions_per_user,
+                legacy_writes: self.legacy_writes,
             }),
         }
     }
@@ -377,6 +405,7 @@ impl RedisStore {
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             max_sessions_per_user: DEFAULT_MAX_SESSIONS_PER_USER,
             clock: Arc::new(SystemClock),
+            legacy_writes: false,
         })
     }
 
@@ -481,7 +510,8 @@ impl RedisStore {
 
     /// The stored value of a record: version and end in plain text, the record sealed.
     fn value(&self, record: &SessionRecord) -> Result<Value, StoreError> {
-        let plain = codec::encode(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let plain = codec::write(record, !self.inner.legacy_writes)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let sealed = self
             .inner
             .sealer
@@ -572,7 +602,7 @@ impl RedisStore {
                 vec![Value::from(&range.min[..]), Value::from(&range.max[..])],
             )
             .await?;
-        let bucketed = members
+        let bucketed: Vec<(SessionId, Vec<u8>)> = members
             .iter()
             .filter_map(Value::as_bytes)
             .filter_map(|member| Some((range.sid(member)?, member.to_vec())))
@@ -582,7 +612,12 @@ impl RedisStore {
             .zrange(self.user_key(user), 0, -1, None, false, None, false)
             .await
             .map_err(unavailable)?;
-        let legacy = legacy.iter().filter_map(|m| m.parse().ok()).collect();
+        // A session written with `legacy_writes` is in both: named once, by its bucket member.
+        let legacy = legacy
+            .iter()
+            .filter_map(|m| m.parse().ok())
+            .filter(|sid| !bucketed.iter().any(|(named, _)| named == sid))
+            .collect();
         Ok((bucketed, legacy))
     }
 
@@ -591,8 +626,13 @@ impl RedisStore {
         &self,
         user: &UserId,
         members: Vec<Vec<u8>>,
-        legacy: Vec<SessionId>,
+        mut legacy: Vec<SessionId>,
     ) -> Result<(), StoreError> {
+        if self.inner.legacy_writes {
+            // Written to both indexes, named by the bucket's member: out of both.
+            let range = UserRange::of(user);
+            legacy.extend(members.iter().filter_map(|member| range.sid(member)));
+        }
         for chunk in members.chunks(1_000) {
             let members: Vec<Value> = chunk.iter().map(|m| Value::from(&m[..])).collect();
             let _: i64 = self
@@ -712,9 +752,32 @@ impl RedisStore {
                 return Err(error);
             }
         };
-        // Sessions indexed by an earlier version count too, while they live.
-        let legacy: Result<i64, _> = self.client.zcard(self.user_key(&user)).await;
-        let members = members + legacy.unwrap_or(0);
+        let members = if self.inner.legacy_writes {
+            // In the user's own sorted set too, where versions before the buckets look; it
+            // holds every session the bucket does (and the old instances' own).
+            let indexed: Result<i64, StoreError> = self
+                .script(
+                    &self.inner.scripts.legacy_index,
+                    self.user_key(&user),
+                    vec![
+                        record.sid.to_string().into(),
+                        unix_ms(record.confirmed_at).into(),
+                        end.into(),
+                    ],
+                )
+                .await;
+            match indexed {
+                Ok(legacy) => members.max(legacy),
+                Err(error) => {
+                    let _ = self.delete_record(&record.sid, now).await;
+                    return Err(error);
+                }
+            }
+        } else {
+            // Sessions indexed by an earlier version count too, while they live.
+            let legacy: Result<i64, _> = self.client.zcard(self.user_key(&user)).await;
+            members + legacy.unwrap_or(0)
+        };
         if members > self.inner.max_sessions_per_user as i64
             && let Err(error) = self.enforce_user_cap(&user, &record.sid).await
         {

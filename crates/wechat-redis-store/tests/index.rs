@@ -285,3 +285,67 @@ async fn an_unreadable_session_does_not_stop_the_cap() {
     assert!(store.get(&second.sid).await.unwrap().is_some());
     assert!(store.get(&third.sid).await.unwrap().is_some());
 }
+
+/// With `legacy_writes`, what versions before the buckets read is written too: each session in
+/// its user's own sorted set, the record in the unpacked format. A session in both indexes is
+/// listed, capped and ended once. Break to see it fail: `legacy_writes` not indexing the user's
+/// set, not choosing the old format, or `indexed` naming a session of both indexes twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_writes_serve_a_fleet_changing_over() {
+    let Some(client) = common::machine_redis().await else {
+        return;
+    };
+    let clock = ManualClock::starting_now();
+    let changing = RedisStore::builder(&common::redis_url(), common::key("k1", 1))
+        .unwrap()
+        .prefix(common::random_prefix())
+        .clock(common::shared(&clock))
+        .max_sessions_per_user(2)
+        .legacy_writes(true)
+        .with_client(client.clone());
+    let current = store(client.clone(), &clock, 2);
+
+    let first = insert(&changing, &clock, "ned").await;
+    let user = first.user();
+    let legacy: Vec<String> = client
+        .zrange(changing.user_key(&user), 0, -1, None, false, None, false)
+        .await
+        .unwrap();
+    assert_eq!(legacy, [first.sid.to_string()], "in the user's own set");
+    assert_eq!(bucket(&changing, &user).await.len(), 1, "and in its bucket");
+    // A record with WeChat-sized identifiers and tokens (base64url, about 90 characters), by
+    // each store: the old format does not pack them, so its value is longer.
+    let long = "o6_bmjrPTlm6_2sgVt7hMZOPfL2M".repeat(3);
+    let (old, new) = (
+        insert(&changing, &clock, &long).await,
+        insert(&current, &clock, &long).await,
+    );
+    let len = |store: &RedisStore, sid: SessionId| {
+        let (client, key) = (client.clone(), store.record_key(&sid));
+        async move { client.strlen::<i64, _>(key).await.unwrap() }
+    };
+    let (old, new) = (len(&changing, old.sid).await, len(&current, new.sid).await);
+    assert!(old > new + 40, "the unpacked format: {old} against {new}");
+
+    let listed = changing.user_sessions(&user).await.unwrap();
+    assert_eq!(listed.len(), 1, "listed once: {listed:?}");
+    // Two more logins over a cap of two: the first ends, the other two stay.
+    clock.advance(Duration::from_secs(1));
+    let second = insert(&changing, &clock, "ned").await;
+    clock.advance(Duration::from_secs(1));
+    let third = insert(&changing, &clock, "ned").await;
+    assert!(changing.get(&first.sid).await.unwrap().is_none());
+    assert!(changing.get(&second.sid).await.unwrap().is_some());
+    assert!(changing.get(&third.sid).await.unwrap().is_some());
+
+    assert_eq!(changing.delete_user(&user).await.unwrap(), 2);
+    assert!(changing.user_sessions(&user).await.unwrap().is_empty());
+    let legacy: Vec<String> = client
+        .zrange(changing.user_key(&user), 0, -1, None, false, None, false)
+        .await
+        .unwrap();
+    assert!(
+        !legacy.contains(&second.sid.to_string()) && !legacy.contains(&third.sid.to_string()),
+        "out of the user's own set too: {legacy:?}"
+    );
+}
