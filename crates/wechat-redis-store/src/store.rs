@@ -260,6 +260,13 @@ impl fmt::Debug for RedisStore {
     }
 }
 
+/// A session the user's index names: by its member of the user's bucket, or (`None`) only in
+/// the index of versions before the buckets.
+struct Indexed {
+    sid: SessionId,
+    member: Option<Vec<u8>>,
+}
+
 /// Configures a [`RedisStore`].
 pub struct RedisStoreBuilder {
     config: Config,
@@ -587,13 +594,10 @@ impl RedisStore {
         Ok(live == 1)
     }
 
-    /// The sessions the index names for `user`: in their bucket (each with its member), then in
-    /// the index of versions before the buckets (without). Ended and other users' sessions may
-    /// be among them: whoever reads the records checks.
-    async fn indexed(
-        &self,
-        user: &UserId,
-    ) -> Result<(Vec<(SessionId, Vec<u8>)>, Vec<SessionId>), StoreError> {
+    /// The sessions the index names for `user`: in their bucket, then in the index of versions
+    /// before the buckets. Ended and other users' sessions may be among them: whoever reads the
+    /// records checks.
+    async fn indexed(&self, user: &UserId) -> Result<Vec<Indexed>, StoreError> {
         let range = UserRange::of(user);
         let members: Vec<Value> = self
             .script(
@@ -602,10 +606,15 @@ impl RedisStore {
                 vec![Value::from(&range.min[..]), Value::from(&range.max[..])],
             )
             .await?;
-        let bucketed: Vec<(SessionId, Vec<u8>)> = members
+        let mut indexed: Vec<Indexed> = members
             .iter()
             .filter_map(Value::as_bytes)
-            .filter_map(|member| Some((range.sid(member)?, member.to_vec())))
+            .filter_map(|member| {
+                Some(Indexed {
+                    sid: range.sid(member)?,
+                    member: Some(member.to_vec()),
+                })
+            })
             .collect();
         let legacy: Vec<String> = self
             .client
@@ -613,25 +622,29 @@ impl RedisStore {
             .await
             .map_err(unavailable)?;
         // A session written with `legacy_writes` is in both: named once, by its bucket member.
-        let legacy = legacy
+        let legacy: Vec<SessionId> = legacy
             .iter()
             .filter_map(|m| m.parse().ok())
-            .filter(|sid| !bucketed.iter().any(|(named, _)| named == sid))
+            .filter(|sid| !indexed.iter().any(|named| named.sid == *sid))
             .collect();
-        Ok((bucketed, legacy))
+        indexed.extend(legacy.into_iter().map(|sid| Indexed { sid, member: None }));
+        Ok(indexed)
     }
 
-    /// Takes ended sessions' members out of the user's bucket and legacy index.
-    async fn unindex(
-        &self,
-        user: &UserId,
-        members: Vec<Vec<u8>>,
-        mut legacy: Vec<SessionId>,
-    ) -> Result<(), StoreError> {
-        if self.inner.legacy_writes {
-            // Written to both indexes, named by the bucket's member: out of both.
-            let range = UserRange::of(user);
-            legacy.extend(members.iter().filter_map(|member| range.sid(member)));
+    /// Takes ended sessions out of the user's bucket and legacy index.
+    async fn unindex(&self, user: &UserId, ended: Vec<Indexed>) -> Result<(), StoreError> {
+        let mut members = Vec::new();
+        let mut legacy = Vec::new();
+        for Indexed { sid, member } in ended {
+            match member {
+                // Written to both indexes with `legacy_writes`: out of both.
+                Some(member) if self.inner.legacy_writes => {
+                    members.push(member);
+                    legacy.push(sid);
+                }
+                Some(member) => members.push(member),
+                None => legacy.push(sid),
+            }
         }
         for chunk in members.chunks(1_000) {
             let members: Vec<Value> = chunk.iter().map(|m| Value::from(&m[..])).collect();
@@ -655,25 +668,18 @@ impl RedisStore {
     /// Ends the user's least recently confirmed sessions beyond the cap (never `keep`), after
     /// dropping index members whose record is gone.
     async fn enforce_user_cap(&self, user: &UserId, keep: &SessionId) -> Result<(), StoreError> {
-        let (bucketed, legacy) = self.indexed(user).await?;
-        let named = bucketed
-            .into_iter()
-            .map(|(sid, member)| (sid, Some(member)))
-            .chain(legacy.into_iter().map(|sid| (sid, None)))
-            .filter(|(sid, _)| sid != keep);
+        let named = self.indexed(user).await?;
         let mut live = Vec::new();
-        let (mut gone, mut gone_legacy) = (Vec::new(), Vec::new());
-        for (sid, member) in named {
+        let mut gone = Vec::new();
+        for entry in named.into_iter().filter(|entry| entry.sid != *keep) {
+            let sid = entry.sid;
             match self.get_op(&sid).await {
                 Ok(Some(record)) if record.user_is(user) => {
                     live.push((record.confirmed_at, sid));
                 }
                 // Another user's whose id hashes alike: not ours to end or unindex.
                 Ok(Some(_)) => {}
-                Ok(None) => match member {
-                    Some(member) => gone.push(member),
-                    None => gone_legacy.push(sid),
-                },
+                Ok(None) => gone.push(entry),
                 // Whose it is cannot be read (a dropped sealing key, a damaged value): left
                 // as it is, and the cap goes on with the others.
                 Err(StoreError::Corrupt(_)) => {
@@ -682,7 +688,7 @@ impl RedisStore {
                 Err(error) => return Err(error),
             }
         }
-        self.unindex(user, gone, gone_legacy).await?;
+        self.unindex(user, gone).await?;
         let excess = (live.len() + 1).saturating_sub(self.inner.max_sessions_per_user);
         if excess == 0 {
             return Ok(());
@@ -943,18 +949,15 @@ impl RedisStore {
         // Read the index, delete the records, then unindex only what was deleted: a failure
         // half-way leaves the rest indexed, so a retry finishes the job. The instances hear of
         // it once, as the user (one message, however many sessions), after the deletes.
-        let (bucketed, legacy) = self.indexed(user).await?;
+        let named = self.indexed(user).await?;
         let now = self.now_ms();
-        let named = bucketed
-            .into_iter()
-            .map(|(sid, member)| (sid, Some(member)))
-            .chain(legacy.into_iter().map(|sid| (sid, None)));
         // Concurrent, pipelined on the connection, at most 256 in flight. A bucket's member is
         // the user's only if its record says so (hashes collide); a legacy index is the user's
         // own.
         let results: Vec<_> = stream::iter(named)
-            .map(|(sid, member)| async move {
-                let ours = match &member {
+            .map(|entry| async move {
+                let sid = entry.sid;
+                let ours = match &entry.member {
                     Some(_) => match self.get_op(&sid).await {
                         Ok(record) => Ok(record.is_none_or(|record| record.user_is(user))),
                         Err(StoreError::Corrupt(_)) => Ok(true),
@@ -970,7 +973,7 @@ impl RedisStore {
                     Ok(false) => Ok(None),
                     Err(error) => Err(error),
                 };
-                (sid, member, deleted)
+                (entry, deleted)
             })
             .buffer_unordered(256)
             .collect()
@@ -983,22 +986,18 @@ impl RedisStore {
             // The other instances stop serving the ended sessions within the staleness bound.
             tracing::warn!(%error, "a logout-all was not published to the other instances");
         }
-        let (mut ended, mut failure) = (0, None);
-        let (mut members, mut legacy) = (Vec::new(), Vec::new());
-        for (sid, member, result) in results {
+        let (mut ended, mut failure, mut done) = (0, None, Vec::new());
+        for (entry, result) in results {
             match result {
                 Ok(Some(live)) => {
                     ended += usize::from(live);
-                    match member {
-                        Some(member) => members.push(member),
-                        None => legacy.push(sid),
-                    }
+                    done.push(entry);
                 }
                 Ok(None) => {}
                 Err(error) => failure = Some(error),
             }
         }
-        self.unindex(user, members, legacy).await?;
+        self.unindex(user, done).await?;
         match failure {
             Some(error) => Err(error),
             None => Ok(ended),
@@ -1009,8 +1008,7 @@ impl RedisStore {
         // The index may still name ended sessions (they leave it lazily), and a bucket other
         // users' whose id hashes alike: each is read, and only the live ones of this user are
         // answered.
-        let (bucketed, legacy) = self.indexed(user).await?;
-        let sids = bucketed.into_iter().map(|(sid, _)| sid).chain(legacy);
+        let sids = self.indexed(user).await?.into_iter().map(|entry| entry.sid);
         let read: Vec<Result<Option<Arc<SessionRecord>>, StoreError>> = stream::iter(sids)
             .map(|sid| async move { self.get_op(&sid).await })
             .buffer_unordered(256)
