@@ -268,6 +268,7 @@ mod extract {
     use super::{Anonymous, WeChatUser};
     use crate::rejection::{AuthError, Rejection};
 
+    #[inline]
     fn lookup(parts: &Parts) -> Result<Option<WeChatUser>, AuthError> {
         if let Some(user) = parts.extensions.get::<WeChatUser>() {
             return Ok(Some(user.clone()));
@@ -289,9 +290,6 @@ mod extract {
             parts: &mut Parts,
             _state: &S,
         ) -> Result<Self, Self::Rejection> {
-            if let Some(user) = parts.extensions.get::<WeChatUser>() {
-                return Ok(user.clone());
-            }
             lookup(parts)
                 .and_then(|user| user.ok_or(AuthError::MissingToken))
                 .map_err(|error| Rejection::new(error, &parts.extensions))
