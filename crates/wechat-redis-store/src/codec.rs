@@ -317,6 +317,11 @@ mod tests {
     use wechat_oauth::ManualClock;
     use wechat_session_store::conformance::sample_record;
 
+    /// `bytes` decoded as `record`'s (its id and app, version 0).
+    fn reread(record: &SessionRecord, bytes: &[u8]) -> Result<SessionRecord, CodecError> {
+        decode(record.sid, record.appid.clone(), 0, bytes)
+    }
+
     #[test]
     fn records_round_trip_and_garbage_is_refused() {
         let clock = ManualClock::starting_now();
@@ -333,23 +338,17 @@ mod tests {
             session_key: SessionKey::new("SK=="),
         };
         let bytes = encode(&mini).unwrap();
-        assert_eq!(
-            decode(mini.sid, mini.appid.clone(), 0, &bytes).unwrap(),
-            mini
-        );
+        assert_eq!(reread(&mini, &bytes).unwrap(), mini);
         for cut in 0..bytes.len() {
-            assert!(decode(mini.sid, mini.appid.clone(), 0, &bytes[..cut]).is_err());
+            assert!(reread(&mini, &bytes[..cut]).is_err());
         }
         let mut longer = bytes.clone();
         longer.push(0);
-        assert!(decode(mini.sid, mini.appid.clone(), 0, &longer).is_err());
+        assert!(reread(&mini, &longer).is_err());
         let mut scanned = sample_record(&clock, "wxoa", "carol");
         scanned.credentials = Credentials::Scanned;
         let bytes = encode(&scanned).unwrap();
-        assert_eq!(
-            decode(scanned.sid, scanned.appid.clone(), 0, &bytes).unwrap(),
-            scanned
-        );
+        assert_eq!(reread(&scanned, &bytes).unwrap(), scanned);
     }
 
     /// Break to see it fail: the format check letting an unknown first byte through, the
@@ -367,7 +366,7 @@ mod tests {
             let mut unknown = v3.clone();
             unknown[0] = format;
             assert_eq!(
-                decode(record.sid, record.appid.clone(), 0, &unknown),
+                reread(&record, &unknown),
                 Err(CodecError::Malformed),
                 "format {format}"
             );
@@ -382,18 +381,12 @@ mod tests {
         stored.extend_from_slice(id.as_bytes());
         v2.splice(flag_at..=flag_at, stored);
         v2[0] = FORMAT_V2;
-        assert_eq!(
-            decode(record.sid, record.appid.clone(), 0, &v2).unwrap(),
-            record
-        );
+        assert_eq!(reread(&record, &v2).unwrap(), record);
         // The first format: no user id, which reads back as the default one.
         let mut v1 = v3.clone();
         v1.remove(flag_at);
         v1[0] = FORMAT_V1;
-        assert_eq!(
-            decode(record.sid, record.appid.clone(), 0, &v1).unwrap(),
-            record
-        );
+        assert_eq!(reread(&record, &v1).unwrap(), record);
         // A user id that is the unionid costs one byte, not the unionid again.
         let mut with_unionid = sample_record(&clock, "wxapp", "dave");
         let unionid = with_unionid
@@ -403,10 +396,7 @@ mod tests {
         with_unionid.user_id =
             UserId::default_for(&with_unionid.appid, &with_unionid.openid, Some(&unionid));
         let bytes = write(&with_unionid, false).unwrap();
-        assert_eq!(
-            decode(with_unionid.sid, with_unionid.appid.clone(), 0, &bytes).unwrap(),
-            with_unionid
-        );
+        assert_eq!(reread(&with_unionid, &bytes).unwrap(), with_unionid);
         let text = unionid.as_str().as_bytes();
         assert_eq!(bytes.windows(text.len()).filter(|w| *w == text).count(), 1);
     }
@@ -419,16 +409,10 @@ mod tests {
         let without = encode(&record).unwrap();
         assert_eq!(without[0], FORMAT_V5);
         assert_eq!(without.last(), Some(&0), "no client: one byte says so");
-        assert_eq!(
-            decode(record.sid, record.appid.clone(), 0, &without).unwrap(),
-            record
-        );
+        assert_eq!(reread(&record, &without).unwrap(), record);
         let old = write(&record, false).unwrap();
         assert_eq!(old[0], FORMAT_V3);
-        assert_eq!(
-            decode(record.sid, record.appid.clone(), 0, &old).unwrap(),
-            record
-        );
+        assert_eq!(reread(&record, &old).unwrap(), record);
         for client in [
             LoginClient::new(
                 Some("Mozilla/5.0 (iPhone)"),
@@ -439,16 +423,10 @@ mod tests {
         ] {
             record.client = Some(Box::new(client));
             let current = encode(&record).unwrap();
-            assert_eq!(
-                decode(record.sid, record.appid.clone(), 0, &current).unwrap(),
-                record
-            );
+            assert_eq!(reread(&record, &current).unwrap(), record);
             let bytes = write(&record, false).unwrap();
             assert_eq!(bytes[0], FORMAT_V4);
-            assert_eq!(
-                decode(record.sid, record.appid.clone(), 0, &bytes).unwrap(),
-                record
-            );
+            assert_eq!(reread(&record, &bytes).unwrap(), record);
             let mut bad = bytes.clone();
             let flag = bytes.len()
                 - 1
@@ -459,7 +437,7 @@ mod tests {
                     .network()
                     .map_or(0, |n| n.len() + 2);
             bad[flag] = 7;
-            assert!(decode(record.sid, record.appid.clone(), 0, &bad).is_err());
+            assert!(reread(&record, &bad).is_err());
         }
     }
 
@@ -489,7 +467,7 @@ mod tests {
                 refresh_token: RefreshToken::new(format!("{token}R")),
             };
             let packed = encode(&record).unwrap();
-            let back = decode(record.sid, record.appid.clone(), 0, &packed).unwrap();
+            let back = reread(&record, &packed).unwrap();
             assert_eq!(back, record, "{token:?}");
             let plain = write(&record, false).unwrap();
             let in_alphabet = token.bytes().all(|b| sextet(b).is_some());

@@ -55,6 +55,39 @@ async fn add(store: &RedisStore, user: &UserId, member: Value) {
     assert_eq!(added, 1);
 }
 
+/// A member's user hash and end.
+fn hash_and_end(member: &[u8]) -> (&[u8], u32) {
+    (
+        &member[..8],
+        u32::from_be_bytes(member[24..].try_into().unwrap()),
+    )
+}
+
+/// Indexes `sid` in `user`'s own sorted set, as versions before the buckets did.
+async fn add_legacy(store: &RedisStore, user: &UserId, sid: &SessionId, score: f64) {
+    let _: i64 = store
+        .client()
+        .zadd(
+            store.user_key(user),
+            None,
+            None,
+            false,
+            false,
+            (score, sid.to_string()),
+        )
+        .await
+        .unwrap();
+}
+
+/// The session ids in `user`'s own sorted set.
+async fn legacy(store: &RedisStore, user: &UserId) -> Vec<String> {
+    store
+        .client()
+        .zrange(store.user_key(user), 0, -1, None, false, None, false)
+        .await
+        .unwrap()
+}
+
 async fn insert(store: &RedisStore, clock: &ManualClock, openid: &str) -> SessionRecord {
     (*store
         .insert(sample_record(clock, "wxapp", openid))
@@ -80,10 +113,7 @@ async fn another_users_session_in_the_range_is_never_listed_nor_ended() {
     assert_eq!(own[0].len(), 28);
     assert_eq!(&own[0][8..24], ivy.sid.as_bytes());
     // Jon's session under Ivy's hash: what a collision of the two ids' hashes would write.
-    let (hash, end) = (
-        &own[0][..8],
-        u32::from_be_bytes(own[0][24..].try_into().unwrap()),
-    );
+    let (hash, end) = hash_and_end(&own[0]);
     add(&store, &ivy.user(), member(hash, &jon.sid, end)).await;
 
     let listed: Vec<SessionId> = store
@@ -178,17 +208,7 @@ async fn sessions_indexed_by_an_earlier_version_are_listed_capped_and_ended() {
     let old = insert(&store, &clock, "lea").await;
     let user = old.user();
     let _: i64 = client.del(store.index_key(&user)).await.unwrap();
-    let _: i64 = client
-        .zadd(
-            store.user_key(&user),
-            None,
-            None,
-            false,
-            false,
-            (1.0, old.sid.to_string()),
-        )
-        .await
-        .unwrap();
+    add_legacy(&store, &user, &old.sid, 1.0).await;
     let listed = store.user_sessions(&user).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].sid, old.sid);
@@ -214,17 +234,7 @@ async fn sessions_indexed_by_an_earlier_version_are_listed_capped_and_ended() {
 
     // Logout-all ends the legacy index's sessions too.
     let legacy = insert(&store, &clock, "lea").await;
-    let _: i64 = client
-        .zadd(
-            store.user_key(&user),
-            None,
-            None,
-            false,
-            false,
-            (2.0, legacy.sid.to_string()),
-        )
-        .await
-        .unwrap();
+    add_legacy(&store, &user, &legacy.sid, 2.0).await;
     let _: i64 = client
         .zrem(
             store.index_key(&user),
@@ -257,10 +267,7 @@ async fn an_unreadable_session_does_not_stop_the_cap() {
     let first = insert(&store, &clock, "max").await;
     // A second session of the same user whose value no key opens.
     let own = bucket(&store, &first.user()).await;
-    let (hash, end) = (
-        &own[0][..8],
-        u32::from_be_bytes(own[0][24..].try_into().unwrap()),
-    );
+    let (hash, end) = hash_and_end(&own[0]);
     let damaged = SessionId::random();
     let _: () = client
         .set(
@@ -307,11 +314,11 @@ async fn legacy_writes_serve_a_fleet_changing_over() {
 
     let first = insert(&changing, &clock, "ned").await;
     let user = first.user();
-    let legacy: Vec<String> = client
-        .zrange(changing.user_key(&user), 0, -1, None, false, None, false)
-        .await
-        .unwrap();
-    assert_eq!(legacy, [first.sid.to_string()], "in the user's own set");
+    assert_eq!(
+        legacy(&changing, &user).await,
+        [first.sid.to_string()],
+        "in the user's own set"
+    );
     assert_eq!(bucket(&changing, &user).await.len(), 1, "and in its bucket");
     // A record with WeChat-sized identifiers and tokens (base64url, about 90 characters), by
     // each store: the old format does not pack them, so its value is longer.
@@ -340,10 +347,7 @@ async fn legacy_writes_serve_a_fleet_changing_over() {
 
     assert_eq!(changing.delete_user(&user).await.unwrap(), 2);
     assert!(changing.user_sessions(&user).await.unwrap().is_empty());
-    let legacy: Vec<String> = client
-        .zrange(changing.user_key(&user), 0, -1, None, false, None, false)
-        .await
-        .unwrap();
+    let legacy = legacy(&changing, &user).await;
     assert!(
         !legacy.contains(&second.sid.to_string()) && !legacy.contains(&third.sid.to_string()),
         "out of the user's own set too: {legacy:?}"
