@@ -353,3 +353,50 @@ async fn legacy_writes_serve_a_fleet_changing_over() {
         "out of the user's own set too: {legacy:?}"
     );
 }
+
+/// Two instances on one Redis during a change-over, one with `legacy_writes` and one without:
+/// each lists and ends the other's sessions once. Break to see it fail: `indexed` naming a
+/// session of both indexes twice, or not reading the legacy index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_with_and_without_legacy_writes_share_sessions() {
+    let Some(client) = common::machine_redis().await else {
+        return;
+    };
+    let clock = ManualClock::starting_now();
+    let prefix = common::random_prefix();
+    let instance = |legacy: bool| {
+        RedisStore::builder(&common::redis_url(), common::key("k1", 1))
+            .unwrap()
+            .prefix(prefix.clone())
+            .clock(common::shared(&clock))
+            .legacy_writes(legacy)
+            .with_client(client.clone())
+    };
+    let (a, b) = (instance(true), instance(false));
+    let on_a = insert(&a, &clock, "ola").await;
+    let on_b = insert(&b, &clock, "ola").await;
+    let user = on_a.user();
+    for store in [&a, &b] {
+        let mut listed: Vec<SessionId> = store
+            .user_sessions(&user)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.sid)
+            .collect();
+        listed.sort();
+        let mut expected = vec![on_a.sid, on_b.sid];
+        expected.sort();
+        assert_eq!(
+            listed, expected,
+            "each session listed once, on either instance"
+        );
+    }
+    assert_eq!(
+        b.delete_user(&user).await.unwrap(),
+        2,
+        "B ends A's session too"
+    );
+    assert!(a.get(&on_a.sid).await.unwrap().is_none());
+    assert!(a.user_sessions(&user).await.unwrap().is_empty());
+}
