@@ -118,19 +118,19 @@ return 0
 ";
 
 /// Indexes a session in its user's bucket and keeps the bucket alive until its latest session
-/// ends; purges ended members (the user's own, and a window of the bucket's, so the members of
-/// users who never come back go too); returns how many members the user has there.
-/// KEYS: bucket. ARGV: member, the user's range (min, max), end (Unix ms), now (Unix s), where
-/// the purged window starts.
+/// ends; purges members that ended by the horizon (the user's own, and a window of the bucket's,
+/// so the members of users who never come back go too); returns how many members the user has
+/// there. KEYS: bucket. ARGV: member, the user's range (min, max), end (Unix ms), the purge
+/// horizon (Unix s, see [`PURGE_ALLOWANCE`]), where the purged window starts.
 const INDEX: &str = r"
 redis.call('ZADD', KEYS[1], 0, ARGV[1])
 if redis.call('PEXPIRETIME', KEYS[1]) < tonumber(ARGV[4]) then
   redis.call('PEXPIREAT', KEYS[1], ARGV[4])
 end
-local now = tonumber(ARGV[5])
+local horizon = tonumber(ARGV[5])
 local function purge(members)
   for _, m in ipairs(members) do
-    if #m == 28 and struct.unpack('>I4', m, 25) <= now then redis.call('ZREM', KEYS[1], m) end
+    if #m == 28 and struct.unpack('>I4', m, 25) <= horizon then redis.call('ZREM', KEYS[1], m) end
   end
 end
 purge(redis.call('ZRANGE', KEYS[1], ARGV[2], ARGV[3], 'BYLEX'))
@@ -140,6 +140,12 @@ if n > 32 then from = tonumber(ARGV[6]) % n end
 purge(redis.call('ZRANGE', KEYS[1], from, from + 31))
 return redis.call('ZLEXCOUNT', KEYS[1], ARGV[2], ARGV[3])
 ";
+
+/// How long after its end, by the clock of the instance that logs a user in, a bucket member may
+/// be purged. Another instance's sessions are purged by this one's clock: one running ahead by
+/// less than this never unindexes a session that has not ended yet, which a logout-all would
+/// then miss. Ended members stay this much longer, and are skipped by whoever reads them.
+pub(crate) const PURGE_ALLOWANCE: Duration = Duration::from_secs(300);
 
 /// Indexes a session in its user's own sorted set, as versions before the buckets did, and keeps
 /// the set alive until its latest session ends; returns how many members it has. KEYS: the
@@ -745,7 +751,7 @@ impl RedisStore {
                     Value::from(&range.min[..]),
                     Value::from(&range.max[..]),
                     end.into(),
-                    (now / 1000).into(),
+                    (now / 1000 - PURGE_ALLOWANCE.as_secs() as i64).into(),
                     i64::from(rand::random::<u32>()).into(),
                 ],
             )
