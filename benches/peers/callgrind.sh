@@ -10,6 +10,7 @@ WORK=${WORK:-${PROJECT:+$(cd "$PROJECT" && pwd)/target/peers-bench}}; WORK=${WOR
 BIN=$WORK/peers/target/release
 SERVER=${SERVER:-$BIN/server}   # another build's server binary, for an A/B
 N=${N:-5000}
+# DUMP_INSTR=1: positions per instruction, for footprint.py (distinct code lines a request runs).
 # CACHE=1: also simulate the caches (L1 as this machine's, LL=<size,assoc,line> standing in for
 # the share of L2 a loaded server keeps) and report first-level and last-level misses per request.
 CACHE_OPTS=()
@@ -24,7 +25,7 @@ for v in "${@:-bare wechat_login}"; do
   case $v in tower_sessions*) hf=$OUT/cookie.txt;; wechat_login*) hf=$OUT/wechat.txt;; *) hf=$OUT/bearer.txt;; esac
   case $v in *_forged) want=401;; *) want=200;; esac
   rm -f "$OUT/cg.$v.out"*
-  TOKENS_OUT=$OUT/wechat.txt WORKERS=1 valgrind --tool=callgrind "${CACHE_OPTS[@]}" --callgrind-out-file="$OUT/cg.$v.out" \
+  TOKENS_OUT=$OUT/wechat.txt WORKERS=1 valgrind --tool=callgrind ${DUMP_INSTR:+--dump-instr=yes} "${CACHE_OPTS[@]}" --callgrind-out-file="$OUT/cg.$v.out" \
     "$SERVER" "$v" "$port" 2>"$OUT/vg.$v.log" &
   vp=$!
   for _ in $(seq 1 600); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.2; done

@@ -6,6 +6,7 @@
 #   ./run.sh                          # 3 rounds x 10 s x 64 conns, all variants
 #   ROUNDS=5 DUR=20 CONNS=128 ./run.sh
 #   VARIANTS="bare jwt" ./run.sh
+#   USERS=10 ./run.sh                 # cycle over 10 users instead of 1,000 (per-user data stays cached)
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
@@ -85,6 +86,8 @@ for r in $(seq 1 "$ROUNDS"); do
       nocred=$(curl -s -o /dev/null -w '%{http_code}' "$url" || true)
       echo "# probe $v: valid->200 $(cat "$OUT/probe-$v.json")  no-credential->$nocred"
     fi
+    # USERS=n: only the first n users' requests (their data stays in the caches), for comparison
+    if [ -n "${USERS:-}" ]; then head -n "$USERS" "$hf" >"$OUT/users-$v.txt"; hf=$OUT/users-$v.txt; fi
     # warm-up (discarded)
     taskset -c "$CLIENT_CPU" wrk -t"$THREADS" -c"$CONNS" -d"${WARM}s" -s "$ROOT/cycle.lua" "$url" -- "$hf" >/dev/null
     # measured run; bash `time` gives the client's CPU, /proc gives the server's
