@@ -840,8 +840,30 @@ impl RedisStore {
         }
     }
 
+    /// Deletes a session, then takes its member out of its user's bucket (only the record knows
+    /// the user and the end the member carries, so it is read first). The session is ended once
+    /// its record is gone: a member left behind (the record unreadable, the index's write failed)
+    /// is skipped by whoever reads it and purged after the session's end.
     async fn delete_op(&self, sid: &SessionId) -> Result<bool, StoreError> {
-        self.delete_record(sid, self.now_ms()).await
+        let value: Option<Vec<u8>> = self
+            .client
+            .get(self.record_key(sid))
+            .await
+            .map_err(unavailable)?;
+        let record = value.and_then(|value| self.open(*sid, &value).ok());
+        let live = self.delete_record(sid, self.now_ms()).await?;
+        if let Some(record) = record {
+            let user = record.user();
+            let member = UserRange::of(&user).member(sid, unix_ms(record.expires_at));
+            let indexed = Indexed {
+                sid: *sid,
+                member: Some(member),
+            };
+            if let Err(error) = self.unindex(&user, vec![indexed]).await {
+                tracing::warn!(%sid, %error, "a deleted session is still in its user's index; it is purged after its end");
+            }
+        }
+        Ok(live)
     }
 
     async fn try_lease_op(

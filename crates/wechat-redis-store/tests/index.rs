@@ -142,6 +142,33 @@ async fn another_users_session_in_the_range_is_never_listed_nor_ended() {
     );
 }
 
+/// Break to see it fail: `delete` not unindexing, or unindexing a member other than the deleted
+/// session's (a wrong end or user in the member it removes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_takes_its_session_out_of_the_bucket() {
+    let Some(client) = common::machine_redis().await else {
+        return;
+    };
+    let clock = ManualClock::starting_now();
+    let store = store(client, &clock, 10);
+    let first = insert(&store, &clock, "lee").await;
+    let second = insert(&store, &clock, "lee").await;
+    assert_eq!(bucket(&store, &first.user()).await.len(), 2);
+
+    assert!(store.delete(&first.sid).await.unwrap(), "it was live");
+    let left = bucket(&store, &first.user()).await;
+    assert_eq!(left.len(), 1, "the logged-out session's member is gone");
+    assert_eq!(
+        &left[0][8..24],
+        second.sid.as_bytes(),
+        "the other one stays"
+    );
+    assert!(store.get(&second.sid).await.unwrap().is_some());
+    // A second logout of the same session finds nothing, and leaves the rest as it is.
+    assert!(!store.delete(&first.sid).await.unwrap());
+    assert_eq!(bucket(&store, &first.user()).await.len(), 1);
+}
+
 /// Break to see it fail: the index script not purging (either loop), comparing the end the wrong
 /// way, or purging members as soon as they end (no allowance for a clock running ahead).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
