@@ -21,6 +21,14 @@ fn store(client: Client, clock: &ManualClock, max: usize) -> RedisStore {
         .with_client(client)
 }
 
+/// A store on the machine's Redis under a fresh prefix, capping users at `max` sessions, with
+/// its clock and its client (`None` where no Redis is configured).
+async fn fresh(max: usize) -> Option<(RedisStore, ManualClock, Client)> {
+    let client = common::machine_redis().await?;
+    let clock = ManualClock::starting_now();
+    Some((store(client.clone(), &clock, max), clock, client))
+}
+
 /// The members of `user`'s bucket, in order.
 async fn bucket(store: &RedisStore, user: &UserId) -> Vec<Vec<u8>> {
     let members: Vec<Value> = store
@@ -101,11 +109,9 @@ async fn insert(store: &RedisStore, clock: &ManualClock, openid: &str) -> Sessio
 /// range is read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_users_session_in_the_range_is_never_listed_nor_ended() {
-    let Some(client) = common::machine_redis().await else {
+    let Some((store, clock, _)) = fresh(10).await else {
         return;
     };
-    let clock = ManualClock::starting_now();
-    let store = store(client, &clock, 10);
     let ivy = insert(&store, &clock, "ivy").await;
     let jon = insert(&store, &clock, "jon").await;
     let own = bucket(&store, &ivy.user()).await;
@@ -146,11 +152,9 @@ async fn another_users_session_in_the_range_is_never_listed_nor_ended() {
 /// session's (a wrong end or user in the member it removes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_logout_takes_its_session_out_of_the_bucket() {
-    let Some(client) = common::machine_redis().await else {
+    let Some((store, clock, _)) = fresh(10).await else {
         return;
     };
-    let clock = ManualClock::starting_now();
-    let store = store(client, &clock, 10);
     let first = insert(&store, &clock, "lee").await;
     let second = insert(&store, &clock, "lee").await;
     assert_eq!(bucket(&store, &first.user()).await.len(), 2);
@@ -173,11 +177,9 @@ async fn a_logout_takes_its_session_out_of_the_bucket() {
 /// way, or purging members as soon as they end (no allowance for a clock running ahead).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ended_members_leave_the_bucket_when_a_login_lands_in_it() {
-    let Some(client) = common::machine_redis().await else {
+    let Some((store, clock, _)) = fresh(10).await else {
         return;
     };
-    let clock = ManualClock::starting_now();
-    let store = store(client, &clock, 10);
     let kim = insert(&store, &clock, "kim").await;
     let own = bucket(&store, &kim.user()).await;
     let hash = own[0][..8].to_vec();
@@ -238,11 +240,9 @@ async fn ended_members_leave_the_bucket_when_a_login_lands_in_it() {
 /// `delete_user` or the cap's count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_indexed_by_an_earlier_version_are_listed_capped_and_ended() {
-    let Some(client) = common::machine_redis().await else {
+    let Some((store, clock, client)) = fresh(2).await else {
         return;
     };
-    let clock = ManualClock::starting_now();
-    let store = store(client.clone(), &clock, 2);
     // A session as an earlier version indexed it: in the user's own sorted set.
     let old = insert(&store, &clock, "lea").await;
     let user = old.user();
@@ -298,11 +298,9 @@ async fn sessions_indexed_by_an_earlier_version_are_listed_capped_and_ended() {
 /// read's error instead of skipping the record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_session_does_not_stop_the_cap() {
-    let Some(client) = common::machine_redis().await else {
+    let Some((store, clock, client)) = fresh(2).await else {
         return;
     };
-    let clock = ManualClock::starting_now();
-    let store = store(client.clone(), &clock, 2);
     let first = insert(&store, &clock, "max").await;
     // A second session of the same user whose value no key opens.
     let own = bucket(&store, &first.user()).await;
