@@ -31,18 +31,23 @@
 //!   after it — but the session is still indexed afterwards, so the next logout-all ends it. If
 //!   indexing fails, the record is deleted again and the insert fails: no session is ever live
 //!   and unindexed with a token handed out.
+//! - logout deletes the record (the script answers the value it deleted), then takes the session
+//!   out of its user's index: the session ended with its record, and whatever is left indexed
+//!   (the index unreachable a moment later) is read as absent and purged later.
 //! - logout-all reads the index, deletes each record, then removes from the index only what it
 //!   deleted: if it fails half-way the rest stays indexed and a retry finishes. A session
 //!   indexed meanwhile belongs to a concurrent login (above) and stays indexed.
 //! - the per-user cap runs after indexing, only when the index holds more than the cap: it drops
-//!   members whose record is gone, then ends the least recently confirmed live sessions (each a
-//!   record delete, itself atomic).
+//!   members whose record is gone or ended more than [`PURGE_ALLOWANCE`] ago, then ends the least
+//!   recently confirmed live sessions (each a record delete, itself atomic).
 //! - the cap orders sessions by the confirmation their records hold, so a compare-and-set
 //!   touches only the record.
 //!
-//! Ended sessions leave the index lazily: when the cap is checked, at logout-all, when a login
-//! lands in their bucket after their end, and with the bucket itself when its last session
-//! ends.
+//! A logout takes its session out of the index at once. Sessions that end otherwise leave it
+//! lazily: when the cap is checked, at logout-all, when a login lands in their bucket after their
+//! end, and with the bucket itself when its last session ends. Whatever this instance's clock
+//! says has ended is unindexed only [`PURGE_ALLOWANCE`] later: another instance, whose clock may
+//! be behind, can still be serving the session, and a logout-all must find it.
 
 use std::fmt;
 use std::sync::Arc;
@@ -106,15 +111,17 @@ return {2}
 ";
 
 /// Deletes a record and publishes its id (unless the channel is empty: a logout-all publishes
-/// its user once instead); 1 if it was live. KEYS: record. ARGV: now, channel, sid.
+/// its user once instead); answers `{live, the deleted value}` (`{0}` when there was none), live
+/// 1 if it had not ended. KEYS: record. ARGV: now, channel, sid.
 const DELETE: &str = r"
 local current = redis.call('GET', KEYS[1])
-if not current then return 0 end
+if not current then return {0} end
 redis.call('DEL', KEYS[1])
 if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
 local _, e = parse(current)
-if e and e > tonumber(ARGV[1]) then return 1 end
-return 0
+local live = 0
+if e and e > tonumber(ARGV[1]) then live = 1 end
+return {live, current}
 ";
 
 /// Indexes a session in its user's bucket and keeps the bucket alive until its latest session
@@ -146,6 +153,13 @@ return redis.call('ZLEXCOUNT', KEYS[1], ARGV[2], ARGV[3])
 /// less than this never unindexes a session that has not ended yet, which a logout-all would
 /// then miss. Ended members stay this much longer, and are skipped by whoever reads them.
 pub(crate) const PURGE_ALLOWANCE: Duration = Duration::from_secs(300);
+
+/// Whether a session that ends at `end` has ended by more than [`PURGE_ALLOWANCE`] at `now`:
+/// ended for every instance whose clock is not that far behind.
+fn ended_for_good(end: SystemTime, now: SystemTime) -> bool {
+    end.checked_add(PURGE_ALLOWANCE)
+        .is_some_and(|horizon| horizon <= now)
+}
 
 /// Indexes a session in its user's own sorted set, as versions before the buckets did, and keeps
 /// the set alive until its latest session ends; returns how many members it has. KEYS: the
@@ -271,6 +285,22 @@ impl fmt::Debug for RedisStore {
 struct Indexed {
     sid: SessionId,
     member: Option<Vec<u8>>,
+}
+
+/// What deleting a record found.
+struct Deleted {
+    /// It had not ended.
+    live: bool,
+    /// The stored value it had, if there was one.
+    value: Option<Vec<u8>>,
+}
+
+/// Why a stored value is not a record.
+enum Unreadable {
+    /// Not a value this store writes.
+    Corrupt(String),
+    /// Its seal does not open (a key id not configured, tampering).
+    Sealed(OpenError),
 }
 
 /// Configures a [`RedisStore`].
@@ -535,8 +565,28 @@ impl RedisStore {
     }
 
     /// Opens a stored value. A record that does not open is reported, never deleted.
+    /// A stored record, read to be kept: one whose seal does not open is logged (it stays).
     fn open(&self, sid: SessionId, value: &[u8]) -> Result<SessionRecord, StoreError> {
-        let malformed = || StoreError::Corrupt("a stored value is not a session record".into());
+        self.unseal(sid, value).map_err(|unreadable| match unreadable {
+            Unreadable::Corrupt(reason) => StoreError::Corrupt(reason),
+            Unreadable::Sealed(error) => {
+                match &error {
+                    OpenError::UnknownKey(kid) | OpenError::Tampered(kid) => tracing::error!(
+                        %sid, kid = %kid, %error,
+                        "a session record cannot be opened: is its key id configured (STORE_KEY, previous keys)? The record is kept"
+                    ),
+                    OpenError::Malformed => {
+                        tracing::error!(%sid, %error, "a session record cannot be opened; it is kept")
+                    }
+                }
+                StoreError::Corrupt(error.to_string())
+            }
+        })
+    }
+
+    /// A stored value as a record, saying nothing of why it cannot be read.
+    fn unseal(&self, sid: SessionId, value: &[u8]) -> Result<SessionRecord, Unreadable> {
+        let malformed = || Unreadable::Corrupt("a stored value is not a session record".into());
         let mut parts = value.splitn(3, |&b| b == b':');
         let (Some(version), Some(_end), Some(sealed)) = (parts.next(), parts.next(), parts.next())
         else {
@@ -546,20 +596,13 @@ impl RedisStore {
             .ok()
             .and_then(|v| v.parse().ok())
             .ok_or_else(malformed)?;
-        let (appid, plain) = self.inner.sealer.open(sid.as_bytes(), sealed).map_err(|error| {
-            match &error {
-                OpenError::UnknownKey(kid) | OpenError::Tampered(kid) => tracing::error!(
-                    %sid, kid = %kid, %error,
-                    "a session record cannot be opened: is its key id configured (STORE_KEY, previous keys)? The record is kept"
-                ),
-                OpenError::Malformed => {
-                    tracing::error!(%sid, %error, "a session record cannot be opened; it is kept")
-                }
-            }
-            StoreError::Corrupt(error.to_string())
-        })?;
+        let (appid, plain) = self
+            .inner
+            .sealer
+            .open(sid.as_bytes(), sealed)
+            .map_err(Unreadable::Sealed)?;
         codec::decode(sid, AppId::new(appid), version, &plain)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))
+            .map_err(|e| Unreadable::Corrupt(e.to_string()))
     }
 
     async fn script<R: FromValue>(
@@ -575,7 +618,7 @@ impl RedisStore {
     }
 
     async fn delete_record(&self, sid: &SessionId, now: i64) -> Result<bool, StoreError> {
-        self.delete_record_publishing(sid, now, true).await
+        Ok(self.delete_record_publishing(sid, now, true).await?.live)
     }
 
     /// Deletes a record, publishing its id if `publish`.
@@ -584,20 +627,23 @@ impl RedisStore {
         sid: &SessionId,
         now: i64,
         publish: bool,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Deleted, StoreError> {
         let channel = if publish {
             self.channel()
         } else {
             String::new()
         };
-        let live: i64 = self
+        let reply: Vec<Value> = self
             .script(
                 &self.inner.scripts.delete,
                 self.record_key(sid),
                 vec![now.into(), channel.into(), sid.to_string().into()],
             )
             .await?;
-        Ok(live == 1)
+        Ok(Deleted {
+            live: reply.first().and_then(Value::as_i64) == Some(1),
+            value: reply.get(1).and_then(Value::as_bytes).map(<[u8]>::to_vec),
+        })
     }
 
     /// The sessions the index names for `user`: in their bucket, then in the index of versions
@@ -675,15 +721,20 @@ impl RedisStore {
     /// dropping index members whose record is gone.
     async fn enforce_user_cap(&self, user: &UserId, keep: &SessionId) -> Result<(), StoreError> {
         let named = self.indexed(user).await?;
+        let now = self.inner.clock.now();
         let mut live = Vec::new();
         let mut gone = Vec::new();
         for entry in named.into_iter().filter(|entry| entry.sid != *keep) {
             let sid = entry.sid;
-            match self.get_op(&sid).await {
-                Ok(Some(record)) if record.user_is(user) => {
+            match self.read_op(&sid).await {
+                // Another user's whose id hashes alike: not ours to end or unindex.
+                Ok(Some(record)) if !record.user_is(user) => {}
+                Ok(Some(record)) if !record.is_expired(now) => {
                     live.push((record.confirmed_at, sid));
                 }
-                // Another user's whose id hashes alike: not ours to end or unindex.
+                // Ended by this instance's clock: unindexed only past the allowance for a clock
+                // running ahead, as the index's purge does; not counted either way.
+                Ok(Some(record)) if ended_for_good(record.expires_at, now) => gone.push(entry),
                 Ok(Some(_)) => {}
                 Ok(None) => gone.push(entry),
                 // Whose it is cannot be read (a dropped sealing key, a damaged value): left
@@ -711,19 +762,20 @@ impl RedisStore {
 
 impl RedisStore {
     async fn get_op(&self, sid: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+        let record = self.read_op(sid).await?;
+        Ok(record
+            .filter(|record| !record.is_expired(self.inner.clock.now()))
+            .map(Arc::new))
+    }
+
+    /// The stored record, ended or not.
+    async fn read_op(&self, sid: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
         let value: Option<Vec<u8>> = self
             .client
             .get(self.record_key(sid))
             .await
             .map_err(unavailable)?;
-        let Some(value) = value else {
-            return Ok(None);
-        };
-        let record = self.open(*sid, &value)?;
-        if record.is_expired(self.inner.clock.now()) {
-            return Ok(None);
-        }
-        Ok(Some(Arc::new(record)))
+        value.map(|value| self.open(*sid, &value)).transpose()
     }
 
     async fn insert_op(&self, record: SessionRecord) -> Result<Arc<SessionRecord>, StoreError> {
@@ -840,30 +892,37 @@ impl RedisStore {
         }
     }
 
-    /// Deletes a session, then takes its member out of its user's bucket (only the record knows
-    /// the user and the end the member carries, so it is read first). The session is ended once
-    /// its record is gone: a member left behind (the record unreadable, the index's write failed)
-    /// is skipped by whoever reads it and purged after the session's end.
+    /// Deletes a session, then takes it out of its user's index: its bucket's member (which
+    /// carries the user and the end only the deleted record knows) and the per-user set of the
+    /// versions before the buckets. The session is ended once its record is gone: whatever is
+    /// left indexed (the record unreadable, the index's write failed) is skipped by whoever reads
+    /// it and purged after the session's end.
     async fn delete_op(&self, sid: &SessionId) -> Result<bool, StoreError> {
-        let value: Option<Vec<u8>> = self
-            .client
-            .get(self.record_key(sid))
-            .await
-            .map_err(unavailable)?;
-        let record = value.and_then(|value| self.open(*sid, &value).ok());
-        let live = self.delete_record(sid, self.now_ms()).await?;
+        let deleted = self
+            .delete_record_publishing(sid, self.now_ms(), true)
+            .await?;
+        let record = deleted
+            .value
+            .and_then(|value| self.unseal(*sid, &value).ok());
         if let Some(record) = record {
             let user = record.user();
             let member = UserRange::of(&user).member(sid, unix_ms(record.expires_at));
-            let indexed = Indexed {
+            let mut indexed = vec![Indexed {
                 sid: *sid,
                 member: Some(member),
-            };
-            if let Err(error) = self.unindex(&user, vec![indexed]).await {
+            }];
+            if !self.inner.legacy_writes {
+                // Written by an earlier version, it may be in the user's own set only.
+                indexed.push(Indexed {
+                    sid: *sid,
+                    member: None,
+                });
+            }
+            if let Err(error) = self.unindex(&user, indexed).await {
                 tracing::warn!(%sid, %error, "a deleted session is still in its user's index; it is purged after its end");
             }
         }
-        Ok(live)
+        Ok(deleted.live)
     }
 
     async fn try_lease_op(
@@ -997,7 +1056,7 @@ impl RedisStore {
                     Ok(true) => self
                         .delete_record_publishing(&sid, now, false)
                         .await
-                        .map(Some),
+                        .map(|deleted| Some(deleted.live)),
                     Ok(false) => Ok(None),
                     Err(error) => Err(error),
                 };

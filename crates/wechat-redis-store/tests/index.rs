@@ -148,8 +148,9 @@ async fn another_users_session_in_the_range_is_never_listed_nor_ended() {
     );
 }
 
-/// Break to see it fail: `delete` not unindexing, or unindexing a member other than the deleted
-/// session's (a wrong end or user in the member it removes).
+/// Break to see it fail: `delete` not unindexing, unindexing a member other than the deleted
+/// session's (a wrong end or user in the member it removes), or leaving the per-user set of the
+/// versions before the buckets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_logout_takes_its_session_out_of_the_bucket() {
     let Some((store, clock, _)) = fresh(10).await else {
@@ -171,6 +172,69 @@ async fn a_logout_takes_its_session_out_of_the_bucket() {
     // A second logout of the same session finds nothing, and leaves the rest as it is.
     assert!(!store.delete(&first.sid).await.unwrap());
     assert_eq!(bucket(&store, &first.user()).await.len(), 1);
+
+    // A session an earlier version indexed in the user's own set leaves it too.
+    add_legacy(&store, &second.user(), &second.sid, 1.0).await;
+    assert!(store.delete(&second.sid).await.unwrap());
+    assert!(bucket(&store, &second.user()).await.is_empty());
+    assert!(legacy(&store, &second.user()).await.is_empty());
+}
+
+/// The cap runs on the clock of the instance that logs the user in, which may be ahead of the
+/// one that wrote a session: a session ended by its clock only within the allowance for that
+/// stays indexed (a logout-all elsewhere must still find it), and one ended beyond it goes.
+/// Break to see it fail: the cap unindexing every session its clock says has ended, or none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cap_unindexes_a_session_only_once_it_ended_for_every_clock() {
+    let Some((store, clock, client)) = fresh(1).await else {
+        return;
+    };
+    let first = insert(&store, &clock, "mia").await;
+    let user = first.user();
+    let end = first
+        .expires_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    // This instance's clock a second past the first session's end: the login's cap finds it
+    // ended, by this clock only.
+    clock.set(first.expires_at + Duration::from_secs(1));
+    let second = insert(&store, &clock, "mia").await;
+    let sids = |members: Vec<Vec<u8>>| -> Vec<Vec<u8>> {
+        members.into_iter().map(|m| m[8..24].to_vec()).collect()
+    };
+    assert!(
+        sids(bucket(&store, &user).await).contains(&first.sid.as_bytes().to_vec()),
+        "within the allowance, it stays indexed"
+    );
+    assert!(
+        store.get(&second.sid).await.unwrap().is_some(),
+        "the new login stays"
+    );
+
+    // Past the allowance (the bucket's purge spared by giving the member a later end, so only
+    // the cap can take it out).
+    let _: i64 = client
+        .zrem(
+            store.index_key(&user),
+            bucket(&store, &user)
+                .await
+                .into_iter()
+                .filter(|m| &m[8..24] == first.sid.as_bytes())
+                .map(|m| Value::Bytes(m.into()))
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    let hash = bucket(&store, &user).await[0][..8].to_vec();
+    let later = (end.as_secs() + 10 * 24 * 3600) as u32;
+    add(&store, &user, member(&hash, &first.sid, later)).await;
+    clock.set(first.expires_at + Duration::from_secs(301));
+    let third = insert(&store, &clock, "mia").await;
+    assert!(
+        !sids(bucket(&store, &user).await).contains(&first.sid.as_bytes().to_vec()),
+        "ended for good, it is unindexed"
+    );
+    assert!(store.get(&third.sid).await.unwrap().is_some());
 }
 
 /// Break to see it fail: the index script not purging (either loop), comparing the end the wrong
