@@ -63,6 +63,21 @@ async fn add(store: &RedisStore, user: &UserId, member: Value) {
     assert_eq!(added, 1);
 }
 
+/// Takes `sid`'s member out of `user`'s bucket, as if only another index held it.
+async fn unbucket(store: &RedisStore, user: &UserId, sid: &SessionId) {
+    let members: Vec<Value> = bucket(store, user)
+        .await
+        .into_iter()
+        .filter(|m| &m[8..24] == sid.as_bytes())
+        .map(|m| Value::Bytes(m.into()))
+        .collect();
+    let _: i64 = store
+        .client()
+        .zrem(store.index_key(user), members)
+        .await
+        .unwrap();
+}
+
 /// A member's user hash and end.
 fn hash_and_end(member: &[u8]) -> (&[u8], u32) {
     (
@@ -186,7 +201,7 @@ async fn a_logout_takes_its_session_out_of_the_bucket() {
 /// Break to see it fail: the cap unindexing every session its clock says has ended, or none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cap_unindexes_a_session_only_once_it_ended_for_every_clock() {
-    let Some((store, clock, client)) = fresh(1).await else {
+    let Some((store, clock, _)) = fresh(1).await else {
         return;
     };
     let first = insert(&store, &clock, "mia").await;
@@ -213,18 +228,7 @@ async fn the_cap_unindexes_a_session_only_once_it_ended_for_every_clock() {
 
     // Past the allowance (the bucket's purge spared by giving the member a later end, so only
     // the cap can take it out).
-    let _: i64 = client
-        .zrem(
-            store.index_key(&user),
-            bucket(&store, &user)
-                .await
-                .into_iter()
-                .filter(|m| &m[8..24] == first.sid.as_bytes())
-                .map(|m| Value::Bytes(m.into()))
-                .collect::<Vec<_>>(),
-        )
-        .await
-        .unwrap();
+    unbucket(&store, &user, &first.sid).await;
     let hash = bucket(&store, &user).await[0][..8].to_vec();
     let later = (end.as_secs() + 10 * 24 * 3600) as u32;
     add(&store, &user, member(&hash, &first.sid, later)).await;
@@ -338,18 +342,7 @@ async fn sessions_indexed_by_an_earlier_version_are_listed_capped_and_ended() {
     // Logout-all ends the legacy index's sessions too.
     let legacy = insert(&store, &clock, "lea").await;
     add_legacy(&store, &user, &legacy.sid, 2.0).await;
-    let _: i64 = client
-        .zrem(
-            store.index_key(&user),
-            bucket(&store, &user)
-                .await
-                .into_iter()
-                .filter(|m| &m[8..24] == legacy.sid.as_bytes())
-                .map(|m| Value::Bytes(m.into()))
-                .collect::<Vec<_>>(),
-        )
-        .await
-        .unwrap();
+    unbucket(&store, &user, &legacy.sid).await;
     store.delete_user(&user).await.unwrap();
     assert!(store.get(&legacy.sid).await.unwrap().is_none());
     assert!(store.user_sessions(&user).await.unwrap().is_empty());
