@@ -8,15 +8,20 @@ use std::time::Duration;
 
 use fred::prelude::*;
 use fred::types::Value;
-use wechat_redis_store::RedisStore;
+use wechat_redis_store::{RedisStore, RedisStoreBuilder};
 use wechat_sessions::conformance::sample_record;
 use wechat_sessions::{Clock, ManualClock, SessionId, SessionRecord, SessionStore, UserId};
 
-fn store(client: Client, clock: &ManualClock, max: usize) -> RedisStore {
+/// A store's configuration under `prefix`, on `clock`.
+fn builder(clock: &ManualClock, prefix: String) -> RedisStoreBuilder {
     RedisStore::builder(&common::redis_url(), common::key("k1", 1))
         .unwrap()
-        .prefix(common::random_prefix())
+        .prefix(prefix)
         .clock(common::shared(clock))
+}
+
+fn store(client: Client, clock: &ManualClock, max: usize) -> RedisStore {
+    builder(clock, common::random_prefix())
         .max_sessions_per_user(max)
         .with_client(client)
 }
@@ -39,6 +44,15 @@ async fn bucket(store: &RedisStore, user: &UserId) -> Vec<Vec<u8>> {
     members
         .iter()
         .map(|m| m.as_bytes().unwrap().to_vec())
+        .collect()
+}
+
+/// The sessions the members of `user`'s bucket name, in order.
+async fn bucketed(store: &RedisStore, user: &UserId) -> Vec<SessionId> {
+    bucket(store, user)
+        .await
+        .iter()
+        .map(|m| SessionId::from_bytes(m[8..24].try_into().unwrap()))
         .collect()
 }
 
@@ -151,9 +165,8 @@ async fn another_users_session_in_the_range_is_never_listed_nor_ended() {
         store.get(&jon.sid).await.unwrap().is_some(),
         "Jon's lives on"
     );
-    let left = bucket(&store, &ivy.user()).await;
     assert!(
-        !left.iter().any(|m| &m[8..24] == ivy.sid.as_bytes()),
+        !bucketed(&store, &ivy.user()).await.contains(&ivy.sid),
         "Ivy's member went with her session"
     );
     assert_eq!(
@@ -176,12 +189,10 @@ async fn a_logout_takes_its_session_out_of_the_bucket() {
     assert_eq!(bucket(&store, &first.user()).await.len(), 2);
 
     assert!(store.delete(&first.sid).await.unwrap(), "it was live");
-    let left = bucket(&store, &first.user()).await;
-    assert_eq!(left.len(), 1, "the logged-out session's member is gone");
     assert_eq!(
-        &left[0][8..24],
-        second.sid.as_bytes(),
-        "the other one stays"
+        bucketed(&store, &first.user()).await,
+        [second.sid],
+        "the logged-out session's member is gone, the other one stays"
     );
     assert!(store.get(&second.sid).await.unwrap().is_some());
     // A second logout of the same session finds nothing, and leaves the rest as it is.
@@ -214,11 +225,8 @@ async fn the_cap_unindexes_a_session_only_once_it_ended_for_every_clock() {
     // ended, by this clock only.
     clock.set(first.expires_at + Duration::from_secs(1));
     let second = insert(&store, &clock, "mia").await;
-    let sids = |members: Vec<Vec<u8>>| -> Vec<Vec<u8>> {
-        members.into_iter().map(|m| m[8..24].to_vec()).collect()
-    };
     assert!(
-        sids(bucket(&store, &user).await).contains(&first.sid.as_bytes().to_vec()),
+        bucketed(&store, &user).await.contains(&first.sid),
         "within the allowance, it stays indexed"
     );
     assert!(
@@ -235,7 +243,7 @@ async fn the_cap_unindexes_a_session_only_once_it_ended_for_every_clock() {
     clock.set(first.expires_at + Duration::from_secs(301));
     let third = insert(&store, &clock, "mia").await;
     assert!(
-        !sids(bucket(&store, &user).await).contains(&first.sid.as_bytes().to_vec()),
+        !bucketed(&store, &user).await.contains(&first.sid),
         "ended for good, it is unindexed"
     );
     assert!(store.get(&third.sid).await.unwrap().is_some());
@@ -284,22 +292,12 @@ async fn ended_members_leave_the_bucket_when_a_login_lands_in_it() {
     assert_eq!(bucket(&store, &kim.user()).await.len(), 5);
 
     let second = insert(&store, &clock, "kim").await;
-    let sids: Vec<Vec<u8>> = bucket(&store, &kim.user())
-        .await
-        .iter()
-        .map(|m| m[8..24].to_vec())
-        .collect();
-    let mut expected = vec![
-        kim.sid.as_bytes().to_vec(),
-        second.sid.as_bytes().to_vec(),
-        recent_other.as_bytes().to_vec(),
-        live_other.as_bytes().to_vec(),
-    ];
-    let mut sorted = sids.clone();
-    sorted.sort();
+    let mut sids = bucketed(&store, &kim.user()).await;
+    let mut expected = vec![kim.sid, second.sid, recent_other, live_other];
+    sids.sort();
     expected.sort();
     assert_eq!(
-        sorted, expected,
+        sids, expected,
         "the members ended beyond the allowance are gone, the others stay"
     );
 }
@@ -397,10 +395,7 @@ async fn legacy_writes_serve_a_fleet_changing_over() {
         return;
     };
     let clock = ManualClock::starting_now();
-    let changing = RedisStore::builder(&common::redis_url(), common::key("k1", 1))
-        .unwrap()
-        .prefix(common::random_prefix())
-        .clock(common::shared(&clock))
+    let changing = builder(&clock, common::random_prefix())
         .max_sessions_per_user(2)
         .legacy_writes(true)
         .with_client(client.clone());
@@ -459,10 +454,7 @@ async fn instances_with_and_without_legacy_writes_share_sessions() {
     let clock = ManualClock::starting_now();
     let prefix = common::random_prefix();
     let instance = |legacy: bool| {
-        RedisStore::builder(&common::redis_url(), common::key("k1", 1))
-            .unwrap()
-            .prefix(prefix.clone())
-            .clock(common::shared(&clock))
+        builder(&clock, prefix.clone())
             .legacy_writes(legacy)
             .with_client(client.clone())
     };
