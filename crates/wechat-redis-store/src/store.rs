@@ -565,7 +565,6 @@ impl RedisStore {
     }
 
     /// Opens a stored value. A record that does not open is reported, never deleted.
-    /// A stored record, read to be kept: one whose seal does not open is logged (it stays).
     fn open(&self, sid: SessionId, value: &[u8]) -> Result<SessionRecord, StoreError> {
         self.unseal(sid, value).map_err(|unreadable| match unreadable {
             Unreadable::Corrupt(reason) => StoreError::Corrupt(reason),
@@ -683,20 +682,14 @@ impl RedisStore {
         Ok(indexed)
     }
 
-    /// Takes ended sessions out of the user's bucket and legacy index.
+    /// Takes ended sessions out of the user's bucket and legacy index: each out of both, as an
+    /// instance with `legacy_writes` (or an earlier version) may have written either.
     async fn unindex(&self, user: &UserId, ended: Vec<Indexed>) -> Result<(), StoreError> {
         let mut members = Vec::new();
         let mut legacy = Vec::new();
         for Indexed { sid, member } in ended {
-            match member {
-                // Written to both indexes with `legacy_writes`: out of both.
-                Some(member) if self.inner.legacy_writes => {
-                    members.push(member);
-                    legacy.push(sid);
-                }
-                Some(member) => members.push(member),
-                None => legacy.push(sid),
-            }
+            members.extend(member);
+            legacy.push(sid);
         }
         for chunk in members.chunks(1_000) {
             let members: Vec<Value> = chunk.iter().map(|m| Value::from(&m[..])).collect();
@@ -907,18 +900,11 @@ impl RedisStore {
         if let Some(record) = record {
             let user = record.user();
             let member = UserRange::of(&user).member(sid, unix_ms(record.expires_at));
-            let mut indexed = vec![Indexed {
+            let indexed = Indexed {
                 sid: *sid,
                 member: Some(member),
-            }];
-            if !self.inner.legacy_writes {
-                // Written by an earlier version, it may be in the user's own set only.
-                indexed.push(Indexed {
-                    sid: *sid,
-                    member: None,
-                });
-            }
-            if let Err(error) = self.unindex(&user, indexed).await {
+            };
+            if let Err(error) = self.unindex(&user, vec![indexed]).await {
                 tracing::warn!(%sid, %error, "a deleted session is still in its user's index; it is purged after its end");
             }
         }
