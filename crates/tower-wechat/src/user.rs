@@ -20,6 +20,7 @@ use wechat_sessions::{
 
 use crate::apps::{AppKind, Apps};
 use crate::rejection::AuthError;
+use crate::token::KeptToken;
 
 /// Calls WeChat for a user through the token cache, and knows the apps (object-safe, so
 /// `WeChatUser` is not generic over the store).
@@ -113,54 +114,85 @@ impl<S: SharedStore> Upstream for UserContext<S> {
 /// The authenticated WeChat user of a request. Cheap to clone (two `Arc`s).
 #[derive(Clone)]
 pub struct WeChatUser {
-    record: Arc<SessionRecord>,
+    session: Session,
     upstream: Arc<dyn Upstream>,
+}
+
+/// The user's session, as the layer found it.
+#[derive(Clone)]
+enum Session {
+    /// Read from the store.
+    Record(Arc<SessionRecord>),
+    /// Kept beside the request's token: the openid is read from the token's slot, so a warm
+    /// request whose handler reads only that reaches nothing else of the user.
+    Kept(KeptToken),
 }
 
 impl fmt::Debug for WeChatUser {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WeChatUser")
-            .field("openid", &self.record.openid)
-            .field("unionid", &self.record.unionid)
-            .field("user_id", &self.record.user_id)
-            .field("appid", &self.record.appid)
-            .field("scopes", &self.record.scopes)
-            .field("session_id", &self.record.sid)
-            .field("snapshot_user", &self.record.snapshot_user)
+            .field("openid", self.openid())
+            .field("unionid", &self.record().unionid)
+            .field("user_id", &self.record().user_id)
+            .field("appid", &self.record().appid)
+            .field("scopes", &self.record().scopes)
+            .field("session_id", &self.record().sid)
+            .field("snapshot_user", &self.record().snapshot_user)
             .finish()
     }
 }
 
 impl WeChatUser {
     pub(crate) fn new(record: Arc<SessionRecord>, upstream: Arc<dyn Upstream>) -> Self {
-        Self { record, upstream }
+        Self {
+            session: Session::Record(record),
+            upstream,
+        }
+    }
+
+    /// The user of a session kept beside the request's token.
+    pub(crate) fn kept(kept: KeptToken, upstream: Arc<dyn Upstream>) -> Self {
+        Self {
+            session: Session::Kept(kept),
+            upstream,
+        }
+    }
+
+    fn record(&self) -> &Arc<SessionRecord> {
+        match &self.session {
+            Session::Record(record) => record,
+            Session::Kept(kept) => &kept.kept().record,
+        }
     }
 
     /// The user within the application.
     pub fn openid(&self) -> &OpenId {
-        &self.record.openid
+        match &self.session {
+            Session::Record(record) => &record.openid,
+            Session::Kept(kept) => &kept.kept().openid,
+        }
     }
 
     /// The user across bound applications, when WeChat sent it.
     pub fn unionid(&self) -> Option<&UnionId> {
-        self.record.unionid.as_ref()
+        self.record().unionid.as_ref()
     }
 
     /// The app the user logged in to.
     pub fn appid(&self) -> &AppId {
-        &self.record.appid
+        &self.record().appid
     }
 
     /// The kind of app the user logged in to (`None` only for a session of an app that this
     /// layer serves under no kind, which its builder cannot make).
     pub fn app_kind(&self) -> Option<AppKind> {
-        self.upstream.kind_of(&self.record.appid)
+        self.upstream.kind_of(&self.record().appid)
     }
 
     /// The application's user: what the login hook returned, else the unionid, else
     /// `<appid>:<openid>`. The same across the application's apps for one person.
     pub fn user_id(&self) -> &UserId {
-        &self.record.user_id
+        &self.record().user_id
     }
 
     /// Opens data this Mini Program user's client sent (`encryptedData` + `iv`, with
@@ -176,7 +208,7 @@ impl WeChatUser {
         data: &EncryptedData<'_>,
         max_age: Duration,
     ) -> Result<serde_json::Value, AuthError> {
-        let Some(session_key) = self.upstream.session_key(Arc::clone(&self.record)).await? else {
+        let Some(session_key) = self.upstream.session_key(Arc::clone(self.record())).await? else {
             return Err(AuthError::BadRequest(
                 "only a Mini Program session holds a session key",
             ));
@@ -184,7 +216,7 @@ impl WeChatUser {
         decrypt_user_data(
             &session_key,
             data,
-            &self.record.appid,
+            &self.record().appid,
             self.upstream.now(),
             max_age,
         )
@@ -197,7 +229,7 @@ impl WeChatUser {
     /// `scope_insufficient`.
     pub async fn phone_number(&self, code: PhoneCode) -> Result<PhoneInfo, AuthError> {
         self.upstream
-            .phone_number(self.record.sid, code)
+            .phone_number(self.record().sid, code)
             .await
             .map_err(|error| match error {
                 CallError::Upstream(e) if e.errcode() == Some(ErrCode::INVALID_CODE) => {
@@ -211,28 +243,28 @@ impl WeChatUser {
     /// not (the client called `wx.login` again, and this server never saw that login) the
     /// answer is 401 `session_key_expired`: the client must `wx.login` and log in again.
     pub async fn check_session_key(&self) -> Result<(), AuthError> {
-        Ok(self.upstream.check_session_key(self.record.sid).await?)
+        Ok(self.upstream.check_session_key(self.record().sid).await?)
     }
 
     /// Replaces the user's session key at WeChat (`resetusersessionkey`) and keeps the new one
     /// on the server. Data the client obtained before the reset no longer decrypts.
     pub async fn reset_session_key(&self) -> Result<(), AuthError> {
-        Ok(self.upstream.reset_session_key(self.record.sid).await?)
+        Ok(self.upstream.reset_session_key(self.record().sid).await?)
     }
 
     /// The granted scopes.
     pub fn scopes(&self) -> &Scopes {
-        &self.record.scopes
+        &self.record().scopes
     }
 
     /// This login's session id.
     pub fn session_id(&self) -> SessionId {
-        self.record.sid
+        self.record().sid
     }
 
     /// Whether this is WeChat's "snapshot mode" virtual user (its ids are not the real user's).
     pub fn is_snapshot_user(&self) -> bool {
-        self.record.snapshot_user
+        self.record().snapshot_user
     }
 
     /// The user's WeChat profile (`/sns/userinfo`) with a fresh token, refreshing and retrying
@@ -240,13 +272,13 @@ impl WeChatUser {
     /// snapshot users and Mini Program sessions (without a re-authorization URL: an Official
     /// Account page adds [`LoginEndpoints::reauthorize_url`](crate::LoginEndpoints::reauthorize_url)).
     pub async fn userinfo(&self, lang: Lang) -> Result<UserInfo, AuthError> {
-        Ok(self.upstream.userinfo(self.record.sid, lang).await?)
+        Ok(self.upstream.userinfo(self.record().sid, lang).await?)
     }
 
     /// A WeChat access token valid for at least a minute, for calling other WeChat APIs on the
     /// user's behalf. Keep it on the server.
     pub async fn access_token(&self) -> Result<AccessToken, AuthError> {
-        Ok(self.upstream.access_token(self.record.sid).await?)
+        Ok(self.upstream.access_token(self.record().sid).await?)
     }
 }
 

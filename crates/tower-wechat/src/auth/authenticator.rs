@@ -19,7 +19,7 @@ use super::future::Reissue;
 use super::source::{self, REISSUED_TOKEN_HEADER, SentBy, TokenSource};
 use crate::cookie::SessionCookie;
 use crate::rejection::AuthError;
-use crate::token::{Kept, Session, TokenIssuer, Verified, VerifiedToken};
+use crate::token::{Known, TokenIssuer, VerifiedToken};
 use crate::user::{Upstream, WeChatUser};
 use wechat_oauth::clock::unix_secs;
 
@@ -89,7 +89,7 @@ impl<St: SharedStore> Authenticator<St> {
         };
         let now = self.cache.clock().now();
         let verified = match sent_by {
-            SentBy::Cookies => self.verify_one_cookie(headers, now).map(Verified::named),
+            SentBy::Cookies => self.verify_one_cookie(headers, now).map(Known::Token),
             _ => self.tokens.verify_keeping(token, now),
         };
         let verified = match verified {
@@ -102,19 +102,16 @@ impl<St: SharedStore> Authenticator<St> {
             }
         };
         let store = self.cache.store();
-        // The record kept beside the token, while nothing is due (no refresh, check, end of
-        // the session or re-issue of the token) and the store says it is still the stored one:
-        // nothing more to read.
-        let verified = match verified.session {
-            Session::Kept(kept) if now < kept.until && store.still_current(&kept.stamp, now) => {
-                tracing::trace!(sid = %kept.record.sid, outcome = "authenticated", reissued = false);
-                let user = WeChatUser::new(kept.record, Arc::clone(&self.upstream));
+        // The record kept beside the token (found only while nothing is due: no refresh,
+        // check, end of the session or re-issue of the token), while the store says it is still
+        // the stored one: nothing more to read, and the user is the token's slot.
+        let verified = match verified {
+            Known::Kept(kept) if store.still_current(&kept.kept().stamp, now) => {
+                tracing::trace!(sid = %kept.kept().record.sid, outcome = "authenticated", reissued = false);
+                let user = WeChatUser::kept(kept, Arc::clone(&self.upstream));
                 return Step::Done(Outcome::User(user, None));
             }
-            session => VerifiedToken {
-                sid: session.sid(),
-                expires_at: verified.expires_at,
-            },
+            known => known.token(),
         };
         // Of several cookies, `token` is the first, not necessarily the one that verified.
         let keep = (sent_by != SentBy::Cookies).then_some(token);
@@ -155,15 +152,7 @@ impl<St: SharedStore> Authenticator<St> {
             .tokens
             .reissue_from(verified.expires_at, record.expires_at)
             .map_or(until, |from| until.min(from));
-        let record = Arc::clone(record);
-        self.tokens.keep(
-            token,
-            Kept {
-                record,
-                stamp,
-                until,
-            },
-        );
+        self.tokens.keep(token, verified, record, stamp, until);
     }
 
     /// Finishes what [`authenticate`](Self::authenticate) could not: waits for the store, and

@@ -9,7 +9,8 @@
 //! good (bad signature, unknown key, malformed) is remembered apart, so a client that keeps
 //! sending it costs a lookup, not a MAC. Beside a remembered token the middleware keeps its
 //! session's record with the store's [`ReadStamp`], so a warm request reads no store while the
-//! store says the record is unchanged.
+//! store says the record is unchanged; the kept token's slot is shared with the requests it
+//! admits ([`KeptToken`]), so a warm request reads nothing of the user beyond that slot.
 
 use std::fmt;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::Mac;
 use jsonwebtoken::{DecodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use wechat_oauth::OpenId;
 use wechat_sessions::{ReadStamp, SessionId, SessionRecord, SharedClock};
 
 use crate::rejection::AuthError;
@@ -29,7 +31,7 @@ mod table;
 
 use keys::HmacSha256;
 pub use keys::{KeyRing, MIN_HS256_SECRET, SigningKey, SigningKeyError};
-use table::{Entry, TokenTable};
+use table::{Entry, Found, TokenSlot, TokenTable};
 
 /// How long a re-issued token is handed out again to a client that keeps sending its old one.
 const RENEWAL_REUSE: Duration = Duration::from_secs(60);
@@ -119,64 +121,57 @@ pub struct VerifiedToken {
     pub expires_at: SystemTime,
 }
 
-/// A session's record kept beside a verified token, with the store's stamp that tells whether
-/// it is still the stored one: a warm request then reads no store at all.
-#[derive(Clone)]
+/// A session's record kept beside a token that verified, with the store's stamp that tells
+/// whether it is still the stored one: a warm request then reads no store at all.
 pub(crate) struct Kept {
-    pub(crate) record: Arc<SessionRecord>,
-    pub(crate) stamp: ReadStamp,
     /// Until when the record may be admitted as it is with this token: the first instant a
-    /// refresh or check falls due, the session ends or the token is to be re-issued.
+    /// refresh or check falls due, the session ends, the token is to be re-issued or it expires.
     pub(crate) until: SystemTime,
-}
-
-/// What the verified-token table holds for a token that verified: at most 64 bytes, read on
-/// every warm request with the token's bytes that follow it in the slot.
-#[derive(Clone)]
-pub(crate) struct Verified {
+    pub(crate) stamp: ReadStamp,
+    /// The record's openid, copied: the one field of the user a handler reads on most requests
+    /// is on the token's slot, not on the record's line.
+    pub(crate) openid: OpenId,
     /// When the token expires (its `exp`).
     pub(crate) expires_at: SystemTime,
-    pub(crate) session: Session,
+    pub(crate) record: Arc<SessionRecord>,
 }
 
-/// The token's session, as far as it is known beside the token.
+/// A kept token's slot, shared by the table and the requests admitted on it: what
+/// [`WeChatUser`](crate::WeChatUser) holds of a warm request's session.
 #[derive(Clone)]
-pub(crate) enum Session {
-    /// The session the token names; its record was not kept.
-    Named(SessionId),
-    /// Its record, read and admitted from a store that stamps its reads (the id is the
-    /// record's).
-    Kept(Kept),
+pub(crate) struct KeptToken(Arc<TokenSlot<Kept>>);
+
+impl KeptToken {
+    pub(crate) fn kept(&self) -> &Kept {
+        self.0.value()
+    }
 }
 
-const _: () = assert!(
-    size_of::<Verified>() <= 64,
-    "a verified token's entry fits a line"
-);
+/// What a token that verified brings.
+pub(crate) enum Known {
+    /// Its session's record, kept beside it and admissible as it is until `until` (which is
+    /// after now): no store read and no expiry check needed while the stamp holds.
+    Kept(KeptToken),
+    /// What it says, and nothing more.
+    Token(VerifiedToken),
+}
 
-impl Verified {
-    pub(crate) fn named(token: VerifiedToken) -> Self {
-        Self {
-            expires_at: token.expires_at,
-            session: Session::Named(token.sid),
-        }
-    }
-
+impl Known {
     /// What the token says.
     pub(crate) fn token(&self) -> VerifiedToken {
-        VerifiedToken {
-            sid: self.session.sid(),
-            expires_at: self.expires_at,
+        match self {
+            Self::Kept(kept) => kept.kept().token(),
+            Self::Token(token) => *token,
         }
     }
 }
 
-impl Session {
-    /// The session's id.
-    pub(crate) fn sid(&self) -> SessionId {
-        match self {
-            Self::Named(sid) => *sid,
-            Self::Kept(kept) => kept.record.sid,
+impl Kept {
+    /// What the token says.
+    fn token(&self) -> VerifiedToken {
+        VerifiedToken {
+            sid: self.record.sid,
+            expires_at: self.expires_at,
         }
     }
 }
@@ -188,11 +183,11 @@ struct Signed {
     iat: u64,
 }
 
-/// What the table knows of a token string.
+/// What the table knows of a token string it did not keep.
 #[derive(Clone)]
 enum Judged {
     /// It verified.
-    Valid(Verified),
+    Valid(VerifiedToken),
     /// Refused for a reason no later time can change (bad signature, unknown key, malformed,
     /// another issuer): a client that keeps sending it costs a lookup, not a MAC. `malformed`:
     /// it has a space in it, so it was not sent as one token (400, not 401).
@@ -213,21 +208,6 @@ impl Judged {
 impl Entry for Judged {
     fn yields(&self) -> bool {
         matches!(self, Self::Refused { .. })
-    }
-
-    /// A kept record is counted in, and its openid read by the handler: plain reads of its
-    /// reference count and openid, whose values nothing needs, have the processor fetch those
-    /// lines while it compares the token's, instead of after (each a miss on a server with
-    /// many users: without this the count's increment waited for its line).
-    fn warm(&self) {
-        if let Self::Valid(Verified {
-            session: Session::Kept(kept),
-            ..
-        }) = self
-        {
-            let openid = kept.record.openid.as_str().as_bytes().first().copied();
-            std::hint::black_box((Arc::strong_count(&kept.record), openid));
-        }
     }
 }
 
@@ -256,7 +236,7 @@ pub struct TokenIssuer {
     config: TokenConfig,
     clock: SharedClock,
     /// Token strings judged before: one lookup answers for a valid token and a refused one.
-    judged: TokenTable<Judged>,
+    judged: TokenTable<Judged, Kept>,
     /// Tokens re-issued in the last minute (by our clock), per session, with when they were
     /// issued: a client that keeps sending its old token gets the same new one instead of a
     /// signature per request.
@@ -425,30 +405,25 @@ impl TokenIssuer {
         token: &[u8],
         now: SystemTime,
     ) -> Result<VerifiedToken, AuthError> {
-        self.verify_keeping(token, now)
-            .map(|verified| verified.token())
+        self.verify_keeping(token, now).map(|known| known.token())
     }
 
     /// [`verify_bytes_at`](Self::verify_bytes_at), with the session's record if one was
-    /// [`keep`](Self::keep)t beside the token.
-    pub(crate) fn verify_keeping(
-        &self,
-        token: &[u8],
-        now: SystemTime,
-    ) -> Result<Verified, AuthError> {
+    /// [`keep`](Self::keep)t beside the token and nothing is due for it at `now`.
+    pub(crate) fn verify_keeping(&self, token: &[u8], now: SystemTime) -> Result<Known, AuthError> {
         if token.len() > self.config.max_len {
             return Err(AuthError::MalformedCredentials);
         }
         let verified = match self.judged.get(token) {
             // Kept no longer than the token is valid (see `keep`).
-            Some(Judged::Valid(
-                known @ Verified {
-                    session: Session::Kept(Kept { until, .. }),
-                    ..
-                },
-            )) if now < until => return Ok(known),
-            Some(Judged::Valid(known)) => known,
-            Some(Judged::Refused { malformed }) => return Err(Judged::refusal(malformed)),
+            Some(Found::Kept(slot)) if now < slot.value().until => {
+                return Ok(Known::Kept(KeptToken(slot)));
+            }
+            Some(Found::Kept(slot)) => slot.value().token(),
+            Some(Found::Judged(Judged::Valid(known))) => known,
+            Some(Found::Judged(Judged::Refused { malformed })) => {
+                return Err(Judged::refusal(malformed));
+            }
             None => {
                 let text =
                     std::str::from_utf8(token).map_err(|_| AuthError::MalformedCredentials)?;
@@ -461,33 +436,37 @@ impl TokenIssuer {
                         return Err(Judged::refusal(malformed));
                     }
                 };
-                let verified = Verified::named(self.check_times(signed, unix_secs(now))?);
-                self.judged.insert(token, Judged::Valid(verified.clone()));
+                let verified = self.check_times(signed, unix_secs(now))?;
+                self.judged.insert(token, Judged::Valid(verified));
                 verified
             }
         };
         if self.expired(verified.expires_at, now) {
             return Err(AuthError::TokenExpired);
         }
-        Ok(verified)
+        Ok(Known::Token(verified))
     }
 
-    /// Keeps `kept` beside `token`, which verified: until its stamp goes stale, requests with
+    /// Keeps `record` beside `token`, which verified as `verified`, with the store's `stamp`
+    /// and until `until` at the latest: until then, and while the stamp holds, requests with
     /// the token find their session's record here. It is kept no longer than the token is
     /// valid, so a request admitted on it before then needs no expiry check of its own.
-    pub(crate) fn keep(&self, token: &[u8], mut kept: Kept) {
-        // The record kept before is dropped outside the table's lock.
-        let replaced = self.judged.update(token, |judged| match judged {
-            Judged::Valid(verified) => {
-                kept.until = kept.until.min(self.valid_until(verified.expires_at));
-                Some(std::mem::replace(
-                    &mut verified.session,
-                    Session::Kept(kept),
-                ))
-            }
-            Judged::Refused { .. } => None,
-        });
-        drop(replaced);
+    pub(crate) fn keep(
+        &self,
+        token: &[u8],
+        verified: &VerifiedToken,
+        record: &Arc<SessionRecord>,
+        stamp: ReadStamp,
+        until: SystemTime,
+    ) {
+        let kept = Kept {
+            until: until.min(self.valid_until(verified.expires_at)),
+            stamp,
+            openid: record.openid.clone(),
+            expires_at: verified.expires_at,
+            record: Arc::clone(record),
+        };
+        self.judged.keep(token, kept);
     }
 
     /// The first instant a token expiring at `expires_at` is refused, leeway included.
@@ -700,6 +679,26 @@ mod tests {
         assert_eq!(other.verify(&issued.value), Err(AuthError::TokenExpired));
     }
 
+    impl<V: Entry, K> TokenTable<V, K> {
+        /// What the table holds for `token` if it was judged, not kept.
+        fn judged(&self, token: &[u8]) -> Option<V> {
+            match self.get(token)? {
+                Found::Judged(value) => Some(value),
+                Found::Kept(_) => None,
+            }
+        }
+    }
+
+    impl<V: Entry, K: Copy> TokenTable<V, K> {
+        /// What the table keeps with `token`.
+        fn kept(&self, token: &[u8]) -> Option<K> {
+            match self.get(token)? {
+                Found::Kept(slot) => Some(*slot.value()),
+                Found::Judged(_) => None,
+            }
+        }
+    }
+
     impl Entry for VerifiedToken {
         fn yields(&self) -> bool {
             false
@@ -717,9 +716,9 @@ mod tests {
     fn cached_tokens_match_only_whole() {
         // Held whole, and held past a known header segment ("h", or a longer one it prefixes).
         for headers in [&[][..], &["h"], &["hh", "h"]] {
-            let cache = TokenTable::<VerifiedToken>::new(64, headers);
+            let cache = TokenTable::<VerifiedToken, u8>::new(64, headers);
             cache.insert(b"h.p.signature", remembered(1));
-            assert_eq!(cache.get(b"h.p.signature"), Some(remembered(1)));
+            assert_eq!(cache.judged(b"h.p.signature"), Some(remembered(1)));
             for other in [
                 &b"h.p.signaturE"[..],
                 b"h.q.signature",
@@ -732,7 +731,7 @@ mod tests {
                 b"signature",
             ] {
                 assert_eq!(
-                    cache.get(other),
+                    cache.judged(other),
                     None,
                     "{headers:?} {}",
                     String::from_utf8_lossy(other)
@@ -740,7 +739,7 @@ mod tests {
             }
             // No dot: never remembered.
             cache.insert(b"nodots", remembered(2));
-            assert_eq!(cache.get(b"nodots"), None);
+            assert_eq!(cache.judged(b"nodots"), None);
         }
     }
 
@@ -748,21 +747,25 @@ mod tests {
     /// key repeats, and found again, changed and told apart from a token of another header.
     #[test]
     fn a_known_header_segment_is_not_held_per_token() {
-        let cache = TokenTable::<VerifiedToken>::new(64, &["hdr"]);
+        let cache = TokenTable::<VerifiedToken, u8>::new(64, &["hdr"]);
         cache.insert(b"hdr.p.signature", remembered(1));
         cache.insert(b"other.p.signature", remembered(2));
         let held = |token: &[u8]| cache.rests_in_set_of(token);
         assert!(held(b"hdr.p.signature").contains(&b"p.signature".to_vec()));
         assert!(held(b"other.p.signature").contains(&b"other.p.signature".to_vec()));
-        assert_eq!(cache.get(b"hdr.p.signature"), Some(remembered(1)));
-        assert_eq!(cache.get(b"other.p.signature"), Some(remembered(2)));
-        assert_eq!(
-            cache.update(b"hdr.p.signature", |v| std::mem::replace(v, remembered(3))),
-            Some(remembered(1))
-        );
-        assert_eq!(cache.get(b"hdr.p.signature"), Some(remembered(3)));
-        assert_eq!(cache.get(b"other.p.signature"), Some(remembered(2)));
-        assert_eq!(cache.update(b"hdrx.p.signature", |_| ()), None);
+        assert_eq!(cache.judged(b"hdr.p.signature"), Some(remembered(1)));
+        assert_eq!(cache.judged(b"other.p.signature"), Some(remembered(2)));
+        // Kept in place of its judged slot, still held without its header, and kept again.
+        for value in [3, 4] {
+            cache.keep(b"hdr.p.signature", value);
+            assert_eq!(cache.kept(b"hdr.p.signature"), Some(value));
+            assert!(held(b"hdr.p.signature").contains(&b"p.signature".to_vec()));
+            assert_eq!(held(b"hdr.p.signature").len(), 2, "one way per token");
+        }
+        assert_eq!(cache.judged(b"other.p.signature"), Some(remembered(2)));
+        // A token the table does not hold is not kept.
+        cache.keep(b"hdrx.p.signature", 5);
+        assert_eq!(cache.judged(b"hdrx.p.signature").map(|_| ()), None);
     }
 
     #[test]
@@ -830,7 +833,7 @@ mod tests {
     #[test]
     fn tokens_sharing_a_set_are_all_remembered_until_a_fifth_replaces_the_oldest() {
         // The same last eight bytes: the same set (and tag), told apart by the whole token.
-        let cache = TokenTable::<VerifiedToken>::new(64, &[]);
+        let cache = TokenTable::<VerifiedToken, u8>::new(64, &[]);
         let token = |i: u8| format!("h.p{i}.sig-tail-8").into_bytes();
         for i in 0..4 {
             cache.insert(&token(i), remembered(i));
@@ -838,18 +841,18 @@ mod tests {
         // The same token again takes no second way.
         cache.insert(&token(3), remembered(3));
         for i in 0..4 {
-            assert_eq!(cache.get(&token(i)), Some(remembered(i)), "way {i}");
+            assert_eq!(cache.judged(&token(i)), Some(remembered(i)), "way {i}");
         }
         cache.insert(&token(4), remembered(4));
-        assert_eq!(cache.get(&token(0)), None, "the oldest is replaced");
+        assert_eq!(cache.judged(&token(0)), None, "the oldest is replaced");
         for i in 1..5 {
-            assert_eq!(cache.get(&token(i)), Some(remembered(i)), "way {i}");
+            assert_eq!(cache.judged(&token(i)), Some(remembered(i)), "way {i}");
         }
         // Then the next oldest, not the newest.
         cache.insert(&token(5), remembered(5));
-        assert_eq!(cache.get(&token(1)), None, "the next oldest is replaced");
+        assert_eq!(cache.judged(&token(1)), None, "the next oldest is replaced");
         for i in 2..6 {
-            assert_eq!(cache.get(&token(i)), Some(remembered(i)), "way {i}");
+            assert_eq!(cache.judged(&token(i)), Some(remembered(i)), "way {i}");
         }
     }
 
@@ -885,25 +888,22 @@ mod tests {
         let tokens = tokens(&clock, ring());
         let issued = tokens.issue(&record).unwrap();
         let token = issued.value.as_bytes();
-        let expires_at = tokens
-            .verify_keeping(token, clock.now())
-            .unwrap()
-            .expires_at;
+        let verified = tokens.verify_keeping(token, clock.now()).unwrap().token();
+        let expires_at = verified.expires_at;
         let epochs = WriteEpochs::new(Duration::from_secs(10 * 24 * 3600));
         tokens.keep(
             token,
-            Kept {
-                record: Arc::clone(&record),
-                stamp: epochs.stamp(&record.sid, clock.now()).unwrap(),
-                until: expires_at + Duration::from_secs(3600),
-            },
+            &verified,
+            &record,
+            epochs.stamp(&record.sid, clock.now()).unwrap(),
+            expires_at + Duration::from_secs(3600),
         );
         let kept = |at| match tokens.verify_keeping(token, at) {
-            Ok(Verified {
-                session: Session::Kept(_),
-                ..
-            }) => Ok(()),
-            Ok(_) => panic!("the record was not kept"),
+            Ok(Known::Kept(kept)) => {
+                assert_eq!(kept.kept().openid, record.openid);
+                Ok(())
+            }
+            Ok(Known::Token(_)) => panic!("the record was not kept"),
             Err(error) => Err(error),
         };
         let leeway_ends = expires_at + TokenConfig::default().leeway;
@@ -945,7 +945,7 @@ mod tests {
             assert_eq!(tokens.verify(&forged), Err(AuthError::InvalidToken));
         }
         assert!(matches!(
-            tokens.judged.get(forged.as_bytes()),
+            tokens.judged.judged(forged.as_bytes()),
             Some(Judged::Refused { malformed: false })
         ));
         // The refusal is remembered for that string only: the genuine token still verifies,
@@ -957,7 +957,7 @@ mod tests {
             .unwrap()
             .value;
         assert_eq!(tokens.verify(&expired), Err(AuthError::TokenExpired));
-        assert!(tokens.judged.get(expired.as_bytes()).is_none());
+        assert!(tokens.judged.judged(expired.as_bytes()).is_none());
         // A string with a space in it was not sent as one token: malformed, the first time
         // and when remembered.
         for _ in 0..2 {
@@ -967,7 +967,7 @@ mod tests {
             );
         }
         assert!(matches!(
-            tokens.judged.get(b"not a.token"),
+            tokens.judged.judged(b"not a.token"),
             Some(Judged::Refused { malformed: true })
         ));
     }
@@ -986,7 +986,7 @@ mod tests {
                 matches!(self, Self::Refused(_))
             }
         }
-        let cache = TokenTable::<Test>::new(64, &[]);
+        let cache = TokenTable::<Test, u8>::new(64, &[]);
         // The same last eight bytes: one set.
         let token = |i: u8| format!("h.p{i}.sig-tail-8").into_bytes();
         cache.insert(&token(0), Test::Refused(0));
@@ -995,24 +995,24 @@ mod tests {
         }
         // Full: a fifth valid token takes the refusal's way, not a valid one's.
         cache.insert(&token(4), Test::Valid(4));
-        assert_eq!(cache.get(&token(0)), None);
+        assert_eq!(cache.judged(&token(0)), None);
         for i in 1..5 {
-            assert_eq!(cache.get(&token(i)), Some(Test::Valid(i)), "way {i}");
+            assert_eq!(cache.judged(&token(i)), Some(Test::Valid(i)), "way {i}");
         }
         // Full of valid tokens: a refusal is not remembered, and pushes none out.
         cache.insert(&token(5), Test::Refused(5));
-        assert_eq!(cache.get(&token(5)), None);
+        assert_eq!(cache.judged(&token(5)), None);
         for i in 1..5 {
-            assert_eq!(cache.get(&token(i)), Some(Test::Valid(i)), "way {i}");
+            assert_eq!(cache.judged(&token(i)), Some(Test::Valid(i)), "way {i}");
         }
         // A refusal too long for its slot is not remembered (whatever is sent, a refusal
         // takes one slot).
-        let other = TokenTable::<Test>::new(64, &[]);
+        let other = TokenTable::<Test, u8>::new(64, &[]);
         let long = format!("h.{}.sig", "p".repeat(INLINE_TOKEN));
         other.insert(long.as_bytes(), Test::Refused(6));
-        assert_eq!(other.get(long.as_bytes()), None);
+        assert_eq!(other.judged(long.as_bytes()), None);
         other.insert(long.as_bytes(), Test::Valid(6));
-        assert_eq!(other.get(long.as_bytes()), Some(Test::Valid(6)));
+        assert_eq!(other.judged(long.as_bytes()), Some(Test::Valid(6)));
     }
 
     #[test]
