@@ -1,7 +1,7 @@
 //! The skeleton of the hot path's two set-associative tables — the records the moka store
 //! served last (`recent.rs`) and the session tokens the layer already verified
-//! (tower-wechat's `token/table.rs`): a power of two of sets, each on a cache line of its own
-//! behind a lock, picked by a multiplicative hash, four ways a set, a full set giving up its
+//! (tower-wechat's `token/table.rs`): a power of two of sets, each starting a cache line of its
+//! own behind a lock, picked by a multiplicative hash, four ways a set, a full set giving up its
 //! oldest way. What a set holds, and how a way is matched, is each table's own. Not a stable
 //! API (public for tower-wechat only).
 
@@ -11,8 +11,8 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 /// keys share a set.
 pub const WAYS: usize = 4;
 
-/// A set on a cache line of its own: a lookup reads one line for the lock and the set's head,
-/// not two.
+/// A set starting a cache line of its own: a lookup reads one line for the lock and the set's
+/// head, not two (a set larger than a line takes whole lines; its head is still on the first).
 #[derive(Default)]
 #[repr(align(64))]
 struct CacheLine<T>(T);

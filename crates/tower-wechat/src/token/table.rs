@@ -68,6 +68,10 @@ impl<V, K> Way<V, K> {
     }
 }
 
+/// A set: four ways of 16 bytes (a slot of either kind), behind the lock, take two lines. The
+/// lock and the first three ways share the first, so a hit there (nearly every hit while the
+/// table is far from full) reads one line of the set. (One pointer a way, with one kind of slot
+/// for all, measured 100 instructions a request more.)
 struct TokenSet<V, K> {
     ways: [Option<Way<V, K>>; WAYS],
     /// The way the next insertion replaces when none is free.
