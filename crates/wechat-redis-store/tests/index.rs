@@ -486,3 +486,49 @@ async fn instances_with_and_without_legacy_writes_share_sessions() {
     assert!(a.get(&on_a.sid).await.unwrap().is_none());
     assert!(a.user_sessions(&user).await.unwrap().is_empty());
 }
+
+/// Two instances share Redis, one's clock two minutes ahead of the other's (within the allowance
+/// for skew): a login on the one ahead, which purges the bucket and runs the cap by its own
+/// clock, leaves indexed a session the other instance still serves, so the other's logout-all
+/// still ends it. Break to see it fail: `PURGE_ALLOWANCE` below two minutes, or the cap
+/// unindexing what its clock says has ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_whose_clock_runs_ahead_leaves_a_neighbours_live_session_indexed() {
+    let Some(client) = common::machine_redis().await else {
+        return;
+    };
+    let prefix = common::random_prefix();
+    let behind = ManualClock::starting_now();
+    let ahead = ManualClock::starting_now();
+    let instance = |clock: &ManualClock| {
+        builder(clock, prefix.clone())
+            .max_sessions_per_user(1)
+            .with_client(client.clone())
+    };
+    let (serving, logging_in) = (instance(&behind), instance(&ahead));
+    let first = insert(&serving, &behind, "zoe").await;
+    let user = first.user();
+    // The serving instance a second before the session's end; the other two minutes past it.
+    behind.set(first.expires_at - Duration::from_secs(1));
+    ahead.set(first.expires_at + Duration::from_secs(120));
+    let second = insert(&logging_in, &ahead, "zoe").await;
+    assert!(
+        bucketed(&serving, &user).await.contains(&first.sid),
+        "still indexed after the login on the instance ahead"
+    );
+
+    let listed: Vec<SessionId> = serving
+        .user_sessions(&user)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.sid)
+        .collect();
+    assert!(listed.contains(&first.sid), "{listed:?}");
+    serving.delete_user(&user).await.unwrap();
+    assert!(
+        serving.get(&first.sid).await.unwrap().is_none(),
+        "the logout-all ended the session the instance behind still served"
+    );
+    assert!(logging_in.get(&second.sid).await.unwrap().is_none());
+}
