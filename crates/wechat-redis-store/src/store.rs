@@ -691,22 +691,22 @@ impl RedisStore {
             members.extend(member);
             legacy.push(sid);
         }
-        for chunk in members.chunks(1_000) {
+        // Sent at once (pipelined on the connection): one round trip for the bucket and the
+        // pre-bucket set alike.
+        let from_bucket = members.chunks(1_000).map(|chunk| {
             let members: Vec<Value> = chunk.iter().map(|m| Value::from(&m[..])).collect();
-            let _: i64 = self
-                .client
-                .zrem(self.index_key(user), members)
-                .await
-                .map_err(unavailable)?;
-        }
-        for chunk in legacy.chunks(1_000) {
-            let sids: Vec<String> = chunk.iter().map(SessionId::to_string).collect();
-            let _: i64 = self
-                .client
-                .zrem(self.user_key(user), sids)
-                .await
-                .map_err(unavailable)?;
-        }
+            (self.index_key(user), members)
+        });
+        let from_legacy = legacy.chunks(1_000).map(|chunk| {
+            let sids: Vec<Value> = chunk.iter().map(|s| Value::from(s.to_string())).collect();
+            (self.user_key(user), sids)
+        });
+        let removals = from_bucket
+            .chain(from_legacy)
+            .map(|(key, members)| self.client.zrem::<i64, _, _>(key, members));
+        futures::future::try_join_all(removals)
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 
