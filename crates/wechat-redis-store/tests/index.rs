@@ -125,6 +125,19 @@ async fn legacy(store: &RedisStore, user: &UserId) -> Vec<String> {
         .unwrap()
 }
 
+/// The sessions `store` lists for `user`, sorted.
+async fn sessions_of(store: &RedisStore, user: &UserId) -> Vec<SessionId> {
+    let mut sids: Vec<SessionId> = store
+        .user_sessions(user)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.sid)
+        .collect();
+    sids.sort();
+    sids
+}
+
 async fn insert(store: &RedisStore, clock: &ManualClock, openid: &str) -> SessionRecord {
     (*store
         .insert(sample_record(clock, "wxapp", openid))
@@ -151,14 +164,7 @@ async fn another_users_session_in_the_range_is_never_listed_nor_ended() {
     let (hash, end) = hash_and_end(&own[0]);
     add(&store, &ivy.user(), member(hash, &jon.sid, end)).await;
 
-    let listed: Vec<SessionId> = store
-        .user_sessions(&ivy.user())
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.sid)
-        .collect();
-    assert_eq!(listed, [ivy.sid]);
+    assert_eq!(sessions_of(&store, &ivy.user()).await, [ivy.sid]);
     assert_eq!(store.delete_user(&ivy.user()).await.unwrap(), 1);
     assert!(store.get(&ivy.sid).await.unwrap().is_none());
     assert!(
@@ -325,14 +331,7 @@ async fn sessions_indexed_by_an_earlier_version_are_listed_capped_and_ended() {
     clock.advance(Duration::from_secs(1));
     let third = insert(&store, &clock, "lea").await;
     assert!(store.get(&old.sid).await.unwrap().is_none(), "capped");
-    let mut listed: Vec<SessionId> = store
-        .user_sessions(&user)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.sid)
-        .collect();
-    listed.sort();
+    let listed = sessions_of(&store, &user).await;
     let mut expected = vec![second.sid, third.sid];
     expected.sort();
     assert_eq!(listed, expected);
@@ -463,14 +462,7 @@ async fn instances_with_and_without_legacy_writes_share_sessions() {
     let on_b = insert(&b, &clock, "ola").await;
     let user = on_a.user();
     for store in [&a, &b] {
-        let mut listed: Vec<SessionId> = store
-            .user_sessions(&user)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.sid)
-            .collect();
-        listed.sort();
+        let listed = sessions_of(store, &user).await;
         let mut expected = vec![on_a.sid, on_b.sid];
         expected.sort();
         assert_eq!(
@@ -517,13 +509,7 @@ async fn an_instance_whose_clock_runs_ahead_leaves_a_neighbours_live_session_ind
         "still indexed after the login on the instance ahead"
     );
 
-    let listed: Vec<SessionId> = serving
-        .user_sessions(&user)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.sid)
-        .collect();
+    let listed = sessions_of(&serving, &user).await;
     assert!(listed.contains(&first.sid), "{listed:?}");
     serving.delete_user(&user).await.unwrap();
     assert!(
