@@ -744,9 +744,8 @@ impl RedisStore {
             return Ok(());
         }
         live.sort();
-        let now = self.now_ms();
         for (_, sid) in live.into_iter().take(excess) {
-            self.delete_record(&sid, now).await?;
+            self.delete_record(&sid, unix_ms(now)).await?;
             tracing::info!(sid = %sid, outcome = "session_cap", "the user's least recently confirmed session ended: too many sessions");
         }
         Ok(())
