@@ -48,6 +48,50 @@ pub(crate) trait Upstream: Send + Sync + 'static {
     fn reset_session_key(&self, sid: SessionId) -> BoxFuture<'static, Result<(), CallError>>;
 }
 
+/// An upstream for tests that keep a user's session and never call WeChat for it.
+#[cfg(test)]
+pub(crate) fn offline() -> Arc<dyn Upstream> {
+    struct Offline;
+    impl Upstream for Offline {
+        fn kind_of(&self, _: &AppId) -> Option<AppKind> {
+            None
+        }
+        fn now(&self) -> std::time::SystemTime {
+            std::time::SystemTime::now()
+        }
+        fn userinfo(
+            &self,
+            _: SessionId,
+            _: Lang,
+        ) -> BoxFuture<'static, Result<UserInfo, CallError>> {
+            unreachable!("offline")
+        }
+        fn access_token(&self, _: SessionId) -> BoxFuture<'static, Result<AccessToken, CallError>> {
+            unreachable!("offline")
+        }
+        fn session_key(
+            &self,
+            _: Arc<SessionRecord>,
+        ) -> BoxFuture<'static, Result<Option<SessionKey>, SessionError>> {
+            unreachable!("offline")
+        }
+        fn phone_number(
+            &self,
+            _: SessionId,
+            _: PhoneCode,
+        ) -> BoxFuture<'static, Result<PhoneInfo, CallError>> {
+            unreachable!("offline")
+        }
+        fn check_session_key(&self, _: SessionId) -> BoxFuture<'static, Result<(), CallError>> {
+            unreachable!("offline")
+        }
+        fn reset_session_key(&self, _: SessionId) -> BoxFuture<'static, Result<(), CallError>> {
+            unreachable!("offline")
+        }
+    }
+    Arc::new(Offline)
+}
+
 /// What a [`WeChatUser`] reaches: the sessions and the apps.
 pub(crate) struct UserContext<S> {
     pub(crate) cache: SessionManager<S>,
@@ -111,20 +155,22 @@ impl<S: SharedStore> Upstream for UserContext<S> {
     }
 }
 
-/// The authenticated WeChat user of a request. Cheap to clone (two `Arc`s).
+/// The authenticated WeChat user of a request. Cheap to clone (one `Arc` on a warm request,
+/// two otherwise).
 #[derive(Clone)]
-pub struct WeChatUser {
-    session: Session,
-    upstream: Arc<dyn Upstream>,
-}
+pub struct WeChatUser(Session);
 
-/// The user's session, as the layer found it.
+/// The user's session, as the layer found it, and what its calls to WeChat go through.
 #[derive(Clone)]
 enum Session {
     /// Read from the store.
-    Record(Arc<SessionRecord>),
-    /// Kept beside the request's token: the openid is read from the token's slot, so a warm
-    /// request whose handler reads only that reaches nothing else of the user.
+    Record {
+        record: Arc<SessionRecord>,
+        upstream: Arc<dyn Upstream>,
+    },
+    /// Kept beside the request's token, with the layer's upstream: one shared slot. The openid
+    /// is read from it, so a warm request whose handler reads only that reaches nothing else of
+    /// the user, and the user costs one reference count wherever it is cloned or dropped.
     Kept(KeptToken),
 }
 
@@ -144,31 +190,32 @@ impl fmt::Debug for WeChatUser {
 
 impl WeChatUser {
     pub(crate) fn new(record: Arc<SessionRecord>, upstream: Arc<dyn Upstream>) -> Self {
-        Self {
-            session: Session::Record(record),
-            upstream,
-        }
+        Self(Session::Record { record, upstream })
     }
 
     /// The user of a session kept beside the request's token.
-    pub(crate) fn kept(kept: KeptToken, upstream: Arc<dyn Upstream>) -> Self {
-        Self {
-            session: Session::Kept(kept),
-            upstream,
-        }
+    pub(crate) fn kept(kept: KeptToken) -> Self {
+        Self(Session::Kept(kept))
     }
 
     fn record(&self) -> &Arc<SessionRecord> {
-        match &self.session {
-            Session::Record(record) => record,
+        match &self.0 {
+            Session::Record { record, .. } => record,
             Session::Kept(kept) => &kept.kept().record,
+        }
+    }
+
+    fn upstream(&self) -> &dyn Upstream {
+        match &self.0 {
+            Session::Record { upstream, .. } => &**upstream,
+            Session::Kept(kept) => &*kept.kept().upstream,
         }
     }
 
     /// The user within the application.
     pub fn openid(&self) -> &OpenId {
-        match &self.session {
-            Session::Record(record) => &record.openid,
+        match &self.0 {
+            Session::Record { record, .. } => &record.openid,
             Session::Kept(kept) => &kept.kept().openid,
         }
     }
@@ -186,7 +233,7 @@ impl WeChatUser {
     /// The kind of app the user logged in to (`None` only for a session of an app that this
     /// layer serves under no kind, which its builder cannot make).
     pub fn app_kind(&self) -> Option<AppKind> {
-        self.upstream.kind_of(&self.record().appid)
+        self.upstream().kind_of(&self.record().appid)
     }
 
     /// The application's user: what the login hook returned, else the unionid, else
@@ -208,7 +255,11 @@ impl WeChatUser {
         data: &EncryptedData<'_>,
         max_age: Duration,
     ) -> Result<serde_json::Value, AuthError> {
-        let Some(session_key) = self.upstream.session_key(Arc::clone(self.record())).await? else {
+        let Some(session_key) = self
+            .upstream()
+            .session_key(Arc::clone(self.record()))
+            .await?
+        else {
             return Err(AuthError::BadRequest(
                 "only a Mini Program session holds a session key",
             ));
@@ -217,7 +268,7 @@ impl WeChatUser {
             &session_key,
             data,
             &self.record().appid,
-            self.upstream.now(),
+            self.upstream().now(),
             max_age,
         )
         .map_err(AuthError::InvalidEncryptedData)
@@ -228,7 +279,7 @@ impl WeChatUser {
     /// app's code is 400 `invalid_phone_code`; a session that is not a Mini Program's is 403
     /// `scope_insufficient`.
     pub async fn phone_number(&self, code: PhoneCode) -> Result<PhoneInfo, AuthError> {
-        self.upstream
+        self.upstream()
             .phone_number(self.record().sid, code)
             .await
             .map_err(|error| match error {
@@ -243,13 +294,13 @@ impl WeChatUser {
     /// not (the client called `wx.login` again, and this server never saw that login) the
     /// answer is 401 `session_key_expired`: the client must `wx.login` and log in again.
     pub async fn check_session_key(&self) -> Result<(), AuthError> {
-        Ok(self.upstream.check_session_key(self.record().sid).await?)
+        Ok(self.upstream().check_session_key(self.record().sid).await?)
     }
 
     /// Replaces the user's session key at WeChat (`resetusersessionkey`) and keeps the new one
     /// on the server. Data the client obtained before the reset no longer decrypts.
     pub async fn reset_session_key(&self) -> Result<(), AuthError> {
-        Ok(self.upstream.reset_session_key(self.record().sid).await?)
+        Ok(self.upstream().reset_session_key(self.record().sid).await?)
     }
 
     /// The granted scopes.
@@ -272,13 +323,13 @@ impl WeChatUser {
     /// snapshot users and Mini Program sessions (without a re-authorization URL: an Official
     /// Account page adds [`LoginEndpoints::reauthorize_url`](crate::LoginEndpoints::reauthorize_url)).
     pub async fn userinfo(&self, lang: Lang) -> Result<UserInfo, AuthError> {
-        Ok(self.upstream.userinfo(self.record().sid, lang).await?)
+        Ok(self.upstream().userinfo(self.record().sid, lang).await?)
     }
 
     /// A WeChat access token valid for at least a minute, for calling other WeChat APIs on the
     /// user's behalf. Keep it on the server.
     pub async fn access_token(&self) -> Result<AccessToken, AuthError> {
-        Ok(self.upstream.access_token(self.record().sid).await?)
+        Ok(self.upstream().access_token(self.record().sid).await?)
     }
 }
 

@@ -108,7 +108,7 @@ impl<St: SharedStore> Authenticator<St> {
         let verified = match verified {
             Known::Kept(kept) if store.still_current(&kept.kept().stamp, now) => {
                 tracing::trace!(sid = %kept.kept().record.sid, outcome = "authenticated", reissued = false);
-                let user = WeChatUser::kept(kept, Arc::clone(&self.upstream));
+                let user = WeChatUser::kept(kept);
                 return Step::Done(Outcome::User(user, None));
             }
             known => known.token(),
@@ -152,7 +152,8 @@ impl<St: SharedStore> Authenticator<St> {
             .tokens
             .reissue_from(verified.expires_at, record.expires_at)
             .map_or(until, |from| until.min(from));
-        self.tokens.keep(token, verified, record, stamp, until);
+        self.tokens
+            .keep(token, verified, record, stamp, until, &self.upstream);
     }
 
     /// Finishes what [`authenticate`](Self::authenticate) could not: waits for the store, and

@@ -25,6 +25,7 @@ use wechat_oauth::OpenId;
 use wechat_sessions::{ReadStamp, SessionId, SessionRecord, SharedClock};
 
 use crate::rejection::AuthError;
+use crate::user::Upstream;
 
 mod keys;
 mod table;
@@ -134,6 +135,9 @@ pub(crate) struct Kept {
     /// When the token expires (its `exp`).
     pub(crate) expires_at: SystemTime,
     pub(crate) record: Arc<SessionRecord>,
+    /// What the user's calls to WeChat go through (the layer's): with it here, a warm
+    /// request's user is this slot alone.
+    pub(crate) upstream: Arc<dyn Upstream>,
 }
 
 /// A kept token's slot, shared by the table and the requests admitted on it: what
@@ -450,7 +454,8 @@ impl TokenIssuer {
     /// Keeps `record` beside `token`, which verified as `verified`, with the store's `stamp`
     /// and until `until` at the latest: until then, and while the stamp holds, requests with
     /// the token find their session's record here. It is kept no longer than the token is
-    /// valid, so a request admitted on it before then needs no expiry check of its own.
+    /// valid, so a request admitted on it before then needs no expiry check of its own. The
+    /// users admitted on it call WeChat through `upstream`.
     pub(crate) fn keep(
         &self,
         token: &[u8],
@@ -458,6 +463,7 @@ impl TokenIssuer {
         record: &Arc<SessionRecord>,
         stamp: ReadStamp,
         until: SystemTime,
+        upstream: &Arc<dyn Upstream>,
     ) {
         let kept = Kept {
             until: until.min(self.valid_until(verified.expires_at)),
@@ -465,6 +471,7 @@ impl TokenIssuer {
             openid: record.openid.clone(),
             expires_at: verified.expires_at,
             record: Arc::clone(record),
+            upstream: Arc::clone(upstream),
         };
         self.judged.keep(token, kept);
     }
@@ -897,6 +904,7 @@ mod tests {
             &record,
             epochs.stamp(&record.sid, clock.now()).unwrap(),
             expires_at + Duration::from_secs(3600),
+            &crate::user::offline(),
         );
         let kept = |at| match tokens.verify_keeping(token, at) {
             Ok(Known::Kept(kept)) => {
