@@ -1,10 +1,11 @@
 //! [`Authenticator`]: who a request's user is. It owns every decision of the middleware —
 //! find and verify the token, admit a live session (and re-issue a token that nears its end),
 //! refuse (and clear a dead cookie) — for the synchronous path and the slow one alike; the
-//! service only carries the [`Outcome`] out. One clock read serves a whole request. A warm
-//! token brings its session's record, kept beside it when it was last read from a store that
-//! stamps its reads; while the store's stamp holds (no write of the session, and the store need
-//! not hear of the read yet) and nothing is due, it is admitted without a store lookup.
+//! service only carries the [`Outcome`] out. One clock read serves the synchronous path: the
+//! clock's coarse one, since every edge it decides by is seconds from the next. A warm token
+//! brings its session's record, kept beside it when it was last read from a store that stamps
+//! its reads; while the store's stamp holds (no write of the session, and the store need not
+//! hear of the read yet) and nothing is due, it is admitted without a store lookup.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -87,7 +88,8 @@ impl<St: SharedStore> Authenticator<St> {
                 return Step::Done(self.refuse(error, None, Some(sent_by)));
             }
         };
-        let now = self.cache.clock().now();
+        // Every edge this path decides by is seconds from the next: the cheap reading does.
+        let now = self.cache.clock().now_coarse();
         let verified = match sent_by {
             SentBy::Cookies => self.verify_one_cookie(headers, now).map(Known::Token),
             _ => self.tokens.verify_keeping(token, now),
