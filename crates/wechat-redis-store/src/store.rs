@@ -650,13 +650,23 @@ impl RedisStore {
     /// records checks.
     async fn indexed(&self, user: &UserId) -> Result<Vec<Indexed>, StoreError> {
         let range = UserRange::of(user);
-        let members: Vec<Value> = self
-            .script(
+        // Both indexes at once, pipelined on the connection: one round trip.
+        let (members, legacy) = futures::future::try_join(
+            self.script::<Vec<Value>>(
                 &self.inner.scripts.user_members,
                 self.bucket_key(range.bucket),
                 vec![Value::from(&range.min[..]), Value::from(&range.max[..])],
-            )
-            .await?;
+            ),
+            async {
+                let legacy: Vec<String> = self
+                    .client
+                    .zrange(self.user_key(user), 0, -1, None, false, None, false)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(legacy)
+            },
+        )
+        .await?;
         let mut indexed: Vec<Indexed> = members
             .iter()
             .filter_map(Value::as_bytes)
@@ -667,11 +677,6 @@ impl RedisStore {
                 })
             })
             .collect();
-        let legacy: Vec<String> = self
-            .client
-            .zrange(self.user_key(user), 0, -1, None, false, None, false)
-            .await
-            .map_err(unavailable)?;
         // A session written with `legacy_writes` is in both: named once, by its bucket member.
         let legacy: Vec<SessionId> = legacy
             .iter()
@@ -786,53 +791,48 @@ impl RedisStore {
         }
         let user = record.user();
         let range = UserRange::of(&user);
-        let indexed: Result<i64, StoreError> = self
-            .script(
-                &self.inner.scripts.index,
-                self.bucket_key(range.bucket),
+        let bucket = self.script::<i64>(
+            &self.inner.scripts.index,
+            self.bucket_key(range.bucket),
+            vec![
+                Value::Bytes(range.member(&record.sid, end).into()),
+                Value::from(&range.min[..]),
+                Value::from(&range.max[..]),
+                end.into(),
+                (now / 1000 - PURGE_ALLOWANCE.as_secs() as i64).into(),
+                i64::from(rand::random::<u32>()).into(),
+            ],
+        );
+        // The user's own sorted set, where versions before the buckets look, is written or
+        // counted at once with the bucket (pipelined on the connection): one round trip for both.
+        let (indexed, legacy) = if self.inner.legacy_writes {
+            // Written: it holds every session the bucket does (and the old instances' own).
+            let legacy = self.script::<i64>(
+                &self.inner.scripts.legacy_index,
+                self.user_key(&user),
                 vec![
-                    Value::Bytes(range.member(&record.sid, end).into()),
-                    Value::from(&range.min[..]),
-                    Value::from(&range.max[..]),
+                    record.sid.to_string().into(),
+                    unix_ms(record.confirmed_at).into(),
                     end.into(),
-                    (now / 1000 - PURGE_ALLOWANCE.as_secs() as i64).into(),
-                    i64::from(rand::random::<u32>()).into(),
                 ],
-            )
-            .await;
-        let members = match indexed {
-            Ok(members) => members,
-            Err(error) => {
+            );
+            futures::future::join(bucket, legacy).await
+        } else {
+            // Counted: sessions indexed by an earlier version count too, while they live.
+            let legacy = async {
+                let count: Result<i64, _> = self.client.zcard(self.user_key(&user)).await;
+                Ok(count.unwrap_or(0))
+            };
+            futures::future::join(bucket, legacy).await
+        };
+        let members = match (indexed, legacy) {
+            (Ok(members), Ok(legacy)) if self.inner.legacy_writes => members.max(legacy),
+            (Ok(members), Ok(legacy)) => members + legacy,
+            (Err(error), _) | (_, Err(error)) => {
                 // Unindexed, a session would escape logout-all: take it back and fail.
                 let _ = self.delete_record(&record.sid, now).await;
                 return Err(error);
             }
-        };
-        let members = if self.inner.legacy_writes {
-            // In the user's own sorted set too, where versions before the buckets look; it
-            // holds every session the bucket does (and the old instances' own).
-            let indexed: Result<i64, StoreError> = self
-                .script(
-                    &self.inner.scripts.legacy_index,
-                    self.user_key(&user),
-                    vec![
-                        record.sid.to_string().into(),
-                        unix_ms(record.confirmed_at).into(),
-                        end.into(),
-                    ],
-                )
-                .await;
-            match indexed {
-                Ok(legacy) => members.max(legacy),
-                Err(error) => {
-                    let _ = self.delete_record(&record.sid, now).await;
-                    return Err(error);
-                }
-            }
-        } else {
-            // Sessions indexed by an earlier version count too, while they live.
-            let legacy: Result<i64, _> = self.client.zcard(self.user_key(&user)).await;
-            members + legacy.unwrap_or(0)
         };
         if members > self.inner.max_sessions_per_user as i64
             && let Err(error) = self.enforce_user_cap(&user, &record.sid).await
