@@ -37,14 +37,15 @@
 //! - logout-all reads the index, deletes each record, then removes from the index only what it
 //!   deleted: if it fails half-way the rest stays indexed and a retry finishes. A session
 //!   indexed meanwhile belongs to a concurrent login (above) and stays indexed.
-//! - the per-user cap runs after indexing, only when the index holds more than the cap: it drops
-//!   members whose record is gone or ended more than [`PURGE_ALLOWANCE`] ago, then ends the least
-//!   recently confirmed live sessions (each a record delete, itself atomic).
+//! - the per-user cap runs after indexing, only when the index holds more than the cap: it reads
+//!   the records the index names (pipelined), ends the least recently confirmed live sessions
+//!   (each a record delete, itself atomic), then drops the members of those and of sessions
+//!   whose record is gone or ended more than [`PURGE_ALLOWANCE`] ago.
 //! - the cap orders sessions by the confirmation their records hold, so a compare-and-set
 //!   touches only the record.
 //!
-//! A logout takes its session out of the index at once. Sessions that end otherwise leave it
-//! lazily: when the cap is checked, at logout-all, when a login lands in their bucket after their
+//! A logout, and the cap for the sessions it ends, take them out of the index at once. Sessions
+//! that end otherwise leave it lazily: when the cap is checked, at logout-all, when a login lands in their bucket after their
 //! end, and with the bucket itself when its last session ends. Whatever this instance's clock
 //! says has ended is unindexed only [`PURGE_ALLOWANCE`] later: another instance, whose clock may
 //! be behind, can still be serving the session, and a logout-all must find it.
@@ -153,6 +154,10 @@ return redis.call('ZLEXCOUNT', KEYS[1], ARGV[2], ARGV[3])
 /// less than this never unindexes a session that has not ended yet, which a logout-all would
 /// then miss. Ended members stay this much longer, and are skipped by whoever reads them.
 pub(crate) const PURGE_ALLOWANCE: Duration = Duration::from_secs(300);
+
+/// Records the per-user cap reads at once (a user over the cap has a handful of sessions; one
+/// with thousands is read this many at a time).
+const CAP_READS_IN_FLIGHT: usize = 32;
 
 /// Whether a session that ends at `end` has ended by more than [`PURGE_ALLOWANCE`] at `now`:
 /// ended for every instance whose clock is not that far behind.
@@ -715,20 +720,31 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Ends the user's least recently confirmed sessions beyond the cap (never `keep`), after
-    /// dropping index members whose record is gone.
+    /// Ends the user's least recently confirmed sessions beyond the cap (never `keep`), and
+    /// drops from the index the members of those and of sessions whose record is gone.
     async fn enforce_user_cap(&self, user: &UserId, keep: &SessionId) -> Result<(), StoreError> {
-        let named = self.indexed(user).await?;
+        let named: Vec<Indexed> = self
+            .indexed(user)
+            .await?
+            .into_iter()
+            .filter(|entry| entry.sid != *keep)
+            .collect();
+        // Every record at once, pipelined on the connection (a few in flight at a time).
+        let sids: Vec<SessionId> = named.iter().map(|entry| entry.sid).collect();
+        let records: Vec<_> = stream::iter(sids)
+            .map(|sid| async move { self.read_op(&sid).await })
+            .buffered(CAP_READS_IN_FLIGHT)
+            .collect()
+            .await;
         let now = self.inner.clock.now();
         let mut live = Vec::new();
         let mut gone = Vec::new();
-        for entry in named.into_iter().filter(|entry| entry.sid != *keep) {
-            let sid = entry.sid;
-            match self.read_op(&sid).await {
+        for (entry, record) in named.into_iter().zip(records) {
+            match record {
                 // Another user's whose id hashes alike: not ours to end or unindex.
                 Ok(Some(record)) if !record.user_is(user) => {}
                 Ok(Some(record)) if !record.is_expired(now) => {
-                    live.push((record.confirmed_at, sid));
+                    live.push((record.confirmed_at, entry));
                 }
                 // Ended by this instance's clock: unindexed only past the allowance for a clock
                 // running ahead, as the index's purge does; not counted either way.
@@ -738,22 +754,20 @@ impl RedisStore {
                 // Whose it is cannot be read (a dropped sealing key, a damaged value): left
                 // as it is, and the cap goes on with the others.
                 Err(StoreError::Corrupt(_)) => {
-                    tracing::warn!(sid = %sid, "a session the cap counted could not be read; skipped");
+                    tracing::warn!(sid = %entry.sid, "a session the cap counted could not be read; skipped");
                 }
                 Err(error) => return Err(error),
             }
         }
-        self.unindex(user, gone).await?;
         let excess = (live.len() + 1).saturating_sub(self.inner.max_sessions_per_user);
-        if excess == 0 {
-            return Ok(());
+        live.sort_by_key(|(confirmed_at, _)| *confirmed_at);
+        for (_, entry) in live.into_iter().take(excess) {
+            self.delete_record(&entry.sid, unix_ms(now)).await?;
+            tracing::info!(sid = %entry.sid, outcome = "session_cap", "the user's least recently confirmed session ended: too many sessions");
+            // Unindexed once its record is gone, as a logout's is.
+            gone.push(entry);
         }
-        live.sort();
-        for (_, sid) in live.into_iter().take(excess) {
-            self.delete_record(&sid, unix_ms(now)).await?;
-            tracing::info!(sid = %sid, outcome = "session_cap", "the user's least recently confirmed session ended: too many sessions");
-        }
-        Ok(())
+        self.unindex(user, gone).await
     }
 }
 

@@ -212,6 +212,27 @@ async fn a_logout_takes_its_session_out_of_the_bucket() {
     assert!(legacy(&store, &second.user()).await.is_empty());
 }
 
+/// A session the cap ends leaves the bucket at once, as a logged-out one does, while the ones it
+/// keeps stay. Break to see it fail: the cap deleting the record without unindexing it (it
+/// stayed in the bucket until a purge).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cap_takes_the_sessions_it_ends_out_of_the_bucket() {
+    let Some((store, clock, _)) = fresh(2).await else {
+        return;
+    };
+    let first = insert(&store, &clock, "kim").await;
+    clock.advance(Duration::from_secs(1));
+    let second = insert(&store, &clock, "kim").await;
+    clock.advance(Duration::from_secs(1));
+    let third = insert(&store, &clock, "kim").await;
+    assert!(store.get(&first.sid).await.unwrap().is_none(), "capped");
+    let mut kept = vec![second.sid, third.sid];
+    kept.sort();
+    let mut indexed = bucketed(&store, &first.user()).await;
+    indexed.sort();
+    assert_eq!(indexed, kept, "the capped session's member is gone");
+}
+
 /// The cap runs on the clock of the instance that logs the user in, which may be ahead of the
 /// one that wrote a session: a session ended by its clock only within the allowance for that
 /// stays indexed (a logout-all elsewhere must still find it), and one ended beyond it goes.
