@@ -45,10 +45,11 @@
 //!   touches only the record.
 //!
 //! A logout, and the cap for the sessions it ends, take them out of the index at once. Sessions
-//! that end otherwise leave it lazily: when the cap is checked, at logout-all, when a login lands in their bucket after their
-//! end, and with the bucket itself when its last session ends. Whatever this instance's clock
-//! says has ended is unindexed only [`PURGE_ALLOWANCE`] later: another instance, whose clock may
-//! be behind, can still be serving the session, and a logout-all must find it.
+//! that end otherwise leave it lazily: when the cap is checked, at logout-all, when a login lands
+//! in their bucket after their end, and with the bucket itself when its last session ends.
+//! Whatever this instance's clock says has ended is unindexed only [`PURGE_ALLOWANCE`] later:
+//! another instance, whose clock may be behind, can still be serving the session, and a
+//! logout-all must find it.
 
 use std::fmt;
 use std::sync::Arc;
@@ -56,7 +57,7 @@ use std::time::{Duration, SystemTime};
 
 use fred::prelude::*;
 use fred::types::scripts::Script;
-use futures::{StreamExt, stream};
+use futures::{StreamExt, TryFutureExt, stream};
 use wechat_oauth::AppId;
 use wechat_oauth::clock::{SharedClock, SystemClock};
 use wechat_session_store::{
@@ -662,14 +663,17 @@ impl RedisStore {
                 self.bucket_key(range.bucket),
                 vec![Value::from(&range.min[..]), Value::from(&range.max[..])],
             ),
-            async {
-                let legacy: Vec<String> = self
-                    .client
-                    .zrange(self.user_key(user), 0, -1, None, false, None, false)
-                    .await
-                    .map_err(unavailable)?;
-                Ok(legacy)
-            },
+            self.client
+                .zrange::<Vec<String>, _, _, _>(
+                    self.user_key(user),
+                    0,
+                    -1,
+                    None,
+                    false,
+                    None,
+                    false,
+                )
+                .map_err(unavailable),
         )
         .await?;
         let mut indexed: Vec<Indexed> = members
@@ -819,7 +823,7 @@ impl RedisStore {
         );
         // The user's own sorted set, where versions before the buckets look, is written or
         // counted at once with the bucket (pipelined on the connection): one round trip for both.
-        let (indexed, legacy) = if self.inner.legacy_writes {
+        let members = if self.inner.legacy_writes {
             // Written: it holds every session the bucket does (and the old instances' own).
             let legacy = self.script::<i64>(
                 &self.inner.scripts.legacy_index,
@@ -830,19 +834,18 @@ impl RedisStore {
                     end.into(),
                 ],
             );
-            futures::future::join(bucket, legacy).await
+            let (members, legacy) = futures::future::join(bucket, legacy).await;
+            members.and_then(|members| Ok(members.max(legacy?)))
         } else {
-            // Counted: sessions indexed by an earlier version count too, while they live.
-            let legacy = async {
-                let count: Result<i64, _> = self.client.zcard(self.user_key(&user)).await;
-                Ok(count.unwrap_or(0))
-            };
-            futures::future::join(bucket, legacy).await
+            // Counted: sessions indexed by an earlier version count too, while they live (a
+            // count that fails counts none).
+            let legacy = self.client.zcard::<i64, _>(self.user_key(&user));
+            let (members, legacy) = futures::future::join(bucket, legacy).await;
+            members.map(|members| members + legacy.unwrap_or(0))
         };
-        let members = match (indexed, legacy) {
-            (Ok(members), Ok(legacy)) if self.inner.legacy_writes => members.max(legacy),
-            (Ok(members), Ok(legacy)) => members + legacy,
-            (Err(error), _) | (_, Err(error)) => {
+        let members = match members {
+            Ok(members) => members,
+            Err(error) => {
                 // Unindexed, a session would escape logout-all: take it back and fail.
                 let _ = self.delete_record(&record.sid, now).await;
                 return Err(error);
