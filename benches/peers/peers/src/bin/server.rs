@@ -257,7 +257,12 @@ async fn build_wechat(r: Router, variant: &str) -> Router {
         .build()
         .expect("client");
     let keys = KeyRing::new(SigningKey::hs256("k1", SECRET.as_bytes()).expect("key"));
-    let auth = WeChatAuthLayer::builder(client, keys).build().expect("layer");
+    // VERIFIED_CAPACITY: the token table's size (its default otherwise), for experiments.
+    let mut tokens = TokenConfig::default();
+    if let Ok(capacity) = std::env::var("VERIFIED_CAPACITY") {
+        tokens.verified_capacity = capacity.parse().expect("VERIFIED_CAPACITY: a number");
+    }
+    let auth = WeChatAuthLayer::builder(client, keys).token_config(tokens).build().expect("layer");
     let endpoints = LoginEndpoints::new(&auth);
     let forger = TokenIssuer::new(
         KeyRing::new(SigningKey::hs256("k1", &[9; 32]).expect("key")),
