@@ -19,26 +19,33 @@ BIN=$WORK/peers/target/release
 SERVER=${SERVER:-$BIN/server}
 SLICES=${SLICES:-30}; DUR=${DUR:-1}; WARM=${WARM:-2}; CONNS=${CONNS:-64}
 SERVER_CPU=${SERVER_CPU:-1}; CLIENT_CPU=${CLIENT_CPU:-0}
-VARIANTS=("${@:-wechat_login tower_sessions_moka jwt_moka}")
-read -r -a VARIANTS <<<"${VARIANTS[*]}"
-# `bare` among the variants is a second bare server, `bare_again`: an A/A check of the method.
-VARIANTS=("${VARIANTS[@]/#bare/bare_again}")
-# Each is `<variant>` (this build's server) or `<label>=<server binary>:<variant>` (another build's).
+[ "$SLICES" -ge 2 ] || { echo "SLICES must be at least 2" >&2; exit 1; }
+[ $# -gt 0 ] || set -- wechat_login tower_sessions_moka jwt_moka
+# Each is `<variant>` (this build's server) or `<label>=<server binary>:<variant>` (another
+# build's; a wrapper script must `exec` the server, whose CPU time is read from its pid). `bare`
+# among them is a second bare server, `bare_again`: an A/A check of the method.
 declare -A BIN_OF VARIANT_OF
-for spec in bare "${VARIANTS[@]}"; do
+BIN_OF[bare]=$SERVER; VARIANT_OF[bare]=bare
+VARIANTS=()
+for spec in "$@"; do
   case $spec in
-    *=*) label=${spec%%=*}; rest=${spec#*=}; BIN_OF[$label]=${rest%%:*}; VARIANT_OF[$label]=${rest#*:} ;;
-    *) label=$spec; BIN_OF[$label]=$SERVER; VARIANT_OF[$label]=${spec%_again} ;;
+    bare) label=bare_again; bin=$SERVER; variant=bare ;;
+    *=*:*) label=${spec%%=*}; rest=${spec#*=}; bin=${rest%%:*}; variant=${rest#*:} ;;
+    *=*) echo "$spec: expected <label>=<server binary>:<variant>" >&2; exit 1 ;;
+    *) label=$spec; bin=$SERVER; variant=$spec ;;
   esac
+  [ -z "${BIN_OF[$label]+set}" ] || { echo "$label: given twice" >&2; exit 1; }
+  [ -x "$bin" ] || { echo "$label: $bin is not an executable (build first: PROJECT=\$PWD ROUNDS=0 benches/peers/run.sh)" >&2; exit 1; }
+  BIN_OF[$label]=$bin; VARIANT_OF[$label]=$variant; VARIANTS+=("$label")
 done
-VARIANTS=("${VARIANTS[@]%%=*}")
 command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
 [ -x "$SERVER" ] || { echo "build first: PROJECT=\$PWD ROUNDS=0 benches/peers/run.sh" >&2; exit 1; }
 OUT=$WORK/pairs/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$OUT"
 "$BIN/gen" "$OUT" >/dev/null
 RAW=$OUT/raw.tsv
-printf 'slice\tvariant\trps\tp99_us\trequests\terrors\tsrv_ticks\n' >"$RAW"
+printf 'slice\tvariant\trps\tp99_us\trequests\terrors\tsrv_cpu_ns\n' >"$RAW"
+for label in bare "${VARIANTS[@]}"; do printf '# %s = %s %s\n' "$label" "${BIN_OF[$label]}" "${VARIANT_OF[$label]}"; done >"$OUT/variants.txt"
 
 declare -A PID PORT HF
 cleanup() { for p in "${PID[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -56,32 +63,36 @@ for v in bare "${VARIANTS[@]}"; do
   taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${WARM}s" -s "$ROOT/cycle.lua" "http://127.0.0.1:$port/me" -- "${HF[$v]}" >/dev/null
 done
 
+# The server's CPU time, all its threads, in nanoseconds.
+cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{ns += $1} END {print ns}'; }
 n=0
 slice() {
   local v=$1 t0 t1 line
   n=$((n + 1))
-  t0=$(awk '{print $14+$15}' "/proc/${PID[$v]}/stat")
+  t0=$(cpu_ns "${PID[$v]}")
   line=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${DUR}s" --latency -s "$ROOT/cycle.lua" \
-    "http://127.0.0.1:${PORT[$v]}/me" -- "${HF[$v]}" | grep '^RESULT')
-  t1=$(awk '{print $14+$15}' "/proc/${PID[$v]}/stat")
+    "http://127.0.0.1:${PORT[$v]}/me" -- "${HF[$v]}" | grep '^RESULT' || true)
+  t1=$(cpu_ns "${PID[$v]}")
+  [ -n "$line" ] || { echo "slice $n ($v): no result from wrk" >&2; exit 1; }
   get() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $line"; }
-  # Errors: socket errors, and answers other than 2xx (except where every answer is a 401).
+  # Errors: socket errors, and answers other than 2xx, except for a forged variant, every
+  # answer of which is refused (its probe checked for 401; wrk does not tell statuses apart).
   local status; status=$(get err_status); case ${VARIANT_OF[$v]} in *_forged) status=0;; esac
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$v" "$(get rps)" "$(get p99_us)" "$(get requests)" \
     $(($(get err_connect) + $(get err_read) + $(get err_write) + $(get err_timeout) + status)) \
     $((t1 - t0)) >>"$RAW"
 }
-echo "# $(date -Is) slices=$SLICES dur=${DUR}s conns=$CONNS server_cpu=$SERVER_CPU client_cpu=$CLIENT_CPU; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
+echo "# $(date -Is) slices=$SLICES dur=${DUR}s conns=$CONNS server_cpu=$SERVER_CPU client_cpu=$CLIENT_CPU; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)" | tee "$OUT/header.txt"
 slice bare
 for _ in $(seq 1 "$SLICES"); do
   for v in "${VARIANTS[@]}"; do slice "$v"; slice bare; done
 done
 
-python3 - "$RAW" "$(getconf CLK_TCK)" "${VARIANTS[@]}" <<'PY' | tee "$OUT/summary.txt"
+python3 - "$RAW" "${VARIANTS[@]}" <<'PY' | tee "$OUT/summary.txt"
 import csv, statistics as st, sys
-raw, tck, variants = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+raw, variants = sys.argv[1], sys.argv[2:]
 rows = list(csv.DictReader(open(raw), delimiter="\t"))
-us = lambda r: int(r["srv_ticks"]) / tck / int(r["requests"]) * 1e6
+us = lambda r: int(r["srv_cpu_ns"]) / 1e3 / max(int(r["requests"]), 1)
 bare = [r for r in rows if r["variant"] == "bare"]
 print(f"{'variant':<22}{'x bare':>8}{'IQR':>16}{'p99 x':>8}{'srv us/req':>12}{'+us':>8}{'slices':>8}{'errors':>8}")
 print(f"{'bare':<22}{1:>8.3f}{'':>16}{1:>8.2f}{st.median(us(r) for r in bare):>12.2f}{0:>+8.2f}{len(bare):>8}"
@@ -93,6 +104,7 @@ for v in variants:
             continue
         # the bare slices either side (the walk starts and ends with bare, and alternates)
         b = (rows[i - 1], rows[i + 1])
+        assert all(x["variant"] == "bare" for x in b), f"slice {r['slice']}: not between bare slices"
         ratio.append(float(r["rps"]) / st.mean(float(x["rps"]) for x in b))
         p99.append(float(r["p99_us"]) / st.mean(float(x["p99_us"]) for x in b))
         plus.append(us(r) - st.mean(us(x) for x in b))
