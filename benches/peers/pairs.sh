@@ -13,10 +13,7 @@
 #   benches/peers/pairs.sh old=/tmp/old/server:wechat_login new=$NEW:wechat_login   # builds (A/B)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")" && pwd)
-PROJECT=${PROJECT:-$(cd "$ROOT/../.." && pwd)}
-WORK=${WORK:-$(cd "$PROJECT" && pwd)/target/peers-bench}
-BIN=$WORK/peers/target/release
-SERVER=${SERVER:-$BIN/server}
+. "$ROOT/paths.sh"   # PROJECT, WORK, BIN, SERVER
 SLICES=${SLICES:-30}; DUR=${DUR:-1}; WARM=${WARM:-2}; CONNS=${CONNS:-64}
 SERVER_CPU=${SERVER_CPU:-1}; CLIENT_CPU=${CLIENT_CPU:-0}
 [ "$SLICES" -ge 2 ] || { echo "SLICES must be at least 2" >&2; exit 1; }

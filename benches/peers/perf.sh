@@ -8,10 +8,7 @@
 #   perf annotate -i "$WORK/perf/wechat_login/perf.data" --stdio -s <symbol>   # where in a symbol
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")" && pwd)
-PROJECT=${PROJECT:-$(cd "$ROOT/../.." && pwd)}
-WORK=${WORK:-$(cd "$PROJECT" && pwd)/target/peers-bench}
-BIN=$WORK/peers/target/release
-SERVER=${SERVER:-$BIN/server}
+. "$ROOT/paths.sh"   # PROJECT, WORK, BIN, SERVER
 ORDER=${ORDER:-}   # "random", or empty for cycle.lua's round
 DUR=${DUR:-12}; RATE=${RATE:-4999}; SERVER_CPU=${SERVER_CPU:-1}; CLIENT_CPU=${CLIENT_CPU:-0}
 command -v perf >/dev/null || { echo "perf not found: apt-get install -y linux-perf" >&2; exit 1; }
