@@ -32,11 +32,12 @@ for spec in "$@"; do
     *) label=$spec; bin=$SERVER; variant=$spec ;;
   esac
   [ -z "${BIN_OF[$label]+set}" ] || { echo "$label: given twice" >&2; exit 1; }
-  [ -x "$bin" ] || { echo "$label: $bin is not an executable (build first: PROJECT=\$PWD ROUNDS=0 benches/peers/run.sh)" >&2; exit 1; }
   BIN_OF[$label]=$bin; VARIANT_OF[$label]=$variant; VARIANTS+=("$label")
 done
+for label in bare "${VARIANTS[@]}"; do
+  [ -x "${BIN_OF[$label]}" ] || { echo "$label: ${BIN_OF[$label]} is not an executable (build first: PROJECT=\$PWD ROUNDS=0 benches/peers/run.sh)" >&2; exit 1; }
+done
 command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
-[ -x "$SERVER" ] || { echo "build first: PROJECT=\$PWD ROUNDS=0 benches/peers/run.sh" >&2; exit 1; }
 OUT=$WORK/pairs/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$OUT"
 "$BIN/gen" "$OUT" >/dev/null
